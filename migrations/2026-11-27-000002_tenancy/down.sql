@@ -1,0 +1,4 @@
+DROP TABLE webhook_endpoints;
+DROP TABLE provider_credentials;
+DROP TABLE api_keys;
+DROP TABLE projects;

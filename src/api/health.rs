@@ -1,0 +1,69 @@
+//! Liveness and readiness for orchestrators and load balancers.
+//!
+//! `/healthz` answers as long as the process serves HTTP; `/readyz` also checks that Postgres and
+//! Redis answer, and names the ones that do not, so a probe (or an operator) sees which
+//! dependency is down. Neither needs authentication.
+
+use std::time::Duration;
+
+use actix_web::{HttpResponse, web};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::db;
+use crate::error::{ApiError, FieldError};
+use crate::state::AppState;
+
+/// How long a readiness probe waits for each dependency.
+const READY_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: &'static str,
+    pub version: &'static str,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ok` when every dependency answers.
+    pub status: &'static str,
+    pub checks: Checks,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Checks {
+    pub postgres: &'static str,
+    pub redis: &'static str,
+}
+
+/// The process is alive.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "alive", body = Health)))]
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(Health { status: "ok", version: env!("CARGO_PKG_VERSION") })
+}
+
+/// Postgres and Redis both answer.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "ready", body = Readiness),
+        (status = 503, description = "a dependency is down; `details` names it", body = crate::error::ErrorBody),
+    ))]
+pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let (postgres, redis) = tokio::join!(db::ping(&state.db, READY_TIMEOUT), state.redis.ping());
+    let mut down = Vec::new();
+    if let Err(e) = postgres {
+        down.push(FieldError::new("postgres", format!("unreachable: {e}")));
+    }
+    if let Err(e) = redis {
+        down.push(FieldError::new("redis", format!("unreachable: {e}")));
+    }
+    if down.is_empty() {
+        return Ok(HttpResponse::Ok()
+            .json(Readiness { status: "ok", checks: Checks { postgres: "ok", redis: "ok" } }));
+    }
+    let names: Vec<&str> = down.iter().map(|d| d.field.as_str()).collect();
+    Err(ApiError::unavailable(format!("not ready: {} down", names.join(" and ")))
+        .with_details(down))
+}

@@ -1,0 +1,219 @@
+//! The JSON body extractor of every write route.
+//!
+//! actix's own `Json` reports serde failures as bare strings; the contract needs the field at
+//! fault as a dotted camelCase path, the difference between "not JSON" (`malformed_json`) and
+//! "JSON of the wrong shape" (`validation_failed`), and 413 beyond a per-route size limit.
+
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::{FromRequest, HttpRequest, web};
+use futures::StreamExt;
+use futures::future::LocalBoxFuture;
+use serde::de::DeserializeOwned;
+use serde_path_to_error::Segment;
+
+use crate::error::{ApiError, FieldError};
+
+/// Body size limit for routes that set none (management writes).
+pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
+
+/// Per-route body size limit: `web::resource(..).app_data(BodyLimit(n))`.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+/// A request body parsed as `T` (which should `deny_unknown_fields`).
+#[derive(Debug)]
+pub struct Json<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let limit = req
+            .app_data::<BodyLimit>()
+            .or_else(|| req.app_data::<web::Data<BodyLimit>>().map(|d| d.get_ref()))
+            .map_or(DEFAULT_BODY_LIMIT, |l| l.0);
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        let mut payload = payload.take();
+        Box::pin(async move {
+            if declared.is_some_and(|len| len > limit) {
+                return Err(ApiError::payload_too_large(limit));
+            }
+            let mut body = web::BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
+            while let Some(chunk) = payload.next().await {
+                let chunk = chunk
+                    .map_err(|e| ApiError::malformed_json(format!("cannot read the body: {e}")))?;
+                if body.len() + chunk.len() > limit {
+                    return Err(ApiError::payload_too_large(limit));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            parse(&body).map(Json)
+        })
+    }
+}
+
+/// Parses a JSON document into `T`, mapping every failure to the contract's errors.
+pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    // serde lets a struct be written as an array of its fields; request bodies are objects.
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|b| *b != b'{')
+        && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
+    {
+        return Err(ApiError::invalid_field("body", "must be a JSON object"));
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = dotted_path(error.path());
+        let inner = error.into_inner();
+        // A shape error can come before a syntax error later in the body; the body is only
+        // "of the wrong shape" if it is JSON at all.
+        if !inner.is_data() {
+            return ApiError::malformed_json(format!(
+                "the body is not valid JSON: {}",
+                bare(&inner)
+            ));
+        }
+        if let Err(syntax) = serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+            return ApiError::malformed_json(format!(
+                "the body is not valid JSON: {}",
+                bare(&syntax)
+            ));
+        }
+        let message = bare(&inner);
+        ApiError::validation(vec![field_error(&path, &message)])
+    })?;
+    deserializer.end().map_err(|e| {
+        ApiError::malformed_json(format!("the body is not valid JSON: {}", bare(&e)))
+    })?;
+    Ok(value)
+}
+
+/// serde_path_to_error writes `a.b[1]`; the contract writes `a.b.1`.
+fn dotted_path(path: &serde_path_to_error::Path) -> String {
+    let parts: Vec<String> = path
+        .iter()
+        .filter_map(|segment| match segment {
+            Segment::Seq { index } => Some(index.to_string()),
+            Segment::Map { key } => Some(key.clone()),
+            Segment::Enum { .. } | Segment::Unknown => None,
+            // Segment is non-exhaustive
+            #[allow(unreachable_patterns)]
+            _ => None,
+        })
+        .collect();
+    parts.join(".")
+}
+
+/// For a missing field the path ends at its parent and serde names the field only in its
+/// message; put it in the path so that `field` is the field's own path. Keep messages short.
+fn field_error(path: &str, message: &str) -> FieldError {
+    let join = |name: &str| {
+        if path.is_empty() { name.to_owned() } else { format!("{path}.{name}") }
+    };
+    let named = |prefix: &str| {
+        message.strip_prefix(prefix).and_then(|rest| rest.split('`').next()).map(str::to_owned)
+    };
+    if message.starts_with("unknown field `") {
+        return FieldError::new(path, "is not a known field");
+    }
+    if let Some(name) = named("missing field `") {
+        return FieldError::new(join(&name), "is required");
+    }
+    let field = if path.is_empty() { "body".to_owned() } else { path.to_owned() };
+    FieldError::new(field, message)
+}
+
+/// serde_json's message without its " at line 1 column 5" suffix.
+fn bare(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    match text.rsplit_once(" at line ") {
+        Some((message, _)) => message.to_owned(),
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    #[allow(dead_code)]
+    struct Body {
+        channel: String,
+        content: Content,
+        event_types: Option<Vec<u8>>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Content {
+        subject: String,
+    }
+
+    fn error_of(body: &str) -> (String, Vec<FieldError>) {
+        let error = parse::<Body>(body.as_bytes()).unwrap_err();
+        (error.code().to_owned(), error.details().to_vec())
+    }
+
+    #[test]
+    fn not_json_is_malformed() {
+        for body in ["", "{", "{\"channel\": }", "nope", "{} trailing"] {
+            let (code, details) = error_of(body);
+            assert_eq!(code, "malformed_json", "{body:?}");
+            assert!(details.is_empty());
+        }
+    }
+
+    #[test]
+    fn shape_errors_name_the_field() {
+        let cases = [
+            (r#"{"content": {"subject": "s"}}"#, "channel", "is required"),
+            (r#"{"channel": "email", "content": {}}"#, "content.subject", "is required"),
+            (
+                r#"{"channel": "email", "content": {"subject": 5}}"#,
+                "content.subject",
+                "invalid type",
+            ),
+            (
+                r#"{"channel": "email", "content": {"subject": "s", "extra": 1}}"#,
+                "content.extra",
+                "not a known field",
+            ),
+            (
+                r#"{"channel": "email", "content": {"subject": "s"}, "bogus": true}"#,
+                "bogus",
+                "not a known field",
+            ),
+            (
+                r#"{"channel": "email", "content": {"subject": "s"}, "eventTypes": [1, "x"]}"#,
+                "eventTypes.1",
+                "invalid type",
+            ),
+            (r#"[1, 2]"#, "body", "must be a JSON object"),
+            (r#""text""#, "body", "must be a JSON object"),
+        ];
+        for (body, field, message) in cases {
+            let (code, details) = error_of(body);
+            assert_eq!(code, "validation_failed", "{body}");
+            assert_eq!(details.len(), 1, "{body}");
+            assert_eq!(details[0].field, field, "{body}");
+            assert!(details[0].message.contains(message), "{body}: {}", details[0].message);
+            assert!(!details[0].message.contains("line"), "{}", details[0].message);
+        }
+    }
+
+    #[test]
+    fn valid_bodies_parse() {
+        let body: Body = parse(br#"{"channel": "sms", "content": {"subject": "x"}}"#).unwrap();
+        assert_eq!(body.channel, "sms");
+    }
+}

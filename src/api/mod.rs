@@ -1,0 +1,88 @@
+//! The HTTP surface: one actix `App` shared by the server and the tests.
+//!
+//! Every process serves the operations routes (`/healthz`, `/readyz`, `/openapi.json`), so
+//! probes work for worker-only containers too; the `/v1` routes are mounted only in processes
+//! that run the `api` role. Errors raised outside our handlers (unknown routes, wrong methods)
+//! are rewritten into the contract's JSON error body here, once.
+
+pub mod health;
+pub mod json;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::http::header;
+use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
+use actix_web::{App, HttpResponse, ResponseError, web};
+use utoipa::OpenApi;
+
+use crate::error::{ApiError, ErrorBody, ErrorDetail, FieldError};
+use crate::state::AppState;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "RelayIt",
+        description = "One HTTP endpoint to notify users by email, SMS, WhatsApp and Discord."
+    ),
+    paths(health::healthz, health::readyz, openapi_json),
+    components(schemas(ErrorBody, ErrorDetail, FieldError))
+)]
+pub struct ApiDoc;
+
+/// The OpenAPI document of this server, generated from the handlers.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "OpenAPI 3.1 document")))]
+pub async fn openapi_json() -> HttpResponse {
+    HttpResponse::Ok().json(ApiDoc::openapi())
+}
+
+/// Builds the application for one HTTP worker.
+pub fn app(
+    state: AppState,
+    api_role: bool,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(web::Data::new(state))
+        .wrap(ErrorHandlers::new().default_handler(json_error_body))
+        .service(web::resource("/healthz").get(health::healthz))
+        .service(web::resource("/readyz").get(health::readyz))
+        .service(web::resource("/openapi.json").get(openapi_json))
+        .configure(|cfg| {
+            if api_role {
+                v1_routes(cfg);
+            }
+        })
+        .default_service(web::to(|| async { ApiError::not_found("route").error_response() }))
+}
+
+/// The `/v1` routes of the contract.
+fn v1_routes(_cfg: &mut web::ServiceConfig) {}
+
+/// Gives error responses that are not already JSON (actix's own 404/405/413 and the like) the
+/// contract's error body, keeping their status.
+fn json_error_body<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json {
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    }
+    let (req, old) = res.into_parts();
+    let mut new = ApiError::for_status(old.status()).error_response();
+    // keep headers such as Allow on a 405
+    for (name, value) in old.headers() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            new.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    Ok(ErrorHandlerResponse::Response(ServiceResponse::new(req, new).map_into_right_body()))
+}

@@ -1,0 +1,121 @@
+//! The command line: `serve`, `migrate`, `generate-key` and `config check`.
+//!
+//! Failures print one line on stderr (`error: ...`) and exit 1; clap's own usage errors keep
+//! clap's message and exit 2.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::Config;
+use crate::server::{self, Roles};
+use crate::{crypto, db, telemetry};
+
+#[derive(Debug, Parser)]
+#[command(name = "relayit", version, about = "Self-hosted notification delivery")]
+pub struct Cli {
+    /// Configuration file [default: ./config.toml when present]
+    #[arg(long, global = true, value_name = "PATH", env = "RELAYIT_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service
+    Serve {
+        /// Roles this process runs, comma-separated
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
+        role: Vec<RoleArg>,
+    },
+    /// Apply pending database migrations and exit
+    Migrate,
+    /// Print a fresh master key (base64 of 32 random bytes)
+    GenerateKey,
+    /// Inspect the configuration
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Load and validate the configuration, then print it with secrets redacted
+    Check,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    /// api, worker and webhook in one process
+    All,
+    /// the HTTP API
+    Api,
+    /// the delivery worker
+    Worker,
+    /// the webhook worker
+    Webhook,
+}
+
+pub fn roles_of(args: &[RoleArg]) -> Roles {
+    if args.contains(&RoleArg::All) {
+        return Roles::ALL;
+    }
+    Roles {
+        api: args.contains(&RoleArg::Api),
+        worker: args.contains(&RoleArg::Worker),
+        webhook: args.contains(&RoleArg::Webhook),
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn one_line(error: &anyhow::Error) -> String {
+    format!("{error:#}").replace('\n', " ")
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::GenerateKey => {
+            println!("{}", crypto::generate_key_base64());
+            Ok(())
+        }
+        Command::Config { command: ConfigCommand::Check } => {
+            let config = Config::load(cli.config.as_deref())?;
+            print!("{}", config.to_redacted_toml());
+            Ok(())
+        }
+        Command::Migrate => {
+            let config = Config::load(cli.config.as_deref())?;
+            telemetry::init(&config.log);
+            runtime()?.block_on(async {
+                let applied = db::migrate(&config.database.url).await?;
+                println!("applied {} migration(s)", applied.len());
+                anyhow::Ok(())
+            })
+        }
+        Command::Serve { role } => {
+            let config = Config::load(cli.config.as_deref())?;
+            telemetry::init(&config.log);
+            runtime()?.block_on(async {
+                let running = server::start(config, roles_of(&role)).await?;
+                running.run_until_stopped().await
+            })
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}

@@ -1,0 +1,637 @@
+//! Configuration: built-in defaults < a TOML file < `RELAYIT_*` environment variables.
+//!
+//! The file is `--config PATH`, else `./config.toml` when present. Environment variables use `__`
+//! for nesting (`RELAYIT_SERVER__BIND`); the conventional `DATABASE_URL` and `REDIS_URL` are
+//! honoured too, below their `RELAYIT_` spellings. Loading validates every value, so a bad one
+//! stops start-up with a single line that names the key and says how to fix it.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::MasterKey;
+
+/// Shown instead of a secret wherever configuration is printed.
+pub const REDACTED: &str = "********";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where state that is not in Postgres lives (the generated master key of a single instance).
+    pub data_dir: PathBuf,
+    /// Apply pending migrations when `serve` starts.
+    pub migrate_on_start: bool,
+    pub server: ServerConfig,
+    pub log: LogConfig,
+    pub database: DatabaseConfig,
+    pub redis: RedisConfig,
+    pub security: SecurityConfig,
+    pub auth: AuthConfig,
+    pub providers: ProvidersConfig,
+    pub webhooks: WebhooksConfig,
+    pub delivery: DeliveryConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub bind: String,
+    /// The externally visible base URL (`https://relayit.example.com`); empty when unknown.
+    pub public_url: String,
+    /// HTTP worker threads; 0 means one per CPU core.
+    pub workers: usize,
+    /// How long shutdown waits for in-flight requests and deliveries.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter; `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub url: String,
+    pub max_connections: usize,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    pub url: String,
+    /// Prepended to every key, before the `{relayit}` hash tag, so that several installs (or
+    /// tests) can share one Redis.
+    pub key_prefix: String,
+    pub pool_size: usize,
+    #[serde(with = "humantime_serde")]
+    pub command_timeout: Duration,
+}
+
+#[derive(Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// Base64 of 32 bytes; seals provider credentials and webhook secrets.
+    pub encryption_key: Option<String>,
+    /// Keys that sealed older rows and still open them (rotation).
+    pub previous_keys: Vec<String>,
+}
+
+impl fmt::Debug for SecurityConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecurityConfig")
+            .field("encryption_key", &self.encryption_key.as_ref().map(|_| REDACTED))
+            .field("previous_keys", &vec![REDACTED; self.previous_keys.len()])
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    pub allow_signup: bool,
+    #[serde(with = "humantime_serde")]
+    pub session_ttl: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProvidersConfig {
+    /// Lets provider credentials carry `endpointUrl`/`baseUrl` (local peers, proxies, tests).
+    pub allow_endpoint_overrides: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Lets webhook endpoints target private, loopback and link-local addresses.
+    pub allow_private_targets: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// Deliveries in flight at once per worker process.
+    pub concurrency: usize,
+    pub max_attempts: u32,
+    /// How long a claimed stream entry may stay unacknowledged before another worker takes it
+    /// over; must exceed the slowest provider call.
+    #[serde(with = "humantime_serde")]
+    pub visibility_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_base_delay: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_max_delay: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            migrate_on_start: true,
+            server: ServerConfig::default(),
+            log: LogConfig::default(),
+            database: DatabaseConfig::default(),
+            redis: RedisConfig::default(),
+            security: SecurityConfig::default(),
+            auth: AuthConfig::default(),
+            providers: ProvidersConfig::default(),
+            webhooks: WebhooksConfig::default(),
+            delivery: DeliveryConfig::default(),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: "0.0.0.0:8080".into(),
+            public_url: String::new(),
+            workers: 0,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Pretty, level: "info".into() }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: "postgres://postgres@127.0.0.1:5432/relayit".into(),
+            max_connections: 16,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".into(),
+            key_prefix: String::new(),
+            pool_size: 4,
+            command_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self { allow_signup: true, session_ttl: Duration::from_secs(30 * 24 * 3600) }
+    }
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 64,
+            max_attempts: 8,
+            visibility_timeout: Duration::from_secs(300),
+            retry_base_delay: Duration::from_secs(5),
+            retry_max_delay: Duration::from_secs(600),
+        }
+    }
+}
+
+/// The sections and keys at the top of the configuration. `RELAYIT_*` variables outside them are
+/// ignored rather than refused: orchestrators set some of their own (Kubernetes adds
+/// `RELAYIT_SERVICE_HOST` for a service named relayit), and they must not stop start-up.
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "data_dir",
+    "migrate_on_start",
+    "server",
+    "log",
+    "database",
+    "redis",
+    "security",
+    "auth",
+    "providers",
+    "webhooks",
+    "delivery",
+];
+
+fn top_level(key: &str) -> &str {
+    let end = [key.find('.'), key.find("__")].into_iter().flatten().min();
+    &key[..end.unwrap_or(key.len())]
+}
+
+/// A configuration that cannot be used; its `Display` is the one line shown at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error("config key `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+impl ConfigError {
+    fn invalid(key: &str, reason: impl Into<String>) -> Self {
+        Self::Invalid { key: key.into(), reason: reason.into() }
+    }
+
+    /// The key at fault, for `Invalid` errors.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            Self::Invalid { key, .. } => Some(key),
+            Self::File { .. } => None,
+        }
+    }
+}
+
+impl Config {
+    /// The layered sources: defaults, then the file, then the environment.
+    ///
+    /// An explicit `path` must exist; without one, `./config.toml` is read when present.
+    pub fn figment(path: Option<&Path>) -> Result<Figment, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match path {
+            Some(path) if !path.is_file() => {
+                return Err(ConfigError::File {
+                    path: path.to_owned(),
+                    reason: "not found; pass an existing file to --config".into(),
+                });
+            }
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None if Path::new("config.toml").is_file() => {
+                figment = figment.merge(Toml::file_exact("config.toml"))
+            }
+            None => {}
+        }
+        Ok(figment
+            .merge(Env::raw().only(&["DATABASE_URL"]).map(|_| "database.url".into()))
+            .merge(Env::raw().only(&["REDIS_URL"]).map(|_| "redis.url".into()))
+            .merge(Env::prefixed("RELAYIT_").split("__").filter(|key| {
+                let top = top_level(key.as_str());
+                TOP_LEVEL_KEYS.iter().any(|k| k.eq_ignore_ascii_case(top))
+            })))
+    }
+
+    /// Loads and validates the configuration from its usual sources.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::from_figment(Self::figment(path)?)
+    }
+
+    /// Extracts and validates a configuration from any set of sources.
+    pub fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
+        let mut config: Config = figment.extract().map_err(describe_figment_error)?;
+        // An empty value means "not set" (compose passes `${VAR:-}` through as "").
+        if config.security.encryption_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
+            config.security.encryption_key = None;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: formats, ranges and the relations between keys.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.bind_addr()?;
+        if !self.server.public_url.is_empty() {
+            let ok = url::Url::parse(&self.server.public_url)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
+            if !ok {
+                return Err(ConfigError::invalid(
+                    "server.public_url",
+                    "must be an http(s) URL such as https://relayit.example.com, or empty",
+                ));
+            }
+        }
+        let db_ok = url::Url::parse(&self.database.url)
+            .is_ok_and(|u| matches!(u.scheme(), "postgres" | "postgresql"));
+        if !db_ok {
+            return Err(ConfigError::invalid(
+                "database.url",
+                "must be a postgres:// URL, e.g. postgres://user:password@host:5432/relayit",
+            ));
+        }
+        let redis_ok = url::Url::parse(&self.redis.url)
+            .is_ok_and(|u| matches!(u.scheme(), "redis" | "rediss" | "redis-sentinel"));
+        if !redis_ok {
+            return Err(ConfigError::invalid(
+                "redis.url",
+                "must be a redis:// or rediss:// URL, e.g. redis://127.0.0.1:6379",
+            ));
+        }
+        if self.redis.key_prefix.contains(['{', '}']) {
+            return Err(ConfigError::invalid(
+                "redis.key_prefix",
+                "must not contain `{` or `}` (RelayIt adds its own {relayit} hash tag)",
+            ));
+        }
+        positive("database.max_connections", self.database.max_connections)?;
+        positive("redis.pool_size", self.redis.pool_size)?;
+        positive("delivery.concurrency", self.delivery.concurrency)?;
+        positive("delivery.max_attempts", self.delivery.max_attempts as usize)?;
+        nonzero_duration("database.connect_timeout", self.database.connect_timeout)?;
+        nonzero_duration("redis.command_timeout", self.redis.command_timeout)?;
+        nonzero_duration("delivery.visibility_timeout", self.delivery.visibility_timeout)?;
+        nonzero_duration("auth.session_ttl", self.auth.session_ttl)?;
+        if self.delivery.retry_max_delay < self.delivery.retry_base_delay {
+            return Err(ConfigError::invalid(
+                "delivery.retry_max_delay",
+                "must not be shorter than delivery.retry_base_delay",
+            ));
+        }
+        if let Some(key) = &self.security.encryption_key {
+            MasterKey::from_base64(key).map_err(|e| {
+                ConfigError::invalid(
+                    "security.encryption_key",
+                    format!("{e}; generate one with `relayit generate-key`"),
+                )
+            })?;
+        }
+        for (i, key) in self.security.previous_keys.iter().enumerate() {
+            MasterKey::from_base64(key).map_err(|e| {
+                ConfigError::invalid(
+                    &format!("security.previous_keys.{i}"),
+                    format!("{e}; list the exact keys that sealed older data"),
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    pub fn bind_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.server.bind.parse().map_err(|_| {
+            ConfigError::invalid(
+                "server.bind",
+                format!("`{}` is not host:port; use e.g. 0.0.0.0:8080", self.server.bind),
+            )
+        })
+    }
+
+    /// The configuration as TOML with every secret replaced by `********`.
+    pub fn to_redacted_toml(&self) -> String {
+        let mut shown = self.clone();
+        if shown.security.encryption_key.is_some() {
+            shown.security.encryption_key = Some(REDACTED.into());
+        }
+        for key in &mut shown.security.previous_keys {
+            *key = REDACTED.into();
+        }
+        shown.database.url = redact_url(&shown.database.url);
+        shown.redis.url = redact_url(&shown.redis.url);
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+/// Hides the password of a URL (`postgres://user:********@host/db`).
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut url) if url.password().is_some() => {
+            // set_password only fails for URLs that cannot carry one, ruled out by the guard
+            let _ = url.set_password(Some(REDACTED));
+            url.to_string()
+        }
+        Ok(_) => raw.to_owned(),
+        Err(_) => REDACTED.to_owned(),
+    }
+}
+
+fn positive(key: &str, value: usize) -> Result<(), ConfigError> {
+    if value == 0 {
+        return Err(ConfigError::invalid(key, "must be at least 1"));
+    }
+    Ok(())
+}
+
+fn nonzero_duration(key: &str, value: Duration) -> Result<(), ConfigError> {
+    if value.is_zero() {
+        return Err(ConfigError::invalid(key, "must be a positive duration such as \"5s\""));
+    }
+    Ok(())
+}
+
+/// Turns figment's error into one line that names the key, the problem and where the value came
+/// from (the file, or the environment variable to fix).
+fn describe_figment_error(error: figment::Error) -> ConfigError {
+    let key = error.path.join(".");
+    let source = match (&error.metadata, error.path.is_empty()) {
+        (Some(meta), false) if meta.name.contains("environment") => {
+            let var = if key == "database.url" || key == "redis.url" {
+                format!("RELAYIT_{} (or {})", env_name(&key), key.replace('.', "_").to_uppercase())
+            } else {
+                format!("RELAYIT_{}", env_name(&key))
+            };
+            format!(" (set by environment variable {var})")
+        }
+        (Some(meta), _) => match &meta.source {
+            Some(source) => format!(" (from {source})"),
+            None => format!(" (from {})", meta.name),
+        },
+        (None, _) => String::new(),
+    };
+    let reason = match &error.kind {
+        figment::error::Kind::UnknownField(..) => {
+            return ConfigError::invalid(
+                &key,
+                format!("unknown key{source}; see config.toml for the keys RelayIt reads"),
+            );
+        }
+        kind => format!("{kind}{source}"),
+    };
+    ConfigError::invalid(if key.is_empty() { "(root)" } else { &key }, reason)
+}
+
+fn env_name(key: &str) -> String {
+    key.replace('.', "__").to_uppercase()
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment's Jail closures return figment::Error
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    fn load_in_jail(jail: &Jail) -> Result<Config, ConfigError> {
+        let _ = jail;
+        Config::load(None)
+    }
+
+    #[test]
+    fn repository_config_toml_states_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
+        let from_file = Config::from_figment(
+            Figment::from(Serialized::defaults(Config::default())).merge(Toml::file_exact(&path)),
+        )
+        .expect("config.toml loads");
+        assert_eq!(from_file, Config::default(), "config.toml must document the defaults");
+        // every key must be spelled out in the file, not only inherited from the defaults
+        let raw: toml::Table = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let defaults: toml::Table = toml::from_str(&Config::default().to_redacted_toml()).unwrap();
+        for (section, value) in defaults {
+            match value {
+                toml::Value::Table(keys) => {
+                    let in_file = raw.get(&section).and_then(|v| v.as_table()).cloned();
+                    let in_file = in_file.unwrap_or_else(|| panic!("[{section}] missing"));
+                    for key in keys.keys() {
+                        assert!(
+                            in_file.contains_key(key),
+                            "{section}.{key} missing in config.toml"
+                        );
+                    }
+                }
+                _ => assert!(raw.contains_key(&section), "{section} missing in config.toml"),
+            }
+        }
+    }
+
+    #[test]
+    fn layering_defaults_file_environment() {
+        Jail::expect_with(|jail| {
+            assert_eq!(load_in_jail(jail).unwrap(), Config::default());
+
+            jail.create_file(
+                "config.toml",
+                "[server]\nbind = \"127.0.0.1:9000\"\n[database]\nmax_connections = 3\n",
+            )?;
+            let config = load_in_jail(jail).unwrap();
+            assert_eq!(config.server.bind, "127.0.0.1:9000");
+            assert_eq!(config.database.max_connections, 3);
+            assert_eq!(config.redis.url, RedisConfig::default().url);
+
+            jail.set_env("RELAYIT_SERVER__BIND", "127.0.0.1:9001");
+            jail.set_env("RELAYIT_DELIVERY__RETRY_BASE_DELAY", "250ms");
+            jail.set_env("RELAYIT_MIGRATE_ON_START", "false");
+            jail.set_env("RELAYIT_WEBHOOKS__ALLOW_PRIVATE_TARGETS", "true");
+            let config = load_in_jail(jail).unwrap();
+            assert_eq!(config.server.bind, "127.0.0.1:9001");
+            assert_eq!(config.database.max_connections, 3);
+            assert_eq!(config.delivery.retry_base_delay, Duration::from_millis(250));
+            assert!(!config.migrate_on_start);
+            assert!(config.webhooks.allow_private_targets);
+
+            jail.set_env("DATABASE_URL", "postgres://a@db:5432/x");
+            jail.set_env("REDIS_URL", "redis://cache:6379");
+            let config = load_in_jail(jail).unwrap();
+            assert_eq!(config.database.url, "postgres://a@db:5432/x");
+            assert_eq!(config.redis.url, "redis://cache:6379");
+            // the RELAYIT_ spelling is the more specific one and wins
+            jail.set_env("RELAYIT_DATABASE__URL", "postgres://b@db:5432/y");
+            assert_eq!(load_in_jail(jail).unwrap().database.url, "postgres://b@db:5432/y");
+
+            // variables that are not RelayIt settings are left alone
+            jail.set_env("RELAYIT_SERVICE_HOST", "10.0.0.1");
+            jail.set_env("RELAYIT_PORT", "tcp://10.0.0.1:8080");
+            assert!(load_in_jail(jail).is_ok());
+
+            jail.set_env(
+                "RELAYIT_SECURITY__PREVIOUS_KEYS",
+                format!("[\"{}\"]", "A".repeat(43) + "="),
+            );
+            assert_eq!(load_in_jail(jail).unwrap().security.previous_keys.len(), 1);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn explicit_file_must_exist() {
+        let err = Config::load(Some(Path::new("/nonexistent/relayit.toml"))).unwrap_err();
+        assert!(err.to_string().contains("--config"), "{err}");
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_fix() {
+        let cases: &[(&str, &str, &str, &str)] = &[
+            (
+                "RELAYIT_DATABASE__MAX_CONNECTIONS",
+                "lots",
+                "database.max_connections",
+                "RELAYIT_DATABASE__MAX_CONNECTIONS",
+            ),
+            ("RELAYIT_DATABASE__MAX_CONNECTIONS", "0", "database.max_connections", "at least 1"),
+            ("RELAYIT_SERVER__BIND", "nowhere", "server.bind", "0.0.0.0:8080"),
+            ("DATABASE_URL", "mysql://x", "database.url", "postgres://"),
+            ("RELAYIT_REDIS__URL", "http://x", "redis.url", "redis://"),
+            ("RELAYIT_REDIS__KEY_PREFIX", "a{b}", "redis.key_prefix", "hash tag"),
+            (
+                "RELAYIT_SECURITY__ENCRYPTION_KEY",
+                "c2hvcnQ=",
+                "security.encryption_key",
+                "relayit generate-key",
+            ),
+            ("RELAYIT_SECURITY__PREVIOUS_KEYS", "[\"!!\"]", "security.previous_keys.0", "base64"),
+            (
+                "RELAYIT_DELIVERY__VISIBILITY_TIMEOUT",
+                "soon",
+                "delivery.visibility_timeout",
+                "RELAYIT_DELIVERY__VISIBILITY_TIMEOUT",
+            ),
+            (
+                "RELAYIT_DELIVERY__RETRY_MAX_DELAY",
+                "1ms",
+                "delivery.retry_max_delay",
+                "retry_base_delay",
+            ),
+            ("RELAYIT_LOG__FORMAT", "xml", "log.format", "pretty"),
+            ("RELAYIT_SERVER__PUBLIC_URL", "ftp://x", "server.public_url", "http(s)"),
+            ("RELAYIT_SERVER__NOPE", "1", "server.nope", "unknown key"),
+        ];
+        for (var, value, key, hint) in cases {
+            Jail::expect_with(|jail| {
+                jail.set_env(var, value);
+                let err = load_in_jail(jail).expect_err(var);
+                let line = err.to_string();
+                assert_eq!(err.key(), Some(*key), "{var}={value}: {line}");
+                assert!(line.contains(hint), "{var}={value}: `{line}` lacks `{hint}`");
+                assert!(!line.contains('\n'), "one line: {line}");
+                Ok(())
+            });
+        }
+    }
+
+    #[test]
+    fn file_errors_name_the_file() {
+        Jail::expect_with(|jail| {
+            jail.create_file("config.toml", "[delivery]\nmax_attempts = \"many\"\n")?;
+            let line = load_in_jail(jail).unwrap_err().to_string();
+            assert!(
+                line.contains("delivery.max_attempts") && line.contains("config.toml"),
+                "{line}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn redaction_hides_keys_and_url_passwords() {
+        let mut config = Config::default();
+        config.security.encryption_key = Some(crate::crypto::generate_key_base64());
+        config.security.previous_keys = vec![crate::crypto::generate_key_base64()];
+        config.database.url = "postgres://relayit:hunter22@db:5432/relayit".into();
+        config.redis.url = "redis://:sesame99@cache:6379".into();
+        let shown = config.to_redacted_toml();
+        for secret in [
+            config.security.encryption_key.as_deref().unwrap(),
+            &config.security.previous_keys[0],
+            "hunter22",
+            "sesame99",
+        ] {
+            assert!(!shown.contains(secret), "{secret} leaked:\n{shown}");
+        }
+        assert!(shown.contains("postgres://relayit:********@db:5432/relayit"), "{shown}");
+        assert!(!format!("{config:?}").contains(&config.security.previous_keys[0]));
+    }
+}

@@ -1,0 +1,140 @@
+//! PostgreSQL: the connection pool every role shares, and the schema migrations.
+//!
+//! Migrations are embedded in the binary and run under a session-level advisory lock, so any
+//! number of processes may start at once: one applies them, the others wait and find nothing
+//! left to do.
+
+pub mod schema;
+
+use std::time::Duration;
+
+use diesel::{Connection, RunQueryDsl};
+use diesel_async::AsyncPgConnection;
+use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use diesel_async::pooled_connection::deadpool::{Object, Pool as DeadPool};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+use crate::config::DatabaseConfig;
+
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+/// Arbitrary but fixed: identifies RelayIt's migration lock among other advisory locks.
+const MIGRATION_LOCK_ID: i64 = 0x7265_6c61_7969_7401;
+
+pub type Pool = DeadPool<AsyncPgConnection>;
+pub type PooledConnection = Object<AsyncPgConnection>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("cannot build the database pool: {0}")]
+    Pool(String),
+    #[error("cannot connect to the database: {0}")]
+    Connect(#[from] diesel::ConnectionError),
+    #[error("database query failed: {0}")]
+    Query(#[from] diesel::result::Error),
+    #[error("migration failed: {0}")]
+    Migration(String),
+}
+
+/// Builds the pool. Connections open lazily, so this succeeds while Postgres is down; `/readyz`
+/// reports it and requests fail with 503 until it returns.
+pub fn pool(config: &DatabaseConfig) -> Result<Pool, DbError> {
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(&config.url);
+    DeadPool::builder(manager)
+        .max_size(config.max_connections)
+        .runtime(deadpool::Runtime::Tokio1)
+        .wait_timeout(Some(config.connect_timeout))
+        .create_timeout(Some(config.connect_timeout))
+        .recycle_timeout(Some(config.connect_timeout))
+        .build()
+        .map_err(|e| DbError::Pool(e.to_string()))
+}
+
+type SyncPgConnection = AsyncConnectionWrapper<AsyncPgConnection>;
+
+/// Applies every pending migration, creating the database first if it does not exist yet (so a
+/// fresh install needs no manual `CREATE DATABASE`). Returns the versions applied.
+pub async fn migrate(url: &str) -> Result<Vec<String>, DbError> {
+    let url = url.to_owned();
+    // diesel's migration harness is synchronous; keep it off the async workers.
+    tokio::task::spawn_blocking(move || {
+        let mut conn = connect_or_create(&url)?;
+        with_migration_lock(&mut conn, |conn| {
+            conn.run_pending_migrations(MIGRATIONS)
+                .map(|versions| versions.iter().map(|v| v.to_string()).collect())
+                .map_err(|e| DbError::Migration(e.to_string()))
+        })
+    })
+    .await
+    .map_err(|e| DbError::Migration(format!("migration task failed: {e}")))?
+}
+
+/// Reverts every migration (tests and `relayit migrate --revert-all` on a scratch database).
+pub async fn revert_all(url: &str) -> Result<Vec<String>, DbError> {
+    let url = url.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = SyncPgConnection::establish(&url)?;
+        with_migration_lock(&mut conn, |conn| {
+            conn.revert_all_migrations(MIGRATIONS)
+                .map(|versions| versions.iter().map(|v| v.to_string()).collect())
+                .map_err(|e| DbError::Migration(e.to_string()))
+        })
+    })
+    .await
+    .map_err(|e| DbError::Migration(format!("migration task failed: {e}")))?
+}
+
+fn with_migration_lock<T>(
+    conn: &mut SyncPgConnection,
+    work: impl FnOnce(&mut SyncPgConnection) -> Result<T, DbError>,
+) -> Result<T, DbError> {
+    diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK_ID})")).execute(conn)?;
+    let result = work(conn);
+    let unlock =
+        diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_ID})")).execute(conn);
+    // The lock dies with the session anyway; a failed unlock only matters if the work succeeded.
+    let value = result?;
+    unlock?;
+    Ok(value)
+}
+
+fn connect_or_create(url: &str) -> Result<SyncPgConnection, DbError> {
+    match SyncPgConnection::establish(url) {
+        Err(e) if e.to_string().contains("does not exist") => {
+            let message = e.to_string();
+            let mut parsed = url::Url::parse(url).map_err(|e| DbError::Migration(e.to_string()))?;
+            let name = parsed.path().trim_start_matches('/').to_owned();
+            if name.is_empty() {
+                return Err(DbError::Migration(message));
+            }
+            parsed.set_path("/postgres");
+            let mut admin = SyncPgConnection::establish(parsed.as_str())?;
+            let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+            match diesel::sql_query(format!("CREATE DATABASE {quoted}")).execute(&mut admin) {
+                Ok(_) => tracing::info!(database = %name, "created the database"),
+                // another process created it meanwhile
+                Err(diesel::result::Error::DatabaseError(_, info))
+                    if info.message().contains("already exists") => {}
+                Err(e) => return Err(e.into()),
+            }
+            Ok(SyncPgConnection::establish(url)?)
+        }
+        other => Ok(other?),
+    }
+}
+
+/// Runs `SELECT 1` within `timeout`, for readiness checks.
+pub async fn ping(pool: &Pool, timeout: Duration) -> Result<(), String> {
+    let check = async {
+        let mut conn = pool.get().await.map_err(|e| e.to_string())?;
+        diesel_async::RunQueryDsl::execute(diesel::sql_query("SELECT 1"), &mut conn)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    match tokio::time::timeout(timeout, check).await {
+        Ok(result) => result,
+        Err(_) => Err(format!("no answer within {}", humantime::format_duration(timeout))),
+    }
+}

@@ -1,0 +1,283 @@
+//! The HTTP error type and the contract's error body.
+//!
+//! Handlers return `Result<_, ApiError>`; lower layers' errors convert into it here, once, so the
+//! status codes and codes of the contract are decided in one place:
+//! `{"error": {"code", "message", "details": [{"field", "message"}]}}`. Internal failures are
+//! logged with their cause and answered with a generic message, never the cause.
+
+use std::fmt;
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::db::DbError;
+use crate::queue::QueueError;
+
+/// One problem with one field of the request, as `{field, message}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct FieldError {
+    /// Dotted camelCase path of the field (`content.subject`, `eventTypes.1`).
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { field: field.into(), message: message.into() }
+    }
+}
+
+/// The error body of every 4xx and 5xx answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Machine-readable snake_case code, e.g. `validation_failed`.
+    pub code: &'static str,
+    pub message: String,
+    pub details: Vec<FieldError>,
+}
+
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    details: Vec<FieldError>,
+    retry_after: Option<Duration>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into(), details: Vec::new(), retry_after: None }
+    }
+
+    pub fn with_details(mut self, details: Vec<FieldError>) -> Self {
+        self.details = details;
+        self
+    }
+
+    /// 400 `validation_failed` naming the fields at fault.
+    pub fn validation(details: Vec<FieldError>) -> Self {
+        let message = match details.as_slice() {
+            [one] => format!("{}: {}", one.field, one.message),
+            _ => "the request has invalid fields".to_owned(),
+        };
+        Self::new(StatusCode::BAD_REQUEST, "validation_failed", message).with_details(details)
+    }
+
+    pub fn invalid_field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::validation(vec![FieldError::new(field, message)])
+    }
+
+    pub fn malformed_json(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "malformed_json", message)
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "authentication is required")
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+    }
+
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", message)
+    }
+
+    pub fn payload_too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the request body exceeds {limit} bytes"),
+        )
+    }
+
+    pub fn rate_limited(retry_after: Duration) -> Self {
+        let mut error =
+            Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests");
+        error.retry_after = Some(retry_after);
+        error
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
+
+    /// 500 with nothing of the cause in the body; the cause goes to the log.
+    pub fn internal(cause: impl fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+    }
+
+    /// The contract's error for a status that was produced outside our handlers (an unknown
+    /// route, a method a resource does not have, a failure inside actix).
+    pub fn for_status(status: StatusCode) -> Self {
+        let (code, message) = match status.as_u16() {
+            401 => ("unauthorized", "authentication is required"),
+            403 => ("forbidden", "not allowed"),
+            404 => ("not_found", "no such route"),
+            405 => ("method_not_allowed", "method not allowed on this route"),
+            406 => ("not_acceptable", "the requested representation is not available"),
+            408 => ("request_timeout", "the request took too long to arrive"),
+            413 => ("payload_too_large", "the request body is too large"),
+            415 => ("unsupported_media_type", "send application/json"),
+            429 => ("rate_limited", "too many requests"),
+            503 => ("unavailable", "temporarily unavailable"),
+            400..=499 => ("bad_request", "the request is not valid"),
+            _ => ("internal", "internal error"),
+        };
+        Self::new(status, code, message)
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    pub fn details(&self) -> &[FieldError] {
+        &self.details
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status);
+        if let Some(after) = self.retry_after {
+            // Retry-After is whole seconds; round up so a client never retries too early.
+            let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+            response.insert_header((header::RETRY_AFTER, HeaderValue::from(secs.max(1))));
+        }
+        response.json(ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message.clone(),
+                details: self.details.clone(),
+            },
+        })
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(error: DbError) -> Self {
+        match error {
+            DbError::Query(e) => e.into(),
+            DbError::Connect(e) => {
+                tracing::warn!(error = %e, "database unreachable");
+                Self::unavailable("the database is unavailable; try again shortly")
+            }
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl From<diesel::result::Error> for ApiError {
+    fn from(error: diesel::result::Error) -> Self {
+        use diesel::result::{DatabaseErrorKind, Error};
+        match error {
+            Error::NotFound => Self::not_found("resource"),
+            Error::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
+                tracing::warn!(error = info.message(), "database connection lost");
+                Self::unavailable("the database is unavailable; try again shortly")
+            }
+            Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => {
+                Self::conflict("a concurrent change conflicted with this request; retry it")
+            }
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl From<diesel_async::pooled_connection::deadpool::PoolError> for ApiError {
+    fn from(error: diesel_async::pooled_connection::deadpool::PoolError) -> Self {
+        tracing::warn!(error = %error, "no database connection available");
+        Self::unavailable("the database is unavailable; try again shortly")
+    }
+}
+
+impl From<QueueError> for ApiError {
+    fn from(error: QueueError) -> Self {
+        tracing::warn!(error = %error, "redis unavailable");
+        Self::unavailable("the queue is unavailable; try again shortly")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::body::to_bytes;
+
+    async fn body_of(error: ApiError) -> (StatusCode, serde_json::Value, Option<String>) {
+        let response = error.error_response();
+        let status = response.status();
+        let retry =
+            response.headers().get(header::RETRY_AFTER).map(|v| v.to_str().unwrap().to_owned());
+        let bytes = to_bytes(response.into_body()).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap(), retry)
+    }
+
+    #[actix_web::test]
+    async fn body_shape_is_the_contracts() {
+        let (status, body, _) =
+            body_of(ApiError::invalid_field("content.subject", "is required")).await;
+        assert_eq!(status, 400);
+        assert_eq!(
+            body,
+            serde_json::json!({"error": {
+                "code": "validation_failed",
+                "message": "content.subject: is required",
+                "details": [{"field": "content.subject", "message": "is required"}]
+            }})
+        );
+        let (_, body, _) = body_of(ApiError::not_found("project")).await;
+        assert_eq!(body["error"]["details"], serde_json::json!([]));
+    }
+
+    #[actix_web::test]
+    async fn internal_errors_leak_nothing() {
+        let (status, body, _) = body_of(ApiError::internal("password=hunter2 in query")).await;
+        assert_eq!(status, 500);
+        assert!(!body.to_string().contains("hunter2"));
+        assert_eq!(body["error"]["code"], "internal");
+    }
+
+    #[actix_web::test]
+    async fn rate_limited_rounds_retry_after_up() {
+        let (status, body, retry) =
+            body_of(ApiError::rate_limited(Duration::from_millis(1200))).await;
+        assert_eq!(status, 429);
+        assert_eq!(body["error"]["code"], "rate_limited");
+        assert_eq!(retry.as_deref(), Some("2"));
+    }
+
+    #[actix_web::test]
+    async fn lost_database_is_unavailable_not_internal() {
+        let error: ApiError = diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::ClosedConnection,
+            Box::new("server closed the connection".to_owned()),
+        )
+        .into();
+        assert_eq!(error.status_code(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+}

@@ -1,0 +1,19 @@
+//! RelayIt: one HTTP endpoint to notify users by email, SMS, WhatsApp and Discord, through each
+//! tenant's own provider credentials.
+//!
+//! The binary (`src/main.rs`) only calls [`cli::main`]; everything lives in this library so the
+//! integration tests drive the same code in-process.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod crypto;
+pub mod db;
+pub mod delivery;
+pub mod error;
+pub mod ids;
+pub mod queue;
+pub mod server;
+pub mod state;
+pub mod telemetry;
+pub mod webhooks;

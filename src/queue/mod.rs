@@ -1,0 +1,174 @@
+//! Redis: the shared client pool, dedicated connections for blocking stream reads, and the key
+//! layout of the design (`{relayit}:deliveries`, its delayed set and dead-letter stream, the
+//! webhook streams, rate-limit state).
+//!
+//! Every key carries the `{relayit}` hash tag after the configured prefix, so all of RelayIt's
+//! keys live in one Redis Cluster slot and multi-key scripts stay legal.
+
+use std::time::Duration;
+
+use fred::clients::{Client, Pool};
+use fred::prelude::{ClientLike, Config as FredConfig, ReconnectPolicy, StreamsInterface};
+use fred::types::Builder;
+
+use crate::config::RedisConfig;
+
+/// The consumer group every delivery (and webhook) worker joins.
+pub const CONSUMER_GROUP: &str = "workers";
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("redis: {0}")]
+    Redis(#[from] fred::error::Error),
+}
+
+/// Key names, all under the configured prefix and the `{relayit}` hash tag.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    base: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Self {
+        Self { base: format!("{prefix}{{relayit}}") }
+    }
+
+    fn key(&self, name: &str) -> String {
+        format!("{}:{name}", self.base)
+    }
+
+    pub fn deliveries(&self) -> String {
+        self.key("deliveries")
+    }
+    pub fn deliveries_delayed(&self) -> String {
+        self.key("deliveries:delayed")
+    }
+    pub fn deliveries_dead(&self) -> String {
+        self.key("deliveries:dead")
+    }
+    pub fn webhooks(&self) -> String {
+        self.key("webhooks")
+    }
+    pub fn webhooks_delayed(&self) -> String {
+        self.key("webhooks:delayed")
+    }
+    pub fn webhooks_dead(&self) -> String {
+        self.key("webhooks:dead")
+    }
+    pub fn rate_limit(&self, subject: &str) -> String {
+        self.key(&format!("rl:{subject}"))
+    }
+    /// A pattern matching every key of this install (cleanup in tests and tools).
+    pub fn pattern(&self) -> String {
+        format!("{}*", self.base.replace('{', "\\{").replace('}', "\\}"))
+    }
+}
+
+/// The process's Redis handles: a pool for ordinary commands, and the means to open a dedicated
+/// connection for each blocking reader (a blocked XREADGROUP would stall a shared connection).
+#[derive(Clone)]
+pub struct Redis {
+    pool: Pool,
+    builder: Builder,
+    keys: Keys,
+    command_timeout: Duration,
+}
+
+impl Redis {
+    /// Connects the pool; fails at once when Redis cannot be reached, so a misconfigured URL is
+    /// reported at start-up. Afterwards the clients reconnect by themselves.
+    pub async fn connect(config: &RedisConfig) -> Result<Self, QueueError> {
+        let builder = builder(config)?;
+        let pool = builder.build_pool(config.pool_size)?;
+        pool.init().await?;
+        Ok(Self {
+            pool,
+            builder,
+            keys: Keys::new(&config.key_prefix),
+            command_timeout: config.command_timeout,
+        })
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// A connection of its own, for one blocking stream reader.
+    pub async fn dedicated(&self) -> Result<Client, QueueError> {
+        let mut builder = self.builder.clone();
+        // Blocking reads wait longer than any ordinary command; their callers bound them with
+        // BLOCK, so no client-side timeout applies.
+        builder.with_performance_config(|p| p.default_command_timeout = Duration::ZERO);
+        let client = builder.build()?;
+        client.init().await?;
+        Ok(client)
+    }
+
+    /// PING within the command timeout, for readiness checks.
+    pub async fn ping(&self) -> Result<(), String> {
+        let ping = self.pool.next().ping::<String>(None);
+        match tokio::time::timeout(self.command_timeout, ping).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!(
+                "no answer within {}",
+                humantime::format_duration(self.command_timeout)
+            )),
+        }
+    }
+
+    pub async fn quit(&self) {
+        // Best effort at shutdown: the connections close with the process either way.
+        let _ = self.pool.quit().await;
+    }
+}
+
+/// Creates the consumer group on `stream` (and the stream) unless it exists; every worker
+/// process calls this at start, so it must tolerate the group being there already.
+pub async fn ensure_group(client: &Client, stream: &str) -> Result<(), QueueError> {
+    let created: Result<(), _> = client.xgroup_create(stream, CONSUMER_GROUP, "$", true).await;
+    match created {
+        Err(e) if e.details().starts_with("BUSYGROUP") => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+/// Closes a dedicated connection at shutdown.
+pub async fn close(client: Client) {
+    // Best effort: the connection closes with the process either way.
+    let _ = client.quit().await;
+}
+
+fn builder(config: &RedisConfig) -> Result<Builder, QueueError> {
+    let mut builder = Builder::from_config(FredConfig::from_url(&config.url)?);
+    builder
+        .with_connection_config(|c| {
+            c.connection_timeout = config.command_timeout;
+            c.internal_command_timeout = config.command_timeout;
+        })
+        .with_performance_config(|p| p.default_command_timeout = config.command_timeout)
+        // Reconnect forever with capped exponential backoff: a Redis restart must not need a
+        // RelayIt restart.
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2));
+    Ok(builder)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_share_one_hash_tag_after_the_prefix() {
+        let keys = Keys::new("t1:");
+        assert_eq!(keys.deliveries(), "t1:{relayit}:deliveries");
+        assert_eq!(keys.deliveries_delayed(), "t1:{relayit}:deliveries:delayed");
+        assert_eq!(keys.webhooks_dead(), "t1:{relayit}:webhooks:dead");
+        assert_eq!(keys.rate_limit("prv_1"), "t1:{relayit}:rl:prv_1");
+        assert_eq!(Keys::new("").deliveries(), "{relayit}:deliveries");
+        assert_eq!(keys.pattern(), "t1:\\{relayit\\}*");
+    }
+}

@@ -1,0 +1,17 @@
+//! The state every role shares within one process: configuration, the Postgres pool, the
+//! Redis handles and the master keys. Built once at start-up; cheap to clone.
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::crypto::MasterKeys;
+use crate::db;
+use crate::queue::Redis;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: db::Pool,
+    pub redis: Redis,
+    pub keys: Arc<MasterKeys>,
+}

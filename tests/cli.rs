@@ -1,0 +1,211 @@
+//! The `relayit` binary as an operator uses it: flags, key generation, configuration errors,
+//! the master key of a single instance, and a clean exit on SIGTERM.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::TestDb;
+
+/// The binary with an empty environment (nothing leaks in from the test runner), run in
+/// `dir` so no ./config.toml is picked up by accident.
+fn relayit(dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_relayit"));
+    command.env_clear().current_dir(dir).stdin(Stdio::null());
+    command
+}
+
+fn run(command: &mut Command) -> (i32, String, String) {
+    let Output { status, stdout, stderr } = command.output().expect("run relayit");
+    (
+        status.code().expect("exited normally"),
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&stderr).into_owned(),
+    )
+}
+
+#[test]
+fn version_and_unknown_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, _) = run(relayit(dir.path()).arg("--version"));
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), format!("relayit {}", env!("CARGO_PKG_VERSION")));
+
+    let (code, _, err) = run(relayit(dir.path()).args(["serve", "--role=api,courier"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("invalid value 'courier' for '--role"), "{err}");
+    assert!(err.contains("possible values: all, api, worker, webhook"), "{err}");
+
+    let (code, _, err) = run(relayit(dir.path()).args(["serve", "--turbo"]));
+    assert_eq!(code, 2);
+    assert!(err.contains("unexpected argument '--turbo'"), "{err}");
+}
+
+#[test]
+fn generate_key_prints_32_random_bytes() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let (code, first, _) = run(relayit(dir.path()).arg("generate-key"));
+    assert_eq!(code, 0);
+    let (_, second, _) = run(relayit(dir.path()).arg("generate-key"));
+    assert_ne!(first, second);
+    let bytes = base64::engine::general_purpose::STANDARD.decode(first.trim()).unwrap();
+    assert_eq!(bytes.len(), 32);
+}
+
+#[test]
+fn config_check_prints_the_effective_config_redacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = relayit::crypto::generate_key_base64();
+    std::fs::write(dir.path().join("custom.toml"), "[delivery]\nmax_attempts = 3\n").unwrap();
+    let (code, out, err) = run(relayit(dir.path())
+        .args(["config", "check", "--config", "custom.toml"])
+        .env("RELAYIT_SECURITY__ENCRYPTION_KEY", &key)
+        .env("DATABASE_URL", "postgres://relayit:hunter22@db:5432/relayit")
+        .env("RELAYIT_SERVER__BIND", "127.0.0.1:9999"));
+    assert_eq!(code, 0, "{err}");
+    let shown: toml::Table = toml::from_str(&out).expect("TOML output");
+    assert_eq!(shown["delivery"]["max_attempts"].as_integer(), Some(3));
+    assert_eq!(shown["server"]["bind"].as_str(), Some("127.0.0.1:9999"));
+    assert_eq!(shown["security"]["encryption_key"].as_str(), Some("********"));
+    assert_eq!(
+        shown["database"]["url"].as_str(),
+        Some("postgres://relayit:********@db:5432/relayit")
+    );
+    assert!(!out.contains(&key) && !out.contains("hunter22"));
+}
+
+#[test]
+fn bad_configuration_fails_with_one_line_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (var, value, key) in [
+        ("RELAYIT_SERVER__BIND", "localhost", "server.bind"),
+        ("RELAYIT_DATABASE__MAX_CONNECTIONS", "-1", "database.max_connections"),
+        ("RELAYIT_SECURITY__ENCRYPTION_KEY", "too-short", "security.encryption_key"),
+    ] {
+        for command in [&["serve"][..], &["config", "check"][..], &["migrate"][..]] {
+            let (code, out, err) = run(relayit(dir.path()).args(command).env(var, value));
+            assert_eq!(code, 1, "{command:?} {var}: {err}");
+            assert!(out.is_empty());
+            assert_eq!(err.lines().count(), 1, "one line: {err}");
+            assert!(err.starts_with("error: ") && err.contains(key), "{err}");
+        }
+    }
+    let (code, _, err) = run(relayit(dir.path()).args(["serve", "--config", "missing.toml"]));
+    assert_eq!(code, 1);
+    assert!(err.contains("missing.toml"), "{err}");
+}
+
+#[test]
+fn split_roles_refuse_to_start_without_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for roles in ["api", "worker", "webhook", "api,worker"] {
+        let (code, _, err) = run(relayit(dir.path())
+            .args(["serve", "--role", roles])
+            .env("RELAYIT_DATA_DIR", dir.path()));
+        assert_eq!(code, 1, "{roles}");
+        assert!(err.contains("relayit generate-key") && err.contains("every process"), "{err}");
+        assert!(!dir.path().join("master.key").exists());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_applies_the_schema() {
+    let db = TestDb::empty().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = run(relayit(dir.path()).arg("migrate").env("DATABASE_URL", &db.url));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "applied 3 migration(s)");
+    let (_, out, _) = run(relayit(dir.path()).arg("migrate").env("DATABASE_URL", &db.url));
+    assert_eq!(out.trim(), "applied 0 migration(s)");
+}
+
+struct Serving {
+    child: Child,
+    port: u16,
+}
+
+impl Serving {
+    fn start(dir: &Path, db: &TestDb, prefix: &str) -> Serving {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = relayit(dir)
+            .args(["serve", "--role=all"])
+            .env("DATABASE_URL", &db.url)
+            .env("REDIS_URL", common::redis_url())
+            .env("RELAYIT_REDIS__KEY_PREFIX", prefix)
+            .env("RELAYIT_SERVER__BIND", format!("127.0.0.1:{port}"))
+            .env("RELAYIT_SERVER__SHUTDOWN_GRACE", "5s")
+            .env("RELAYIT_DATA_DIR", dir.join("data"))
+            .env("RELAYIT_LOG__FORMAT", "json")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn relayit serve");
+        Serving { child, port }
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let url = format!("http://127.0.0.1:{}/readyz", self.port);
+        loop {
+            if reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) {
+                return;
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let mut err = String::new();
+                use std::io::Read;
+                self.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+                panic!("relayit exited early ({status}): {err}");
+            }
+            assert!(Instant::now() < deadline, "relayit did not become ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Sends SIGTERM and returns the exit code and everything logged.
+    fn terminate(self) -> (i32, String) {
+        let sent =
+            Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        assert!(sent.success());
+        let output = self.child.wait_with_output().unwrap();
+        (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_instance_generates_its_key_migrates_and_stops_on_sigterm() {
+    let db = TestDb::empty().await;
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = format!("{}:", common::unique("cli"));
+
+    let mut serving = Serving::start(dir.path(), &db, &prefix);
+    serving.wait_ready().await;
+    let key_file = dir.path().join("data/master.key");
+    let key = std::fs::read_to_string(&key_file).expect("master.key generated");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let started = Instant::now();
+    let (code, log) = serving.terminate();
+    assert_eq!(code, 0, "{log}");
+    assert!(started.elapsed() < Duration::from_secs(5), "shutdown took {:?}", started.elapsed());
+    assert!(log.contains("back this file up"), "{log}");
+    assert!(log.contains("applied migrations"), "{log}");
+    assert!(log.contains("stopped"), "{log}");
+    assert!(!log.contains(key.trim()), "the key must never be logged");
+
+    // a second start reuses the key and has nothing left to migrate
+    let mut serving = Serving::start(dir.path(), &db, &prefix);
+    serving.wait_ready().await;
+    let (code, log) = serving.terminate();
+    assert_eq!(code, 0, "{log}");
+    assert_eq!(std::fs::read_to_string(&key_file).unwrap(), key);
+    assert!(log.contains("using the master key file"), "{log}");
+    assert!(!log.contains("applied migrations"), "{log}");
+    common::clear_redis_prefix(&prefix).await.unwrap();
+}

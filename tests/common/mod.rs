@@ -1,0 +1,278 @@
+//! The integration-test harness: each test gets its own PostgreSQL database, cloned from a
+//! migrated template, and its own Redis key prefix, so tests run in parallel against the real
+//! services. Nothing here is mocked; a missing service makes the test fail loudly.
+//!
+//! `TEST_DATABASE_URL` (an admin connection, default postgres://postgres@127.0.0.1:5432/postgres)
+//! and `TEST_REDIS_URL` (default redis://127.0.0.1:6379) point the tests at other servers.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use fred::prelude::{ClientLike, LuaInterface};
+use relayit::config::Config;
+use relayit::server::{self, Roles, Running};
+
+pub fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// The URL of database `name` on the admin connection's server.
+pub fn database_url(name: &str) -> String {
+    let mut url = url::Url::parse(&admin_url()).expect("TEST_DATABASE_URL is a URL");
+    url.set_path(&format!("/{name}"));
+    url.to_string()
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
+}
+
+async fn admin() -> AsyncPgConnection {
+    AsyncPgConnection::establish(&admin_url())
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL is required for the tests ({}): {e}", admin_url()))
+}
+
+async fn execute(conn: &mut AsyncPgConnection, sql: &str) -> Result<usize, diesel::result::Error> {
+    diesel::sql_query(sql).execute(conn).await
+}
+
+/// A fresh database, dropped (with its connections) when this value is dropped.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    /// An empty database, without RelayIt's schema.
+    pub async fn empty() -> TestDb {
+        let name = unique("relayit_test");
+        execute(&mut admin().await, &format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create database");
+        TestDb { url: database_url(&name), name }
+    }
+
+    /// A database with every migration applied, cloned from a template built once per
+    /// migration set.
+    pub async fn migrated() -> TestDb {
+        let template = ensure_template().await;
+        let name = unique("relayit_test");
+        let mut conn = admin().await;
+        // CREATE DATABASE ... TEMPLATE refuses while another session briefly touches the
+        // template (another test process cloning it at the same moment); retry a little.
+        let mut tries = 0;
+        loop {
+            match execute(&mut conn, &format!("CREATE DATABASE {name} TEMPLATE {template}")).await {
+                Ok(_) => break,
+                Err(e) if tries < 50 && e.to_string().contains("being accessed by other users") => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("cannot clone the template database: {e}"),
+            }
+        }
+        TestDb { url: database_url(&name), name }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs outside any async context we could borrow; use a runtime of our own.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(async {
+                let mut conn = AsyncPgConnection::establish(&admin_url()).await?;
+                execute(&mut conn, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await?;
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("warning: could not drop test database {}", self.name);
+        }
+    }
+}
+
+/// Name of the migrated template for the current migrations, built under an advisory lock so
+/// that concurrent test processes build it once.
+async fn ensure_template() -> String {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    let mut files: Vec<_> = walk(&dir);
+    files.sort();
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for file in &files {
+        ctx.update(file.to_string_lossy().as_bytes());
+        ctx.update(&std::fs::read(file).expect("read migration"));
+    }
+    let digest = ctx.finish();
+    let hash: String = digest.as_ref()[..6].iter().map(|b| format!("{b:02x}")).collect();
+    let template = format!("relayit_template_{hash}");
+
+    let mut conn = admin().await;
+    execute(&mut conn, "SELECT pg_advisory_lock(72657079)").await.expect("lock");
+    #[derive(diesel::QueryableByName)]
+    struct Exists {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        exists: bool,
+    }
+    let found: Exists = diesel::sql_query(format!(
+        "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = '{template}') AS exists"
+    ))
+    .get_result(&mut conn)
+    .await
+    .expect("query pg_database");
+    if !found.exists {
+        let building = format!("{template}_building");
+        execute(&mut conn, &format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)"))
+            .await
+            .expect("drop");
+        execute(&mut conn, &format!("CREATE DATABASE {building}")).await.expect("create");
+        relayit::db::migrate(&database_url(&building)).await.expect("migrate the template");
+        execute(&mut conn, &format!("ALTER DATABASE {building} RENAME TO {template}"))
+            .await
+            .expect("rename the template");
+    }
+    execute(&mut conn, "SELECT pg_advisory_unlock(72657079)").await.expect("unlock");
+    template
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read migrations dir") {
+        let path = entry.expect("dir entry").path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// Deletes every Redis key under `prefix`.
+pub async fn clear_redis_prefix(prefix: &str) -> Result<(), fred::error::Error> {
+    let client = fred::clients::Client::new(
+        fred::prelude::Config::from_url(&redis_url())?,
+        None,
+        None,
+        None,
+    );
+    client.init().await?;
+    let pattern = relayit::queue::Keys::new(prefix).pattern();
+    let _: i64 = client
+        .eval(
+            "local n = 0 for _, k in ipairs(redis.call('KEYS', ARGV[1])) do n = n + redis.call('DEL', k) end return n",
+            Vec::<String>::new(),
+            vec![pattern],
+        )
+        .await?;
+    client.quit().await
+}
+
+/// A configuration for tests: its own database and Redis prefix, a random port, a fixed key.
+pub fn test_config(db: &TestDb, redis_prefix: &str) -> Config {
+    let mut config = Config::default();
+    config.server.bind = "127.0.0.1:0".into();
+    config.server.workers = 2;
+    config.server.shutdown_grace = std::time::Duration::from_secs(5);
+    config.database.url = db.url.clone();
+    config.database.max_connections = 4;
+    config.redis.url = redis_url();
+    config.redis.key_prefix = redis_prefix.to_owned();
+    config.security.encryption_key = Some(relayit::crypto::generate_key_base64());
+    config.migrate_on_start = false;
+    config.log.level = "warn".into();
+    config
+}
+
+/// The service running in-process against its own database and Redis prefix.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    pub redis_prefix: String,
+    running: Option<Running>,
+    // dropped last: the server must release its connections first
+    pub db: TestDb,
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// Spawns with a configuration adjusted by `adjust` (roles: all).
+    pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+        let db = TestDb::migrated().await;
+        let redis_prefix = format!("{}:", unique("t"));
+        let mut config = test_config(&db, &redis_prefix);
+        adjust(&mut config);
+        relayit::telemetry::init(&config.log);
+        let running = server::start(config, Roles::ALL).await.expect("start relayit");
+        TestApp {
+            addr: running.addr(),
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            redis_prefix,
+            running: Some(running),
+            db,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.expect("request")
+    }
+
+    pub fn running(&self) -> &Running {
+        self.running.as_ref().expect("running")
+    }
+
+    /// Shuts the server down gracefully and returns its verdict.
+    pub async fn shutdown(&mut self) -> anyhow::Result<()> {
+        let running = self.running.take().expect("not shut down yet");
+        running.shutdown().await
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let prefix = self.redis_prefix.clone();
+        let _ = std::thread::spawn(move || {
+            let runtime =
+                tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            runtime.block_on(clear_redis_prefix(&prefix)).ok()
+        })
+        .join();
+    }
+}
+
+/// The body of an error response, checked to have the contract's shape.
+pub async fn error_body(response: reqwest::Response) -> serde_json::Value {
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap_or_default().to_owned())
+        .unwrap_or_default();
+    assert!(content_type.starts_with("application/json"), "content-type {content_type:?}");
+    let body: serde_json::Value = response.json().await.expect("JSON error body");
+    let error = &body["error"];
+    assert!(error["code"].is_string(), "code in {body}");
+    assert!(error["message"].is_string(), "message in {body}");
+    assert!(error["details"].is_array(), "details in {body}");
+    body
+}

@@ -1,0 +1,61 @@
+//! The HTTP surface of the foundation: operations routes, OpenAPI, and the error body of
+//! requests that match nothing.
+
+mod common;
+
+use common::{TestApp, error_body};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_and_readyz_answer() {
+    let app = TestApp::spawn().await;
+    let health = app.get("/healthz").await;
+    assert_eq!(health.status(), 200);
+    let body: serde_json::Value = health.json().await.unwrap();
+    assert_eq!(body["status"], "ok");
+    assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
+
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status(), 200);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"status": "ok", "checks": {"postgres": "ok", "redis": "ok"}})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_is_generated_from_the_handlers() {
+    let app = TestApp::spawn().await;
+    let response = app.get("/openapi.json").await;
+    assert_eq!(response.status(), 200);
+    let doc: serde_json::Value = response.json().await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
+    assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
+    for path in ["/healthz", "/readyz", "/openapi.json"] {
+        assert!(doc["paths"][path]["get"].is_object(), "{path} missing from {doc}");
+    }
+    assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_routes_and_methods_answer_the_error_body() {
+    let app = TestApp::spawn().await;
+    let response = app.get("/v1/nothing-here").await;
+    assert_eq!(response.status(), 404);
+    let body = error_body(response).await;
+    assert_eq!(body["error"]["code"], "not_found");
+
+    let response = app.client.delete(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(response.status(), 405);
+    let body = error_body(response).await;
+    assert_eq!(body["error"]["code"], "method_not_allowed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_closes_the_listener_and_reports_success() {
+    let mut app = TestApp::spawn().await;
+    assert_eq!(app.get("/healthz").await.status(), 200);
+    app.shutdown().await.expect("clean shutdown");
+    let after = app.client.get(app.url("/healthz")).send().await;
+    assert!(after.is_err(), "still answering after shutdown: {after:?}");
+}

@@ -1,0 +1,188 @@
+//! The schema: migrations apply on an empty database (creating it when missing), revert
+//! cleanly, apply again, run safely from many processes at once, and the constraints hold.
+
+mod common;
+
+use common::TestDb;
+use diesel::QueryableByName;
+use diesel::sql_types::{BigInt, Text};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+
+const TABLES: &[&str] = &[
+    "users",
+    "sessions",
+    "accounts",
+    "passkeys",
+    "organizations",
+    "members",
+    "invitations",
+    "projects",
+    "api_keys",
+    "provider_credentials",
+    "webhook_endpoints",
+    "messages",
+    "message_events",
+    "idempotency_keys",
+    "webhook_deliveries",
+];
+
+#[derive(QueryableByName)]
+struct Name {
+    #[diesel(sql_type = Text)]
+    name: String,
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+async fn tables(url: &str) -> Vec<String> {
+    let mut conn = AsyncPgConnection::establish(url).await.unwrap();
+    let rows: Vec<Name> = diesel::sql_query(
+        "SELECT table_name::text AS name FROM information_schema.tables
+         WHERE table_schema = 'public' AND table_name <> '__diesel_schema_migrations' ORDER BY 1",
+    )
+    .load(&mut conn)
+    .await
+    .unwrap();
+    rows.into_iter().map(|r| r.name).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_apply_revert_and_apply_again() {
+    let db = TestDb::empty().await;
+    let applied = relayit::db::migrate(&db.url).await.expect("migrate");
+    assert_eq!(applied.len(), 3);
+    let mut expected: Vec<String> = TABLES.iter().map(|t| t.to_string()).collect();
+    expected.sort();
+    assert_eq!(tables(&db.url).await, expected);
+    // idempotent
+    assert!(relayit::db::migrate(&db.url).await.unwrap().is_empty());
+
+    let reverted = relayit::db::revert_all(&db.url).await.expect("revert");
+    assert_eq!(reverted.len(), 3);
+    assert!(tables(&db.url).await.is_empty());
+
+    assert_eq!(relayit::db::migrate(&db.url).await.unwrap().len(), 3);
+    assert_eq!(tables(&db.url).await, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_migrations_serialize_on_the_advisory_lock() {
+    let db = TestDb::empty().await;
+    let runs = futures::future::join_all((0..4).map(|_| relayit::db::migrate(&db.url))).await;
+    let mut total = 0;
+    for run in runs {
+        total += run.expect("every concurrent migrate succeeds").len();
+    }
+    assert_eq!(total, 3, "each migration applied exactly once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_database_is_created() {
+    let name = common::unique("relayit_test");
+    let db = TestDb { url: common::database_url(&name), name };
+    relayit::db::migrate(&db.url).await.expect("creates and migrates");
+    assert_eq!(tables(&db.url).await.len(), TABLES.len());
+}
+
+async fn rejects(conn: &mut AsyncPgConnection, sql: &str) {
+    let result = diesel::sql_query(sql).execute(conn).await;
+    let error = result.expect_err(sql).to_string();
+    assert!(
+        error.contains("violates check constraint")
+            || error.contains("violates foreign key")
+            || error.contains("violates unique constraint"),
+        "{sql}: {error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn constraints_guard_enums_tenancy_and_cascades() {
+    let db = TestDb::migrated().await;
+    let mut conn = AsyncPgConnection::establish(&db.url).await.unwrap();
+    conn.batch_execute(
+        "INSERT INTO users (id, email, name) VALUES ('usr_a', 'a@example.com', 'A');
+         INSERT INTO organizations (id, name, slug) VALUES ('org_a', 'A', 'a'), ('org_b', 'B', 'b');
+         INSERT INTO projects (id, organization_id, name, slug) VALUES
+            ('prj_a', 'org_a', 'A', 'default'), ('prj_b', 'org_b', 'B', 'default');",
+    )
+    .await
+    .expect("seed");
+    diesel::sql_query(
+        "INSERT INTO messages (id, organization_id, project_id, channel, recipient, status, content)
+         VALUES ('msg_1', 'org_a', 'prj_a', 'email', 'a@example.com', 'queued', '{}')",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("valid message");
+
+    // enums
+    rejects(&mut conn, "INSERT INTO messages (id, organization_id, project_id, channel, recipient, status, content)
+        VALUES ('msg_2', 'org_a', 'prj_a', 'pigeon', 'x', 'queued', '{}')").await;
+    rejects(&mut conn, "UPDATE messages SET status = 'lost' WHERE id = 'msg_1'").await;
+    rejects(&mut conn, "INSERT INTO members (id, organization_id, user_id, role) VALUES ('mem_1', 'org_a', 'usr_a', 'god')").await;
+    rejects(&mut conn, "INSERT INTO provider_credentials (id, organization_id, name, slug, channel, provider_type, sealed_secrets, secrets_key_id)
+        VALUES ('prv_1', 'org_a', 'n', 'n', 'sms', 'ses', '\\x00', 'k')").await;
+    rejects(
+        &mut conn,
+        "INSERT INTO api_keys (id, organization_id, name, key_hash, prefix, scopes)
+        VALUES ('key_1', 'org_a', 'n', decode(repeat('00', 32), 'hex'), 'rly_', ARRAY['admin'])",
+    )
+    .await;
+    // prefixed ids and slugs
+    rejects(&mut conn, "INSERT INTO organizations (id, name, slug) VALUES ('x_c', 'C', 'c')").await;
+    rejects(&mut conn, "INSERT INTO projects (id, organization_id, name, slug) VALUES ('prj_c', 'org_a', 'C', 'Not A Slug')").await;
+    // slug unique per organization, not globally
+    rejects(&mut conn, "INSERT INTO projects (id, organization_id, name, slug) VALUES ('prj_c', 'org_a', 'C', 'default')").await;
+    // a row cannot pair one tenant's organization with another tenant's project
+    rejects(&mut conn, "INSERT INTO messages (id, organization_id, project_id, channel, recipient, status, content)
+        VALUES ('msg_3', 'org_a', 'prj_b', 'email', 'x', 'queued', '{}')").await;
+
+    // deleting an organization removes everything it owns
+    diesel::sql_query("DELETE FROM organizations WHERE id = 'org_a'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let left: Count = diesel::sql_query(
+        "SELECT (SELECT count(*) FROM messages) + (SELECT count(*) FROM projects WHERE organization_id = 'org_a') AS n",
+    )
+    .get_result(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(left.n, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_queries_use_their_indexes() {
+    let db = TestDb::migrated().await;
+    let mut conn = AsyncPgConnection::establish(&db.url).await.unwrap();
+    diesel::sql_query("SET enable_seqscan = off").execute(&mut conn).await.unwrap();
+    for (sql, index) in [
+        (
+            "SELECT id FROM messages WHERE project_id = 'p' AND (created_at, id) < (now(), 'msg_z')
+             ORDER BY created_at DESC, id DESC LIMIT 50",
+            "messages_project_list_idx",
+        ),
+        (
+            "SELECT id FROM messages WHERE lower(recipient) LIKE '%alice%'",
+            "messages_recipient_trgm_idx",
+        ),
+        (
+            "SELECT id FROM messages WHERE status IN ('received', 'queued') AND updated_at < now()",
+            "messages_in_flight_idx",
+        ),
+    ] {
+        #[derive(QueryableByName)]
+        struct Plan {
+            #[diesel(sql_type = Text, column_name = "QUERY PLAN")]
+            line: String,
+        }
+        let plan: Vec<Plan> =
+            diesel::sql_query(format!("EXPLAIN {sql}")).load(&mut conn).await.unwrap();
+        let plan: Vec<String> = plan.into_iter().map(|p| p.line).collect();
+        assert!(plan.iter().any(|l| l.contains(index)), "{sql}\n{}", plan.join("\n"));
+    }
+}
