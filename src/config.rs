@@ -340,6 +340,12 @@ impl Config {
                 "must not contain `{` or `}` (RelayIt adds its own {relayit} hash tag)",
             ));
         }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(ConfigError::invalid(
+                "log.level",
+                "is not a tracing filter; use a level such as \"info\" or e.g. \"relayit=debug,info\"",
+            ));
+        }
         positive("database.max_connections", self.database.max_connections)?;
         positive("redis.pool_size", self.redis.pool_size)?;
         positive("delivery.concurrency", self.delivery.concurrency)?;
@@ -588,6 +594,7 @@ mod tests {
             ("RELAYIT_LOG__FORMAT", "xml", "log.format", "pretty"),
             ("RELAYIT_SERVER__PUBLIC_URL", "ftp://x", "server.public_url", "http(s)"),
             ("RELAYIT_SERVER__NOPE", "1", "server.nope", "unknown key"),
+            ("RELAYIT_LOG__LEVEL", "relayit=loud", "log.level", "tracing filter"),
         ];
         for (var, value, key, hint) in cases {
             Jail::expect_with(|jail| {

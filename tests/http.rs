@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use common::{TestApp, error_body};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,4 +60,30 @@ async fn graceful_shutdown_closes_the_listener_and_reports_success() {
     app.shutdown().await.expect("clean shutdown");
     let after = app.client.get(app.url("/healthz")).send().await;
     assert!(after.is_err(), "still answering after shutdown: {after:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_in_flight_requests_finish() {
+    // A listener that never accepts: a readiness check against it hangs until its timeout, which
+    // makes /readyz a request that is still in flight when shutdown begins.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let mut app = TestApp::spawn_with(|c| {
+        c.database.url = format!("postgres://postgres@127.0.0.1:{port}/relayit");
+        c.database.connect_timeout = Duration::from_secs(30);
+    })
+    .await;
+    let (client, url) = (app.client.clone(), app.url("/readyz"));
+    let in_flight = tokio::spawn(async move { client.get(url).send().await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!in_flight.is_finished(), "the request should still be waiting on the database");
+
+    let started = Instant::now();
+    app.shutdown().await.expect("clean shutdown");
+    let response = in_flight.await.unwrap().expect("the in-flight request got its answer");
+    assert_eq!(response.status(), 503);
+    let body = error_body(response).await;
+    assert_eq!(body["error"]["details"][0]["field"], "postgres");
+    assert!(started.elapsed() < Duration::from_secs(5), "within the grace period");
+    drop(silent);
 }

@@ -211,6 +211,44 @@ mod tests {
         }
     }
 
+    #[actix_web::test]
+    async fn the_extractor_answers_with_the_contracts_errors() {
+        use actix_web::{App, HttpResponse, test};
+        async fn accept(body: Json<Body>) -> HttpResponse {
+            HttpResponse::Ok().body(body.0.channel)
+        }
+        let app = test::init_service(
+            App::new().service(web::resource("/echo").app_data(BodyLimit(64)).post(accept)),
+        )
+        .await;
+        let call = |body: &'static str| {
+            test::TestRequest::post()
+                .uri("/echo")
+                .insert_header(("content-type", "application/json"))
+                .set_payload(body)
+                .to_request()
+        };
+        let cases = [
+            (r#"{"channel": "sms", "content": {"subject": "s"}}"#, 200, None),
+            (r#"{"channel": "#, 400, Some("malformed_json")),
+            (r#"{"channel": "sms"}"#, 400, Some("validation_failed")),
+            (
+                r#"{"channel": "sms", "content": {"subject": "this body is longer than the limit"}}"#,
+                413,
+                Some("payload_too_large"),
+            ),
+        ];
+        for (body, status, code) in cases {
+            let response = test::call_service(&app, call(body)).await;
+            assert_eq!(response.status().as_u16(), status, "{body}");
+            if let Some(code) = code {
+                let json: serde_json::Value = test::read_body_json(response).await;
+                assert_eq!(json["error"]["code"], code, "{body}");
+                assert!(json["error"]["details"].is_array());
+            }
+        }
+    }
+
     #[test]
     fn valid_bodies_parse() {
         let body: Body = parse(br#"{"channel": "sms", "content": {"subject": "x"}}"#).unwrap();

@@ -51,6 +51,15 @@ pub fn app(
 > {
     App::new()
         .app_data(web::Data::new(state))
+        // query strings and path segments that do not parse are the client's error, named
+        .app_data(
+            web::QueryConfig::default()
+                .error_handler(|e, _| ApiError::invalid_field("query", e.to_string()).into()),
+        )
+        .app_data(
+            web::PathConfig::default()
+                .error_handler(|e, _| ApiError::invalid_field("path", e.to_string()).into()),
+        )
         .wrap(ErrorHandlers::new().default_handler(json_error_body))
         .service(web::resource("/healthz").get(health::healthz))
         .service(web::resource("/readyz").get(health::readyz))
