@@ -48,6 +48,9 @@ pub struct ServerConfig {
     /// How long shutdown waits for in-flight requests and deliveries.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Trust `Forwarded`/`X-Forwarded-For` for the client address (only behind a proxy that
+    /// sets them).
+    pub behind_proxy: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,6 +113,14 @@ pub struct AuthConfig {
     pub allow_signup: bool,
     #[serde(with = "humantime_serde")]
     pub session_ttl: Duration,
+    /// Failed sign-ins per email within `sign_in_window` before further attempts get 429
+    /// (four times as many per client IP).
+    pub sign_in_max_failures: u32,
+    #[serde(with = "humantime_serde")]
+    pub sign_in_window: Duration,
+    /// How often API keys' `lastUsedAt` is written (uses are gathered in memory meanwhile).
+    #[serde(with = "humantime_serde")]
+    pub key_usage_flush: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -167,6 +178,7 @@ impl Default for ServerConfig {
             public_url: String::new(),
             workers: 0,
             shutdown_grace: Duration::from_secs(30),
+            behind_proxy: false,
         }
     }
 }
@@ -200,7 +212,13 @@ impl Default for RedisConfig {
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        Self { allow_signup: true, session_ttl: Duration::from_secs(30 * 24 * 3600) }
+        Self {
+            allow_signup: true,
+            session_ttl: Duration::from_secs(30 * 24 * 3600),
+            sign_in_max_failures: 5,
+            sign_in_window: Duration::from_secs(15 * 60),
+            key_usage_flush: Duration::from_secs(5),
+        }
     }
 }
 
@@ -354,6 +372,9 @@ impl Config {
         nonzero_duration("redis.command_timeout", self.redis.command_timeout)?;
         nonzero_duration("delivery.visibility_timeout", self.delivery.visibility_timeout)?;
         nonzero_duration("auth.session_ttl", self.auth.session_ttl)?;
+        nonzero_duration("auth.sign_in_window", self.auth.sign_in_window)?;
+        nonzero_duration("auth.key_usage_flush", self.auth.key_usage_flush)?;
+        positive("auth.sign_in_max_failures", self.auth.sign_in_max_failures as usize)?;
         if self.delivery.retry_max_delay < self.delivery.retry_base_delay {
             return Err(ConfigError::invalid(
                 "delivery.retry_max_delay",

@@ -1,4 +1,8 @@
-//! The master key that seals tenant secrets, and where it comes from.
+//! The master key that seals tenant secrets, where it comes from, and sealing itself.
+//!
+//! Sealed values are AES-256-GCM `nonce || ciphertext || tag` with a random 96-bit nonce; the
+//! additional authenticated data binds each value to the row it belongs to, so a sealed column
+//! copied onto another row (or another tenant) does not open.
 //!
 //! An operator configures it (`security.encryption_key`, base64 of 32 bytes, with older keys in
 //! `security.previous_keys` so rows sealed before a rotation still open). A single `--role=all`
@@ -12,6 +16,7 @@ use std::path::Path;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::digest;
 use ring::rand::{SecureRandom, SystemRandom};
 
@@ -76,6 +81,67 @@ impl MasterKeys {
     /// Finds the key with this id among the current and previous keys.
     pub fn by_id(&self, id: &str) -> Option<&MasterKey> {
         std::iter::once(&self.current).chain(&self.previous).find(|k| k.id == id)
+    }
+}
+
+/// A sealed value and the id of the key that sealed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sealed {
+    pub bytes: Vec<u8>,
+    pub key_id: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SealError {
+    #[error(
+        "sealed with key {0}, which is neither security.encryption_key nor in security.previous_keys"
+    )]
+    UnknownKey(String),
+    #[error("the sealed value does not open (tampered, or bound to another row)")]
+    Corrupt,
+}
+
+impl MasterKeys {
+    /// Seals `plaintext` under the current key, bound to `aad`.
+    pub fn seal(&self, plaintext: &[u8], aad: &str) -> Sealed {
+        let mut nonce = [0u8; NONCE_LEN];
+        SystemRandom::new().fill(&mut nonce).expect("the operating system's random source failed");
+        let mut buffer = plaintext.to_vec();
+        self.current
+            .aead()
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad.as_bytes()),
+                &mut buffer,
+            )
+            // only fails for inputs beyond AES-GCM's 64 GiB limit
+            .expect("plaintext within AES-GCM limits");
+        let mut bytes = nonce.to_vec();
+        bytes.extend_from_slice(&buffer);
+        Sealed { bytes, key_id: self.current.id.clone() }
+    }
+
+    /// Opens a value sealed by `seal` under any configured key.
+    pub fn open(&self, sealed: &[u8], key_id: &str, aad: &str) -> Result<Vec<u8>, SealError> {
+        let key = self.by_id(key_id).ok_or_else(|| SealError::UnknownKey(key_id.to_owned()))?;
+        if sealed.len() < NONCE_LEN {
+            return Err(SealError::Corrupt);
+        }
+        let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| SealError::Corrupt)?;
+        let mut buffer = ciphertext.to_vec();
+        let plain = key
+            .aead()
+            .open_in_place(nonce, Aad::from(aad.as_bytes()), &mut buffer)
+            .map_err(|_| SealError::Corrupt)?;
+        Ok(plain.to_vec())
+    }
+}
+
+impl MasterKey {
+    fn aead(&self) -> LessSafeKey {
+        // 32 bytes is exactly AES-256's key length, so this cannot fail
+        LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &self.bytes).expect("32-byte AES key"))
     }
 }
 
@@ -193,6 +259,43 @@ mod tests {
         let keys = MasterKeys { current: a.clone(), previous: vec![b.clone()] };
         assert_eq!(keys.by_id(b.id()), Some(&b));
         assert!(!format!("{a:?}").contains("1, 1"));
+    }
+
+    #[test]
+    fn sealing_round_trips_and_binds_to_the_row() {
+        let old = MasterKey::from_bytes([7; 32]);
+        let keys = MasterKeys { current: old.clone(), previous: vec![] };
+        let sealed = keys.seal(b"secret", "provider:org_a:prv_1");
+        assert_eq!(sealed.key_id, old.id());
+        assert!(!sealed.bytes.windows(6).any(|w| w == b"secret"));
+        assert_eq!(
+            keys.open(&sealed.bytes, &sealed.key_id, "provider:org_a:prv_1").unwrap(),
+            b"secret"
+        );
+        assert_eq!(
+            keys.open(&sealed.bytes, &sealed.key_id, "provider:org_b:prv_1"),
+            Err(SealError::Corrupt)
+        );
+        let mut tampered = sealed.bytes.clone();
+        *tampered.last_mut().unwrap() ^= 1;
+        assert_eq!(
+            keys.open(&tampered, &sealed.key_id, "provider:org_a:prv_1"),
+            Err(SealError::Corrupt)
+        );
+        assert_eq!(keys.open(&[1, 2], &sealed.key_id, "x"), Err(SealError::Corrupt));
+
+        // after rotation the old key still opens old values, and new values use the new key
+        let rotated = MasterKeys { current: MasterKey::from_bytes([8; 32]), previous: vec![old] };
+        assert_eq!(
+            rotated.open(&sealed.bytes, &sealed.key_id, "provider:org_a:prv_1").unwrap(),
+            b"secret"
+        );
+        assert_ne!(rotated.seal(b"x", "a").key_id, sealed.key_id);
+        let forgotten = MasterKeys { current: MasterKey::from_bytes([9; 32]), previous: vec![] };
+        assert!(matches!(
+            forgotten.open(&sealed.bytes, &sealed.key_id, "provider:org_a:prv_1"),
+            Err(SealError::UnknownKey(_))
+        ));
     }
 
     #[test]

@@ -59,6 +59,11 @@ impl ApiError {
         Self { status, code, message: message.into(), details: Vec::new(), retry_after: None }
     }
 
+    pub fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.message = message.into();
+        self
+    }
+
     pub fn with_details(mut self, details: Vec<FieldError>) -> Self {
         self.details = details;
         self

@@ -5,6 +5,7 @@
 //! integration tests drive the same code in-process.
 
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod crypto;

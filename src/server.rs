@@ -87,7 +87,13 @@ pub async fn start(config: Config, roles: Roles) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("redis {}", crate::config::redact_url(&config.redis.url)))?;
 
-    let state = AppState { config: Arc::new(config), db: pool, redis, keys: Arc::new(keys) };
+    let state = AppState {
+        config: Arc::new(config),
+        db: pool,
+        redis,
+        keys: Arc::new(keys),
+        key_usage: Default::default(),
+    };
     let shutdown = CancellationToken::new();
     let grace = state.config.server.shutdown_grace;
     let mut tasks = JoinSet::new();
@@ -107,6 +113,14 @@ pub async fn start(config: Config, roles: Roles) -> anyhow::Result<Running> {
     let http_handle = http.handle();
     tasks.spawn(async move { ("http", http.await.map_err(anyhow::Error::from)) });
 
+    if roles.api {
+        let (state, token) = (state.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            let every = state.config.auth.key_usage_flush;
+            state.key_usage.run(state.db.clone(), every, token).await;
+            ("key-usage", Ok(()))
+        });
+    }
     if roles.worker {
         let (state, token) = (state.clone(), shutdown.clone());
         tasks.spawn(async move { ("worker", delivery::run(state, token).await) });
@@ -153,6 +167,8 @@ impl Running {
         let stop_http = self.http.stop(true);
         let drain = async {
             stop_http.await;
+            // requests that were in flight may have used API keys after the last flush
+            self.state.key_usage.flush(&self.state.db).await;
             let mut first_error = None;
             while let Some(done) = self.tasks.join_next().await {
                 if let Err(e) = describe_result(done) {

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::auth::usage::KeyUsage;
 use crate::config::Config;
 use crate::crypto::MasterKeys;
 use crate::db;
@@ -14,4 +15,5 @@ pub struct AppState {
     pub db: db::Pool,
     pub redis: Redis,
     pub keys: Arc<MasterKeys>,
+    pub key_usage: Arc<KeyUsage>,
 }

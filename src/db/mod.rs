@@ -4,9 +4,33 @@
 //! number of processes may start at once: one applies them, the others wait and find nothing
 //! left to do.
 
+/// Applies "older than the cursor" to a boxed query ordered by `(created_at DESC, id DESC)`,
+/// the keyset every list of the API pages through.
+macro_rules! after_cursor {
+    ($query:expr, $created_at:expr, $id:expr, $cursor:expr) => {
+        match $cursor {
+            Some(c) => $query.filter(
+                $created_at
+                    .lt(c.created_at)
+                    .or($created_at.eq(c.created_at).and($id.lt(c.id.clone()))),
+            ),
+            None => $query,
+        }
+    };
+}
+
+pub mod api_keys;
+pub mod invitations;
+pub mod organizations;
+pub mod projects;
 pub mod schema;
+pub mod users;
 
 use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
 
 use diesel::{Connection, RunQueryDsl};
 use diesel_async::AsyncPgConnection;
@@ -121,6 +145,27 @@ fn connect_or_create(url: &str) -> Result<SyncPgConnection, DbError> {
             Ok(SyncPgConnection::establish(url)?)
         }
         other => Ok(other?),
+    }
+}
+
+/// A position in a list ordered newest first: the last row's `(created_at, id)`. Opaque to
+/// clients (base64url).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub created_at: DateTime<Utc>,
+    pub id: String,
+}
+
+impl Cursor {
+    pub fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(format!("{}.{}", self.created_at.timestamp_micros(), self.id))
+    }
+
+    pub fn decode(text: &str) -> Option<Cursor> {
+        let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(text).ok()?).ok()?;
+        let (micros, id) = raw.split_once('.')?;
+        let created_at = DateTime::from_timestamp_micros(micros.parse().ok()?)?;
+        (!id.is_empty()).then(|| Cursor { created_at, id: id.to_owned() })
     }
 }
 

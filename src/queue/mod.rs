@@ -58,6 +58,10 @@ impl Keys {
     pub fn rate_limit(&self, subject: &str) -> String {
         self.key(&format!("rl:{subject}"))
     }
+    /// Failed sign-in counter for an email digest or a client IP.
+    pub fn sign_in(&self, kind: &str, subject: &str) -> String {
+        self.key(&format!("signin:{kind}:{subject}"))
+    }
     /// A pattern matching every key of this install (cleanup in tests and tools).
     pub fn pattern(&self) -> String {
         format!("{}*", self.base.replace('{', "\\{").replace('}', "\\}"))

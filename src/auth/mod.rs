@@ -1,0 +1,326 @@
+//! Who is calling, and what they may do: the one place where requests are authenticated and
+//! permissions are decided.
+//!
+//! [`Principal`] authenticates: a session token or API key as `Authorization: Bearer`, an API
+//! key as `X-API-Key`, or the `relayit_session` cookie (whose unsafe requests must carry a
+//! matching `Origin`, against CSRF). [`Access`] then places the principal in one organization
+//! (from the path, the `Relayit-Organization` header, the session's active organization, or the
+//! key's own) and answers permission questions with the contract's table: members read, admins
+//! also write, owners also manage owners and the organization itself. An organization the
+//! principal does not belong to is "not found", never "forbidden", so ids of other tenants leak
+//! nothing.
+
+pub mod password;
+pub mod throttle;
+pub mod tokens;
+pub mod usage;
+
+use actix_web::dev::Payload;
+use actix_web::http::{Method, header};
+use actix_web::{FromRequest, HttpRequest, web};
+use chrono::Utc;
+use futures::future::LocalBoxFuture;
+
+use crate::db::api_keys::{self, ApiKey};
+use crate::db::organizations::{self, Organization};
+use crate::db::users::{self, Session, User};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+pub const SESSION_COOKIE: &str = "relayit_session";
+pub const ORGANIZATION_HEADER: &str = "relayit-organization";
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub enum Principal {
+    User { user: User, session: Session },
+    Key(ApiKey),
+}
+
+impl Principal {
+    pub fn user(&self) -> Result<(&User, &Session), ApiError> {
+        match self {
+            Principal::User { user, session } => Ok((user, session)),
+            Principal::Key(_) => {
+                Err(ApiError::forbidden("this route needs a signed-in user, not an API key"))
+            }
+        }
+    }
+}
+
+impl FromRequest for Principal {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move { authenticate(&req).await })
+    }
+}
+
+fn state_of(req: &HttpRequest) -> Result<AppState, ApiError> {
+    req.app_data::<web::Data<AppState>>()
+        .map(|s| s.get_ref().clone())
+        .ok_or_else(|| ApiError::internal("AppState missing from the app"))
+}
+
+fn invalid() -> ApiError {
+    ApiError::new(
+        actix_web::http::StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "invalid or expired credentials",
+    )
+}
+
+async fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
+    let state = state_of(req)?;
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(|t| t.trim().to_owned());
+    let api_key_header =
+        req.headers().get("x-api-key").and_then(|v| v.to_str().ok()).map(|t| t.trim().to_owned());
+    let (token, from_cookie) = match (bearer, api_key_header) {
+        (Some(token), _) | (None, Some(token)) => (token, false),
+        (None, None) => match req.cookie(SESSION_COOKIE) {
+            Some(cookie) => (cookie.value().to_owned(), true),
+            None => return Err(ApiError::unauthorized()),
+        },
+    };
+    if token.is_empty() {
+        return Err(ApiError::unauthorized());
+    }
+    if from_cookie && !is_safe(req.method()) {
+        check_origin(req, &state)?;
+    }
+    let hash = tokens::hash(&token);
+    let mut conn = state.db.get().await?;
+    if tokens::is_api_key(&token) {
+        let key = api_keys::find_live_by_hash(&mut conn, &hash).await?.ok_or_else(invalid)?;
+        state.key_usage.record(&key.id);
+        return Ok(Principal::Key(key));
+    }
+    let (mut session, user) = users::find_session(&mut conn, &hash).await?.ok_or_else(invalid)?;
+    // Sliding expiry, written at most about once per tenth of the lifetime (a day at most).
+    let ttl = chrono::Duration::from_std(state.config.auth.session_ttl)
+        .unwrap_or(chrono::Duration::days(30));
+    let slack = (ttl / 10).min(chrono::Duration::days(1));
+    let renewed = Utc::now() + ttl;
+    if renewed - session.expires_at > slack {
+        users::extend_session(&mut conn, &session.id, renewed).await?;
+        session.expires_at = renewed;
+    }
+    Ok(Principal::User { user, session })
+}
+
+fn is_safe(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// Cookie-authenticated writes must come from our own origin: the `Origin` header must match
+/// the configured public URL, or else the host the request was addressed to.
+fn check_origin(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
+    let refuse = || ApiError::forbidden("cross-site request refused: Origin does not match");
+    let origin =
+        req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()).ok_or_else(refuse)?;
+    let expected = match url::Url::parse(&state.config.server.public_url) {
+        Ok(url) => url.origin().ascii_serialization(),
+        Err(_) => {
+            let info = req.connection_info();
+            format!("{}://{}", info.scheme(), info.host())
+        }
+    };
+    if origin.eq_ignore_ascii_case(&expected) { Ok(()) } else { Err(refuse()) }
+}
+
+/// A role within an organization, ordered by power.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    Member,
+    Admin,
+    Owner,
+}
+
+impl Role {
+    pub fn parse(text: &str) -> Option<Role> {
+        match text {
+            "member" => Some(Role::Member),
+            "admin" => Some(Role::Admin),
+            "owner" => Some(Role::Owner),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Member => "member",
+            Role::Admin => "admin",
+            Role::Owner => "owner",
+        }
+    }
+}
+
+/// What a request wants to do, in the terms of the contract's permission table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Read projects, messages, webhooks, providers (without secrets), members, keys.
+    Read,
+    /// Write projects, keys, providers, webhooks, invitations and non-owner members.
+    Write,
+    /// Change owners, delete the organization.
+    Own,
+}
+
+/// A principal placed in one organization.
+#[derive(Debug, Clone)]
+pub struct Access {
+    pub org: Organization,
+    pub principal: Principal,
+    /// The member's role; for API keys, the role their scopes amount to.
+    pub role: Role,
+}
+
+impl Access {
+    /// Places the principal in organization `id_or_slug`; 404 when it is not theirs.
+    pub async fn to_org(
+        state: &AppState,
+        principal: Principal,
+        id_or_slug: &str,
+    ) -> Result<Access, ApiError> {
+        let mut conn = state.db.get().await?;
+        let not_found = || ApiError::not_found("organization");
+        match &principal {
+            Principal::User { user, .. } => {
+                let (org, member) = organizations::find_membership(&mut conn, id_or_slug, &user.id)
+                    .await?
+                    .ok_or_else(not_found)?;
+                let role =
+                    Role::parse(&member.role).ok_or_else(|| ApiError::internal("bad role"))?;
+                Ok(Access { org, principal, role })
+            }
+            Principal::Key(key) => {
+                let org = organizations::find(&mut conn, id_or_slug)
+                    .await?
+                    .filter(|o| o.id == key.organization_id)
+                    .ok_or_else(not_found)?;
+                let role = if key.scopes.iter().any(|s| s == "manage") {
+                    Role::Admin
+                } else {
+                    Role::Member
+                };
+                Ok(Access { org, principal, role })
+            }
+        }
+    }
+
+    /// The organization a request addresses without naming it in the path.
+    async fn resolve(req: &HttpRequest) -> Result<Access, ApiError> {
+        let state = state_of(req)?;
+        let principal = authenticate(req).await?;
+        let header = req
+            .headers()
+            .get(ORGANIZATION_HEADER)
+            .map(|v| v.to_str().map(str::to_owned))
+            .transpose()
+            .map_err(|_| ApiError::invalid_field("Relayit-Organization", "is not valid text"))?;
+        let target = match (&principal, header) {
+            (_, Some(org)) => org,
+            (Principal::Key(key), None) => key.organization_id.clone(),
+            (Principal::User { session, user }, None) => match &session.active_organization_id {
+                Some(org) => org.clone(),
+                None => {
+                    let mut conn = state.db.get().await?;
+                    match organizations::first_for_user(&mut conn, &user.id).await? {
+                        Some((org, _)) => org.id,
+                        None => return Err(ApiError::not_found("organization")),
+                    }
+                }
+            },
+        };
+        Access::to_org(&state, principal, &target).await
+    }
+
+    /// Whether the contract's permission table allows `action`; 403 when it does not.
+    pub fn require(&self, action: Action) -> Result<(), ApiError> {
+        if let Principal::Key(key) = &self.principal {
+            let has = |scope: &str| key.scopes.iter().any(|s| s == scope);
+            let allowed = match action {
+                Action::Read => has("read") || has("manage"),
+                Action::Write => has("manage"),
+                Action::Own => false,
+            };
+            return if allowed {
+                Ok(())
+            } else {
+                Err(ApiError::forbidden(format!(
+                    "this API key lacks the scope for this request ({})",
+                    match action {
+                        Action::Read => "read or manage",
+                        _ => "manage, by a signed-in owner",
+                    }
+                )))
+            };
+        }
+        let needed = match action {
+            Action::Read => Role::Member,
+            Action::Write => Role::Admin,
+            Action::Own => Role::Owner,
+        };
+        if self.role >= needed {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!("this needs the {} role", needed.as_str())))
+        }
+    }
+
+    /// The project an API key is bound to, if any: it sees nothing of other projects.
+    pub fn project_scope(&self) -> Option<&str> {
+        match &self.principal {
+            Principal::Key(key) => key.project_id.as_deref(),
+            Principal::User { .. } => None,
+        }
+    }
+
+    /// Organization-wide resources (members, invitations, keys, the organization itself) are
+    /// out of reach of project-bound keys.
+    pub fn require_org_wide(&self) -> Result<(), ApiError> {
+        match self.project_scope() {
+            Some(_) => Err(ApiError::forbidden("this API key is bound to one project")),
+            None => Ok(()),
+        }
+    }
+
+    /// The signed-in user behind this access, if it is not an API key.
+    pub fn user(&self) -> Option<&User> {
+        match &self.principal {
+            Principal::User { user, .. } => Some(user),
+            Principal::Key(_) => None,
+        }
+    }
+}
+
+impl FromRequest for Access {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move { Access::resolve(&req).await })
+    }
+}
+
+/// The client's address for throttling: the peer, or with `server.behind_proxy` the address a
+/// trusted proxy forwarded.
+pub fn client_ip(req: &HttpRequest, behind_proxy: bool) -> String {
+    let info = req.connection_info();
+    let addr = if behind_proxy { info.realip_remote_addr() } else { info.peer_addr() };
+    match addr {
+        Some(a) => a
+            .parse::<std::net::SocketAddr>()
+            .map(|s| s.ip().to_string())
+            .unwrap_or_else(|_| a.trim_matches(['[', ']']).to_owned()),
+        None => "unknown".to_owned(),
+    }
+}

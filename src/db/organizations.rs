@@ -1,0 +1,250 @@
+//! Organizations (tenants) and their members.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+
+use crate::db::Cursor;
+use crate::db::schema::{members, organizations, users};
+
+#[derive(Debug, Clone, Queryable, Selectable, Identifiable)]
+#[diesel(table_name = organizations, check_for_backend(diesel::pg::Pg))]
+pub struct Organization {
+    pub id: String,
+    pub name: String,
+    pub slug: String,
+    pub logo: Option<String>,
+    pub metadata: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = organizations)]
+pub struct NewOrganization<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub slug: &'a str,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Identifiable)]
+#[diesel(table_name = members, check_for_backend(diesel::pg::Pg))]
+pub struct Member {
+    pub id: String,
+    pub organization_id: String,
+    pub user_id: String,
+    pub role: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = members)]
+pub struct NewMember<'a> {
+    pub id: &'a str,
+    pub organization_id: &'a str,
+    pub user_id: &'a str,
+    pub role: &'a str,
+}
+
+#[derive(Debug, AsChangeset, Default)]
+#[diesel(table_name = organizations)]
+pub struct OrganizationChanges {
+    pub name: Option<String>,
+    pub slug: Option<String>,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+pub async fn insert(
+    conn: &mut AsyncPgConnection,
+    org: NewOrganization<'_>,
+) -> QueryResult<Organization> {
+    diesel::insert_into(organizations::table)
+        .values(org)
+        .returning(Organization::as_returning())
+        .get_result(conn)
+        .await
+}
+
+pub async fn insert_member(
+    conn: &mut AsyncPgConnection,
+    member: NewMember<'_>,
+) -> QueryResult<Member> {
+    diesel::insert_into(members::table)
+        .values(member)
+        .returning(Member::as_returning())
+        .get_result(conn)
+        .await
+}
+
+pub async fn slug_taken(conn: &mut AsyncPgConnection, slug: &str) -> QueryResult<bool> {
+    diesel::select(diesel::dsl::exists(organizations::table.filter(organizations::slug.eq(slug))))
+        .get_result(conn)
+        .await
+}
+
+/// An organization by id or slug together with `user_id`'s membership of it.
+pub async fn find_membership(
+    conn: &mut AsyncPgConnection,
+    id_or_slug: &str,
+    user_id: &str,
+) -> QueryResult<Option<(Organization, Member)>> {
+    organizations::table
+        .inner_join(members::table)
+        .filter(organizations::id.eq(id_or_slug).or(organizations::slug.eq(id_or_slug)))
+        .filter(members::user_id.eq(user_id))
+        .select((Organization::as_select(), Member::as_select()))
+        .first(conn)
+        .await
+        .optional()
+}
+
+pub async fn find(
+    conn: &mut AsyncPgConnection,
+    id_or_slug: &str,
+) -> QueryResult<Option<Organization>> {
+    organizations::table
+        .filter(organizations::id.eq(id_or_slug).or(organizations::slug.eq(id_or_slug)))
+        .select(Organization::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// The user's organizations with their role in each, newest first.
+pub async fn list_for_user(
+    conn: &mut AsyncPgConnection,
+    user_id: &str,
+    after: Option<&Cursor>,
+    limit: i64,
+) -> QueryResult<Vec<(Organization, Member)>> {
+    let query = organizations::table
+        .inner_join(members::table)
+        .filter(members::user_id.eq(user_id))
+        .select((Organization::as_select(), Member::as_select()))
+        .order((organizations::created_at.desc(), organizations::id.desc()))
+        .limit(limit)
+        .into_boxed();
+    after_cursor!(query, organizations::created_at, organizations::id, after).load(conn).await
+}
+
+/// The first organization the user joined (the default active organization).
+pub async fn first_for_user(
+    conn: &mut AsyncPgConnection,
+    user_id: &str,
+) -> QueryResult<Option<(Organization, Member)>> {
+    organizations::table
+        .inner_join(members::table)
+        .filter(members::user_id.eq(user_id))
+        .select((Organization::as_select(), Member::as_select()))
+        .order((members::created_at.asc(), members::id.asc()))
+        .first(conn)
+        .await
+        .optional()
+}
+
+pub async fn update(
+    conn: &mut AsyncPgConnection,
+    id: &str,
+    changes: OrganizationChanges,
+) -> QueryResult<Organization> {
+    diesel::update(organizations::table.find(id))
+        .set(changes)
+        .returning(Organization::as_returning())
+        .get_result(conn)
+        .await
+}
+
+pub async fn delete(conn: &mut AsyncPgConnection, id: &str) -> QueryResult<()> {
+    diesel::delete(organizations::table.find(id)).execute(conn).await.map(drop)
+}
+
+/// A member with the user's email and name, for member lists.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = users, check_for_backend(diesel::pg::Pg))]
+pub struct MemberUser {
+    pub email: String,
+    pub name: String,
+}
+
+pub async fn list_members(
+    conn: &mut AsyncPgConnection,
+    organization_id: &str,
+    after: Option<&Cursor>,
+    limit: i64,
+) -> QueryResult<Vec<(Member, MemberUser)>> {
+    let query = members::table
+        .inner_join(users::table)
+        .filter(members::organization_id.eq(organization_id))
+        .select((Member::as_select(), MemberUser::as_select()))
+        .order((members::created_at.desc(), members::id.desc()))
+        .limit(limit)
+        .into_boxed();
+    after_cursor!(query, members::created_at, members::id, after).load(conn).await
+}
+
+pub async fn find_member(
+    conn: &mut AsyncPgConnection,
+    organization_id: &str,
+    member_id: &str,
+) -> QueryResult<Option<(Member, MemberUser)>> {
+    members::table
+        .inner_join(users::table)
+        .filter(members::organization_id.eq(organization_id))
+        .filter(members::id.eq(member_id))
+        .select((Member::as_select(), MemberUser::as_select()))
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// Locks the organization row, serializing changes to its set of owners (so two concurrent
+/// demotions cannot leave it without one).
+pub async fn lock(conn: &mut AsyncPgConnection, id: &str) -> QueryResult<()> {
+    organizations::table
+        .find(id)
+        .select(organizations::id)
+        .for_update()
+        .first::<String>(conn)
+        .await
+        .map(drop)
+}
+
+pub async fn count_owners(conn: &mut AsyncPgConnection, organization_id: &str) -> QueryResult<i64> {
+    members::table
+        .filter(members::organization_id.eq(organization_id))
+        .filter(members::role.eq("owner"))
+        .count()
+        .get_result(conn)
+        .await
+}
+
+pub async fn set_role(
+    conn: &mut AsyncPgConnection,
+    member_id: &str,
+    role: &str,
+) -> QueryResult<Member> {
+    diesel::update(members::table.find(member_id))
+        .set((members::role.eq(role), members::updated_at.eq(diesel::dsl::now)))
+        .returning(Member::as_returning())
+        .get_result(conn)
+        .await
+}
+
+pub async fn delete_member(conn: &mut AsyncPgConnection, member_id: &str) -> QueryResult<()> {
+    diesel::delete(members::table.find(member_id)).execute(conn).await.map(drop)
+}
+
+pub async fn is_member(
+    conn: &mut AsyncPgConnection,
+    organization_id: &str,
+    user_id: &str,
+) -> QueryResult<bool> {
+    diesel::select(diesel::dsl::exists(
+        members::table
+            .filter(members::organization_id.eq(organization_id))
+            .filter(members::user_id.eq(user_id)),
+    ))
+    .get_result(conn)
+    .await
+}

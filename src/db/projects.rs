@@ -1,0 +1,128 @@
+//! Projects: the containers of credentials, webhooks and messages within an organization.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+
+use crate::db::Cursor;
+use crate::db::schema::projects;
+
+#[derive(Debug, Clone, Queryable, Selectable, Identifiable)]
+#[diesel(table_name = projects, check_for_backend(diesel::pg::Pg))]
+pub struct Project {
+    pub id: String,
+    pub organization_id: String,
+    pub name: String,
+    pub slug: String,
+    pub metadata: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = projects)]
+pub struct NewProject<'a> {
+    pub id: &'a str,
+    pub organization_id: &'a str,
+    pub name: &'a str,
+    pub slug: &'a str,
+    pub metadata: &'a serde_json::Value,
+}
+
+#[derive(Debug, AsChangeset)]
+#[diesel(table_name = projects)]
+pub struct ProjectChanges {
+    pub name: Option<String>,
+    pub slug: Option<String>,
+    pub metadata: Option<serde_json::Value>,
+    pub updated_at: DateTime<Utc>,
+}
+
+pub async fn insert(conn: &mut AsyncPgConnection, project: NewProject<'_>) -> QueryResult<Project> {
+    diesel::insert_into(projects::table)
+        .values(project)
+        .returning(Project::as_returning())
+        .get_result(conn)
+        .await
+}
+
+/// A project of the organization by id or slug; another organization's is not found.
+pub async fn find(
+    conn: &mut AsyncPgConnection,
+    organization_id: &str,
+    id_or_slug: &str,
+) -> QueryResult<Option<Project>> {
+    projects::table
+        .filter(projects::organization_id.eq(organization_id))
+        .filter(projects::id.eq(id_or_slug).or(projects::slug.eq(id_or_slug)))
+        .select(Project::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+pub async fn list(
+    conn: &mut AsyncPgConnection,
+    organization_id: &str,
+    only: Option<&str>,
+    after: Option<&Cursor>,
+    limit: i64,
+) -> QueryResult<Vec<Project>> {
+    let mut query = projects::table
+        .filter(projects::organization_id.eq(organization_id))
+        .select(Project::as_select())
+        .order((projects::created_at.desc(), projects::id.desc()))
+        .limit(limit)
+        .into_boxed();
+    if let Some(id) = only {
+        query = query.filter(projects::id.eq(id));
+    }
+    after_cursor!(query, projects::created_at, projects::id, after).load(conn).await
+}
+
+/// Slugs of the organization's projects equal to `base` or starting with `base-`.
+pub async fn slugs_like(
+    conn: &mut AsyncPgConnection,
+    organization_id: &str,
+    base: &str,
+) -> QueryResult<Vec<String>> {
+    projects::table
+        .filter(projects::organization_id.eq(organization_id))
+        .filter(projects::slug.eq(base).or(projects::slug.like(format!("{base}-%"))))
+        .select(projects::slug)
+        .load(conn)
+        .await
+}
+
+pub async fn update(
+    conn: &mut AsyncPgConnection,
+    organization_id: &str,
+    id: &str,
+    changes: ProjectChanges,
+) -> QueryResult<Option<Project>> {
+    diesel::update(
+        projects::table
+            .filter(projects::organization_id.eq(organization_id))
+            .filter(projects::id.eq(id)),
+    )
+    .set(changes)
+    .returning(Project::as_returning())
+    .get_result(conn)
+    .await
+    .optional()
+}
+
+pub async fn delete(
+    conn: &mut AsyncPgConnection,
+    organization_id: &str,
+    id: &str,
+) -> QueryResult<bool> {
+    diesel::delete(
+        projects::table
+            .filter(projects::organization_id.eq(organization_id))
+            .filter(projects::id.eq(id)),
+    )
+    .execute(conn)
+    .await
+    .map(|n| n > 0)
+}
