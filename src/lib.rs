@@ -15,6 +15,7 @@ pub mod error;
 pub mod ids;
 pub mod queue;
 pub mod server;
+pub mod slug;
 pub mod state;
 pub mod telemetry;
 pub mod webhooks;

@@ -5,8 +5,12 @@
 //! that run the `api` role. Errors raised outside our handlers (unknown routes, wrong methods)
 //! are rewritten into the contract's JSON error body here, once.
 
+pub mod auth;
 pub mod health;
 pub mod json;
+pub mod pagination;
+pub mod projects;
+pub mod validate;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
@@ -24,7 +28,22 @@ use crate::state::AppState;
         title = "RelayIt",
         description = "One HTTP endpoint to notify users by email, SMS, WhatsApp and Discord."
     ),
-    paths(health::healthz, health::readyz, openapi_json),
+    paths(
+        health::healthz,
+        health::readyz,
+        openapi_json,
+        auth::sign_up,
+        auth::sign_in,
+        auth::sign_out,
+        auth::session,
+        auth::set_active_organization,
+        projects::generate_slug,
+        projects::create,
+        projects::list,
+        projects::get,
+        projects::update,
+        projects::delete,
+    ),
     components(schemas(ErrorBody, ErrorDetail, FieldError))
 )]
 pub struct ApiDoc;
@@ -72,8 +91,10 @@ pub fn app(
         .default_service(web::to(|| async { ApiError::not_found("route").error_response() }))
 }
 
-/// The `/v1` routes of the contract.
-fn v1_routes(_cfg: &mut web::ServiceConfig) {}
+/// The `/v1` routes of the contract, one module per resource.
+fn v1_routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::scope("/v1").configure(auth::routes).configure(projects::routes));
+}
 
 /// Gives error responses that are not already JSON (actix's own 404/405/413 and the like) the
 /// contract's error body, keeping their status.

@@ -77,10 +77,49 @@ pub async fn insert_member(
         .await
 }
 
-pub async fn slug_taken(conn: &mut AsyncPgConnection, slug: &str) -> QueryResult<bool> {
-    diesel::select(diesel::dsl::exists(organizations::table.filter(organizations::slug.eq(slug))))
-        .get_result(conn)
-        .await
+/// Creates an organization owned by `owner_id`, with a `default` project, inside the caller's
+/// transaction. Without a slug, one is derived from the name (with a numeric suffix when taken).
+pub async fn create_with_owner(
+    conn: &mut AsyncPgConnection,
+    name: &str,
+    slug: Option<&str>,
+    owner_id: &str,
+) -> QueryResult<(Organization, Member)> {
+    let slug = match slug {
+        Some(slug) => slug.to_owned(),
+        None => {
+            let base = crate::slug::slugify(name, "org");
+            let taken: Vec<String> = organizations::table
+                .filter(
+                    organizations::slug.eq(&base).or(organizations::slug.like(format!("{base}-%"))),
+                )
+                .select(organizations::slug)
+                .load(conn)
+                .await?;
+            crate::slug::first_free(&base, &taken)
+        }
+    };
+    let id = crate::ids::new_id(crate::ids::ORGANIZATION);
+    let org = insert(conn, NewOrganization { id: &id, name, slug: &slug }).await?;
+    let member_id = crate::ids::new_id(crate::ids::MEMBER);
+    let member = insert_member(
+        conn,
+        NewMember { id: &member_id, organization_id: &org.id, user_id: owner_id, role: "owner" },
+    )
+    .await?;
+    let project_id = crate::ids::new_id(crate::ids::PROJECT);
+    crate::db::projects::insert(
+        conn,
+        crate::db::projects::NewProject {
+            id: &project_id,
+            organization_id: &org.id,
+            name: "Default",
+            slug: "default",
+            metadata: &serde_json::json!({}),
+        },
+    )
+    .await?;
+    Ok((org, member))
 }
 
 /// An organization by id or slug together with `user_id`'s membership of it.

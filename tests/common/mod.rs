@@ -276,3 +276,105 @@ pub async fn error_body(response: reqwest::Response) -> serde_json::Value {
     assert!(error["details"].is_array(), "details in {body}");
     body
 }
+
+/// A signed-up user, their session token and the organization sign-up created.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub token: String,
+    pub user_id: String,
+    pub email: String,
+    pub org_id: String,
+    pub project_id: String,
+}
+
+pub const PASSWORD: &str = "correct horse battery";
+
+impl TestApp {
+    /// Sends a request and returns the status and the JSON body (Null when empty).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.expect("body");
+        let body = if bytes.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| panic!("{path}: not JSON: {}", String::from_utf8_lossy(&bytes)))
+        };
+        if status >= 400 {
+            let error = &body["error"];
+            assert!(
+                error["code"].is_string()
+                    && error["message"].is_string()
+                    && error["details"].is_array(),
+                "{path}: error body of the wrong shape: {body}"
+            );
+        }
+        (status, body)
+    }
+
+    pub async fn get_as(&self, token: &str, path: &str) -> (u16, serde_json::Value) {
+        self.call(reqwest::Method::GET, path, Some(token), None).await
+    }
+
+    pub async fn post_as(
+        &self,
+        token: &str,
+        path: &str,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        self.call(reqwest::Method::POST, path, Some(token), Some(body)).await
+    }
+
+    pub async fn patch_as(
+        &self,
+        token: &str,
+        path: &str,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        self.call(reqwest::Method::PATCH, path, Some(token), Some(body)).await
+    }
+
+    pub async fn delete_as(&self, token: &str, path: &str) -> (u16, serde_json::Value) {
+        self.call(reqwest::Method::DELETE, path, Some(token), None).await
+    }
+
+    /// Signs up a new user named `name` with a unique email.
+    pub async fn sign_up(&self, name: &str) -> Account {
+        let email = format!("{}@example.com", unique(&name.to_lowercase().replace(' ', "-")));
+        let (status, body) = self
+            .call(
+                reqwest::Method::POST,
+                "/v1/auth/sign-up",
+                None,
+                Some(serde_json::json!({"email": email, "password": PASSWORD, "name": name})),
+            )
+            .await;
+        assert_eq!(status, 201, "sign-up: {body}");
+        let token = body["token"].as_str().expect("token").to_owned();
+        let (_, session) = self.get_as(&token, "/v1/auth/session").await;
+        let org_id = session["activeOrganizationId"].as_str().expect("active org").to_owned();
+        let (_, projects) = self.get_as(&token, "/v1/projects").await;
+        let project_id = projects["data"][0]["id"].as_str().expect("default project").to_owned();
+        Account {
+            token,
+            user_id: body["user"]["id"].as_str().expect("user id").to_owned(),
+            email,
+            org_id,
+            project_id,
+        }
+    }
+}

@@ -1,0 +1,356 @@
+//! `/v1/auth`: sign-up, sign-in, sign-out, the current session and its active organization.
+
+use actix_web::cookie::{Cookie, SameSite};
+use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::{DateTime, Utc};
+use diesel_async::AsyncConnection;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::api::json::Json;
+use crate::api::validate::Validator;
+use crate::auth::{Principal, SESSION_COOKIE, password, throttle, tokens};
+use crate::db::organizations;
+use crate::db::users::{self, NewSession, NewUser, User};
+use crate::error::ApiError;
+use crate::ids;
+use crate::state::AppState;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/auth/sign-up").post(sign_up))
+        .service(web::resource("/auth/sign-in").post(sign_in))
+        .service(web::resource("/auth/sign-out").post(sign_out))
+        .service(web::resource("/auth/session").get(session))
+        .service(web::resource("/auth/active-organization").post(set_active_organization));
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserView {
+    pub id: String,
+    pub email: String,
+    pub name: String,
+    pub email_verified: bool,
+    pub image: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<User> for UserView {
+    fn from(u: User) -> Self {
+        Self {
+            id: u.id,
+            email: u.email,
+            name: u.name,
+            email_verified: u.email_verified,
+            image: u.image,
+            created_at: u.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SignedIn {
+    pub user: UserView,
+    /// The session token: send it as `Authorization: Bearer <token>` (it is also set as the
+    /// `relayit_session` cookie).
+    pub token: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignUp {
+    pub email: String,
+    pub password: String,
+    pub name: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignIn {
+    pub email: String,
+    pub password: String,
+}
+
+/// Emails are compared trimmed and lower-cased.
+pub fn normalize_email(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+/// Checks an email address (RFC 5322 addr-spec) into `check` under `field`.
+pub fn check_email(check: &mut Validator, field: &str, email: &str) {
+    if email.len() > 254 || !email_address::EmailAddress::is_valid(email) {
+        check.error(field, "is not a valid email address");
+    }
+}
+
+fn check_password(check: &mut Validator, password: &str) {
+    let chars = password.chars().count();
+    if chars < password::MIN_LENGTH {
+        check.error("password", format!("must be at least {} characters", password::MIN_LENGTH));
+    } else if chars > password::MAX_LENGTH {
+        check.error("password", format!("must be at most {} characters", password::MAX_LENGTH));
+    }
+}
+
+fn session_cookie(req: &HttpRequest, state: &AppState, token: &str) -> Cookie<'static> {
+    let https = req.connection_info().scheme() == "https"
+        || state.config.server.public_url.starts_with("https://");
+    let max_age = actix_web::cookie::time::Duration::seconds(
+        state.config.auth.session_ttl.as_secs().min(i64::MAX as u64) as i64,
+    );
+    Cookie::build(SESSION_COOKIE, token.to_owned())
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .secure(https)
+        .max_age(max_age)
+        .finish()
+}
+
+/// Where a sign-in came from, recorded on the session.
+struct Client {
+    ip: String,
+    agent: Option<String>,
+}
+
+impl Client {
+    fn of(req: &HttpRequest, state: &AppState) -> Client {
+        let agent = req.headers().get("user-agent").and_then(|v| v.to_str().ok()).map(|a| {
+            // bounded: the header is the client's to fill
+            a.chars().take(512).collect()
+        });
+        Client { ip: crate::auth::client_ip(req, state.config.server.behind_proxy), agent }
+    }
+}
+
+/// Opens a session for `user_id`, returning its token.
+async fn open_session(
+    conn: &mut diesel_async::AsyncPgConnection,
+    state: &AppState,
+    client: &Client,
+    user_id: &str,
+    active_org: Option<&str>,
+) -> diesel::QueryResult<String> {
+    let token = tokens::new_token();
+    let hash = tokens::hash(&token);
+    let id = ids::new_id(ids::SESSION);
+    // validated at start-up to be a sane duration; the fallback is the default
+    let ttl = chrono::Duration::from_std(state.config.auth.session_ttl)
+        .unwrap_or_else(|_| chrono::Duration::days(30));
+    let session = NewSession {
+        id: &id,
+        user_id,
+        token_hash: &hash,
+        active_organization_id: active_org,
+        expires_at: Utc::now() + ttl,
+        ip_address: Some(&client.ip),
+        user_agent: client.agent.as_deref(),
+    };
+    users::create_session(conn, session).await?;
+    Ok(token)
+}
+
+/// Creates a user with an organization of their own (owner) and its `default` project.
+#[utoipa::path(post, path = "/v1/auth/sign-up", tag = "auth", request_body = SignUp,
+    responses((status = 201, body = SignedIn), (status = 409, body = crate::error::ErrorBody)))]
+pub async fn sign_up(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: Json<SignUp>,
+) -> Result<HttpResponse, ApiError> {
+    if !state.config.auth.allow_signup {
+        return Err(ApiError::forbidden("sign-up is disabled on this server"));
+    }
+    let body = body.0;
+    let email = normalize_email(&body.email);
+    let mut check = Validator::new();
+    check_email(&mut check, "email", &email);
+    check_password(&mut check, &body.password);
+    check.name("name", &body.name);
+    check.finish()?;
+
+    let hash = password::hash(body.password).await;
+    let name = body.name.trim().to_owned();
+    let client = Client::of(&req, &state);
+    let mut conn = state.db.get().await?;
+    // Two sign-ups racing for the same derived organization slug: the loser retries.
+    let mut attempt = 0;
+    let (user, token) = loop {
+        attempt += 1;
+        let result = conn
+            .transaction::<(User, String), diesel::result::Error, _>(async |conn| {
+                let user_id = ids::new_id(ids::USER);
+                let new = NewUser {
+                    id: &user_id,
+                    email: &email,
+                    name: &name,
+                    password_hash: Some(&hash),
+                };
+                let user = users::insert(conn, new).await?;
+                let org_name = format!("{name}'s Organization");
+                let (org, _) =
+                    organizations::create_with_owner(conn, &org_name, None, &user.id).await?;
+                let token = open_session(conn, &state, &client, &user.id, Some(&org.id)).await?;
+                Ok((user, token))
+            })
+            .await;
+        match result {
+            Ok(done) => break done,
+            Err(e) if unique_violation_on(&e, "users_email_key") => {
+                return Err(ApiError::conflict("an account with this email already exists"));
+            }
+            Err(e) if attempt < 3 && unique_violation_on(&e, "organizations_slug_key") => continue,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    Ok(HttpResponse::Created()
+        .cookie(session_cookie(&req, &state, &token))
+        .json(SignedIn { user: user.into(), token }))
+}
+
+/// Whether `error` is a unique violation of constraint `name`.
+pub fn unique_violation_on(error: &diesel::result::Error, name: &str) -> bool {
+    matches!(
+        error,
+        diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, info)
+            if info.constraint_name() == Some(name)
+    )
+}
+
+/// Signs in with email and password; repeated failures are throttled (429).
+#[utoipa::path(post, path = "/v1/auth/sign-in", tag = "auth", request_body = SignIn,
+    responses((status = 200, body = SignedIn), (status = 401, body = crate::error::ErrorBody),
+        (status = 429, body = crate::error::ErrorBody)))]
+pub async fn sign_in(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: Json<SignIn>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.0;
+    let email = normalize_email(&body.email);
+    let ip = crate::auth::client_ip(&req, state.config.server.behind_proxy);
+    throttle::check(&state, &email, &ip).await?;
+
+    let mut conn = state.db.get().await?;
+    let user = users::find_by_email(&mut conn, &email).await?;
+    let stored = user.as_ref().and_then(|u| u.password_hash.clone());
+    if !password::verify(body.password, stored).await {
+        throttle::record_failure(&state, &email, &ip).await?;
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "invalid email or password",
+        ));
+    }
+    let user = user.ok_or_else(|| ApiError::internal("verified a password without a user"))?;
+    throttle::reset(&state, &email, &ip).await?;
+    let active = organizations::first_for_user(&mut conn, &user.id).await?.map(|(org, _)| org.id);
+    let client = Client::of(&req, &state);
+    let token = open_session(&mut conn, &state, &client, &user.id, active.as_deref()).await?;
+    Ok(HttpResponse::Ok()
+        .cookie(session_cookie(&req, &state, &token))
+        .json(SignedIn { user: user.into(), token }))
+}
+
+/// Revokes the current session.
+#[utoipa::path(post, path = "/v1/auth/sign-out", tag = "auth", responses((status = 204)))]
+pub async fn sign_out(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    principal: Principal,
+) -> Result<HttpResponse, ApiError> {
+    let (_, session) = principal.user()?;
+    let mut conn = state.db.get().await?;
+    users::delete_session(&mut conn, &session.id).await?;
+    let mut gone = session_cookie(&req, &state, "");
+    gone.make_removal();
+    Ok(HttpResponse::NoContent().cookie(gone).finish())
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionInfo {
+    pub id: String,
+    pub expires_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MembershipView {
+    pub id: String,
+    pub name: String,
+    pub slug: String,
+    pub role: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionView {
+    pub user: UserView,
+    pub session: SessionInfo,
+    pub active_organization_id: Option<String>,
+    pub organizations: Vec<MembershipView>,
+}
+
+/// The signed-in user, the session, and the organizations the user belongs to.
+#[utoipa::path(get, path = "/v1/auth/session", tag = "auth",
+    responses((status = 200, body = SessionView)))]
+pub async fn session(
+    state: web::Data<AppState>,
+    principal: Principal,
+) -> Result<HttpResponse, ApiError> {
+    let (user, session) = principal.user()?;
+    let mut conn = state.db.get().await?;
+    // a user belongs to few organizations; 1000 bounds a pathological account
+    let memberships = organizations::list_for_user(&mut conn, &user.id, None, 1000).await?;
+    let organizations: Vec<MembershipView> = memberships
+        .into_iter()
+        .rev() // oldest first: the order the user joined them
+        .map(|(org, member)| MembershipView {
+            id: org.id,
+            name: org.name,
+            slug: org.slug,
+            role: member.role,
+        })
+        .collect();
+    let active = session
+        .active_organization_id
+        .clone()
+        .filter(|id| organizations.iter().any(|o| &o.id == id))
+        .or_else(|| organizations.first().map(|o| o.id.clone()));
+    Ok(HttpResponse::Ok().json(SessionView {
+        user: user.clone().into(),
+        session: SessionInfo {
+            id: session.id.clone(),
+            expires_at: session.expires_at,
+            created_at: session.created_at,
+        },
+        active_organization_id: active,
+        organizations,
+    }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ActiveOrganization {
+    /// Organization id or slug.
+    pub organization_id: String,
+}
+
+/// Chooses the organization that management routes address by default.
+#[utoipa::path(post, path = "/v1/auth/active-organization", tag = "auth",
+    request_body = ActiveOrganization, responses((status = 204), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn set_active_organization(
+    state: web::Data<AppState>,
+    principal: Principal,
+    body: Json<ActiveOrganization>,
+) -> Result<HttpResponse, ApiError> {
+    let (user, session) = principal.user()?;
+    let mut conn = state.db.get().await?;
+    let (org, _) = organizations::find_membership(&mut conn, &body.0.organization_id, &user.id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("organization"))?;
+    users::set_active_organization(&mut conn, &session.id, &org.id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

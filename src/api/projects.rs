@@ -1,0 +1,252 @@
+//! `/v1/projects`: the containers of credentials, webhooks and messages in an organization.
+
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::api::json::Json;
+use crate::api::pagination::{Page, PageRequest};
+use crate::api::validate::{Validator, conflict_on_unique};
+use crate::auth::{Access, Action};
+use crate::db::projects::{self, NewProject, Project, ProjectChanges};
+use crate::db::{Cursor, PooledConnection};
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::{ids, slug};
+
+const MAX_METADATA_BYTES: usize = 16 * 1024;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/projects/generate-slug").post(generate_slug))
+        .service(web::resource("/projects").get(list).post(create))
+        .service(web::resource("/projects/{projectId}").get(get).patch(update).delete(delete));
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectView {
+    pub id: String,
+    pub organization_id: String,
+    pub name: String,
+    pub slug: String,
+    pub metadata: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Project> for ProjectView {
+    fn from(p: Project) -> Self {
+        Self {
+            id: p.id,
+            organization_id: p.organization_id,
+            name: p.name,
+            slug: p.slug,
+            metadata: p.metadata,
+            created_at: p.created_at,
+            updated_at: p.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct GenerateSlug {
+    pub name: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SlugView {
+    pub slug: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CreateProject {
+    pub name: String,
+    pub slug: Option<String>,
+    pub metadata: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct UpdateProject {
+    pub name: Option<String>,
+    pub slug: Option<String>,
+    pub metadata: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+/// The project `id_or_slug` as `access` may see it: another organization's project, or another
+/// project than an API key's own, is not found.
+pub async fn visible(
+    conn: &mut PooledConnection,
+    access: &Access,
+    id_or_slug: &str,
+) -> Result<Project, ApiError> {
+    projects::find(conn, &access.org.id, id_or_slug)
+        .await?
+        .filter(|p| access.project_scope().is_none_or(|only| only == p.id))
+        .ok_or_else(|| ApiError::not_found("project"))
+}
+
+async fn free_slug(
+    conn: &mut PooledConnection,
+    org_id: &str,
+    name: &str,
+) -> Result<String, ApiError> {
+    let base = slug::slugify(name, "project");
+    let taken = projects::slugs_like(conn, org_id, &base).await?;
+    Ok(slug::first_free(&base, &taken))
+}
+
+/// Suggests a free slug for a project name.
+#[utoipa::path(post, path = "/v1/projects/generate-slug", tag = "projects",
+    request_body = GenerateSlug, responses((status = 200, body = SlugView)))]
+pub async fn generate_slug(
+    state: web::Data<AppState>,
+    access: Access,
+    body: Json<GenerateSlug>,
+) -> Result<HttpResponse, ApiError> {
+    access.require(Action::Read)?;
+    let mut conn = state.db.get().await?;
+    let slug = free_slug(&mut conn, &access.org.id, &body.0.name).await?;
+    Ok(HttpResponse::Ok().json(SlugView { slug }))
+}
+
+/// Creates a project (owner or admin).
+#[utoipa::path(post, path = "/v1/projects", tag = "projects", request_body = CreateProject,
+    responses((status = 201, body = ProjectView), (status = 409, body = crate::error::ErrorBody)))]
+pub async fn create(
+    state: web::Data<AppState>,
+    access: Access,
+    body: Json<CreateProject>,
+) -> Result<HttpResponse, ApiError> {
+    access.require(Action::Write)?;
+    access.require_org_wide()?;
+    let body = body.0;
+    let mut check = Validator::new();
+    check.name("name", &body.name);
+    if let Some(slug) = &body.slug {
+        check.slug("slug", slug);
+    }
+    let metadata = body.metadata.unwrap_or_else(|| serde_json::json!({}));
+    check.object("metadata", &metadata, MAX_METADATA_BYTES);
+    check.finish()?;
+
+    let mut conn = state.db.get().await?;
+    let slug = match body.slug {
+        Some(slug) => slug,
+        None => free_slug(&mut conn, &access.org.id, &body.name).await?,
+    };
+    let id = ids::new_id(ids::PROJECT);
+    let new = NewProject {
+        id: &id,
+        organization_id: &access.org.id,
+        name: body.name.trim(),
+        slug: &slug,
+        metadata: &metadata,
+    };
+    let project = conflict_on_unique(
+        projects::insert(&mut conn, new).await,
+        "a project with this slug already exists",
+    )?;
+    Ok(HttpResponse::Created().json(ProjectView::from(project)))
+}
+
+/// Lists the organization's projects, newest first.
+#[utoipa::path(get, path = "/v1/projects", tag = "projects", params(ListQuery),
+    responses((status = 200, body = Page<ProjectView>)))]
+pub async fn list(
+    state: web::Data<AppState>,
+    access: Access,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    access.require(Action::Read)?;
+    let page = PageRequest::new(query.limit, query.cursor.as_deref())?;
+    let mut conn = state.db.get().await?;
+    let rows = projects::list(
+        &mut conn,
+        &access.org.id,
+        access.project_scope(),
+        page.after.as_ref(),
+        page.fetch(),
+    )
+    .await?;
+    let key = |p: &Project| Cursor { created_at: p.created_at, id: p.id.clone() };
+    Ok(HttpResponse::Ok().json(page.page(rows, key, ProjectView::from)))
+}
+
+/// One project, by id or slug.
+#[utoipa::path(get, path = "/v1/projects/{projectId}", tag = "projects",
+    params(("projectId" = String, Path)), responses((status = 200, body = ProjectView)))]
+pub async fn get(
+    state: web::Data<AppState>,
+    access: Access,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    access.require(Action::Read)?;
+    let mut conn = state.db.get().await?;
+    let project = visible(&mut conn, &access, &path).await?;
+    Ok(HttpResponse::Ok().json(ProjectView::from(project)))
+}
+
+/// Renames a project, changes its slug or replaces its metadata (owner or admin).
+#[utoipa::path(patch, path = "/v1/projects/{projectId}", tag = "projects",
+    params(("projectId" = String, Path)), request_body = UpdateProject,
+    responses((status = 200, body = ProjectView)))]
+pub async fn update(
+    state: web::Data<AppState>,
+    access: Access,
+    path: web::Path<String>,
+    body: Json<UpdateProject>,
+) -> Result<HttpResponse, ApiError> {
+    access.require(Action::Write)?;
+    let body = body.0;
+    let mut check = Validator::new();
+    if let Some(name) = &body.name {
+        check.name("name", name);
+    }
+    if let Some(slug) = &body.slug {
+        check.slug("slug", slug);
+    }
+    if let Some(metadata) = &body.metadata {
+        check.object("metadata", metadata, MAX_METADATA_BYTES);
+    }
+    check.finish()?;
+    let mut conn = state.db.get().await?;
+    let project = visible(&mut conn, &access, &path).await?;
+    let changes = ProjectChanges {
+        name: body.name.map(|n| n.trim().to_owned()),
+        slug: body.slug,
+        metadata: body.metadata,
+        updated_at: Utc::now(),
+    };
+    let updated = conflict_on_unique(
+        projects::update(&mut conn, &access.org.id, &project.id, changes).await,
+        "a project with this slug already exists",
+    )?
+    .ok_or_else(|| ApiError::not_found("project"))?;
+    Ok(HttpResponse::Ok().json(ProjectView::from(updated)))
+}
+
+/// Deletes a project and everything in it (owner or admin).
+#[utoipa::path(delete, path = "/v1/projects/{projectId}", tag = "projects",
+    params(("projectId" = String, Path)), responses((status = 204)))]
+pub async fn delete(
+    state: web::Data<AppState>,
+    access: Access,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    access.require(Action::Write)?;
+    let mut conn = state.db.get().await?;
+    let project = visible(&mut conn, &access, &path).await?;
+    projects::delete(&mut conn, &access.org.id, &project.id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,251 @@
+//! Accounts: sign-up, sign-in (and its throttling), sessions by bearer token and by cookie
+//! (with CSRF protection), sign-out and the active organization.
+
+mod common;
+
+use common::{PASSWORD, TestApp};
+use reqwest::Method;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_up_creates_user_organization_and_default_project() {
+    let app = TestApp::spawn().await;
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/v1/auth/sign-up",
+            None,
+            Some(json!({"email": "  Ada@Example.COM ", "password": PASSWORD, "name": "Ada"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["user"]["email"], "ada@example.com");
+    assert!(body["user"]["id"].as_str().unwrap().starts_with("usr_"));
+    assert!(body["user"].get("passwordHash").is_none());
+    let token = body["token"].as_str().unwrap();
+
+    let (status, session) = app.get_as(token, "/v1/auth/session").await;
+    assert_eq!(status, 200);
+    let orgs = session["organizations"].as_array().unwrap();
+    assert_eq!(orgs.len(), 1);
+    assert_eq!(orgs[0]["name"], "Ada's Organization");
+    assert_eq!(orgs[0]["slug"], "ada-s-organization");
+    assert_eq!(orgs[0]["role"], "owner");
+    assert_eq!(session["activeOrganizationId"], orgs[0]["id"]);
+    assert_eq!(session["user"]["email"], "ada@example.com");
+
+    let (_, projects) = app.get_as(token, "/v1/projects").await;
+    assert_eq!(projects["data"].as_array().unwrap().len(), 1);
+    assert_eq!(projects["data"][0]["slug"], "default");
+
+    // the same email again, in any case, is a conflict
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/v1/auth/sign-up",
+            None,
+            Some(json!({"email": "ADA@example.com", "password": PASSWORD, "name": "Other"})),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "conflict");
+
+    // a second Ada gets her own organization slug
+    let (status, _) = app
+        .call(
+            Method::POST,
+            "/v1/auth/sign-up",
+            None,
+            Some(json!({"email": "ada2@example.com", "password": PASSWORD, "name": "Ada"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_up_validation_names_every_field() {
+    let app = TestApp::spawn().await;
+    let cases = [
+        (json!({"email": "not-an-email", "password": PASSWORD, "name": "A"}), vec!["email"]),
+        (json!({"email": "a@example.com", "password": "short", "name": "A"}), vec!["password"]),
+        (json!({"email": "a@example.com", "password": PASSWORD, "name": "  "}), vec!["name"]),
+        (
+            json!({"email": "bad", "password": "short", "name": ""}),
+            vec!["email", "password", "name"],
+        ),
+        (json!({"email": "a@example.com", "password": PASSWORD}), vec!["name"]),
+        (
+            json!({"email": "a@example.com", "password": PASSWORD, "name": "A", "admin": true}),
+            vec!["admin"],
+        ),
+        (json!({"email": 5, "password": PASSWORD, "name": "A"}), vec!["email"]),
+    ];
+    for (body, fields) in cases {
+        let (status, answer) =
+            app.call(Method::POST, "/v1/auth/sign-up", None, Some(body.clone())).await;
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert_eq!(answer["error"]["code"], "validation_failed");
+        let named: Vec<&str> = answer["error"]["details"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["field"].as_str().unwrap())
+            .collect();
+        assert_eq!(named, fields, "{body}");
+    }
+    // not JSON at all
+    let response = app
+        .client
+        .post(app.url("/v1/auth/sign-up"))
+        .header("content-type", "application/json")
+        .body("{\"email\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "malformed_json");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_up_can_be_disabled() {
+    let app = TestApp::spawn_with(|c| c.auth.allow_signup = false).await;
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/v1/auth/sign-up",
+            None,
+            Some(json!({"email": "a@example.com", "password": PASSWORD, "name": "A"})),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_and_out() {
+    let app = TestApp::spawn().await;
+    let account = app.sign_up("Grace").await;
+    let sign_in = |email: String, password: &'static str| {
+        let app = &app;
+        async move {
+            app.call(
+                Method::POST,
+                "/v1/auth/sign-in",
+                None,
+                Some(json!({"email": email, "password": password})),
+            )
+            .await
+        }
+    };
+    let (status, body) = sign_in(account.email.to_uppercase(), PASSWORD).await;
+    assert_eq!(status, 200, "{body}");
+    let token = body["token"].as_str().unwrap().to_owned();
+    assert_ne!(token, account.token);
+    assert_eq!(app.get_as(&token, "/v1/auth/session").await.0, 200);
+
+    // wrong password and unknown email answer alike
+    let (status, wrong) = sign_in(account.email.clone(), "wrong password!").await;
+    assert_eq!(status, 401);
+    let (status, unknown) = sign_in("nobody@example.com".into(), "wrong password!").await;
+    assert_eq!(status, 401);
+    assert_eq!(wrong, unknown);
+
+    // sign-out revokes that session only
+    let (status, _) = app.call(Method::POST, "/v1/auth/sign-out", Some(&token), None).await;
+    assert_eq!(status, 204);
+    assert_eq!(app.get_as(&token, "/v1/auth/session").await.0, 401);
+    assert_eq!(app.get_as(&account.token, "/v1/auth/session").await.0, 200);
+
+    // no credentials, garbage credentials
+    assert_eq!(app.call(Method::GET, "/v1/auth/session", None, None).await.0, 401);
+    assert_eq!(app.get_as("garbage", "/v1/auth/session").await.0, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_sign_in_failures_are_throttled() {
+    let app = TestApp::spawn_with(|c| c.auth.sign_in_max_failures = 3).await;
+    let account = app.sign_up("Mallory Target").await;
+    let attempt = |password: &'static str| {
+        app.client
+            .post(app.url("/v1/auth/sign-in"))
+            .json(&json!({"email": account.email, "password": password}))
+            .send()
+    };
+    for _ in 0..3 {
+        assert_eq!(attempt("guess guess guess").await.unwrap().status(), 401);
+    }
+    // now even the right password waits
+    let response = attempt(PASSWORD).await.unwrap();
+    assert_eq!(response.status(), 429);
+    let retry: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(retry > 0 && retry <= 15 * 60, "{retry}");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookie_sessions_need_a_matching_origin_for_writes() {
+    let app = TestApp::spawn().await;
+    let response = app
+        .client
+        .post(app.url("/v1/auth/sign-up"))
+        .json(&json!({"email": "cookie@example.com", "password": PASSWORD, "name": "Cookie"}))
+        .send()
+        .await
+        .unwrap();
+    let set_cookie = response.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(set_cookie.starts_with("relayit_session="), "{set_cookie}");
+    for attribute in ["HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(set_cookie.contains(attribute), "{set_cookie}");
+    }
+    assert!(!set_cookie.contains("Secure"), "plain http: {set_cookie}");
+    let cookie = set_cookie.split(';').next().unwrap().to_owned();
+
+    // reads work with the cookie alone
+    let read =
+        app.client.get(app.url("/v1/projects")).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(read.status(), 200);
+
+    let write = |origin: Option<String>| {
+        let mut request = app
+            .client
+            .post(app.url("/v1/projects"))
+            .header("cookie", &cookie)
+            .json(&json!({"name": "From the browser"}));
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        request.send()
+    };
+    let refused = write(None).await.unwrap();
+    assert_eq!(refused.status(), 403);
+    let refused = write(Some("https://evil.example".into())).await.unwrap();
+    assert_eq!(refused.status(), 403);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "forbidden");
+    let allowed = write(Some(format!("http://{}", app.addr))).await.unwrap();
+    assert_eq!(allowed.status(), 201);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_organization_must_be_ones_own() {
+    let app = TestApp::spawn().await;
+    let alice = app.sign_up("Alice").await;
+    let bob = app.sign_up("Bob").await;
+    let (status, _) = app
+        .post_as(
+            &alice.token,
+            "/v1/auth/active-organization",
+            json!({"organizationId": bob.org_id}),
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (status, _) = app
+        .post_as(
+            &alice.token,
+            "/v1/auth/active-organization",
+            json!({"organizationId": alice.org_id}),
+        )
+        .await;
+    assert_eq!(status, 204);
+}
