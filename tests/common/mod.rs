@@ -378,3 +378,33 @@ impl TestApp {
         }
     }
 }
+
+impl TestApp {
+    /// Signs up `name` and makes them a member of `owner`'s organization with `role`, setting
+    /// it as their active organization.
+    pub async fn add_member(&self, owner: &Account, name: &str, role: &str) -> Account {
+        let mut account = self.sign_up(name).await;
+        let mut conn = diesel_async::AsyncPgConnection::establish(&self.db.url).await.expect("db");
+        diesel::sql_query(
+            "INSERT INTO members (id, organization_id, user_id, role) VALUES ($1, $2, $3, $4)",
+        )
+        .bind::<diesel::sql_types::Text, _>(unique("mem"))
+        .bind::<diesel::sql_types::Text, _>(&owner.org_id)
+        .bind::<diesel::sql_types::Text, _>(&account.user_id)
+        .bind::<diesel::sql_types::Text, _>(role)
+        .execute(&mut conn)
+        .await
+        .expect("add member");
+        let (status, body) = self
+            .post_as(
+                &account.token,
+                "/v1/auth/active-organization",
+                serde_json::json!({"organizationId": owner.org_id}),
+            )
+            .await;
+        assert_eq!(status, 204, "{body}");
+        account.org_id = owner.org_id.clone();
+        account.project_id = owner.project_id.clone();
+        account
+    }
+}
