@@ -5,9 +5,12 @@
 //! that run the `api` role. Errors raised outside our handlers (unknown routes, wrong methods)
 //! are rewritten into the contract's JSON error body here, once.
 
+pub mod api_keys;
 pub mod auth;
 pub mod health;
+pub mod invitations;
 pub mod json;
+pub mod organizations;
 pub mod pagination;
 pub mod projects;
 pub mod validate;
@@ -93,7 +96,14 @@ pub fn app(
 
 /// The `/v1` routes of the contract, one module per resource.
 fn v1_routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::scope("/v1").configure(auth::routes).configure(projects::routes));
+    cfg.service(
+        web::scope("/v1")
+            .configure(auth::routes)
+            .configure(organizations::routes)
+            .configure(invitations::routes)
+            .configure(projects::routes)
+            .configure(api_keys::routes),
+    );
 }
 
 /// Gives error responses that are not already JSON (actix's own 404/405/413 and the like) the

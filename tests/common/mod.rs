@@ -380,21 +380,28 @@ impl TestApp {
 }
 
 impl TestApp {
-    /// Signs up `name` and makes them a member of `owner`'s organization with `role`, setting
-    /// it as their active organization.
+    /// Signs up `name` and makes them a member of `owner`'s organization with `role` through
+    /// the invitation flow, setting it as their active organization.
     pub async fn add_member(&self, owner: &Account, name: &str, role: &str) -> Account {
         let mut account = self.sign_up(name).await;
-        let mut conn = diesel_async::AsyncPgConnection::establish(&self.db.url).await.expect("db");
-        diesel::sql_query(
-            "INSERT INTO members (id, organization_id, user_id, role) VALUES ($1, $2, $3, $4)",
-        )
-        .bind::<diesel::sql_types::Text, _>(unique("mem"))
-        .bind::<diesel::sql_types::Text, _>(&owner.org_id)
-        .bind::<diesel::sql_types::Text, _>(&account.user_id)
-        .bind::<diesel::sql_types::Text, _>(role)
-        .execute(&mut conn)
-        .await
-        .expect("add member");
+        let (status, invitation) = self
+            .post_as(
+                &owner.token,
+                &format!("/v1/organizations/{}/invitations", owner.org_id),
+                serde_json::json!({"email": account.email, "role": role}),
+            )
+            .await;
+        assert_eq!(status, 201, "invite: {invitation}");
+        let token = invitation["token"].as_str().expect("invitation token");
+        let (status, body) = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/v1/invitations/{token}/accept"),
+                Some(&account.token),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "accept: {body}");
         let (status, body) = self
             .post_as(
                 &account.token,
@@ -406,5 +413,33 @@ impl TestApp {
         account.org_id = owner.org_id.clone();
         account.project_id = owner.project_id.clone();
         account
+    }
+
+    /// Creates an API key in `owner`'s organization and returns the full key.
+    pub async fn create_api_key(
+        &self,
+        owner: &Account,
+        scopes: &[&str],
+        project: Option<&str>,
+    ) -> String {
+        let (status, body) = self
+            .post_as(
+                &owner.token,
+                "/v1/api-keys",
+                serde_json::json!({"name": "test key", "scopes": scopes, "projectId": project}),
+            )
+            .await;
+        assert_eq!(status, 201, "create key: {body}");
+        body["key"].as_str().expect("key").to_owned()
+    }
+}
+
+impl TestApp {
+    /// Runs SQL on this test's database (for arranging states the API does not offer, such as
+    /// an invitation past its expiry).
+    pub async fn sql(&self, sql: &str) {
+        let mut conn =
+            AsyncPgConnection::establish(&self.db.url).await.expect("connect to the test db");
+        execute(&mut conn, sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 }

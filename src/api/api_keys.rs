@@ -1,0 +1,205 @@
+//! `/v1/api-keys`: keys for applications, shown once at creation and stored as hashes.
+//!
+//! Lookups are not cached, so a revoked key is refused on the very next request on every API
+//! process; `lastUsedAt` is gathered in memory and written in batches (see `auth::usage`).
+
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::api::json::Json;
+use crate::api::organizations::ListQuery;
+use crate::api::pagination::{Page, PageRequest};
+use crate::api::projects;
+use crate::api::validate::Validator;
+use crate::auth::{Access, Action, tokens};
+use crate::db::api_keys::{self, ApiKey, NewApiKey};
+use crate::db::{Cursor, PooledConnection};
+use crate::error::ApiError;
+use crate::ids;
+use crate::state::AppState;
+
+pub const SCOPES: &[&str] = &["send", "read", "manage"];
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/api-keys").get(list).post(create))
+        .service(web::resource("/api-keys/{keyId}").delete(revoke));
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyView {
+    pub id: String,
+    pub name: String,
+    /// The first characters of the key, to recognize it.
+    pub prefix: String,
+    pub scopes: Vec<String>,
+    pub project_id: Option<String>,
+    /// Sends per second allowed on `/v1/send`; null for no limit.
+    pub rate_limit: Option<i32>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    /// The full key: only in the creation response.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+impl From<ApiKey> for ApiKeyView {
+    fn from(k: ApiKey) -> Self {
+        Self {
+            id: k.id,
+            name: k.name,
+            prefix: k.prefix,
+            scopes: k.scopes,
+            project_id: k.project_id,
+            rate_limit: k.rate_limit,
+            expires_at: k.expires_at,
+            last_used_at: k.last_used_at,
+            created_at: k.created_at,
+            key: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CreateApiKey {
+    pub name: String,
+    /// Binds the key to one project; absent for an organization-wide key.
+    pub project_id: Option<String>,
+    /// Any of `send`, `read`, `manage`; default `["send"]`.
+    pub scopes: Option<Vec<String>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub rate_limit: Option<i32>,
+}
+
+/// A validated key request, shared by the API and `relayit admin create-api-key`.
+pub struct KeySpec {
+    pub name: String,
+    pub scopes: Vec<String>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub rate_limit: Option<i32>,
+}
+
+impl KeySpec {
+    pub fn check(body: CreateApiKey) -> Result<(KeySpec, Option<String>), ApiError> {
+        let mut check = Validator::new();
+        check.name("name", &body.name);
+        let mut scopes = body.scopes.unwrap_or_else(|| vec!["send".to_owned()]);
+        if scopes.is_empty() {
+            check.error("scopes", "must name at least one scope");
+        }
+        for (i, scope) in scopes.iter().enumerate() {
+            if !SCOPES.contains(&scope.as_str()) {
+                check.error(format!("scopes.{i}"), "must be send, read or manage");
+            }
+        }
+        scopes.sort_by_key(|s| SCOPES.iter().position(|k| k == s));
+        scopes.dedup();
+        if body.expires_at.is_some_and(|at| at <= Utc::now()) {
+            check.error("expiresAt", "must be in the future");
+        }
+        if body.rate_limit.is_some_and(|r| r < 1) {
+            check.error("rateLimit", "must be at least 1");
+        }
+        check.finish()?;
+        let spec = KeySpec {
+            name: body.name.trim().to_owned(),
+            scopes,
+            expires_at: body.expires_at,
+            rate_limit: body.rate_limit,
+        };
+        Ok((spec, body.project_id))
+    }
+
+    /// Creates the key; returns the stored row and the full key (to show once).
+    pub async fn create(
+        &self,
+        conn: &mut PooledConnection,
+        organization_id: &str,
+        project_id: Option<&str>,
+        created_by: Option<&str>,
+    ) -> Result<(ApiKey, String), ApiError> {
+        let (key, prefix) = tokens::new_api_key();
+        let hash = tokens::hash(&key);
+        let id = ids::new_id(ids::API_KEY);
+        let row = api_keys::insert(
+            conn,
+            NewApiKey {
+                id: &id,
+                organization_id,
+                project_id,
+                name: &self.name,
+                key_hash: &hash,
+                prefix: &prefix,
+                scopes: &self.scopes,
+                rate_limit: self.rate_limit,
+                created_by,
+                expires_at: self.expires_at,
+            },
+        )
+        .await?;
+        Ok((row, key))
+    }
+}
+
+/// Creates a key (owner or admin). The full key is in this response only.
+#[utoipa::path(post, path = "/v1/api-keys", tag = "api-keys", request_body = CreateApiKey,
+    responses((status = 201, body = ApiKeyView)))]
+pub async fn create(
+    state: web::Data<AppState>,
+    access: Access,
+    body: Json<CreateApiKey>,
+) -> Result<HttpResponse, ApiError> {
+    access.require(Action::Write)?;
+    access.require_org_wide()?;
+    let (spec, project) = KeySpec::check(body.0)?;
+    let mut conn = state.db.get().await?;
+    let project_id = match project {
+        Some(p) => Some(projects::visible(&mut conn, &access, &p).await?.id),
+        None => None,
+    };
+    let created_by = access.user().map(|u| u.id.clone());
+    let (row, key) = spec
+        .create(&mut conn, &access.org.id, project_id.as_deref(), created_by.as_deref())
+        .await?;
+    let mut view = ApiKeyView::from(row);
+    view.key = Some(key);
+    Ok(HttpResponse::Created().json(view))
+}
+
+/// The organization's live keys, newest first (no secrets).
+#[utoipa::path(get, path = "/v1/api-keys", tag = "api-keys", params(ListQuery),
+    responses((status = 200, body = Page<ApiKeyView>)))]
+pub async fn list(
+    state: web::Data<AppState>,
+    access: Access,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    access.require(Action::Read)?;
+    access.require_org_wide()?;
+    let page = PageRequest::new(query.limit, query.cursor.as_deref())?;
+    let mut conn = state.db.get().await?;
+    let rows = api_keys::list(&mut conn, &access.org.id, page.after.as_ref(), page.fetch()).await?;
+    let key = |k: &ApiKey| Cursor { created_at: k.created_at, id: k.id.clone() };
+    Ok(HttpResponse::Ok().json(page.page(rows, key, ApiKeyView::from)))
+}
+
+/// Revokes a key at once (owner or admin).
+#[utoipa::path(delete, path = "/v1/api-keys/{keyId}", tag = "api-keys",
+    params(("keyId" = String, Path)), responses((status = 204)))]
+pub async fn revoke(
+    state: web::Data<AppState>,
+    access: Access,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    access.require(Action::Write)?;
+    access.require_org_wide()?;
+    let mut conn = state.db.get().await?;
+    if !api_keys::revoke(&mut conn, &access.org.id, &path).await? {
+        return Err(ApiError::not_found("API key"));
+    }
+    Ok(HttpResponse::NoContent().finish())
+}
