@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::Config;
 use crate::server::{self, Roles};
-use crate::{crypto, db, telemetry};
+use crate::{admin, crypto, db, telemetry};
 
 #[derive(Debug, Parser)]
 #[command(name = "relayit", version, about = "Self-hosted notification delivery")]
@@ -38,6 +38,48 @@ pub enum Command {
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+    /// Create users, organizations and API keys without the HTTP API
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create a user (prints its id); the password is read from standard input
+    CreateUser {
+        #[arg(long)]
+        email: String,
+        #[arg(long, default_value = "Administrator")]
+        name: String,
+        /// Read the password from the first line of standard input
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+    /// Create an organization owned by an existing user (prints its id)
+    CreateOrg {
+        /// Email of the owner
+        #[arg(long)]
+        owner: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        slug: Option<String>,
+    },
+    /// Create an API key (prints the key, shown only this once)
+    CreateApiKey {
+        /// Organization id or slug
+        #[arg(long)]
+        org: String,
+        /// Bind the key to this project (id or slug)
+        #[arg(long)]
+        project: Option<String>,
+        #[arg(long, value_delimiter = ',', default_value = "send")]
+        scopes: Vec<String>,
+        #[arg(long, default_value = "admin")]
+        name: String,
     },
 }
 
@@ -102,6 +144,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             runtime()?.block_on(async {
                 let applied = db::migrate(&config.database.url).await?;
                 println!("applied {} migration(s)", applied.len());
+                anyhow::Ok(())
+            })
+        }
+        Command::Admin { command } => {
+            let config = Config::load(cli.config.as_deref())?;
+            runtime()?.block_on(async {
+                let pool = db::pool(&config.database)?;
+                let output = match command {
+                    AdminCommand::CreateUser { email, name, password_stdin: _ } => {
+                        let password = admin::read_password(std::io::stdin().lock())?;
+                        admin::create_user(&pool, &email, &name, password).await?
+                    }
+                    AdminCommand::CreateOrg { owner, name, slug } => {
+                        admin::create_org(&pool, &owner, &name, slug.as_deref()).await?
+                    }
+                    AdminCommand::CreateApiKey { org, project, scopes, name } => {
+                        admin::create_api_key(&pool, &org, project.as_deref(), &name, scopes)
+                            .await?
+                    }
+                };
+                println!("{output}");
                 anyhow::Ok(())
             })
         }

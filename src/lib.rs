@@ -4,6 +4,7 @@
 //! The binary (`src/main.rs`) only calls [`cli::main`]; everything lives in this library so the
 //! integration tests drive the same code in-process.
 
+pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod cli;

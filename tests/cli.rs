@@ -209,3 +209,96 @@ async fn single_instance_generates_its_key_migrates_and_stops_on_sigterm() {
     assert!(!log.contains("applied migrations"), "{log}");
     common::clear_redis_prefix(&prefix).await.unwrap();
 }
+
+fn admin(dir: &Path, db_url: &str, args: &[&str], stdin: &str) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = relayit(dir)
+        .arg("admin")
+        .args(args)
+        .env("DATABASE_URL", db_url)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn relayit admin");
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).trim().to_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_commands_provision_a_headless_install() {
+    let app = common::TestApp::spawn_with(|c| c.auth.allow_signup = false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = app.db.url.clone();
+
+    let (code, user_id, err) = admin(
+        dir.path(),
+        &db,
+        &["create-user", "--email", "Root@Example.com", "--name", "Root", "--password-stdin"],
+        "a long enough password\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(user_id.starts_with("usr_"), "{user_id}");
+    let (code, _, err) = admin(
+        dir.path(),
+        &db,
+        &["create-user", "--email", "root@example.com", "--password-stdin"],
+        "a long enough password\n",
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("exists"), "{err}");
+    let (code, _, err) = admin(
+        dir.path(),
+        &db,
+        &["create-user", "--email", "x@example.com", "--password-stdin"],
+        "short\n",
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("password"), "{err}");
+
+    let (code, org_id, err) = admin(
+        dir.path(),
+        &db,
+        &["create-org", "--owner", "root@example.com", "--name", "Acme", "--slug", "acme"],
+        "",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(org_id.starts_with("org_"));
+    let (code, _, err) =
+        admin(dir.path(), &db, &["create-org", "--owner", "nobody@example.com", "--name", "X"], "");
+    assert_eq!(code, 1);
+    assert!(err.contains("nobody@example.com"), "{err}");
+
+    let (code, key, err) = admin(
+        dir.path(),
+        &db,
+        &["create-api-key", "--org", "acme", "--project", "default", "--scopes", "send,read"],
+        "",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(key.starts_with("rly_"), "{key}");
+    let (code, _, err) =
+        admin(dir.path(), &db, &["create-api-key", "--org", "acme", "--scopes", "root"], "");
+    assert_eq!(code, 1);
+    assert!(err.contains("scopes.0"), "{err}");
+
+    // the provisioned user signs in, and the key works against the running service
+    let (status, body) = app
+        .call(
+            reqwest::Method::POST,
+            "/v1/auth/sign-in",
+            None,
+            Some(serde_json::json!({"email": "root@example.com", "password": "a long enough password"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, projects) = app.get_as(&key, "/v1/projects").await;
+    assert_eq!(status, 200);
+    assert_eq!(projects["data"][0]["slug"], "default");
+    assert_eq!(projects["data"][0]["organizationId"], org_id.as_str());
+}

@@ -1,0 +1,130 @@
+//! `relayit admin`: set up users, organizations and API keys without the HTTP API, for
+//! headless installs (a fresh server with sign-up disabled, provisioning scripts).
+//!
+//! The same validation as the API applies; results go to stdout (ids, or the key) so scripts
+//! can capture them.
+
+use std::io::BufRead;
+
+use anyhow::{Context, bail};
+use diesel_async::AsyncConnection;
+
+use crate::api::api_keys::{CreateApiKey, KeySpec};
+use crate::api::auth::{check_email, normalize_email};
+use crate::api::validate::Validator;
+use crate::auth::password;
+use crate::db::{self, organizations, projects, users};
+use crate::error::ApiError;
+use crate::ids;
+
+/// A validation failure as one line: `email: is not a valid email address; ...`.
+fn explain(error: ApiError) -> anyhow::Error {
+    let details: Vec<String> =
+        error.details().iter().map(|d| format!("{}: {}", d.field, d.message)).collect();
+    if details.is_empty() {
+        anyhow::anyhow!("{error}")
+    } else {
+        anyhow::anyhow!("{}", details.join("; "))
+    }
+}
+
+/// Reads the password from the first line of standard input.
+pub fn read_password(input: impl BufRead) -> anyhow::Result<String> {
+    let line = input.lines().next().context("no password on standard input")??;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+pub async fn create_user(
+    pool: &db::Pool,
+    email: &str,
+    name: &str,
+    secret: String,
+) -> anyhow::Result<String> {
+    let email = normalize_email(email);
+    let mut check = Validator::new();
+    check_email(&mut check, "email", &email);
+    check.name("name", name);
+    let chars = secret.chars().count();
+    if !(password::MIN_LENGTH..=password::MAX_LENGTH).contains(&chars) {
+        check.error(
+            "password",
+            format!("must be {} to {} characters", password::MIN_LENGTH, password::MAX_LENGTH),
+        );
+    }
+    check.finish().map_err(explain)?;
+    let hash = password::hash(secret).await;
+    let mut conn = pool.get().await?;
+    if users::find_by_email(&mut conn, &email).await?.is_some() {
+        bail!("a user with email {email} exists already");
+    }
+    let id = ids::new_id(ids::USER);
+    users::insert(
+        &mut conn,
+        users::NewUser { id: &id, email: &email, name: name.trim(), password_hash: Some(&hash) },
+    )
+    .await?;
+    Ok(id)
+}
+
+/// Creates an organization owned by the user with `owner_email`; returns its id.
+pub async fn create_org(
+    pool: &db::Pool,
+    owner_email: &str,
+    name: &str,
+    slug: Option<&str>,
+) -> anyhow::Result<String> {
+    let mut check = Validator::new();
+    check.name("name", name);
+    if let Some(slug) = slug {
+        check.slug("slug", slug);
+    }
+    check.finish().map_err(explain)?;
+    let mut conn = pool.get().await?;
+    let owner = users::find_by_email(&mut conn, &normalize_email(owner_email))
+        .await?
+        .with_context(|| {
+            format!("no user with email {owner_email}; create it with `relayit admin create-user`")
+        })?;
+    let (org, _) = conn
+        .transaction::<_, diesel::result::Error, _>(async |conn| {
+            organizations::create_with_owner(conn, name.trim(), slug, &owner.id).await
+        })
+        .await
+        .context("cannot create the organization (is the slug taken?)")?;
+    Ok(org.id)
+}
+
+/// Creates an API key in organization `org` (id or slug), optionally bound to `project` (id or
+/// slug); returns the full key.
+pub async fn create_api_key(
+    pool: &db::Pool,
+    org: &str,
+    project: Option<&str>,
+    name: &str,
+    scopes: Vec<String>,
+) -> anyhow::Result<String> {
+    let body = CreateApiKey {
+        name: name.to_owned(),
+        project_id: None,
+        scopes: Some(scopes),
+        expires_at: None,
+        rate_limit: None,
+    };
+    let (spec, _) = KeySpec::check(body).map_err(explain)?;
+    let mut conn = pool.get().await?;
+    let org = organizations::find(&mut conn, org)
+        .await?
+        .with_context(|| format!("no organization {org}"))?;
+    let project_id = match project {
+        Some(p) => Some(
+            projects::find(&mut conn, &org.id, p)
+                .await?
+                .with_context(|| format!("no project {p} in {}", org.slug))?
+                .id,
+        ),
+        None => None,
+    };
+    let (_, key) =
+        spec.create(&mut conn, &org.id, project_id.as_deref(), None).await.map_err(explain)?;
+    Ok(key)
+}

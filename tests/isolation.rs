@@ -1,0 +1,122 @@
+//! Tenant isolation, route by route: another organization's user or API key gets 404 for every
+//! id of this organization (never 403, never the data), and a member gets 403 on every write
+//! that needs an admin.
+
+mod common;
+
+use common::TestApp;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+struct Tenant {
+    org: String,
+    project: String,
+    member_id: String,
+    invitation: String,
+    key_id: String,
+}
+
+async fn arrange(app: &TestApp, owner: &common::Account) -> Tenant {
+    let (_, invitation) = app
+        .post_as(
+            &owner.token,
+            &format!("/v1/organizations/{}/invitations", owner.org_id),
+            json!({"email": "someone@example.com", "role": "member"}),
+        )
+        .await;
+    let (_, key) = app.post_as(&owner.token, "/v1/api-keys", json!({"name": "k"})).await;
+    let (_, members) =
+        app.get_as(&owner.token, &format!("/v1/organizations/{}/members", owner.org_id)).await;
+    Tenant {
+        org: owner.org_id.clone(),
+        project: owner.project_id.clone(),
+        member_id: members["data"][0]["id"].as_str().unwrap().to_owned(),
+        invitation: invitation["id"].as_str().unwrap().to_owned(),
+        key_id: key["id"].as_str().unwrap().to_owned(),
+    }
+}
+
+/// Every route that names one of the tenant's resources, with a body that would be valid.
+fn routes(t: &Tenant) -> Vec<(Method, String, Option<Value>)> {
+    let org = format!("/v1/organizations/{}", t.org);
+    let project = format!("/v1/projects/{}", t.project);
+    vec![
+        (Method::GET, org.clone(), None),
+        (Method::PATCH, org.clone(), Some(json!({"name": "Taken over"}))),
+        (Method::DELETE, org.clone(), None),
+        (Method::GET, format!("{org}/members"), None),
+        (Method::PATCH, format!("{org}/members/{}", t.member_id), Some(json!({"role": "member"}))),
+        (Method::DELETE, format!("{org}/members/{}", t.member_id), None),
+        (Method::GET, format!("{org}/invitations"), None),
+        (
+            Method::POST,
+            format!("{org}/invitations"),
+            Some(json!({"email": "spy@example.com", "role": "admin"})),
+        ),
+        (Method::DELETE, format!("{org}/invitations/{}", t.invitation), None),
+        (Method::GET, project.clone(), None),
+        (Method::PATCH, project.clone(), Some(json!({"name": "Taken over"}))),
+        (Method::DELETE, project.clone(), None),
+        (Method::DELETE, format!("/v1/api-keys/{}", t.key_id), None),
+        (Method::POST, "/v1/api-keys".into(), Some(json!({"name": "k", "projectId": t.project}))),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_tenant_gets_404_on_every_route() {
+    let app = TestApp::spawn().await;
+    let alice = app.sign_up("Alice").await;
+    let tenant = arrange(&app, &alice).await;
+    let mallory = app.sign_up("Mallory").await;
+    let mallory_key = app.create_api_key(&mallory, &["send", "read", "manage"], None).await;
+
+    for token in [&mallory.token, &mallory_key] {
+        for (method, path, body) in routes(&tenant) {
+            let (status, answer) = app.call(method.clone(), &path, Some(token), body).await;
+            assert_eq!(status, 404, "{method} {path}: {answer}");
+            assert_eq!(answer["error"]["code"], "not_found");
+        }
+        // naming the organization in the header does not help either
+        let response = app
+            .client
+            .get(app.url("/v1/projects"))
+            .bearer_auth(token)
+            .header("Relayit-Organization", &tenant.org)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 404);
+    }
+    let (status, _) = app
+        .post_as(
+            &mallory.token,
+            "/v1/auth/active-organization",
+            json!({"organizationId": tenant.org}),
+        )
+        .await;
+    assert_eq!(status, 404);
+
+    // and nothing of Alice's changed
+    let (_, org) = app.get_as(&alice.token, &format!("/v1/organizations/{}", tenant.org)).await;
+    assert_eq!(org["name"], "Alice's Organization");
+    let (_, projects) = app.get_as(&alice.token, "/v1/projects").await;
+    assert_eq!(projects["data"].as_array().unwrap().len(), 1);
+    let (_, keys) = app.get_as(&alice.token, "/v1/api-keys").await;
+    assert_eq!(keys["data"].as_array().unwrap().len(), 1);
+    let (_, invitations) =
+        app.get_as(&alice.token, &format!("/v1/organizations/{}/invitations", tenant.org)).await;
+    assert_eq!(invitations["data"][0]["status"], "pending");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_get_403_on_admin_writes() {
+    let app = TestApp::spawn().await;
+    let alice = app.sign_up("Alice").await;
+    let tenant = arrange(&app, &alice).await;
+    let member = app.add_member(&alice, "Member", "member").await;
+    for (method, path, body) in routes(&tenant) {
+        let (status, answer) = app.call(method.clone(), &path, Some(&member.token), body).await;
+        let expected = if method == Method::GET { 200 } else { 403 };
+        assert_eq!(status, expected, "{method} {path}: {answer}");
+    }
+}
