@@ -33,10 +33,33 @@ async fn openapi_is_generated_from_the_handlers() {
     let doc: serde_json::Value = response.json().await.unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
     assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
-    for path in ["/healthz", "/readyz", "/openapi.json"] {
-        assert!(doc["paths"][path]["get"].is_object(), "{path} missing from {doc}");
+    for (path, method) in [
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+        ("/openapi.json", "get"),
+        ("/v1/auth/sign-up", "post"),
+        ("/v1/auth/session", "get"),
+        ("/v1/organizations/{orgId}/members/{memberId}", "patch"),
+        ("/v1/organizations/{orgId}/invitations", "post"),
+        ("/v1/invitations/{token}/accept", "post"),
+        ("/v1/projects", "get"),
+        ("/v1/projects/{projectId}", "delete"),
+        ("/v1/api-keys/{keyId}", "delete"),
+    ] {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path} missing from {doc}");
     }
     assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+    let mut ids: Vec<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|item| item.as_object().unwrap().values())
+        .filter_map(|op| op["operationId"].as_str())
+        .collect();
+    let count = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), count, "operation ids must be unique");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

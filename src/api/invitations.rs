@@ -87,7 +87,7 @@ pub struct MembershipView {
 }
 
 /// Invites an email address to the organization (owner or admin; only owners invite owners).
-#[utoipa::path(post, path = "/v1/organizations/{orgId}/invitations", tag = "organizations",
+#[utoipa::path(post, path = "/v1/organizations/{orgId}/invitations", tag = "invitations",
     params(("orgId" = String, Path)), request_body = CreateInvitation,
     responses((status = 201, body = InvitationView), (status = 409, body = crate::error::ErrorBody)))]
 pub async fn create(
@@ -142,7 +142,7 @@ pub async fn create(
 }
 
 /// The organization's invitations, newest first.
-#[utoipa::path(get, path = "/v1/organizations/{orgId}/invitations", tag = "organizations",
+#[utoipa::path(get, path = "/v1/organizations/{orgId}/invitations", tag = "invitations",
     params(("orgId" = String, Path), ListQuery), responses((status = 200, body = Page<InvitationView>)))]
 pub async fn list(
     state: web::Data<AppState>,
@@ -160,7 +160,7 @@ pub async fn list(
 }
 
 /// Cancels a pending invitation (owner or admin); 409 once it was accepted or canceled.
-#[utoipa::path(delete, path = "/v1/organizations/{orgId}/invitations/{invitationId}", tag = "organizations",
+#[utoipa::path(delete, path = "/v1/organizations/{orgId}/invitations/{invitationId}", tag = "invitations",
     params(("orgId" = String, Path), ("invitationId" = String, Path)),
     responses((status = 204), (status = 409, body = crate::error::ErrorBody)))]
 pub async fn cancel(
@@ -185,7 +185,7 @@ pub async fn cancel(
 }
 
 /// Accepts an invitation as the signed-in user it was sent to.
-#[utoipa::path(post, path = "/v1/invitations/{token}/accept", tag = "organizations",
+#[utoipa::path(post, path = "/v1/invitations/{token}/accept", tag = "invitations",
     params(("token" = String, Path)),
     responses((status = 200, body = MembershipView), (status = 409, body = crate::error::ErrorBody),
         (status = 410, body = crate::error::ErrorBody)))]

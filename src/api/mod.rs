@@ -40,6 +40,21 @@ use crate::state::AppState;
         auth::sign_out,
         auth::session,
         auth::set_active_organization,
+        organizations::create,
+        organizations::list,
+        organizations::get,
+        organizations::update,
+        organizations::delete,
+        organizations::list_members,
+        organizations::update_member,
+        organizations::remove_member,
+        invitations::create,
+        invitations::list,
+        invitations::cancel,
+        invitations::accept,
+        api_keys::create,
+        api_keys::list,
+        api_keys::revoke,
         projects::generate_slug,
         projects::create,
         projects::list,
@@ -47,9 +62,37 @@ use crate::state::AppState;
         projects::update,
         projects::delete,
     ),
-    components(schemas(ErrorBody, ErrorDetail, FieldError))
+    components(schemas(ErrorBody, ErrorDetail, FieldError)),
+    modifiers(&UniqueOperationIds)
 )]
 pub struct ApiDoc;
+
+/// Handlers of different resources share names (`create`, `list`); prefixing the tag keeps
+/// operation ids unique, as OpenAPI requires and client generators rely on.
+struct UniqueOperationIds;
+
+impl utoipa::Modify for UniqueOperationIds {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+                &mut item.head,
+                &mut item.options,
+                &mut item.trace,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let tag = operation.tags.as_ref().and_then(|t| t.first()).cloned();
+                if let (Some(tag), Some(id)) = (tag, operation.operation_id.as_mut()) {
+                    *id = format!("{}_{id}", tag.replace('-', "_"));
+                }
+            }
+        }
+    }
+}
 
 /// The OpenAPI document of this server, generated from the handlers.
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",
