@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::api::json::Json;
-use crate::api::organizations::ListQuery;
-use crate::api::pagination::{Page, PageRequest};
+use crate::api::pagination::ListQuery;
+use crate::api::pagination::Page;
 use crate::api::projects;
 use crate::api::validate::Validator;
 use crate::auth::{Access, Action, tokens};
@@ -180,7 +180,7 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     access.require(Action::Read)?;
     access.require_org_wide()?;
-    let page = PageRequest::new(query.limit, query.cursor.as_deref())?;
+    let page = query.page()?;
     let mut conn = state.db.get().await?;
     let rows = api_keys::list(&mut conn, &access.org.id, page.after.as_ref(), page.fetch()).await?;
     let key = |k: &ApiKey| Cursor { created_at: k.created_at, id: k.id.clone() };

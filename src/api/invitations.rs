@@ -13,8 +13,9 @@ use utoipa::ToSchema;
 
 use crate::api::auth::{check_email, normalize_email, unique_violation_on};
 use crate::api::json::Json;
-use crate::api::organizations::{ListQuery, org_access};
-use crate::api::pagination::{Page, PageRequest};
+use crate::api::organizations::org_access;
+use crate::api::pagination::ListQuery;
+use crate::api::pagination::Page;
 use crate::api::validate::Validator;
 use crate::auth::{Action, Principal, Role, tokens};
 use crate::db::invitations::{self, Invitation, NewInvitation};
@@ -151,7 +152,7 @@ pub async fn list(
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let access = org_access(&state, principal, &path, Action::Read).await?;
-    let page = PageRequest::new(query.limit, query.cursor.as_deref())?;
+    let page = query.page()?;
     let mut conn = state.db.get().await?;
     let rows =
         invitations::list(&mut conn, &access.org.id, page.after.as_ref(), page.fetch()).await?;

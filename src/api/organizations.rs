@@ -4,11 +4,11 @@ use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use diesel_async::AsyncConnection;
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 
 use crate::api::auth::unique_violation_on;
 use crate::api::json::Json;
-use crate::api::pagination::{Page, PageRequest};
+use crate::api::pagination::{ListQuery, Page};
 use crate::api::validate::{Validator, conflict_on_unique};
 use crate::auth::{Access, Action, Principal, Role};
 use crate::db::organizations::{self, Member, MemberUser, Organization, OrganizationChanges};
@@ -103,13 +103,6 @@ pub struct UpdateMember {
     pub role: String,
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    pub limit: Option<i64>,
-    pub cursor: Option<String>,
-}
-
 fn check_name_and_slug(name: Option<&str>, slug: Option<&str>) -> Result<(), ApiError> {
     let mut check = Validator::new();
     if let Some(name) = name {
@@ -170,7 +163,7 @@ pub async fn list(
     principal: Principal,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let page = PageRequest::new(query.limit, query.cursor.as_deref())?;
+    let page = query.page()?;
     let key =
         |(org, _): &(Organization, Role)| Cursor { created_at: org.created_at, id: org.id.clone() };
     let view = |(org, role): (Organization, Role)| OrganizationView::new(org, role);
@@ -274,7 +267,7 @@ pub async fn list_members(
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let access = org_access(&state, principal, &path, Action::Read).await?;
-    let page = PageRequest::new(query.limit, query.cursor.as_deref())?;
+    let page = query.page()?;
     let mut conn = state.db.get().await?;
     let rows =
         organizations::list_members(&mut conn, &access.org.id, page.after.as_ref(), page.fetch())

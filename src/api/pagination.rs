@@ -4,14 +4,30 @@
 //! Pages are keyset pages on `(created_at, id)`: stable under concurrent inserts (new rows
 //! appear before the first page, never inside a later one) and as fast on page 1000 as on 1.
 
-use serde::Serialize;
-use utoipa::ToSchema;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::db::Cursor;
 use crate::error::ApiError;
 
 pub const DEFAULT_LIMIT: i64 = 50;
 pub const MAX_LIMIT: i64 = 100;
+
+/// The query string of a list without filters: `?limit=&cursor=`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// 1 to 100, default 50.
+    pub limit: Option<i64>,
+    /// `nextCursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl ListQuery {
+    pub fn page(&self) -> Result<PageRequest, ApiError> {
+        PageRequest::new(self.limit, self.cursor.as_deref())
+    }
+}
 
 /// A validated page request.
 #[derive(Debug, Clone)]

@@ -3,10 +3,10 @@
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 
 use crate::api::json::Json;
-use crate::api::pagination::{Page, PageRequest};
+use crate::api::pagination::{ListQuery, Page};
 use crate::api::validate::{Validator, conflict_on_unique};
 use crate::auth::{Access, Action};
 use crate::db::projects::{self, NewProject, Project, ProjectChanges};
@@ -74,13 +74,6 @@ pub struct UpdateProject {
     pub name: Option<String>,
     pub slug: Option<String>,
     pub metadata: Option<serde_json::Value>,
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    pub limit: Option<i64>,
-    pub cursor: Option<String>,
 }
 
 /// The project `id_or_slug` as `access` may see it: another organization's project, or another
@@ -169,7 +162,7 @@ pub async fn list(
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     access.require(Action::Read)?;
-    let page = PageRequest::new(query.limit, query.cursor.as_deref())?;
+    let page = query.page()?;
     let mut conn = state.db.get().await?;
     let rows = projects::list(
         &mut conn,
