@@ -126,12 +126,21 @@ async fn migrate_applies_the_schema() {
 struct Serving {
     child: Child,
     port: u16,
+    /// Everything the process logged so far, drained continuously so a chatty process never
+    /// blocks on a full pipe.
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    drain: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Serving {
     fn start(dir: &Path, db: &TestDb, prefix: &str) -> Serving {
+        Self::start_with(dir, db, prefix, &[])
+    }
+
+    fn start_with(dir: &Path, db: &TestDb, prefix: &str, env: &[(&str, &str)]) -> Serving {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let child = relayit(dir)
+            .envs(env.iter().copied())
             .args(["serve", "--role=all"])
             .env("DATABASE_URL", &db.url)
             .env("REDIS_URL", common::redis_url())
@@ -144,21 +153,37 @@ impl Serving {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn relayit serve");
-        Serving { child, port }
+        let mut child = child;
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let sink = log.clone();
+        let drain = std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr).lines() {
+                let mut log = sink.lock().unwrap();
+                match line {
+                    Ok(line) => log.push_str(&line),
+                    Err(e) => log.push_str(&format!("<unreadable log line: {e}>")),
+                }
+                log.push('\n');
+            }
+        });
+        Serving { child, port, log, drain: Some(drain) }
     }
 
     async fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         let url = format!("http://127.0.0.1:{}/readyz", self.port);
         loop {
-            if reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) {
+            let probe = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+            if probe.get(&url).send().await.is_ok_and(|r| r.status() == 200) {
                 return;
             }
             if let Some(status) = self.child.try_wait().unwrap() {
-                let mut err = String::new();
-                use std::io::Read;
-                self.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-                panic!("relayit exited early ({status}): {err}");
+                if let Some(drain) = self.drain.take() {
+                    drain.join().unwrap();
+                }
+                panic!("relayit exited early ({status}): {}", self.log.lock().unwrap());
             }
             assert!(Instant::now() < deadline, "relayit did not become ready");
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -166,12 +191,16 @@ impl Serving {
     }
 
     /// Sends SIGTERM and returns the exit code and everything logged.
-    fn terminate(self) -> (i32, String) {
+    fn terminate(mut self) -> (i32, String) {
         let sent =
             Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
         assert!(sent.success());
-        let output = self.child.wait_with_output().unwrap();
-        (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stderr).into_owned())
+        let status = self.child.wait().unwrap();
+        if let Some(drain) = self.drain.take() {
+            drain.join().unwrap();
+        }
+        let log = self.log.lock().unwrap().clone();
+        (status.code().unwrap_or(-1), log)
     }
 }
 
@@ -301,4 +330,56 @@ async fn admin_commands_provision_a_headless_install() {
     assert_eq!(status, 200);
     assert_eq!(projects["data"][0]["slug"], "default");
     assert_eq!(projects["data"][0]["organizationId"], org_id.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_reach_the_logs() {
+    let db = TestDb::empty().await;
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = format!("{}:", common::unique("logs"));
+    let mut serving = Serving::start_with(dir.path(), &db, &prefix, &[("RUST_LOG", "debug")]);
+    serving.wait_ready().await;
+    let base = format!("http://127.0.0.1:{}", serving.port);
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let password = "a secret password 123";
+    let signed_up: serde_json::Value = client
+        .post(format!("{base}/v1/auth/sign-up"))
+        .json(
+            &serde_json::json!({"email": "logs@example.com", "password": password, "name": "Logs"}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = signed_up["token"].as_str().unwrap().to_owned();
+    let created: serde_json::Value = client
+        .post(format!("{base}/v1/api-keys"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"name": "k", "scopes": ["read"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = created["key"].as_str().unwrap().to_owned();
+    let listed = client.get(format!("{base}/v1/projects")).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(listed.status(), 200);
+    let failed = client
+        .post(format!("{base}/v1/auth/sign-in"))
+        .json(&serde_json::json!({"email": "logs@example.com", "password": "wrong but secret 456"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(failed.status(), 401);
+
+    let (code, log) = serving.terminate();
+    assert_eq!(code, 0, "{log}");
+    assert!(log.lines().count() > 5, "debug logging was on: {log}");
+    for secret in [password, "wrong but secret 456", token.as_str(), key.as_str()] {
+        assert!(!log.contains(secret), "{secret} appears in the log");
+    }
+    common::clear_redis_prefix(&prefix).await.unwrap();
 }
