@@ -11,6 +11,7 @@ pub mod json;
 pub mod pagination;
 pub mod projects;
 pub mod validate;
+pub mod webhooks;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
@@ -43,6 +44,12 @@ use crate::state::AppState;
         projects::get,
         projects::update,
         projects::delete,
+        webhooks::create,
+        webhooks::list,
+        webhooks::get,
+        webhooks::update,
+        webhooks::delete,
+        webhooks::rotate_secret,
     ),
     components(schemas(ErrorBody, ErrorDetail, FieldError))
 )]
@@ -93,7 +100,12 @@ pub fn app(
 
 /// The `/v1` routes of the contract, one module per resource.
 fn v1_routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::scope("/v1").configure(auth::routes).configure(projects::routes));
+    cfg.service(
+        web::scope("/v1")
+            .configure(auth::routes)
+            .configure(projects::routes)
+            .configure(webhooks::routes),
+    );
 }
 
 /// Gives error responses that are not already JSON (actix's own 404/405/413 and the like) the
