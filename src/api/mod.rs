@@ -14,6 +14,7 @@ pub mod organizations;
 pub mod pagination;
 pub mod projects;
 pub mod validate;
+pub mod webhooks;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
@@ -61,6 +62,12 @@ use crate::state::AppState;
         projects::get,
         projects::update,
         projects::delete,
+        webhooks::create,
+        webhooks::list,
+        webhooks::get,
+        webhooks::update,
+        webhooks::delete,
+        webhooks::rotate_secret,
     ),
     components(schemas(ErrorBody, ErrorDetail, FieldError)),
     modifiers(&UniqueOperationIds)
@@ -145,7 +152,8 @@ fn v1_routes(cfg: &mut web::ServiceConfig) {
             .configure(organizations::routes)
             .configure(invitations::routes)
             .configure(projects::routes)
-            .configure(api_keys::routes),
+            .configure(api_keys::routes)
+            .configure(webhooks::routes),
     );
 }
 

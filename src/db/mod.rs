@@ -25,6 +25,7 @@ pub mod organizations;
 pub mod projects;
 pub mod schema;
 pub mod users;
+pub mod webhook_endpoints;
 
 use std::time::Duration;
 
