@@ -10,6 +10,7 @@ pub mod health;
 pub mod json;
 pub mod pagination;
 pub mod projects;
+pub mod providers;
 pub mod validate;
 
 use actix_web::body::MessageBody;
@@ -43,6 +44,12 @@ use crate::state::AppState;
         projects::get,
         projects::update,
         projects::delete,
+        providers::create,
+        providers::list,
+        providers::get,
+        providers::update,
+        providers::delete,
+        providers::verify,
     ),
     components(schemas(ErrorBody, ErrorDetail, FieldError))
 )]
@@ -93,7 +100,12 @@ pub fn app(
 
 /// The `/v1` routes of the contract, one module per resource.
 fn v1_routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::scope("/v1").configure(auth::routes).configure(projects::routes));
+    cfg.service(
+        web::scope("/v1")
+            .configure(auth::routes)
+            .configure(projects::routes)
+            .configure(providers::routes),
+    );
 }
 
 /// Gives error responses that are not already JSON (actix's own 404/405/413 and the like) the
