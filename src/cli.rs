@@ -1,4 +1,4 @@
-//! The command line: `serve`, `migrate`, `generate-key` and `config check`.
+//! The command line: `serve`, `migrate`, `generate-key`, `rotate-keys` and `config check`.
 //!
 //! Failures print one line on stderr (`error: ...`) and exit 1; clap's own usage errors keep
 //! clap's message and exit 2.
@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::Config;
@@ -34,6 +35,9 @@ pub enum Command {
     Migrate,
     /// Print a fresh master key (base64 of 32 random bytes)
     GenerateKey,
+    /// Re-seal every stored secret under security.encryption_key (the previous keys must be in
+    /// security.previous_keys). Safe while the service runs, once every process has the new key
+    RotateKeys,
     /// Inspect the configuration
     Config {
         #[command(subcommand)]
@@ -168,6 +172,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 anyhow::Ok(())
             })
         }
+        Command::RotateKeys => {
+            let config = Config::load(cli.config.as_deref())?;
+            telemetry::init(&config.log);
+            let (keys, _) = crypto::resolve_master_keys(&config, false)?;
+            runtime()?.block_on(async {
+                let report =
+                    db::rotation::rotate_at(&config.database.url, &keys).await.with_context(
+                        || format!("database {}", crate::config::redact_url(&config.database.url)),
+                    )?;
+                print_rotation(&report, keys.current.id())
+            })
+        }
         Command::Serve { role } => {
             let config = Config::load(cli.config.as_deref())?;
             telemetry::init(&config.log);
@@ -177,6 +193,36 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             })
         }
     }
+}
+
+/// Prints what a rotation did; rows that did not open make it fail, naming them.
+fn print_rotation(report: &db::rotation::RotationReport, key_id: &str) -> anyhow::Result<()> {
+    println!(
+        "re-sealed {} row(s) under key {key_id}: {} provider credential(s), {} webhook endpoint(s)",
+        report.resealed(),
+        report.providers_resealed,
+        report.webhooks_resealed
+    );
+    if report.changed_meanwhile > 0 {
+        println!(
+            "{} row(s) changed while rotating and were left to that change; run again once every \
+             process has the new key",
+            report.changed_meanwhile
+        );
+    }
+    const SHOWN: usize = 5;
+    let failed = &report.failed;
+    if failed.is_empty() {
+        return Ok(());
+    }
+    let more = failed.len().saturating_sub(SHOWN);
+    anyhow::bail!(
+        "{} row(s) could not be opened ({}{}); add the keys that sealed them to \
+         security.previous_keys and run again",
+        failed.len(),
+        failed[..failed.len().min(SHOWN)].join("; "),
+        if more > 0 { format!("; and {more} more") } else { String::new() }
+    )
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -14,6 +14,7 @@ pub mod db;
 pub mod delivery;
 pub mod error;
 pub mod ids;
+pub mod providers;
 pub mod queue;
 pub mod server;
 pub mod slug;

@@ -14,6 +14,8 @@ struct Tenant {
     member_id: String,
     invitation: String,
     key_id: String,
+    provider: String,
+    webhook: String,
 }
 
 async fn arrange(app: &TestApp, owner: &common::Account) -> Tenant {
@@ -27,12 +29,30 @@ async fn arrange(app: &TestApp, owner: &common::Account) -> Tenant {
     let (_, key) = app.post_as(&owner.token, "/v1/api-keys", json!({"name": "k"})).await;
     let (_, members) =
         app.get_as(&owner.token, &format!("/v1/organizations/{}/members", owner.org_id)).await;
+    let (status, provider) = app
+        .post_as(
+            &owner.token,
+            "/v1/providers",
+            json!({"name": "Sandbox", "channel": "email", "providerType": "sandbox", "credentials": {}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{provider}");
+    let (status, webhook) = app
+        .post_as(
+            &owner.token,
+            &format!("/v1/projects/{}/webhooks", owner.project_id),
+            json!({"url": "https://hooks.example.com/relayit", "eventTypes": ["message.sent"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{webhook}");
     Tenant {
         org: owner.org_id.clone(),
         project: owner.project_id.clone(),
         member_id: members["data"][0]["id"].as_str().unwrap().to_owned(),
         invitation: invitation["id"].as_str().unwrap().to_owned(),
         key_id: key["id"].as_str().unwrap().to_owned(),
+        provider: provider["id"].as_str().unwrap().to_owned(),
+        webhook: webhook["id"].as_str().unwrap().to_owned(),
     }
 }
 
@@ -59,6 +79,31 @@ fn routes(t: &Tenant) -> Vec<(Method, String, Option<Value>)> {
         (Method::DELETE, project.clone(), None),
         (Method::DELETE, format!("/v1/api-keys/{}", t.key_id), None),
         (Method::POST, "/v1/api-keys".into(), Some(json!({"name": "k", "projectId": t.project}))),
+        (Method::GET, format!("/v1/providers/{}", t.provider), None),
+        (Method::PATCH, format!("/v1/providers/{}", t.provider), Some(json!({"priority": 9}))),
+        (Method::DELETE, format!("/v1/providers/{}", t.provider), None),
+        (Method::POST, format!("/v1/providers/{}/verify", t.provider), None),
+        (
+            Method::POST,
+            "/v1/providers".into(),
+            Some(
+                json!({"name": "S", "channel": "sms", "providerType": "sandbox", "credentials": {}, "projectId": t.project}),
+            ),
+        ),
+        (Method::GET, format!("{project}/webhooks"), None),
+        (
+            Method::POST,
+            format!("{project}/webhooks"),
+            Some(json!({"url": "https://hooks.example.com/x", "eventTypes": ["message.failed"]})),
+        ),
+        (Method::GET, format!("{project}/webhooks/{}", t.webhook), None),
+        (
+            Method::PATCH,
+            format!("{project}/webhooks/{}", t.webhook),
+            Some(json!({"isActive": false})),
+        ),
+        (Method::DELETE, format!("{project}/webhooks/{}", t.webhook), None),
+        (Method::POST, format!("{project}/webhooks/{}/rotate-secret", t.webhook), None),
     ]
 }
 
@@ -106,6 +151,16 @@ async fn another_tenant_gets_404_on_every_route() {
     let (_, invitations) =
         app.get_as(&alice.token, &format!("/v1/organizations/{}/invitations", tenant.org)).await;
     assert_eq!(invitations["data"][0]["status"], "pending");
+    let (_, provider) =
+        app.get_as(&alice.token, &format!("/v1/providers/{}", tenant.provider)).await;
+    assert_eq!(provider["priority"], 0);
+    let (_, webhook) = app
+        .get_as(
+            &alice.token,
+            &format!("/v1/projects/{}/webhooks/{}", tenant.project, tenant.webhook),
+        )
+        .await;
+    assert_eq!(webhook["isActive"], true);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -94,6 +94,26 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
+/// Parses `value`, the JSON object at `field` of an already parsed body, into `T`. For parts of
+/// a body whose shape depends on another field (a provider's `credentials` by its type): the
+/// errors are `parse`'s, with paths under `field` (`credentials.secretAccessKey`).
+pub fn parse_object<T: DeserializeOwned>(
+    value: &serde_json::Value,
+    field: &str,
+) -> Result<T, ApiError> {
+    // as in `parse`: serde would take an array for a struct
+    if !value.is_object() {
+        return Err(ApiError::invalid_field(field, "must be a JSON object"));
+    }
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let path = match dotted_path(error.path()) {
+            inner if inner.is_empty() => field.to_owned(),
+            inner => format!("{field}.{inner}"),
+        };
+        ApiError::validation(vec![field_error(&path, &bare(error.inner()))])
+    })
+}
+
 /// serde_path_to_error writes `a.b[1]`; the contract writes `a.b.1`.
 fn dotted_path(path: &serde_path_to_error::Path) -> String {
     let parts: Vec<String> = path
@@ -247,6 +267,30 @@ mod tests {
                 assert!(json["error"]["details"].is_array());
             }
         }
+    }
+
+    #[test]
+    fn parts_of_a_body_report_full_paths() {
+        let error_of = |value: serde_json::Value| {
+            let error = parse_object::<Content>(&value, "config").unwrap_err();
+            assert_eq!(error.code(), "validation_failed");
+            let detail = error.details()[0].clone();
+            (detail.field, detail.message)
+        };
+        let cases = [
+            (serde_json::json!({}), "config.subject", "is required"),
+            (serde_json::json!({"subject": 1}), "config.subject", "invalid type"),
+            (serde_json::json!({"subject": "s", "x": 1}), "config.x", "not a known field"),
+            (serde_json::json!(["s"]), "config", "must be a JSON object"),
+            (serde_json::json!(null), "config", "must be a JSON object"),
+        ];
+        for (value, field, message) in cases {
+            let (named, said) = error_of(value.clone());
+            assert_eq!(named, field, "{value}");
+            assert!(said.contains(message), "{value}: {said}");
+        }
+        let content: Content = parse_object(&serde_json::json!({"subject": "s"}), "c").unwrap();
+        assert_eq!(content.subject, "s");
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod json;
 pub mod organizations;
 pub mod pagination;
 pub mod projects;
+pub mod providers;
 pub mod validate;
 pub mod webhooks;
 
@@ -68,6 +69,12 @@ use crate::state::AppState;
         webhooks::update,
         webhooks::delete,
         webhooks::rotate_secret,
+        providers::create,
+        providers::list,
+        providers::get,
+        providers::update,
+        providers::delete,
+        providers::verify,
     ),
     components(schemas(ErrorBody, ErrorDetail, FieldError)),
     modifiers(&UniqueOperationIds)
@@ -153,6 +160,7 @@ fn v1_routes(cfg: &mut web::ServiceConfig) {
             .configure(invitations::routes)
             .configure(projects::routes)
             .configure(api_keys::routes)
+            .configure(providers::routes)
             .configure(webhooks::routes),
     );
 }

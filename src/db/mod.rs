@@ -23,6 +23,8 @@ pub mod api_keys;
 pub mod invitations;
 pub mod organizations;
 pub mod projects;
+pub mod providers;
+pub mod rotation;
 pub mod schema;
 pub mod users;
 pub mod webhook_endpoints;

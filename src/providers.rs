@@ -1,0 +1,535 @@
+//! Provider types: the channel each one serves and the exact credentials and config it takes.
+//!
+//! A provider credential keeps `credentials` (sealed) and `config` (plain) as the client sent
+//! them, once they have passed the typed schemas below; connectors parse them into the same
+//! types, so what the API accepts is exactly what delivery can use. Every schema denies unknown
+//! fields, so a typo is a 400 naming it rather than a setting silently ignored.
+//!
+//! The credential types deliberately do not implement `Debug`: they hold secrets, and a stray
+//! `{:?}` in a log line should not compile.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::api::auth::check_email;
+use crate::api::json::parse_object;
+use crate::api::validate::Validator;
+use crate::config::ProvidersConfig;
+
+/// Where a message goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    Email,
+    Sms,
+    Whatsapp,
+    Discord,
+}
+
+impl Channel {
+    pub const ALL: [Channel; 4] =
+        [Channel::Email, Channel::Sms, Channel::Whatsapp, Channel::Discord];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Email => "email",
+            Channel::Sms => "sms",
+            Channel::Whatsapp => "whatsapp",
+            Channel::Discord => "discord",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Channel> {
+        Self::ALL.into_iter().find(|c| c.as_str() == text)
+    }
+}
+
+/// Which service delivers, and so which credentials and config it needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderType {
+    Ses,
+    Smtp,
+    Sns,
+    WhatsappCloud,
+    DiscordBot,
+    Sandbox,
+}
+
+impl ProviderType {
+    pub const ALL: [ProviderType; 6] = [
+        ProviderType::Ses,
+        ProviderType::Smtp,
+        ProviderType::Sns,
+        ProviderType::WhatsappCloud,
+        ProviderType::DiscordBot,
+        ProviderType::Sandbox,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderType::Ses => "ses",
+            ProviderType::Smtp => "smtp",
+            ProviderType::Sns => "sns",
+            ProviderType::WhatsappCloud => "whatsapp_cloud",
+            ProviderType::DiscordBot => "discord_bot",
+            ProviderType::Sandbox => "sandbox",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<ProviderType> {
+        Self::ALL.into_iter().find(|t| t.as_str() == text)
+    }
+
+    /// The one channel this type serves; `None` for the sandbox, which serves them all.
+    pub fn channel(self) -> Option<Channel> {
+        match self {
+            ProviderType::Ses | ProviderType::Smtp => Some(Channel::Email),
+            ProviderType::Sns => Some(Channel::Sms),
+            ProviderType::WhatsappCloud => Some(Channel::Whatsapp),
+            ProviderType::DiscordBot => Some(Channel::Discord),
+            ProviderType::Sandbox => None,
+        }
+    }
+
+    pub fn serves(self, channel: Channel) -> bool {
+        self.channel().is_none_or(|c| c == channel)
+    }
+
+    /// Checks `value` against this type's credentials schema, reporting into `check` under
+    /// `credentials.`.
+    pub fn check_credentials(self, value: &serde_json::Value, check: &mut Validator) {
+        // credentials name no endpoints, so the server's rules do not matter to them
+        let rules = ProvidersConfig::default();
+        let part = Part { check, prefix: "credentials", rules: &rules };
+        match self {
+            ProviderType::Ses | ProviderType::Sns => part.check::<AwsCredentials>(value),
+            ProviderType::Smtp => part.check::<SmtpCredentials>(value),
+            ProviderType::WhatsappCloud => part.check::<WhatsappCredentials>(value),
+            ProviderType::DiscordBot => part.check::<DiscordCredentials>(value),
+            ProviderType::Sandbox => part.check::<SandboxCredentials>(value),
+        }
+    }
+
+    /// Checks `value` against this type's config schema and the server's `rules`, reporting
+    /// into `check` under `config.`.
+    pub fn check_config(
+        self,
+        value: &serde_json::Value,
+        rules: &ProvidersConfig,
+        check: &mut Validator,
+    ) {
+        let part = Part { check, prefix: "config", rules };
+        match self {
+            ProviderType::Ses => part.check::<SesConfig>(value),
+            ProviderType::Smtp => part.check::<SmtpConfig>(value),
+            ProviderType::Sns => part.check::<SnsConfig>(value),
+            ProviderType::WhatsappCloud => part.check::<WhatsappConfig>(value),
+            ProviderType::DiscordBot => part.check::<DiscordConfig>(value),
+            ProviderType::Sandbox => part.check::<SandboxConfig>(value),
+        }
+    }
+}
+
+/// `ses` and `sns`: an IAM access key.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AwsCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SesConfig {
+    pub region: String,
+    pub from_address: String,
+    pub configuration_set: Option<String>,
+    pub endpoint_url: Option<String>,
+}
+
+/// `smtp`: both or neither (servers that relay without authentication).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SmtpCredentials {
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+    pub from_address: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    Starttls,
+    Tls,
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SnsConfig {
+    pub region: String,
+    pub sender_id: Option<String>,
+    pub origination_number: Option<String>,
+    pub sms_type: Option<SmsType>,
+    pub endpoint_url: Option<String>,
+}
+
+/// SNS's own spelling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum SmsType {
+    Transactional,
+    Promotional,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WhatsappCredentials {
+    pub access_token: String,
+    /// Verifies the signature of incoming status callbacks.
+    pub app_secret: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WhatsappConfig {
+    pub phone_number_id: String,
+    pub api_version: Option<String>,
+    pub base_url: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DiscordCredentials {
+    pub bot_token: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DiscordConfig {
+    pub base_url: Option<String>,
+}
+
+/// The sandbox has no secrets: `{}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxCredentials {}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SandboxConfig {
+    pub latency_ms: Option<u64>,
+    /// Share of attempts that fail, 0 to 1.
+    pub fail_rate: Option<f64>,
+    pub fail_mode: Option<FailMode>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailMode {
+    Retryable,
+    Permanent,
+}
+
+/// Longest text a setting or secret may be; far beyond any real one, short of abuse.
+const MAX_TEXT_CHARS: usize = 4096;
+/// A sandbox delay beyond this would only stall workers.
+const MAX_SANDBOX_LATENCY_MS: u64 = 60_000;
+
+/// The checks of values that parsed: what serde's shapes cannot say.
+trait Schema: DeserializeOwned {
+    fn check(&self, part: &mut Part<'_>);
+}
+
+/// One part of a body (`credentials` or `config`) being checked: errors name fields under
+/// `prefix`.
+struct Part<'a> {
+    check: &'a mut Validator,
+    prefix: &'static str,
+    rules: &'a ProvidersConfig,
+}
+
+impl Part<'_> {
+    /// Parses `value` as `T` and checks its values; shape errors end the check of this part.
+    fn check<T: Schema>(mut self, value: &serde_json::Value) {
+        match parse_object::<T>(value, self.prefix) {
+            Ok(parsed) => parsed.check(&mut self),
+            Err(error) => {
+                for detail in error.details() {
+                    self.check.error(detail.field.clone(), detail.message.clone());
+                }
+            }
+        }
+    }
+
+    fn field(&self, name: &str) -> String {
+        format!("{}.{name}", self.prefix)
+    }
+
+    fn error(&mut self, name: &str, message: impl Into<String>) {
+        let field = self.field(name);
+        self.check.error(field, message);
+    }
+
+    /// Not blank and of sane length.
+    fn text(&mut self, name: &str, value: &str) -> bool {
+        if value.trim().is_empty() {
+            self.error(name, "must not be blank");
+            false
+        } else if value.chars().count() > MAX_TEXT_CHARS {
+            self.error(name, format!("must be at most {MAX_TEXT_CHARS} characters"));
+            false
+        } else {
+            true
+        }
+    }
+
+    /// A key, token or identifier: text without whitespace (a pasted trailing newline is the
+    /// usual culprit, and would only surface as an authentication failure at delivery).
+    fn token(&mut self, name: &str, value: &str) {
+        if self.text(name, value) && value.chars().any(char::is_whitespace) {
+            self.error(name, "must not contain whitespace");
+        }
+    }
+
+    fn email(&mut self, name: &str, value: &str) {
+        let field = self.field(name);
+        check_email(self.check, &field, value);
+    }
+
+    fn region(&mut self, name: &str, value: &str) {
+        let valid = value.len() <= 32
+            && value.starts_with(|c: char| c.is_ascii_lowercase())
+            && value.contains('-')
+            && crate::slug::is_valid(value);
+        if !valid {
+            self.error(name, "must be an AWS region such as us-east-1");
+        }
+    }
+
+    /// `endpointUrl`/`baseUrl`: where the connector sends its calls instead of the provider's
+    /// own API. Off by default: a tenant could otherwise aim the server's requests, carrying
+    /// their credentials, at any host the server can reach.
+    fn endpoint(&mut self, name: &str, value: Option<&str>) {
+        let Some(value) = value else { return };
+        if !self.rules.allow_endpoint_overrides {
+            self.error(
+                name,
+                "is not allowed on this server (its operator can enable \
+                 providers.allow_endpoint_overrides)",
+            );
+            return;
+        }
+        let valid = url::Url::parse(value)
+            .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+        if !valid {
+            self.error(name, "must be an http(s) URL");
+        }
+    }
+}
+
+impl Schema for AwsCredentials {
+    fn check(&self, part: &mut Part<'_>) {
+        part.token("accessKeyId", &self.access_key_id);
+        part.token("secretAccessKey", &self.secret_access_key);
+    }
+}
+
+impl Schema for SesConfig {
+    fn check(&self, part: &mut Part<'_>) {
+        part.region("region", &self.region);
+        part.email("fromAddress", &self.from_address);
+        if let Some(set) = &self.configuration_set {
+            part.token("configurationSet", set);
+        }
+        part.endpoint("endpointUrl", self.endpoint_url.as_deref());
+    }
+}
+
+impl Schema for SmtpCredentials {
+    fn check(&self, part: &mut Part<'_>) {
+        match (&self.username, &self.password) {
+            (Some(username), Some(password)) => {
+                part.text("username", username);
+                // passwords may contain spaces (some providers' app passwords do)
+                part.text("password", password);
+            }
+            (Some(_), None) => part.error("password", "is required with username"),
+            (None, Some(_)) => part.error("username", "is required with password"),
+            (None, None) => {}
+        }
+    }
+}
+
+impl Schema for SmtpConfig {
+    fn check(&self, part: &mut Part<'_>) {
+        part.token("host", &self.host);
+        if self.port == 0 {
+            part.error("port", "must be between 1 and 65535");
+        }
+        part.email("fromAddress", &self.from_address);
+    }
+}
+
+impl Schema for SnsConfig {
+    fn check(&self, part: &mut Part<'_>) {
+        part.region("region", &self.region);
+        if let Some(sender) = &self.sender_id {
+            let valid = (1..=11).contains(&sender.len())
+                && sender.bytes().all(|b| b.is_ascii_alphanumeric())
+                && sender.bytes().any(|b| b.is_ascii_alphabetic());
+            if !valid {
+                part.error("senderId", "must be 1 to 11 letters and digits, at least one letter");
+            }
+        }
+        if let Some(number) = &self.origination_number
+            && !is_e164(number)
+        {
+            part.error("originationNumber", "must be an E.164 number such as +14155550123");
+        }
+        part.endpoint("endpointUrl", self.endpoint_url.as_deref());
+    }
+}
+
+impl Schema for WhatsappCredentials {
+    fn check(&self, part: &mut Part<'_>) {
+        part.token("accessToken", &self.access_token);
+        if let Some(secret) = &self.app_secret {
+            part.token("appSecret", secret);
+        }
+    }
+}
+
+impl Schema for WhatsappConfig {
+    fn check(&self, part: &mut Part<'_>) {
+        let id = &self.phone_number_id;
+        if id.is_empty() || id.len() > 32 || !id.bytes().all(|b| b.is_ascii_digit()) {
+            part.error("phoneNumberId", "must be the numeric id of a WhatsApp Business number");
+        }
+        if let Some(version) = &self.api_version
+            && !is_graph_version(version)
+        {
+            part.error("apiVersion", "must be a Graph API version such as v21.0");
+        }
+        part.endpoint("baseUrl", self.base_url.as_deref());
+    }
+}
+
+impl Schema for DiscordCredentials {
+    fn check(&self, part: &mut Part<'_>) {
+        part.token("botToken", &self.bot_token);
+    }
+}
+
+impl Schema for DiscordConfig {
+    fn check(&self, part: &mut Part<'_>) {
+        part.endpoint("baseUrl", self.base_url.as_deref());
+    }
+}
+
+impl Schema for SandboxCredentials {
+    fn check(&self, _: &mut Part<'_>) {}
+}
+
+impl Schema for SandboxConfig {
+    fn check(&self, part: &mut Part<'_>) {
+        if self.latency_ms.is_some_and(|ms| ms > MAX_SANDBOX_LATENCY_MS) {
+            part.error("latencyMs", format!("must be at most {MAX_SANDBOX_LATENCY_MS}"));
+        }
+        if self.fail_rate.is_some_and(|rate| !(0.0..=1.0).contains(&rate)) {
+            part.error("failRate", "must be between 0 and 1");
+        }
+    }
+}
+
+/// `+` and 2 to 15 digits, the first not 0.
+pub fn is_e164(number: &str) -> bool {
+    number.strip_prefix('+').is_some_and(|digits| {
+        (2..=15).contains(&digits.len())
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && !digits.starts_with('0')
+    })
+}
+
+/// `v21` or `v21.0`.
+fn is_graph_version(version: &str) -> bool {
+    let Some(number) = version.strip_prefix('v') else { return false };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    match number.split_once('.') {
+        Some((major, minor)) => digits(major) && digits(minor),
+        None => digits(number),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn fields(provider: ProviderType, credentials: serde_json::Value) -> Vec<String> {
+        let mut check = Validator::new();
+        provider.check_credentials(&credentials, &mut check);
+        check
+            .finish()
+            .err()
+            .map_or_else(Vec::new, |e| e.details().iter().map(|d| d.field.clone()).collect())
+    }
+
+    #[test]
+    fn types_serve_their_channels() {
+        assert!(ProviderType::Ses.serves(Channel::Email));
+        assert!(!ProviderType::Ses.serves(Channel::Sms));
+        assert!(ProviderType::Sandbox.serves(Channel::Discord));
+        for t in ProviderType::ALL {
+            assert_eq!(ProviderType::parse(t.as_str()), Some(t));
+            assert_eq!(serde_json::to_value(t).unwrap(), t.as_str());
+        }
+        for c in Channel::ALL {
+            assert_eq!(Channel::parse(c.as_str()), Some(c));
+        }
+    }
+
+    #[test]
+    fn credentials_are_checked_field_by_field() {
+        assert!(
+            fields(ProviderType::Ses, json!({"accessKeyId": "AK", "secretAccessKey": "s"}))
+                .is_empty()
+        );
+        assert_eq!(
+            fields(ProviderType::Ses, json!({"accessKeyId": "AK"})),
+            ["credentials.secretAccessKey"]
+        );
+        assert_eq!(
+            fields(ProviderType::Ses, json!({"accessKeyId": " ", "secretAccessKey": "a\n"})),
+            ["credentials.accessKeyId", "credentials.secretAccessKey"]
+        );
+        assert_eq!(fields(ProviderType::Smtp, json!({"username": "u"})), ["credentials.password"]);
+        assert!(fields(ProviderType::Smtp, json!({})).is_empty());
+        assert_eq!(fields(ProviderType::Sandbox, json!({"x": 1})), ["credentials.x"]);
+    }
+
+    #[test]
+    fn formats() {
+        for ok in ["+14155550123", "+44"] {
+            assert!(is_e164(ok), "{ok}");
+        }
+        for bad in ["14155550123", "+0123", "+1 415", "+", "+1234567890123456"] {
+            assert!(!is_e164(bad), "{bad}");
+        }
+        for ok in ["v21.0", "v9"] {
+            assert!(is_graph_version(ok), "{ok}");
+        }
+        for bad in ["21.0", "v", "v21.", "v.1", "v21.0.1", "vx"] {
+            assert!(!is_graph_version(bad), "{bad}");
+        }
+    }
+}
