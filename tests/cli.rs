@@ -367,6 +367,31 @@ async fn secrets_never_reach_the_logs() {
     let key = created["key"].as_str().unwrap().to_owned();
     let listed = client.get(format!("{base}/v1/projects")).bearer_auth(&key).send().await.unwrap();
     assert_eq!(listed.status(), 200);
+    let aws_secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+    let provider = client
+        .post(format!("{base}/v1/providers"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({
+            "name": "SES", "channel": "email", "providerType": "ses",
+            "credentials": {"accessKeyId": "AKIAIOSFODNN7EXAMPLE", "secretAccessKey": aws_secret},
+            "config": {"region": "eu-west-1", "fromAddress": "noreply@example.com"}
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(provider.status(), 201);
+    let projects: serde_json::Value = listed.json().await.unwrap();
+    let webhook: serde_json::Value = client
+        .post(format!("{base}/v1/projects/{}/webhooks", projects["data"][0]["id"].as_str().unwrap()))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"url": "https://hooks.example.com/x", "eventTypes": ["message.sent"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let webhook_secret = webhook["secret"].as_str().expect("webhook secret").to_owned();
     let failed = client
         .post(format!("{base}/v1/auth/sign-in"))
         .json(&serde_json::json!({"email": "logs@example.com", "password": "wrong but secret 456"}))
@@ -378,7 +403,14 @@ async fn secrets_never_reach_the_logs() {
     let (code, log) = serving.terminate();
     assert_eq!(code, 0, "{log}");
     assert!(log.lines().count() > 5, "debug logging was on: {log}");
-    for secret in [password, "wrong but secret 456", token.as_str(), key.as_str()] {
+    for secret in [
+        password,
+        "wrong but secret 456",
+        token.as_str(),
+        key.as_str(),
+        aws_secret,
+        &webhook_secret,
+    ] {
         assert!(!log.contains(secret), "{secret} appears in the log");
     }
     common::clear_redis_prefix(&prefix).await.unwrap();
