@@ -21,6 +21,7 @@ macro_rules! after_cursor {
 
 pub mod api_keys;
 pub mod invitations;
+pub mod messages;
 pub mod organizations;
 pub mod projects;
 pub mod providers;

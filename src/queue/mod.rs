@@ -13,6 +13,8 @@ use fred::types::Builder;
 
 use crate::config::RedisConfig;
 
+pub mod deliveries;
+
 /// The consumer group every delivery (and webhook) worker joins.
 pub const CONSUMER_GROUP: &str = "workers";
 

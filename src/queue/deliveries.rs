@@ -1,0 +1,31 @@
+//! The delivery queue's contract, shared by ingestion (which enqueues) and the delivery worker
+//! (which consumes).
+//!
+//! - `{relayit}:deliveries` is a stream; each entry has one field, `m`, the message id. Entries
+//!   carry no content: the row in Postgres is the truth, and a worker claims it with a
+//!   conditional UPDATE, so a duplicate entry can never cause a second send.
+//! - `{relayit}:deliveries:delayed` is a ZSET of message ids scored by the due time in Unix
+//!   milliseconds (retries, scheduled sends); a mover puts due ids back on the stream.
+//! - `{relayit}:deliveries:dead` is a stream of `m` (message id) and `reason` for messages
+//!   that failed for good.
+
+use fred::prelude::StreamsInterface;
+
+use crate::queue::{QueueError, Redis};
+
+/// The stream field holding the message id.
+pub const MESSAGE_FIELD: &str = "m";
+
+/// Appends one entry per message id to the delivery stream, in one pipelined round trip.
+pub async fn enqueue(redis: &Redis, message_ids: &[String]) -> Result<(), QueueError> {
+    if message_ids.is_empty() {
+        return Ok(());
+    }
+    let key = redis.keys().deliveries();
+    let pipeline = redis.pool().next().pipeline();
+    for id in message_ids {
+        let () = pipeline.xadd(&key, false, None::<()>, "*", (MESSAGE_FIELD, id.as_str())).await?;
+    }
+    let _: Vec<String> = pipeline.all().await?;
+    Ok(())
+}
