@@ -27,6 +27,7 @@ pub struct Config {
     /// Apply pending migrations when `serve` starts.
     pub migrate_on_start: bool,
     pub server: ServerConfig,
+    pub api: ApiConfig,
     pub log: LogConfig,
     pub database: DatabaseConfig,
     pub redis: RedisConfig,
@@ -51,6 +52,22 @@ pub struct ServerConfig {
     /// Trust `Forwarded`/`X-Forwarded-For` for the client address (only behind a proxy that
     /// sets them).
     pub behind_proxy: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// How long `/v1/send` gathers concurrent requests into one transaction (group commit).
+    #[serde(with = "humantime_serde")]
+    pub ingest_window: Duration,
+    /// Messages per ingestion transaction at most.
+    pub ingest_max_batch: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self { ingest_window: Duration::from_millis(1), ingest_max_batch: 2000 }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,6 +176,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             migrate_on_start: true,
             server: ServerConfig::default(),
+            api: ApiConfig::default(),
             log: LogConfig::default(),
             database: DatabaseConfig::default(),
             redis: RedisConfig::default(),
@@ -241,6 +259,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "data_dir",
     "migrate_on_start",
     "server",
+    "api",
     "log",
     "database",
     "redis",
@@ -366,6 +385,7 @@ impl Config {
         }
         positive("database.max_connections", self.database.max_connections)?;
         positive("redis.pool_size", self.redis.pool_size)?;
+        positive("api.ingest_max_batch", self.api.ingest_max_batch)?;
         positive("delivery.concurrency", self.delivery.concurrency)?;
         positive("delivery.max_attempts", self.delivery.max_attempts as usize)?;
         nonzero_duration("database.connect_timeout", self.database.connect_timeout)?;

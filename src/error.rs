@@ -151,6 +151,10 @@ impl ApiError {
         self.code
     }
 
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     pub fn details(&self) -> &[FieldError] {
         &self.details
     }

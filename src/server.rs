@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::crypto::{self, KeySource};
+use crate::ingest::{Ingest, Limits};
 use crate::queue::Redis;
 use crate::state::AppState;
 use crate::{api, db, delivery, webhooks};
@@ -51,6 +52,9 @@ pub struct Running {
     state: AppState,
     http: actix_web::dev::ServerHandle,
     shutdown: CancellationToken,
+    /// Stops the ingestion committer; cancelled only once the HTTP server has drained, so
+    /// requests still in flight get their messages committed.
+    ingest_stop: CancellationToken,
     tasks: JoinSet<RoleResult>,
     grace: Duration,
 }
@@ -87,12 +91,14 @@ pub async fn start(config: Config, roles: Roles) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("redis {}", crate::config::redact_url(&config.redis.url)))?;
 
+    let (ingest, committer) = Ingest::channel();
     let state = AppState {
         config: Arc::new(config),
         db: pool,
         redis,
         keys: Arc::new(keys),
         key_usage: Default::default(),
+        ingest,
     };
     let shutdown = CancellationToken::new();
     let grace = state.config.server.shutdown_grace;
@@ -113,7 +119,17 @@ pub async fn start(config: Config, roles: Roles) -> anyhow::Result<Running> {
     let http_handle = http.handle();
     tasks.spawn(async move { ("http", http.await.map_err(anyhow::Error::from)) });
 
+    let ingest_stop = CancellationToken::new();
     if roles.api {
+        let (pool, redis, token) = (state.db.clone(), state.redis.clone(), ingest_stop.clone());
+        let limits = Limits {
+            window: state.config.api.ingest_window,
+            max_messages: state.config.api.ingest_max_batch,
+        };
+        tasks.spawn(async move {
+            committer.run(pool, redis, limits, token).await;
+            ("ingest", Ok(()))
+        });
         let (state, token) = (state.clone(), shutdown.clone());
         tasks.spawn(async move {
             let every = state.config.auth.key_usage_flush;
@@ -130,7 +146,7 @@ pub async fn start(config: Config, roles: Roles) -> anyhow::Result<Running> {
         tasks.spawn(async move { ("webhook", webhooks::run(state, token).await) });
     }
     tracing::info!(%addr, roles = ?roles.names(), version = env!("CARGO_PKG_VERSION"), "relayit started");
-    Ok(Running { addr, state, http: http_handle, shutdown, tasks, grace })
+    Ok(Running { addr, state, http: http_handle, shutdown, ingest_stop, tasks, grace })
 }
 
 impl Running {
@@ -167,6 +183,7 @@ impl Running {
         let stop_http = self.http.stop(true);
         let drain = async {
             stop_http.await;
+            self.ingest_stop.cancel();
             // requests that were in flight may have used API keys after the last flush
             self.state.key_usage.flush(&self.state.db).await;
             let mut first_error = None;

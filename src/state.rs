@@ -7,6 +7,7 @@ use crate::auth::usage::KeyUsage;
 use crate::config::Config;
 use crate::crypto::MasterKeys;
 use crate::db;
+use crate::ingest::Ingest;
 use crate::queue::Redis;
 
 #[derive(Clone)]
@@ -16,4 +17,6 @@ pub struct AppState {
     pub redis: Redis,
     pub keys: Arc<MasterKeys>,
     pub key_usage: Arc<KeyUsage>,
+    /// Hands `/v1/send`'s rows to the group committer (running in processes with the api role).
+    pub ingest: Ingest,
 }

@@ -108,6 +108,7 @@ pub fn parse_object<T: DeserializeOwned>(
     serde_path_to_error::deserialize(value).map_err(|error| {
         let path = match dotted_path(error.path()) {
             inner if inner.is_empty() => field.to_owned(),
+            inner if field.is_empty() => inner,
             inner => format!("{field}.{inner}"),
         };
         ApiError::validation(vec![field_error(&path, &bare(error.inner()))])

@@ -14,6 +14,7 @@ pub mod organizations;
 pub mod pagination;
 pub mod projects;
 pub mod providers;
+pub mod send;
 pub mod validate;
 pub mod webhooks;
 
@@ -69,6 +70,8 @@ use crate::state::AppState;
         webhooks::update,
         webhooks::delete,
         webhooks::rotate_secret,
+        send::send,
+        send::send_batch,
         providers::create,
         providers::list,
         providers::get,
@@ -161,7 +164,8 @@ fn v1_routes(cfg: &mut web::ServiceConfig) {
             .configure(projects::routes)
             .configure(api_keys::routes)
             .configure(providers::routes)
-            .configure(webhooks::routes),
+            .configure(webhooks::routes)
+            .configure(send::routes),
     );
 }
 

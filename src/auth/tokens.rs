@@ -35,7 +35,12 @@ pub fn is_api_key(token: &str) -> bool {
 }
 
 pub fn hash(token: &str) -> Vec<u8> {
-    digest::digest(&digest::SHA256, token.as_bytes()).as_ref().to_vec()
+    hash_bytes(token.as_bytes())
+}
+
+/// SHA-256 of any bytes (request bodies for idempotency).
+pub fn hash_bytes(bytes: &[u8]) -> Vec<u8> {
+    digest::digest(&digest::SHA256, bytes).as_ref().to_vec()
 }
 
 /// Fixed-width base62 (43 digits for 32 bytes) by long division.

@@ -1,0 +1,482 @@
+//! `POST /v1/send` and `POST /v1/send/batch`: validate, persist, queue, answer.
+//!
+//! A request is answered 202 only after its rows are committed (see `ingest`): the message is
+//! then durable whatever happens to this process or to Redis. Each message is validated on its
+//! own, with every problem named by its field; in a batch, valid messages are accepted even
+//! when others are not. The original RelayIt body (`recipient`, `projectSlug`, `payload`) is
+//! accepted too and translated to the current one.
+
+use std::collections::HashMap;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+
+use crate::api::json;
+use crate::api::validate::Validator;
+use crate::auth::Principal;
+use crate::content::{self, Channel};
+use crate::db::api_keys::ApiKey;
+use crate::db::idempotency::NewRecord;
+use crate::db::messages::{self, Event, NewMessage};
+use crate::db::{PooledConnection, projects, providers};
+use crate::error::{ApiError, ErrorBody};
+use crate::ids;
+use crate::ingest::{IngestError, Outcome, Submission};
+use crate::state::AppState;
+
+pub const SEND_LIMIT: usize = 256 * 1024;
+pub const BATCH_LIMIT: usize = 8 * 1024 * 1024;
+pub const MAX_BATCH: usize = 1000;
+const MAX_METADATA_BYTES: usize = 4 * 1024;
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+const MAX_SCHEDULE_AHEAD: chrono::Duration = chrono::Duration::days(30);
+const IDEMPOTENCY_TTL: chrono::Duration = chrono::Duration::hours(24);
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/send").app_data(web::PayloadConfig::new(SEND_LIMIT)).post(send))
+        .service(
+            web::resource("/send/batch")
+                .app_data(web::PayloadConfig::new(BATCH_LIMIT))
+                .post(send_batch),
+        );
+}
+
+/// The body of `/v1/send` (and of each batch item).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SendRequest {
+    /// `email`, `sms`, `whatsapp` or `discord`.
+    pub channel: String,
+    /// Email address, E.164 phone number, or Discord channel id / `user:<id>`.
+    pub to: String,
+    /// Project id or slug; required only for organization-wide keys.
+    pub project: Option<String>,
+    /// Slug of the provider credential to use.
+    pub provider: Option<String>,
+    /// Per channel: email `{subject, text?, html?, from?, replyTo?, cc?, bcc?}`, sms `{text}`,
+    /// whatsapp `{text}` or `{template}`, discord `{text?, embeds?}`.
+    pub content: Value,
+    /// Up to 4 KiB, echoed in webhooks.
+    pub metadata: Option<Value>,
+    /// RFC 3339, at most 30 days ahead.
+    pub send_at: Option<String>,
+}
+
+/// The original RelayIt body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct LegacyRequest {
+    channel: String,
+    recipient: String,
+    project_slug: String,
+    provider_type: Option<String>,
+    payload: LegacyPayload,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LegacyPayload {
+    subject: Option<String>,
+    body: String,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Accepted {
+    pub id: String,
+    /// `queued`, or `received` when scheduled with `sendAt`.
+    pub status: &'static str,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    /// Up to 1000 send bodies.
+    pub messages: Vec<Value>,
+}
+
+/// The sending key, with what it resolves per request (projects, credentials), so that a
+/// batch looks each up once.
+struct Sender<'a> {
+    key: &'a ApiKey,
+    projects: HashMap<String, Option<String>>,
+    credentials: HashMap<(String, String), bool>,
+}
+
+fn sending_key(principal: &Principal) -> Result<&ApiKey, ApiError> {
+    match principal {
+        Principal::Key(key) if key.scopes.iter().any(|s| s == "send") => Ok(key),
+        Principal::Key(_) => Err(ApiError::forbidden("this API key lacks the send scope")),
+        Principal::User { .. } => {
+            Err(ApiError::forbidden("sending needs an API key with the send scope"))
+        }
+    }
+}
+
+fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+    let Some(value) = req.headers().get("idempotency-key") else { return Ok(None) };
+    let key = value
+        .to_str()
+        .map_err(|_| ApiError::invalid_field("Idempotency-Key", "must be printable ASCII"))?
+        .trim();
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
+        return Err(ApiError::invalid_field("Idempotency-Key", "must be 1 to 255 characters"));
+    }
+    Ok(Some(key.to_owned()))
+}
+
+/// Sends one message.
+#[utoipa::path(post, path = "/v1/send", tag = "sending", request_body = SendRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "at most 255 characters")),
+    responses((status = 202, body = Accepted), (status = 400, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn send(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    principal: Principal,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let key = sending_key(&principal)?;
+    let idempotency = idempotency_key(&req)?;
+    let value: Value = json::parse(&body)?;
+    let mut conn = state.db.get().await?;
+    let mut sender = Sender { key, projects: HashMap::new(), credentials: HashMap::new() };
+    let now = Utc::now();
+    let prepared = prepare(&mut conn, &mut sender, &value, now).await?;
+    drop(conn);
+    let accepted = Accepted { id: prepared.message.id.clone(), status: prepared.message.status };
+    let response = serde_json::to_value(&accepted).map_err(ApiError::internal)?;
+    let mut submission = Submission::default();
+    let project_id = prepared.message.project_id.clone();
+    prepared.add_to(&mut submission);
+    submission.idempotency = idempotency.map(|key| record(project_id, key, &value, &response, now));
+    answer(&state, submission, response).await
+}
+
+/// Sends up to 1000 messages; each item is answered in order, valid ones accepted even when
+/// others are not.
+#[utoipa::path(post, path = "/v1/send/batch", tag = "sending", request_body = BatchRequest,
+    params(("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 202, description = "`{data: [{id, status} | {error}]}` in order"),
+        (status = 400, body = ErrorBody), (status = 413, body = ErrorBody)))]
+pub async fn send_batch(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    principal: Principal,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let key = sending_key(&principal)?;
+    let idempotency = idempotency_key(&req)?;
+    let batch: BatchRequest = json::parse(&body)?;
+    if batch.messages.is_empty() || batch.messages.len() > MAX_BATCH {
+        return Err(ApiError::invalid_field(
+            "messages",
+            format!("must hold 1 to {MAX_BATCH} messages"),
+        ));
+    }
+    let mut conn = state.db.get().await?;
+    let mut sender = Sender { key, projects: HashMap::new(), credentials: HashMap::new() };
+    let now = Utc::now();
+    let mut submission = Submission::default();
+    let mut data = Vec::with_capacity(batch.messages.len());
+    for item in &batch.messages {
+        match prepare(&mut conn, &mut sender, item, now).await {
+            Ok(prepared) => {
+                data.push(json!({"id": prepared.message.id, "status": prepared.message.status}));
+                prepared.add_to(&mut submission);
+            }
+            Err(error) => data.push(json!({"error": {
+                "code": error.code(), "message": error.message(), "details": error.details()
+            }})),
+        }
+    }
+    drop(conn);
+    let response = json!({ "data": data });
+    // A batch's idempotency record lives in the project of its keys' scope, or its first
+    // accepted message's.
+    let project = key
+        .project_id
+        .clone()
+        .or_else(|| submission.messages.first().map(|m| m.project_id.clone()));
+    submission.idempotency = match (idempotency, project) {
+        (Some(k), Some(project)) => Some(record(project, k, &batch.messages, &response, now)),
+        _ => None,
+    };
+    answer(&state, submission, response).await
+}
+
+/// The idempotency record of a request. The hash is of the parsed body re-serialized (keys in
+/// order), so the same request with other whitespace or key order is still the same request.
+fn record<T: Serialize>(
+    project_id: String,
+    key: String,
+    body: &T,
+    response: &Value,
+    now: DateTime<Utc>,
+) -> NewRecord {
+    let canonical = serde_json::to_vec(body).unwrap_or_default();
+    NewRecord {
+        project_id,
+        key,
+        request_hash: crate::auth::tokens::hash_bytes(&canonical),
+        response_status: 202,
+        response_body: response.clone(),
+        expires_at: now + IDEMPOTENCY_TTL,
+    }
+}
+
+async fn answer(
+    state: &AppState,
+    submission: Submission,
+    response: Value,
+) -> Result<HttpResponse, ApiError> {
+    if submission.messages.is_empty() && submission.idempotency.is_none() {
+        // a batch without one valid message: nothing to commit
+        return Ok(HttpResponse::Accepted().json(response));
+    }
+    match state.ingest.submit(submission).await {
+        Ok(Outcome::Committed) => Ok(HttpResponse::Accepted().json(response)),
+        Ok(Outcome::Replay { status, body }) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED);
+            Ok(HttpResponse::build(status)
+                .insert_header(("Idempotency-Replayed", "true"))
+                .json(body))
+        }
+        Ok(Outcome::Mismatch) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_mismatch",
+            "this Idempotency-Key was used with a different request in the last 24 hours",
+        )),
+        Err(IngestError::Unavailable(cause)) => {
+            tracing::warn!(%cause, "send refused: cannot commit");
+            Err(ApiError::unavailable("the database is unavailable; nothing was accepted, retry"))
+        }
+        Err(IngestError::Stopped) => {
+            Err(ApiError::unavailable("shutting down; retry on another instance"))
+        }
+    }
+}
+
+/// A validated message, ready to commit.
+struct Prepared {
+    message: NewMessage,
+    events: Vec<Event>,
+    queued: bool,
+}
+
+impl Prepared {
+    fn add_to(self, submission: &mut Submission) {
+        if self.queued {
+            submission.enqueue.push(self.message.id.clone());
+        }
+        submission.events.extend(self.events);
+        submission.messages.push(self.message);
+    }
+}
+
+/// Validates one send body (either shape) and builds its rows.
+async fn prepare(
+    conn: &mut PooledConnection,
+    sender: &mut Sender<'_>,
+    value: &Value,
+    now: DateTime<Utc>,
+) -> Result<Prepared, ApiError> {
+    let Some(object) = value.as_object() else {
+        return Err(ApiError::invalid_field("body", "must be a JSON object"));
+    };
+    let legacy = ["recipient", "projectSlug", "payload"].iter().any(|k| object.contains_key(*k));
+    let (request, provider_type) = if legacy {
+        let legacy: LegacyRequest = json::parse_object(value, "")?;
+        let provider_type = legacy.provider_type.clone();
+        (from_legacy(legacy)?, provider_type)
+    } else {
+        (json::parse_object::<SendRequest>(value, "")?, None)
+    };
+
+    let mut check = Validator::new();
+    let channel = Channel::parse(&request.channel);
+    let mut content = None;
+    match channel {
+        None => check.error("channel", "must be email, sms, whatsapp or discord"),
+        Some(channel) => {
+            content::check_recipient(
+                &mut check,
+                if legacy { "recipient" } else { "to" },
+                channel,
+                &request.to,
+            );
+            content = content::check_content(
+                &mut check,
+                if legacy { "payload" } else { "content" },
+                channel,
+                &request.content,
+            );
+        }
+    }
+    let metadata = request.metadata.clone().unwrap_or_else(|| json!({}));
+    check.object("metadata", &metadata, MAX_METADATA_BYTES);
+    let send_at = match &request.send_at {
+        None => None,
+        Some(text) => match DateTime::parse_from_rfc3339(text) {
+            Err(_) => {
+                check.error("sendAt", "must be an RFC 3339 timestamp");
+                None
+            }
+            Ok(at) if at.with_timezone(&Utc) > now + MAX_SCHEDULE_AHEAD => {
+                check.error("sendAt", "must be at most 30 days ahead");
+                None
+            }
+            Ok(at) => Some(at.with_timezone(&Utc)),
+        },
+    };
+    check.finish()?;
+    let (Some(channel), Some(content)) = (channel, content) else {
+        return Err(ApiError::internal("validated content missing"));
+    };
+
+    let project_field = if legacy { "projectSlug" } else { "project" };
+    let project_id =
+        resolve_project(conn, sender, request.project.as_deref(), project_field).await?;
+    let requested_provider = match (&request.provider, provider_type) {
+        (Some(slug), _) => {
+            check_provider(conn, sender, &project_id, channel, slug).await?;
+            Some(slug.clone())
+        }
+        (None, Some(kind)) => {
+            Some(provider_of_type(conn, sender, &project_id, channel, &kind).await?)
+        }
+        (None, None) => None,
+    };
+
+    let id = ids::new_id(ids::MESSAGE);
+    let scheduled = send_at.is_some_and(|at| at > now);
+    let status = if scheduled { messages::RECEIVED } else { messages::QUEUED };
+    let mut events = vec![Event::new(&id, messages::RECEIVED, json!({}), now)];
+    if !scheduled {
+        events.push(Event::new(&id, messages::QUEUED, json!({}), now));
+    }
+    let message = NewMessage {
+        id,
+        organization_id: sender.key.organization_id.clone(),
+        project_id,
+        api_key_id: Some(sender.key.id.clone()),
+        channel: channel.as_str().to_owned(),
+        recipient: request.to,
+        requested_provider,
+        status,
+        content,
+        metadata,
+        idempotency_key: None,
+        send_at,
+        created_at: now,
+        updated_at: now,
+    };
+    Ok(Prepared { message, events, queued: !scheduled })
+}
+
+fn from_legacy(legacy: LegacyRequest) -> Result<SendRequest, ApiError> {
+    let html = match legacy.payload.kind.as_deref() {
+        None | Some("text") => false,
+        Some("html") => true,
+        Some(_) => return Err(ApiError::invalid_field("payload.type", "must be text or html")),
+    };
+    let content = match legacy.channel.as_str() {
+        "email" => {
+            let body_field = if html { "html" } else { "text" };
+            json!({"subject": legacy.payload.subject.unwrap_or_default(), body_field: legacy.payload.body})
+        }
+        _ => json!({"text": legacy.payload.body}),
+    };
+    Ok(SendRequest {
+        channel: legacy.channel,
+        to: legacy.recipient,
+        project: Some(legacy.project_slug),
+        provider: None,
+        content,
+        metadata: None,
+        send_at: None,
+    })
+}
+
+/// The project a message goes to: the key's own, or the one named (id or slug) within the
+/// key's organization. Another organization's project is not found (404).
+async fn resolve_project(
+    conn: &mut PooledConnection,
+    sender: &mut Sender<'_>,
+    named: Option<&str>,
+    field: &str,
+) -> Result<String, ApiError> {
+    let named = match (named, &sender.key.project_id) {
+        (None, Some(own)) => return Ok(own.clone()),
+        (None, None) => {
+            return Err(ApiError::invalid_field(
+                field,
+                "is required for organization-wide API keys",
+            ));
+        }
+        (Some(named), _) => named,
+    };
+    if !sender.projects.contains_key(named) {
+        let found = projects::find(conn, &sender.key.organization_id, named).await?.map(|p| p.id);
+        sender.projects.insert(named.to_owned(), found);
+    }
+    match (sender.projects.get(named).cloned().flatten(), &sender.key.project_id) {
+        (Some(id), Some(own)) if &id != own => Err(ApiError::not_found("project")),
+        (Some(id), _) => Ok(id),
+        (None, _) => Err(ApiError::not_found("project")),
+    }
+}
+
+/// The named credential must exist, be active, serve the channel and be visible to the project.
+async fn check_provider(
+    conn: &mut PooledConnection,
+    sender: &mut Sender<'_>,
+    project_id: &str,
+    channel: Channel,
+    slug: &str,
+) -> Result<(), ApiError> {
+    let cache_key = (project_id.to_owned(), format!("{}:{slug}", channel.as_str()));
+    if !sender.credentials.contains_key(&cache_key) {
+        let usable =
+            providers::usable_for(conn, &sender.key.organization_id, project_id, channel.as_str())
+                .await?
+                .iter()
+                .any(|c| c.slug == slug);
+        sender.credentials.insert(cache_key.clone(), usable);
+    }
+    if sender.credentials.get(&cache_key).copied().unwrap_or(false) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_field(
+            "provider",
+            format!("no active {} credential with this slug for this project", channel.as_str()),
+        ))
+    }
+}
+
+/// The original body names a provider type: the highest-priority usable credential of it.
+async fn provider_of_type(
+    conn: &mut PooledConnection,
+    sender: &mut Sender<'_>,
+    project_id: &str,
+    channel: Channel,
+    kind: &str,
+) -> Result<String, ApiError> {
+    providers::usable_for(conn, &sender.key.organization_id, project_id, channel.as_str())
+        .await?
+        .into_iter()
+        .find(|c| c.provider_type == kind)
+        .map(|c| c.slug)
+        .ok_or_else(|| {
+            ApiError::invalid_field(
+                "providerType",
+                format!("no active {kind} credential for this project"),
+            )
+        })
+}

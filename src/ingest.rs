@@ -1,0 +1,249 @@
+//! Durable acknowledgement with group commit.
+//!
+//! `/v1/send` answers 2xx only once its message rows are committed. Committing each request on
+//! its own would cost a transaction per message, so requests hand their prepared rows to the
+//! committer task, which gathers what arrives within a short window (bounded by count), writes
+//! it all in one transaction (idempotency records, messages, events) and then puts the queued
+//! ids on the delivery stream in one pipelined round trip. Each request gets its own outcome.
+//!
+//! If the stream append fails after the commit, the messages stay `queued` in Postgres and the
+//! worker's sweeper enqueues them later: nothing committed is lost. If Postgres fails, every
+//! request of the batch is answered `unavailable` and nothing was accepted.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use diesel_async::AsyncConnection;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::db::idempotency::{self, NewRecord};
+use crate::db::messages::{self, Event, NewMessage};
+use crate::db::{self, DbError};
+use crate::queue::{Redis, deliveries};
+
+/// Rows of one request, to be committed together.
+#[derive(Debug, Clone, Default)]
+pub struct Submission {
+    pub messages: Vec<NewMessage>,
+    pub events: Vec<Event>,
+    /// Ids to put on the delivery stream once committed (not the scheduled ones).
+    pub enqueue: Vec<String>,
+    pub idempotency: Option<NewRecord>,
+}
+
+/// What became of a submission.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Committed,
+    /// The idempotency key was used before with the same request: answer what it got then.
+    Replay {
+        status: u16,
+        body: serde_json::Value,
+    },
+    /// The idempotency key was used before with another request.
+    Mismatch,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    #[error("the ingestion committer has stopped")]
+    Stopped,
+}
+
+type Reply = oneshot::Sender<Result<Outcome, IngestError>>;
+
+/// The handle requests submit through; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Ingest {
+    tx: mpsc::Sender<(Submission, Reply)>,
+}
+
+/// Batching bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// How long to wait for more requests once one arrived.
+    pub window: Duration,
+    /// Messages per transaction at most.
+    pub max_messages: usize,
+}
+
+impl Ingest {
+    /// A handle and the committer's receiving end; `run` the latter in a task.
+    pub fn channel() -> (Ingest, Committer) {
+        // bounded: under overload, requests wait here rather than piling up in memory
+        let (tx, rx) = mpsc::channel(8192);
+        (Ingest { tx }, Committer { rx })
+    }
+
+    pub async fn submit(&self, submission: Submission) -> Result<Outcome, IngestError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send((submission, reply)).await.map_err(|_| IngestError::Stopped)?;
+        answer.await.map_err(|_| IngestError::Stopped)?
+    }
+}
+
+pub struct Committer {
+    rx: mpsc::Receiver<(Submission, Reply)>,
+}
+
+impl Committer {
+    /// Commits batches until `stop` is cancelled and nothing is left to commit.
+    pub async fn run(
+        mut self,
+        pool: db::Pool,
+        redis: Redis,
+        limits: Limits,
+        stop: CancellationToken,
+    ) {
+        loop {
+            let first = tokio::select! {
+                biased;
+                item = self.rx.recv() => item,
+                () = stop.cancelled() => {
+                    // no new requests arrive after the HTTP server stopped; commit what waits
+                    self.rx.close();
+                    self.rx.recv().await
+                }
+            };
+            let Some(first) = first else { return };
+            let mut batch = vec![first];
+            let mut count = batch[0].0.messages.len();
+            let deadline = tokio::time::Instant::now() + limits.window;
+            while count < limits.max_messages {
+                let next = match self.rx.try_recv() {
+                    Ok(item) => Some(item),
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        tokio::time::timeout_at(deadline, self.rx.recv()).await.ok().flatten()
+                    }
+                    Err(mpsc::error::TryRecvError::Disconnected) => None,
+                };
+                let Some(item) = next else { break };
+                count += item.0.messages.len();
+                batch.push(item);
+            }
+            commit_and_reply(&pool, &redis, batch).await;
+        }
+    }
+}
+
+async fn commit_and_reply(pool: &db::Pool, redis: &Redis, batch: Vec<(Submission, Reply)>) {
+    let (submissions, replies): (Vec<Submission>, Vec<Reply>) = batch.into_iter().unzip();
+    let outcomes = match commit(pool, &submissions).await {
+        Ok(outcomes) => outcomes,
+        // One bad submission (say, its project deleted meanwhile) must not fail the others:
+        // try them one by one.
+        Err(DbError::Query(e)) if submissions.len() > 1 => {
+            tracing::warn!(error = %e, "batch commit failed; committing one by one");
+            let mut outcomes = Vec::with_capacity(submissions.len());
+            for submission in &submissions {
+                let one = commit(pool, std::slice::from_ref(submission)).await;
+                outcomes.push(one.map(|mut o| o.remove(0)).unwrap_or_else(|e| Err(unavailable(e))));
+            }
+            outcomes
+        }
+        Err(e) => {
+            let message = e.to_string();
+            submissions.iter().map(|_| Err(IngestError::Unavailable(message.clone()))).collect()
+        }
+    };
+    let queued: Vec<String> = submissions
+        .iter()
+        .zip(&outcomes)
+        .filter(|(_, o)| matches!(o, Ok(Outcome::Committed)))
+        .flat_map(|(s, _)| s.enqueue.iter().cloned())
+        .collect();
+    if let Err(e) = deliveries::enqueue(redis, &queued).await {
+        // committed and `queued` in Postgres: the sweeper will enqueue them
+        tracing::warn!(error = %e, messages = queued.len(), "could not enqueue; the sweeper will");
+    }
+    for (reply, outcome) in replies.into_iter().zip(outcomes) {
+        // the request may have given up (client gone); its rows are committed regardless
+        let _ = reply.send(outcome);
+    }
+}
+
+fn unavailable(error: DbError) -> IngestError {
+    IngestError::Unavailable(error.to_string())
+}
+
+/// One transaction for all `submissions`; returns each one's outcome in order.
+async fn commit(
+    pool: &db::Pool,
+    submissions: &[Submission],
+) -> Result<Vec<Result<Outcome, IngestError>>, DbError> {
+    let mut conn = pool.get().await.map_err(|e| DbError::Pool(e.to_string()))?;
+    // The first submission with a given key claims it; later ones in the same batch are
+    // answered from the record after the commit, like any repeat.
+    let mut seen = HashSet::new();
+    let first_with_key: Vec<bool> = submissions
+        .iter()
+        .map(|s| {
+            s.idempotency
+                .as_ref()
+                .is_some_and(|r| seen.insert((r.project_id.clone(), r.key.clone())))
+        })
+        .collect();
+    let claims: Vec<NewRecord> = submissions
+        .iter()
+        .zip(&first_with_key)
+        .filter(|(_, first)| **first)
+        .filter_map(|(s, _)| s.idempotency.clone())
+        .collect();
+
+    let won: HashSet<(String, String)> = conn
+        .transaction::<_, diesel::result::Error, _>(async |conn| {
+            let won: HashSet<(String, String)> = idempotency::claim(conn, &claims)
+                .await?
+                .into_iter()
+                .map(|c| (c.project_id, c.key))
+                .collect();
+            let proceeds = |s: &Submission| match &s.idempotency {
+                None => true,
+                Some(r) => won.contains(&(r.project_id.clone(), r.key.clone())),
+            };
+            let mut rows: Vec<NewMessage> = Vec::new();
+            let mut events: Vec<Event> = Vec::new();
+            for (s, first) in submissions.iter().zip(&first_with_key) {
+                if proceeds(s) && (s.idempotency.is_none() || *first) {
+                    rows.extend(s.messages.iter().cloned());
+                    events.extend(s.events.iter().cloned());
+                }
+            }
+            messages::insert_all(conn, &rows, &events).await?;
+            Ok(won)
+        })
+        .await?;
+
+    let mut stored = HashMap::new();
+    let mut outcomes = Vec::with_capacity(submissions.len());
+    for (s, first) in submissions.iter().zip(&first_with_key) {
+        let Some(record) = &s.idempotency else {
+            outcomes.push(Ok(Outcome::Committed));
+            continue;
+        };
+        let id = (record.project_id.clone(), record.key.clone());
+        if *first && won.contains(&id) {
+            outcomes.push(Ok(Outcome::Committed));
+            continue;
+        }
+        if !stored.contains_key(&id) {
+            let found = idempotency::find(&mut conn, &record.project_id, &record.key).await?;
+            stored.insert(id.clone(), found);
+        }
+        outcomes.push(match stored.get(&id).cloned().flatten() {
+            Some(found) if found.request_hash == record.request_hash => Ok(Outcome::Replay {
+                status: found.response_status.and_then(|s| u16::try_from(s).ok()).unwrap_or(202),
+                body: found.response_body.unwrap_or_default(),
+            }),
+            Some(_) => Ok(Outcome::Mismatch),
+            // expired between the claim and this read: vanishingly rare, and a retry succeeds
+            None => {
+                Err(IngestError::Unavailable("the idempotency record expired meanwhile".into()))
+            }
+        });
+    }
+    Ok(outcomes)
+}

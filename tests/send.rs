@@ -1,0 +1,336 @@
+//! `/v1/send` and `/v1/send/batch`: validation naming every field, project resolution,
+//! idempotency, scheduling, the original body shape, and durable acknowledgement.
+
+mod common;
+
+use common::{Account, TestApp};
+use fred::prelude::StreamsInterface;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+async fn count(app: &TestApp, table: &str) -> i64 {
+    let mut conn: diesel_async::AsyncPgConnection =
+        <diesel_async::AsyncPgConnection as diesel_async::AsyncConnection>::establish(&app.db.url)
+            .await
+            .unwrap();
+    #[derive(diesel::QueryableByName)]
+    struct N {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let n: N = diesel_async::RunQueryDsl::get_result(
+        diesel::sql_query(format!("SELECT count(*) AS n FROM {table}")),
+        &mut conn,
+    )
+    .await
+    .unwrap();
+    n.n
+}
+
+async fn stream_len(app: &TestApp) -> usize {
+    let redis = &app.running().state().redis;
+    let entries: Vec<(String, Vec<(String, String)>)> =
+        redis.pool().next().xrange(redis.keys().deliveries(), "-", "+", None).await.unwrap();
+    entries.len()
+}
+
+async fn sender(app: &TestApp) -> (Account, String) {
+    let owner = app.sign_up("Sender").await;
+    let key = app.create_api_key(&owner, &["send", "read"], Some(&owner.project_id)).await;
+    (owner, key)
+}
+
+fn email(to: &str) -> Value {
+    json!({"channel": "email", "to": to, "content": {"subject": "Hello", "text": "Hi there"}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_is_committed_queued_and_answered() {
+    let app = TestApp::spawn_with(|c| c.delivery.concurrency = 1).await;
+    let (_, key) = sender(&app).await;
+    let (status, body) = app.post_as(&key, "/v1/send", email("alice@example.com")).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["status"], "queued");
+    let id = body["id"].as_str().unwrap();
+    assert!(id.starts_with("msg_"));
+    assert_eq!(count(&app, "messages").await, 1);
+    assert_eq!(count(&app, "message_events").await, 2, "received and queued");
+    // on the delivery stream, or already taken from it by a worker
+    let on_stream = stream_len(&app).await == 1;
+    let taken = count(&app, "message_events WHERE status = 'processing'").await == 1;
+    assert!(on_stream || taken, "the message was not enqueued");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_invalid_field_is_named_and_nothing_is_stored() {
+    let app = TestApp::spawn().await;
+    let (_, key) = sender(&app).await;
+    let cases = [
+        (json!({"channel": "pigeon", "to": "x", "content": {}}), "channel"),
+        (
+            json!({"channel": "email", "to": "not-an-email", "content": {"subject": "s", "text": "t"}}),
+            "to",
+        ),
+        (
+            json!({"channel": "email", "to": "a@example.com", "content": {"text": "t"}}),
+            "content.subject",
+        ),
+        (
+            json!({"channel": "email", "to": "a@example.com", "content": {"subject": "s"}}),
+            "content.text",
+        ),
+        (json!({"channel": "sms", "to": "14155550123", "content": {"text": "t"}}), "to"),
+        (
+            json!({"channel": "sms", "to": "+14155550123", "content": {"text": "x".repeat(1601)}}),
+            "content.text",
+        ),
+        (json!({"channel": "whatsapp", "to": "+14155550123", "content": {}}), "content.text"),
+        (json!({"channel": "discord", "to": "general", "content": {"text": "t"}}), "to"),
+        (
+            json!({"channel": "discord", "to": "123456789012345678", "content": {"text": "x".repeat(2001)}}),
+            "content.text",
+        ),
+        (
+            json!({"channel": "sms", "to": "+14155550123", "content": {"text": "t"}, "metadata": {"b": "x".repeat(5000)}}),
+            "metadata",
+        ),
+        (
+            json!({"channel": "sms", "to": "+14155550123", "content": {"text": "t"}, "metadata": [1]}),
+            "metadata",
+        ),
+        (
+            json!({"channel": "sms", "to": "+14155550123", "content": {"text": "t"}, "sendAt": "tomorrow"}),
+            "sendAt",
+        ),
+        (
+            json!({"channel": "sms", "to": "+14155550123", "content": {"text": "t"}, "sendAt": "2099-01-01T00:00:00Z"}),
+            "sendAt",
+        ),
+        (
+            json!({"channel": "sms", "to": "+14155550123", "content": {"text": "t"}, "priority": 1}),
+            "priority",
+        ),
+        (json!({"channel": "sms", "content": {"text": "t"}}), "to"),
+        (
+            json!({"channel": "sms", "to": "+14155550123", "content": {"text": "t"}, "provider": "nope"}),
+            "provider",
+        ),
+        (json!({"channel": "sms", "to": 5, "content": {"text": "t"}}), "to"),
+    ];
+    for (body, field) in cases {
+        let (status, answer) = app.post_as(&key, "/v1/send", body.clone()).await;
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert_eq!(answer["error"]["code"], "validation_failed", "{body}");
+        let fields: Vec<&str> = answer["error"]["details"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["field"].as_str().unwrap())
+            .collect();
+        assert!(fields.contains(&field), "{body}: {fields:?}");
+    }
+    let response = app
+        .client
+        .post(app.url("/v1/send"))
+        .bearer_auth(&key)
+        .header("content-type", "application/json")
+        .body("{\"channel\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let too_big = json!({"channel": "sms", "to": "+14155550123", "content": {"text": "x".repeat(300 * 1024)}});
+    let (status, answer) = app.post_as(&key, "/v1/send", too_big).await;
+    assert_eq!(status, 413, "{answer}");
+    assert_eq!(answer["error"]["code"], "payload_too_large");
+    assert_eq!(count(&app, "messages").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_send_keys_send_and_projects_resolve_within_the_tenant() {
+    let app = TestApp::spawn().await;
+    let owner = app.sign_up("Owner").await;
+    let wide = app.create_api_key(&owner, &["send"], None).await;
+    let read = app.create_api_key(&owner, &["read"], None).await;
+    let other = app.sign_up("Other").await;
+
+    assert_eq!(app.call(Method::POST, "/v1/send", None, Some(email("a@example.com"))).await.0, 401);
+    assert_eq!(app.post_as(&owner.token, "/v1/send", email("a@example.com")).await.0, 403);
+    assert_eq!(app.post_as(&read, "/v1/send", email("a@example.com")).await.0, 403);
+
+    let (status, body) = app.post_as(&wide, "/v1/send", email("a@example.com")).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["details"][0]["field"], "project");
+    let mut with_project = email("a@example.com");
+    with_project["project"] = json!("default");
+    assert_eq!(app.post_as(&wide, "/v1/send", with_project.clone()).await.0, 202);
+    with_project["project"] = json!(other.project_id);
+    assert_eq!(app.post_as(&wide, "/v1/send", with_project.clone()).await.0, 404);
+    with_project["project"] = json!("prj_nope");
+    assert_eq!(app.post_as(&wide, "/v1/send", with_project).await.0, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_replay_refuse_mismatches_and_collapse_races() {
+    let app = TestApp::spawn().await;
+    let (_, key) = sender(&app).await;
+    let post = |body: Value, idem: &'static str| {
+        app.client
+            .post(app.url("/v1/send"))
+            .bearer_auth(&key)
+            .header("Idempotency-Key", idem)
+            .json(&body)
+            .send()
+    };
+    let first = post(email("a@example.com"), "order-1").await.unwrap();
+    assert_eq!(first.status(), 202);
+    assert!(first.headers().get("idempotency-replayed").is_none());
+    let first: Value = first.json().await.unwrap();
+    let again = post(email("a@example.com"), "order-1").await.unwrap();
+    assert_eq!(again.status(), 202);
+    assert_eq!(again.headers()["idempotency-replayed"], "true");
+    assert_eq!(again.json::<Value>().await.unwrap(), first);
+    let other = post(email("b@example.com"), "order-1").await.unwrap();
+    assert_eq!(other.status(), 422);
+    assert_eq!(other.json::<Value>().await.unwrap()["error"]["code"], "idempotency_mismatch");
+    assert_eq!(count(&app, "messages").await, 1);
+
+    // twenty concurrent identical requests: one message, one answer
+    let answers =
+        futures::future::join_all((0..20).map(|_| post(email("c@example.com"), "order-2"))).await;
+    let mut ids = Vec::new();
+    for answer in answers {
+        let answer = answer.unwrap();
+        assert_eq!(answer.status(), 202);
+        ids.push(answer.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned());
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_eq!(count(&app, "messages").await, 2);
+
+    // an expired record frees the key
+    app.sql("UPDATE idempotency_keys SET expires_at = now() - interval '1 second'").await;
+    assert_eq!(post(email("b@example.com"), "order-1").await.unwrap().status(), 202);
+    assert_eq!(count(&app, "messages").await, 3);
+    let long = "k".repeat(256);
+    let response = app
+        .client
+        .post(app.url("/v1/send"))
+        .bearer_auth(&key)
+        .header("Idempotency-Key", long)
+        .json(&email("a@example.com"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_and_original_shape_messages() {
+    let app = TestApp::spawn().await;
+    let (owner, key) = sender(&app).await;
+    let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let mut scheduled = email("a@example.com");
+    scheduled["sendAt"] = json!(later);
+    let (status, body) = app.post_as(&key, "/v1/send", scheduled).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["status"], "received");
+    assert_eq!(count(&app, "message_events").await, 1, "received only");
+
+    let legacy = json!({"channel": "email", "recipient": "bob@example.com", "projectSlug": "default",
+        "payload": {"subject": "Old", "body": "<b>hi</b>", "type": "html"}});
+    let (status, body) = app.post_as(&key, "/v1/send", legacy).await;
+    assert_eq!(status, 202, "{body}");
+    app.sql(&format!(
+        "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM messages WHERE id = '{}' AND recipient = 'bob@example.com'
+            AND content = '{{\"subject\": \"Old\", \"html\": \"<b>hi</b>\"}}'::jsonb AND project_id = '{}')
+         THEN RAISE EXCEPTION 'legacy body not translated'; END IF; END $$",
+        body["id"].as_str().unwrap(),
+        owner.project_id
+    ))
+    .await;
+    let legacy_bad = json!({"channel": "email", "recipient": "bob@example.com", "projectSlug": "default",
+        "payload": {"body": "hi", "type": "rtf"}});
+    let (status, body) = app.post_as(&key, "/v1/send", legacy_bad).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["details"][0]["field"], "payload.type");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_answer_each_item_in_order() {
+    let app = TestApp::spawn().await;
+    let (_, key) = sender(&app).await;
+    let (status, body) = app
+        .post_as(
+            &key,
+            "/v1/send/batch",
+            json!({"messages": [email("a@example.com"), email("nope"), email("c@example.com")]}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let data = body["data"].as_array().unwrap();
+    assert_eq!(data.len(), 3);
+    assert_eq!(data[0]["status"], "queued");
+    assert_eq!(data[1]["error"]["code"], "validation_failed");
+    assert_eq!(data[1]["error"]["details"][0]["field"], "to");
+    assert_eq!(data[2]["status"], "queued");
+    assert_eq!(count(&app, "messages").await, 2);
+
+    assert_eq!(app.post_as(&key, "/v1/send/batch", json!({"messages": []})).await.0, 400);
+    let many: Vec<Value> = (0..1001).map(|_| email("a@example.com")).collect();
+    let (status, body) = app.post_as(&key, "/v1/send/batch", json!({"messages": many})).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["details"][0]["field"], "messages");
+    let thousand: Vec<Value> = (0..1000).map(|i| email(&format!("user{i}@example.com"))).collect();
+    let (status, body) = app.post_as(&key, "/v1/send/batch", json!({"messages": thousand})).await;
+    assert_eq!(status, 202);
+    assert_eq!(body["data"].as_array().unwrap().len(), 1000);
+    assert_eq!(count(&app, "messages").await, 1002);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_postgres_nothing_is_accepted() {
+    let app = TestApp::spawn().await;
+    let (_, key) = sender(&app).await;
+    let db = app.db.name.clone();
+    let admin = common::admin_url();
+    let mut conn: diesel_async::AsyncPgConnection =
+        <diesel_async::AsyncPgConnection as diesel_async::AsyncConnection>::establish(&admin)
+            .await
+            .unwrap();
+    let run = |sql: String| diesel::sql_query(sql);
+    diesel_async::RunQueryDsl::execute(
+        run(format!("ALTER DATABASE {db} ALLOW_CONNECTIONS false")),
+        &mut conn,
+    )
+    .await
+    .unwrap();
+    diesel_async::RunQueryDsl::execute(
+        run(format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'"
+        )),
+        &mut conn,
+    )
+    .await
+    .unwrap();
+    let (status, body) = app.post_as(&key, "/v1/send", email("a@example.com")).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "unavailable");
+    diesel_async::RunQueryDsl::execute(
+        run(format!("ALTER DATABASE {db} ALLOW_CONNECTIONS true")),
+        &mut conn,
+    )
+    .await
+    .unwrap();
+    assert_eq!(count(&app, "messages").await, 0);
+    // and it recovers by itself
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (status, _) = app.post_as(&key, "/v1/send", email("a@example.com")).await;
+        if status == 202 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "did not recover: {status}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
