@@ -16,6 +16,7 @@ pub mod delivery;
 pub mod error;
 pub mod ids;
 pub mod ingest;
+pub mod metrics;
 pub mod providers;
 pub mod queue;
 pub mod server;

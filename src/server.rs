@@ -99,6 +99,7 @@ pub async fn start(config: Config, roles: Roles) -> anyhow::Result<Running> {
         keys: Arc::new(keys),
         key_usage: Default::default(),
         ingest,
+        metrics: Arc::new(crate::metrics::Metrics::new()?),
     };
     let shutdown = CancellationToken::new();
     let grace = state.config.server.shutdown_grace;

@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::crypto::MasterKeys;
 use crate::db;
 use crate::ingest::Ingest;
+use crate::metrics::Metrics;
 use crate::queue::Redis;
 
 #[derive(Clone)]
@@ -19,4 +20,5 @@ pub struct AppState {
     pub key_usage: Arc<KeyUsage>,
     /// Hands `/v1/send`'s rows to the group committer (running in processes with the api role).
     pub ingest: Ingest,
+    pub metrics: Arc<Metrics>,
 }

@@ -334,3 +334,36 @@ async fn without_postgres_nothing_is_accepted() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_acceptances_and_queues() {
+    let app = TestApp::spawn().await;
+    let (_, key) = sender(&app).await;
+    for to in ["a@example.com", "b@example.com"] {
+        assert_eq!(app.post_as(&key, "/v1/send", email(to)).await.0, 202);
+    }
+    assert_eq!(app.post_as(&key, "/v1/send", email("bad")).await.0, 400);
+    let response = app.get("/metrics").await;
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    let has = |line: &str| text.lines().any(|l| l.starts_with(line));
+    assert!(
+        has(r#"relayit_http_requests_total{method="POST",route="/v1/send",status="202"} 2"#),
+        "{text}"
+    );
+    assert!(
+        has(r#"relayit_http_requests_total{method="POST",route="/v1/send",status="400"} 1"#),
+        "{text}"
+    );
+    assert!(has(r#"relayit_messages_accepted_total{channel="email"} 2"#), "{text}");
+    assert!(
+        has(r#"relayit_http_request_duration_seconds_bucket{method="POST",route="/v1/send""#),
+        "{text}"
+    );
+    assert!(has(r#"relayit_queue_length{queue="deliveries"}"#), "{text}");
+    assert!(has(r#"relayit_queue_pending{queue="deliveries"}"#), "{text}");
+    assert!(has(r#"relayit_queue_delayed{queue="deliveries"}"#), "{text}");
+    assert!(has("relayit_process_resident_memory_bytes"), "{text}");
+    // ids never become label values
+    assert!(!text.contains("prj_") && !text.contains("msg_"), "{text}");
+}

@@ -19,6 +19,7 @@ pub mod validate;
 pub mod webhooks;
 
 use actix_web::body::MessageBody;
+use actix_web::dev::Service;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::header;
 use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
@@ -38,6 +39,7 @@ use crate::state::AppState;
         health::healthz,
         health::readyz,
         openapi_json,
+        metrics,
         auth::sign_up,
         auth::sign_in,
         auth::sign_out,
@@ -118,6 +120,15 @@ pub async fn openapi_json() -> HttpResponse {
     HttpResponse::Ok().json(ApiDoc::openapi())
 }
 
+/// Prometheus metrics of this process and of the shared queues.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format")))]
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render(&state.redis).await)
+}
+
 /// Builds the application for one HTTP worker.
 pub fn app(
     state: AppState,
@@ -143,9 +154,29 @@ pub fn app(
                 .error_handler(|e, _| ApiError::invalid_field("path", e.to_string()).into()),
         )
         .wrap(ErrorHandlers::new().default_handler(json_error_body))
+        .wrap_fn(|req, srv| {
+            // the route pattern, not the path: ids must not become label values
+            let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+            let method = req.method().to_string();
+            let metrics = req.app_data::<web::Data<AppState>>().map(|s| s.metrics.clone());
+            let started = std::time::Instant::now();
+            let response = srv.call(req);
+            async move {
+                let response = response.await?;
+                if let Some(m) = metrics {
+                    let status = response.status().as_u16().to_string();
+                    m.http_requests.with_label_values(&[&method, &route, &status]).inc();
+                    m.http_duration
+                        .with_label_values(&[&method, &route])
+                        .observe(started.elapsed().as_secs_f64());
+                }
+                Ok(response)
+            }
+        })
         .service(web::resource("/healthz").get(health::healthz))
         .service(web::resource("/readyz").get(health::readyz))
         .service(web::resource("/openapi.json").get(openapi_json))
+        .service(web::resource("/metrics").get(metrics))
         .configure(|cfg| {
             if api_role {
                 v1_routes(cfg);

@@ -240,8 +240,14 @@ async fn answer(
         // a batch without one valid message: nothing to commit
         return Ok(HttpResponse::Accepted().json(response));
     }
+    let channels: Vec<String> = submission.messages.iter().map(|m| m.channel.clone()).collect();
     match state.ingest.submit(submission).await {
-        Ok(Outcome::Committed) => Ok(HttpResponse::Accepted().json(response)),
+        Ok(Outcome::Committed) => {
+            for channel in channels {
+                state.metrics.messages_accepted.with_label_values(&[&channel]).inc();
+            }
+            Ok(HttpResponse::Accepted().json(response))
+        }
         Ok(Outcome::Replay { status, body }) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED);
             Ok(HttpResponse::build(status)

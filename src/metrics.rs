@@ -1,0 +1,163 @@
+//! Prometheus metrics, served at `/metrics`.
+//!
+//! Counters and histograms are updated where things happen (HTTP middleware, ingestion,
+//! deliveries); queue gauges are read from Redis at scrape time, so every process reports the
+//! shared queues' true state without a background poller.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fred::prelude::{SortedSetsInterface, StreamsInterface};
+use fred::types::Value as RedisValue;
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::queue::{CONSUMER_GROUP, Redis};
+
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: IntCounterVec,
+    pub http_duration: HistogramVec,
+    pub messages_accepted: IntCounterVec,
+    pub deliveries: IntCounterVec,
+    pub provider_duration: HistogramVec,
+    stream_length: IntGaugeVec,
+    pending: IntGaugeVec,
+    oldest_pending_age: GaugeVec,
+    delayed: IntGaugeVec,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+/// Latency buckets from 0.5 ms to 30 s.
+const BUCKETS: &[f64] =
+    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+impl Metrics {
+    pub fn new() -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new_custom(Some("relayit".into()), None)?;
+        let counter =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+                let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(c.clone()))?;
+                Ok(c)
+            };
+        let histogram =
+            |name: &str, help: &str, labels: &[&str]| -> Result<HistogramVec, prometheus::Error> {
+                let h = HistogramVec::new(
+                    HistogramOpts::new(name, help).buckets(BUCKETS.to_vec()),
+                    labels,
+                )?;
+                registry.register(Box::new(h.clone()))?;
+                Ok(h)
+            };
+        let gauge =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntGaugeVec, prometheus::Error> {
+                let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(g.clone()))?;
+                Ok(g)
+            };
+        let oldest_pending_age = GaugeVec::new(
+            Opts::new(
+                "queue_oldest_pending_age_seconds",
+                "Age of the oldest entry claimed but not acknowledged",
+            ),
+            &["queue"],
+        )?;
+        registry.register(Box::new(oldest_pending_age.clone()))?;
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+        Ok(Metrics {
+            http_requests: counter(
+                "http_requests_total",
+                "HTTP requests by route and status",
+                &["method", "route", "status"],
+            )?,
+            http_duration: histogram(
+                "http_request_duration_seconds",
+                "HTTP request latency",
+                &["method", "route"],
+            )?,
+            messages_accepted: counter(
+                "messages_accepted_total",
+                "Messages accepted by /v1/send",
+                &["channel"],
+            )?,
+            deliveries: counter(
+                "deliveries_total",
+                "Delivery attempts by channel, provider type and outcome",
+                &["channel", "provider", "outcome"],
+            )?,
+            provider_duration: histogram(
+                "provider_request_duration_seconds",
+                "Provider call latency",
+                &["provider"],
+            )?,
+            stream_length: gauge("queue_length", "Entries in a stream", &["queue"])?,
+            pending: gauge(
+                "queue_pending",
+                "Entries claimed by a worker and not yet acknowledged",
+                &["queue"],
+            )?,
+            oldest_pending_age,
+            delayed: gauge("queue_delayed", "Entries waiting in a delayed set", &["queue"])?,
+            registry,
+        })
+    }
+
+    /// Reads the queues' state from Redis and renders every metric in the text format.
+    pub async fn render(&self, redis: &Redis) -> String {
+        let keys = redis.keys();
+        for (name, stream) in [
+            ("deliveries", keys.deliveries()),
+            ("deliveries_dead", keys.deliveries_dead()),
+            ("webhooks", keys.webhooks()),
+            ("webhooks_dead", keys.webhooks_dead()),
+        ] {
+            let client = redis.pool().next();
+            if let Ok(length) = client.xlen::<i64, _>(&stream).await {
+                self.stream_length.with_label_values(&[name]).set(length);
+            }
+            if !name.ends_with("dead") {
+                let summary: Result<RedisValue, _> =
+                    client.xpending(&stream, CONSUMER_GROUP, ()).await;
+                let (count, oldest) = pending_summary(summary.ok());
+                self.pending.with_label_values(&[name]).set(count);
+                self.oldest_pending_age.with_label_values(&[name]).set(oldest.as_secs_f64());
+            }
+        }
+        for (name, set) in
+            [("deliveries", keys.deliveries_delayed()), ("webhooks", keys.webhooks_delayed())]
+        {
+            if let Ok(size) = redis.pool().next().zcard::<i64, _>(&set).await {
+                self.delayed.with_label_values(&[name]).set(size);
+            }
+        }
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::warn!(error = %e, "cannot encode metrics");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// XPENDING's summary: the count, and the age of the smallest (oldest) pending id, whose first
+/// part is its creation time in milliseconds.
+fn pending_summary(reply: Option<RedisValue>) -> (i64, Duration) {
+    let Some(RedisValue::Array(parts)) = reply else { return (0, Duration::ZERO) };
+    let count = parts.first().and_then(|v| v.as_i64()).unwrap_or(0);
+    let oldest_ms = parts
+        .get(1)
+        .and_then(|v| v.as_string())
+        .and_then(|id| id.split('-').next().and_then(|ms| ms.parse::<u64>().ok()));
+    let now_ms =
+        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let age =
+        oldest_ms.map(|ms| Duration::from_millis(now_ms.saturating_sub(ms))).unwrap_or_default();
+    (count, age)
+}
