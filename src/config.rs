@@ -62,11 +62,14 @@ pub struct ApiConfig {
     pub ingest_window: Duration,
     /// Messages per ingestion transaction at most.
     pub ingest_max_batch: usize,
+    /// Messages per second each API key may send; 0 = no limit. A key's own `rateLimit`
+    /// takes precedence.
+    pub send_rate_limit: u32,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        Self { ingest_window: Duration::from_millis(1), ingest_max_batch: 2000 }
+        Self { ingest_window: Duration::from_millis(1), ingest_max_batch: 2000, send_rate_limit: 0 }
     }
 }
 

@@ -367,3 +367,69 @@ async fn metrics_count_requests_acceptances_and_queues() {
     // ids never become label values
     assert!(!text.contains("prj_") && !text.contains("msg_"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_rate_limits_per_key_when_configured() {
+    let app = TestApp::spawn_with(|c| c.api.send_rate_limit = 2).await;
+    let owner = app.sign_up("Limited").await;
+    let (_, limited) = app
+        .post_as(
+            &owner.token,
+            "/v1/api-keys",
+            json!({"name": "k", "scopes": ["send"], "projectId": owner.project_id, "rateLimit": 3}),
+        )
+        .await;
+    let limited = limited["key"].as_str().unwrap().to_owned();
+    let send = |key: String| {
+        let app = &app;
+        async move {
+            app.client
+                .post(app.url("/v1/send"))
+                .bearer_auth(key)
+                .json(&email("a@example.com"))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    for remaining in ["2", "1", "0"] {
+        let response = send(limited.clone()).await;
+        assert_eq!(response.status(), 202);
+        assert_eq!(response.headers()["ratelimit-limit"], "3");
+        assert_eq!(response.headers()["ratelimit-remaining"], remaining);
+    }
+    let refused = send(limited.clone()).await;
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+    assert_eq!(refused.json::<Value>().await.unwrap()["error"]["code"], "rate_limited");
+    // a batch spends one unit per message; the configured default applies to other keys
+    let default = app.create_api_key(&owner, &["send"], Some(&owner.project_id)).await;
+    let (status, _) = app
+        .post_as(
+            &default,
+            "/v1/send/batch",
+            json!({"messages": [email("a@example.com"), email("b@example.com")]}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    assert_eq!(send(default).await.status(), 429);
+    // and the limit refills
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(send(limited).await.status(), 202);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_rate_limit_unless_configured() {
+    let app = TestApp::spawn().await;
+    let (_, key) = sender(&app).await;
+    let response = app
+        .client
+        .post(app.url("/v1/send"))
+        .bearer_auth(&key)
+        .json(&email("a@example.com"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    assert!(response.headers().get("ratelimit-limit").is_none());
+}

@@ -26,6 +26,7 @@ use crate::db::{PooledConnection, projects, providers};
 use crate::error::{ApiError, ErrorBody};
 use crate::ids;
 use crate::ingest::{IngestError, Outcome, Submission};
+use crate::queue::rate_limit;
 use crate::state::AppState;
 
 pub const SEND_LIMIT: usize = 256 * 1024;
@@ -118,6 +119,55 @@ fn sending_key(principal: &Principal) -> Result<&ApiKey, ApiError> {
     }
 }
 
+/// Applies the key's send rate (its own `rateLimit`, else `api.send_rate_limit`; none when 0)
+/// to `cost` messages. Returns the `RateLimit-*` headers for the answer.
+async fn rate_limit(
+    state: &AppState,
+    key: &ApiKey,
+    cost: usize,
+) -> Result<Vec<(&'static str, String)>, ApiError> {
+    let own = key.rate_limit.and_then(|r| u32::try_from(r).ok());
+    let rate = own.unwrap_or(state.config.api.send_rate_limit);
+    if rate == 0 {
+        return Ok(Vec::new());
+    }
+    let cost = u32::try_from(cost).unwrap_or(u32::MAX);
+    let subject = format!("key:{}", key.id);
+    let decision = match rate_limit::check(&state.redis, &subject, rate, cost).await {
+        Ok(decision) => decision,
+        // The limit protects providers and neighbours, not durability: with Redis away, let
+        // the request through rather than refuse what Postgres can keep.
+        Err(e) => {
+            tracing::warn!(error = %e, "rate limit unavailable; not limiting");
+            return Ok(Vec::new());
+        }
+    };
+    if !decision.allowed {
+        return Err(ApiError::rate_limited(decision.retry_after)
+            .with_message(format!("this API key may send {rate} messages per second")));
+    }
+    Ok(vec![
+        ("ratelimit-limit", rate.to_string()),
+        ("ratelimit-remaining", decision.remaining.to_string()),
+        ("ratelimit-reset", "1".to_owned()),
+    ])
+}
+
+fn with_headers(
+    answer: Result<HttpResponse, ApiError>,
+    headers: Vec<(&'static str, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let mut response = answer?;
+    for (name, value) in headers {
+        if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&value) {
+            response
+                .headers_mut()
+                .insert(actix_web::http::header::HeaderName::from_static(name), value);
+        }
+    }
+    Ok(response)
+}
+
 fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
     let Some(value) = req.headers().get("idempotency-key") else { return Ok(None) };
     let key = value
@@ -145,6 +195,7 @@ pub async fn send(
     let key = sending_key(&principal)?;
     let idempotency = idempotency_key(&req)?;
     let value: Value = json::parse(&body)?;
+    let limit_headers = rate_limit(&state, key, 1).await?;
     let mut conn = state.db.get().await?;
     let mut sender = Sender { key, projects: HashMap::new(), credentials: HashMap::new() };
     let now = Utc::now();
@@ -156,7 +207,7 @@ pub async fn send(
     let project_id = prepared.message.project_id.clone();
     prepared.add_to(&mut submission);
     submission.idempotency = idempotency.map(|key| record(project_id, key, &value, &response, now));
-    answer(&state, submission, response).await
+    with_headers(answer(&state, submission, response).await, limit_headers)
 }
 
 /// Sends up to 1000 messages; each item is answered in order, valid ones accepted even when
@@ -180,6 +231,7 @@ pub async fn send_batch(
             format!("must hold 1 to {MAX_BATCH} messages"),
         ));
     }
+    let limit_headers = rate_limit(&state, key, batch.messages.len()).await?;
     let mut conn = state.db.get().await?;
     let mut sender = Sender { key, projects: HashMap::new(), credentials: HashMap::new() };
     let now = Utc::now();
@@ -208,7 +260,7 @@ pub async fn send_batch(
         (Some(k), Some(project)) => Some(record(project, k, &batch.messages, &response, now)),
         _ => None,
     };
-    answer(&state, submission, response).await
+    with_headers(answer(&state, submission, response).await, limit_headers)
 }
 
 /// The idempotency record of a request. The hash is of the parsed body re-serialized (keys in

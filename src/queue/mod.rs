@@ -14,6 +14,7 @@ use fred::types::Builder;
 use crate::config::RedisConfig;
 
 pub mod deliveries;
+pub mod rate_limit;
 
 /// The consumer group every delivery (and webhook) worker joins.
 pub const CONSUMER_GROUP: &str = "workers";

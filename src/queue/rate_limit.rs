@@ -1,0 +1,67 @@
+//! Rate limits as GCRA (the generic cell rate algorithm) in one Lua script per check, so every
+//! process shares one limit per subject and a check is one round trip.
+//!
+//! A limit of `rate` per second allows bursts of up to `rate` at once, then one every
+//! `1/rate` seconds. State is a single key holding the "theoretical arrival time", expiring
+//! when idle.
+
+use std::time::Duration;
+
+use fred::prelude::LuaInterface;
+
+use crate::queue::{QueueError, Redis};
+
+const GCRA: &str = r#"
+local interval = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new_tat = tat + interval * cost
+local allow_at = new_tat - tolerance
+if allow_at > now then
+  return {0, allow_at - now, 0}
+end
+redis.call('SET', KEYS[1], new_tat, 'PX', math.max(1, math.ceil(new_tat - now)))
+return {1, 0, math.floor((now + tolerance - new_tat) / interval)}
+"#;
+
+/// The verdict of one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    /// When refused: how long until the request would fit.
+    pub retry_after: Duration,
+    /// When allowed: how many more would fit right now.
+    pub remaining: u64,
+}
+
+/// Checks (and, when allowed, spends) `cost` units of `rate` per second for `subject`.
+pub async fn check(
+    redis: &Redis,
+    subject: &str,
+    rate: u32,
+    cost: u32,
+) -> Result<Decision, QueueError> {
+    let interval = 1000.0 / f64::from(rate.max(1));
+    let tolerance = interval * f64::from(rate.max(1));
+    let reply: Vec<i64> = redis
+        .pool()
+        .next()
+        .eval(
+            GCRA,
+            vec![redis.keys().rate_limit(subject)],
+            vec![interval.to_string(), tolerance.to_string(), cost.max(1).to_string()],
+        )
+        .await?;
+    let [allowed, wait_ms, remaining] = reply[..] else {
+        return Ok(Decision { allowed: true, retry_after: Duration::ZERO, remaining: 0 });
+    };
+    Ok(Decision {
+        allowed: allowed == 1,
+        retry_after: Duration::from_millis(wait_ms.max(0) as u64),
+        remaining: remaining.max(0) as u64,
+    })
+}
