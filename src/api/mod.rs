@@ -10,6 +10,7 @@ pub mod auth;
 pub mod health;
 pub mod invitations;
 pub mod json;
+pub mod messages;
 pub mod organizations;
 pub mod pagination;
 pub mod projects;
@@ -66,6 +67,10 @@ use crate::state::AppState;
         projects::get,
         projects::update,
         projects::delete,
+        messages::get,
+        messages::list,
+        messages::retry,
+        messages::cancel,
         webhooks::create,
         webhooks::list,
         webhooks::get,
@@ -193,6 +198,7 @@ fn v1_routes(cfg: &mut web::ServiceConfig) {
             .configure(organizations::routes)
             .configure(invitations::routes)
             .configure(projects::routes)
+            .configure(messages::routes)
             .configure(api_keys::routes)
             .configure(providers::routes)
             .configure(webhooks::routes)

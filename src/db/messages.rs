@@ -135,3 +135,202 @@ pub async fn events(conn: &mut AsyncPgConnection, message_id: &str) -> QueryResu
         .load(conn)
         .await
 }
+
+// ---------------------------------------------------------------------------------------------
+// The Messages API: the message log (filters, search, keyset pages) and the operator actions
+// (retry, cancel). Kept apart from the hot-path writers above.
+// ---------------------------------------------------------------------------------------------
+
+use diesel::dsl::sql;
+use diesel::sql_types::{Nullable, Text};
+use diesel_async::AsyncConnection;
+
+use crate::db::Cursor;
+use crate::db::schema::provider_credentials;
+
+diesel::define_sql_function! {
+    /// PostgreSQL's `lower(text)` (diesel's own `lower` is the one of ranges).
+    #[sql_name = "lower"]
+    fn lower_text(x: Text) -> Text;
+}
+
+/// What a message list asks for; an empty list or `None` means "any".
+#[derive(Debug, Clone, Default)]
+pub struct LogFilter {
+    pub statuses: Vec<String>,
+    pub channels: Vec<String>,
+    /// Trimmed, not empty: an exact message id or provider message id, or a case-insensitive
+    /// substring of the recipient or of the email subject.
+    pub search: Option<String>,
+    /// Created at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Created before.
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// A message with the slug and type of the credential that handled its last attempt (None
+/// when none has yet, or the credential was deleted since).
+pub type WithProvider = (Message, Option<(String, String)>);
+
+/// `text` as a LIKE pattern matching it anywhere, its wildcards and escape character taken
+/// literally (`\` is LIKE's default escape character).
+pub fn contains_pattern(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+/// A message of the organization with its provider, or None.
+pub async fn find_with_provider(
+    conn: &mut AsyncPgConnection,
+    organization_id: &str,
+    id: &str,
+) -> QueryResult<Option<WithProvider>> {
+    messages::table
+        .left_join(provider_credentials::table)
+        .filter(messages::organization_id.eq(organization_id))
+        .filter(messages::id.eq(id))
+        .select((
+            Message::as_select(),
+            (provider_credentials::slug, provider_credentials::provider_type).nullable(),
+        ))
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// A page of the project's messages matching `filter`, newest first, after `after`.
+pub async fn list_log(
+    conn: &mut AsyncPgConnection,
+    organization_id: &str,
+    project_id: &str,
+    filter: &LogFilter,
+    after: Option<&Cursor>,
+    limit: i64,
+) -> QueryResult<Vec<WithProvider>> {
+    let mut query = messages::table
+        .left_join(provider_credentials::table)
+        .filter(messages::organization_id.eq(organization_id))
+        .filter(messages::project_id.eq(project_id))
+        .select((
+            Message::as_select(),
+            (provider_credentials::slug, provider_credentials::provider_type).nullable(),
+        ))
+        .order((messages::created_at.desc(), messages::id.desc()))
+        .limit(limit)
+        .into_boxed();
+    if !filter.statuses.is_empty() {
+        query = query.filter(messages::status.eq_any(&filter.statuses));
+    }
+    if !filter.channels.is_empty() {
+        query = query.filter(messages::channel.eq_any(&filter.channels));
+    }
+    if let Some(since) = filter.since {
+        query = query.filter(messages::created_at.ge(since));
+    }
+    if let Some(until) = filter.until {
+        query = query.filter(messages::created_at.lt(until));
+    }
+    if let Some(term) = &filter.search {
+        let pattern = contains_pattern(term);
+        // Written exactly as the trigram indexes' expressions so that they serve the LIKEs
+        // (a bound `->>` key would not match `content ->> 'subject'` in a generic plan).
+        let subject = sql::<Nullable<Text>>("lower(messages.content ->> 'subject')");
+        query = query.filter(
+            messages::id
+                .eq(term.clone())
+                .or(messages::provider_message_id.eq(term.clone()).assume_not_null())
+                .or(lower_text(messages::recipient).like(lower_text(pattern.clone())))
+                .or(subject.like(lower_text(pattern).nullable()).assume_not_null()),
+        );
+    }
+    after_cursor!(query, messages::created_at, messages::id, after).load(conn).await
+}
+
+/// Puts a failed message back in the queue: `failed` -> `queued` with attempts reset and the
+/// reason cleared, and the `queued` event, in one transaction. None when the message is not
+/// (or no longer) failed. The caller enqueues it after the commit.
+pub async fn requeue_failed(
+    conn: &mut AsyncPgConnection,
+    organization_id: &str,
+    id: &str,
+    details: serde_json::Value,
+) -> QueryResult<Option<Message>> {
+    conn.transaction::<_, diesel::result::Error, _>(async |conn| {
+        let now = Utc::now();
+        // Conditional on the status, so two concurrent retries requeue it once.
+        let updated = diesel::update(messages::table)
+            .filter(messages::organization_id.eq(organization_id))
+            .filter(messages::id.eq(id))
+            .filter(messages::status.eq(FAILED))
+            .set((
+                messages::status.eq(QUEUED),
+                messages::status_reason.eq(None::<String>),
+                messages::attempts.eq(0),
+                messages::next_attempt_at.eq(None::<DateTime<Utc>>),
+                messages::updated_at.eq(now),
+            ))
+            .returning(Message::as_returning())
+            .get_result(conn)
+            .await
+            .optional()?;
+        if updated.is_some() {
+            let event = Event::new(id, QUEUED, details, now);
+            diesel::insert_into(message_events::table).values(&event).execute(conn).await?;
+        }
+        Ok(updated)
+    })
+    .await
+}
+
+/// Cancels a message not yet queued: `received` -> `canceled` and its event, in one
+/// transaction. None when the message is not (or no longer) `received`: the conditional UPDATE
+/// is what makes a race with the worker that queues it at its `sendAt` safe.
+pub async fn cancel_received(
+    conn: &mut AsyncPgConnection,
+    organization_id: &str,
+    id: &str,
+    reason: &str,
+    details: serde_json::Value,
+) -> QueryResult<Option<Message>> {
+    conn.transaction::<_, diesel::result::Error, _>(async |conn| {
+        let now = Utc::now();
+        let updated = diesel::update(messages::table)
+            .filter(messages::organization_id.eq(organization_id))
+            .filter(messages::id.eq(id))
+            .filter(messages::status.eq(RECEIVED))
+            .set((
+                messages::status.eq(CANCELED),
+                messages::status_reason.eq(reason),
+                messages::updated_at.eq(now),
+            ))
+            .returning(Message::as_returning())
+            .get_result(conn)
+            .await
+            .optional()?;
+        if updated.is_some() {
+            let event = Event::new(id, CANCELED, details, now);
+            diesel::insert_into(message_events::table).values(&event).execute(conn).await?;
+        }
+        Ok(updated)
+    })
+    .await
+}
+
+#[cfg(test)]
+mod log_tests {
+    use super::contains_pattern;
+
+    #[test]
+    fn like_wildcards_are_taken_literally() {
+        assert_eq!(contains_pattern("bob"), "%bob%");
+        assert_eq!(contains_pattern("50%_off\\"), "%50\\%\\_off\\\\%");
+    }
+}
