@@ -16,6 +16,7 @@ struct Tenant {
     key_id: String,
     provider: String,
     webhook: String,
+    message: String,
 }
 
 async fn arrange(app: &TestApp, owner: &common::Account) -> Tenant {
@@ -45,6 +46,15 @@ async fn arrange(app: &TestApp, owner: &common::Account) -> Tenant {
         )
         .await;
     assert_eq!(status, 201, "{webhook}");
+    let sender = app.create_api_key(owner, &["send"], Some(&owner.project_id)).await;
+    let (status, message) = app
+        .post_as(
+            &sender,
+            "/v1/send",
+            json!({"channel": "sms", "to": "+14155550123", "content": {"text": "hi"}}),
+        )
+        .await;
+    assert_eq!(status, 202, "{message}");
     Tenant {
         org: owner.org_id.clone(),
         project: owner.project_id.clone(),
@@ -53,6 +63,7 @@ async fn arrange(app: &TestApp, owner: &common::Account) -> Tenant {
         key_id: key["id"].as_str().unwrap().to_owned(),
         provider: provider["id"].as_str().unwrap().to_owned(),
         webhook: webhook["id"].as_str().unwrap().to_owned(),
+        message: message["id"].as_str().unwrap().to_owned(),
     }
 }
 
@@ -104,6 +115,10 @@ fn routes(t: &Tenant) -> Vec<(Method, String, Option<Value>)> {
         ),
         (Method::DELETE, format!("{project}/webhooks/{}", t.webhook), None),
         (Method::POST, format!("{project}/webhooks/{}/rotate-secret", t.webhook), None),
+        (Method::GET, format!("/v1/messages/{}", t.message), None),
+        (Method::GET, format!("{project}/messages"), None),
+        (Method::POST, format!("/v1/messages/{}/retry", t.message), None),
+        (Method::POST, format!("/v1/messages/{}/cancel", t.message), None),
     ]
 }
 
@@ -147,7 +162,7 @@ async fn another_tenant_gets_404_on_every_route() {
     let (_, projects) = app.get_as(&alice.token, "/v1/projects").await;
     assert_eq!(projects["data"].as_array().unwrap().len(), 1);
     let (_, keys) = app.get_as(&alice.token, "/v1/api-keys").await;
-    assert_eq!(keys["data"].as_array().unwrap().len(), 1);
+    assert_eq!(keys["data"].as_array().unwrap().len(), 2, "the two keys arrange made");
     let (_, invitations) =
         app.get_as(&alice.token, &format!("/v1/organizations/{}/invitations", tenant.org)).await;
     assert_eq!(invitations["data"][0]["status"], "pending");
