@@ -15,6 +15,12 @@ use relayit::ids;
 use reqwest::Method;
 use serde_json::{Value, json};
 
+/// These tests arrange messages in every status by hand; no worker may deliver them meanwhile.
+async fn spawn_without_worker() -> TestApp {
+    TestApp::spawn_roles(relayit::server::Roles { api: true, worker: false, webhook: true }, |_| {})
+        .await
+}
+
 /// A message to arrange.
 #[derive(Debug, Clone)]
 struct Seed {
@@ -229,7 +235,7 @@ fn fields(status: u16, body: &Value) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_reads_with_its_provider_and_its_events_oldest_first() {
-    let app = TestApp::spawn().await;
+    let app = spawn_without_worker().await;
     let owner = app.sign_up("Owner").await;
     let (status, provider) = app
         .post_as(
@@ -306,7 +312,7 @@ async fn a_message_reads_with_its_provider_and_its_events_oldest_first() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_tenants_and_other_projects_find_nothing() {
-    let app = TestApp::spawn().await;
+    let app = spawn_without_worker().await;
     let owner = app.sign_up("Owner").await;
     let failed = insert_failed(&app, &owner).await;
     let scheduled = insert_one(&app, &owner, Seed::sms("+14155550123").status(db::RECEIVED)).await;
@@ -384,7 +390,7 @@ async fn other_tenants_and_other_projects_find_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_log_filters_by_status_and_channel() {
-    let app = TestApp::spawn().await;
+    let app = spawn_without_worker().await;
     let owner = app.sign_up("Owner").await;
     let t0 = Utc::now() - Duration::hours(1);
     let at = |minutes: i64| t0 + Duration::minutes(minutes);
@@ -435,7 +441,7 @@ async fn the_log_filters_by_status_and_channel() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn search_matches_ids_recipients_and_subjects_literally() {
-    let app = TestApp::spawn().await;
+    let app = spawn_without_worker().await;
     let owner = app.sign_up("Owner").await;
     let ids = insert(
         &app,
@@ -500,7 +506,7 @@ async fn search_matches_ids_recipients_and_subjects_literally() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn since_and_until_bound_the_creation_time() {
-    let app = TestApp::spawn().await;
+    let app = spawn_without_worker().await;
     let owner = app.sign_up("Owner").await;
     // whole seconds, so that the bounds sent as text are the very instants stored
     let t0 = DateTime::from_timestamp(Utc::now().timestamp() - 86_400, 0).unwrap();
@@ -537,7 +543,7 @@ async fn since_and_until_bound_the_creation_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_have_no_duplicates_or_gaps_while_messages_arrive() {
-    let app = TestApp::spawn().await;
+    let app = spawn_without_worker().await;
     let owner = app.sign_up("Owner").await;
     let t0 = Utc::now() - Duration::minutes(30);
     // Pairs created in the same microsecond: the id breaks the tie.
@@ -586,7 +592,7 @@ async fn pages_have_no_duplicates_or_gaps_while_messages_arrive() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_invalid_parameter_is_named() {
-    let app = TestApp::spawn().await;
+    let app = spawn_without_worker().await;
     let owner = app.sign_up("Owner").await;
     insert(&app, &owner, &[Seed::sms("+14155550123")]).await;
     let long = "x".repeat(201);
@@ -630,7 +636,7 @@ async fn every_invalid_parameter_is_named() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_requeues_a_failed_message() {
-    let app = TestApp::spawn().await;
+    let app = spawn_without_worker().await;
     let owner = app.sign_up("Owner").await;
     let failed = insert_failed(&app, &owner).await;
     let (_, before) = app.get_as(&owner.token, &message(&failed)).await;
@@ -705,7 +711,7 @@ async fn retry_requeues_a_failed_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_stops_a_scheduled_message_only() {
-    let app = TestApp::spawn().await;
+    let app = spawn_without_worker().await;
     let owner = app.sign_up("Owner").await;
     let admin = app.add_member(&owner, "Admin", "admin").await;
     let scheduled = insert_one(&app, &owner, Seed::sms("+14155550123").status(db::RECEIVED)).await;
@@ -758,7 +764,7 @@ async fn cancel_stops_a_scheduled_message_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn permissions_follow_roles_and_scopes() {
-    let app = TestApp::spawn().await;
+    let app = spawn_without_worker().await;
     let owner = app.sign_up("Owner").await;
     let failed = insert_failed(&app, &owner).await;
     let scheduled = insert_one(&app, &owner, Seed::sms("+14155550123").status(db::RECEIVED)).await;
@@ -808,7 +814,7 @@ async fn listed_as(app: &TestApp, token: &str, project: &str) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_routes_are_in_the_openapi_document() {
-    let app = TestApp::spawn().await;
+    let app = spawn_without_worker().await;
     let doc: Value = app.get("/openapi.json").await.json().await.unwrap();
     let paths = &doc["paths"];
     assert!(paths["/v1/messages/{messageId}"]["get"].is_object(), "{paths}");

@@ -212,16 +212,24 @@ impl TestApp {
 
     /// Spawns with a configuration adjusted by `adjust` (roles: all).
     pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+        Self::spawn_roles(Roles::ALL, adjust).await
+    }
+
+    /// Spawns only `roles` (for instance without the delivery worker, to look at messages
+    /// before anything delivers them).
+    pub async fn spawn_roles(roles: Roles, adjust: impl FnOnce(&mut Config)) -> TestApp {
         let db = TestDb::migrated().await;
         let redis_prefix = format!("{}:", unique("t"));
         let mut config = test_config(&db, &redis_prefix);
         adjust(&mut config);
         relayit::telemetry::init(&config.log);
-        let running = server::start(config, Roles::ALL).await.expect("start relayit");
+        let running = server::start(config, roles).await.expect("start relayit");
         TestApp {
             addr: running.addr(),
+            // a hung request fails the test instead of hanging it
             client: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
+                .timeout(std::time::Duration::from_secs(60))
                 .build()
                 .unwrap(),
             redis_prefix,
