@@ -35,7 +35,6 @@ pub async fn claim(
     ids: &[String],
     now: DateTime<Utc>,
     stale_before: DateTime<Utc>,
-    worker: &str,
 ) -> QueryResult<Vec<Message>> {
     if ids.is_empty() {
         return Ok(Vec::new());
@@ -52,10 +51,8 @@ pub async fn claim(
                 .await?;
         let events: Vec<Event> = claimed
             .iter()
-            .map(|m| {
-                let details = json!({"attempt": m.attempts + 1, "worker": worker});
-                Event::new(&m.id, PROCESSING, details, now)
-            })
+            // tenants read event details: nothing about our hosts goes in
+            .map(|m| Event::new(&m.id, PROCESSING, json!({"attempt": m.attempts + 1}), now))
             .collect();
         insert_events(conn, &events).await?;
         Ok(claimed)

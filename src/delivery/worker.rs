@@ -207,7 +207,7 @@ impl Worker {
         let now = Utc::now();
         let stale_before = before(now, self.state.config.delivery.visibility_timeout);
         let mut conn = self.state.db.get().await?;
-        Ok(queries::claim(&mut conn, ids, now, stale_before, &self.consumer).await?)
+        Ok(queries::claim(&mut conn, ids, now, stale_before).await?)
     }
 
     /// One claimed message's attempt. Routing waits for Postgres as long as it takes; at
