@@ -171,6 +171,22 @@ pub struct DeliveryConfig {
     pub retry_base_delay: Duration,
     #[serde(with = "humantime_serde")]
     pub retry_max_delay: Duration,
+    /// A provider call still running after this is abandoned as a retryable failure; must be
+    /// shorter than `visibility_timeout`.
+    #[serde(with = "humantime_serde")]
+    pub provider_timeout: Duration,
+    /// How often the sweeper looks for scheduled messages that are due and for messages left
+    /// behind (see `requeue_after`).
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
+    /// A message left this long in `received` (unscheduled) or `queued`, or overdue this long in
+    /// `retrying`, is put on the stream again (its stream entry was lost).
+    #[serde(with = "humantime_serde")]
+    pub requeue_after: Duration,
+    /// How long a worker reuses the provider credentials it opened; "0s" reads them for every
+    /// message.
+    #[serde(with = "humantime_serde")]
+    pub credential_cache_ttl: Duration,
 }
 
 impl Default for Config {
@@ -251,6 +267,10 @@ impl Default for DeliveryConfig {
             visibility_timeout: Duration::from_secs(300),
             retry_base_delay: Duration::from_secs(5),
             retry_max_delay: Duration::from_secs(600),
+            provider_timeout: Duration::from_secs(30),
+            sweep_interval: Duration::from_secs(5),
+            requeue_after: Duration::from_secs(300),
+            credential_cache_ttl: Duration::from_secs(30),
         }
     }
 }
@@ -394,6 +414,16 @@ impl Config {
         nonzero_duration("database.connect_timeout", self.database.connect_timeout)?;
         nonzero_duration("redis.command_timeout", self.redis.command_timeout)?;
         nonzero_duration("delivery.visibility_timeout", self.delivery.visibility_timeout)?;
+        nonzero_duration("delivery.provider_timeout", self.delivery.provider_timeout)?;
+        nonzero_duration("delivery.sweep_interval", self.delivery.sweep_interval)?;
+        nonzero_duration("delivery.requeue_after", self.delivery.requeue_after)?;
+        if self.delivery.provider_timeout >= self.delivery.visibility_timeout {
+            return Err(ConfigError::invalid(
+                "delivery.provider_timeout",
+                "must be shorter than delivery.visibility_timeout, or a slow provider call \
+                 would be taken over and sent twice",
+            ));
+        }
         nonzero_duration("auth.session_ttl", self.auth.session_ttl)?;
         nonzero_duration("auth.sign_in_window", self.auth.sign_in_window)?;
         nonzero_duration("auth.key_usage_flush", self.auth.key_usage_flush)?;
@@ -634,6 +664,12 @@ mod tests {
                 "1ms",
                 "delivery.retry_max_delay",
                 "retry_base_delay",
+            ),
+            (
+                "RELAYIT_DELIVERY__PROVIDER_TIMEOUT",
+                "10m",
+                "delivery.provider_timeout",
+                "visibility_timeout",
             ),
             ("RELAYIT_LOG__FORMAT", "xml", "log.format", "pretty"),
             ("RELAYIT_SERVER__PUBLIC_URL", "ftp://x", "server.public_url", "http(s)"),

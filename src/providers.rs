@@ -224,13 +224,19 @@ pub struct DiscordConfig {
 #[serde(deny_unknown_fields)]
 pub struct SandboxCredentials {}
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SandboxConfig {
     pub latency_ms: Option<u64>,
     /// Share of attempts that fail, 0 to 1.
     pub fail_rate: Option<f64>,
+    /// How attempts fail (default `retryable`).
     pub fail_mode: Option<FailMode>,
+    /// Fail every message's first N attempts, then succeed: a deterministic failure pattern for
+    /// tests. Counted by the message's attempts, which throttling does not spend.
+    pub fail_first: Option<u32>,
+    /// With `failMode: "throttled"`: the Retry-After the sandbox answers with.
+    pub retry_after_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -238,12 +244,20 @@ pub struct SandboxConfig {
 pub enum FailMode {
     Retryable,
     Permanent,
+    /// Refuses the credentials (an authentication failure).
+    Credential,
+    /// Answers like a provider's 429.
+    Throttled,
 }
 
 /// Longest text a setting or secret may be; far beyond any real one, short of abuse.
 const MAX_TEXT_CHARS: usize = 4096;
 /// A sandbox delay beyond this would only stall workers.
 const MAX_SANDBOX_LATENCY_MS: u64 = 60_000;
+/// Beyond this a sandbox would never deliver within the default attempts anyway.
+const MAX_SANDBOX_FAIL_FIRST: u32 = 100;
+/// A real provider's Retry-After is rarely longer.
+const MAX_SANDBOX_RETRY_AFTER_MS: u64 = 3_600_000;
 
 /// The checks of values that parsed: what serde's shapes cannot say.
 trait Schema: DeserializeOwned {
@@ -448,6 +462,16 @@ impl Schema for SandboxConfig {
         if self.fail_rate.is_some_and(|rate| !(0.0..=1.0).contains(&rate)) {
             part.error("failRate", "must be between 0 and 1");
         }
+        if self.fail_first.is_some_and(|n| n > MAX_SANDBOX_FAIL_FIRST) {
+            part.error("failFirst", format!("must be at most {MAX_SANDBOX_FAIL_FIRST}"));
+        }
+        if let Some(ms) = self.retry_after_ms {
+            if self.fail_mode != Some(FailMode::Throttled) {
+                part.error("retryAfterMs", "applies only with failMode \"throttled\"");
+            } else if ms > MAX_SANDBOX_RETRY_AFTER_MS {
+                part.error("retryAfterMs", format!("must be at most {MAX_SANDBOX_RETRY_AFTER_MS}"));
+            }
+        }
     }
 }
 
@@ -515,6 +539,34 @@ mod tests {
         assert_eq!(fields(ProviderType::Smtp, json!({"username": "u"})), ["credentials.password"]);
         assert!(fields(ProviderType::Smtp, json!({})).is_empty());
         assert_eq!(fields(ProviderType::Sandbox, json!({"x": 1})), ["credentials.x"]);
+    }
+
+    #[test]
+    fn sandbox_config_checks_its_failure_patterns() {
+        let config_fields = |config: serde_json::Value| {
+            let mut check = Validator::new();
+            let rules = ProvidersConfig::default();
+            ProviderType::Sandbox.check_config(&config, &rules, &mut check);
+            check.finish().err().map_or_else(Vec::new, |e| {
+                e.details().iter().map(|d| d.field.clone()).collect::<Vec<_>>()
+            })
+        };
+        for ok in [
+            json!({"failFirst": 2}),
+            json!({"failRate": 1, "failMode": "credential"}),
+            json!({"failRate": 0.5, "failMode": "throttled", "retryAfterMs": 250}),
+            json!({"failFirst": 1, "failMode": "permanent", "latencyMs": 10}),
+        ] {
+            assert!(config_fields(ok.clone()).is_empty(), "{ok}");
+        }
+        assert_eq!(config_fields(json!({"failFirst": 101})), ["config.failFirst"]);
+        assert_eq!(config_fields(json!({"failFirst": -1})), ["config.failFirst"]);
+        assert_eq!(config_fields(json!({"retryAfterMs": 5})), ["config.retryAfterMs"]);
+        assert_eq!(
+            config_fields(json!({"failMode": "throttled", "retryAfterMs": 3_600_001})),
+            ["config.retryAfterMs"]
+        );
+        assert_eq!(config_fields(json!({"failMode": "flaky"})), ["config.failMode"]);
     }
 
     #[test]

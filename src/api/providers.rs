@@ -115,7 +115,7 @@ pub struct CreateProvider {
     /// The type's settings: `ses` `{region, fromAddress, configurationSet?, endpointUrl?}`,
     /// `smtp` `{host, port, tls, fromAddress}`, `sns` `{region, senderId?, originationNumber?,
     /// smsType?, endpointUrl?}`, `whatsapp_cloud` `{phoneNumberId, apiVersion?, baseUrl?}`,
-    /// `discord_bot` `{baseUrl?}`, `sandbox` `{latencyMs?, failRate?, failMode?}`.
+    /// `discord_bot` `{baseUrl?}`, `sandbox` `{latencyMs?, failRate?, failMode?, failFirst?, retryAfterMs?}`.
     #[schema(value_type = Option<Object>)]
     pub config: Option<Value>,
     pub is_active: Option<bool>,
@@ -189,7 +189,7 @@ fn stored_type(row: &ProviderCredential) -> Result<ProviderType, ApiError> {
 }
 
 /// The stored credentials, opened. The error says why not, without anything secret.
-fn open_credentials(
+pub(crate) fn open_credentials(
     keys: &MasterKeys,
     row: &ProviderCredential,
 ) -> Result<Map<String, Value>, String> {

@@ -20,6 +20,7 @@ macro_rules! after_cursor {
 }
 
 pub mod api_keys;
+pub mod delivery;
 pub mod idempotency;
 pub mod invitations;
 pub mod messages;

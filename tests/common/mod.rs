@@ -201,6 +201,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub redis_prefix: String,
     running: Option<Running>,
+    /// What it was started with (a restart reuses it, master key included).
+    config: Config,
     // dropped last: the server must release its connections first
     pub db: TestDb,
 }
@@ -223,7 +225,7 @@ impl TestApp {
         let mut config = test_config(&db, &redis_prefix);
         adjust(&mut config);
         relayit::telemetry::init(&config.log);
-        let running = server::start(config, roles).await.expect("start relayit");
+        let running = server::start(config.clone(), roles).await.expect("start relayit");
         TestApp {
             addr: running.addr(),
             // a hung request fails the test instead of hanging it
@@ -234,8 +236,21 @@ impl TestApp {
                 .unwrap(),
             redis_prefix,
             running: Some(running),
+            config,
             db,
         }
+    }
+
+    /// Starts the service again after `shutdown`, on the same database and Redis prefix with
+    /// the same master key, as a replacement process would; `adjust` changes the configuration
+    /// it was started with.
+    pub async fn restart_with(&mut self, adjust: impl FnOnce(&mut Config)) {
+        assert!(self.running.is_none(), "shut the running instance down first");
+        adjust(&mut self.config);
+        let running =
+            server::start(self.config.clone(), Roles::ALL).await.expect("restart relayit");
+        self.addr = running.addr();
+        self.running = Some(running);
     }
 
     pub fn url(&self, path: &str) -> String {

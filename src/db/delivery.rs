@@ -1,0 +1,295 @@
+//! The delivery worker's queries: claiming messages, recording outcomes, finding the credentials
+//! that route a message, and the sweeper's recovery of messages whose stream entry was lost.
+//!
+//! Each writes many messages per statement (the worker's hot path), and each status change
+//! writes its event in the same transaction. Times come from the worker's clock, like the
+//! ingestion's, so a message's history reads in order.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::sql_types::{Array, Int4, Nullable, Text, Timestamptz};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use serde_json::json;
+
+use crate::db::messages::{Event, Message, PROCESSING, QUEUED, RECEIVED, RETRYING};
+use crate::db::providers::ProviderCredential;
+use crate::db::schema::{message_events, messages, provider_credentials};
+
+/// Postgres caps a statement at 65535 bind parameters; events bind 5 each.
+const EVENT_CHUNK: usize = 10_000;
+
+async fn insert_events(conn: &mut AsyncPgConnection, events: &[Event]) -> QueryResult<()> {
+    for chunk in events.chunks(EVENT_CHUNK) {
+        diesel::insert_into(message_events::table).values(chunk).execute(conn).await?;
+    }
+    Ok(())
+}
+
+/// Claims the messages among `ids` that are waiting for delivery (`queued`, `retrying`), or
+/// whose claim went stale (`processing` since before `stale_before`: the worker holding it
+/// stopped), sets them `processing` at `now` with a `processing` event each, and returns them.
+/// Ids not returned are already handled, canceled or in another worker's hands: a duplicate
+/// stream entry therefore never causes a second send.
+pub async fn claim(
+    conn: &mut AsyncPgConnection,
+    ids: &[String],
+    now: DateTime<Utc>,
+    stale_before: DateTime<Utc>,
+) -> QueryResult<Vec<Message>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    conn.transaction(async |conn| {
+        let claimable = messages::status
+            .eq_any([QUEUED, RETRYING])
+            .or(messages::status.eq(PROCESSING).and(messages::updated_at.lt(stale_before)));
+        let claimed: Vec<Message> =
+            diesel::update(messages::table.filter(messages::id.eq_any(ids)).filter(claimable))
+                .set((messages::status.eq(PROCESSING), messages::updated_at.eq(now)))
+                .returning(Message::as_returning())
+                .get_results(conn)
+                .await?;
+        let events: Vec<Event> = claimed
+            .iter()
+            // tenants read event details: nothing about our hosts goes in
+            .map(|m| Event::new(&m.id, PROCESSING, json!({"attempt": m.attempts + 1}), now))
+            .collect();
+        insert_events(conn, &events).await?;
+        Ok(claimed)
+    })
+    .await
+}
+
+/// How one claimed message's delivery ended, as its row and its event will say.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub message_id: String,
+    /// The `updated_at` its claim wrote. The outcome applies only while the row still carries
+    /// it: a worker that outlived the visibility timeout, and whose message was claimed again
+    /// by another, records nothing.
+    pub claimed_at: DateTime<Utc>,
+    /// `sent`, `retrying` or `failed`.
+    pub status: &'static str,
+    pub status_reason: Option<String>,
+    pub attempts: i32,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// Left as they were when `None`.
+    pub provider_message_id: Option<String>,
+    pub provider_credential_id: Option<String>,
+    pub provider_type: Option<String>,
+    pub details: serde_json::Value,
+}
+
+#[derive(QueryableByName)]
+struct Id {
+    #[diesel(sql_type = Text)]
+    id: String,
+}
+
+/// Writes `outcomes` (one statement for the rows, one for the events) and returns the ids of
+/// the messages they applied to; see [`Outcome::claimed_at`] for those they did not.
+pub async fn record(
+    conn: &mut AsyncPgConnection,
+    outcomes: &[Outcome],
+    now: DateTime<Utc>,
+) -> QueryResult<Vec<String>> {
+    if outcomes.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Column-wise arrays, unnested into one row per outcome: a single UPDATE for the batch.
+    let ids: Vec<&str> = outcomes.iter().map(|o| o.message_id.as_str()).collect();
+    let claimed_at: Vec<DateTime<Utc>> = outcomes.iter().map(|o| o.claimed_at).collect();
+    let statuses: Vec<&str> = outcomes.iter().map(|o| o.status).collect();
+    let reasons: Vec<Option<&str>> = outcomes.iter().map(|o| o.status_reason.as_deref()).collect();
+    let attempts: Vec<i32> = outcomes.iter().map(|o| o.attempts).collect();
+    let next: Vec<Option<DateTime<Utc>>> = outcomes.iter().map(|o| o.next_attempt_at).collect();
+    let provider_ids: Vec<Option<&str>> =
+        outcomes.iter().map(|o| o.provider_message_id.as_deref()).collect();
+    let credentials: Vec<Option<&str>> =
+        outcomes.iter().map(|o| o.provider_credential_id.as_deref()).collect();
+    let types: Vec<Option<&str>> = outcomes.iter().map(|o| o.provider_type.as_deref()).collect();
+    conn.transaction(async |conn| {
+        let applied: Vec<Id> = diesel::sql_query(
+            "UPDATE messages AS m SET
+                 status = u.status,
+                 status_reason = u.status_reason,
+                 attempts = u.attempts,
+                 next_attempt_at = u.next_attempt_at,
+                 provider_message_id = COALESCE(u.provider_message_id, m.provider_message_id),
+                 -- a credential deleted meanwhile is not referenced (the foreign key would
+                 -- fail the whole batch)
+                 provider_credential_id = COALESCE(
+                     (SELECT p.id FROM provider_credentials p WHERE p.id = u.provider_credential_id),
+                     m.provider_credential_id),
+                 provider_type = COALESCE(u.provider_type, m.provider_type),
+                 updated_at = $10
+             FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9) AS u(id, claimed_at, status,
+                 status_reason, attempts, next_attempt_at, provider_message_id,
+                 provider_credential_id, provider_type)
+             WHERE m.id = u.id AND m.status = 'processing' AND m.updated_at = u.claimed_at
+             RETURNING m.id",
+        )
+        .bind::<Array<Text>, _>(&ids)
+        .bind::<Array<Timestamptz>, _>(&claimed_at)
+        .bind::<Array<Text>, _>(&statuses)
+        .bind::<Array<Nullable<Text>>, _>(&reasons)
+        .bind::<Array<Int4>, _>(&attempts)
+        .bind::<Array<Nullable<Timestamptz>>, _>(&next)
+        .bind::<Array<Nullable<Text>>, _>(&provider_ids)
+        .bind::<Array<Nullable<Text>>, _>(&credentials)
+        .bind::<Array<Nullable<Text>>, _>(&types)
+        .bind::<Timestamptz, _>(now)
+        .load(conn)
+        .await?;
+        let applied: Vec<String> = applied.into_iter().map(|row| row.id).collect();
+        let events: Vec<Event> = outcomes
+            .iter()
+            .filter(|o| applied.contains(&o.message_id))
+            .map(|o| Event::new(&o.message_id, o.status, o.details.clone(), now))
+            .collect();
+        insert_events(conn, &events).await?;
+        Ok(applied)
+    })
+    .await
+}
+
+/// The credentials that may deliver `message`, in the order to try them: the one its sender
+/// asked for by slug, else every active credential of its channel visible to its project,
+/// the project's own before the organization's, lowest priority first.
+pub async fn routes(
+    conn: &mut AsyncPgConnection,
+    organization_id: &str,
+    project_id: &str,
+    channel: &str,
+    requested_slug: Option<&str>,
+) -> QueryResult<Vec<ProviderCredential>> {
+    let mut query = provider_credentials::table
+        .filter(provider_credentials::organization_id.eq(organization_id))
+        .filter(
+            provider_credentials::project_id
+                .is_null()
+                .or(provider_credentials::project_id.eq(project_id)),
+        )
+        .filter(provider_credentials::channel.eq(channel))
+        .filter(provider_credentials::is_active.eq(true))
+        .order((
+            // false (a project's own) sorts first
+            provider_credentials::project_id.is_null().asc(),
+            provider_credentials::priority.asc(),
+            provider_credentials::created_at.asc(),
+            provider_credentials::id.asc(),
+        ))
+        .select(ProviderCredential::as_select())
+        .into_boxed();
+    if let Some(slug) = requested_slug {
+        query = query.filter(provider_credentials::slug.eq(slug));
+    }
+    query.load(conn).await
+}
+
+/// Notes on the credential that its provider refused it, for the API to show.
+pub async fn flag_credential(
+    conn: &mut AsyncPgConnection,
+    id: &str,
+    error: &str,
+    now: DateTime<Utc>,
+) -> QueryResult<()> {
+    diesel::update(provider_credentials::table.filter(provider_credentials::id.eq(id)))
+        .set((
+            provider_credentials::last_error.eq(error),
+            provider_credentials::last_error_at.eq(now),
+        ))
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+/// Moves up to `limit` messages from `received` to `queued` (with a `queued` event each) and
+/// returns their ids, for the caller to enqueue: scheduled ones whose `send_at` has come, and
+/// unscheduled ones left there since before `stuck_before` (their ingestion stopped between
+/// the commit and the enqueue). Rows another worker is moving are skipped, not waited for.
+pub async fn promote_received(
+    conn: &mut AsyncPgConnection,
+    now: DateTime<Utc>,
+    stuck_before: DateTime<Utc>,
+    limit: i64,
+) -> QueryResult<Vec<String>> {
+    conn.transaction(async |conn| {
+        let due: Vec<(String, Option<DateTime<Utc>>)> = messages::table
+            .filter(messages::status.eq(RECEIVED))
+            .filter(
+                messages::send_at
+                    .le(now)
+                    .or(messages::send_at.is_null().and(messages::updated_at.lt(stuck_before))),
+            )
+            .select((messages::id, messages::send_at))
+            .limit(limit)
+            .for_update()
+            .skip_locked()
+            .load(conn)
+            .await?;
+        if due.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&String> = due.iter().map(|(id, _)| id).collect();
+        diesel::update(messages::table.filter(messages::id.eq_any(&ids)))
+            .set((messages::status.eq(QUEUED), messages::updated_at.eq(now)))
+            .execute(conn)
+            .await?;
+        let events: Vec<Event> = due
+            .iter()
+            .map(|(id, send_at)| {
+                let details = match send_at {
+                    Some(at) => json!({"sendAt": at}),
+                    None => json!({"recovered": true}),
+                };
+                Event::new(id, QUEUED, details, now)
+            })
+            .collect();
+        insert_events(conn, &events).await?;
+        Ok(due.into_iter().map(|(id, _)| id).collect())
+    })
+    .await
+}
+
+/// Up to `limit` messages whose stream entry was lost, for the caller to enqueue again: left
+/// in `queued` since before `stuck_before`, overdue in `retrying` since before it, or claimed
+/// (`processing`) since before `processing_before` by a worker that is gone. Queued and
+/// retrying rows get `updated_at = now`, so each sweep finds a row at most once per
+/// `requeue_after`; processing rows keep theirs, which is what lets the next claim take them.
+pub async fn requeue_stale(
+    conn: &mut AsyncPgConnection,
+    now: DateTime<Utc>,
+    stuck_before: DateTime<Utc>,
+    processing_before: DateTime<Utc>,
+    limit: i64,
+) -> QueryResult<Vec<String>> {
+    conn.transaction(async |conn| {
+        let waiting = messages::status
+            .eq_any([QUEUED, RETRYING])
+            .and(messages::updated_at.lt(stuck_before))
+            .and(
+                messages::next_attempt_at.is_null().or(messages::next_attempt_at.lt(stuck_before)),
+            );
+        let abandoned =
+            messages::status.eq(PROCESSING).and(messages::updated_at.lt(processing_before));
+        let stale: Vec<String> = messages::table
+            .filter(waiting.or(abandoned))
+            .select(messages::id)
+            .limit(limit)
+            .for_update()
+            .skip_locked()
+            .load(conn)
+            .await?;
+        diesel::update(
+            messages::table
+                .filter(messages::id.eq_any(&stale))
+                .filter(messages::status.eq_any([QUEUED, RETRYING])),
+        )
+        .set(messages::updated_at.eq(now))
+        .execute(conn)
+        .await?;
+        Ok(stale)
+    })
+    .await
+}

@@ -1,0 +1,106 @@
+//! The worker role's background duties, safe to run in every worker process at once:
+//!
+//! - the mover puts due retries from the delayed set back on the stream (an atomic script, so
+//!   each id moves once);
+//! - the sweeper promotes scheduled messages whose `sendAt` has come, and re-enqueues messages
+//!   whose stream entry was lost (a process died between commit and XADD, or Redis lost data):
+//!   design.md, invariant 2. It locks the rows it takes with `SKIP LOCKED` and marks them, so
+//!   concurrent sweepers rarely enqueue a message twice (and a duplicate entry is harmless).
+//!
+//! Taking over entries a dead worker left pending (XAUTOCLAIM) belongs to the reader, which
+//! owns the delivery slots (`worker.rs`).
+
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+
+use crate::db::delivery as queries;
+use crate::delivery::backoff::before;
+use crate::delivery::queue;
+use crate::queue::deliveries::enqueue;
+use crate::state::AppState;
+
+/// How often the delayed set is checked: the precision of retry times.
+const MOVE_EVERY: Duration = Duration::from_millis(200);
+const MOVE_BATCH: u32 = 500;
+/// Messages the sweeper takes per statement.
+const SWEEP_BATCH: i64 = 1000;
+
+/// Runs `duty` every `every` until `stop` is cancelled. A run in progress is dropped then
+/// (shutdown must not wait on an unreachable database): each duty's steps are safe to cut off,
+/// since what one committed without finishing is found again by a later sweep.
+async fn every<F, Fut>(every: Duration, stop: CancellationToken, mut duty: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = async {
+                tick.tick().await;
+                duty().await
+            } => {}
+        }
+    }
+}
+
+pub async fn move_due(state: AppState, stop: CancellationToken) {
+    every(MOVE_EVERY, stop, || async {
+        loop {
+            match queue::move_due(&state.redis, Utc::now().timestamp_millis(), MOVE_BATCH).await {
+                // a full batch: more may be due
+                Ok(moved) if moved == MOVE_BATCH => continue,
+                Ok(_) => break,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot move due retries to the delivery stream");
+                    break;
+                }
+            }
+        }
+    })
+    .await
+}
+
+pub async fn sweep(state: AppState, stop: CancellationToken) {
+    every(state.config.delivery.sweep_interval, stop, || async {
+        if let Err(error) = sweep_once(&state).await {
+            tracing::warn!(%error, "delivery sweep failed");
+        }
+    })
+    .await
+}
+
+async fn sweep_once(state: &AppState) -> anyhow::Result<()> {
+    let config = &state.config.delivery;
+    let now = Utc::now();
+    let stuck_before = before(now, config.requeue_after);
+    // a claim is abandoned once the visibility timeout has passed and the entry was not
+    // taken over within requeue_after (it is gone from Redis)
+    let processing_before = before(stuck_before, config.visibility_timeout);
+    let mut conn = state.db.get().await?;
+    let mut promoted = 0;
+    loop {
+        let ids = queries::promote_received(&mut conn, now, stuck_before, SWEEP_BATCH).await?;
+        // rows committed as queued but not enqueued are found again after requeue_after
+        enqueue(&state.redis, &ids).await?;
+        promoted += ids.len();
+        if ids.len() < SWEEP_BATCH as usize {
+            break;
+        }
+    }
+    // One batch per sweep: abandoned claims keep their `updated_at`, so another round of this
+    // sweep would only find them again.
+    let requeued =
+        queries::requeue_stale(&mut conn, now, stuck_before, processing_before, SWEEP_BATCH)
+            .await?;
+    enqueue(&state.redis, &requeued).await?;
+    if promoted > 0 || !requeued.is_empty() {
+        tracing::info!(promoted, requeued = requeued.len(), "delivery sweep enqueued messages");
+    }
+    Ok(())
+}
