@@ -22,7 +22,7 @@ use crate::content::{self, Channel};
 use crate::db::api_keys::ApiKey;
 use crate::db::idempotency::NewRecord;
 use crate::db::messages::{self, Event, NewMessage};
-use crate::db::{PooledConnection, projects, providers};
+use crate::db::{PooledConnection, delivery, projects};
 use crate::error::{ApiError, ErrorBody};
 use crate::ids;
 use crate::ingest::{IngestError, Outcome, Submission};
@@ -502,7 +502,7 @@ async fn check_provider(
     let cache_key = (project_id.to_owned(), format!("{}:{slug}", channel.as_str()));
     if !sender.credentials.contains_key(&cache_key) {
         let usable =
-            providers::usable_for(conn, &sender.key.organization_id, project_id, channel.as_str())
+            delivery::routes(conn, &sender.key.organization_id, project_id, channel.as_str(), None)
                 .await?
                 .iter()
                 .any(|c| c.slug == slug);
@@ -526,7 +526,7 @@ async fn provider_of_type(
     channel: Channel,
     kind: &str,
 ) -> Result<String, ApiError> {
-    providers::usable_for(conn, &sender.key.organization_id, project_id, channel.as_str())
+    delivery::routes(conn, &sender.key.organization_id, project_id, channel.as_str(), None)
         .await?
         .into_iter()
         .find(|c| c.provider_type == kind)

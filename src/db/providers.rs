@@ -248,30 +248,3 @@ pub async fn replace_sealed(
     .await
     .map(|n| n == 1)
 }
-
-/// The active credentials that can deliver `channel` for `project_id`, in routing order: the
-/// project's own before the organization's, then by priority (lowest first).
-pub async fn usable_for(
-    conn: &mut AsyncPgConnection,
-    organization_id: &str,
-    project_id: &str,
-    channel: &str,
-) -> QueryResult<Vec<ProviderCredential>> {
-    provider_credentials::table
-        .filter(provider_credentials::organization_id.eq(organization_id))
-        .filter(provider_credentials::is_active)
-        .filter(provider_credentials::channel.eq(channel))
-        .filter(
-            provider_credentials::project_id
-                .is_null()
-                .or(provider_credentials::project_id.eq(project_id)),
-        )
-        .order((
-            provider_credentials::project_id.is_null(),
-            provider_credentials::priority.asc(),
-            provider_credentials::id.asc(),
-        ))
-        .select(ProviderCredential::as_select())
-        .load(conn)
-        .await
-}
