@@ -473,4 +473,14 @@ async fn a_sent_message_goes_all_the_way_through_the_sandbox() {
     assert_eq!(message["attempts"], 1);
     assert_eq!(message["provider"]["type"], "sandbox");
     assert!(message["providerMessageId"].is_string());
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.lines().any(|l| l
+            == r#"relayit_deliveries_total{channel="email",outcome="sent",provider="sandbox"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains(r#"relayit_provider_request_duration_seconds_count{provider="sandbox"} 1"#)
+    );
 }

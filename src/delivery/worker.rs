@@ -216,8 +216,17 @@ impl Worker {
     async fn deliver(&self, message: &Message) -> Outcome {
         let db = &self.state.db;
         let route = until_ok("routing a message", || self.router.route(db, message)).await;
+        let started = std::time::Instant::now();
         let (outcome, refused) =
             attempt(&self.registry, &self.state.config.delivery, message, &route).await;
+        let provider = outcome.provider_type.as_deref().unwrap_or("none");
+        let metrics = &self.state.metrics;
+        metrics.deliveries.with_label_values(&[&message.channel, provider, outcome.status]).inc();
+        // the attempt's provider calls, failovers included
+        metrics
+            .provider_duration
+            .with_label_values(&[provider])
+            .observe(started.elapsed().as_secs_f64());
         for refusal in refused {
             // best effort: the flag only informs the tenant
             let flagged = async {
