@@ -484,3 +484,30 @@ async fn a_sent_message_goes_all_the_way_through_the_sandbox() {
             .contains(r#"relayit_provider_request_duration_seconds_count{provider="sandbox"} 1"#)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_resumes_after_redis_loses_the_stream() {
+    use fred::prelude::KeysInterface;
+    let app = TestApp::spawn().await;
+    let (owner, key) = sender(&app).await;
+    let body = json!({"name": "Sandbox", "channel": "email", "providerType": "sandbox", "credentials": {}});
+    assert_eq!(app.post_as(&owner.token, "/v1/providers", body).await.0, 201);
+    // as if Redis restarted empty: the stream and its consumer group are gone
+    let redis = &app.running().state().redis;
+    let _: i64 = redis.pool().next().del(redis.keys().deliveries()).await.unwrap();
+    let (status, accepted) = app.post_as(&key, "/v1/send", email("alice@example.com")).await;
+    assert_eq!(status, 202);
+    let path = format!("/v1/messages/{}", accepted["id"].as_str().unwrap());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, message) = app.get_as(&key, &path).await;
+        if message["status"] == "sent" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not sent after the stream was lost: {message}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

@@ -96,6 +96,16 @@ impl Worker {
                 Ok(entries) => self.dispatch(entries, free, &mut tasks, &done_tx, &stop).await,
                 Err(error) => {
                     tracing::warn!(%error, "cannot read the delivery stream");
+                    // A Redis that lost its data (restarted without persistence, or the key
+                    // deleted) lost the consumer group too: recreate it. The sweeper re-enqueues
+                    // the messages whose entries went with it.
+                    let text = error.to_string();
+                    if text.contains("NOGROUP") || text.contains("no longer exists") {
+                        let stream = self.state.redis.keys().deliveries();
+                        if let Err(e) = crate::queue::ensure_group(client, &stream).await {
+                            tracing::warn!(error = %e, "cannot recreate the consumer group");
+                        }
+                    }
                     tokio::select! {
                         () = tokio::time::sleep(READ_ERROR_PAUSE) => {}
                         () = stop.cancelled() => {}
