@@ -415,3 +415,12 @@ async fn secrets_never_reach_the_logs() {
     }
     common::clear_redis_prefix(&prefix).await.unwrap();
 }
+
+/// The README's quick start is `cargo run --release -- serve`: with a second binary in the
+/// package (relayit-bench), that only works while `relayit` is the default one.
+#[test]
+fn cargo_run_starts_relayit() {
+    let manifest: toml::Table =
+        toml::from_str(include_str!("../Cargo.toml")).expect("Cargo.toml parses");
+    assert_eq!(manifest["package"]["default-run"].as_str(), Some("relayit"));
+}
