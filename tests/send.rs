@@ -40,6 +40,21 @@ async fn sender(app: &TestApp) -> (Account, String) {
     (owner, key)
 }
 
+/// Polls the message through the API until it is `sent` (30 s at most); returns it.
+async fn wait_until_sent(app: &TestApp, key: &str, id: &str) -> Value {
+    let path = format!("/v1/messages/{id}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (status, message) = app.get_as(key, &path).await;
+        assert_eq!(status, 200, "{message}");
+        if message["status"] == "sent" {
+            return message;
+        }
+        assert!(std::time::Instant::now() < deadline, "not sent: {message}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 fn email(to: &str) -> Value {
     json!({"channel": "email", "to": to, "content": {"subject": "Hello", "text": "Hi there"}})
 }
@@ -452,17 +467,7 @@ async fn a_sent_message_goes_all_the_way_through_the_sandbox() {
     assert_eq!(status, 201, "{provider}");
     let (status, accepted) = app.post_as(&key, "/v1/send", email("alice@example.com")).await;
     assert_eq!(status, 202);
-    let path = format!("/v1/messages/{}", accepted["id"].as_str().unwrap());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let message = loop {
-        let (status, message) = app.get_as(&key, &path).await;
-        assert_eq!(status, 200, "{message}");
-        if message["status"] == "sent" {
-            break message;
-        }
-        assert!(std::time::Instant::now() < deadline, "not sent: {message}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    let message = wait_until_sent(&app, &key, accepted["id"].as_str().unwrap()).await;
     let statuses: Vec<&str> = message["events"]
         .as_array()
         .unwrap()
@@ -497,17 +502,5 @@ async fn delivery_resumes_after_redis_loses_the_stream() {
     let _: i64 = redis.pool().next().del(redis.keys().deliveries()).await.unwrap();
     let (status, accepted) = app.post_as(&key, "/v1/send", email("alice@example.com")).await;
     assert_eq!(status, 202);
-    let path = format!("/v1/messages/{}", accepted["id"].as_str().unwrap());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let (_, message) = app.get_as(&key, &path).await;
-        if message["status"] == "sent" {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not sent after the stream was lost: {message}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    wait_until_sent(&app, &key, accepted["id"].as_str().unwrap()).await;
 }
