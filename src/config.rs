@@ -62,6 +62,8 @@ pub struct ApiConfig {
     pub ingest_window: Duration,
     /// Messages per ingestion transaction at most.
     pub ingest_max_batch: usize,
+    /// Ingestion transactions in flight at once.
+    pub ingest_commits: usize,
     /// Messages per second each API key may send; 0 = no limit. A key's own `rateLimit`
     /// takes precedence.
     pub send_rate_limit: u32,
@@ -69,7 +71,12 @@ pub struct ApiConfig {
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        Self { ingest_window: Duration::from_millis(1), ingest_max_batch: 2000, send_rate_limit: 0 }
+        Self {
+            ingest_window: Duration::from_millis(1),
+            ingest_max_batch: 2000,
+            ingest_commits: 4,
+            send_rate_limit: 0,
+        }
     }
 }
 
@@ -141,6 +148,11 @@ pub struct AuthConfig {
     /// How often API keys' `lastUsedAt` is written (uses are gathered in memory meanwhile).
     #[serde(with = "humantime_serde")]
     pub key_usage_flush: Duration,
+    /// How long a process may keep an API key (and the projects keys name) in memory; changes
+    /// are also announced over Redis pub/sub, so this only bounds staleness if that fails.
+    /// 0 looks every request up in Postgres.
+    #[serde(with = "humantime_serde")]
+    pub key_cache_ttl: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -255,6 +267,7 @@ impl Default for AuthConfig {
             sign_in_max_failures: 5,
             sign_in_window: Duration::from_secs(15 * 60),
             key_usage_flush: Duration::from_secs(5),
+            key_cache_ttl: Duration::from_secs(10),
         }
     }
 }
@@ -262,7 +275,7 @@ impl Default for AuthConfig {
 impl Default for DeliveryConfig {
     fn default() -> Self {
         Self {
-            concurrency: 64,
+            concurrency: 256,
             max_attempts: 8,
             visibility_timeout: Duration::from_secs(300),
             retry_base_delay: Duration::from_secs(5),
@@ -409,6 +422,7 @@ impl Config {
         positive("database.max_connections", self.database.max_connections)?;
         positive("redis.pool_size", self.redis.pool_size)?;
         positive("api.ingest_max_batch", self.api.ingest_max_batch)?;
+        positive("api.ingest_commits", self.api.ingest_commits)?;
         positive("delivery.concurrency", self.delivery.concurrency)?;
         positive("delivery.max_attempts", self.delivery.max_attempts as usize)?;
         nonzero_duration("database.connect_timeout", self.database.connect_timeout)?;

@@ -6,15 +6,22 @@
 //! it all in one transaction (idempotency records, messages, events) and then puts the queued
 //! ids on the delivery stream in one pipelined round trip. Each request gets its own outcome.
 //!
+//! A commit mostly waits for the WAL flush, so a few run at once (`api.ingest_commits`): while
+//! they wait, the next batch gathers, and Postgres flushes concurrent commits together. When
+//! all are busy, requests queue in the channel and the next batch takes them all at once, so
+//! batches grow with the load instead of the latency.
+//!
 //! If the stream append fails after the commit, the messages stay `queued` in Postgres and the
 //! worker's sweeper enqueues them later: nothing committed is lost. If Postgres fails, every
 //! request of the batch is answered `unavailable` and nothing was accepted.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use diesel_async::AsyncConnection;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::db::idempotency::{self, NewRecord};
@@ -68,6 +75,8 @@ pub struct Limits {
     pub window: Duration,
     /// Messages per transaction at most.
     pub max_messages: usize,
+    /// Transactions in flight at once.
+    pub commits: usize,
 }
 
 impl Ingest {
@@ -98,7 +107,13 @@ impl Committer {
         limits: Limits,
         stop: CancellationToken,
     ) {
+        let slots = Arc::new(Semaphore::new(limits.commits.max(1)));
+        let mut commits = JoinSet::new();
         loop {
+            while commits.try_join_next().is_some() {}
+            // wait for a free transaction before gathering, so that what arrives meanwhile
+            // joins the next batch
+            let Ok(slot) = slots.clone().acquire_owned().await else { break };
             let first = tokio::select! {
                 biased;
                 item = self.rx.recv() => item,
@@ -108,7 +123,7 @@ impl Committer {
                     self.rx.recv().await
                 }
             };
-            let Some(first) = first else { return };
+            let Some(first) = first else { break };
             let mut batch = vec![first];
             let mut count = batch[0].0.messages.len();
             let deadline = tokio::time::Instant::now() + limits.window;
@@ -124,8 +139,14 @@ impl Committer {
                 count += item.0.messages.len();
                 batch.push(item);
             }
-            commit_and_reply(&pool, &redis, batch).await;
+            let (pool, redis) = (pool.clone(), redis.clone());
+            commits.spawn(async move {
+                commit_and_reply(&pool, &redis, batch).await;
+                drop(slot);
+            });
         }
+        // every accepted request is answered before the committer ends
+        while commits.join_next().await.is_some() {}
     }
 }
 

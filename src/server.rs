@@ -14,6 +14,7 @@ use anyhow::Context;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::cache::TenantCache;
 use crate::config::Config;
 use crate::crypto::{self, KeySource};
 use crate::ingest::{Ingest, Limits};
@@ -92,12 +93,14 @@ pub async fn start(config: Config, roles: Roles) -> anyhow::Result<Running> {
         .with_context(|| format!("redis {}", crate::config::redact_url(&config.redis.url)))?;
 
     let (ingest, committer) = Ingest::channel();
+    let key_cache_ttl = config.auth.key_cache_ttl;
     let state = AppState {
         config: Arc::new(config),
         db: pool,
         redis,
         keys: Arc::new(keys),
         key_usage: Default::default(),
+        tenants: Arc::new(TenantCache::new(key_cache_ttl)),
         ingest,
         metrics: Arc::new(crate::metrics::Metrics::new()?),
     };
@@ -126,11 +129,20 @@ pub async fn start(config: Config, roles: Roles) -> anyhow::Result<Running> {
         let limits = Limits {
             window: state.config.api.ingest_window,
             max_messages: state.config.api.ingest_max_batch,
+            commits: state.config.api.ingest_commits,
         };
         tasks.spawn(async move {
             committer.run(pool, redis, limits, token).await;
             ("ingest", Ok(()))
         });
+        if state.tenants.enabled() {
+            let (tenants, redis, token) =
+                (state.tenants.clone(), state.redis.clone(), shutdown.clone());
+            tasks.spawn(async move {
+                tenants.run(redis, token).await;
+                ("tenant-cache", Ok(()))
+            });
+        }
         let (state, token) = (state.clone(), shutdown.clone());
         tasks.spawn(async move {
             let every = state.config.auth.key_usage_flush;

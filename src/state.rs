@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::auth::cache::TenantCache;
 use crate::auth::usage::KeyUsage;
 use crate::config::Config;
 use crate::crypto::MasterKeys;
@@ -18,6 +19,8 @@ pub struct AppState {
     pub redis: Redis,
     pub keys: Arc<MasterKeys>,
     pub key_usage: Arc<KeyUsage>,
+    /// API keys and projects as `/v1/send` resolves them, kept coherent over Redis pub/sub.
+    pub tenants: Arc<TenantCache>,
     /// Hands `/v1/send`'s rows to the group committer (running in processes with the api role).
     pub ingest: Ingest,
     pub metrics: Arc<Metrics>,

@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::TestApp;
+use relayit::server::{Roles, Running};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -133,16 +134,63 @@ async fn revoked_and_expired_keys_fail_on_the_next_request() {
     let (_, list) = app.get_as(&owner.token, "/v1/api-keys").await;
     assert!(list["data"].as_array().unwrap().is_empty());
 
-    let (_, expiring) =
-        app.post_as(&owner.token, "/v1/api-keys", json!({"name": "k", "scopes": ["read"]})).await;
+    // an expiring key is refused from its expiry on, cached or not
+    let expires_at = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
+    let (_, expiring) = app
+        .post_as(
+            &owner.token,
+            "/v1/api-keys",
+            json!({"name": "k", "scopes": ["read"], "expiresAt": expires_at}),
+        )
+        .await;
     let key = expiring["key"].as_str().unwrap();
     assert_eq!(app.get_as(key, "/v1/projects").await.0, 200);
-    app.sql(&format!(
-        "UPDATE api_keys SET expires_at = now() - interval '1 second' WHERE id = '{}'",
-        expiring["id"].as_str().unwrap()
-    ))
-    .await;
+    let hash = relayit::auth::tokens::hash(key);
+    wait_until_cached(app.running(), &hash, key, &app).await;
+    let wait = (expires_at - chrono::Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(wait + Duration::from_millis(50)).await;
     assert_eq!(app.get_as(key, "/v1/projects").await.0, 401);
+}
+
+/// Uses `key` on `running` until its process holds it in its cache.
+async fn wait_until_cached(running: &Running, hash: &[u8], key: &str, app: &TestApp) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while running.state().tenants.key(hash).is_none() {
+        assert!(std::time::Instant::now() < deadline, "the key never got cached");
+        let url = format!("http://{}/v1/projects", running.addr());
+        let status = app.client.get(url).bearer_auth(key).send().await.unwrap().status();
+        assert_eq!(status, 200);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_reaches_every_process_at_once() {
+    let app = TestApp::spawn().await;
+    let peer = app.spawn_peer(Roles { api: true, worker: false, webhook: false }).await;
+    let owner = app.sign_up("Owner").await;
+    let (_, created) =
+        app.post_as(&owner.token, "/v1/api-keys", json!({"name": "k", "scopes": ["read"]})).await;
+    let key = created["key"].as_str().unwrap();
+    let hash = relayit::auth::tokens::hash(key);
+    // the peer serves the key from memory, without asking Postgres
+    wait_until_cached(&peer, &hash, key, &app).await;
+
+    let (status, _) = app
+        .delete_as(&owner.token, &format!("/v1/api-keys/{}", created["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(status, 204);
+    // the announcement travels through Redis: the peer forgets the key within moments
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while peer.state().tenants.key(&hash).is_some() {
+        assert!(std::time::Instant::now() < deadline, "the peer kept the revoked key");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let url = format!("http://{}/v1/projects", peer.addr());
+    let status = app.client.get(url).bearer_auth(key).send().await.unwrap().status();
+    assert_eq!(status, 401);
+    assert_eq!(app.get_as(key, "/v1/projects").await.0, 401);
+    peer.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -54,7 +54,7 @@ async fn tables(url: &str) -> Vec<String> {
 async fn migrations_apply_revert_and_apply_again() {
     let db = TestDb::empty().await;
     let applied = relayit::db::migrate(&db.url).await.expect("migrate");
-    assert_eq!(applied.len(), 3);
+    assert_eq!(applied.len(), migration_count());
     let mut expected: Vec<String> = TABLES.iter().map(|t| t.to_string()).collect();
     expected.sort();
     assert_eq!(tables(&db.url).await, expected);
@@ -62,10 +62,10 @@ async fn migrations_apply_revert_and_apply_again() {
     assert!(relayit::db::migrate(&db.url).await.unwrap().is_empty());
 
     let reverted = relayit::db::revert_all(&db.url).await.expect("revert");
-    assert_eq!(reverted.len(), 3);
+    assert_eq!(reverted.len(), migration_count());
     assert!(tables(&db.url).await.is_empty());
 
-    assert_eq!(relayit::db::migrate(&db.url).await.unwrap().len(), 3);
+    assert_eq!(relayit::db::migrate(&db.url).await.unwrap().len(), migration_count());
     assert_eq!(tables(&db.url).await, expected);
 }
 
@@ -77,7 +77,53 @@ async fn concurrent_migrations_serialize_on_the_advisory_lock() {
     for run in runs {
         total += run.expect("every concurrent migrate succeeds").len();
     }
-    assert_eq!(total, 3, "each migration applied exactly once");
+    assert_eq!(total, migration_count(), "each migration applied exactly once");
+}
+
+/// The migrations in the repository (directories with an `up.sql`).
+fn migration_count() -> usize {
+    let dirs = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations")).unwrap();
+    let count = dirs.filter(|d| d.as_ref().unwrap().path().join("up.sql").is_file()).count();
+    assert!(count >= 4);
+    count
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_project_deletes_its_messages_and_their_events() {
+    let db = TestDb::migrated().await;
+    let mut conn = AsyncPgConnection::establish(&db.url).await.unwrap();
+    for sql in [
+        "INSERT INTO organizations (id, name, slug) VALUES ('org_a', 'A', 'a')",
+        "INSERT INTO projects (id, organization_id, name, slug) VALUES
+            ('prj_a', 'org_a', 'A', 'a'), ('prj_b', 'org_a', 'B', 'b')",
+        "INSERT INTO messages (id, organization_id, project_id, channel, recipient, status, content)
+         VALUES ('msg_a', 'org_a', 'prj_a', 'sms', '+14155550123', 'queued', '{}'),
+                ('msg_b', 'org_a', 'prj_b', 'sms', '+14155550123', 'queued', '{}')",
+        "INSERT INTO message_events (id, message_id, status) VALUES
+            ('evt_a1', 'msg_a', 'received'), ('evt_a2', 'msg_a', 'queued'),
+            ('evt_b1', 'msg_b', 'received')",
+        "DELETE FROM projects WHERE id = 'prj_a'",
+    ] {
+        diesel::sql_query(sql).execute(&mut conn).await.unwrap();
+    }
+    let left: Vec<Name> = diesel::sql_query("SELECT id AS name FROM message_events ORDER BY id")
+        .load(&mut conn)
+        .await
+        .unwrap();
+    let left: Vec<String> = left.into_iter().map(|r| r.name).collect();
+    assert_eq!(left, ["evt_b1"], "only the other project's events are left");
+
+    diesel::sql_query("DELETE FROM organizations WHERE id = 'org_a'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let left: Vec<Name> = diesel::sql_query(
+        "SELECT id AS name FROM messages UNION ALL SELECT id FROM message_events",
+    )
+    .load(&mut conn)
+    .await
+    .unwrap();
+    assert!(left.is_empty(), "an organization takes its messages and events with it");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

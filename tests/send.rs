@@ -5,6 +5,7 @@ mod common;
 
 use common::{Account, TestApp};
 use fred::prelude::StreamsInterface;
+use relayit::server::Roles;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -503,4 +504,83 @@ async fn delivery_resumes_after_redis_loses_the_stream() {
     let (status, accepted) = app.post_as(&key, "/v1/send", email("alice@example.com")).await;
     assert_eq!(status, 202);
     wait_until_sent(&app, &key, accepted["id"].as_str().unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_roles_deliver_what_the_api_queued_before_any_worker_started() {
+    // an API process alone, with a sweeper far too slow to be what delivers
+    let app = TestApp::spawn_roles(Roles { api: true, worker: false, webhook: false }, |c| {
+        c.delivery.requeue_after = std::time::Duration::from_secs(3600);
+    })
+    .await;
+    let (owner, key) = sender(&app).await;
+    let (status, _) = app
+        .post_as(
+            &owner.token,
+            "/v1/providers",
+            json!({"name": "Sandbox", "channel": "email", "providerType": "sandbox", "credentials": {}}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let (status, accepted) =
+            app.post_as(&key, "/v1/send", email(&format!("u{i}@example.com"))).await;
+        assert_eq!(status, 202);
+        ids.push(accepted["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(stream_len(&app).await, 5);
+
+    // the first worker of the install starts only now
+    let worker = app.spawn_peer(Roles { api: false, worker: true, webhook: false }).await;
+    for id in &ids {
+        let message = wait_until_sent(&app, &key, id).await;
+        assert_eq!(message["attempts"], 1);
+    }
+    worker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renamed_project_is_not_found_by_its_old_slug_on_any_process() {
+    let app =
+        TestApp::spawn_roles(Roles { api: true, worker: false, webhook: false }, |_| {}).await;
+    let peer = app.spawn_peer(Roles { api: true, worker: false, webhook: false }).await;
+    let owner = app.sign_up("Sender").await;
+    let key = app.create_api_key(&owner, &["send"], None).await;
+    let (_, project) =
+        app.get_as(&owner.token, &format!("/v1/projects/{}", owner.project_id)).await;
+    let slug = project["slug"].as_str().unwrap().to_owned();
+    let body = |to: &str| {
+        let mut body = email(to);
+        body["project"] = json!(slug);
+        body
+    };
+    let peer_send = |body: Value| {
+        let url = format!("http://{}/v1/send", peer.addr());
+        let request = app.client.post(url).bearer_auth(&key).json(&body);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    // the peer resolves the slug from memory once it holds it
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while peer.state().tenants.project(&owner.org_id, &slug).is_none() {
+        assert!(std::time::Instant::now() < deadline, "the project never got cached");
+        assert_eq!(peer_send(body("a@example.com")).await, 202);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (status, _) = app
+        .patch_as(
+            &owner.token,
+            &format!("/v1/projects/{}", owner.project_id),
+            json!({"slug": "renamed"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while peer.state().tenants.project(&owner.org_id, &slug).is_some() {
+        assert!(std::time::Instant::now() < deadline, "the peer kept the old slug");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(peer_send(body("b@example.com")).await, 404);
+    assert_eq!(app.post_as(&key, "/v1/send", body("c@example.com")).await.0, 404);
+    peer.shutdown().await.unwrap();
 }

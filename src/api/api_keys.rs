@@ -201,5 +201,6 @@ pub async fn revoke(
     if !api_keys::revoke(&mut conn, &access.org.id, &path).await? {
         return Err(ApiError::not_found("API key"));
     }
+    state.tenants.invalidate_everywhere(&state.redis).await;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -254,6 +254,7 @@ pub async fn delete(
     let access = org_access(&state, principal, &path, Action::Own).await?;
     let mut conn = state.db.get().await?;
     organizations::delete(&mut conn, &access.org.id).await?;
+    state.tenants.invalidate_everywhere(&state.redis).await;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -226,6 +226,8 @@ pub async fn update(
         "a project with this slug already exists",
     )?
     .ok_or_else(|| ApiError::not_found("project"))?;
+    // its old slug may be cached as a name for it
+    state.tenants.invalidate_everywhere(&state.redis).await;
     Ok(HttpResponse::Ok().json(ProjectView::from(updated)))
 }
 
@@ -241,5 +243,6 @@ pub async fn delete(
     let mut conn = state.db.get().await?;
     let project = visible(&mut conn, &access, &path).await?;
     projects::delete(&mut conn, &access.org.id, &project.id).await?;
+    state.tenants.invalidate_everywhere(&state.redis).await;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -102,11 +102,27 @@ pub struct BatchRequest {
 }
 
 /// The sending key, with what it resolves per request (projects, credentials), so that a
-/// batch looks each up once.
+/// batch looks each up once. A database connection is taken only when something must be
+/// looked up: a project-bound key sending without `provider` needs none before the commit.
 struct Sender<'a> {
+    state: &'a AppState,
     key: &'a ApiKey,
+    conn: Option<PooledConnection>,
     projects: HashMap<String, Option<String>>,
     credentials: HashMap<(String, String), bool>,
+}
+
+impl<'a> Sender<'a> {
+    fn new(state: &'a AppState, key: &'a ApiKey) -> Self {
+        Self { state, key, conn: None, projects: HashMap::new(), credentials: HashMap::new() }
+    }
+
+    async fn conn(&mut self) -> Result<&mut PooledConnection, ApiError> {
+        match &mut self.conn {
+            Some(conn) => Ok(conn),
+            none => Ok(none.insert(self.state.db.get().await?)),
+        }
+    }
 }
 
 fn sending_key(principal: &Principal) -> Result<&ApiKey, ApiError> {
@@ -196,11 +212,10 @@ pub async fn send(
     let idempotency = idempotency_key(&req)?;
     let value: Value = json::parse(&body)?;
     let limit_headers = rate_limit(&state, key, 1).await?;
-    let mut conn = state.db.get().await?;
-    let mut sender = Sender { key, projects: HashMap::new(), credentials: HashMap::new() };
+    let mut sender = Sender::new(&state, key);
     let now = Utc::now();
-    let prepared = prepare(&mut conn, &mut sender, &value, now).await?;
-    drop(conn);
+    let prepared = prepare(&mut sender, &value, now).await?;
+    drop(sender);
     let accepted = Accepted { id: prepared.message.id.clone(), status: prepared.message.status };
     let response = serde_json::to_value(&accepted).map_err(ApiError::internal)?;
     let mut submission = Submission::default();
@@ -232,13 +247,12 @@ pub async fn send_batch(
         ));
     }
     let limit_headers = rate_limit(&state, key, batch.messages.len()).await?;
-    let mut conn = state.db.get().await?;
-    let mut sender = Sender { key, projects: HashMap::new(), credentials: HashMap::new() };
+    let mut sender = Sender::new(&state, key);
     let now = Utc::now();
     let mut submission = Submission::default();
     let mut data = Vec::with_capacity(batch.messages.len());
     for item in &batch.messages {
-        match prepare(&mut conn, &mut sender, item, now).await {
+        match prepare(&mut sender, item, now).await {
             Ok(prepared) => {
                 data.push(json!({"id": prepared.message.id, "status": prepared.message.status}));
                 prepared.add_to(&mut submission);
@@ -248,7 +262,7 @@ pub async fn send_batch(
             }})),
         }
     }
-    drop(conn);
+    drop(sender);
     let response = json!({ "data": data });
     // A batch's idempotency record lives in the project of its keys' scope, or its first
     // accepted message's.
@@ -340,7 +354,6 @@ impl Prepared {
 
 /// Validates one send body (either shape) and builds its rows.
 async fn prepare(
-    conn: &mut PooledConnection,
     sender: &mut Sender<'_>,
     value: &Value,
     now: DateTime<Utc>,
@@ -399,16 +412,13 @@ async fn prepare(
     };
 
     let project_field = if legacy { "projectSlug" } else { "project" };
-    let project_id =
-        resolve_project(conn, sender, request.project.as_deref(), project_field).await?;
+    let project_id = resolve_project(sender, request.project.as_deref(), project_field).await?;
     let requested_provider = match (&request.provider, provider_type) {
         (Some(slug), _) => {
-            check_provider(conn, sender, &project_id, channel, slug).await?;
+            check_provider(sender, &project_id, channel, slug).await?;
             Some(slug.clone())
         }
-        (None, Some(kind)) => {
-            Some(provider_of_type(conn, sender, &project_id, channel, &kind).await?)
-        }
+        (None, Some(kind)) => Some(provider_of_type(sender, &project_id, channel, &kind).await?),
         (None, None) => None,
     };
 
@@ -465,7 +475,6 @@ fn from_legacy(legacy: LegacyRequest) -> Result<SendRequest, ApiError> {
 /// The project a message goes to: the key's own, or the one named (id or slug) within the
 /// key's organization. Another organization's project is not found (404).
 async fn resolve_project(
-    conn: &mut PooledConnection,
     sender: &mut Sender<'_>,
     named: Option<&str>,
     field: &str,
@@ -481,7 +490,21 @@ async fn resolve_project(
         (Some(named), _) => named,
     };
     if !sender.projects.contains_key(named) {
-        let found = projects::find(conn, &sender.key.organization_id, named).await?.map(|p| p.id);
+        let organization_id = sender.key.organization_id.clone();
+        let tenants = &sender.state.tenants;
+        let found = match tenants.project(&organization_id, named) {
+            Some(id) => Some(id),
+            None => {
+                let since = tenants.generation();
+                let found = projects::find(sender.conn().await?, &organization_id, named)
+                    .await?
+                    .map(|p| p.id);
+                if let Some(id) = &found {
+                    sender.state.tenants.insert_project(since, &organization_id, named, id.clone());
+                }
+                found
+            }
+        };
         sender.projects.insert(named.to_owned(), found);
     }
     match (sender.projects.get(named).cloned().flatten(), &sender.key.project_id) {
@@ -493,7 +516,6 @@ async fn resolve_project(
 
 /// The named credential must exist, be active, serve the channel and be visible to the project.
 async fn check_provider(
-    conn: &mut PooledConnection,
     sender: &mut Sender<'_>,
     project_id: &str,
     channel: Channel,
@@ -501,11 +523,17 @@ async fn check_provider(
 ) -> Result<(), ApiError> {
     let cache_key = (project_id.to_owned(), format!("{}:{slug}", channel.as_str()));
     if !sender.credentials.contains_key(&cache_key) {
-        let usable =
-            delivery::routes(conn, &sender.key.organization_id, project_id, channel.as_str(), None)
-                .await?
-                .iter()
-                .any(|c| c.slug == slug);
+        let organization_id = sender.key.organization_id.clone();
+        let usable = delivery::routes(
+            sender.conn().await?,
+            &organization_id,
+            project_id,
+            channel.as_str(),
+            None,
+        )
+        .await?
+        .iter()
+        .any(|c| c.slug == slug);
         sender.credentials.insert(cache_key.clone(), usable);
     }
     if sender.credentials.get(&cache_key).copied().unwrap_or(false) {
@@ -520,13 +548,13 @@ async fn check_provider(
 
 /// The original body names a provider type: the highest-priority usable credential of it.
 async fn provider_of_type(
-    conn: &mut PooledConnection,
     sender: &mut Sender<'_>,
     project_id: &str,
     channel: Channel,
     kind: &str,
 ) -> Result<String, ApiError> {
-    delivery::routes(conn, &sender.key.organization_id, project_id, channel.as_str(), None)
+    let organization_id = sender.key.organization_id.clone();
+    delivery::routes(sender.conn().await?, &organization_id, project_id, channel.as_str(), None)
         .await?
         .into_iter()
         .find(|c| c.provider_type == kind)

@@ -10,6 +10,7 @@
 //! principal does not belong to is "not found", never "forbidden", so ids of other tenants leak
 //! nothing.
 
+pub mod cache;
 pub mod password;
 pub mod throttle;
 pub mod tokens;
@@ -96,12 +97,22 @@ async fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
         check_origin(req, &state)?;
     }
     let hash = tokens::hash(&token);
-    let mut conn = state.db.get().await?;
     if tokens::is_api_key(&token) {
-        let key = api_keys::find_live_by_hash(&mut conn, &hash).await?.ok_or_else(invalid)?;
+        let key = match state.tenants.key(&hash) {
+            Some(key) => key,
+            None => {
+                let since = state.tenants.generation();
+                let mut conn = state.db.get().await?;
+                let key =
+                    api_keys::find_live_by_hash(&mut conn, &hash).await?.ok_or_else(invalid)?;
+                state.tenants.insert_key(since, hash, key.clone());
+                key
+            }
+        };
         state.key_usage.record(&key.id);
         return Ok(Principal::Key(key));
     }
+    let mut conn = state.db.get().await?;
     let (mut session, user) = users::find_session(&mut conn, &hash).await?.ok_or_else(invalid)?;
     // Sliding expiry, written at most about once per tenth of the lifetime (a day at most).
     let ttl = chrono::Duration::from_std(state.config.auth.session_ttl)

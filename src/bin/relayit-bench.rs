@@ -93,18 +93,25 @@ impl Server {
     }
 }
 
-async fn start_server(db_url: &str, prefix: &str) -> anyhow::Result<Server> {
+/// The master key every server of a run shares (split roles must be given the same one).
+fn master_key() -> &'static str {
+    static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    KEY.get_or_init(relayit::crypto::generate_key_base64)
+}
+
+async fn start_server(db_url: &str, prefix: &str, role: &str) -> anyhow::Result<Server> {
     let exe: PathBuf = std::env::current_exe()?.with_file_name("relayit");
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let data = std::env::temp_dir().join(format!("relayit-bench-{port}"));
     std::fs::create_dir_all(&data)?;
     let child = Command::new(&exe)
-        .args(["serve", "--role=all"])
+        .args(["serve", &format!("--role={role}")])
         .env("DATABASE_URL", db_url)
         .env("REDIS_URL", redis_url())
         .env("RELAYIT_REDIS__KEY_PREFIX", prefix)
         .env("RELAYIT_SERVER__BIND", format!("127.0.0.1:{port}"))
         .env("RELAYIT_DATA_DIR", &data)
+        .env("RELAYIT_SECURITY__ENCRYPTION_KEY", master_key())
         .env("RELAYIT_LOG__LEVEL", "warn")
         .env("RELAYIT_DATABASE__MAX_CONNECTIONS", "32")
         .stdout(Stdio::null())
@@ -115,6 +122,7 @@ async fn start_server(db_url: &str, prefix: &str) -> anyhow::Result<Server> {
     let server = Server { child, base: format!("http://127.0.0.1:{port}") };
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(60);
+    // every role serves the health routes
     while !client
         .get(format!("{}/readyz", server.base))
         .send()
@@ -242,26 +250,69 @@ async fn load(
 #[derive(QueryableByName)]
 struct Stats {
     #[diesel(sql_type = diesel::sql_types::BigInt)]
+    messages: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
     sent: i64,
     #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Double>)]
     p50_ms: Option<f64>,
     #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Double>)]
     p99_ms: Option<f64>,
+    /// From the first message's creation to the last `sent`.
     #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Double>)]
-    span_s: Option<f64>,
+    created_to_last_sent_s: Option<f64>,
+    /// From the first `sent` to the last.
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Double>)]
+    first_to_last_sent_s: Option<f64>,
 }
 
-async fn delivery_stats(db_url: &str) -> anyhow::Result<Stats> {
-    let mut conn = AsyncPgConnection::establish(db_url).await?;
+/// Delivery of the messages created since `since`.
+async fn delivery_stats(
+    conn: &mut AsyncPgConnection,
+    since: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<Stats> {
     Ok(diesel::sql_query(
-        "SELECT count(*) AS sent,
-                percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM e.created_at - m.created_at) * 1000) AS p50_ms,
-                percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM e.created_at - m.created_at) * 1000) AS p99_ms,
-                extract(epoch FROM max(e.created_at) - min(m.created_at))::float8 AS span_s
-         FROM messages m JOIN message_events e ON e.message_id = m.id AND e.status = 'sent'",
+        "WITH m AS (SELECT id, created_at FROM messages WHERE created_at >= $1),
+              s AS (SELECT m.created_at, e.created_at AS sent_at
+                    FROM m JOIN message_events e ON e.message_id = m.id AND e.status = 'sent')
+         SELECT (SELECT count(*) FROM m) AS messages,
+                count(*) AS sent,
+                percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM sent_at - created_at) * 1000) AS p50_ms,
+                percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM sent_at - created_at) * 1000) AS p99_ms,
+                extract(epoch FROM max(sent_at) - (SELECT min(created_at) FROM m))::float8 AS created_to_last_sent_s,
+                extract(epoch FROM max(sent_at) - min(sent_at))::float8 AS first_to_last_sent_s
+         FROM s",
     )
-    .get_result(&mut conn)
+    .bind::<diesel::sql_types::Timestamptz, _>(since)
+    .get_result(conn)
     .await?)
+}
+
+/// Waits (at most `limit`) until every message created since `since` is `sent`.
+async fn wait_for_delivery(
+    db_url: &str,
+    since: chrono::DateTime<chrono::Utc>,
+    limit: Duration,
+) -> anyhow::Result<Stats> {
+    let mut conn = AsyncPgConnection::establish(db_url).await?;
+    let deadline = Instant::now() + limit;
+    loop {
+        let stats = delivery_stats(&mut conn, since).await?;
+        if stats.sent >= stats.messages || Instant::now() > deadline {
+            return Ok(stats);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn print_load(label: &str, result: &Load, per_request: usize) {
+    println!(
+        "| {label} | {} | {:.0} | {:.2} | {:.2} | {} |",
+        result.requests,
+        (result.requests * per_request) as f64 / result.elapsed.as_secs_f64(),
+        percentile(&result.latencies, 0.5).as_secs_f64() * 1000.0,
+        percentile(&result.latencies, 0.99).as_secs_f64() * 1000.0,
+        result.errors
+    );
 }
 
 /// Raw ceilings: multi-row INSERTs of message rows, and pipelined XADDs.
@@ -328,65 +379,67 @@ async fn clear_prefix(prefix: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Three servers in turn on one database: the API alone (what an API process accepts), then a
+/// worker alone draining what it accepted (what a worker process delivers), then everything in
+/// one process under sustained load (the end-to-end rate, send to `sent`).
 async fn run(options: &Options, db_name: &str, prefix: &str) -> anyhow::Result<()> {
     let db_url = database_url(db_name)?;
-    let server = start_server(&db_url, prefix).await?;
-    let client = reqwest::Client::new();
-    let key = provision(&client, &server.base).await?;
     let started = Instant::now();
-    let mut accepted = 0usize;
-
+    let seconds = options.seconds;
     println!(
-        "# relayit-bench ({} s per phase, {} cores)\n",
-        options.seconds,
+        "# relayit-bench ({seconds} s per phase, {} cores)\n",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
+
+    let api = start_server(&db_url, prefix, "api").await?;
+    let client = reqwest::Client::new();
+    let key = provision(&client, &api.base).await?;
+    let since = chrono::Utc::now();
+    println!("## API alone (`serve --role=api`)\n");
     println!("| phase | requests | messages/s | p50 ms | p99 ms | errors |");
     println!("| --- | ---: | ---: | ---: | ---: | ---: |");
     for concurrency in [1, 16, 64] {
-        let result = load(&server.base, &key, concurrency, options.seconds, 200_000, 1).await;
-        accepted += result.requests;
-        println!(
-            "| /v1/send, {concurrency} connections | {} | {:.0} | {:.2} | {:.2} | {} |",
-            result.requests,
-            result.requests as f64 / result.elapsed.as_secs_f64(),
-            percentile(&result.latencies, 0.5).as_secs_f64() * 1000.0,
-            percentile(&result.latencies, 0.99).as_secs_f64() * 1000.0,
-            result.errors
-        );
+        let result = load(&api.base, &key, concurrency, seconds, 500_000, 1).await;
+        print_load(&format!("/v1/send, {concurrency} connections"), &result, 1);
     }
-    let batch = load(&server.base, &key, 4, options.seconds, 400, 1000).await;
-    accepted += batch.requests * 1000;
-    println!(
-        "| /v1/send/batch x1000, 4 connections | {} | {:.0} | {:.1} | {:.1} | {} |",
-        batch.requests,
-        (batch.requests * 1000) as f64 / batch.elapsed.as_secs_f64(),
-        percentile(&batch.latencies, 0.5).as_secs_f64() * 1000.0,
-        percentile(&batch.latencies, 0.99).as_secs_f64() * 1000.0,
-        batch.errors
-    );
+    let batch = load(&api.base, &key, 4, seconds, 1000, 1000).await;
+    print_load("/v1/send/batch x1000, 4 connections", &batch, 1000);
+    let api_rss = api.peak_rss_mib().unwrap_or(0.0);
+    drop(api);
 
-    // end to end: wait (bounded) for the worker to deliver what was accepted
-    let deadline = Instant::now() + Duration::from_secs(options.seconds * 12);
-    let mut stats = delivery_stats(&db_url).await?;
-    while (stats.sent as usize) < accepted && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        stats = delivery_stats(&db_url).await?;
-    }
-    match stats.span_s.filter(|s| *s > 0.0) {
-        Some(span) => println!(
-            "\nEnd to end (sandbox): {} of {accepted} accepted messages `sent`, {:.0} messages/s over the run; send-to-sent p50 {:.0} ms, p99 {:.0} ms",
-            stats.sent,
-            stats.sent as f64 / span,
-            stats.p50_ms.unwrap_or(0.0),
-            stats.p99_ms.unwrap_or(0.0)
-        ),
-        None => {
-            println!("\nEnd to end: no message reached `sent` (is the delivery worker running?)")
-        }
-    }
-    println!("Peak RSS of relayit: {:.0} MiB", server.peak_rss_mib().unwrap_or(0.0));
-    drop(server);
+    println!("\n## Delivery worker alone (`serve --role=worker`), draining that backlog\n");
+    let worker = start_server(&db_url, prefix, "worker").await?;
+    let drained = wait_for_delivery(&db_url, since, Duration::from_secs(seconds * 40)).await?;
+    println!(
+        "{} of {} messages `sent`, {:.0} messages/s",
+        drained.sent,
+        drained.messages,
+        drained.sent as f64 / drained.first_to_last_sent_s.unwrap_or(f64::INFINITY)
+    );
+    let worker_rss = worker.peak_rss_mib().unwrap_or(0.0);
+    drop(worker);
+
+    println!("\n## Everything in one process (`serve --role=all`), 64 connections sending\n");
+    let all = start_server(&db_url, prefix, "all").await?;
+    let since = chrono::Utc::now();
+    let sustained = load(&all.base, &key, 64, seconds * 2, 2_000_000, 1).await;
+    println!("| phase | requests | messages/s | p50 ms | p99 ms | errors |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    print_load("/v1/send, 64 connections, worker running", &sustained, 1);
+    let e2e = wait_for_delivery(&db_url, since, Duration::from_secs(seconds * 40)).await?;
+    println!(
+        "\nEnd to end (sandbox): {} of {} accepted messages `sent`, {:.0} messages/s from the first send to the last `sent`; send-to-sent p50 {:.0} ms, p99 {:.0} ms",
+        e2e.sent,
+        e2e.messages,
+        e2e.sent as f64 / e2e.created_to_last_sent_s.unwrap_or(f64::INFINITY),
+        e2e.p50_ms.unwrap_or(0.0),
+        e2e.p99_ms.unwrap_or(0.0)
+    );
+    let all_rss = all.peak_rss_mib().unwrap_or(0.0);
+    drop(all);
+    println!(
+        "Peak RSS of relayit: API {api_rss:.0} MiB, worker {worker_rss:.0} MiB, all roles {all_rss:.0} MiB"
+    );
 
     let (insert_rate, xadd_rate) = ceilings(&db_url, prefix).await?;
     println!(

@@ -7,8 +7,10 @@
 
 use std::time::Duration;
 
-use fred::clients::{Client, Pool};
-use fred::prelude::{ClientLike, Config as FredConfig, ReconnectPolicy, StreamsInterface};
+use fred::clients::{Client, Pool, SubscriberClient};
+use fred::prelude::{
+    ClientLike, Config as FredConfig, PubsubInterface, ReconnectPolicy, StreamsInterface,
+};
 use fred::types::Builder;
 
 use crate::config::RedisConfig;
@@ -65,6 +67,10 @@ impl Keys {
     pub fn sign_in(&self, kind: &str, subject: &str) -> String {
         self.key(&format!("signin:{kind}:{subject}"))
     }
+    /// The pub/sub channel on which processes tell each other to drop cached tenant data.
+    pub fn invalidations(&self) -> String {
+        self.key("invalidations")
+    }
     /// A pattern matching every key of this install (cleanup in tests and tools).
     pub fn pattern(&self) -> String {
         format!("{}*", self.base.replace('{', "\\{").replace('}', "\\}"))
@@ -115,6 +121,18 @@ impl Redis {
         Ok(client)
     }
 
+    /// A connection subscribed to nothing yet, for listening on pub/sub channels.
+    pub async fn subscriber(&self) -> Result<SubscriberClient, QueueError> {
+        let client = self.builder.build_subscriber_client()?;
+        client.init().await?;
+        Ok(client)
+    }
+
+    pub async fn publish(&self, channel: &str, message: &str) -> Result<(), QueueError> {
+        let _receivers: i64 = self.pool.next().publish(channel, message).await?;
+        Ok(())
+    }
+
     /// PING within the command timeout, for readiness checks.
     pub async fn ping(&self) -> Result<(), String> {
         let ping = self.pool.next().ping::<String>(None);
@@ -136,8 +154,11 @@ impl Redis {
 
 /// Creates the consumer group on `stream` (and the stream) unless it exists; every worker
 /// process calls this at start, so it must tolerate the group being there already.
+///
+/// A new group starts at the beginning of the stream, not at its end: API processes may have
+/// queued messages before the first worker ever started, and those must be delivered too.
 pub async fn ensure_group(client: &Client, stream: &str) -> Result<(), QueueError> {
-    let created: Result<(), _> = client.xgroup_create(stream, CONSUMER_GROUP, "$", true).await;
+    let created: Result<(), _> = client.xgroup_create(stream, CONSUMER_GROUP, "0", true).await;
     match created {
         Err(e) if e.details().starts_with("BUSYGROUP") => Ok(()),
         other => Ok(other?),

@@ -257,6 +257,12 @@ impl TestApp {
         format!("http://{}{path}", self.addr)
     }
 
+    /// Another process of the same install: `roles` on the same database and Redis prefix
+    /// with the same master key, on a port of its own.
+    pub async fn spawn_peer(&self, roles: Roles) -> Running {
+        server::start(self.config.clone(), roles).await.expect("start a peer")
+    }
+
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client.get(self.url(path)).send().await.expect("request")
     }
