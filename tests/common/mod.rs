@@ -469,6 +469,15 @@ impl TestApp {
     }
 }
 
+/// How many migrations the repository holds (one directory each).
+pub fn migration_count() -> usize {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    std::fs::read_dir(dir)
+        .expect("read migrations dir")
+        .filter(|entry| entry.as_ref().is_ok_and(|e| e.path().join("up.sql").is_file()))
+        .count()
+}
+
 /// A free TCP port on localhost (free when asked; tests bind it soon after).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
