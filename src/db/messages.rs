@@ -47,6 +47,9 @@ pub struct Message {
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Since when its deliveries have been throttled without a break (they spend no attempt,
+    /// so this is what bounds them: `delivery.max_throttled_for`).
+    pub throttled_since: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Insertable)]

@@ -4,6 +4,7 @@
 //!
 //! - `worker`: the delivery loop (read, claim, deliver, record, acknowledge);
 //! - `deliver` and `routing`: one message's attempt over its credentials, in routing order;
+//! - `limits`: per-credential rate limits, checked before each provider call;
 //! - `connector` and `sandbox`: what a provider connector is, and the sandbox's;
 //! - `queue`: the consuming side of the queue contract (`crate::queue::deliveries`);
 //! - `recovery`: the delayed-set mover and the sweeper;
@@ -12,6 +13,7 @@
 pub mod backoff;
 pub mod connector;
 pub mod deliver;
+pub mod limits;
 pub mod queue;
 pub mod recovery;
 pub mod routing;

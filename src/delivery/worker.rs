@@ -27,6 +27,7 @@ use crate::db::messages::{FAILED, Message, RETRYING};
 use crate::delivery::backoff::{before, until_ok, until_ok_or_stopped};
 use crate::delivery::connector::Registry;
 use crate::delivery::deliver::attempt;
+use crate::delivery::limits::RateLimiter;
 use crate::delivery::queue::{self, Entry, Settlement};
 use crate::delivery::routing::Router;
 use crate::queue::QueueError;
@@ -44,6 +45,7 @@ pub struct Worker {
     consumer: String,
     registry: Registry,
     router: Router,
+    limiter: RateLimiter,
 }
 
 /// A delivered message on its way to the recorder, with its stream entry and its slot.
@@ -63,7 +65,9 @@ struct Reclaim {
 impl Worker {
     pub fn new(state: AppState, consumer: String) -> Self {
         let router = Router::new(state.keys.clone(), state.config.delivery.credential_cache_ttl);
-        Self { state, consumer, registry: Registry::default(), router }
+        let limiter =
+            RateLimiter::new(state.redis.clone(), state.config.delivery.rate_limits.clone());
+        Self { state, consumer, registry: Registry::default(), router, limiter }
     }
 
     /// Delivers until `stop` is cancelled, then lets deliveries in flight finish within
@@ -227,8 +231,14 @@ impl Worker {
         let db = &self.state.db;
         let route = until_ok("routing a message", || self.router.route(db, message)).await;
         let started = std::time::Instant::now();
-        let (outcome, refused) =
-            attempt(&self.registry, &self.state.config.delivery, message, &route).await;
+        let (outcome, refused) = attempt(
+            &self.registry,
+            Some(&self.limiter),
+            &self.state.config.delivery,
+            message,
+            &route,
+        )
+        .await;
         let provider = outcome.provider_type.as_deref().unwrap_or("none");
         let metrics = &self.state.metrics;
         metrics.deliveries.with_label_values(&[&message.channel, provider, outcome.status]).inc();
