@@ -73,7 +73,7 @@ pub struct ApiConfig {
 impl Default for ApiConfig {
     fn default() -> Self {
         Self {
-            ingest_window: Duration::from_millis(1),
+            ingest_window: Duration::ZERO,
             ingest_max_batch: 2000,
             ingest_commits: 4,
             send_rate_limit: 0,
