@@ -16,6 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::crypto::{self, KeySource};
+use crate::delivery::connector::Registry;
+use crate::inbound::sns::SnsVerifier;
 use crate::ingest::{Ingest, Limits};
 use crate::queue::Redis;
 use crate::state::AppState;
@@ -92,6 +94,8 @@ pub async fn start(config: Config, roles: Roles) -> anyhow::Result<Running> {
         .with_context(|| format!("redis {}", crate::config::redact_url(&config.redis.url)))?;
 
     let (ingest, committer) = Ingest::channel();
+    let connectors = Arc::new(Registry::new(&config.providers));
+    let sns_verifier = Arc::new(SnsVerifier::new(&config.providers.sns_trusted_hosts));
     let state = AppState {
         config: Arc::new(config),
         db: pool,
@@ -100,6 +104,8 @@ pub async fn start(config: Config, roles: Roles) -> anyhow::Result<Running> {
         key_usage: Default::default(),
         ingest,
         metrics: Arc::new(crate::metrics::Metrics::new()?),
+        connectors,
+        sns_verifier,
     };
     let shutdown = CancellationToken::new();
     let grace = state.config.server.shutdown_grace;
