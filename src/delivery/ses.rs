@@ -36,11 +36,6 @@ impl Ses {
         let client = self.clients.get(credential, &target, Client::new)?;
         Ok((client, config))
     }
-
-    /// How many SDK clients are cached.
-    pub fn cached_clients(&self) -> usize {
-        self.clients.len()
-    }
 }
 
 impl Connector for Ses {
