@@ -26,6 +26,7 @@ use crate::db::Cursor;
 use crate::db::providers::{
     self, ListFilter, NewProviderCredential, ProviderChanges, ProviderCredential,
 };
+use crate::delivery::connector::OpenedCredential;
 use crate::error::ApiError;
 use crate::providers::{Channel, ProviderType};
 use crate::state::AppState;
@@ -432,7 +433,8 @@ pub async fn delete(
 }
 
 /// Checks the credentials with one cheap authenticated call to the provider (owner or admin).
-/// A refusal by the provider is `200 {ok: false}`; only the sandbox is verifiable so far.
+/// A refusal by the provider, or no answer from it, is `200 {ok: false, detail}`; 501 for types
+/// whose connector cannot verify yet.
 #[utoipa::path(post, path = "/v1/providers/{providerId}/verify", tag = "providers",
     params(("providerId" = String, Path)),
     responses((status = 200, body = VerifyResult), (status = 501, body = crate::error::ErrorBody)))]
@@ -446,18 +448,29 @@ pub async fn verify(
     let row = visible(&mut conn, &access, &path, false).await?;
     let provider_type = stored_type(&row)?;
     // Whatever the provider says, the stored secrets must open first.
-    open_credentials(&state.keys, &row)
+    let secrets = open_credentials(&state.keys, &row)
         .map_err(|reason| ApiError::internal(format!("provider {}: {reason}", row.id)))?;
-    match provider_type {
-        ProviderType::Sandbox => Ok(HttpResponse::Ok().json(VerifyResult {
-            ok: true,
-            detail: "the sandbox accepts any credentials; nothing to verify".to_owned(),
-        })),
-        // Real verification arrives with the connectors.
-        other => Err(ApiError::new(
+    // the pooled connection is not held across the provider call
+    drop(conn);
+    let credential = OpenedCredential::new(row.id, row.slug, provider_type, row.config, secrets);
+    let Some(check) = state.connectors.connector(provider_type).verify(&credential) else {
+        return Err(ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
             "not_implemented",
-            format!("verifying {} credentials is not implemented yet", other.as_str()),
-        )),
-    }
+            format!("verifying {} credentials is not implemented yet", provider_type.as_str()),
+        ));
+    };
+    let timeout = state.config.delivery.provider_timeout;
+    let result = match tokio::time::timeout(timeout, check).await {
+        Ok(Ok(detail)) => VerifyResult { ok: true, detail },
+        Ok(Err(error)) => VerifyResult { ok: false, detail: error.to_string() },
+        Err(_) => VerifyResult {
+            ok: false,
+            detail: format!(
+                "no answer from the provider within {}",
+                humantime::format_duration(timeout)
+            ),
+        },
+    };
+    Ok(HttpResponse::Ok().json(result))
 }

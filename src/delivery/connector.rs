@@ -3,7 +3,11 @@
 //! failover and dead-letter decisions rest on that classification alone (design.md, invariant
 //! 5), so each connector maps its provider's answers onto [`ProviderError`] and nothing else.
 //!
-//! The [`Registry`] picks the connector for a provider type.
+//! A connector may also verify a credential (`POST /v1/providers/{id}/verify`): one cheap
+//! authenticated call, whose refusal is an answer (`{ok: false}`), not an error of ours.
+//!
+//! The [`Registry`] picks the connector for a provider type; one per process, shared by the
+//! API and the worker, so clients a connector caches per credential serve both.
 
 use std::fmt;
 use std::future::Future;
@@ -12,8 +16,11 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use crate::config::ProvidersConfig;
 use crate::db::messages::Message;
 use crate::delivery::sandbox::Sandbox;
+use crate::delivery::ses::Ses;
+use crate::delivery::sns::Sns;
 use crate::providers::ProviderType;
 
 /// A provider accepted the message.
@@ -95,29 +102,50 @@ impl fmt::Debug for OpenedCredential {
 pub type SendFuture<'a> =
     Pin<Box<dyn Future<Output = Result<ProviderReceipt, ProviderError>> + Send + 'a>>;
 
+/// What the provider said of a credential it accepted (the `detail` of `{ok: true}`), or why it
+/// did not (`{ok: false}`).
+pub type VerifyFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<String, ProviderError>> + Send + 'a>>;
+
 /// One provider's client. Object-safe (a boxed future) so the registry can hand out any of
 /// them; a connector that keeps per-credential clients caches them itself, by credential id.
 pub trait Connector: Send + Sync {
     /// Makes one attempt to deliver `message` with `credential`: at most one provider call.
     fn send<'a>(&'a self, message: &'a Message, credential: &'a OpenedCredential)
     -> SendFuture<'a>;
+
+    /// Checks `credential` with one cheap authenticated call; `None` when this connector cannot.
+    fn verify<'a>(&'a self, _credential: &'a OpenedCredential) -> Option<VerifyFuture<'a>> {
+        None
+    }
 }
 
 /// The connectors by provider type.
 #[derive(Default)]
 pub struct Registry {
     sandbox: Sandbox,
+    ses: Ses,
+    sns: Sns,
 }
 
 impl Registry {
+    /// The connectors, under the operator's rules for providers.
+    pub fn new(rules: &ProvidersConfig) -> Self {
+        Self {
+            sandbox: Sandbox,
+            ses: Ses::new(rules.allow_endpoint_overrides),
+            sns: Sns::new(rules.allow_endpoint_overrides),
+        }
+    }
+
     pub fn connector(&self, provider_type: ProviderType) -> &dyn Connector {
         match provider_type {
             ProviderType::Sandbox => &self.sandbox,
-            ProviderType::Ses
-            | ProviderType::Smtp
-            | ProviderType::Sns
-            | ProviderType::WhatsappCloud
-            | ProviderType::DiscordBot => &NotAvailable,
+            ProviderType::Ses => &self.ses,
+            ProviderType::Sns => &self.sns,
+            ProviderType::Smtp | ProviderType::WhatsappCloud | ProviderType::DiscordBot => {
+                &NotAvailable
+            }
         }
     }
 }

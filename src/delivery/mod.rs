@@ -5,10 +5,12 @@
 //! - `worker`: the delivery loop (read, claim, deliver, record, acknowledge);
 //! - `deliver` and `routing`: one message's attempt over its credentials, in routing order;
 //! - `connector` and `sandbox`: what a provider connector is, and the sandbox's;
+//! - `aws`, `ses` and `sns`: the AWS connectors and what they share (clients, errors);
 //! - `queue`: the consuming side of the queue contract (`crate::queue::deliveries`);
 //! - `recovery`: the delayed-set mover and the sweeper;
 //! - `backoff`: retry delays.
 
+pub mod aws;
 pub mod backoff;
 pub mod connector;
 pub mod deliver;
@@ -16,6 +18,8 @@ pub mod queue;
 pub mod recovery;
 pub mod routing;
 pub mod sandbox;
+pub mod ses;
+pub mod sns;
 pub mod worker;
 
 use std::sync::Arc;

@@ -25,7 +25,6 @@ use tokio_util::sync::CancellationToken;
 use crate::db::delivery::{self as queries, Outcome};
 use crate::db::messages::{FAILED, Message, RETRYING};
 use crate::delivery::backoff::{before, until_ok, until_ok_or_stopped};
-use crate::delivery::connector::Registry;
 use crate::delivery::deliver::attempt;
 use crate::delivery::queue::{self, Entry, Settlement};
 use crate::delivery::routing::Router;
@@ -42,7 +41,6 @@ const READ_ERROR_PAUSE: Duration = Duration::from_secs(1);
 pub struct Worker {
     state: AppState,
     consumer: String,
-    registry: Registry,
     router: Router,
 }
 
@@ -63,7 +61,7 @@ struct Reclaim {
 impl Worker {
     pub fn new(state: AppState, consumer: String) -> Self {
         let router = Router::new(state.keys.clone(), state.config.delivery.credential_cache_ttl);
-        Self { state, consumer, registry: Registry::default(), router }
+        Self { state, consumer, router }
     }
 
     /// Delivers until `stop` is cancelled, then lets deliveries in flight finish within
@@ -228,7 +226,7 @@ impl Worker {
         let route = until_ok("routing a message", || self.router.route(db, message)).await;
         let started = std::time::Instant::now();
         let (outcome, refused) =
-            attempt(&self.registry, &self.state.config.delivery, message, &route).await;
+            attempt(&self.state.connectors, &self.state.config.delivery, message, &route).await;
         let provider = outcome.provider_type.as_deref().unwrap_or("none");
         let metrics = &self.state.metrics;
         metrics.deliveries.with_label_values(&[&message.channel, provider, outcome.status]).inc();

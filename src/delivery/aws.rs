@@ -1,0 +1,391 @@
+//! What the SES and SNS connectors share: SDK clients built from a tenant's sealed access key
+//! and cached per credential, and the classification of AWS errors (design.md, invariant 5).
+//!
+//! A client is built once per credential and reused for every message (each one carries its
+//! own signing setup; building one per message would be wasteful), and rebuilt only when the
+//! credential's key, region or endpoint change. All clients share one HTTPS connection pool.
+//!
+//! The SDK's own retries are off: the worker's attempt must be at most one provider call
+//! (invariant 3), and it retries on its own schedule.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use aws_sdk_sesv2::config::retry::RetryConfig;
+use aws_sdk_sesv2::config::timeout::TimeoutConfig;
+use aws_sdk_sesv2::config::{
+    BehaviorVersion, Credentials, Region, SharedCredentialsProvider, SharedHttpClient,
+};
+use aws_sdk_sesv2::error::{ProvideErrorMetadata, SdkError};
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+use aws_types::SdkConfig;
+use serde_json::Value;
+
+use crate::delivery::connector::{OpenedCredential, ProviderError};
+use crate::providers::AwsCredentials;
+
+/// The raw HTTP response in SDK errors (the same type for every AWS service crate).
+pub type HttpResponse = aws_sdk_sesv2::config::http::HttpResponse;
+
+/// A TCP and TLS handshake with AWS takes well under this; the whole call is bounded by
+/// `delivery.provider_timeout`.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where and as whom a client calls: what its cache entry depends on.
+pub struct Target<'a> {
+    pub region: &'a str,
+    pub endpoint_url: Option<&'a str>,
+}
+
+/// One AWS service's clients, by credential id.
+pub struct Clients<C> {
+    allow_endpoint_overrides: bool,
+    http: OnceLock<SharedHttpClient>,
+    /// The client with a digest of what it was built from (key, secret, region, endpoint).
+    clients: Mutex<HashMap<String, (Vec<u8>, C)>>,
+}
+
+impl<C> Default for Clients<C> {
+    fn default() -> Self {
+        Self::new(false)
+    }
+}
+
+impl<C> Clients<C> {
+    pub fn new(allow_endpoint_overrides: bool) -> Self {
+        Self { allow_endpoint_overrides, http: OnceLock::new(), clients: Mutex::default() }
+    }
+}
+
+impl<C: Clone> Clients<C> {
+    /// The client for `credential` calling `target`, built with `build` when there is none yet
+    /// or the credential changed. Unusable credentials are a `Credential` error.
+    pub fn get(
+        &self,
+        credential: &OpenedCredential,
+        target: &Target<'_>,
+        build: impl FnOnce(&SdkConfig) -> C,
+    ) -> Result<C, ProviderError> {
+        // Deliberately no detail from serde: its messages may quote a value, and these are
+        // secrets.
+        let keys: AwsCredentials =
+            serde_json::from_value(Value::Object(credential.secrets().clone())).map_err(|_| {
+                ProviderError::Credential(
+                    "the stored credentials are not an AWS access key (accessKeyId, \
+                     secretAccessKey)"
+                        .to_owned(),
+                )
+            })?;
+        if target.endpoint_url.is_some() && !self.allow_endpoint_overrides {
+            return Err(ProviderError::Credential(
+                "the credential sets endpointUrl, which this server does not allow \
+                 (providers.allow_endpoint_overrides)"
+                    .to_owned(),
+            ));
+        }
+        let digest = {
+            let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+            for part in [
+                keys.access_key_id.as_str(),
+                keys.secret_access_key.as_str(),
+                target.region,
+                target.endpoint_url.unwrap_or(""),
+            ] {
+                context.update(part.as_bytes());
+                context.update(&[0]);
+            }
+            context.finish().as_ref().to_vec()
+        };
+        // a poisoned lock only means another thread panicked mid-insert; the map is still sound
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((built_from, client)) = clients.get(&credential.id)
+            && *built_from == digest
+        {
+            return Ok(client.clone());
+        }
+        let http = self.http.get_or_init(|| {
+            aws_smithy_http_client::Builder::new()
+                .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+                .build_https()
+        });
+        let mut config = SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(target.region.to_owned()))
+            .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+                keys.access_key_id,
+                keys.secret_access_key,
+                None,
+                None,
+                "relayit",
+            )))
+            .http_client(http.clone())
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(TimeoutConfig::builder().connect_timeout(CONNECT_TIMEOUT).build());
+        if let Some(url) = target.endpoint_url {
+            config = config.endpoint_url(url);
+        }
+        let client = build(&config.build());
+        clients.insert(credential.id.clone(), (digest, client.clone()));
+        Ok(client)
+    }
+
+    /// How many clients are cached (for tests of the cache).
+    pub fn len(&self) -> usize {
+        self.clients.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Error codes (AWS's own spellings, across SES v2 and SNS) that say the credentials, or the
+/// account behind them, cannot send: the next credential is tried and this one flagged.
+const CREDENTIAL_CODES: &[&str] = &[
+    "InvalidClientTokenId",
+    "SignatureDoesNotMatch",
+    "UnrecognizedClientException",
+    "IncompleteSignature",
+    "MissingAuthenticationToken",
+    "InvalidAccessKeyId",
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "AccessDenied",
+    "AccessDeniedException",
+    "AuthorizationError",
+    "InvalidSecurity",
+    "OptInRequired",
+    // SES: the account or its configuration set may not send
+    "AccountSuspendedException",
+    "SendingPausedException",
+    // SES: the configured configuration set does not exist
+    "NotFoundException",
+];
+
+/// "Slow down": rescheduled without spending an attempt.
+const THROTTLING_CODES: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "TooManyRequestsException",
+    "Throttled",
+    "KMSThrottling",
+    "RequestLimitExceeded",
+];
+
+/// Might work later.
+const RETRYABLE_CODES: &[&str] = &[
+    "InternalFailure",
+    "InternalError",
+    "ServiceUnavailable",
+    "RequestTimeout",
+    // SES: a sending quota (daily, or per second) is used up for now
+    "LimitExceededException",
+];
+
+/// Will never work for this message (the default for other 4xx answers as well).
+const PERMANENT_CODES: &[&str] = &[
+    "MessageRejected",
+    "MailFromDomainNotVerifiedException",
+    "BadRequestException",
+    "InvalidParameter",
+    "InvalidParameterValue",
+    "ParameterValueInvalid",
+    "ValidationError",
+    "EndpointDisabled",
+];
+
+/// Classifies an AWS answer from its error `code`, `message` and HTTP `status` (None when
+/// there was no answer). `service` names the provider in the text.
+pub fn classify_answer(
+    service: &str,
+    code: Option<&str>,
+    message: Option<&str>,
+    status: Option<u16>,
+) -> ProviderError {
+    let mut text = service.to_owned();
+    if let Some(code) = code {
+        text.push_str(&format!(" {code}"));
+    }
+    text.push_str(&format!(": {}", message.unwrap_or("no error message")));
+    if let Some(status) = status {
+        text.push_str(&format!(" (HTTP {status})"));
+    }
+    let is = |codes: &[&str]| code.is_some_and(|c| codes.contains(&c));
+    if is(CREDENTIAL_CODES) {
+        ProviderError::Credential(text)
+    } else if is(THROTTLING_CODES) || status == Some(429) {
+        ProviderError::Throttled { message: text, retry_after: None }
+    } else if is(RETRYABLE_CODES) {
+        ProviderError::Retryable(text)
+    } else if is(PERMANENT_CODES) {
+        ProviderError::Permanent(text)
+    } else {
+        match status {
+            Some(401 | 403) => ProviderError::Credential(text),
+            Some(400..=499) => ProviderError::Permanent(text),
+            _ => ProviderError::Retryable(text),
+        }
+    }
+}
+
+/// Classifies an SDK error of any AWS operation.
+pub fn classify<E>(service: &str, error: &SdkError<E, HttpResponse>) -> ProviderError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match error {
+        SdkError::ServiceError(context) => {
+            let err = context.err();
+            let message = err.message().map(str::to_owned).unwrap_or_else(|| err.to_string());
+            let status = context.raw().status().as_u16();
+            classify_answer(service, err.code(), Some(&message), Some(status))
+        }
+        SdkError::ResponseError(context) => {
+            let status = context.raw().status().as_u16();
+            classify_answer(service, None, Some("unreadable answer"), Some(status))
+        }
+        SdkError::TimeoutError(_) => ProviderError::Retryable(format!("{service}: timed out")),
+        SdkError::DispatchFailure(failure) => {
+            let cause = std::error::Error::source(error).map(ToString::to_string);
+            let what = if failure.is_timeout() { "timed out" } else { "cannot connect" };
+            ProviderError::Retryable(match cause {
+                Some(cause) => format!("{service}: {what}: {cause}"),
+                None => format!("{service}: {what}"),
+            })
+        }
+        // the request could not even be built: no later attempt would do better
+        _ => ProviderError::Permanent(format!("{service}: cannot build the request: {error}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_sesv2::operation::send_email::SendEmailError;
+    use aws_sdk_sesv2::types::error::{MessageRejected, TooManyRequestsException};
+    use aws_smithy_types::body::SdkBody;
+
+    fn kind(code: &str, status: u16) -> &'static str {
+        classify_answer("SES", Some(code), Some("text"), Some(status)).kind()
+    }
+
+    #[test]
+    fn aws_codes_map_to_kinds() {
+        for code in ["MessageRejected", "MailFromDomainNotVerifiedException", "InvalidParameter"] {
+            assert_eq!(kind(code, 400), "permanent", "{code}");
+        }
+        for code in ["SignatureDoesNotMatch", "InvalidClientTokenId", "AuthorizationError"] {
+            assert_eq!(kind(code, 403), "credential", "{code}");
+        }
+        assert_eq!(kind("UnrecognizedClientException", 400), "credential");
+        assert_eq!(kind("AccountSuspendedException", 400), "credential");
+        for code in ["Throttling", "TooManyRequestsException", "Throttled"] {
+            assert_eq!(kind(code, 400), "throttled", "{code}");
+        }
+        assert_eq!(kind("LimitExceededException", 400), "retryable");
+        assert_eq!(kind("InternalFailure", 500), "retryable");
+        // unknown codes go by status
+        assert_eq!(kind("Whatever", 503), "retryable");
+        assert_eq!(kind("Whatever", 429), "throttled");
+        assert_eq!(kind("Whatever", 403), "credential");
+        assert_eq!(kind("Whatever", 404), "permanent");
+        assert_eq!(classify_answer("SNS", None, None, None).kind(), "retryable");
+        let text = classify_answer("SES", Some("MessageRejected"), Some("not verified"), Some(400))
+            .to_string();
+        assert_eq!(text, "SES MessageRejected: not verified (HTTP 400)");
+    }
+
+    fn credential(secret: &str) -> OpenedCredential {
+        let secrets = serde_json::json!({"accessKeyId": "AKID", "secretAccessKey": secret});
+        let Value::Object(secrets) = secrets else { unreachable!() };
+        OpenedCredential::new(
+            "prv_1".into(),
+            "ses".into(),
+            crate::providers::ProviderType::Ses,
+            Value::Null,
+            secrets,
+        )
+    }
+
+    #[test]
+    fn clients_are_built_once_per_credential_and_again_when_it_changes() {
+        let clients: Clients<u32> = Clients::new(true);
+        let target = Target { region: "us-east-1", endpoint_url: None };
+        let mut built = 0;
+        for _ in 0..3 {
+            let client = clients
+                .get(&credential("s1"), &target, |_| {
+                    built += 1;
+                    built
+                })
+                .unwrap();
+            assert_eq!(client, 1);
+        }
+        let changed = clients.get(&credential("s2"), &target, |_| 7).unwrap();
+        assert_eq!((changed, clients.len()), (7, 1));
+        let moved = Target { region: "eu-west-1", endpoint_url: Some("http://127.0.0.1:1") };
+        assert_eq!(clients.get(&credential("s2"), &moved, |_| 8).unwrap(), 8);
+
+        let strict: Clients<u32> = Clients::new(false);
+        let refused = strict.get(&credential("s1"), &moved, |_| 1).unwrap_err();
+        assert_eq!(refused.kind(), "credential");
+        assert!(strict.is_empty());
+
+        let mut broken = credential("s1");
+        broken = OpenedCredential::new(
+            broken.id.clone(),
+            broken.slug.clone(),
+            broken.provider_type,
+            Value::Null,
+            serde_json::Map::new(),
+        );
+        let error = clients.get(&broken, &target, |_| 1).unwrap_err();
+        assert_eq!(error.kind(), "credential");
+    }
+
+    fn response(status: u16) -> HttpResponse {
+        HttpResponse::new(status.try_into().unwrap(), SdkBody::empty())
+    }
+
+    #[test]
+    fn sdk_errors_are_classified_with_their_status() {
+        let rejected = SdkError::service_error(
+            SendEmailError::MessageRejected(
+                MessageRejected::builder().message("Email address is not verified.").build(),
+            ),
+            response(400),
+        );
+        let error = classify("SES", &rejected);
+        assert_eq!(error.kind(), "permanent");
+        assert!(error.to_string().contains("Email address is not verified."), "{error}");
+
+        let throttled = SdkError::service_error(
+            SendEmailError::TooManyRequestsException(
+                TooManyRequestsException::builder().message("slow down").build(),
+            ),
+            response(429),
+        );
+        assert_eq!(classify("SES", &throttled).kind(), "throttled");
+
+        // a signature refusal arrives as an unmodelled error carrying its code
+        let meta = aws_sdk_sesv2::error::ErrorMetadata::builder()
+            .code("SignatureDoesNotMatch")
+            .message("The request signature we calculated does not match")
+            .build();
+        let refused = SdkError::service_error(SendEmailError::generic(meta), response(403));
+        assert_eq!(classify("SES", &refused).kind(), "credential");
+
+        let unavailable = SdkError::service_error(
+            SendEmailError::generic(aws_sdk_sesv2::error::ErrorMetadata::builder().build()),
+            response(503),
+        );
+        assert_eq!(classify("SES", &unavailable).kind(), "retryable");
+
+        let timeout: SdkError<SendEmailError, HttpResponse> = SdkError::timeout_error("no answer");
+        assert_eq!(classify("SES", &timeout).kind(), "retryable");
+        let unbuildable: SdkError<SendEmailError, HttpResponse> =
+            SdkError::construction_failure("bad input");
+        assert_eq!(classify("SES", &unbuildable).kind(), "permanent");
+    }
+}
