@@ -3,17 +3,24 @@
 //! failover and dead-letter decisions rest on that classification alone (design.md, invariant
 //! 5), so each connector maps its provider's answers onto [`ProviderError`] and nothing else.
 //!
-//! The [`Registry`] picks the connector for a provider type.
+//! The [`Registry`] picks the connector for a provider type; it is built once per process role
+//! that calls providers (each delivery worker, and each `/verify` call), so connectors can keep
+//! their clients (connection pools, rate limiters) across messages.
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
+use crate::config::ProvidersConfig;
 use crate::db::messages::Message;
+use crate::delivery::discord::Discord;
 use crate::delivery::sandbox::Sandbox;
+use crate::delivery::smtp::Smtp;
+use crate::delivery::whatsapp::Whatsapp;
 use crate::providers::ProviderType;
 
 /// A provider accepted the message.
@@ -79,6 +86,40 @@ impl OpenedCredential {
     pub fn secrets(&self) -> &Map<String, Value> {
         &self.secrets
     }
+
+    /// The config as its type's schema (`crate::providers`). The API validated it; a row that
+    /// no longer parses is the credential's fault.
+    pub fn config_as<T: DeserializeOwned>(&self) -> Result<T, ProviderError> {
+        serde_json::from_value(self.config.clone()).map_err(|e| {
+            ProviderError::Credential(format!(
+                "the stored {} config is invalid: {e}",
+                self.provider_type.as_str()
+            ))
+        })
+    }
+
+    /// The secrets as their type's schema. The parse error is not kept: it could quote a secret.
+    pub fn secrets_as<T: DeserializeOwned>(&self) -> Result<T, ProviderError> {
+        serde_json::from_value(Value::Object(self.secrets.clone())).map_err(|_| {
+            ProviderError::Credential(format!(
+                "the stored {} credentials do not match their schema",
+                self.provider_type.as_str()
+            ))
+        })
+    }
+
+    /// A digest of the secrets and config, telling a cached client built from an older version
+    /// of this credential (a PATCH changed its token or host) from a current one.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        // serde_json's maps are ordered, so equal values give equal bytes
+        ctx.update(serde_json::to_string(&self.secrets).unwrap_or_default().as_bytes());
+        ctx.update(b"\0");
+        ctx.update(self.config.to_string().as_bytes());
+        let mut out = [0; 32];
+        out.copy_from_slice(ctx.finish().as_ref());
+        out
+    }
 }
 
 // Never print the secrets, whatever a log line formats.
@@ -95,31 +136,92 @@ impl fmt::Debug for OpenedCredential {
 pub type SendFuture<'a> =
     Pin<Box<dyn Future<Output = Result<ProviderReceipt, ProviderError>> + Send + 'a>>;
 
+/// What `verify` found: the provider's description of the account on success.
+pub type VerifyFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<String, ProviderError>> + Send + 'a>>;
+
 /// One provider's client. Object-safe (a boxed future) so the registry can hand out any of
 /// them; a connector that keeps per-credential clients caches them itself, by credential id.
 pub trait Connector: Send + Sync {
     /// Makes one attempt to deliver `message` with `credential`: at most one provider call.
     fn send<'a>(&'a self, message: &'a Message, credential: &'a OpenedCredential)
     -> SendFuture<'a>;
+
+    /// Checks `credential` with one cheap authenticated call (`POST /v1/providers/{id}/verify`).
+    fn verify<'a>(&'a self, credential: &'a OpenedCredential) -> VerifyFuture<'a>;
 }
 
 /// The connectors by provider type.
-#[derive(Default)]
 pub struct Registry {
     sandbox: Sandbox,
+    whatsapp: Whatsapp,
+    discord: Discord,
+    smtp: Smtp,
 }
 
 impl Registry {
+    /// `rules` says whether credentials may aim connectors elsewhere (`baseUrl`): checked at
+    /// each call too, since the operator may have turned overrides off since a credential was
+    /// stored.
+    pub fn new(rules: &ProvidersConfig) -> anyhow::Result<Self> {
+        let overrides = rules.allow_endpoint_overrides;
+        Ok(Self {
+            sandbox: Sandbox,
+            whatsapp: Whatsapp::new(overrides)?,
+            discord: Discord::new(overrides)?,
+            smtp: Smtp::default(),
+        })
+    }
+
     pub fn connector(&self, provider_type: ProviderType) -> &dyn Connector {
         match provider_type {
             ProviderType::Sandbox => &self.sandbox,
-            ProviderType::Ses
-            | ProviderType::Smtp
-            | ProviderType::Sns
-            | ProviderType::WhatsappCloud
-            | ProviderType::DiscordBot => &NotAvailable,
+            ProviderType::WhatsappCloud => &self.whatsapp,
+            ProviderType::DiscordBot => &self.discord,
+            ProviderType::Smtp => &self.smtp,
+            ProviderType::Ses | ProviderType::Sns => &NotAvailable,
         }
     }
+}
+
+/// `baseUrl`/`endpointUrl` of a credential, allowed only where the operator allows overrides.
+pub fn endpoint_override(url: Option<&str>, allowed: bool) -> Result<Option<&str>, ProviderError> {
+    match url {
+        Some(_) if !allowed => Err(ProviderError::Credential(
+            "the credential sets baseUrl, but this server does not allow endpoint overrides \
+             (providers.allow_endpoint_overrides)"
+                .to_owned(),
+        )),
+        other => Ok(other),
+    }
+}
+
+/// Longest provider error text kept.
+const MAX_ERROR_TEXT: usize = 500;
+
+/// An HTTP answer's `Retry-After` in seconds.
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let seconds: f64 =
+        headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
+    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds.min(86_400.0)))
+}
+
+/// The start of an answer that is not the expected JSON, for an error text.
+pub fn excerpt(body: &[u8]) -> String {
+    truncate(String::from_utf8_lossy(body).trim().to_owned())
+}
+
+/// A provider's error text cut to a length that fits events and `statusReason`.
+pub fn truncate(mut text: String) -> String {
+    if text.len() > MAX_ERROR_TEXT {
+        let mut end = MAX_ERROR_TEXT;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
 }
 
 /// The real providers' connectors come later; until then their messages fail honestly rather
@@ -128,6 +230,11 @@ struct NotAvailable;
 
 impl Connector for NotAvailable {
     fn send<'a>(&'a self, _: &'a Message, credential: &'a OpenedCredential) -> SendFuture<'a> {
+        let text = format!("{} connector not available yet", credential.provider_type.as_str());
+        Box::pin(async move { Err(ProviderError::Permanent(text)) })
+    }
+
+    fn verify<'a>(&'a self, credential: &'a OpenedCredential) -> VerifyFuture<'a> {
         let text = format!("{} connector not available yet", credential.provider_type.as_str());
         Box::pin(async move { Err(ProviderError::Permanent(text)) })
     }

@@ -5,17 +5,23 @@
 //! - `worker`: the delivery loop (read, claim, deliver, record, acknowledge);
 //! - `deliver` and `routing`: one message's attempt over its credentials, in routing order;
 //! - `connector` and `sandbox`: what a provider connector is, and the sandbox's;
+//! - `whatsapp`, `discord`, `smtp`: the real providers' connectors (`client_cache` keeps their
+//!   per-credential clients);
 //! - `queue`: the consuming side of the queue contract (`crate::queue::deliveries`);
 //! - `recovery`: the delayed-set mover and the sweeper;
 //! - `backoff`: retry delays.
 
 pub mod backoff;
+pub mod client_cache;
 pub mod connector;
 pub mod deliver;
+pub mod discord;
 pub mod queue;
 pub mod recovery;
 pub mod routing;
 pub mod sandbox;
+pub mod smtp;
+pub mod whatsapp;
 pub mod worker;
 
 use std::sync::Arc;
@@ -37,7 +43,7 @@ pub async fn run(state: AppState, shutdown: CancellationToken) -> anyhow::Result
     duties.spawn(recovery::sweep(state.clone(), shutdown.clone()));
     tracing::info!(%consumer, "delivery worker ready");
 
-    let worker = Arc::new(worker::Worker::new(state, consumer.clone()));
+    let worker = Arc::new(worker::Worker::new(state, consumer.clone())?);
     worker.run(&client, shutdown).await;
     while duties.join_next().await.is_some() {}
 

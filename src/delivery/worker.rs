@@ -61,9 +61,10 @@ struct Reclaim {
 }
 
 impl Worker {
-    pub fn new(state: AppState, consumer: String) -> Self {
+    pub fn new(state: AppState, consumer: String) -> anyhow::Result<Self> {
         let router = Router::new(state.keys.clone(), state.config.delivery.credential_cache_ttl);
-        Self { state, consumer, registry: Registry::default(), router }
+        let registry = Registry::new(&state.config.providers)?;
+        Ok(Self { state, consumer, registry, router })
     }
 
     /// Delivers until `stop` is cancelled, then lets deliveries in flight finish within
