@@ -29,7 +29,8 @@ fn decode_words(value: &str) -> String {
     let mut last_encoded = false;
     for word in value.split(' ') {
         let inner = word.strip_prefix("=?utf-8?b?").and_then(|w| w.strip_suffix("?="));
-        if !out.is_empty() && !(last_encoded && inner.is_some()) {
+        let joined = last_encoded && inner.is_some();
+        if !out.is_empty() && !joined {
             out.push(' ');
         }
         match inner {

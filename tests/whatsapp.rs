@@ -563,5 +563,9 @@ async fn the_verify_token_handshake_answers_only_the_right_token() {
         .await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["details"][0]["field"], "credentials.verifyToken");
+
+    let doc: Value = app.get("/openapi.json").await.json().await.unwrap();
+    let item = &doc["paths"]["/v1/inbound/whatsapp/{credentialId}"];
+    assert!(item["get"].is_object() && item["post"].is_object(), "{item}");
     stub.stop().await;
 }

@@ -37,6 +37,9 @@ pub struct Discord {
     bots: ClientCache<Bot>,
 }
 
+/// Direct-message channels remembered per bot at most; past that the memory starts over.
+const MAX_DM_CHANNELS: usize = 10_000;
+
 /// One bot token's client, and the direct-message channels it has opened (Discord answers the
 /// same channel for the same user every time, so one call per user is enough).
 struct Bot {
@@ -143,7 +146,11 @@ impl Discord {
             .ok_or_else(|| {
                 ProviderError::Retryable("Discord opened a DM channel without an id".to_owned())
             })?;
-        bot.dm_channels.lock().unwrap_or_else(|p| p.into_inner()).insert(user, channel);
+        let mut known = bot.dm_channels.lock().unwrap_or_else(|p| p.into_inner());
+        if known.len() >= MAX_DM_CHANNELS {
+            known.clear();
+        }
+        known.insert(user, channel);
         Ok(channel)
     }
 }
