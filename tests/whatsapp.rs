@@ -240,6 +240,17 @@ async fn graph_errors_map_to_their_kinds() {
     // the credential's own API version
     assert!(stub.requests().iter().all(|r| r.path == format!("/v21.0/{PHONE_NUMBER_ID}/messages")));
 
+    // nobody listening: retryable, saying why
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let nowhere = opened_credential(
+        ProviderType::WhatsappCloud,
+        json!({"accessToken": TOKEN}),
+        json!({"phoneNumberId": PHONE_NUMBER_ID, "baseUrl": format!("http://{closed}")}),
+    );
+    let error = connector.send(&message, &nowhere).await.unwrap_err();
+    assert_eq!(error.kind(), "retryable", "{error}");
+    assert!(error.to_string().to_lowercase().contains("connection refused"), "{error}");
+
     // nothing reaches the stub when overrides are off: the credential is refused
     let before = stub.requests().len();
     let strict = Whatsapp::new(false).unwrap();

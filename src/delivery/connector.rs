@@ -206,6 +206,22 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds.min(86_400.0)))
 }
 
+/// An error with its causes (`error sending request: connection refused`): transport errors'
+/// own text rarely says what went wrong.
+pub fn describe(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    truncate(text)
+}
+
 /// The start of an answer that is not the expected JSON, for an error text.
 pub fn excerpt(body: &[u8]) -> String {
     truncate(String::from_utf8_lossy(body).trim().to_owned())

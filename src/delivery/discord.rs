@@ -27,7 +27,7 @@ use crate::db::messages::Message;
 use crate::delivery::client_cache::ClientCache;
 use crate::delivery::connector::{
     Connector, OpenedCredential, ProviderError, ProviderReceipt, SendFuture, VerifyFuture,
-    endpoint_override, excerpt, retry_after, truncate,
+    describe, endpoint_override, excerpt, retry_after, truncate,
 };
 use crate::providers::{DiscordConfig, DiscordCredentials};
 
@@ -94,8 +94,8 @@ impl Discord {
     /// One request through the bot's rate limiter (or straight to the proxy), answered with
     /// its JSON body or the error Discord's answer means.
     async fn call(&self, bot: &Bot, request: Request<'_>) -> Result<Value, ProviderError> {
-        let unreachable = |e: &dyn std::fmt::Display| {
-            ProviderError::Retryable(format!("cannot reach Discord: {e}"))
+        let unreachable = |e: &dyn std::error::Error| {
+            ProviderError::Retryable(format!("cannot reach Discord: {}", describe(e)))
         };
         let response = match &bot.http.ratelimiter {
             Some(limiter) => limiter.perform(request).await.map_err(|e| unreachable(&e))?,
@@ -110,16 +110,17 @@ impl Discord {
         };
         let status = response.status();
         let header_retry = retry_after(response.headers());
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| ProviderError::Retryable(format!("Discord answer cut short: {e}")))?;
+        let body = response.bytes().await.map_err(|e| {
+            ProviderError::Retryable(format!("Discord answer cut short: {}", describe(&e)))
+        })?;
         if !status.is_success() {
             return Err(classify(status, &body, header_retry));
         }
+        // Accepted, most likely: sending again could deliver twice.
         serde_json::from_slice(&body).map_err(|_| {
-            ProviderError::Retryable(format!(
-                "Discord answered {status} with a body that is not JSON"
+            ProviderError::Permanent(format!(
+                "Discord answered {status} with a body that is not JSON: {}",
+                excerpt(&body)
             ))
         })
     }
