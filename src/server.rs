@@ -96,7 +96,7 @@ pub async fn start(config: Config, roles: Roles) -> anyhow::Result<Running> {
 
     let (ingest, committer) = Ingest::channel();
     let key_cache_ttl = config.auth.key_cache_ttl;
-    let connectors = Arc::new(Registry::new(&config.providers));
+    let connectors = Arc::new(Registry::new(&config.providers)?);
     let sns_verifier = Arc::new(SnsVerifier::new(&config.providers.sns_trusted_hosts));
     let state = AppState {
         config: Arc::new(config),

@@ -319,7 +319,7 @@ async fn ses_verify_reports_the_account_or_the_refusal() {
     assert_eq!(status, 200, "{result}");
     assert_eq!(result["ok"], false, "{result}");
     let detail = result["detail"].as_str().unwrap();
-    assert!(detail.starts_with("SES SignatureDoesNotMatch: "), "{detail}");
+    assert!(detail.starts_with("credential: SES SignatureDoesNotMatch: "), "{detail}");
     assert!(!detail.contains("test-secret"), "{detail}");
     stub.stop(false).await;
 }

@@ -9,6 +9,7 @@ pub mod api_keys;
 pub mod auth;
 pub mod health;
 pub mod inbound;
+pub mod inbound_whatsapp;
 pub mod invitations;
 pub mod json;
 pub mod messages;
@@ -87,6 +88,8 @@ use crate::state::AppState;
         providers::delete,
         providers::verify,
         inbound::ses_events,
+        inbound_whatsapp::handshake,
+        inbound_whatsapp::statuses,
     ),
     components(schemas(ErrorBody, ErrorDetail, FieldError)),
     modifiers(&UniqueOperationIds)
@@ -205,7 +208,8 @@ fn v1_routes(cfg: &mut web::ServiceConfig) {
             .configure(providers::routes)
             .configure(webhooks::routes)
             .configure(send::routes)
-            .configure(inbound::routes),
+            .configure(inbound::routes)
+            .configure(inbound_whatsapp::routes),
     );
 }
 

@@ -6,7 +6,6 @@
 //! `manage` keys) write and verify. Keys bound to a project see the organization's credentials
 //! and their project's, and change only their project's.
 
-use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
@@ -109,7 +108,7 @@ pub struct CreateProvider {
     /// A project of the organization (id or slug); absent for the whole organization.
     pub project_id: Option<String>,
     /// The type's secrets: `ses`/`sns` `{accessKeyId, secretAccessKey}`, `smtp` `{username?,
-    /// password?}`, `whatsapp_cloud` `{accessToken, appSecret?}`, `discord_bot` `{botToken}`,
+    /// password?}`, `whatsapp_cloud` `{accessToken, appSecret?, verifyToken?}`, `discord_bot` `{botToken}`,
     /// `sandbox` `{}`.
     #[schema(value_type = Object)]
     pub credentials: Value,
@@ -432,12 +431,13 @@ pub async fn delete(
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// Checks the credentials with one cheap authenticated call to the provider (owner or admin).
-/// A refusal by the provider, or no answer from it, is `200 {ok: false, detail}`; 501 for types
-/// whose connector cannot verify yet.
+/// Checks the credentials with one cheap authenticated call to the provider (owner or admin):
+/// SES GetAccount, SNS GetSMSAttributes, Graph's phone number lookup, Discord's `users/@me`,
+/// SMTP NOOP after authentication. A refusal by the provider, or no answer from it, is
+/// `200 {ok: false, detail}`, the detail led by the error's kind (`credential: ...`).
 #[utoipa::path(post, path = "/v1/providers/{providerId}/verify", tag = "providers",
     params(("providerId" = String, Path)),
-    responses((status = 200, body = VerifyResult), (status = 501, body = crate::error::ErrorBody)))]
+    responses((status = 200, body = VerifyResult), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn verify(
     state: web::Data<AppState>,
     access: Access,
@@ -453,17 +453,12 @@ pub async fn verify(
     // the pooled connection is not held across the provider call
     drop(conn);
     let credential = OpenedCredential::new(row.id, row.slug, provider_type, row.config, secrets);
-    let Some(check) = state.connectors.connector(provider_type).verify(&credential) else {
-        return Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "not_implemented",
-            format!("verifying {} credentials is not implemented yet", provider_type.as_str()),
-        ));
-    };
+    // the process's connectors, whose clients (cached per credential) the worker shares
+    let check = state.connectors.connector(provider_type).verify(&credential);
     let timeout = state.config.delivery.provider_timeout;
     let result = match tokio::time::timeout(timeout, check).await {
         Ok(Ok(detail)) => VerifyResult { ok: true, detail },
-        Ok(Err(error)) => VerifyResult { ok: false, detail: error.to_string() },
+        Ok(Err(error)) => VerifyResult { ok: false, detail: format!("{}: {error}", error.kind()) },
         Err(_) => VerifyResult {
             ok: false,
             detail: format!(

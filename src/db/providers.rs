@@ -111,6 +111,20 @@ pub async fn find(
     }
 }
 
+/// A credential by id alone, whatever its organization: for callbacks from providers, which
+/// name the credential in their URL and prove themselves with its secrets.
+pub async fn find_by_id(
+    conn: &mut AsyncPgConnection,
+    id: &str,
+) -> QueryResult<Option<ProviderCredential>> {
+    provider_credentials::table
+        .filter(provider_credentials::id.eq(id))
+        .select(ProviderCredential::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
 /// The organization's credentials matching `filter`, newest first.
 pub async fn list(
     conn: &mut AsyncPgConnection,

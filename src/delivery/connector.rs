@@ -6,21 +6,26 @@
 //! A connector may also verify a credential (`POST /v1/providers/{id}/verify`): one cheap
 //! authenticated call, whose refusal is an answer (`{ok: false}`), not an error of ours.
 //!
-//! The [`Registry`] picks the connector for a provider type; one per process, shared by the
-//! API and the worker, so clients a connector caches per credential serve both.
+//! The [`Registry`] picks the connector for a provider type. There is one per process, built at
+//! start-up and shared by the API (`/verify`) and the worker, so the clients a connector keeps
+//! per credential (SDK clients, connection pools, rate limiters) serve both, across messages.
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::config::ProvidersConfig;
 use crate::db::messages::Message;
+use crate::delivery::discord::Discord;
 use crate::delivery::sandbox::Sandbox;
 use crate::delivery::ses::Ses;
 use crate::delivery::sns::Sns;
+use crate::delivery::smtp::Smtp;
+use crate::delivery::whatsapp::Whatsapp;
 use crate::providers::ProviderType;
 
 /// A provider accepted the message.
@@ -86,6 +91,40 @@ impl OpenedCredential {
     pub fn secrets(&self) -> &Map<String, Value> {
         &self.secrets
     }
+
+    /// The config as its type's schema (`crate::providers`). The API validated it; a row that
+    /// no longer parses is the credential's fault.
+    pub fn config_as<T: DeserializeOwned>(&self) -> Result<T, ProviderError> {
+        serde_json::from_value(self.config.clone()).map_err(|e| {
+            ProviderError::Credential(format!(
+                "the stored {} config is invalid: {e}",
+                self.provider_type.as_str()
+            ))
+        })
+    }
+
+    /// The secrets as their type's schema. The parse error is not kept: it could quote a secret.
+    pub fn secrets_as<T: DeserializeOwned>(&self) -> Result<T, ProviderError> {
+        serde_json::from_value(Value::Object(self.secrets.clone())).map_err(|_| {
+            ProviderError::Credential(format!(
+                "the stored {} credentials do not match their schema",
+                self.provider_type.as_str()
+            ))
+        })
+    }
+
+    /// A digest of the secrets and config, telling a cached client built from an older version
+    /// of this credential (a PATCH changed its token or host) from a current one.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        // serde_json's maps are ordered, so equal values give equal bytes
+        ctx.update(serde_json::to_string(&self.secrets).unwrap_or_default().as_bytes());
+        ctx.update(b"\0");
+        ctx.update(self.config.to_string().as_bytes());
+        let mut out = [0; 32];
+        out.copy_from_slice(ctx.finish().as_ref());
+        out
+    }
 }
 
 // Never print the secrets, whatever a log line formats.
@@ -114,28 +153,34 @@ pub trait Connector: Send + Sync {
     fn send<'a>(&'a self, message: &'a Message, credential: &'a OpenedCredential)
     -> SendFuture<'a>;
 
-    /// Checks `credential` with one cheap authenticated call; `None` when this connector cannot.
-    fn verify<'a>(&'a self, _credential: &'a OpenedCredential) -> Option<VerifyFuture<'a>> {
-        None
-    }
+    /// Checks `credential` with one cheap authenticated call (`POST /v1/providers/{id}/verify`).
+    fn verify<'a>(&'a self, credential: &'a OpenedCredential) -> VerifyFuture<'a>;
 }
 
 /// The connectors by provider type.
-#[derive(Default)]
 pub struct Registry {
     sandbox: Sandbox,
     ses: Ses,
     sns: Sns,
+    whatsapp: Whatsapp,
+    discord: Discord,
+    smtp: Smtp,
 }
 
 impl Registry {
-    /// The connectors, under the operator's rules for providers.
-    pub fn new(rules: &ProvidersConfig) -> Self {
-        Self {
+    /// `rules` says whether credentials may aim connectors elsewhere (`endpointUrl`,
+    /// `baseUrl`): checked at each call too, since the operator may have turned overrides off
+    /// since a credential was stored.
+    pub fn new(rules: &ProvidersConfig) -> anyhow::Result<Self> {
+        let overrides = rules.allow_endpoint_overrides;
+        Ok(Self {
             sandbox: Sandbox,
-            ses: Ses::new(rules.allow_endpoint_overrides),
-            sns: Sns::new(rules.allow_endpoint_overrides),
-        }
+            ses: Ses::new(overrides),
+            sns: Sns::new(overrides),
+            whatsapp: Whatsapp::new(overrides)?,
+            discord: Discord::new(overrides)?,
+            smtp: Smtp::default(),
+        })
     }
 
     pub fn connector(&self, provider_type: ProviderType) -> &dyn Connector {
@@ -143,20 +188,65 @@ impl Registry {
             ProviderType::Sandbox => &self.sandbox,
             ProviderType::Ses => &self.ses,
             ProviderType::Sns => &self.sns,
-            ProviderType::Smtp | ProviderType::WhatsappCloud | ProviderType::DiscordBot => {
-                &NotAvailable
-            }
+            ProviderType::WhatsappCloud => &self.whatsapp,
+            ProviderType::DiscordBot => &self.discord,
+            ProviderType::Smtp => &self.smtp,
         }
     }
 }
 
-/// The real providers' connectors come later; until then their messages fail honestly rather
-/// than pretend to be sent.
-struct NotAvailable;
-
-impl Connector for NotAvailable {
-    fn send<'a>(&'a self, _: &'a Message, credential: &'a OpenedCredential) -> SendFuture<'a> {
-        let text = format!("{} connector not available yet", credential.provider_type.as_str());
-        Box::pin(async move { Err(ProviderError::Permanent(text)) })
+/// `baseUrl`/`endpointUrl` of a credential, allowed only where the operator allows overrides.
+pub fn endpoint_override(url: Option<&str>, allowed: bool) -> Result<Option<&str>, ProviderError> {
+    match url {
+        Some(_) if !allowed => Err(ProviderError::Credential(
+            "the credential sets baseUrl, but this server does not allow endpoint overrides \
+             (providers.allow_endpoint_overrides)"
+                .to_owned(),
+        )),
+        other => Ok(other),
     }
+}
+
+/// Longest provider error text kept.
+const MAX_ERROR_TEXT: usize = 500;
+
+/// An HTTP answer's `Retry-After` in seconds.
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let seconds: f64 =
+        headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
+    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds.min(86_400.0)))
+}
+
+/// An error with its causes (`error sending request: connection refused`): transport errors'
+/// own text rarely says what went wrong.
+pub fn describe(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    truncate(text)
+}
+
+/// The start of an answer that is not the expected JSON, for an error text.
+pub fn excerpt(body: &[u8]) -> String {
+    truncate(String::from_utf8_lossy(body).trim().to_owned())
+}
+
+/// A provider's error text cut to a length that fits events and `statusReason`.
+pub fn truncate(mut text: String) -> String {
+    if text.len() > MAX_ERROR_TEXT {
+        let mut end = MAX_ERROR_TEXT;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
 }

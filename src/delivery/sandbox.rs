@@ -39,10 +39,8 @@ impl Connector for Sandbox {
         })
     }
 
-    fn verify<'a>(&'a self, _: &'a OpenedCredential) -> Option<VerifyFuture<'a>> {
-        Some(Box::pin(async {
-            Ok("the sandbox accepts any credentials; nothing to verify".to_owned())
-        }))
+    fn verify<'a>(&'a self, _: &'a OpenedCredential) -> VerifyFuture<'a> {
+        Box::pin(async { Ok("the sandbox accepts any credentials; nothing to verify".to_owned()) })
     }
 }
 

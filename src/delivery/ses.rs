@@ -83,8 +83,8 @@ impl Connector for Ses {
         })
     }
 
-    fn verify<'a>(&'a self, credential: &'a OpenedCredential) -> Option<VerifyFuture<'a>> {
-        Some(Box::pin(async move {
+    fn verify<'a>(&'a self, credential: &'a OpenedCredential) -> VerifyFuture<'a> {
+        Box::pin(async move {
             let (client, config) = self.client(credential)?;
             let account = client.get_account().send().await.map_err(|e| classify("SES", &e))?;
             let region = &config.region;
@@ -108,7 +108,7 @@ impl Connector for Ses {
                 ));
             }
             Ok(detail)
-        }))
+        })
     }
 }
 

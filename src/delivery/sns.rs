@@ -68,8 +68,8 @@ impl Connector for Sns {
         })
     }
 
-    fn verify<'a>(&'a self, credential: &'a OpenedCredential) -> Option<VerifyFuture<'a>> {
-        Some(Box::pin(async move {
+    fn verify<'a>(&'a self, credential: &'a OpenedCredential) -> VerifyFuture<'a> {
+        Box::pin(async move {
             let (client, config) = self.client(credential)?;
             let output =
                 client.get_sms_attributes().send().await.map_err(|e| classify("SNS", &e))?;
@@ -78,7 +78,7 @@ impl Connector for Sns {
                 detail.push_str(&format!("; default SMS type {kind}"));
             }
             Ok(detail)
-        }))
+        })
     }
 }
 
