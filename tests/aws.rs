@@ -7,15 +7,13 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use base64::Engine as _;
-use common::{Account, TestApp};
+use common::TestApp;
+use common::stub::{Recorded, Reply, Stub};
 use serde_json::{Value, json};
 
 /// A moto_server process on a free loopback port, killed when dropped.
@@ -106,18 +104,6 @@ async fn app_with_overrides(trusted: Option<String>) -> TestApp {
     .await
 }
 
-async fn sender(app: &TestApp) -> (Account, String) {
-    let owner = app.sign_up("Sender").await;
-    let key = app.create_api_key(&owner, &["send", "read"], Some(&owner.project_id)).await;
-    (owner, key)
-}
-
-async fn create_provider(app: &TestApp, owner: &Account, body: Value) -> String {
-    let (status, view) = app.post_as(&owner.token, "/v1/providers", body).await;
-    assert_eq!(status, 201, "{view}");
-    view["id"].as_str().unwrap().to_owned()
-}
-
 fn ses_provider(endpoint: &str, from: &str) -> Value {
     json!({
         "name": "SES", "channel": "email", "providerType": "ses",
@@ -126,46 +112,24 @@ fn ses_provider(endpoint: &str, from: &str) -> Value {
     })
 }
 
-async fn send(app: &TestApp, key: &str, body: Value) -> String {
-    let (status, answer) = app.post_as(key, "/v1/send", body).await;
-    assert_eq!(status, 202, "{answer}");
-    answer["id"].as_str().unwrap().to_owned()
-}
-
-/// Polls the message until it leaves the statuses of work in progress (30 s at most).
-async fn wait_until_done(app: &TestApp, key: &str, id: &str) -> Value {
-    let path = format!("/v1/messages/{id}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (status, message) = app.get_as(key, &path).await;
-        assert_eq!(status, 200, "{message}");
-        if ["sent", "failed", "delivered"].contains(&message["status"].as_str().unwrap()) {
-            return message;
-        }
-        assert!(Instant::now() < deadline, "still in progress: {message}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ses_delivers_through_moto_with_sender_recipients_subject_and_bodies() {
     let moto = Moto::start().await;
     let app = app_with_overrides(None).await;
-    let (owner, key) = sender(&app).await;
+    let (owner, key) = app.sender("Sender").await;
     moto.verify_identity("sender@example.com").await;
-    create_provider(&app, &owner, ses_provider(&moto.url, "sender@example.com")).await;
+    app.create_provider(&owner.token, ses_provider(&moto.url, "sender@example.com")).await;
 
-    let id = send(
-        &app,
-        &key,
-        json!({"channel": "email", "to": "Zoë <zoe@example.com>",
+    let id = app
+        .send_message(
+            &key,
+            json!({"channel": "email", "to": "Zoë <zoe@example.com>",
                "content": {"subject": "Grüße ✓", "text": "Hallo Welt ✓",
                            "cc": ["cc@example.com"], "bcc": ["bcc@example.com"],
                            "replyTo": "reply@example.com"}}),
-    )
-    .await;
-    let message = wait_until_done(&app, &key, &id).await;
-    assert_eq!(message["status"], "sent", "{message}");
+        )
+        .await;
+    let message = app.wait_for_status(&key, &id, "sent").await;
     assert_eq!(message["provider"]["type"], "ses");
     let ses_id = message["providerMessageId"].as_str().expect("providerMessageId");
     let email = moto.email(ses_id).await;
@@ -182,16 +146,15 @@ async fn ses_delivers_through_moto_with_sender_recipients_subject_and_bodies() {
 
     // html, from the message's own (verified) sender
     moto.verify_identity("news@example.com").await;
-    let id = send(
-        &app,
-        &key,
-        json!({"channel": "email", "to": "bob@example.com",
+    let id = app
+        .send_message(
+            &key,
+            json!({"channel": "email", "to": "bob@example.com",
                "content": {"subject": "News", "html": "<p>Hello <b>Bob</b></p>",
                            "from": "news@example.com"}}),
-    )
-    .await;
-    let message = wait_until_done(&app, &key, &id).await;
-    assert_eq!(message["status"], "sent", "{message}");
+        )
+        .await;
+    let message = app.wait_for_status(&key, &id, "sent").await;
     let email = moto.email(message["providerMessageId"].as_str().unwrap()).await;
     assert_eq!(email["source"], "news@example.com");
     assert_eq!(email["destinations"]["ToAddresses"], json!(["bob@example.com"]));
@@ -202,17 +165,16 @@ async fn ses_delivers_through_moto_with_sender_recipients_subject_and_bodies() {
 async fn an_unverified_sender_is_a_permanent_ses_rejection() {
     let moto = Moto::start().await;
     let app = app_with_overrides(None).await;
-    let (owner, key) = sender(&app).await;
-    create_provider(&app, &owner, ses_provider(&moto.url, "unverified@example.com")).await;
-    let id = send(
-        &app,
-        &key,
-        json!({"channel": "email", "to": "a@example.com",
+    let (owner, key) = app.sender("Sender").await;
+    app.create_provider(&owner.token, ses_provider(&moto.url, "unverified@example.com")).await;
+    let id = app
+        .send_message(
+            &key,
+            json!({"channel": "email", "to": "a@example.com",
                "content": {"subject": "Hi", "text": "Hello"}}),
-    )
-    .await;
-    let message = wait_until_done(&app, &key, &id).await;
-    assert_eq!(message["status"], "failed", "{message}");
+        )
+        .await;
+    let message = app.wait_for_status(&key, &id, "failed").await;
     // permanent: one attempt, no retry
     assert_eq!(message["attempts"], 1);
     let reason = message["statusReason"].as_str().unwrap();
@@ -227,24 +189,20 @@ async fn an_unverified_sender_is_a_permanent_ses_rejection() {
 async fn sns_delivers_sms_through_moto_and_verifies() {
     let moto = Moto::start().await;
     let app = app_with_overrides(None).await;
-    let (owner, key) = sender(&app).await;
-    let provider = create_provider(
-        &app,
-        &owner,
-        json!({"name": "SNS", "channel": "sms", "providerType": "sns",
+    let (owner, key) = app.sender("Sender").await;
+    let provider = app
+        .create_provider(
+            &owner.token,
+            json!({"name": "SNS", "channel": "sms", "providerType": "sns",
                "credentials": {"accessKeyId": "AKIDTEST", "secretAccessKey": "test-secret"},
                "config": {"region": "eu-west-1", "senderId": "RelayIt", "smsType": "Transactional",
                           "endpointUrl": moto.url}}),
+        )
+        .await;
+    let id = app.send_message(&key, json!({"channel": "sms", "to": "+14155550123", "content": {"text": "Your code: 123 456 ✓"}}),
     )
     .await;
-    let id = send(
-        &app,
-        &key,
-        json!({"channel": "sms", "to": "+14155550123", "content": {"text": "Your code: 123 456 ✓"}}),
-    )
-    .await;
-    let message = wait_until_done(&app, &key, &id).await;
-    assert_eq!(message["status"], "sent", "{message}");
+    let message = app.wait_for_status(&key, &id, "sent").await;
     let sns_id = message["providerMessageId"].as_str().unwrap();
     let data = moto.data().await;
     let sms = data["sns"]["SMS"]
@@ -263,44 +221,37 @@ async fn sns_delivers_sms_through_moto_and_verifies() {
 
 /// A stand-in for SES's GetAccount (moto has none): the account behind `AKIDGOOD` may send;
 /// any other key is refused as AWS refuses a bad signature.
-async fn ses_account_stub() -> (SocketAddr, actix_web::dev::ServerHandle) {
-    async fn account(request: HttpRequest) -> HttpResponse {
-        let authorization = request
-            .headers()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        if authorization.contains("Credential=AKIDGOOD/") {
-            HttpResponse::Ok().json(json!({
-                "SendingEnabled": true, "ProductionAccessEnabled": false,
-                "SendQuota": {"Max24HourSend": 200.0, "MaxSendRate": 1.0, "SentLast24Hours": 3.0}
-            }))
+async fn ses_account_stub() -> Stub {
+    Stub::start(|request: &Recorded| {
+        if (request.method.as_str(), request.path.as_str()) != ("GET", "/v2/email/account") {
+            return Reply::text(404, "");
+        }
+        if request.header("authorization").unwrap_or_default().contains("Credential=AKIDGOOD/") {
+            Reply::json(
+                200,
+                json!({"SendingEnabled": true, "ProductionAccessEnabled": false,
+                    "SendQuota": {"Max24HourSend": 200.0, "MaxSendRate": 1.0, "SentLast24Hours": 3.0}}),
+            )
         } else {
-            HttpResponse::Forbidden().insert_header(("x-amzn-ErrorType", "SignatureDoesNotMatch")).json(
+            Reply::json(
+                403,
                 json!({"message": "The request signature we calculated does not match the signature you provided."}),
             )
+            .with_header("x-amzn-ErrorType", "SignatureDoesNotMatch")
         }
-    }
-    let server = HttpServer::new(|| App::new().route("/v2/email/account", web::get().to(account)))
-        .workers(1)
-        .bind("127.0.0.1:0")
-        .unwrap();
-    let addr = server.addrs()[0];
-    let server = server.run();
-    let handle = server.handle();
-    tokio::spawn(server);
-    (addr, handle)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ses_verify_reports_the_account_or_the_refusal() {
-    let (addr, stub) = ses_account_stub().await;
+    let stub = ses_account_stub().await;
     let app = app_with_overrides(None).await;
     let owner = app.sign_up("Vera").await;
-    let endpoint = format!("http://{addr}");
+    let endpoint = stub.url();
     let mut body = ses_provider(&endpoint, "sender@example.com");
     body["credentials"]["accessKeyId"] = json!("AKIDGOOD");
-    let good = create_provider(&app, &owner, body).await;
+    let good = app.create_provider(&owner.token, body).await;
     let (status, result) =
         app.post_as(&owner.token, &format!("/v1/providers/{good}/verify"), json!({})).await;
     assert_eq!(status, 200, "{result}");
@@ -313,7 +264,7 @@ async fn ses_verify_reports_the_account_or_the_refusal() {
 
     let mut body = ses_provider(&endpoint, "sender@example.com");
     body["name"] = json!("Bad SES");
-    let bad = create_provider(&app, &owner, body).await;
+    let bad = app.create_provider(&owner.token, body).await;
     let (status, result) =
         app.post_as(&owner.token, &format!("/v1/providers/{bad}/verify"), json!({})).await;
     assert_eq!(status, 200, "{result}");
@@ -321,26 +272,22 @@ async fn ses_verify_reports_the_account_or_the_refusal() {
     let detail = result["detail"].as_str().unwrap();
     assert!(detail.starts_with("credential: SES SignatureDoesNotMatch: "), "{detail}");
     assert!(!detail.contains("test-secret"), "{detail}");
-    stub.stop(false).await;
+    stub.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endpoint_overrides_are_refused_at_delivery_once_the_operator_disallows_them() {
     let moto = Moto::start().await;
     let mut app = app_with_overrides(None).await;
-    let (owner, key) = sender(&app).await;
+    let (owner, key) = app.sender("Sender").await;
     moto.verify_identity("sender@example.com").await;
-    create_provider(&app, &owner, ses_provider(&moto.url, "sender@example.com")).await;
+    app.create_provider(&owner.token, ses_provider(&moto.url, "sender@example.com")).await;
     app.shutdown().await.expect("shutdown");
     app.restart_with(|c| c.providers.allow_endpoint_overrides = false).await;
-    let id = send(
-        &app,
-        &key,
-        json!({"channel": "email", "to": "a@example.com", "content": {"subject": "Hi", "text": "x"}}),
+    let id = app.send_message(&key, json!({"channel": "email", "to": "a@example.com", "content": {"subject": "Hi", "text": "x"}}),
     )
     .await;
-    let message = wait_until_done(&app, &key, &id).await;
-    assert_eq!(message["status"], "failed", "{message}");
+    let message = app.wait_for_status(&key, &id, "failed").await;
     assert!(
         message["statusReason"].as_str().unwrap().contains("providers.allow_endpoint_overrides"),
         "{message}"
@@ -391,49 +338,21 @@ impl SigningKey {
     }
 }
 
-/// What the stub playing SNS saw.
-#[derive(Default)]
-struct SnsStubSeen {
-    certificate_fetches: AtomicUsize,
-    confirmations: std::sync::Mutex<Vec<String>>,
+/// A stub playing SNS: serves the signing certificate at `/cert.pem` and takes subscription
+/// confirmations at `/confirm?Token=...`.
+async fn sns_stub(certificate: Vec<u8>) -> Stub {
+    let certificate = String::from_utf8(certificate).expect("a PEM certificate");
+    Stub::start(move |request: &Recorded| match request.path.as_str() {
+        "/cert.pem" => Reply::text(200, certificate.clone()),
+        "/confirm" => Reply::text(200, "<ConfirmSubscriptionResponse/>"),
+        _ => Reply::text(404, ""),
+    })
+    .await
 }
 
-/// Serves the signing certificate at `/cert.pem` and takes subscription confirmations at
-/// `/confirm?Token=...`.
-async fn sns_stub(
-    certificate: Vec<u8>,
-) -> (SocketAddr, Arc<SnsStubSeen>, actix_web::dev::ServerHandle) {
-    let seen = Arc::new(SnsStubSeen::default());
-    let data = (web::Data::new(certificate), web::Data::from(seen.clone()));
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(data.0.clone())
-            .app_data(data.1.clone())
-            .route(
-                "/cert.pem",
-                web::get().to(
-                    |cert: web::Data<Vec<u8>>, seen: web::Data<SnsStubSeen>| async move {
-                        seen.certificate_fetches.fetch_add(1, Ordering::SeqCst);
-                        HttpResponse::Ok().body(cert.get_ref().clone())
-                    },
-                ),
-            )
-            .route(
-                "/confirm",
-                web::get().to(|request: HttpRequest, seen: web::Data<SnsStubSeen>| async move {
-                    seen.confirmations.lock().unwrap().push(request.query_string().to_owned());
-                    HttpResponse::Ok().body("<ConfirmSubscriptionResponse/>")
-                }),
-            )
-    })
-    .workers(1)
-    .bind("127.0.0.1:0")
-    .unwrap();
-    let addr = server.addrs()[0];
-    let server = server.run();
-    let handle = server.handle();
-    tokio::spawn(server);
-    (addr, seen, handle)
+/// The requests `stub` had at `path`, as their query strings.
+fn requests_at(stub: &Stub, path: &str) -> Vec<String> {
+    stub.requests().into_iter().filter(|r| r.path == path).map(|r| r.query).collect()
 }
 
 /// An SNS message signed as SNS signs it (AWS's documented string to sign), written out here
@@ -513,13 +432,14 @@ async fn event_count(app: &TestApp, key: &str, id: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_ses_receipts_move_messages_and_forgeries_change_nothing() {
     let key_pair = SigningKey::new();
-    let (stub_addr, seen, stub) = sns_stub(key_pair.certificate()).await;
+    let stub = sns_stub(key_pair.certificate()).await;
+    let stub_addr = stub.addr;
     let moto = Moto::start().await;
     let app = app_with_overrides(Some(stub_addr.to_string())).await;
-    let (owner, key) = sender(&app).await;
+    let (owner, key) = app.sender("Sender").await;
     moto.verify_identity("sender@example.com").await;
     let credential =
-        create_provider(&app, &owner, ses_provider(&moto.url, "sender@example.com")).await;
+        app.create_provider(&owner.token, ses_provider(&moto.url, "sender@example.com")).await;
     let cert_url = format!("http://{stub_addr}/cert.pem");
 
     // the subscription is confirmed at its SubscribeURL
@@ -534,18 +454,17 @@ async fn signed_ses_receipts_move_messages_and_forgeries_change_nothing() {
     );
     let (status, answer) = post_sns(&app, &credential, &confirmation).await;
     assert_eq!((status, answer["result"].as_str()), (200, Some("confirmed")), "{answer}");
-    assert_eq!(*seen.confirmations.lock().unwrap(), ["Action=ConfirmSubscription&Token=token-1"]);
+    assert_eq!(requests_at(&stub, "/confirm"), ["Action=ConfirmSubscription&Token=token-1"]);
 
     let mut sent = Vec::new();
     for to in ["a@example.com", "b@example.com"] {
-        let id = send(
-            &app,
-            &key,
-            json!({"channel": "email", "to": to, "content": {"subject": "Hi", "text": "x"}}),
-        )
-        .await;
-        let message = wait_until_done(&app, &key, &id).await;
-        assert_eq!(message["status"], "sent", "{message}");
+        let id = app
+            .send_message(
+                &key,
+                json!({"channel": "email", "to": to, "content": {"subject": "Hi", "text": "x"}}),
+            )
+            .await;
+        let message = app.wait_for_status(&key, &id, "sent").await;
         sent.push((id, message["providerMessageId"].as_str().unwrap().to_owned()));
     }
     let (first, first_ses) = &sent[0];
@@ -622,12 +541,12 @@ async fn signed_ses_receipts_move_messages_and_forgeries_change_nothing() {
     assert_eq!((status, answer["result"].as_str()), (200, Some("ignored")), "{answer}");
 
     // the certificate was fetched once
-    assert_eq!(seen.certificate_fetches.load(Ordering::SeqCst), 1);
+    assert_eq!(requests_at(&stub, "/cert.pem").len(), 1);
 
     // another tenant's credential cannot touch these messages; unknown credentials are 404
     let other = app.sign_up("Mallory").await;
     let other_credential =
-        create_provider(&app, &other, ses_provider(&moto.url, "m@example.com")).await;
+        app.create_provider(&other.token, ses_provider(&moto.url, "m@example.com")).await;
     let (_, message) = app.get_as(&key, &format!("/v1/messages/{second}")).await;
     let before = message["events"].as_array().unwrap().len();
     let complaint =
@@ -640,5 +559,5 @@ async fn signed_ses_receipts_move_messages_and_forgeries_change_nothing() {
     let (status, answer) = post_sns(&app, &credential, &json!({"Type": 1})).await;
     assert_eq!(status, 400, "{answer}");
 
-    stub.stop(false).await;
+    stub.stop().await;
 }

@@ -491,7 +491,7 @@ async fn messages_without_a_usable_credential_fail_clearly() {
     let (message, events) = wait_for_status(&app, &id3, "failed").await;
     assert_eq!(
         message.status_reason.as_deref(),
-        Some("invalid sns config: missing field `region`")
+        Some("the stored sns config is invalid: missing field `region`")
     );
     assert_eq!(events.last().unwrap().details["failure"], "credentials_refused");
 }

@@ -63,23 +63,17 @@ fn assert_bot_request(request: &Recorded, method: &str, path: &str) {
 async fn channel_and_direct_messages_reach_discord_as_documented() {
     let stub = discord().await;
     let app = TestApp::spawn_with(|c| c.providers.allow_endpoint_overrides = true).await;
-    let owner = app.sign_up("Dora").await;
-    let (status, body) = app
-        .post_as(
+    let (owner, key) = app.sender("Dora").await;
+    let provider = app
+        .create_provider(
             &owner.token,
-            "/v1/providers",
             json!({"name": "Bot", "channel": "discord", "providerType": "discord_bot",
-                "credentials": {"botToken": TOKEN}, "config": {"baseUrl": stub.url()}}),
+            "credentials": {"botToken": TOKEN}, "config": {"baseUrl": stub.url()}}),
         )
         .await;
-    assert_eq!(status, 201, "{body}");
-    let key = app.create_api_key(&owner, &["send", "read"], Some(&owner.project_id)).await;
     let send = async |to: &str, content: Value| {
-        let (status, body) = app
-            .post_as(&key, "/v1/send", json!({"channel": "discord", "to": to, "content": content}))
-            .await;
-        assert_eq!(status, 202, "{body}");
-        let id = body["id"].as_str().unwrap().to_owned();
+        let body = json!({"channel": "discord", "to": to, "content": content});
+        let id = app.send_message(&key, body).await;
         app.wait_for_status(&key, &id, "sent").await
     };
 
@@ -104,7 +98,7 @@ async fn channel_and_direct_messages_reach_discord_as_documented() {
     assert_eq!(requests[3].json(), json!({"embeds": [{"title": "Again"}]}));
 
     // verify: users/@me with the same token
-    let path = format!("/v1/providers/{}/verify", body["id"].as_str().unwrap());
+    let path = format!("/v1/providers/{provider}/verify");
     let (status, result) = app.call(Method::POST, &path, Some(&owner.token), None).await;
     assert_eq!(status, 200, "{result}");
     assert_eq!(result["ok"], true, "{result}");

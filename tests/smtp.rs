@@ -48,29 +48,24 @@ fn decode_words(value: &str) -> String {
 async fn an_email_goes_out_as_proper_mime() {
     let sink = SmtpSink::start(Some((USER, PASSWORD))).await;
     let app = TestApp::spawn().await;
-    let owner = app.sign_up("Sam").await;
-    let (status, provider) = app
-        .post_as(
+    let (owner, key) = app.sender("Sam").await;
+    let provider = app
+        .create_provider(
             &owner.token,
-            "/v1/providers",
             json!({"name": "SMTP", "channel": "email", "providerType": "smtp",
                 "credentials": {"username": USER, "password": PASSWORD}, "config": config(sink.port())}),
         )
         .await;
-    assert_eq!(status, 201, "{provider}");
-    let key = app.create_api_key(&owner, &["send", "read"], Some(&owner.project_id)).await;
-    let (status, accepted) = app
-        .post_as(
+    let id = app
+        .send_message(
             &key,
-            "/v1/send",
             json!({"channel": "email", "to": "Alice <alice@example.org>",
                 "content": {"subject": "Votre commande ✓", "text": "It shipped.",
                     "html": "<p>It <b>shipped</b>.</p>", "replyTo": "support@example.com",
                     "cc": ["carol@example.org"], "bcc": ["audit@example.com"]}}),
         )
         .await;
-    assert_eq!(status, 202, "{accepted}");
-    let id = accepted["id"].as_str().unwrap();
+    let id = id.as_str();
     let sent = app.wait_for_status(&key, id, "sent").await;
     let message_id = format!("<{id}@example.com>");
     assert_eq!(sent["providerMessageId"], message_id.as_str());
@@ -99,7 +94,7 @@ async fn an_email_goes_out_as_proper_mime() {
     assert!(email.data.contains("<p>It <b>shipped</b>.</p>"), "{}", email.data);
 
     // verify: a NOOP over an authenticated connection
-    let path = format!("/v1/providers/{}/verify", provider["id"].as_str().unwrap());
+    let path = format!("/v1/providers/{provider}/verify");
     let noops = sink.noops();
     let (status, result) = app.call(Method::POST, &path, Some(&owner.token), None).await;
     assert_eq!(status, 200, "{result}");
@@ -110,7 +105,7 @@ async fn an_email_goes_out_as_proper_mime() {
     let (status, _) = app
         .patch_as(
             &owner.token,
-            &format!("/v1/providers/{}", provider["id"].as_str().unwrap()),
+            &format!("/v1/providers/{provider}"),
             json!({"credentials": {"password": "wrong"}}),
         )
         .await;

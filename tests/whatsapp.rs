@@ -59,29 +59,18 @@ async fn credential(app: &TestApp, owner: &Account, stub: &Stub, extra: Value) -
     for (k, v) in extra.as_object().unwrap() {
         credentials[k] = v.clone();
     }
-    let (status, body) = app
-        .post_as(
-            &owner.token,
-            "/v1/providers",
-            json!({"name": "WhatsApp", "channel": "whatsapp", "providerType": "whatsapp_cloud",
-                "credentials": credentials,
-                "config": {"phoneNumberId": PHONE_NUMBER_ID, "baseUrl": stub.url()}}),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    body["id"].as_str().unwrap().to_owned()
+    app.create_provider(
+        &owner.token,
+        json!({"name": "WhatsApp", "channel": "whatsapp", "providerType": "whatsapp_cloud",
+            "credentials": credentials,
+            "config": {"phoneNumberId": PHONE_NUMBER_ID, "baseUrl": stub.url()}}),
+    )
+    .await
 }
 
 async fn send(app: &TestApp, key: &str, content: Value) -> String {
-    let (status, body) = app
-        .post_as(
-            key,
-            "/v1/send",
-            json!({"channel": "whatsapp", "to": "+16505551234", "content": content}),
-        )
-        .await;
-    assert_eq!(status, 202, "{body}");
-    body["id"].as_str().unwrap().to_owned()
+    let body = json!({"channel": "whatsapp", "to": "+16505551234", "content": content});
+    app.send_message(key, body).await
 }
 
 fn messages_path() -> String {
@@ -92,9 +81,8 @@ fn messages_path() -> String {
 async fn text_and_template_messages_reach_graph_as_documented() {
     let stub = graph().await;
     let app = app().await;
-    let owner = app.sign_up("Wanda").await;
+    let (owner, key) = app.sender("Wanda").await;
     credential(&app, &owner, &stub, json!({})).await;
-    let key = app.create_api_key(&owner, &["send", "read"], Some(&owner.project_id)).await;
 
     let text = send(&app, &key, json!({"text": "Your code is 123456"})).await;
     let sent = app.wait_for_status(&key, &text, "sent").await;
@@ -263,9 +251,8 @@ async fn graph_errors_map_to_their_kinds() {
 async fn failures_through_the_worker_keep_graphs_error() {
     let stub = graph().await;
     let app = app().await;
-    let owner = app.sign_up("Walt").await;
+    let (owner, key) = app.sender("Walt").await;
     credential(&app, &owner, &stub, json!({})).await;
-    let key = app.create_api_key(&owner, &["send", "read"], Some(&owner.project_id)).await;
 
     // throttled, then accepted: not an attempt spent
     stub.push(Reply::json(
@@ -386,9 +373,8 @@ fn event_statuses(message: &Value) -> Vec<String> {
 async fn signed_status_callbacks_move_messages_and_forgeries_change_nothing() {
     let stub = graph().await;
     let app = app().await;
-    let owner = app.sign_up("Rita").await;
+    let (owner, key) = app.sender("Rita").await;
     let credential_id = credential(&app, &owner, &stub, json!({})).await;
-    let key = app.create_api_key(&owner, &["send", "read"], Some(&owner.project_id)).await;
     let first = send(&app, &key, json!({"text": "one"})).await;
     let second = send(&app, &key, json!({"text": "two"})).await;
     let first_wamid = app.wait_for_status(&key, &first, "sent").await["providerMessageId"]
@@ -472,9 +458,8 @@ async fn signed_status_callbacks_move_messages_and_forgeries_change_nothing() {
 async fn callbacks_reach_only_their_own_organizations_messages() {
     let stub = graph().await;
     let app = app().await;
-    let owner = app.sign_up("Olga").await;
+    let (owner, key) = app.sender("Olga").await;
     credential(&app, &owner, &stub, json!({})).await;
-    let key = app.create_api_key(&owner, &["send", "read"], Some(&owner.project_id)).await;
     let id = send(&app, &key, json!({"text": "mine"})).await;
     let wamid = app.wait_for_status(&key, &id, "sent").await["providerMessageId"]
         .as_str()

@@ -21,8 +21,9 @@ use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::api::providers::open_credentials;
-use crate::db::messages::{self, DELIVERED, FAILED, SENT};
-use crate::db::providers::{self as provider_rows, ProviderCredential};
+use crate::db::messages::{DELIVERED, FAILED, SENT};
+use crate::db::providers::{ProviderCredential, find_for_callback};
+use crate::db::receipts::{self, Receipt};
 use crate::error::ApiError;
 use crate::providers::{ProviderType, WhatsappCredentials};
 use crate::state::AppState;
@@ -61,9 +62,8 @@ async fn credential(
     id: &str,
 ) -> Result<(ProviderCredential, WhatsappCredentials), ApiError> {
     let mut conn = state.db.get().await?;
-    let row = provider_rows::find_by_id(&mut conn, id)
+    let row = find_for_callback(&mut conn, id, ProviderType::WhatsappCloud)
         .await?
-        .filter(|row| row.provider_type == ProviderType::WhatsappCloud.as_str())
         .ok_or_else(|| ApiError::not_found("provider"))?;
     let secrets = open_credentials(&state.keys, &row)
         .map_err(|reason| ApiError::internal(format!("provider {}: {reason}", row.id)))?;
@@ -267,15 +267,17 @@ pub async fn statuses(
         if let Some(reason) = &reason {
             details["error"] = json!(reason);
         }
-        let moved = messages::apply_receipt(
+        let moved = receipts::apply(
             &mut conn,
-            &row.organization_id,
-            "whatsapp",
-            &status.id,
-            &[SENT],
-            to,
-            reason.as_deref(),
-            details,
+            Receipt {
+                organization_id: &row.organization_id,
+                channel: &row.channel,
+                provider_message_id: &status.id,
+                from: &[SENT],
+                to,
+                reason: reason.as_deref(),
+                details,
+            },
         )
         .await?;
         applied += moved.len();

@@ -8,7 +8,7 @@
 pub mod api_keys;
 pub mod auth;
 pub mod health;
-pub mod inbound;
+pub mod inbound_ses;
 pub mod inbound_whatsapp;
 pub mod invitations;
 pub mod json;
@@ -87,7 +87,7 @@ use crate::state::AppState;
         providers::update,
         providers::delete,
         providers::verify,
-        inbound::ses_events,
+        inbound_ses::ses_events,
         inbound_whatsapp::handshake,
         inbound_whatsapp::statuses,
     ),
@@ -208,7 +208,7 @@ fn v1_routes(cfg: &mut web::ServiceConfig) {
             .configure(providers::routes)
             .configure(webhooks::routes)
             .configure(send::routes)
-            .configure(inbound::routes)
+            .configure(inbound_ses::routes)
             .configure(inbound_whatsapp::routes),
     );
 }

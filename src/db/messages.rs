@@ -324,45 +324,6 @@ pub async fn cancel_received(
     .await
 }
 
-/// A provider's delivery receipt, applied: the organization's messages of `channel` that the
-/// provider knows as `provider_message_id` move to `to` (with `reason`, and an event with
-/// `details`) if their status is one of `from`. Returns the ids of the messages it moved: none
-/// for an unknown id, or a message already past `from` (a repeated or late receipt), so
-/// receipts can be applied any number of times.
-#[allow(clippy::too_many_arguments)]
-pub async fn apply_receipt(
-    conn: &mut AsyncPgConnection,
-    organization_id: &str,
-    channel: &str,
-    provider_message_id: &str,
-    from: &[&str],
-    to: &str,
-    reason: Option<&str>,
-    details: serde_json::Value,
-) -> QueryResult<Vec<String>> {
-    conn.transaction::<_, diesel::result::Error, _>(async |conn| {
-        let now = Utc::now();
-        let moved: Vec<String> = diesel::update(messages::table)
-            .filter(messages::organization_id.eq(organization_id))
-            .filter(messages::channel.eq(channel))
-            .filter(messages::provider_message_id.eq(provider_message_id))
-            .filter(messages::status.eq_any(from))
-            .set((
-                messages::status.eq(to),
-                messages::status_reason.eq(reason),
-                messages::updated_at.eq(now),
-            ))
-            .returning(messages::id)
-            .get_results(conn)
-            .await?;
-        let events: Vec<Event> =
-            moved.iter().map(|id| Event::new(id, to, details.clone(), now)).collect();
-        diesel::insert_into(message_events::table).values(&events).execute(conn).await?;
-        Ok(moved)
-    })
-    .await
-}
-
 #[cfg(test)]
 mod log_tests {
     use super::contains_pattern;

@@ -1,15 +1,16 @@
 //! What the SES and SNS connectors share: SDK clients built from a tenant's sealed access key
-//! and cached per credential, and the classification of AWS errors (design.md, invariant 5).
+//! and kept per credential (in a [`ClientCache`], as every connector keeps its clients), and
+//! the classification of AWS errors (design.md, invariant 5).
 //!
 //! A client is built once per credential and reused for every message (each one carries its
 //! own signing setup; building one per message would be wasteful), and rebuilt only when the
-//! credential's key, region or endpoint change. All clients share one HTTPS connection pool.
+//! credential changes (its key, region or endpoint). All clients share one HTTPS connection
+//! pool.
 //!
 //! The SDK's own retries are off: the worker's attempt must be at most one provider call
 //! (invariant 3), and it retries on its own schedule.
 
-use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use aws_sdk_sesv2::config::retry::RetryConfig;
@@ -20,10 +21,13 @@ use aws_sdk_sesv2::config::{
 use aws_sdk_sesv2::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use aws_types::SdkConfig;
-use serde_json::Value;
+use serde::de::DeserializeOwned;
 
-use crate::delivery::connector::{OpenedCredential, ProviderError};
-use crate::providers::AwsCredentials;
+use crate::delivery::client_cache::ClientCache;
+use crate::delivery::connector::{
+    OpenedCredential, ProviderError, describe, endpoint_override, truncate,
+};
+use crate::providers::{AwsCredentials, SesConfig, SnsConfig};
 
 /// The raw HTTP response in SDK errors (the same type for every AWS service crate).
 pub type HttpResponse = aws_sdk_sesv2::config::http::HttpResponse;
@@ -32,111 +36,89 @@ pub type HttpResponse = aws_sdk_sesv2::config::http::HttpResponse;
 /// `delivery.provider_timeout`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Where and as whom a client calls: what its cache entry depends on.
-pub struct Target<'a> {
-    pub region: &'a str,
-    pub endpoint_url: Option<&'a str>,
+/// An AWS credential's config: where its clients call.
+pub trait AwsConfig: DeserializeOwned {
+    fn region(&self) -> &str;
+    /// `endpointUrl`: a local emulator or a proxy instead of AWS.
+    fn endpoint_url(&self) -> Option<&str>;
 }
 
-/// One AWS service's clients, by credential id.
+impl AwsConfig for SesConfig {
+    fn region(&self) -> &str {
+        &self.region
+    }
+
+    fn endpoint_url(&self) -> Option<&str> {
+        self.endpoint_url.as_deref()
+    }
+}
+
+impl AwsConfig for SnsConfig {
+    fn region(&self) -> &str {
+        &self.region
+    }
+
+    fn endpoint_url(&self) -> Option<&str> {
+        self.endpoint_url.as_deref()
+    }
+}
+
+/// One AWS service's clients, by credential.
 pub struct Clients<C> {
     allow_endpoint_overrides: bool,
     http: OnceLock<SharedHttpClient>,
-    /// The client with a digest of what it was built from (key, secret, region, endpoint).
-    clients: Mutex<HashMap<String, (Vec<u8>, C)>>,
-}
-
-impl<C> Default for Clients<C> {
-    fn default() -> Self {
-        Self::new(false)
-    }
+    cache: ClientCache<C>,
 }
 
 impl<C> Clients<C> {
     pub fn new(allow_endpoint_overrides: bool) -> Self {
-        Self { allow_endpoint_overrides, http: OnceLock::new(), clients: Mutex::default() }
+        Self { allow_endpoint_overrides, http: OnceLock::new(), cache: ClientCache::default() }
     }
-}
 
-impl<C: Clone> Clients<C> {
-    /// The client for `credential` calling `target`, built with `build` when there is none yet
-    /// or the credential changed. Unusable credentials are a `Credential` error.
-    pub fn get(
+    /// The client for `credential` with its config, built with `build` when there is none yet
+    /// for this version of the credential. Unusable credentials are a `Credential` error.
+    pub fn get<T: AwsConfig>(
         &self,
         credential: &OpenedCredential,
-        target: &Target<'_>,
         build: impl FnOnce(&SdkConfig) -> C,
-    ) -> Result<C, ProviderError> {
-        // Deliberately no detail from serde: its messages may quote a value, and these are
-        // secrets.
-        let keys: AwsCredentials =
-            serde_json::from_value(Value::Object(credential.secrets().clone())).map_err(|_| {
-                ProviderError::Credential(
-                    "the stored credentials are not an AWS access key (accessKeyId, \
-                     secretAccessKey)"
-                        .to_owned(),
-                )
-            })?;
-        if target.endpoint_url.is_some() && !self.allow_endpoint_overrides {
-            return Err(ProviderError::Credential(
-                "the credential sets endpointUrl, which this server does not allow \
-                 (providers.allow_endpoint_overrides)"
-                    .to_owned(),
-            ));
-        }
-        let digest = {
-            let mut context = ring::digest::Context::new(&ring::digest::SHA256);
-            for part in [
-                keys.access_key_id.as_str(),
-                keys.secret_access_key.as_str(),
-                target.region,
-                target.endpoint_url.unwrap_or(""),
-            ] {
-                context.update(part.as_bytes());
-                context.update(&[0]);
+    ) -> Result<(Arc<C>, T), ProviderError> {
+        let config: T = credential.config_as()?;
+        let endpoint = endpoint_override(config.endpoint_url(), self.allow_endpoint_overrides)?;
+        let client = self.cache.get_or_build(credential, || {
+            let keys: AwsCredentials = credential.secrets_as()?;
+            let http = self.http.get_or_init(|| {
+                aws_smithy_http_client::Builder::new()
+                    .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+                    .build_https()
+            });
+            let mut sdk = SdkConfig::builder()
+                .behavior_version(BehaviorVersion::latest())
+                .region(Region::new(config.region().to_owned()))
+                .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+                    keys.access_key_id,
+                    keys.secret_access_key,
+                    None,
+                    None,
+                    "relayit",
+                )))
+                .http_client(http.clone())
+                .retry_config(RetryConfig::disabled())
+                .timeout_config(TimeoutConfig::builder().connect_timeout(CONNECT_TIMEOUT).build());
+            if let Some(url) = endpoint {
+                sdk = sdk.endpoint_url(url);
             }
-            context.finish().as_ref().to_vec()
-        };
-        // a poisoned lock only means another thread panicked mid-insert; the map is still sound
-        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((built_from, client)) = clients.get(&credential.id)
-            && *built_from == digest
-        {
-            return Ok(client.clone());
-        }
-        let http = self.http.get_or_init(|| {
-            aws_smithy_http_client::Builder::new()
-                .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
-                .build_https()
-        });
-        let mut config = SdkConfig::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(target.region.to_owned()))
-            .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
-                keys.access_key_id,
-                keys.secret_access_key,
-                None,
-                None,
-                "relayit",
-            )))
-            .http_client(http.clone())
-            .retry_config(RetryConfig::disabled())
-            .timeout_config(TimeoutConfig::builder().connect_timeout(CONNECT_TIMEOUT).build());
-        if let Some(url) = target.endpoint_url {
-            config = config.endpoint_url(url);
-        }
-        let client = build(&config.build());
-        clients.insert(credential.id.clone(), (digest, client.clone()));
-        Ok(client)
+            Ok(build(&sdk.build()))
+        })?;
+        Ok((client, config))
     }
 
     /// How many clients are cached (for tests of the cache).
     pub fn len(&self) -> usize {
-        self.clients.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.cache.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.cache.is_empty()
     }
 }
 
@@ -211,6 +193,7 @@ pub fn classify_answer(
     if let Some(status) = status {
         text.push_str(&format!(" (HTTP {status})"));
     }
+    let text = truncate(text);
     let is = |codes: &[&str]| code.is_some_and(|c| codes.contains(&c));
     if is(CREDENTIAL_CODES) {
         ProviderError::Credential(text)
@@ -247,10 +230,9 @@ where
         }
         SdkError::TimeoutError(_) => ProviderError::Retryable(format!("{service}: timed out")),
         SdkError::DispatchFailure(failure) => {
-            let cause = std::error::Error::source(error).map(ToString::to_string);
             let what = if failure.is_timeout() { "timed out" } else { "cannot connect" };
-            ProviderError::Retryable(match cause {
-                Some(cause) => format!("{service}: {what}: {cause}"),
+            ProviderError::Retryable(match std::error::Error::source(error) {
+                Some(cause) => format!("{service}: {what}: {}", describe(cause)),
                 None => format!("{service}: {what}"),
             })
         }
@@ -296,14 +278,14 @@ mod tests {
         assert_eq!(text, "SES MessageRejected: not verified (HTTP 400)");
     }
 
-    fn credential(secret: &str) -> OpenedCredential {
+    fn credential(secret: &str, config: serde_json::Value) -> OpenedCredential {
         let secrets = serde_json::json!({"accessKeyId": "AKID", "secretAccessKey": secret});
-        let Value::Object(secrets) = secrets else { unreachable!() };
+        let serde_json::Value::Object(secrets) = secrets else { unreachable!() };
         OpenedCredential::new(
             "prv_1".into(),
             "ses".into(),
             crate::providers::ProviderType::Ses,
-            Value::Null,
+            config,
             secrets,
         )
     }
@@ -311,37 +293,40 @@ mod tests {
     #[test]
     fn clients_are_built_once_per_credential_and_again_when_it_changes() {
         let clients: Clients<u32> = Clients::new(true);
-        let target = Target { region: "us-east-1", endpoint_url: None };
-        let mut built = 0;
+        let here = serde_json::json!({"region": "us-east-1", "fromAddress": "a@example.com"});
+        let get = |credential: &OpenedCredential, value: u32| {
+            let (client, config) = clients.get::<SesConfig>(credential, |_| value).unwrap();
+            (*client, config.region)
+        };
         for _ in 0..3 {
-            let client = clients
-                .get(&credential("s1"), &target, |_| {
-                    built += 1;
-                    built
-                })
-                .unwrap();
-            assert_eq!(client, 1);
+            assert_eq!(get(&credential("s1", here.clone()), 1), (1, "us-east-1".to_owned()));
         }
-        let changed = clients.get(&credential("s2"), &target, |_| 7).unwrap();
-        assert_eq!((changed, clients.len()), (7, 1));
-        let moved = Target { region: "eu-west-1", endpoint_url: Some("http://127.0.0.1:1") };
-        assert_eq!(clients.get(&credential("s2"), &moved, |_| 8).unwrap(), 8);
+        assert_eq!(get(&credential("s2", here.clone()), 7), (7, "us-east-1".to_owned()));
+        assert_eq!(clients.len(), 1);
+        let moved = serde_json::json!({"region": "eu-west-1", "fromAddress": "a@example.com",
+            "endpointUrl": "http://127.0.0.1:1"});
+        assert_eq!(get(&credential("s2", moved.clone()), 8), (8, "eu-west-1".to_owned()));
 
         let strict: Clients<u32> = Clients::new(false);
-        let refused = strict.get(&credential("s1"), &moved, |_| 1).unwrap_err();
+        let refused = strict.get::<SesConfig>(&credential("s1", moved), |_| 1).unwrap_err();
         assert_eq!(refused.kind(), "credential");
+        assert!(refused.to_string().contains("providers.allow_endpoint_overrides"), "{refused}");
         assert!(strict.is_empty());
 
-        let mut broken = credential("s1");
-        broken = OpenedCredential::new(
-            broken.id.clone(),
-            broken.slug.clone(),
-            broken.provider_type,
-            Value::Null,
+        let keyless = OpenedCredential::new(
+            "prv_2".into(),
+            "ses".into(),
+            crate::providers::ProviderType::Ses,
+            here,
             serde_json::Map::new(),
         );
-        let error = clients.get(&broken, &target, |_| 1).unwrap_err();
+        let error = clients.get::<SesConfig>(&keyless, |_| 1).unwrap_err();
         assert_eq!(error.kind(), "credential");
+        let unconfigured = credential("s1", serde_json::Value::Null);
+        assert_eq!(
+            clients.get::<SesConfig>(&unconfigured, |_| 1).unwrap_err().kind(),
+            "credential"
+        );
     }
 
     fn response(status: u16) -> HttpResponse {

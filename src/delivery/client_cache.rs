@@ -1,8 +1,10 @@
 //! Per-credential provider clients, kept across messages.
 //!
 //! Some clients hold state that must outlive one call: SMTP connection pools, Discord's rate
-//! limiter (its buckets are per bot token). Building one per message would reconnect every
-//! time and forget every rate limit, so connectors keep them here, by credential id. An entry
+//! limiter (its buckets are per bot token), AWS SDK clients (their signing setup). Building one
+//! per message would reconnect every time and forget every rate limit, so connectors keep them
+//! here, by credential id, in the process's one `Registry` (shared by the worker and
+//! `/verify`). An entry
 //! remembers the credential's fingerprint: when its secrets or config change (a PATCH), the
 //! next call builds a fresh client. Entries unused for [`IDLE_TTL`] are dropped, so credentials
 //! that were deleted do not pin their connections forever.

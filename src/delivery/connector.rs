@@ -23,8 +23,8 @@ use crate::db::messages::Message;
 use crate::delivery::discord::Discord;
 use crate::delivery::sandbox::Sandbox;
 use crate::delivery::ses::Ses;
-use crate::delivery::sns::Sns;
 use crate::delivery::smtp::Smtp;
+use crate::delivery::sns::Sns;
 use crate::delivery::whatsapp::Whatsapp;
 use crate::providers::ProviderType;
 
@@ -195,12 +195,12 @@ impl Registry {
     }
 }
 
-/// `baseUrl`/`endpointUrl` of a credential, allowed only where the operator allows overrides.
+/// `endpointUrl`/`baseUrl` of a credential, allowed only where the operator allows overrides.
 pub fn endpoint_override(url: Option<&str>, allowed: bool) -> Result<Option<&str>, ProviderError> {
     match url {
         Some(_) if !allowed => Err(ProviderError::Credential(
-            "the credential sets baseUrl, but this server does not allow endpoint overrides \
-             (providers.allow_endpoint_overrides)"
+            "the credential sets its own endpoint (endpointUrl/baseUrl), but this server does \
+             not allow endpoint overrides (providers.allow_endpoint_overrides)"
                 .to_owned(),
         )),
         other => Ok(other),
@@ -215,6 +215,30 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let seconds: f64 =
         headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
     (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds.min(86_400.0)))
+}
+
+/// A provider's HTTP answer as JSON, or the error it means: `classify` reads an unsuccessful
+/// one (status, body, `Retry-After`). `provider` names the provider in error texts.
+pub async fn json_answer(
+    provider: &str,
+    response: reqwest::Response,
+    classify: impl FnOnce(reqwest::StatusCode, &[u8], Option<Duration>) -> ProviderError,
+) -> Result<Value, ProviderError> {
+    let status = response.status();
+    let header_retry = retry_after(response.headers());
+    let body = response.bytes().await.map_err(|e| {
+        ProviderError::Retryable(format!("{provider} answer cut short: {}", describe(&e)))
+    })?;
+    if !status.is_success() {
+        return Err(classify(status, &body, header_retry));
+    }
+    // Accepted, most likely: sending again could deliver twice.
+    serde_json::from_slice(&body).map_err(|_| {
+        ProviderError::Permanent(format!(
+            "{provider} answered {status} with a body that is not JSON: {}",
+            excerpt(&body)
+        ))
+    })
 }
 
 /// An error with its causes (`error sending request: connection refused`): transport errors'

@@ -27,7 +27,7 @@ use crate::db::messages::Message;
 use crate::delivery::client_cache::ClientCache;
 use crate::delivery::connector::{
     Connector, OpenedCredential, ProviderError, ProviderReceipt, SendFuture, VerifyFuture,
-    describe, endpoint_override, excerpt, retry_after, truncate,
+    describe, endpoint_override, excerpt, json_answer, truncate,
 };
 use crate::providers::{DiscordConfig, DiscordCredentials};
 
@@ -108,21 +108,7 @@ impl Discord {
                 self.http.execute(built).await.map_err(|e| unreachable(&e))?
             }
         };
-        let status = response.status();
-        let header_retry = retry_after(response.headers());
-        let body = response.bytes().await.map_err(|e| {
-            ProviderError::Retryable(format!("Discord answer cut short: {}", describe(&e)))
-        })?;
-        if !status.is_success() {
-            return Err(classify(status, &body, header_retry));
-        }
-        // Accepted, most likely: sending again could deliver twice.
-        serde_json::from_slice(&body).map_err(|_| {
-            ProviderError::Permanent(format!(
-                "Discord answered {status} with a body that is not JSON: {}",
-                excerpt(&body)
-            ))
-        })
+        json_answer("Discord", response, classify).await
     }
 
     /// The channel of `target`: a direct message channel is opened (once per user).

@@ -11,13 +11,12 @@ use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent as SesConten
 
 use crate::content::EmailContent;
 use crate::db::messages::Message;
-use crate::delivery::aws::{Clients, Target, classify};
+use crate::delivery::aws::{Clients, classify};
 use crate::delivery::connector::{
     Connector, OpenedCredential, ProviderError, ProviderReceipt, SendFuture, VerifyFuture,
 };
 use crate::providers::SesConfig;
 
-#[derive(Default)]
 pub struct Ses {
     clients: Clients<Client>,
 }
@@ -25,16 +24,6 @@ pub struct Ses {
 impl Ses {
     pub fn new(allow_endpoint_overrides: bool) -> Self {
         Self { clients: Clients::new(allow_endpoint_overrides) }
-    }
-
-    fn client(&self, credential: &OpenedCredential) -> Result<(Client, SesConfig), ProviderError> {
-        // The API validated the config; a row edited by hand is the credential's fault.
-        let config: SesConfig = serde_json::from_value(credential.config.clone())
-            .map_err(|e| ProviderError::Credential(format!("invalid ses config: {e}")))?;
-        let target =
-            Target { region: &config.region, endpoint_url: config.endpoint_url.as_deref() };
-        let client = self.clients.get(credential, &target, Client::new)?;
-        Ok((client, config))
     }
 }
 
@@ -45,7 +34,7 @@ impl Connector for Ses {
         credential: &'a OpenedCredential,
     ) -> SendFuture<'a> {
         Box::pin(async move {
-            let (client, config) = self.client(credential)?;
+            let (client, config): (_, SesConfig) = self.clients.get(credential, Client::new)?;
             // Stored content passed validation at ingestion; serde's text is left out since it
             // may quote the body.
             let email: EmailContent = serde_json::from_value(message.content.clone())
@@ -85,7 +74,7 @@ impl Connector for Ses {
 
     fn verify<'a>(&'a self, credential: &'a OpenedCredential) -> VerifyFuture<'a> {
         Box::pin(async move {
-            let (client, config) = self.client(credential)?;
+            let (client, config): (_, SesConfig) = self.clients.get(credential, Client::new)?;
             let account = client.get_account().send().await.map_err(|e| classify("SES", &e))?;
             let region = &config.region;
             if !account.sending_enabled() {

@@ -10,13 +10,12 @@ use aws_sdk_sns::types::MessageAttributeValue;
 
 use crate::content::SmsContent;
 use crate::db::messages::Message;
-use crate::delivery::aws::{Clients, Target, classify};
+use crate::delivery::aws::{Clients, classify};
 use crate::delivery::connector::{
     Connector, OpenedCredential, ProviderError, ProviderReceipt, SendFuture, VerifyFuture,
 };
 use crate::providers::{SmsType, SnsConfig};
 
-#[derive(Default)]
 pub struct Sns {
     clients: Clients<Client>,
 }
@@ -24,16 +23,6 @@ pub struct Sns {
 impl Sns {
     pub fn new(allow_endpoint_overrides: bool) -> Self {
         Self { clients: Clients::new(allow_endpoint_overrides) }
-    }
-
-    fn client(&self, credential: &OpenedCredential) -> Result<(Client, SnsConfig), ProviderError> {
-        // The API validated the config; a row edited by hand is the credential's fault.
-        let config: SnsConfig = serde_json::from_value(credential.config.clone())
-            .map_err(|e| ProviderError::Credential(format!("invalid sns config: {e}")))?;
-        let target =
-            Target { region: &config.region, endpoint_url: config.endpoint_url.as_deref() };
-        let client = self.clients.get(credential, &target, Client::new)?;
-        Ok((client, config))
     }
 }
 
@@ -44,7 +33,7 @@ impl Connector for Sns {
         credential: &'a OpenedCredential,
     ) -> SendFuture<'a> {
         Box::pin(async move {
-            let (client, config) = self.client(credential)?;
+            let (client, config): (_, SnsConfig) = self.clients.get(credential, Client::new)?;
             let sms: SmsContent = serde_json::from_value(message.content.clone())
                 .map_err(|_| ProviderError::Permanent("the content is not an SMS".to_owned()))?;
             let attributes = attributes(&config).map_err(|e| {
@@ -70,7 +59,7 @@ impl Connector for Sns {
 
     fn verify<'a>(&'a self, credential: &'a OpenedCredential) -> VerifyFuture<'a> {
         Box::pin(async move {
-            let (client, config) = self.client(credential)?;
+            let (client, config): (_, SnsConfig) = self.clients.get(credential, Client::new)?;
             let output =
                 client.get_sms_attributes().send().await.map_err(|e| classify("SNS", &e))?;
             let mut detail = format!("SNS accepted the credentials in {}", config.region);

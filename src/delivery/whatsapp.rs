@@ -17,7 +17,7 @@ use crate::content::WhatsappContent;
 use crate::db::messages::Message;
 use crate::delivery::connector::{
     Connector, OpenedCredential, ProviderError, ProviderReceipt, SendFuture, VerifyFuture,
-    describe, endpoint_override, excerpt, retry_after, truncate,
+    describe, endpoint_override, excerpt, json_answer, truncate,
 };
 use crate::providers::{WhatsappConfig, WhatsappCredentials};
 
@@ -73,21 +73,7 @@ impl Whatsapp {
         let response = request.bearer_auth(&secrets.access_token).send().await.map_err(|e| {
             ProviderError::Retryable(format!("cannot reach Graph: {}", describe(&e)))
         })?;
-        let status = response.status();
-        let retry_after = retry_after(response.headers());
-        let body = response.bytes().await.map_err(|e| {
-            ProviderError::Retryable(format!("Graph answer cut short: {}", describe(&e)))
-        })?;
-        if !status.is_success() {
-            return Err(classify(status, &body, retry_after));
-        }
-        // Accepted, most likely: sending again could deliver twice.
-        serde_json::from_slice(&body).map_err(|_| {
-            ProviderError::Permanent(format!(
-                "Graph answered {status} with a body that is not JSON: {}",
-                excerpt(&body)
-            ))
-        })
+        json_answer("Graph", response, classify).await
     }
 }
 

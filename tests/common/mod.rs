@@ -477,8 +477,31 @@ impl TestApp {
 }
 
 impl TestApp {
-    /// Polls the message through the API (with `token`) until its status is `status` (30 s at
-    /// most); returns it.
+    /// Signs up `name` and creates an API key of its project that may send and read; returns
+    /// the account and the key.
+    pub async fn sender(&self, name: &str) -> (Account, String) {
+        let owner = self.sign_up(name).await;
+        let key = self.create_api_key(&owner, &["send", "read"], Some(&owner.project_id)).await;
+        (owner, key)
+    }
+
+    /// Creates a provider credential (`POST /v1/providers` as `token`); returns its id.
+    pub async fn create_provider(&self, token: &str, body: serde_json::Value) -> String {
+        let (status, view) = self.post_as(token, "/v1/providers", body).await;
+        assert_eq!(status, 201, "create provider: {view}");
+        view["id"].as_str().expect("id").to_owned()
+    }
+
+    /// Sends a message (`POST /v1/send` with `key`); returns its id.
+    pub async fn send_message(&self, key: &str, body: serde_json::Value) -> String {
+        let (status, answer) = self.post_as(key, "/v1/send", body).await;
+        assert_eq!(status, 202, "send: {answer}");
+        answer["id"].as_str().expect("id").to_owned()
+    }
+
+    /// Polls the message through the API (with `token`) until its status is `status`, and
+    /// returns it. Fails once it has settled on another status (`failed`, `canceled`), or
+    /// after 30 s.
     pub async fn wait_for_status(&self, token: &str, id: &str, status: &str) -> serde_json::Value {
         let path = format!("/v1/messages/{id}");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -488,6 +511,10 @@ impl TestApp {
             if message["status"] == status {
                 return message;
             }
+            assert!(
+                message["status"] != "failed" && message["status"] != "canceled",
+                "{status} expected: {message}"
+            );
             assert!(std::time::Instant::now() < deadline, "never {status}: {message}");
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }

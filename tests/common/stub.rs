@@ -1,4 +1,5 @@
-//! A recording HTTP stub standing in for a provider's API (Graph, Discord): it keeps every
+//! A recording HTTP stub standing in for a provider's API (Graph, Discord, SES's GetAccount,
+//! SNS's certificates and subscription confirmations): it keeps every
 //! request it receives (method, path, query, headers, body) for the test to assert on, and
 //! answers each with the next scripted reply, or else with its default reply.
 
@@ -43,6 +44,10 @@ impl Reply {
             headers: vec![("content-type".into(), "application/json".into())],
             body: body.to_string(),
         }
+    }
+
+    pub fn text(status: u16, body: impl Into<String>) -> Reply {
+        Reply { status, headers: vec![], body: body.into() }
     }
 
     pub fn with_header(mut self, name: &str, value: &str) -> Reply {

@@ -1,4 +1,5 @@
-//! `/v1/inbound`: where providers report on the messages they accepted.
+//! `/v1/inbound/ses/{credentialId}`: Amazon SES delivery receipts (WhatsApp's are in
+//! `inbound_whatsapp`).
 //!
 //! `POST /v1/inbound/ses/{credentialId}` is the endpoint of an SNS HTTP(S) subscription to the
 //! topic an SES configuration set (or identity) publishes its events to. It needs no API key:
@@ -12,6 +13,7 @@ use actix_web::{HttpResponse, web};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::db::providers::find_for_callback;
 use crate::db::receipts::{self, Receipt};
 use crate::error::ApiError;
 use crate::inbound::ses;
@@ -62,10 +64,9 @@ pub async fn ses_events(
     let envelope: Envelope = serde_json::from_slice(&body)
         .map_err(|e| ApiError::malformed_json(format!("not an SNS message: {e}")))?;
     let mut conn = state.db.get().await?;
-    let organization_id = match receipts::credential_owner(&mut conn, &credential_id).await? {
-        Some((org, kind)) if kind == ProviderType::Ses.as_str() => org,
-        _ => return Err(ApiError::not_found("SES provider")),
-    };
+    let credential = find_for_callback(&mut conn, &credential_id, ProviderType::Ses)
+        .await?
+        .ok_or_else(|| ApiError::not_found("SES provider"))?;
     // the pooled connection is not held while certificates are fetched
     drop(conn);
     state.sns_verifier.verify(&envelope).await.map_err(|e| refused(&credential_id, e))?;
@@ -91,8 +92,8 @@ pub async fn ses_events(
             let applied = receipts::apply(
                 &mut conn,
                 Receipt {
-                    organization_id: &organization_id,
-                    credential_id: &credential_id,
+                    organization_id: &credential.organization_id,
+                    channel: &credential.channel,
                     provider_message_id: &change.provider_message_id,
                     from: change.from,
                     to: change.to,
@@ -101,15 +102,15 @@ pub async fn ses_events(
                 },
             )
             .await?;
-            Ok(match applied {
-                Some(id) => answer("applied", format!("message {id} is {}", change.to)),
-                None => answer(
+            Ok(match applied.as_slice() {
+                [] => answer(
                     "ignored",
                     format!(
                         "no message of this provider with SES id {} can become {}",
                         change.provider_message_id, change.to
                     ),
                 ),
+                ids => answer("applied", format!("message {} is {}", ids.join(", "), change.to)),
             })
         }
         // verify() refuses every other type
