@@ -15,6 +15,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::MasterKey;
+use crate::providers::ProviderType;
 
 /// Shown instead of a secret wherever configuration is printed.
 pub const REDACTED: &str = "********";
@@ -203,6 +204,50 @@ pub struct DeliveryConfig {
     /// message.
     #[serde(with = "humantime_serde")]
     pub credential_cache_ttl: Duration,
+    /// A message throttled without a break (provider 429s or our own rate limits, which spend
+    /// no attempt) for longer than this fails: otherwise it could wait forever.
+    #[serde(with = "humantime_serde")]
+    pub max_throttled_for: Duration,
+    /// Last: TOML writes tables after plain keys.
+    pub rate_limits: RateLimits,
+}
+
+/// Provider calls per second per credential, by provider type; 0 = no limit. A credential's
+/// own `rateLimit` (in its config) takes precedence. The defaults are the providers' published
+/// starting quotas, so a new credential is not throttled by its provider out of the box:
+/// SES 14/s (the usual production sending rate; the SES sandbox allows 1/s, so set
+/// `rateLimit: 1` on a sandboxed account), SNS 20/s (SMS per account), WhatsApp Cloud 80/s
+/// (per business number), Discord 50/s (a bot's global limit). SMTP relays publish no common
+/// figure: 10/s is a conservative guess. The sandbox is unlimited, for benchmarks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimits {
+    pub ses: u32,
+    pub smtp: u32,
+    pub sns: u32,
+    pub whatsapp_cloud: u32,
+    pub discord_bot: u32,
+    pub sandbox: u32,
+}
+
+impl RateLimits {
+    /// The default rate of a provider type's credentials (0 = none).
+    pub fn of(&self, provider_type: ProviderType) -> u32 {
+        match provider_type {
+            ProviderType::Ses => self.ses,
+            ProviderType::Smtp => self.smtp,
+            ProviderType::Sns => self.sns,
+            ProviderType::WhatsappCloud => self.whatsapp_cloud,
+            ProviderType::DiscordBot => self.discord_bot,
+            ProviderType::Sandbox => self.sandbox,
+        }
+    }
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self { ses: 14, smtp: 10, sns: 20, whatsapp_cloud: 80, discord_bot: 50, sandbox: 0 }
+    }
 }
 
 impl Default for Config {
@@ -288,6 +333,8 @@ impl Default for DeliveryConfig {
             sweep_interval: Duration::from_secs(5),
             requeue_after: Duration::from_secs(300),
             credential_cache_ttl: Duration::from_secs(30),
+            max_throttled_for: Duration::from_secs(24 * 3600),
+            rate_limits: RateLimits::default(),
         }
     }
 }
@@ -435,6 +482,7 @@ impl Config {
         nonzero_duration("delivery.provider_timeout", self.delivery.provider_timeout)?;
         nonzero_duration("delivery.sweep_interval", self.delivery.sweep_interval)?;
         nonzero_duration("delivery.requeue_after", self.delivery.requeue_after)?;
+        nonzero_duration("delivery.max_throttled_for", self.delivery.max_throttled_for)?;
         if self.delivery.provider_timeout >= self.delivery.visibility_timeout {
             return Err(ConfigError::invalid(
                 "delivery.provider_timeout",
@@ -622,7 +670,12 @@ mod tests {
             jail.set_env("RELAYIT_DELIVERY__RETRY_BASE_DELAY", "250ms");
             jail.set_env("RELAYIT_MIGRATE_ON_START", "false");
             jail.set_env("RELAYIT_WEBHOOKS__ALLOW_PRIVATE_TARGETS", "true");
+            jail.set_env("RELAYIT_DELIVERY__RATE_LIMITS__SES", "1");
+            jail.set_env("RELAYIT_DELIVERY__MAX_THROTTLED_FOR", "2h");
             let config = load_in_jail(jail).unwrap();
+            assert_eq!(config.delivery.rate_limits.of(ProviderType::Ses), 1);
+            assert_eq!(config.delivery.rate_limits.of(ProviderType::Sns), 20);
+            assert_eq!(config.delivery.max_throttled_for, Duration::from_secs(7200));
             assert_eq!(config.server.bind, "127.0.0.1:9001");
             assert_eq!(config.database.max_connections, 3);
             assert_eq!(config.delivery.retry_base_delay, Duration::from_millis(250));
@@ -698,6 +751,13 @@ mod tests {
                 "visibility_timeout",
             ),
             ("RELAYIT_LOG__FORMAT", "xml", "log.format", "pretty"),
+            ("RELAYIT_DELIVERY__MAX_THROTTLED_FOR", "0s", "delivery.max_throttled_for", "positive"),
+            (
+                "RELAYIT_DELIVERY__RATE_LIMITS__SMTP",
+                "-1",
+                "delivery.rate_limits.smtp",
+                "RELAYIT_DELIVERY__RATE_LIMITS__SMTP",
+            ),
             ("RELAYIT_SERVER__PUBLIC_URL", "ftp://x", "server.public_url", "http(s)"),
             ("RELAYIT_SERVER__NOPE", "1", "server.nope", "unknown key"),
             ("RELAYIT_LOG__LEVEL", "relayit=loud", "log.level", "tracing filter"),

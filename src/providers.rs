@@ -147,6 +147,8 @@ pub struct SesConfig {
     pub from_address: String,
     pub configuration_set: Option<String>,
     pub endpoint_url: Option<String>,
+    /// Provider calls per second with this credential; see [`rate_limit()`].
+    pub rate_limit: Option<u32>,
 }
 
 /// `smtp`: both or neither (servers that relay without authentication).
@@ -164,6 +166,8 @@ pub struct SmtpConfig {
     pub port: u16,
     pub tls: SmtpTls,
     pub from_address: String,
+    /// Provider calls per second with this credential; see [`rate_limit()`].
+    pub rate_limit: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -182,6 +186,8 @@ pub struct SnsConfig {
     pub origination_number: Option<String>,
     pub sms_type: Option<SmsType>,
     pub endpoint_url: Option<String>,
+    /// Provider calls per second with this credential; see [`rate_limit()`].
+    pub rate_limit: Option<u32>,
 }
 
 /// SNS's own spelling.
@@ -208,6 +214,8 @@ pub struct WhatsappConfig {
     pub phone_number_id: String,
     pub api_version: Option<String>,
     pub base_url: Option<String>,
+    /// Provider calls per second with this credential; see [`rate_limit()`].
+    pub rate_limit: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -220,6 +228,8 @@ pub struct DiscordCredentials {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct DiscordConfig {
     pub base_url: Option<String>,
+    /// Provider calls per second with this credential; see [`rate_limit()`].
+    pub rate_limit: Option<u32>,
 }
 
 /// The sandbox has no secrets: `{}`.
@@ -240,6 +250,8 @@ pub struct SandboxConfig {
     pub fail_first: Option<u32>,
     /// With `failMode: "throttled"`: the Retry-After the sandbox answers with.
     pub retry_after_ms: Option<u64>,
+    /// Provider calls per second with this credential; see [`rate_limit()`].
+    pub rate_limit: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -252,6 +264,16 @@ pub enum FailMode {
     /// Answers like a provider's 429.
     Throttled,
 }
+
+/// The `rateLimit` every type's config may carry: provider calls per second with the
+/// credential, instead of its type's default (`delivery.rate_limits`). Read from the stored
+/// config as it is, since the field means the same for every type.
+pub fn rate_limit(config: &serde_json::Value) -> Option<u32> {
+    config.get("rateLimit")?.as_u64().and_then(|rate| u32::try_from(rate).ok())
+}
+
+/// Far beyond any provider's rate; above it a limit would mean nothing.
+const MAX_RATE_LIMIT: u32 = 100_000;
 
 /// Longest text a setting or secret may be; far beyond any real one, short of abuse.
 const MAX_TEXT_CHARS: usize = 4096;
@@ -318,6 +340,12 @@ impl Part<'_> {
         }
     }
 
+    fn rate_limit(&mut self, value: Option<u32>) {
+        if value.is_some_and(|rate| !(1..=MAX_RATE_LIMIT).contains(&rate)) {
+            self.error("rateLimit", format!("must be between 1 and {MAX_RATE_LIMIT} per second"));
+        }
+    }
+
     fn email(&mut self, name: &str, value: &str) {
         let field = self.field(name);
         check_email(self.check, &field, value);
@@ -363,6 +391,7 @@ impl Schema for AwsCredentials {
 
 impl Schema for SesConfig {
     fn check(&self, part: &mut Part<'_>) {
+        part.rate_limit(self.rate_limit);
         part.region("region", &self.region);
         part.email("fromAddress", &self.from_address);
         if let Some(set) = &self.configuration_set {
@@ -389,6 +418,7 @@ impl Schema for SmtpCredentials {
 
 impl Schema for SmtpConfig {
     fn check(&self, part: &mut Part<'_>) {
+        part.rate_limit(self.rate_limit);
         part.token("host", &self.host);
         if self.port == 0 {
             part.error("port", "must be between 1 and 65535");
@@ -399,6 +429,7 @@ impl Schema for SmtpConfig {
 
 impl Schema for SnsConfig {
     fn check(&self, part: &mut Part<'_>) {
+        part.rate_limit(self.rate_limit);
         part.region("region", &self.region);
         if let Some(sender) = &self.sender_id {
             let valid = (1..=11).contains(&sender.len())
@@ -431,6 +462,7 @@ impl Schema for WhatsappCredentials {
 
 impl Schema for WhatsappConfig {
     fn check(&self, part: &mut Part<'_>) {
+        part.rate_limit(self.rate_limit);
         let id = &self.phone_number_id;
         if id.is_empty() || id.len() > 32 || !id.bytes().all(|b| b.is_ascii_digit()) {
             part.error("phoneNumberId", "must be the numeric id of a WhatsApp Business number");
@@ -452,6 +484,7 @@ impl Schema for DiscordCredentials {
 
 impl Schema for DiscordConfig {
     fn check(&self, part: &mut Part<'_>) {
+        part.rate_limit(self.rate_limit);
         part.endpoint("baseUrl", self.base_url.as_deref());
     }
 }
@@ -462,6 +495,7 @@ impl Schema for SandboxCredentials {
 
 impl Schema for SandboxConfig {
     fn check(&self, part: &mut Part<'_>) {
+        part.rate_limit(self.rate_limit);
         if self.latency_ms.is_some_and(|ms| ms > MAX_SANDBOX_LATENCY_MS) {
             part.error("latencyMs", format!("must be at most {MAX_SANDBOX_LATENCY_MS}"));
         }
@@ -573,6 +607,44 @@ mod tests {
             ["config.retryAfterMs"]
         );
         assert_eq!(config_fields(json!({"failMode": "flaky"})), ["config.failMode"]);
+    }
+
+    #[test]
+    fn every_config_takes_a_rate_limit() {
+        let valid = [
+            (ProviderType::Ses, json!({"region": "us-east-1", "fromAddress": "a@example.com"})),
+            (
+                ProviderType::Smtp,
+                json!({"host": "smtp.example.com", "port": 587, "tls": "starttls",
+                       "fromAddress": "a@example.com"}),
+            ),
+            (ProviderType::Sns, json!({"region": "us-east-1"})),
+            (ProviderType::WhatsappCloud, json!({"phoneNumberId": "123"})),
+            (ProviderType::DiscordBot, json!({})),
+            (ProviderType::Sandbox, json!({})),
+        ];
+        let rules = ProvidersConfig::default();
+        for (provider, base) in valid {
+            let fields = |rate: serde_json::Value| {
+                let mut config = base.clone();
+                config["rateLimit"] = rate;
+                let mut check = Validator::new();
+                provider.check_config(&config, &rules, &mut check);
+                check.finish().err().map_or_else(Vec::new, |e| {
+                    e.details().iter().map(|d| d.field.clone()).collect::<Vec<_>>()
+                })
+            };
+            for ok in [json!(1), json!(14), json!(100_000)] {
+                assert!(fields(ok.clone()).is_empty(), "{provider:?} {ok}");
+                let mut config = base.clone();
+                config["rateLimit"] = ok.clone();
+                assert_eq!(rate_limit(&config).map(u64::from), ok.as_u64());
+            }
+            for bad in [json!(0), json!(100_001), json!(-1), json!(2.5), json!("5")] {
+                assert_eq!(fields(bad.clone()), ["config.rateLimit"], "{provider:?} {bad}");
+            }
+            assert_eq!(rate_limit(&base), None);
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use common::{Account, TestApp};
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use fred::prelude::{ClientLike, StreamsInterface};
+use fred::prelude::{ClientLike, KeysInterface, StreamsInterface};
 use relayit::config::Config;
 use relayit::db::messages::{self, Event, Message, NewMessage};
 use relayit::db::schema::messages as m;
@@ -617,4 +617,137 @@ async fn messages_whose_entry_was_lost_are_swept_back() {
     assert_eq!(events[1].details["recovered"], true);
     let waited = events[2].created_at - events[0].created_at;
     assert!(waited.to_std().unwrap() >= Duration::from_millis(500), "swept after {waited}");
+}
+
+/// When each provider call of the message's sent event started.
+fn call_started(events: &[Event]) -> DateTime<Utc> {
+    let sent = events.iter().find(|e| e.status == "sent").expect("a sent event");
+    let last = sent.details["tries"].as_array().unwrap().last().unwrap().clone();
+    serde_json::from_value(last["startedAt"].clone()).expect("startedAt")
+}
+
+#[tokio::test]
+async fn a_credential_rate_limit_paces_its_calls_without_spending_attempts() {
+    const BURST: usize = 8;
+    const RATE: u32 = 2;
+    let app = TestApp::spawn_with(fast).await;
+    let owner = app.sign_up("Owner").await;
+    let (credential, slug) =
+        sandbox(&app, &owner, "email", json!({"rateLimit": RATE}), json!({})).await;
+    let ids = submit_many(&app, &owner, &EMAIL, BURST, false).await;
+
+    let mut starts = Vec::new();
+    let mut throttled = 0;
+    for id in &ids {
+        let (message, events) = wait_for_status(&app, id, "sent").await;
+        assert_eq!(message.attempts, 1, "waiting for the limit spent no attempt");
+        assert_eq!(message.throttled_since, None, "sent: no longer throttled");
+        assert_eq!(count(&events, "sent"), 1);
+        let waits: Vec<&Event> = events.iter().filter(|e| e.status == "retrying").collect();
+        // the limiter gives each refused message a place in line: it comes back when a slot
+        // is free, instead of all of them retrying together round after round
+        assert!(waits.len() <= 3, "{id} was throttled {} times", waits.len());
+        for wait in &waits {
+            let details = &wait.details;
+            assert_eq!(
+                (&details["throttled"], &details["rateLimited"]),
+                (&json!(true), &json!(true))
+            );
+            assert_eq!(details["attempt"], 1);
+            assert_eq!(details["tries"][0]["result"], "rate_limited");
+            assert_eq!(details["tries"][0]["credentialId"], credential.as_str());
+            let error = details["error"].as_str().unwrap();
+            assert_eq!(error, format!("credential `{slug}` is at its rate limit (2/s)"));
+            assert!(details["throttledSince"].is_string());
+        }
+        throttled += waits.len();
+        starts.push(call_started(&events));
+    }
+    // a burst of RATE goes at once; the rest must wait
+    assert!(throttled >= BURST - RATE as usize, "only {throttled} throttled retries");
+
+    // In any stretch of time, at most RATE calls plus one per interval: calls i..=j (in time
+    // order) need (j - i + 1 - RATE) intervals between the first and the last.
+    starts.sort();
+    let interval = Duration::from_millis(1000 / u64::from(RATE));
+    let slack = Duration::from_millis(150);
+    for i in 0..starts.len() {
+        for j in i + 1..starts.len() {
+            let calls = (j - i + 1) as u32;
+            let needed = interval * calls.saturating_sub(RATE);
+            let took = (starts[j] - starts[i]).to_std().unwrap();
+            assert!(took + slack >= needed, "calls {i}..={j} within {took:?}: {starts:#?}");
+        }
+    }
+    // the limit's state: one key per credential, expiring once idle
+    let (client, keys) = redis(&app).await;
+    let ttl: i64 = client.pttl(keys.rate_limit(&credential)).await.unwrap();
+    assert!(ttl > 0 || ttl == -2, "the rate-limit key must expire, pttl {ttl}");
+}
+
+#[tokio::test]
+async fn a_busy_credential_fails_over_to_the_next_one() {
+    let app = TestApp::spawn_with(fast).await;
+    let owner = app.sign_up("Owner").await;
+    let (busy, _) =
+        sandbox(&app, &owner, "email", json!({"rateLimit": 1}), json!({"priority": 0})).await;
+    let (spare, _) = sandbox(&app, &owner, "email", json!({}), json!({"priority": 1})).await;
+    let ids = submit_many(&app, &owner, &EMAIL, 6, false).await;
+
+    let mut by_busy = Vec::new();
+    for id in &ids {
+        let (message, events) = wait_for_status(&app, id, "sent").await;
+        assert_eq!(message.attempts, 1);
+        assert_eq!(count(&events, "retrying"), 0, "{id} waited although a credential was free");
+        let tries = events.last().unwrap().details["tries"].as_array().unwrap().clone();
+        let tried: Vec<(&str, &str)> = tries
+            .iter()
+            .map(|t| (t["credentialId"].as_str().unwrap(), t["result"].as_str().unwrap()))
+            .collect();
+        if message.provider_credential_id.as_deref() == Some(busy.as_str()) {
+            assert_eq!(tried, [(busy.as_str(), "sent")]);
+            by_busy.push(call_started(&events));
+        } else {
+            assert_eq!(tried, [(busy.as_str(), "rate_limited"), (spare.as_str(), "sent")]);
+            assert!(tries[0].get("startedAt").is_none(), "a passed-over credential is not called");
+        }
+    }
+    assert!(!by_busy.is_empty(), "the first choice sent nothing");
+    assert!(by_busy.len() < ids.len(), "nothing failed over");
+    by_busy.sort();
+    for pair in by_busy.windows(2) {
+        let apart = (pair[1] - pair[0]).to_std().unwrap();
+        assert!(apart >= Duration::from_millis(850), "1/s credential called {apart:?} apart");
+    }
+}
+
+#[tokio::test]
+async fn a_message_throttled_for_too_long_fails_and_is_dead_lettered() {
+    let app = TestApp::spawn_with(|c| {
+        fast(c);
+        c.delivery.max_throttled_for = Duration::from_millis(800);
+    })
+    .await;
+    let owner = app.sign_up("Owner").await;
+    let throttled = json!({"failRate": 1, "failMode": "throttled", "retryAfterMs": 150});
+    sandbox(&app, &owner, "email", throttled, json!({})).await;
+    let id = submit(&app, &owner, &EMAIL).await;
+
+    let (message, events) = wait_for_status(&app, &id, "failed").await;
+    assert_eq!(message.attempts, 0, "throttling spends no attempt, even at the end");
+    assert_eq!(message.throttled_since, None);
+    let reason = message.status_reason.clone().expect("a reason");
+    assert!(reason.contains("delivery.max_throttled_for, 800ms"), "{reason}");
+    assert!(reason.contains("simulated throttling (429)"), "{reason}");
+    let retries: Vec<&Event> = events.iter().filter(|e| e.status == "retrying").collect();
+    assert!(retries.len() >= 2, "{:?}", statuses(&events));
+    // the streak's start is kept from the first throttled try to the last
+    let since = &retries[0].details["throttledSince"];
+    assert!(retries.iter().all(|e| &e.details["throttledSince"] == since));
+    let first: DateTime<Utc> = serde_json::from_value(since.clone()).unwrap();
+    let failed = events.last().unwrap();
+    assert_eq!(failed.status, "failed");
+    assert_eq!(failed.details["failure"], "throttled_too_long");
+    assert!((failed.created_at - first).to_std().unwrap() >= Duration::from_millis(800));
+    assert_eq!(dead_letters(&app).await, [(id, reason)]);
 }

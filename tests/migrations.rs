@@ -54,7 +54,7 @@ async fn tables(url: &str) -> Vec<String> {
 async fn migrations_apply_revert_and_apply_again() {
     let db = TestDb::empty().await;
     let applied = relayit::db::migrate(&db.url).await.expect("migrate");
-    assert_eq!(applied.len(), migration_count());
+    assert_eq!(applied.len(), common::migration_count());
     let mut expected: Vec<String> = TABLES.iter().map(|t| t.to_string()).collect();
     expected.sort();
     assert_eq!(tables(&db.url).await, expected);
@@ -62,10 +62,10 @@ async fn migrations_apply_revert_and_apply_again() {
     assert!(relayit::db::migrate(&db.url).await.unwrap().is_empty());
 
     let reverted = relayit::db::revert_all(&db.url).await.expect("revert");
-    assert_eq!(reverted.len(), migration_count());
+    assert_eq!(reverted.len(), common::migration_count());
     assert!(tables(&db.url).await.is_empty());
 
-    assert_eq!(relayit::db::migrate(&db.url).await.unwrap().len(), migration_count());
+    assert_eq!(relayit::db::migrate(&db.url).await.unwrap().len(), common::migration_count());
     assert_eq!(tables(&db.url).await, expected);
 }
 
@@ -77,15 +77,7 @@ async fn concurrent_migrations_serialize_on_the_advisory_lock() {
     for run in runs {
         total += run.expect("every concurrent migrate succeeds").len();
     }
-    assert_eq!(total, migration_count(), "each migration applied exactly once");
-}
-
-/// The migrations in the repository (directories with an `up.sql`).
-fn migration_count() -> usize {
-    let dirs = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations")).unwrap();
-    let count = dirs.filter(|d| d.as_ref().unwrap().path().join("up.sql").is_file()).count();
-    assert!(count >= 4);
-    count
+    assert_eq!(total, common::migration_count(), "each migration applied exactly once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

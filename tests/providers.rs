@@ -224,6 +224,35 @@ async fn every_type_is_stored_and_every_read_redacts_the_credentials() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_type_takes_a_rate_limit_and_bad_ones_are_named() {
+    let app = TestApp::spawn().await;
+    let owner = app.sign_up("Rita").await;
+    for (mut body, _) in every_type() {
+        if body.get("config").is_none() {
+            body["config"] = json!({});
+        }
+        for bad in [json!(0), json!(-1), json!(2.5), json!("fast"), json!(100_001)] {
+            let mut wrong = body.clone();
+            wrong["config"]["rateLimit"] = bad.clone();
+            let (status, error) = app.post_as(&owner.token, "/v1/providers", wrong).await;
+            assert_eq!(status, 400, "{bad}: {error}");
+            assert_eq!(fields_of(&error), ["config.rateLimit"], "{bad}: {error}");
+        }
+        body["config"]["rateLimit"] = json!(7);
+        let created = create(&app, &owner, body.clone()).await;
+        assert_eq!(created["config"]["rateLimit"], 7, "{created}");
+        let path = format!("/v1/providers/{}", created["id"].as_str().unwrap());
+        let mut config = body["config"].clone();
+        config["rateLimit"] = json!(0);
+        let (status, error) = app.patch_as(&owner.token, &path, json!({"config": config})).await;
+        assert_eq!(status, 400, "{error}");
+        assert_eq!(fields_of(&error), ["config.rateLimit"], "{error}");
+        let (_, shown) = app.get_as(&owner.token, &path).await;
+        assert_eq!(shown["config"]["rateLimit"], 7, "a refused change changes nothing");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_bodies_name_every_field_at_fault() {
     let app = TestApp::spawn().await;
     let owner = app.sign_up("Vera").await;
@@ -659,7 +688,7 @@ async fn verify_answers_ok_for_the_sandbox_and_reports_a_provider_out_of_reach()
     // (each real type's own verify is tested beside its connector: tests/aws.rs, whatsapp.rs,
     // discord.rs, smtp.rs)
     // an SMTP server nobody runs: an answer all the same, `ok: false` saying why
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let closed = common::free_port();
     let smtp = create(
         &app,
         &owner,

@@ -166,7 +166,7 @@ async fn replies_map_to_kinds_and_connections_are_pooled() {
     assert_eq!(required.kind(), "credential", "530: {required}");
 
     // nobody listening: worth another try
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let closed = common::free_port();
     let gone = opened_credential(ProviderType::Smtp, json!({}), config(closed));
     assert_eq!(smtp.send(&email("a@example.org"), &gone).await.unwrap_err().kind(), "retryable");
     assert_eq!(sink.messages().len(), 3, "nothing more was accepted");

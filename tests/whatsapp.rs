@@ -229,7 +229,7 @@ async fn graph_errors_map_to_their_kinds() {
     assert!(stub.requests().iter().all(|r| r.path == format!("/v21.0/{PHONE_NUMBER_ID}/messages")));
 
     // nobody listening: retryable, saying why
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let closed = format!("127.0.0.1:{}", common::free_port());
     let nowhere = opened_credential(
         ProviderType::WhatsappCloud,
         json!({"accessToken": TOKEN}),

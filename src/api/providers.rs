@@ -116,6 +116,8 @@ pub struct CreateProvider {
     /// `smtp` `{host, port, tls, fromAddress}`, `sns` `{region, senderId?, originationNumber?,
     /// smsType?, endpointUrl?}`, `whatsapp_cloud` `{phoneNumberId, apiVersion?, baseUrl?}`,
     /// `discord_bot` `{baseUrl?}`, `sandbox` `{latencyMs?, failRate?, failMode?, failFirst?, retryAfterMs?}`.
+    /// Every type also takes `rateLimit?`: provider calls per second with this credential
+    /// (1 to 100000), instead of the server's default for its type.
     #[schema(value_type = Option<Object>)]
     pub config: Option<Value>,
     pub is_active: Option<bool>,

@@ -77,6 +77,8 @@ pub struct Outcome {
     pub provider_message_id: Option<String>,
     pub provider_credential_id: Option<String>,
     pub provider_type: Option<String>,
+    /// Since when it has been throttled without a break, if this outcome is throttled too.
+    pub throttled_since: Option<DateTime<Utc>>,
     pub details: serde_json::Value,
 }
 
@@ -108,6 +110,8 @@ pub async fn record(
     let credentials: Vec<Option<&str>> =
         outcomes.iter().map(|o| o.provider_credential_id.as_deref()).collect();
     let types: Vec<Option<&str>> = outcomes.iter().map(|o| o.provider_type.as_deref()).collect();
+    let throttled_since: Vec<Option<DateTime<Utc>>> =
+        outcomes.iter().map(|o| o.throttled_since).collect();
     conn.transaction(async |conn| {
         let applied: Vec<Id> = diesel::sql_query(
             "UPDATE messages AS m SET
@@ -122,10 +126,11 @@ pub async fn record(
                      (SELECT p.id FROM provider_credentials p WHERE p.id = u.provider_credential_id),
                      m.provider_credential_id),
                  provider_type = COALESCE(u.provider_type, m.provider_type),
+                 throttled_since = u.throttled_since,
                  updated_at = $10
-             FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9) AS u(id, claimed_at, status,
+             FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $11) AS u(id, claimed_at, status,
                  status_reason, attempts, next_attempt_at, provider_message_id,
-                 provider_credential_id, provider_type)
+                 provider_credential_id, provider_type, throttled_since)
              WHERE m.id = u.id AND m.status = 'processing' AND m.updated_at = u.claimed_at
              RETURNING m.id",
         )
@@ -139,6 +144,7 @@ pub async fn record(
         .bind::<Array<Nullable<Text>>, _>(&credentials)
         .bind::<Array<Nullable<Text>>, _>(&types)
         .bind::<Timestamptz, _>(now)
+        .bind::<Array<Nullable<Timestamptz>>, _>(&throttled_since)
         .load(conn)
         .await?;
         let applied: Vec<String> = applied.into_iter().map(|row| row.id).collect();

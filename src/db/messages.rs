@@ -47,6 +47,9 @@ pub struct Message {
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Since when its deliveries have been throttled without a break (they spend no attempt,
+    /// so this is what bounds them: `delivery.max_throttled_for`).
+    pub throttled_since: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Insertable)]
@@ -95,20 +98,60 @@ impl Event {
     }
 }
 
-/// Inserts messages and their first events; one statement each, for any number of rows.
-pub async fn insert_all(
+/// Inserts messages and their events in one statement: the rows travel as one array per
+/// column, so the statement text (and its plan, prepared once per connection) is the same for
+/// any number of rows, and it costs one round trip. Being one statement, it is atomic even
+/// outside a transaction.
+pub async fn insert_all<M, E>(
     conn: &mut AsyncPgConnection,
-    new: &[NewMessage],
-    events: &[Event],
-) -> QueryResult<()> {
-    // Postgres caps a statement at 65535 bind parameters; messages bind 14 each.
-    for chunk in new.chunks(4000) {
-        diesel::insert_into(messages::table).values(chunk).execute(conn).await?;
+    new: &[M],
+    events: &[E],
+) -> QueryResult<()>
+where
+    M: std::borrow::Borrow<NewMessage>,
+    E: std::borrow::Borrow<Event>,
+{
+    use diesel::sql_types::{Array, Jsonb, Nullable, Text, Timestamptz};
+    if new.is_empty() && events.is_empty() {
+        return Ok(());
     }
-    for chunk in events.chunks(10_000) {
-        diesel::insert_into(message_events::table).values(chunk).execute(conn).await?;
-    }
-    Ok(())
+    let new: Vec<&NewMessage> = new.iter().map(|m| m.borrow()).collect();
+    let events: Vec<&Event> = events.iter().map(|e| e.borrow()).collect();
+    let text = |f: fn(&NewMessage) -> &str| new.iter().map(|m| f(m)).collect::<Vec<&str>>();
+    let optional =
+        |f: fn(&NewMessage) -> Option<&str>| new.iter().map(|m| f(m)).collect::<Vec<_>>();
+    diesel::sql_query(
+        "WITH m AS (
+             INSERT INTO messages (id, organization_id, project_id, api_key_id, channel, recipient,
+                 requested_provider, status, content, metadata, idempotency_key, send_at,
+                 created_at, updated_at)
+             SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+         )
+         INSERT INTO message_events (id, message_id, status, details, created_at)
+         SELECT * FROM unnest($15, $16, $17, $18, $19)",
+    )
+    .bind::<Array<Text>, _>(text(|m| &m.id))
+    .bind::<Array<Text>, _>(text(|m| &m.organization_id))
+    .bind::<Array<Text>, _>(text(|m| &m.project_id))
+    .bind::<Array<Nullable<Text>>, _>(optional(|m| m.api_key_id.as_deref()))
+    .bind::<Array<Text>, _>(text(|m| &m.channel))
+    .bind::<Array<Text>, _>(text(|m| &m.recipient))
+    .bind::<Array<Nullable<Text>>, _>(optional(|m| m.requested_provider.as_deref()))
+    .bind::<Array<Text>, _>(text(|m| m.status))
+    .bind::<Array<Jsonb>, _>(new.iter().map(|m| &m.content).collect::<Vec<_>>())
+    .bind::<Array<Jsonb>, _>(new.iter().map(|m| &m.metadata).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Text>>, _>(optional(|m| m.idempotency_key.as_deref()))
+    .bind::<Array<Nullable<Timestamptz>>, _>(new.iter().map(|m| m.send_at).collect::<Vec<_>>())
+    .bind::<Array<Timestamptz>, _>(new.iter().map(|m| m.created_at).collect::<Vec<_>>())
+    .bind::<Array<Timestamptz>, _>(new.iter().map(|m| m.updated_at).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(events.iter().map(|e| e.id.as_str()).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(events.iter().map(|e| e.message_id.as_str()).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(events.iter().map(|e| e.status.as_str()).collect::<Vec<_>>())
+    .bind::<Array<Jsonb>, _>(events.iter().map(|e| &e.details).collect::<Vec<_>>())
+    .bind::<Array<Timestamptz>, _>(events.iter().map(|e| e.created_at).collect::<Vec<_>>())
+    .execute(conn)
+    .await
+    .map(|_| ())
 }
 
 /// A message of the organization, or None (another tenant's id is simply not found).

@@ -106,6 +106,7 @@ diesel::table! {
         next_attempt_at -> Nullable<Timestamptz>,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        throttled_since -> Nullable<Timestamptz>,
     }
 }
 

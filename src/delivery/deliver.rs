@@ -2,12 +2,17 @@
 //! retryable and credential errors), and turn what happened into the [`Outcome`] the worker
 //! records: `sent`, `retrying` (with the next attempt's time) or `failed`.
 //!
-//! Every credential tried is listed in the outcome's event (`tries`), so a message's history
-//! shows each provider call of each attempt.
+//! Every credential tried is listed in the outcome's event (`tries`, each with its start time),
+//! so a message's history shows each provider call of each attempt, and each credential passed
+//! over for its rate limit (`limits` says why that fails over).
+//!
+//! Throttling (a provider's 429, or our own limits) spends no attempt, so nothing bounds it but
+//! time: the message remembers since when it has been throttled without a break
+//! (`throttled_since`), and fails once that exceeds `delivery.max_throttled_for`.
 
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::{Value, json};
 
 use crate::config::DeliveryConfig;
@@ -15,6 +20,7 @@ use crate::db::delivery::Outcome;
 use crate::db::messages::{FAILED, Message, RETRYING, SENT};
 use crate::delivery::backoff::{after, retry_delay};
 use crate::delivery::connector::{ProviderError, ProviderReceipt, Registry};
+use crate::delivery::limits::{Limited, RateLimiter};
 use crate::delivery::routing::Candidate;
 
 /// How the attempt ended, before it is written down.
@@ -23,8 +29,12 @@ enum Ending {
     Sent(ProviderReceipt),
     /// A retryable error on the last credential tried (or on every one).
     Retry(String),
-    /// Throttled: retried after this long, without spending an attempt.
+    /// A provider throttled it: retried after its Retry-After (else the base delay), capped,
+    /// without spending an attempt.
     Throttled(String, Option<Duration>),
+    /// Our own rate limits kept it from every credential that could have taken it: retried at
+    /// the slot the limiter promised (exact, so not capped), without spending an attempt.
+    Limited(String, Duration),
     Failed {
         reason: String,
         kind: &'static str,
@@ -36,12 +46,14 @@ enum Ending {
 fn try_record(
     candidate: &Candidate,
     result: &Result<ProviderReceipt, ProviderError>,
+    started_at: DateTime<Utc>,
     took: Duration,
 ) -> Value {
     let mut record = json!({
         "credentialId": candidate.id(),
         "slug": candidate.slug(),
         "providerType": candidate.provider_type(),
+        "startedAt": started_at,
         "durationMs": took.as_millis() as u64,
     });
     match result {
@@ -80,6 +92,22 @@ async fn call(
     }
 }
 
+/// A credential passed over for its rate limit, as the event records it.
+fn limited_record(candidate: &Candidate, limited: &Limited) -> Value {
+    json!({
+        "credentialId": candidate.id(),
+        "slug": candidate.slug(),
+        "providerType": candidate.provider_type(),
+        "result": "rate_limited",
+        "error": limited_text(candidate, limited),
+        "retryInMs": limited.wait.as_millis() as u64,
+    })
+}
+
+fn limited_text(candidate: &Candidate, limited: &Limited) -> String {
+    format!("credential `{}` is at its rate limit ({}/s)", candidate.slug(), limited.rate)
+}
+
 /// A credential the provider refused, for the worker to flag.
 pub struct Refused {
     pub credential_id: String,
@@ -87,9 +115,10 @@ pub struct Refused {
 }
 
 /// Makes `message`'s attempt over `route` and returns its outcome, and the credentials the
-/// providers refused along the way.
+/// providers refused along the way. Without a `limiter`, no rate limit applies.
 pub async fn attempt(
     registry: &Registry,
+    limiter: Option<&RateLimiter>,
     config: &DeliveryConfig,
     message: &Message,
     route: &[Candidate],
@@ -99,13 +128,25 @@ pub async fn attempt(
     let mut refused = Vec::new();
     let mut retryable = None;
     let mut last_error = None;
+    // the first credential passed over for its rate limit, and the soonest slot promised
+    let mut limited: Option<(String, Duration)> = None;
     let mut ending = None;
     let mut used = None;
     for candidate in route {
         used = Some(candidate);
-        let call_started = Instant::now();
+        if let (Some(limiter), Candidate::Ready(credential)) = (limiter, candidate)
+            && let Err(limit) = limiter.admit(credential).await
+        {
+            tries.push(limited_record(candidate, &limit));
+            limited = Some(match limited {
+                Some((text, wait)) => (text, wait.min(limit.wait)),
+                None => (limited_text(candidate, &limit), limit.wait),
+            });
+            continue;
+        }
+        let (call_started, call_started_at) = (Instant::now(), Utc::now());
         let result = call(registry, config, message, candidate).await;
-        tries.push(try_record(candidate, &result, call_started.elapsed()));
+        tries.push(try_record(candidate, &result, call_started_at, call_started.elapsed()));
         match result {
             Ok(receipt) => ending = Some(Ending::Sent(receipt)),
             Err(ProviderError::Permanent(text)) => {
@@ -130,13 +171,15 @@ pub async fn attempt(
             break;
         }
     }
-    let ending = ending.unwrap_or_else(|| match (retryable, last_error) {
+    let ending = ending.unwrap_or_else(|| match (limited, retryable, last_error) {
+        // a busy credential takes it soon; the others' errors are in the tries
+        (Some((text, wait)), _, _) => Ending::Limited(text, wait),
         // another credential may work on the next attempt
-        (Some(text), _) => Ending::Retry(text),
-        (None, Some(text)) => {
+        (None, Some(text), _) => Ending::Retry(text),
+        (None, None, Some(text)) => {
             Ending::Failed { reason: text, kind: "credentials_refused", spent: true }
         }
-        (None, None) => {
+        (None, None, None) => {
             Ending::Failed { reason: no_route_reason(message), kind: "no_route", spent: false }
         }
     });
@@ -156,6 +199,7 @@ pub async fn attempt(
         provider_message_id: None,
         provider_credential_id: used.map(|c| c.id().to_owned()),
         provider_type: used.map(|c| c.provider_type().to_owned()),
+        throttled_since: None,
         details: Value::Null,
     };
     match ending {
@@ -179,11 +223,12 @@ pub async fn attempt(
             fail(&mut outcome, &mut details, reason, "attempts_exhausted");
         }
         Ending::Throttled(text, retry_after) => {
-            // a throttled call is not the message's fault: the attempt is not spent
-            outcome.attempts = message.attempts;
-            details["throttled"] = json!(true);
             let delay = retry_after.unwrap_or(config.retry_base_delay).min(config.retry_max_delay);
-            retry_at(&mut outcome, &mut details, now, delay, text);
+            throttled(&mut outcome, &mut details, config, message, now, delay, text);
+        }
+        Ending::Limited(text, wait) => {
+            details["rateLimited"] = json!(true);
+            throttled(&mut outcome, &mut details, config, message, now, wait, text);
         }
         Ending::Failed { reason, kind, spent } => {
             if !spent {
@@ -210,6 +255,38 @@ fn retry_at(
     details["retryInMs"] = json!(delay.as_millis() as u64);
     details["nextAttemptAt"] = json!(at);
     outcome.status_reason = Some(text);
+}
+
+/// Reschedules a throttled message after `delay`, without spending its attempt (throttling is
+/// not the message's fault), unless it has been throttled without a break for longer than
+/// `delivery.max_throttled_for`: then it fails.
+fn throttled(
+    outcome: &mut Outcome,
+    details: &mut Value,
+    config: &DeliveryConfig,
+    message: &Message,
+    now: DateTime<Utc>,
+    delay: Duration,
+    text: String,
+) {
+    outcome.attempts = message.attempts;
+    details["throttled"] = json!(true);
+    // as Postgres keeps it (microseconds), so every event of the streak shows the same time
+    let since = message.throttled_since.unwrap_or_else(|| now.trunc_subsecs(6));
+    let throttled_for = (now - since).to_std().unwrap_or_default();
+    if throttled_for > config.max_throttled_for {
+        let reason = format!(
+            "throttled without a break since {} (longer than delivery.max_throttled_for, {}); \
+             last: {text}",
+            since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            humantime::format_duration(config.max_throttled_for),
+        );
+        fail(outcome, details, reason, "throttled_too_long");
+        return;
+    }
+    outcome.throttled_since = Some(since);
+    details["throttledSince"] = json!(since);
+    retry_at(outcome, details, now, delay, text);
 }
 
 fn fail(outcome: &mut Outcome, details: &mut Value, reason: String, kind: &str) {
@@ -258,6 +335,7 @@ mod tests {
             next_attempt_at: None,
             created_at: now,
             updated_at: now,
+            throttled_since: None,
         }
     }
 
@@ -283,7 +361,7 @@ mod tests {
             sandbox("prv_b", json!({"failRate": 1})),
             sandbox("prv_c", json!({})),
         ];
-        let (outcome, refused) = attempt(&registry, &config(), &message(0), &route).await;
+        let (outcome, refused) = attempt(&registry, None, &config(), &message(0), &route).await;
         assert_eq!(outcome.status, SENT);
         assert_eq!(outcome.attempts, 1);
         assert_eq!(outcome.provider_credential_id.as_deref(), Some("prv_c"));
@@ -291,20 +369,20 @@ mod tests {
         assert_eq!(refused.len(), 1);
 
         // a retryable error anywhere keeps the message alive; exhaustion fails it
-        let (outcome, _) = attempt(&registry, &config(), &message(0), &route[..2]).await;
+        let (outcome, _) = attempt(&registry, None, &config(), &message(0), &route[..2]).await;
         assert_eq!((outcome.status, outcome.attempts), (RETRYING, 1));
         assert!(outcome.next_attempt_at.is_some());
-        let (outcome, _) = attempt(&registry, &config(), &message(2), &route[..2]).await;
+        let (outcome, _) = attempt(&registry, None, &config(), &message(2), &route[..2]).await;
         assert_eq!((outcome.status, outcome.attempts), (FAILED, 3));
         assert!(outcome.status_reason.unwrap().contains("gave up after 3 attempts"));
 
         // only refusals: failed
-        let (outcome, _) = attempt(&registry, &config(), &message(0), &route[..1]).await;
+        let (outcome, _) = attempt(&registry, None, &config(), &message(0), &route[..1]).await;
         assert_eq!(outcome.status, FAILED);
         assert_eq!(outcome.details["failure"], "credentials_refused");
 
         // nothing to try: failed, no attempt spent
-        let (outcome, _) = attempt(&registry, &config(), &message(1), &[]).await;
+        let (outcome, _) = attempt(&registry, None, &config(), &message(1), &[]).await;
         assert_eq!((outcome.status, outcome.attempts), (FAILED, 1));
         assert_eq!(outcome.details["failure"], "no_route");
 
@@ -313,16 +391,37 @@ mod tests {
             sandbox("prv_t", json!({"failRate": 1, "failMode": "throttled", "retryAfterMs": 1500})),
             sandbox("prv_c", json!({})),
         ];
-        let (outcome, _) = attempt(&registry, &config(), &message(2), &throttled).await;
+        let (outcome, _) = attempt(&registry, None, &config(), &message(2), &throttled).await;
         assert_eq!((outcome.status, outcome.attempts), (RETRYING, 2));
         assert_eq!(outcome.details["retryInMs"], 1500);
+        let since = outcome.throttled_since.expect("throttled since this attempt");
+        assert!((Utc::now() - since).num_seconds() < 5);
+
+        // throttled without a break: the first time is kept, until max_throttled_for is over
+        let capped = DeliveryConfig { max_throttled_for: Duration::from_secs(3600), ..config() };
+        let mut waiting = message(2);
+        let first = Utc::now() - chrono::Duration::minutes(50);
+        waiting.throttled_since = Some(first);
+        let (outcome, _) = attempt(&registry, None, &capped, &waiting, &throttled).await;
+        assert_eq!((outcome.status, outcome.throttled_since), (RETRYING, Some(first)));
+        waiting.throttled_since = Some(Utc::now() - chrono::Duration::minutes(61));
+        let (outcome, _) = attempt(&registry, None, &capped, &waiting, &throttled).await;
+        assert_eq!((outcome.status, outcome.attempts), (FAILED, 2), "no attempt spent");
+        assert_eq!(outcome.details["failure"], "throttled_too_long");
+        let reason = outcome.status_reason.unwrap();
+        assert!(reason.contains("delivery.max_throttled_for, 1h"), "{reason}");
+        assert!(reason.contains("simulated throttling (429)"), "{reason}");
+        assert_eq!(outcome.throttled_since, None);
+        // any other outcome ends the streak
+        let (outcome, _) = attempt(&registry, None, &capped, &waiting, &route[2..]).await;
+        assert_eq!((outcome.status, outcome.throttled_since), (SENT, None));
 
         // permanent: no failover
         let permanent = [
             sandbox("prv_p", json!({"failRate": 1, "failMode": "permanent"})),
             sandbox("prv_c", json!({})),
         ];
-        let (outcome, _) = attempt(&registry, &config(), &message(0), &permanent).await;
+        let (outcome, _) = attempt(&registry, None, &config(), &message(0), &permanent).await;
         assert_eq!((outcome.status, outcome.attempts), (FAILED, 1));
         assert_eq!(outcome.details["tries"].as_array().unwrap().len(), 1);
     }

@@ -4,6 +4,7 @@
 //!
 //! - `worker`: the delivery loop (read, claim, deliver, record, acknowledge);
 //! - `deliver` and `routing`: one message's attempt over its credentials, in routing order;
+//! - `limits`: per-credential rate limits, checked before each provider call;
 //! - `connector` and `sandbox`: what a provider connector is, and the sandbox's;
 //! - `ses`, `sns`, `whatsapp`, `discord`, `smtp`: the real providers' connectors; `aws` is
 //!   what SES and SNS share (SDK clients, error classification), `client_cache` keeps every
@@ -18,6 +19,7 @@ pub mod client_cache;
 pub mod connector;
 pub mod deliver;
 pub mod discord;
+pub mod limits;
 pub mod queue;
 pub mod recovery;
 pub mod routing;

@@ -26,6 +26,7 @@ use crate::db::delivery::{self as queries, Outcome};
 use crate::db::messages::{FAILED, Message, RETRYING};
 use crate::delivery::backoff::{before, until_ok, until_ok_or_stopped};
 use crate::delivery::deliver::attempt;
+use crate::delivery::limits::RateLimiter;
 use crate::delivery::queue::{self, Entry, Settlement};
 use crate::delivery::routing::Router;
 use crate::queue::QueueError;
@@ -42,6 +43,7 @@ pub struct Worker {
     state: AppState,
     consumer: String,
     router: Router,
+    limiter: RateLimiter,
 }
 
 /// A delivered message on its way to the recorder, with its stream entry and its slot.
@@ -61,7 +63,9 @@ struct Reclaim {
 impl Worker {
     pub fn new(state: AppState, consumer: String) -> Self {
         let router = Router::new(state.keys.clone(), state.config.delivery.credential_cache_ttl);
-        Self { state, consumer, router }
+        let limiter =
+            RateLimiter::new(state.redis.clone(), state.config.delivery.rate_limits.clone());
+        Self { state, consumer, router, limiter }
     }
 
     /// Delivers until `stop` is cancelled, then lets deliveries in flight finish within
@@ -225,8 +229,14 @@ impl Worker {
         let db = &self.state.db;
         let route = until_ok("routing a message", || self.router.route(db, message)).await;
         let started = std::time::Instant::now();
-        let (outcome, refused) =
-            attempt(&self.state.connectors, &self.state.config.delivery, message, &route).await;
+        let (outcome, refused) = attempt(
+            &self.state.connectors,
+            Some(&self.limiter),
+            &self.state.config.delivery,
+            message,
+            &route,
+        )
+        .await;
         let provider = outcome.provider_type.as_deref().unwrap_or("none");
         let metrics = &self.state.metrics;
         metrics.deliveries.with_label_values(&[&message.channel, provider, outcome.status]).inc();

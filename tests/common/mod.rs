@@ -10,8 +10,10 @@
 pub mod smtp_sink;
 pub mod stub;
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use fred::prelude::{ClientLike, LuaInterface};
@@ -547,6 +549,7 @@ pub fn message_for(
         idempotency_key: None,
         send_at: None,
         next_attempt_at: None,
+        throttled_since: None,
         created_at: now,
         updated_at: now,
     }
@@ -567,4 +570,62 @@ pub fn opened_credential(
         config,
         secrets,
     )
+}
+
+/// How many migrations the repository holds (one directory each).
+pub fn migration_count() -> usize {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    std::fs::read_dir(dir)
+        .expect("read migrations dir")
+        .filter(|entry| entry.as_ref().is_ok_and(|e| e.path().join("up.sql").is_file()))
+        .count()
+}
+
+/// A free TCP port on localhost (free when asked; tests bind it soon after).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A Redis server of a test's own, so stopping it disturbs no other test. It keeps nothing on
+/// disk: started again on the same port, it starts empty, as a Redis without persistence does.
+pub struct PrivateRedis {
+    pub port: u16,
+    child: Child,
+}
+
+impl PrivateRedis {
+    pub fn start(port: u16) -> PrivateRedis {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed for this test (.ci/run installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start on {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        PrivateRedis { port, child }
+    }
+
+    pub fn stop(&mut self) {
+        self.child.kill().expect("kill redis-server");
+        self.child.wait().expect("reap redis-server");
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

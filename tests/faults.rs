@@ -1,0 +1,319 @@
+//! Fault tests: Postgres or Redis goes away while the worker is delivering a burst, and comes
+//! back; then we count. Every message accepted (answered 202) must end `sent`, through exactly
+//! one successful provider call and with exactly one `sent` event (design.md, invariants 1-3).
+//!
+//! Postgres is the shared server, so it is not stopped: the service reaches it through a TCP
+//! proxy of the test's own, which is cut (every connection dropped, new ones closed at once)
+//! and restored. Redis is a private `redis-server`, killed and started again empty, as a Redis
+//! without persistence restarts: what it held is lost, and the sweeper must recover it.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::{Account, PrivateRedis, TestApp, free_port};
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use relayit::config::Config;
+use relayit::db::messages::Event;
+use relayit::db::schema::{message_events as e, messages as m};
+use serde_json::{Value, json};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// The burst: several seconds of work (each delivery holds its slot for the call and two
+/// commits), so the outage falls in the middle of it.
+const BURST: usize = 300;
+const LATENCY_MS: u64 = 40;
+const CONCURRENCY: usize = 16;
+/// Generous: the machine running the tests may be busy with other work.
+const WAIT: Duration = Duration::from_secs(120);
+
+/// Short sweeps and retries, so recovery happens within the test; a visibility timeout well
+/// beyond the outages, so no delivery whose outcome is waiting to be written is taken over.
+fn tolerant(config: &mut Config) {
+    config.delivery.concurrency = CONCURRENCY;
+    config.delivery.retry_base_delay = Duration::from_millis(200);
+    config.delivery.retry_max_delay = Duration::from_secs(2);
+    config.delivery.sweep_interval = Duration::from_millis(200);
+    config.delivery.requeue_after = Duration::from_secs(4);
+    config.delivery.visibility_timeout = Duration::from_secs(30);
+    config.delivery.provider_timeout = Duration::from_secs(5);
+}
+
+/// A TCP proxy between the service and Postgres that the test can cut and restore.
+struct Proxy {
+    port: u16,
+    cut: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(upstream: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
+        let port = listener.local_addr().unwrap().port();
+        let (cut, watching) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else { continue };
+                // cut: closed at once, like a server that is gone
+                if *watching.borrow() {
+                    continue;
+                }
+                let mut watching = watching.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(upstream).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        // dropping both ends drops the connection mid-whatever
+                        _ = watching.wait_for(|cut| *cut) => {}
+                    }
+                });
+            }
+        });
+        Proxy { port, cut, task }
+    }
+
+    fn cut(&self) {
+        self.cut.send_replace(true);
+    }
+
+    fn restore(&self) {
+        self.cut.send_replace(false);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// `url` with its host and port replaced by the proxy's.
+fn through(url: &str, port: u16) -> String {
+    let mut url = url::Url::parse(url).unwrap();
+    url.set_host(Some("127.0.0.1")).unwrap();
+    url.set_port(Some(port)).unwrap();
+    url.to_string()
+}
+
+/// Where the test databases live.
+async fn postgres_addr() -> SocketAddr {
+    let url = url::Url::parse(&common::admin_url()).unwrap();
+    let host = url.host_str().unwrap_or("127.0.0.1").to_owned();
+    let port = url.port().unwrap_or(5432);
+    tokio::net::lookup_host((host, port)).await.unwrap().next().expect("the Postgres address")
+}
+
+/// A sandbox credential that takes LATENCY_MS per call, and a key to send with.
+async fn setup(app: &TestApp, extra_config: Value) -> (Account, String) {
+    let owner = app.sign_up("Owner").await;
+    let mut config = json!({"latencyMs": LATENCY_MS});
+    for (key, value) in extra_config.as_object().unwrap() {
+        config[key] = value.clone();
+    }
+    let (status, body) = app
+        .post_as(
+            &owner.token,
+            "/v1/providers",
+            json!({"name": "Sandbox", "channel": "email", "providerType": "sandbox",
+                   "credentials": {}, "config": config}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let key = app.create_api_key(&owner, &["send"], Some(&owner.project_id)).await;
+    (owner, key)
+}
+
+fn email(n: usize) -> Value {
+    json!({"channel": "email", "to": format!("user{n}@example.com"),
+           "content": {"subject": "Hello", "text": "Hi there"}})
+}
+
+/// Sends `count` messages in one batch, which must all be accepted; returns their ids.
+async fn send_batch(app: &TestApp, key: &str, count: usize) -> Vec<String> {
+    let messages: Vec<Value> = (0..count).map(email).collect();
+    let (status, body) = app.post_as(key, "/v1/send/batch", json!({"messages": messages})).await;
+    assert_eq!(status, 202, "{body}");
+    let ids: Vec<String> = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["id"].as_str().unwrap_or_else(|| panic!("rejected: {item}")).to_owned())
+        .collect();
+    assert_eq!(ids.len(), count);
+    ids
+}
+
+async fn db(app: &TestApp) -> AsyncPgConnection {
+    AsyncPgConnection::establish(&app.db.url).await.unwrap()
+}
+
+async fn count_status(conn: &mut AsyncPgConnection, status: &str) -> i64 {
+    m::table.filter(m::status.eq(status)).count().get_result(conn).await.unwrap()
+}
+
+/// Successful provider calls so far, as the worker counted them.
+fn sent_calls(app: &TestApp) -> u64 {
+    app.running().state().metrics.deliveries.with_label_values(&["email", "sandbox", "sent"]).get()
+}
+
+async fn wait_for_sent(conn: &mut AsyncPgConnection, at_least: i64) {
+    let start = Instant::now();
+    while count_status(conn, "sent").await < at_least {
+        assert!(start.elapsed() < WAIT, "the burst does not move");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn wait_ready(app: &TestApp) {
+    let start = Instant::now();
+    loop {
+        // a kept-alive connection the server just closed fails once: ask again
+        let answer = app.client.get(app.url("/readyz")).send().await;
+        if answer.as_ref().is_ok_and(|r| r.status() == 200) {
+            return;
+        }
+        assert!(start.elapsed() < WAIT, "the service did not recover: {answer:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until every message is `sent`, then checks that each accepted one was sent exactly
+/// once: one `sent` event, one successful provider call (in its history and in the worker's
+/// count), one attempt. Messages the service committed without answering 202 (a request cut
+/// off after its commit) would be there too, and are held to the same.
+async fn assert_each_sent_once(app: &TestApp, accepted: &[String]) {
+    let mut conn = db(app).await;
+    let total: i64 = m::table.count().get_result(&mut conn).await.unwrap();
+    let start = Instant::now();
+    loop {
+        let sent = count_status(&mut conn, "sent").await;
+        if sent == total {
+            break;
+        }
+        let by_status: Vec<(String, i64)> = m::table
+            .group_by(m::status)
+            .select((m::status, diesel::dsl::count_star()))
+            .load(&mut conn)
+            .await
+            .unwrap();
+        if start.elapsed() > WAIT {
+            let stuck: Vec<(String, String, chrono::DateTime<chrono::Utc>)> = m::table
+                .filter(m::status.ne("sent"))
+                .select((m::id, m::status, m::updated_at))
+                .limit(5)
+                .load(&mut conn)
+                .await
+                .unwrap();
+            let mut histories = Vec::new();
+            for (id, _, _) in &stuck {
+                let events: Vec<(String, chrono::DateTime<chrono::Utc>, Value)> = e::table
+                    .filter(e::message_id.eq(id))
+                    .order(e::created_at)
+                    .select((e::status, e::created_at, e::details))
+                    .load(&mut conn)
+                    .await
+                    .unwrap();
+                histories.push(events);
+            }
+            panic!("{sent} of {total} sent: {by_status:?}; e.g. {stuck:#?} {histories:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rows: Vec<(String, i32)> =
+        m::table.select((m::id, m::attempts)).load(&mut conn).await.unwrap();
+    let ids: HashSet<&String> = rows.iter().map(|(id, _)| id).collect();
+    let accepted: HashSet<&String> = accepted.iter().collect();
+    assert!(accepted.is_subset(&ids), "accepted messages are missing");
+    assert!(rows.iter().all(|(_, attempts)| *attempts == 1), "an attempt failed");
+
+    let events: Vec<Event> = e::table.select(Event::as_select()).load(&mut conn).await.unwrap();
+    let mut sent_events: HashMap<&str, usize> = HashMap::new();
+    let mut calls: HashMap<&str, usize> = HashMap::new();
+    for event in &events {
+        if event.status == "sent" {
+            *sent_events.entry(&event.message_id).or_default() += 1;
+        }
+        let tries = event.details["tries"].as_array().map_or(0, |tries| tries.len());
+        *calls.entry(&event.message_id).or_default() += tries;
+    }
+    for id in &ids {
+        assert_eq!(sent_events.get(id.as_str()), Some(&1), "{id}: sent events");
+        assert_eq!(calls.get(id.as_str()), Some(&1), "{id}: provider calls in its history");
+    }
+    assert_eq!(sent_calls(app), ids.len() as u64, "successful provider calls");
+    if ids.len() > accepted.len() {
+        eprintln!("{} committed without a 202 answer", ids.len() - accepted.len());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_outage_mid_burst_loses_nothing_and_sends_each_message_once() {
+    let proxy = Proxy::start(postgres_addr().await).await;
+    let app = TestApp::spawn_with(|c| {
+        tolerant(c);
+        c.database.url = through(&c.database.url, proxy.port);
+        c.database.connect_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let (_, key) = setup(&app, json!({})).await;
+    let mut accepted = send_batch(&app, &key, BURST).await;
+    let mut conn = db(&app).await;
+    wait_for_sent(&mut conn, 30).await;
+
+    proxy.cut();
+    // durable acknowledgement: without Postgres nothing is accepted
+    for n in 0..3 {
+        let (status, body) = app.post_as(&key, "/v1/send", email(n)).await;
+        assert_eq!(status, 503, "{body}");
+    }
+    // the worker is cut off too: no outcome gets written (one in flight at the cut may land)
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let frozen = count_status(&mut conn, "sent").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(count_status(&mut conn, "sent").await, frozen, "outcomes written without Postgres");
+    assert!(frozen < BURST as i64, "the burst was over before the outage");
+
+    proxy.restore();
+    wait_ready(&app).await;
+    accepted.extend(send_batch(&app, &key, 100).await);
+    assert_each_sent_once(&app, &accepted).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_mid_burst_loses_nothing_and_sends_each_message_once() {
+    let mut redis = PrivateRedis::start(free_port());
+    let port = redis.port;
+    let app = TestApp::spawn_with(|c| {
+        tolerant(c);
+        c.redis.url = format!("redis://127.0.0.1:{port}");
+        c.redis.command_timeout = Duration::from_millis(500);
+    })
+    .await;
+    // a rate limit far above the burst's pace: checked on every call, and let through while
+    // Redis is away
+    let (_, key) = setup(&app, json!({"rateLimit": 10_000})).await;
+    let mut accepted = send_batch(&app, &key, BURST).await;
+    let mut conn = db(&app).await;
+    wait_for_sent(&mut conn, 30).await;
+
+    redis.stop();
+    // durable acknowledgement needs Postgres only: sends are still accepted, to be enqueued by
+    // the sweeper once Redis is back
+    for n in 0..3 {
+        let (status, body) = app.post_as(&key, "/v1/send", email(n)).await;
+        assert_eq!(status, 202, "{body}");
+        accepted.push(body["id"].as_str().unwrap().to_owned());
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(count_status(&mut conn, "sent").await < BURST as i64, "the burst was over");
+
+    // back, and empty: the stream, its consumer group and the delayed set are gone
+    let _redis = PrivateRedis::start(port);
+    wait_ready(&app).await;
+    accepted.extend(send_batch(&app, &key, 100).await);
+    assert_each_sent_once(&app, &accepted).await;
+}
