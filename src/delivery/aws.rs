@@ -25,7 +25,7 @@ use serde::de::DeserializeOwned;
 
 use crate::delivery::client_cache::ClientCache;
 use crate::delivery::connector::{
-    OpenedCredential, ProviderError, describe, endpoint_override, truncate,
+    OpenedCredential, ProviderError, ProviderReceipt, describe, endpoint_override, truncate,
 };
 use crate::providers::{AwsCredentials, SesConfig, SnsConfig};
 
@@ -119,6 +119,17 @@ impl<C> Clients<C> {
 
     pub fn is_empty(&self) -> bool {
         self.cache.is_empty()
+    }
+}
+
+/// The receipt of a message `service` accepted, by its MessageId. Without one the message
+/// could not be followed, and sending it again would duplicate it: a permanent error.
+pub fn receipt(service: &str, message_id: Option<&str>) -> Result<ProviderReceipt, ProviderError> {
+    match message_id.filter(|id| !id.is_empty()) {
+        Some(id) => Ok(ProviderReceipt { provider_message_id: id.to_owned() }),
+        None => Err(ProviderError::Permanent(format!(
+            "{service} accepted the message without a MessageId"
+        ))),
     }
 }
 

@@ -11,9 +11,9 @@ use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent as SesConten
 
 use crate::content::EmailContent;
 use crate::db::messages::Message;
-use crate::delivery::aws::{Clients, classify};
+use crate::delivery::aws::{Clients, classify, receipt};
 use crate::delivery::connector::{
-    Connector, OpenedCredential, ProviderError, ProviderReceipt, SendFuture, VerifyFuture,
+    Connector, OpenedCredential, ProviderError, SendFuture, VerifyFuture,
 };
 use crate::providers::SesConfig;
 
@@ -62,13 +62,8 @@ impl Connector for Ses {
                 .send()
                 .await
                 .map_err(|e| classify("SES", &e))?;
-            // Without its id the message could not be followed; sending it again would
-            // duplicate it.
-            let id = output.message_id().filter(|id| !id.is_empty()).ok_or_else(|| {
-                ProviderError::Permanent("SES accepted the message without a MessageId".to_owned())
-            })?;
             tracing::debug!(message = %message.id, credential = %credential.id, "SES accepted");
-            Ok(ProviderReceipt { provider_message_id: id.to_owned() })
+            receipt("SES", output.message_id())
         })
     }
 

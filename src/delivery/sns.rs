@@ -10,9 +10,9 @@ use aws_sdk_sns::types::MessageAttributeValue;
 
 use crate::content::SmsContent;
 use crate::db::messages::Message;
-use crate::delivery::aws::{Clients, classify};
+use crate::delivery::aws::{Clients, classify, receipt};
 use crate::delivery::connector::{
-    Connector, OpenedCredential, ProviderError, ProviderReceipt, SendFuture, VerifyFuture,
+    Connector, OpenedCredential, ProviderError, SendFuture, VerifyFuture,
 };
 use crate::providers::{SmsType, SnsConfig};
 
@@ -47,13 +47,8 @@ impl Connector for Sns {
                 .send()
                 .await
                 .map_err(|e| classify("SNS", &e))?;
-            // Without its id the message could not be followed; sending it again would
-            // duplicate it.
-            let id = output.message_id().filter(|id| !id.is_empty()).ok_or_else(|| {
-                ProviderError::Permanent("SNS accepted the message without a MessageId".to_owned())
-            })?;
             tracing::debug!(message = %message.id, credential = %credential.id, "SNS accepted");
-            Ok(ProviderReceipt { provider_message_id: id.to_owned() })
+            receipt("SNS", output.message_id())
         })
     }
 
