@@ -12,7 +12,9 @@ use common::stub::{Reply, Stub};
 use common::{message_for, opened_credential};
 use relayit::delivery::connector::Connector;
 use relayit::delivery::discord::Discord;
+use relayit::delivery::ses::Ses;
 use relayit::delivery::smtp::Smtp;
+use relayit::delivery::sns::Sns;
 use relayit::delivery::whatsapp::Whatsapp;
 use relayit::providers::ProviderType;
 use serde_json::json;
@@ -85,16 +87,56 @@ async fn connectors_log_no_secret_and_no_body_at_info() {
         message_for("email", "reject@example.org", json!({"subject": "Hi", "text": BODY}));
     Smtp::default().send(&rejected, &smtp).await.unwrap_err();
 
+    // SES (REST-JSON) and SNS (query protocol, XML) as their APIs answer: the SDKs' own logs
+    // must not show the body either, nor the secret key
+    let aws = Stub::start(|request| match request.path.as_str() {
+        "/v2/email/outbound-emails" => Reply::json(200, json!({"MessageId": "ses-0001"})),
+        _ => Reply::text(
+            200,
+            "<PublishResponse><PublishResult><MessageId>sns-0001</MessageId></PublishResult>\
+             </PublishResponse>",
+        )
+        .with_header("content-type", "text/xml"),
+    })
+    .await;
+    let keys = json!({"accessKeyId": "AKIDLOGS", "secretAccessKey": "aws-secret-0001"});
+    let ses = opened_credential(
+        ProviderType::Ses,
+        keys.clone(),
+        json!({"region": "us-east-1", "fromAddress": "hello@example.com", "endpointUrl": aws.url()}),
+    );
+    let message = message_for("email", "alice@example.org", json!({"subject": "Hi", "text": BODY}));
+    let connector = Ses::new(true);
+    connector.send(&message, &ses).await.unwrap();
+    aws.push(
+        Reply::json(400, json!({"message": format!("rejected: {BODY}")}))
+            .with_header("x-amzn-ErrorType", "MessageRejected"),
+    );
+    connector.send(&message, &ses).await.unwrap_err();
+    let sns = opened_credential(
+        ProviderType::Sns,
+        keys,
+        json!({"region": "us-east-1", "endpointUrl": aws.url()}),
+    );
+    let message = message_for("sms", "+14155550123", json!({"text": BODY}));
+    Sns::new(true).send(&message, &sns).await.unwrap();
+
     tracing::info!("capture works");
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(logs.contains("capture works"), "the capture itself: {logs}");
-    for secret in
-        [BODY, "EAAG-token-0001", "app-secret-0001", "discord-token-0001", "smtp-password-0001"]
-    {
+    for secret in [
+        BODY,
+        "EAAG-token-0001",
+        "app-secret-0001",
+        "discord-token-0001",
+        "smtp-password-0001",
+        "aws-secret-0001",
+    ] {
         assert!(!logs.contains(secret), "{secret} logged at info:\n{logs}");
     }
     // serenity's request spans carry the body as bytes: not a trace of them either
     assert!(!logs.contains("serenity"), "serenity spans at info:\n{logs}");
     graph.stop().await;
     discord.stop().await;
+    aws.stop().await;
 }
