@@ -31,6 +31,7 @@ pub mod rotation;
 pub mod schema;
 pub mod users;
 pub mod webhook_endpoints;
+pub mod webhooks;
 
 use std::time::Duration;
 
