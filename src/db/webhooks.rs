@@ -144,6 +144,12 @@ pub async fn record_attempt(
     use diesel_async::AsyncConnection;
     conn.transaction(async |conn| {
         let job = &attempt.job;
+        // attempts of one event at one endpoint can be recorded concurrently (a replay beside a
+        // retry): numbering them one at a time keeps the numbers distinct
+        diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind::<Text, _>(format!("webhook:{}:{}", job.webhook_endpoint_id, job.event_id))
+            .execute(conn)
+            .await?;
         diesel::sql_query(
             "INSERT INTO webhook_deliveries (id, organization_id, webhook_endpoint_id, \
                      message_id, event_id, event_type, attempt, succeeded, status_code, \
