@@ -706,4 +706,14 @@ async fn replay_and_retry_deliver_again_and_validate_their_input() {
         .await;
     assert_eq!(next["data"].as_array().unwrap().len(), 2);
     assert_ne!(next["data"][0]["id"], page["data"][0]["id"]);
+
+    let doc: Value = app.get("/openapi.json").await.json().await.unwrap();
+    for (path, method) in [
+        ("/v1/projects/{projectId}/webhooks/{webhookId}/deliveries", "get"),
+        ("/v1/projects/{projectId}/webhooks/{webhookId}/deliveries/{deliveryId}/retry", "post"),
+        ("/v1/projects/{projectId}/webhooks/{webhookId}/replay", "post"),
+    ] {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path} missing");
+    }
+    assert!(doc["components"]["schemas"]["DeliveryView"]["properties"]["eventId"].is_object());
 }
