@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Account, TestApp};
+use common::{Account, PrivateRedis, TestApp};
 use fred::prelude::StreamsInterface;
 use relayit::config::Config;
 use serde_json::{Value, json};
@@ -223,6 +223,22 @@ async fn wait_deliveries(app: &TestApp, owner: &Account, id: &str, n: usize) -> 
         assert!(start.elapsed() < WAIT, "{} of {n} attempts logged: {rows:?}", rows.len());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Jobs waiting in the Postgres outbox.
+async fn outbox(app: &TestApp) -> i64 {
+    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+    #[derive(diesel::QueryableByName)]
+    struct N {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let mut conn = AsyncPgConnection::establish(&app.db.url).await.unwrap();
+    let n: N = diesel::sql_query("SELECT count(*) AS n FROM webhook_jobs")
+        .get_result(&mut conn)
+        .await
+        .unwrap();
+    n.n
 }
 
 async fn dead_letters(app: &TestApp) -> usize {
@@ -716,4 +732,58 @@ async fn replay_and_retry_deliver_again_and_validate_their_input() {
         assert!(doc["paths"][path][method].is_object(), "{method} {path} missing");
     }
     assert!(doc["components"]["schemas"]["DeliveryView"]["properties"]["eventId"].is_object());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_wait_in_postgres_while_redis_is_away() {
+    let mut redis = PrivateRedis::start(common::free_port());
+    let port = redis.port;
+    let app = TestApp::spawn_with(|c| {
+        local(&["0s"])(c);
+        c.redis.url = format!("redis://127.0.0.1:{port}");
+        c.redis.command_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let (owner, key) = sender(&app).await;
+    let receiver = Receiver::start(vec![]).await;
+    endpoint(&app, &owner, json!({"url": receiver.url(), "eventTypes": ["message.queued"]})).await;
+
+    redis.stop();
+    // ingestion needs Postgres only; the status change's job is written with it
+    let id = send(&app, &key).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(outbox(&app).await, 1, "the job stays in the outbox while the stream is away");
+    assert!(receiver.hits().is_empty());
+
+    // a Redis that comes back empty: the job is pushed again, the consumer group recreated
+    let _redis = PrivateRedis::start(port);
+    let hits = receiver.wait_for(1).await;
+    let body = hits[0].json();
+    assert_eq!(body["type"], "message.queued");
+    assert_eq!(body["data"]["id"], id.as_str());
+    assert_eq!(outbox(&app).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_webhook_processes_share_the_work_without_duplicates() {
+    let app = TestApp::spawn_with(local(&["0s"])).await;
+    let peer =
+        app.spawn_peer(relayit::server::Roles { api: false, worker: false, webhook: true }).await;
+    let (owner, key) = sender(&app).await;
+    let receiver = Receiver::start(vec![]).await;
+    endpoint(&app, &owner, json!({"url": receiver.url(), "eventTypes": ["message.sent"]})).await;
+    let mut ids = Vec::new();
+    for _ in 0..30 {
+        ids.push(send(&app, &key).await);
+    }
+    let hits = receiver.wait_for(30).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let hits_after = receiver.hits();
+    assert_eq!(hits_after.len(), 30, "one request per event");
+    let mut delivered: Vec<String> =
+        hits.iter().map(|h| h.json()["data"]["id"].as_str().unwrap().to_owned()).collect();
+    delivered.sort();
+    ids.sort();
+    assert_eq!(delivered, ids);
+    peer.shutdown().await.unwrap();
 }
