@@ -73,7 +73,7 @@ pub struct ApiConfig {
 impl Default for ApiConfig {
     fn default() -> Self {
         Self {
-            ingest_window: Duration::from_millis(1),
+            ingest_window: Duration::ZERO,
             ingest_max_batch: 2000,
             ingest_commits: 4,
             send_rate_limit: 0,
@@ -161,6 +161,10 @@ pub struct AuthConfig {
 pub struct ProvidersConfig {
     /// Lets provider credentials carry `endpointUrl`/`baseUrl` (local peers, proxies, tests).
     pub allow_endpoint_overrides: bool,
+    /// Hosts (`host` or `host:port`) trusted besides `sns.<region>.amazonaws.com` to serve SNS
+    /// signing certificates and subscription confirmation URLs, over http or https: for local
+    /// SNS emulators and tests. Empty in production.
+    pub sns_trusted_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -578,6 +582,14 @@ impl Config {
                     format!("{e}; generate one with `relayit generate-key`"),
                 )
             })?;
+        }
+        for (i, host) in self.providers.sns_trusted_hosts.iter().enumerate() {
+            if crate::inbound::sns::TrustedHost::parse(host).is_none() {
+                return Err(ConfigError::invalid(
+                    &format!("providers.sns_trusted_hosts.{i}"),
+                    format!("`{host}` is not a host or host:port, e.g. 127.0.0.1:9911"),
+                ));
+            }
         }
         for (i, key) in self.security.previous_keys.iter().enumerate() {
             MasterKey::from_base64(key).map_err(|e| {

@@ -15,6 +15,7 @@ pub mod db;
 pub mod delivery;
 pub mod error;
 pub mod ids;
+pub mod inbound;
 pub mod ingest;
 pub mod metrics;
 pub mod providers;

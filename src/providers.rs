@@ -203,6 +203,9 @@ pub struct WhatsappCredentials {
     pub access_token: String,
     /// Verifies the signature of incoming status callbacks.
     pub app_secret: Option<String>,
+    /// What Meta's webhook set-up sends back (`hub.verify_token`) to prove the callback URL
+    /// is this credential's.
+    pub verify_token: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -450,6 +453,9 @@ impl Schema for WhatsappCredentials {
         part.token("accessToken", &self.access_token);
         if let Some(secret) = &self.app_secret {
             part.token("appSecret", secret);
+        }
+        if let Some(token) = &self.verify_token {
+            part.token("verifyToken", token);
         }
     }
 }

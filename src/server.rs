@@ -17,6 +17,8 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::cache::TenantCache;
 use crate::config::Config;
 use crate::crypto::{self, KeySource};
+use crate::delivery::connector::Registry;
+use crate::inbound::sns::SnsVerifier;
 use crate::ingest::{Ingest, Limits};
 use crate::queue::Redis;
 use crate::state::AppState;
@@ -94,6 +96,8 @@ pub async fn start(config: Config, roles: Roles) -> anyhow::Result<Running> {
 
     let (ingest, committer) = Ingest::channel();
     let key_cache_ttl = config.auth.key_cache_ttl;
+    let connectors = Arc::new(Registry::new(&config.providers)?);
+    let sns_verifier = Arc::new(SnsVerifier::new(&config.providers.sns_trusted_hosts));
     let state = AppState {
         config: Arc::new(config),
         db: pool,
@@ -103,6 +107,8 @@ pub async fn start(config: Config, roles: Roles) -> anyhow::Result<Running> {
         tenants: Arc::new(TenantCache::new(key_cache_ttl)),
         ingest,
         metrics: Arc::new(crate::metrics::Metrics::new()?),
+        connectors,
+        sns_verifier,
     };
     let shutdown = CancellationToken::new();
     let grace = state.config.server.shutdown_grace;

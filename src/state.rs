@@ -1,5 +1,6 @@
 //! The state every role shares within one process: configuration, the Postgres pool, the
-//! Redis handles and the master keys. Built once at start-up; cheap to clone.
+//! Redis handles, the master keys and the provider connectors. Built once at start-up; cheap to
+//! clone.
 
 use std::sync::Arc;
 
@@ -8,6 +9,8 @@ use crate::auth::usage::KeyUsage;
 use crate::config::Config;
 use crate::crypto::MasterKeys;
 use crate::db;
+use crate::delivery::connector::Registry;
+use crate::inbound::sns::SnsVerifier;
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::queue::Redis;
@@ -24,4 +27,8 @@ pub struct AppState {
     /// Hands `/v1/send`'s rows to the group committer (running in processes with the api role).
     pub ingest: Ingest,
     pub metrics: Arc<Metrics>,
+    /// The provider connectors (and the clients they cache), for the worker and `/verify`.
+    pub connectors: Arc<Registry>,
+    /// Checks the signatures of SNS messages (delivery receipts), caching certificates.
+    pub sns_verifier: Arc<SnsVerifier>,
 }

@@ -479,7 +479,8 @@ async fn messages_without_a_usable_credential_fail_clearly() {
     let dead: Vec<String> = dead_letters(&app).await.into_iter().map(|(id, _)| id).collect();
     assert_eq!(dead, [id, id2]);
 
-    // a real provider type has no connector yet: it fails, it does not pretend
+    // a real provider's credential whose stored config is unusable (edited by hand): the
+    // credential is refused, and nothing pretends to send
     app.sql(&format!(
         "UPDATE provider_credentials SET provider_type = 'sns', channel = 'sms' \
          WHERE organization_id = '{}'",
@@ -487,8 +488,12 @@ async fn messages_without_a_usable_credential_fail_clearly() {
     ))
     .await;
     let id3 = submit(&app, &owner, &Draft { channel: "sms", ..EMAIL }).await;
-    let (message, _) = wait_for_status(&app, &id3, "failed").await;
-    assert_eq!(message.status_reason.as_deref(), Some("sns connector not available yet"));
+    let (message, events) = wait_for_status(&app, &id3, "failed").await;
+    assert_eq!(
+        message.status_reason.as_deref(),
+        Some("the stored sns config is invalid: missing field `region`")
+    );
+    assert_eq!(events.last().unwrap().details["failure"], "credentials_refused");
 }
 
 #[tokio::test]

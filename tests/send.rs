@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Account, TestApp};
+use common::TestApp;
 use fred::prelude::StreamsInterface;
 use relayit::server::Roles;
 use reqwest::Method;
@@ -35,27 +35,6 @@ async fn stream_len(app: &TestApp) -> usize {
     entries.len()
 }
 
-async fn sender(app: &TestApp) -> (Account, String) {
-    let owner = app.sign_up("Sender").await;
-    let key = app.create_api_key(&owner, &["send", "read"], Some(&owner.project_id)).await;
-    (owner, key)
-}
-
-/// Polls the message through the API until it is `sent` (30 s at most); returns it.
-async fn wait_until_sent(app: &TestApp, key: &str, id: &str) -> Value {
-    let path = format!("/v1/messages/{id}");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let (status, message) = app.get_as(key, &path).await;
-        assert_eq!(status, 200, "{message}");
-        if message["status"] == "sent" {
-            return message;
-        }
-        assert!(std::time::Instant::now() < deadline, "not sent: {message}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-}
-
 fn email(to: &str) -> Value {
     json!({"channel": "email", "to": to, "content": {"subject": "Hello", "text": "Hi there"}})
 }
@@ -63,7 +42,7 @@ fn email(to: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_is_committed_queued_and_answered() {
     let app = TestApp::spawn_with(|c| c.delivery.concurrency = 1).await;
-    let (_, key) = sender(&app).await;
+    let (_, key) = app.sender("Sender").await;
     let (status, body) = app.post_as(&key, "/v1/send", email("alice@example.com")).await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["status"], "queued");
@@ -84,7 +63,7 @@ async fn a_message_is_committed_queued_and_answered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_invalid_field_is_named_and_nothing_is_stored() {
     let app = TestApp::spawn().await;
-    let (_, key) = sender(&app).await;
+    let (_, key) = app.sender("Sender").await;
     let cases = [
         (json!({"channel": "pigeon", "to": "x", "content": {}}), "channel"),
         (
@@ -193,7 +172,7 @@ async fn only_send_keys_send_and_projects_resolve_within_the_tenant() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotency_keys_replay_refuse_mismatches_and_collapse_races() {
     let app = TestApp::spawn().await;
-    let (_, key) = sender(&app).await;
+    let (_, key) = app.sender("Sender").await;
     let post = |body: Value, idem: &'static str| {
         app.client
             .post(app.url("/v1/send"))
@@ -248,7 +227,7 @@ async fn idempotency_keys_replay_refuse_mismatches_and_collapse_races() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduled_and_original_shape_messages() {
     let app = TestApp::spawn().await;
-    let (owner, key) = sender(&app).await;
+    let (owner, key) = app.sender("Sender").await;
     let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
     let mut scheduled = email("a@example.com");
     scheduled["sendAt"] = json!(later);
@@ -279,7 +258,7 @@ async fn scheduled_and_original_shape_messages() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_answer_each_item_in_order() {
     let app = TestApp::spawn().await;
-    let (_, key) = sender(&app).await;
+    let (_, key) = app.sender("Sender").await;
     let (status, body) = app
         .post_as(
             &key,
@@ -311,7 +290,7 @@ async fn batches_answer_each_item_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_postgres_nothing_is_accepted() {
     let app = TestApp::spawn().await;
-    let (_, key) = sender(&app).await;
+    let (_, key) = app.sender("Sender").await;
     let db = app.db.name.clone();
     let admin = common::admin_url();
     let mut conn: diesel_async::AsyncPgConnection =
@@ -358,7 +337,7 @@ async fn without_postgres_nothing_is_accepted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_requests_acceptances_and_queues() {
     let app = TestApp::spawn().await;
-    let (_, key) = sender(&app).await;
+    let (_, key) = app.sender("Sender").await;
     for to in ["a@example.com", "b@example.com"] {
         assert_eq!(app.post_as(&key, "/v1/send", email(to)).await.0, 202);
     }
@@ -441,7 +420,7 @@ async fn send_rate_limits_per_key_when_configured() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_rate_limit_unless_configured() {
     let app = TestApp::spawn().await;
-    let (_, key) = sender(&app).await;
+    let (_, key) = app.sender("Sender").await;
     let response = app
         .client
         .post(app.url("/v1/send"))
@@ -457,7 +436,7 @@ async fn no_rate_limit_unless_configured() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sent_message_goes_all_the_way_through_the_sandbox() {
     let app = TestApp::spawn().await;
-    let (owner, key) = sender(&app).await;
+    let (owner, key) = app.sender("Sender").await;
     let (status, provider) = app
         .post_as(
             &owner.token,
@@ -468,7 +447,7 @@ async fn a_sent_message_goes_all_the_way_through_the_sandbox() {
     assert_eq!(status, 201, "{provider}");
     let (status, accepted) = app.post_as(&key, "/v1/send", email("alice@example.com")).await;
     assert_eq!(status, 202);
-    let message = wait_until_sent(&app, &key, accepted["id"].as_str().unwrap()).await;
+    let message = app.wait_for_status(&key, accepted["id"].as_str().unwrap(), "sent").await;
     let statuses: Vec<&str> = message["events"]
         .as_array()
         .unwrap()
@@ -495,7 +474,7 @@ async fn a_sent_message_goes_all_the_way_through_the_sandbox() {
 async fn delivery_resumes_after_redis_loses_the_stream() {
     use fred::prelude::KeysInterface;
     let app = TestApp::spawn().await;
-    let (owner, key) = sender(&app).await;
+    let (owner, key) = app.sender("Sender").await;
     let body = json!({"name": "Sandbox", "channel": "email", "providerType": "sandbox", "credentials": {}});
     assert_eq!(app.post_as(&owner.token, "/v1/providers", body).await.0, 201);
     // as if Redis restarted empty: the stream and its consumer group are gone
@@ -503,7 +482,7 @@ async fn delivery_resumes_after_redis_loses_the_stream() {
     let _: i64 = redis.pool().next().del(redis.keys().deliveries()).await.unwrap();
     let (status, accepted) = app.post_as(&key, "/v1/send", email("alice@example.com")).await;
     assert_eq!(status, 202);
-    wait_until_sent(&app, &key, accepted["id"].as_str().unwrap()).await;
+    app.wait_for_status(&key, accepted["id"].as_str().unwrap(), "sent").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -513,7 +492,7 @@ async fn split_roles_deliver_what_the_api_queued_before_any_worker_started() {
         c.delivery.requeue_after = std::time::Duration::from_secs(3600);
     })
     .await;
-    let (owner, key) = sender(&app).await;
+    let (owner, key) = app.sender("Sender").await;
     let (status, _) = app
         .post_as(
             &owner.token,
@@ -534,7 +513,7 @@ async fn split_roles_deliver_what_the_api_queued_before_any_worker_started() {
     // the first worker of the install starts only now
     let worker = app.spawn_peer(Roles { api: false, worker: true, webhook: false }).await;
     for id in &ids {
-        let message = wait_until_sent(&app, &key, id).await;
+        let message = app.wait_for_status(&key, id, "sent").await;
         assert_eq!(message["attempts"], 1);
     }
     worker.shutdown().await.unwrap();

@@ -8,6 +8,8 @@
 pub mod api_keys;
 pub mod auth;
 pub mod health;
+pub mod inbound_ses;
+pub mod inbound_whatsapp;
 pub mod invitations;
 pub mod json;
 pub mod messages;
@@ -88,6 +90,9 @@ use crate::state::AppState;
         providers::update,
         providers::delete,
         providers::verify,
+        inbound_ses::ses_events,
+        inbound_whatsapp::handshake,
+        inbound_whatsapp::statuses,
     ),
     components(schemas(ErrorBody, ErrorDetail, FieldError)),
     modifiers(&UniqueOperationIds)
@@ -205,7 +210,9 @@ fn v1_routes(cfg: &mut web::ServiceConfig) {
             .configure(api_keys::routes)
             .configure(providers::routes)
             .configure(webhooks::routes)
-            .configure(send::routes),
+            .configure(send::routes)
+            .configure(inbound_ses::routes)
+            .configure(inbound_whatsapp::routes),
     );
 }
 

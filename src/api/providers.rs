@@ -6,7 +6,6 @@
 //! `manage` keys) write and verify. Keys bound to a project see the organization's credentials
 //! and their project's, and change only their project's.
 
-use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
@@ -26,6 +25,7 @@ use crate::db::Cursor;
 use crate::db::providers::{
     self, ListFilter, NewProviderCredential, ProviderChanges, ProviderCredential,
 };
+use crate::delivery::connector::OpenedCredential;
 use crate::error::ApiError;
 use crate::providers::{Channel, ProviderType};
 use crate::state::AppState;
@@ -108,7 +108,7 @@ pub struct CreateProvider {
     /// A project of the organization (id or slug); absent for the whole organization.
     pub project_id: Option<String>,
     /// The type's secrets: `ses`/`sns` `{accessKeyId, secretAccessKey}`, `smtp` `{username?,
-    /// password?}`, `whatsapp_cloud` `{accessToken, appSecret?}`, `discord_bot` `{botToken}`,
+    /// password?}`, `whatsapp_cloud` `{accessToken, appSecret?, verifyToken?}`, `discord_bot` `{botToken}`,
     /// `sandbox` `{}`.
     #[schema(value_type = Object)]
     pub credentials: Value,
@@ -433,11 +433,13 @@ pub async fn delete(
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// Checks the credentials with one cheap authenticated call to the provider (owner or admin).
-/// A refusal by the provider is `200 {ok: false}`; only the sandbox is verifiable so far.
+/// Checks the credentials with one cheap authenticated call to the provider (owner or admin):
+/// SES GetAccount, SNS GetSMSAttributes, Graph's phone number lookup, Discord's `users/@me`,
+/// SMTP NOOP after authentication. A refusal by the provider, or no answer from it, is
+/// `200 {ok: false, detail}`, the detail led by the error's kind (`credential: ...`).
 #[utoipa::path(post, path = "/v1/providers/{providerId}/verify", tag = "providers",
     params(("providerId" = String, Path)),
-    responses((status = 200, body = VerifyResult), (status = 501, body = crate::error::ErrorBody)))]
+    responses((status = 200, body = VerifyResult), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn verify(
     state: web::Data<AppState>,
     access: Access,
@@ -448,18 +450,24 @@ pub async fn verify(
     let row = visible(&mut conn, &access, &path, false).await?;
     let provider_type = stored_type(&row)?;
     // Whatever the provider says, the stored secrets must open first.
-    open_credentials(&state.keys, &row)
+    let secrets = open_credentials(&state.keys, &row)
         .map_err(|reason| ApiError::internal(format!("provider {}: {reason}", row.id)))?;
-    match provider_type {
-        ProviderType::Sandbox => Ok(HttpResponse::Ok().json(VerifyResult {
-            ok: true,
-            detail: "the sandbox accepts any credentials; nothing to verify".to_owned(),
-        })),
-        // Real verification arrives with the connectors.
-        other => Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "not_implemented",
-            format!("verifying {} credentials is not implemented yet", other.as_str()),
-        )),
-    }
+    // the pooled connection is not held across the provider call
+    drop(conn);
+    let credential = OpenedCredential::new(row.id, row.slug, provider_type, row.config, secrets);
+    // the process's connectors, whose clients (cached per credential) the worker shares
+    let check = state.connectors.connector(provider_type).verify(&credential);
+    let timeout = state.config.delivery.provider_timeout;
+    let result = match tokio::time::timeout(timeout, check).await {
+        Ok(Ok(detail)) => VerifyResult { ok: true, detail },
+        Ok(Err(error)) => VerifyResult { ok: false, detail: format!("{}: {error}", error.kind()) },
+        Err(_) => VerifyResult {
+            ok: false,
+            detail: format!(
+                "no answer from the provider within {}",
+                humantime::format_duration(timeout)
+            ),
+        },
+    };
+    Ok(HttpResponse::Ok().json(result))
 }

@@ -2,27 +2,22 @@
 //! that route a message, and the sweeper's recovery of messages whose stream entry was lost.
 //!
 //! Each writes many messages per statement (the worker's hot path), and each status change
-//! writes its event in the same transaction. Times come from the worker's clock, like the
+//! writes its event in the same statement or transaction. Times come from the worker's clock, like the
 //! ingestion's, so a message's history reads in order.
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{Array, Int4, Nullable, Text, Timestamptz};
+use diesel::sql_types::{Array, Int4, Jsonb, Nullable, Text, Timestamptz};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use serde_json::json;
 
-use crate::db::messages::{Event, Message, PROCESSING, QUEUED, RECEIVED, RETRYING};
+use crate::db::messages::{Event, Message, NewMessage, PROCESSING, QUEUED, RECEIVED, RETRYING};
 use crate::db::providers::ProviderCredential;
-use crate::db::schema::{message_events, messages, provider_credentials};
-
-/// Postgres caps a statement at 65535 bind parameters; events bind 5 each.
-const EVENT_CHUNK: usize = 10_000;
+use crate::db::schema::{messages, provider_credentials};
+use crate::ids::{EVENT, new_id};
 
 async fn insert_events(conn: &mut AsyncPgConnection, events: &[Event]) -> QueryResult<()> {
-    for chunk in events.chunks(EVENT_CHUNK) {
-        diesel::insert_into(message_events::table).values(chunk).execute(conn).await?;
-    }
-    Ok(())
+    crate::db::messages::insert_all::<NewMessage, _>(conn, &[], events).await
 }
 
 /// Claims the messages among `ids` that are waiting for delivery (`queued`, `retrying`), or
@@ -30,6 +25,9 @@ async fn insert_events(conn: &mut AsyncPgConnection, events: &[Event]) -> QueryR
 /// stopped), sets them `processing` at `now` with a `processing` event each, and returns them.
 /// Ids not returned are already handled, canceled or in another worker's hands: a duplicate
 /// stream entry therefore never causes a second send.
+///
+/// One statement (the event insert rides on the update's RETURNING), so it is atomic without
+/// a transaction's extra round trips, and its plan is prepared once per connection.
 pub async fn claim(
     conn: &mut AsyncPgConnection,
     ids: &[String],
@@ -39,24 +37,28 @@ pub async fn claim(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    conn.transaction(async |conn| {
-        let claimable = messages::status
-            .eq_any([QUEUED, RETRYING])
-            .or(messages::status.eq(PROCESSING).and(messages::updated_at.lt(stale_before)));
-        let claimed: Vec<Message> =
-            diesel::update(messages::table.filter(messages::id.eq_any(ids)).filter(claimable))
-                .set((messages::status.eq(PROCESSING), messages::updated_at.eq(now)))
-                .returning(Message::as_returning())
-                .get_results(conn)
-                .await?;
-        let events: Vec<Event> = claimed
-            .iter()
-            // tenants read event details: nothing about our hosts goes in
-            .map(|m| Event::new(&m.id, PROCESSING, json!({"attempt": m.attempts + 1}), now))
-            .collect();
-        insert_events(conn, &events).await?;
-        Ok(claimed)
-    })
+    // an event id for each candidate; only the claimed ones' are used
+    let event_ids: Vec<String> = ids.iter().map(|_| new_id(EVENT)).collect();
+    diesel::sql_query(
+        "WITH c AS (
+             UPDATE messages SET status = 'processing', updated_at = $2
+             WHERE id = ANY($1)
+               AND (status IN ('queued', 'retrying')
+                    OR (status = 'processing' AND updated_at < $3))
+             RETURNING *
+         ), e AS (
+             -- tenants read event details: nothing about our hosts goes in
+             INSERT INTO message_events (id, message_id, status, details, created_at)
+             SELECT x.event_id, c.id, 'processing', jsonb_build_object('attempt', c.attempts + 1), $2
+             FROM c JOIN unnest($1, $4) AS x(id, event_id) ON x.id = c.id
+         )
+         SELECT * FROM c",
+    )
+    .bind::<Array<Text>, _>(ids)
+    .bind::<Timestamptz, _>(now)
+    .bind::<Timestamptz, _>(stale_before)
+    .bind::<Array<Text>, _>(&event_ids)
+    .load(conn)
     .await
 }
 
@@ -88,8 +90,8 @@ struct Id {
     id: String,
 }
 
-/// Writes `outcomes` (one statement for the rows, one for the events) and returns the ids of
-/// the messages they applied to; see [`Outcome::claimed_at`] for those they did not.
+/// Writes `outcomes`, rows and events in one statement, and returns the ids of the messages
+/// they applied to; see [`Outcome::claimed_at`] for those they did not.
 pub async fn record(
     conn: &mut AsyncPgConnection,
     outcomes: &[Outcome],
@@ -98,7 +100,7 @@ pub async fn record(
     if outcomes.is_empty() {
         return Ok(Vec::new());
     }
-    // Column-wise arrays, unnested into one row per outcome: a single UPDATE for the batch.
+    // Column-wise arrays, unnested into one row per outcome.
     let ids: Vec<&str> = outcomes.iter().map(|o| o.message_id.as_str()).collect();
     let claimed_at: Vec<DateTime<Utc>> = outcomes.iter().map(|o| o.claimed_at).collect();
     let statuses: Vec<&str> = outcomes.iter().map(|o| o.status).collect();
@@ -112,9 +114,16 @@ pub async fn record(
     let types: Vec<Option<&str>> = outcomes.iter().map(|o| o.provider_type.as_deref()).collect();
     let throttled_since: Vec<Option<DateTime<Utc>>> =
         outcomes.iter().map(|o| o.throttled_since).collect();
-    conn.transaction(async |conn| {
-        let applied: Vec<Id> = diesel::sql_query(
-            "UPDATE messages AS m SET
+    let event_ids: Vec<String> = outcomes.iter().map(|_| new_id(EVENT)).collect();
+    let details: Vec<&serde_json::Value> = outcomes.iter().map(|o| &o.details).collect();
+    let applied: Vec<Id> = diesel::sql_query(
+        "WITH u AS (
+             SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $11, $12, $13) AS u(id,
+                 claimed_at, status, status_reason, attempts, next_attempt_at,
+                 provider_message_id, provider_credential_id, provider_type, throttled_since,
+                 event_id, details)
+         ), m AS (
+             UPDATE messages AS m SET
                  status = u.status,
                  status_reason = u.status_reason,
                  attempts = u.attempts,
@@ -128,35 +137,31 @@ pub async fn record(
                  provider_type = COALESCE(u.provider_type, m.provider_type),
                  throttled_since = u.throttled_since,
                  updated_at = $10
-             FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $11) AS u(id, claimed_at, status,
-                 status_reason, attempts, next_attempt_at, provider_message_id,
-                 provider_credential_id, provider_type, throttled_since)
+             FROM u
              WHERE m.id = u.id AND m.status = 'processing' AND m.updated_at = u.claimed_at
-             RETURNING m.id",
-        )
-        .bind::<Array<Text>, _>(&ids)
-        .bind::<Array<Timestamptz>, _>(&claimed_at)
-        .bind::<Array<Text>, _>(&statuses)
-        .bind::<Array<Nullable<Text>>, _>(&reasons)
-        .bind::<Array<Int4>, _>(&attempts)
-        .bind::<Array<Nullable<Timestamptz>>, _>(&next)
-        .bind::<Array<Nullable<Text>>, _>(&provider_ids)
-        .bind::<Array<Nullable<Text>>, _>(&credentials)
-        .bind::<Array<Nullable<Text>>, _>(&types)
-        .bind::<Timestamptz, _>(now)
-        .bind::<Array<Nullable<Timestamptz>>, _>(&throttled_since)
-        .load(conn)
-        .await?;
-        let applied: Vec<String> = applied.into_iter().map(|row| row.id).collect();
-        let events: Vec<Event> = outcomes
-            .iter()
-            .filter(|o| applied.contains(&o.message_id))
-            .map(|o| Event::new(&o.message_id, o.status, o.details.clone(), now))
-            .collect();
-        insert_events(conn, &events).await?;
-        Ok(applied)
-    })
-    .await
+             RETURNING m.id
+         ), e AS (
+             INSERT INTO message_events (id, message_id, status, details, created_at)
+             SELECT u.event_id, u.id, u.status, u.details, $10 FROM u JOIN m ON m.id = u.id
+         )
+         SELECT id FROM m",
+    )
+    .bind::<Array<Text>, _>(&ids)
+    .bind::<Array<Timestamptz>, _>(&claimed_at)
+    .bind::<Array<Text>, _>(&statuses)
+    .bind::<Array<Nullable<Text>>, _>(&reasons)
+    .bind::<Array<Int4>, _>(&attempts)
+    .bind::<Array<Nullable<Timestamptz>>, _>(&next)
+    .bind::<Array<Nullable<Text>>, _>(&provider_ids)
+    .bind::<Array<Nullable<Text>>, _>(&credentials)
+    .bind::<Array<Nullable<Text>>, _>(&types)
+    .bind::<Timestamptz, _>(now)
+    .bind::<Array<Nullable<Timestamptz>>, _>(&throttled_since)
+    .bind::<Array<Text>, _>(&event_ids)
+    .bind::<Array<Jsonb>, _>(&details)
+    .load(conn)
+    .await?;
+    Ok(applied.into_iter().map(|row| row.id).collect())
 }
 
 /// The credentials that may deliver `message`, in the order to try them: the one its sender

@@ -24,7 +24,7 @@ pub const STATUSES: &[&str] =
     &[RECEIVED, QUEUED, PROCESSING, RETRYING, SENT, DELIVERED, FAILED, CANCELED];
 pub const CHANNELS: &[&str] = &["email", "sms", "whatsapp", "discord"];
 
-#[derive(Debug, Clone, Queryable, Selectable, Identifiable)]
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable, Identifiable)]
 #[diesel(table_name = messages, check_for_backend(diesel::pg::Pg))]
 pub struct Message {
     pub id: String,

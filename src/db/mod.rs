@@ -27,6 +27,7 @@ pub mod messages;
 pub mod organizations;
 pub mod projects;
 pub mod providers;
+pub mod receipts;
 pub mod rotation;
 pub mod schema;
 pub mod users;

@@ -10,6 +10,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use crate::db::Cursor;
 use crate::db::schema::provider_credentials;
+use crate::providers::ProviderType;
 
 #[derive(Debug, Clone, Queryable, Selectable, Identifiable)]
 #[diesel(table_name = provider_credentials, check_for_backend(diesel::pg::Pg))]
@@ -109,6 +110,23 @@ pub async fn find(
     } else {
         query.first(conn).await.optional()
     }
+}
+
+/// A credential of `provider_type` by id alone, whatever its organization: for callbacks from
+/// providers (delivery receipts), which name the credential in their URL and prove themselves
+/// with its secrets or their own signature.
+pub async fn find_for_callback(
+    conn: &mut AsyncPgConnection,
+    id: &str,
+    provider_type: ProviderType,
+) -> QueryResult<Option<ProviderCredential>> {
+    provider_credentials::table
+        .filter(provider_credentials::id.eq(id))
+        .filter(provider_credentials::provider_type.eq(provider_type.as_str()))
+        .select(ProviderCredential::as_select())
+        .first(conn)
+        .await
+        .optional()
 }
 
 /// The organization's credentials matching `filter`, newest first.

@@ -355,7 +355,7 @@ mod tests {
 
     #[tokio::test]
     async fn fails_over_and_classifies() {
-        let registry = Registry::default();
+        let registry = Registry::new(&Default::default()).unwrap();
         let route = [
             sandbox("prv_a", json!({"failRate": 1, "failMode": "credential"})),
             sandbox("prv_b", json!({"failRate": 1})),

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::db::messages::Message;
 use crate::delivery::connector::{
-    Connector, OpenedCredential, ProviderError, ProviderReceipt, SendFuture,
+    Connector, OpenedCredential, ProviderError, ProviderReceipt, SendFuture, VerifyFuture,
 };
 use crate::providers::{FailMode, SandboxConfig};
 
@@ -37,6 +37,10 @@ impl Connector for Sandbox {
                 provider_message_id: format!("sandbox-{}", uuid::Uuid::now_v7().simple()),
             })
         })
+    }
+
+    fn verify<'a>(&'a self, _: &'a OpenedCredential) -> VerifyFuture<'a> {
+        Box::pin(async { Ok("the sandbox accepts any credentials; nothing to verify".to_owned()) })
     }
 }
 

@@ -25,7 +25,6 @@ use tokio_util::sync::CancellationToken;
 use crate::db::delivery::{self as queries, Outcome};
 use crate::db::messages::{FAILED, Message, RETRYING};
 use crate::delivery::backoff::{before, until_ok, until_ok_or_stopped};
-use crate::delivery::connector::Registry;
 use crate::delivery::deliver::attempt;
 use crate::delivery::limits::RateLimiter;
 use crate::delivery::queue::{self, Entry, Settlement};
@@ -43,7 +42,6 @@ const READ_ERROR_PAUSE: Duration = Duration::from_secs(1);
 pub struct Worker {
     state: AppState,
     consumer: String,
-    registry: Registry,
     router: Router,
     limiter: RateLimiter,
 }
@@ -67,7 +65,7 @@ impl Worker {
         let router = Router::new(state.keys.clone(), state.config.delivery.credential_cache_ttl);
         let limiter =
             RateLimiter::new(state.redis.clone(), state.config.delivery.rate_limits.clone());
-        Self { state, consumer, registry: Registry::default(), router, limiter }
+        Self { state, consumer, router, limiter }
     }
 
     /// Delivers until `stop` is cancelled, then lets deliveries in flight finish within
@@ -232,7 +230,7 @@ impl Worker {
         let route = until_ok("routing a message", || self.router.route(db, message)).await;
         let started = std::time::Instant::now();
         let (outcome, refused) = attempt(
-            &self.registry,
+            &self.state.connectors,
             Some(&self.limiter),
             &self.state.config.delivery,
             message,

@@ -42,6 +42,22 @@ pub struct Decision {
     pub remaining: u64,
 }
 
+/// Runs a GCRA `script` for `rate` per second on `subject`'s state: one emission interval,
+/// a burst tolerance of one second's worth, and the cost when the script takes one.
+async fn eval(
+    redis: &Redis,
+    script: &str,
+    subject: &str,
+    rate: u32,
+    cost: Option<u32>,
+) -> Result<Vec<i64>, QueueError> {
+    let interval = 1000.0 / f64::from(rate.max(1));
+    let tolerance = interval * f64::from(rate.max(1));
+    let mut args = vec![interval.to_string(), tolerance.to_string()];
+    args.extend(cost.map(|c| c.to_string()));
+    Ok(redis.pool().next().eval(script, vec![redis.keys().rate_limit(subject)], args).await?)
+}
+
 /// Checks (and, when allowed, spends) `cost` units of `rate` per second for `subject`.
 pub async fn check(
     redis: &Redis,
@@ -49,17 +65,7 @@ pub async fn check(
     rate: u32,
     cost: u32,
 ) -> Result<Decision, QueueError> {
-    let interval = 1000.0 / f64::from(rate.max(1));
-    let tolerance = interval * f64::from(rate.max(1));
-    let reply: Vec<i64> = redis
-        .pool()
-        .next()
-        .eval(
-            GCRA,
-            vec![redis.keys().rate_limit(subject)],
-            vec![interval.to_string(), tolerance.to_string(), cost.max(1).to_string()],
-        )
-        .await?;
+    let reply = eval(redis, GCRA, subject, rate, Some(cost.max(1))).await?;
     let [allowed, wait_ms, remaining] = reply[..] else {
         return Ok(Decision { allowed: true, retry_after: Duration::ZERO, remaining: 0 });
     };
@@ -102,17 +108,7 @@ return {0, math.ceil(line - now)}
 /// through, and the rest would go round again, N times over. Returning late, or not at all,
 /// costs nothing: the promise reserves no capacity, it only spaces the returns.
 pub async fn acquire(redis: &Redis, subject: &str, rate: u32) -> Result<Decision, QueueError> {
-    let interval = 1000.0 / f64::from(rate.max(1));
-    let tolerance = interval * f64::from(rate.max(1));
-    let reply: Vec<i64> = redis
-        .pool()
-        .next()
-        .eval(
-            GCRA_IN_LINE,
-            vec![redis.keys().rate_limit(subject)],
-            vec![interval.to_string(), tolerance.to_string()],
-        )
-        .await?;
+    let reply = eval(redis, GCRA_IN_LINE, subject, rate, None).await?;
     let [allowed, wait_ms] = reply[..] else {
         return Ok(Decision { allowed: true, retry_after: Duration::ZERO, remaining: 0 });
     };

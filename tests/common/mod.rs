@@ -7,6 +7,9 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod smtp_sink;
+pub mod stub;
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -473,6 +476,100 @@ impl TestApp {
             AsyncPgConnection::establish(&self.db.url).await.expect("connect to the test db");
         execute(&mut conn, sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
+}
+
+impl TestApp {
+    /// Signs up `name` and creates an API key of its project that may send and read; returns
+    /// the account and the key.
+    pub async fn sender(&self, name: &str) -> (Account, String) {
+        let owner = self.sign_up(name).await;
+        let key = self.create_api_key(&owner, &["send", "read"], Some(&owner.project_id)).await;
+        (owner, key)
+    }
+
+    /// Creates a provider credential (`POST /v1/providers` as `token`); returns its id.
+    pub async fn create_provider(&self, token: &str, body: serde_json::Value) -> String {
+        let (status, view) = self.post_as(token, "/v1/providers", body).await;
+        assert_eq!(status, 201, "create provider: {view}");
+        view["id"].as_str().expect("id").to_owned()
+    }
+
+    /// Sends a message (`POST /v1/send` with `key`); returns its id.
+    pub async fn send_message(&self, key: &str, body: serde_json::Value) -> String {
+        let (status, answer) = self.post_as(key, "/v1/send", body).await;
+        assert_eq!(status, 202, "send: {answer}");
+        answer["id"].as_str().expect("id").to_owned()
+    }
+
+    /// Polls the message through the API (with `token`) until its status is `status`, and
+    /// returns it. Fails once it has settled on another status (`failed`, `canceled`), or
+    /// after 30 s.
+    pub async fn wait_for_status(&self, token: &str, id: &str, status: &str) -> serde_json::Value {
+        let path = format!("/v1/messages/{id}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let (code, message) = self.get_as(token, &path).await;
+            assert_eq!(code, 200, "{message}");
+            if message["status"] == status {
+                return message;
+            }
+            assert!(
+                message["status"] != "failed" && message["status"] != "canceled",
+                "{status} expected: {message}"
+            );
+            assert!(std::time::Instant::now() < deadline, "never {status}: {message}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A claimed message as a connector receives it, for calling connectors directly.
+pub fn message_for(
+    channel: &str,
+    to: &str,
+    content: serde_json::Value,
+) -> relayit::db::messages::Message {
+    let now = chrono::Utc::now();
+    relayit::db::messages::Message {
+        id: format!("msg_{}", uuid::Uuid::now_v7().simple()),
+        organization_id: "org_test".into(),
+        project_id: "prj_test".into(),
+        api_key_id: None,
+        channel: channel.into(),
+        recipient: to.into(),
+        requested_provider: None,
+        provider_credential_id: None,
+        provider_type: None,
+        status: "processing".into(),
+        status_reason: None,
+        attempts: 0,
+        content,
+        metadata: serde_json::json!({}),
+        provider_message_id: None,
+        idempotency_key: None,
+        send_at: None,
+        next_attempt_at: None,
+        throttled_since: None,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+/// A credential as the router hands it to a connector.
+pub fn opened_credential(
+    provider_type: relayit::providers::ProviderType,
+    secrets: serde_json::Value,
+    config: serde_json::Value,
+) -> relayit::delivery::connector::OpenedCredential {
+    let id = unique("prv");
+    let secrets = secrets.as_object().expect("secrets are an object").clone();
+    relayit::delivery::connector::OpenedCredential::new(
+        id.clone(),
+        id,
+        provider_type,
+        config,
+        secrets,
+    )
 }
 
 /// How many migrations the repository holds (one directory each).

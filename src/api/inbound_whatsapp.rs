@@ -1,0 +1,303 @@
+//! `/v1/inbound/whatsapp/{credentialId}`: WhatsApp Cloud API delivery receipts.
+//!
+//! Meta calls the URL a tenant registers as its app's webhook:
+//! - `GET` once, at set-up (`hub.mode=subscribe&hub.verify_token=...&hub.challenge=...`): we
+//!   answer the challenge, as text, only when the token is the credential's `verifyToken`;
+//! - `POST` for every status change of the messages sent from the app's numbers
+//!   (`entry[].changes[].value.statuses[]`), signed with the app secret:
+//!   `X-Hub-Signature-256: sha256=<hex HMAC-SHA256(appSecret, raw body)>`.
+//!
+//! Neither carries our authentication: the credential's secrets are the proof. A callback that
+//! is not signed by the credential's `appSecret` changes nothing. `delivered` and `read` move a
+//! `sent` message to `delivered`, `failed` moves it to `failed` with Graph's error; the message
+//! is found by its provider message id within the credential's organization, and a repeated
+//! callback finds it past `sent` and changes nothing.
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use ring::hmac;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::api::providers::open_credentials;
+use crate::db::messages::{DELIVERED, FAILED, SENT};
+use crate::db::providers::{ProviderCredential, find_for_callback};
+use crate::db::receipts::{self, Receipt};
+use crate::error::ApiError;
+use crate::providers::{ProviderType, WhatsappCredentials};
+use crate::state::AppState;
+
+/// Meta batches status updates; their bodies stay well below this.
+const MAX_CALLBACK_BYTES: usize = 1024 * 1024;
+/// A challenge is a short number; anything longer is not Meta's.
+const MAX_CHALLENGE_CHARS: usize = 256;
+const SIGNATURE_HEADER: &str = "x-hub-signature-256";
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/inbound/whatsapp/{credentialId}")
+            .app_data(web::PayloadConfig::new(MAX_CALLBACK_BYTES))
+            .get(handshake)
+            .post(statuses),
+    );
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct Handshake {
+    #[serde(rename = "hub.mode")]
+    #[param(rename = "hub.mode")]
+    pub mode: Option<String>,
+    #[serde(rename = "hub.verify_token")]
+    #[param(rename = "hub.verify_token")]
+    pub verify_token: Option<String>,
+    #[serde(rename = "hub.challenge")]
+    #[param(rename = "hub.challenge")]
+    pub challenge: Option<String>,
+}
+
+/// The WhatsApp credential `id` with its secrets; any other credential is not found.
+async fn credential(
+    state: &AppState,
+    id: &str,
+) -> Result<(ProviderCredential, WhatsappCredentials), ApiError> {
+    let mut conn = state.db.get().await?;
+    let row = find_for_callback(&mut conn, id, ProviderType::WhatsappCloud)
+        .await?
+        .ok_or_else(|| ApiError::not_found("provider"))?;
+    let secrets = open_credentials(&state.keys, &row)
+        .map_err(|reason| ApiError::internal(format!("provider {}: {reason}", row.id)))?;
+    let secrets = serde_json::from_value(Value::Object(secrets)).map_err(|_| {
+        ApiError::internal(format!("provider {}: credentials do not match their schema", row.id))
+    })?;
+    Ok((row, secrets))
+}
+
+/// Meta's webhook verification: answers `hub.challenge` when `hub.verify_token` is the
+/// credential's `verifyToken`.
+#[utoipa::path(get, path = "/v1/inbound/whatsapp/{credentialId}", tag = "inbound",
+    params(("credentialId" = String, Path), Handshake),
+    responses((status = 200, description = "the challenge, as text/plain"),
+        (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn handshake(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<Handshake>,
+) -> Result<HttpResponse, ApiError> {
+    let query = query.into_inner();
+    let challenge = query
+        .challenge
+        .filter(|c| !c.is_empty() && c.chars().count() <= MAX_CHALLENGE_CHARS)
+        .ok_or_else(|| {
+            ApiError::invalid_field(
+                "hub.challenge",
+                format!("is required, at most {MAX_CHALLENGE_CHARS} characters"),
+            )
+        })?;
+    let (_, secrets) = credential(&state, &path).await?;
+    let Some(expected) = secrets.verify_token else {
+        return Err(ApiError::forbidden(
+            "this credential has no verifyToken; set one to register its callback URL",
+        ));
+    };
+    let given = query.verify_token.unwrap_or_default();
+    if query.mode.as_deref() != Some("subscribe") || !same_secret(&given, &expected) {
+        return Err(ApiError::forbidden("hub.verify_token does not match"));
+    }
+    Ok(HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(challenge))
+}
+
+/// Compares in constant time: HMAC tags of both, checked by ring.
+fn same_secret(given: &str, expected: &str) -> bool {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, b"relayit verify-token comparison");
+    let tag = hmac::sign(&key, expected.as_bytes());
+    hmac::verify(&key, given.as_bytes(), tag.as_ref()).is_ok()
+}
+
+/// `sha256=<hex>` of `X-Hub-Signature-256`, checked against the raw body.
+fn signed_by(secret: &str, request: &HttpRequest, body: &[u8]) -> bool {
+    let tag = request
+        .headers()
+        .get(SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().strip_prefix("sha256="))
+        .and_then(decode_hex);
+    let Some(tag) = tag else { return false };
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
+    hmac::verify(&key, body, &tag).is_ok()
+}
+
+fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| text.get(i..i + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok()))
+        .collect()
+}
+
+#[derive(Deserialize)]
+struct Callback {
+    #[serde(default)]
+    entry: Vec<Entry>,
+}
+
+#[derive(Deserialize)]
+struct Entry {
+    #[serde(default)]
+    changes: Vec<Change>,
+}
+
+#[derive(Deserialize)]
+struct Change {
+    value: Option<ChangeValue>,
+}
+
+#[derive(Deserialize)]
+struct ChangeValue {
+    #[serde(default)]
+    statuses: Vec<Status>,
+}
+
+#[derive(Deserialize)]
+struct Status {
+    id: String,
+    status: String,
+    timestamp: Option<String>,
+    #[serde(default)]
+    errors: Vec<StatusError>,
+}
+
+#[derive(Deserialize)]
+struct StatusError {
+    code: Option<i64>,
+    title: Option<String>,
+    message: Option<String>,
+    error_data: Option<StatusErrorData>,
+}
+
+#[derive(Deserialize)]
+struct StatusErrorData {
+    details: Option<String>,
+}
+
+impl StatusError {
+    fn text(&self) -> String {
+        let mut text = match self.code {
+            Some(code) => format!("WhatsApp error {code}"),
+            None => "WhatsApp error".to_owned(),
+        };
+        if let Some(title) = self.title.as_ref().or(self.message.as_ref()) {
+            text.push_str(": ");
+            text.push_str(title);
+        }
+        if let Some(details) = self.error_data.as_ref().and_then(|d| d.details.as_ref()) {
+            text.push_str(" - ");
+            text.push_str(details);
+        }
+        crate::delivery::connector::truncate(text)
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CallbackResult {
+    /// Status updates in the callback.
+    pub received: usize,
+    /// Messages whose status they changed.
+    pub applied: usize,
+}
+
+/// Status updates from the Cloud API, signed with the credential's `appSecret`.
+#[utoipa::path(post, path = "/v1/inbound/whatsapp/{credentialId}", tag = "inbound",
+    params(("credentialId" = String, Path)),
+    request_body(content = Object, content_type = "application/json",
+        description = "a Cloud API webhook notification (`entry[].changes[].value.statuses[]`)"),
+    responses((status = 200, body = CallbackResult), (status = 401, body = crate::error::ErrorBody),
+        (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn statuses(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    request: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let (row, secrets) = credential(&state, &path).await?;
+    let Some(app_secret) = secrets.app_secret else {
+        return Err(ApiError::forbidden(
+            "this credential has no appSecret, so its callbacks cannot be verified",
+        ));
+    };
+    if !signed_by(&app_secret, &request, &body) {
+        return Err(ApiError::unauthorized()
+            .with_message("X-Hub-Signature-256 is missing or does not sign this body"));
+    }
+    let callback: Callback = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::malformed_json(format!("not a WhatsApp callback: {e}")))?;
+    let statuses: Vec<Status> = callback
+        .entry
+        .into_iter()
+        .flat_map(|entry| entry.changes)
+        .filter_map(|change| change.value)
+        .flat_map(|value| value.statuses)
+        .collect();
+    let mut conn = state.db.get().await?;
+    let mut applied = 0;
+    for status in &statuses {
+        let (to, reason) = match status.status.as_str() {
+            "delivered" | "read" => (DELIVERED, None),
+            "failed" => {
+                let reason = match status.errors.first() {
+                    Some(error) => error.text(),
+                    None => "WhatsApp reported the message failed".to_owned(),
+                };
+                (FAILED, Some(reason))
+            }
+            // `sent` we knew already; others (`deleted`, `warning`) change nothing
+            _ => continue,
+        };
+        let mut details = json!({
+            "receipt": ProviderType::WhatsappCloud.as_str(),
+            "credentialId": row.id,
+            "providerMessageId": status.id,
+            "providerStatus": status.status,
+        });
+        if let Some(timestamp) = &status.timestamp {
+            details["providerTimestamp"] = json!(timestamp);
+        }
+        if let Some(reason) = &reason {
+            details["error"] = json!(reason);
+        }
+        let moved = receipts::apply(
+            &mut conn,
+            Receipt {
+                organization_id: &row.organization_id,
+                channel: &row.channel,
+                provider_message_id: &status.id,
+                from: &[SENT],
+                to,
+                reason: reason.as_deref(),
+                details,
+            },
+        )
+        .await?;
+        applied += moved.len();
+    }
+    tracing::debug!(credential = %row.id, received = statuses.len(), applied, "whatsapp receipts");
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(CallbackResult { received: statuses.len(), applied }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_and_comparison() {
+        assert_eq!(decode_hex("00ff10"), Some(vec![0, 255, 16]));
+        assert_eq!(decode_hex("0g"), None);
+        assert_eq!(decode_hex("abc"), None);
+        assert!(same_secret("token", "token"));
+        assert!(!same_secret("token", "tokem") && !same_secret("", "token"));
+    }
+}

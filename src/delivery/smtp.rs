@@ -1,0 +1,165 @@
+//! The SMTP connector: email through the tenant's own mail server, with lettre.
+//!
+//! Each credential keeps a pooled transport (cached, rebuilt when the credential changes), so
+//! a burst of messages reuses authenticated connections instead of paying a handshake each.
+//! `tls` picks implicit TLS (`tls`, usually port 465), a required STARTTLS upgrade
+//! (`starttls`, usually 587) or plain text (`none`, for local relays only).
+//!
+//! The message is proper MIME: a text part, an HTML part, or both as `multipart/alternative`;
+//! `From` (the content's, else the credential's `fromAddress`), `Reply-To`, `Cc`, `Bcc` (in the
+//! envelope only), a UTF-8 subject, and a `Message-ID` we generate, which is the provider
+//! message id. Replies: 535 (and the other authentication codes) refuse the credential, other
+//! 5xx refuse the message, 4xx and connection trouble are worth another try.
+
+use std::time::Duration;
+
+use lettre::message::{Mailbox, MultiPart, SinglePart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+
+use crate::content::{Addresses, EmailContent};
+use crate::db::messages::Message;
+use crate::delivery::client_cache::ClientCache;
+use crate::delivery::connector::{
+    Connector, OpenedCredential, ProviderError, ProviderReceipt, SendFuture, VerifyFuture, truncate,
+};
+use crate::providers::{SmtpConfig, SmtpCredentials, SmtpTls};
+
+type Transport = AsyncSmtpTransport<Tokio1Executor>;
+
+/// How long one SMTP command may take (connection, each reply).
+const SMTP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Replies that refuse the credentials: authentication required (530), mechanism too weak
+/// (534), authentication failed (535), encryption required for the mechanism (538).
+const AUTH_CODES: &[&str] = &["530", "534", "535", "538"];
+
+#[derive(Default)]
+pub struct Smtp {
+    transports: ClientCache<Transport>,
+}
+
+impl Smtp {
+    fn transport(
+        &self,
+        credential: &OpenedCredential,
+        config: &SmtpConfig,
+    ) -> Result<std::sync::Arc<Transport>, ProviderError> {
+        let secrets: SmtpCredentials = credential.secrets_as()?;
+        self.transports.get_or_build(credential, || {
+            let host = config.host.as_str();
+            let builder = match config.tls {
+                SmtpTls::Tls => Transport::relay(host),
+                SmtpTls::Starttls => Transport::starttls_relay(host),
+                SmtpTls::None => Ok(Transport::builder_dangerous(host)),
+            }
+            .map_err(|e| ProviderError::Credential(format!("SMTP host {host}: {e}")))?;
+            let mut builder = builder.port(config.port).timeout(Some(SMTP_TIMEOUT));
+            if let (Some(username), Some(password)) = (secrets.username, secrets.password) {
+                builder = builder.credentials(Credentials::new(username, password));
+            }
+            Ok(builder.build())
+        })
+    }
+}
+
+impl Connector for Smtp {
+    fn send<'a>(
+        &'a self,
+        message: &'a Message,
+        credential: &'a OpenedCredential,
+    ) -> SendFuture<'a> {
+        Box::pin(async move {
+            let config: SmtpConfig = credential.config_as()?;
+            let (email, message_id) = build_email(message, &config)?;
+            let transport = self.transport(credential, &config)?;
+            transport.send(email).await.map_err(|e| classify(&config, &e))?;
+            Ok(ProviderReceipt { provider_message_id: message_id })
+        })
+    }
+
+    fn verify<'a>(&'a self, credential: &'a OpenedCredential) -> VerifyFuture<'a> {
+        Box::pin(async move {
+            let config: SmtpConfig = credential.config_as()?;
+            let transport = self.transport(credential, &config)?;
+            // connects, upgrades, authenticates, then NOOP
+            match transport.test_connection().await {
+                Ok(true) => Ok(format!(
+                    "{}:{} accepted the connection and answered NOOP",
+                    config.host, config.port
+                )),
+                Ok(false) => Err(ProviderError::Retryable(format!(
+                    "{}:{} did not answer NOOP",
+                    config.host, config.port
+                ))),
+                Err(error) => Err(classify(&config, &error)),
+            }
+        })
+    }
+}
+
+/// The email for `message` and its Message-ID (`<message id@sender's domain>`: the same for
+/// every attempt, so a receiver can tell a repeated delivery).
+pub fn build_email(
+    message: &Message,
+    config: &SmtpConfig,
+) -> Result<(lettre::Message, String), ProviderError> {
+    let content: EmailContent = serde_json::from_value(message.content.clone())
+        .map_err(|e| ProviderError::Permanent(format!("not email content: {e}")))?;
+    let address = |text: &str, what: &str| {
+        text.parse::<Mailbox>().map_err(|e| {
+            ProviderError::Permanent(format!("{what} `{text}` is not an address: {e}"))
+        })
+    };
+    let from = match &content.from {
+        Some(from) => address(from, "from")?,
+        None => config.from_address.parse::<Mailbox>().map_err(|e| {
+            ProviderError::Credential(format!("fromAddress `{}`: {e}", config.from_address))
+        })?,
+    };
+    let message_id = format!("<{}@{}>", message.id, from.email.domain());
+    let mut builder = lettre::Message::builder()
+        .from(from)
+        .to(address(&message.recipient, "to")?)
+        .subject(content.subject.as_str())
+        .message_id(Some(message_id.clone()));
+    for reply_to in content.reply_to.as_ref().map(Addresses::as_slice).unwrap_or_default() {
+        builder = builder.reply_to(address(reply_to, "replyTo")?);
+    }
+    for cc in &content.cc {
+        builder = builder.cc(address(cc, "cc")?);
+    }
+    for bcc in &content.bcc {
+        builder = builder.bcc(address(bcc, "bcc")?);
+    }
+    let built = match (content.text, content.html) {
+        (Some(text), Some(html)) => {
+            builder.multipart(MultiPart::alternative_plain_html(text, html))
+        }
+        (Some(text), None) => builder.singlepart(SinglePart::plain(text)),
+        (None, Some(html)) => builder.singlepart(SinglePart::html(html)),
+        (None, None) => {
+            return Err(ProviderError::Permanent("the email has neither text nor html".to_owned()));
+        }
+    };
+    let email =
+        built.map_err(|e| ProviderError::Permanent(format!("cannot build the email: {e}")))?;
+    Ok((email, message_id))
+}
+
+/// What an SMTP failure means for the message.
+fn classify(config: &SmtpConfig, error: &lettre::transport::smtp::Error) -> ProviderError {
+    let text = truncate(format!("SMTP {}:{}: {error}", config.host, config.port));
+    let code = error.status().map(|c| c.to_string());
+    if code.as_deref().is_some_and(|c| AUTH_CODES.contains(&c)) {
+        ProviderError::Credential(text)
+    } else if error.is_permanent() {
+        ProviderError::Permanent(text)
+    } else if error.is_client() {
+        // lettre refused before the server could (e.g. no common authentication mechanism)
+        ProviderError::Permanent(text)
+    } else {
+        // 4xx, timeouts, network, TLS, an unreadable reply
+        ProviderError::Retryable(text)
+    }
+}

@@ -1,0 +1,198 @@
+//! SES event notifications (delivered through SNS) and what each does to a message: `Delivery`
+//! makes a sent message `delivered`; a permanent `Bounce` or a `Complaint` makes a sent or
+//! delivered one `failed` (design.md, message life cycle). Anything else changes nothing.
+//!
+//! Both of SES's forms are read: events of a configuration set (`eventType`) and the
+//! notifications of an identity (`notificationType`).
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::db::messages::{DELIVERED, FAILED, SENT};
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Event {
+    event_type: Option<String>,
+    notification_type: Option<String>,
+    mail: Mail,
+    #[serde(default)]
+    delivery: Value,
+    bounce: Option<Bounce>,
+    complaint: Option<Complaint>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Mail {
+    message_id: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Bounce {
+    bounce_type: String,
+    bounce_sub_type: Option<String>,
+    #[serde(default)]
+    bounced_recipients: Vec<BouncedRecipient>,
+    timestamp: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BouncedRecipient {
+    email_address: String,
+    diagnostic_code: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Complaint {
+    complaint_feedback_type: Option<String>,
+    #[serde(default)]
+    complained_recipients: Vec<Value>,
+    timestamp: Option<String>,
+}
+
+/// A status change a notification asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// SES's MessageId: the message's provider message id.
+    pub provider_message_id: String,
+    /// The statuses the message may be in for the change to apply.
+    pub from: &'static [&'static str],
+    pub to: &'static str,
+    pub reason: Option<String>,
+    /// The event's details.
+    pub details: Value,
+}
+
+/// What a notification means for its message: a change, or why it means none.
+pub fn interpret(message: &str) -> Result<Change, String> {
+    let event: Event = serde_json::from_str(message)
+        .map_err(|e| format!("the notification is not an SES event: {e}"))?;
+    let kind = event
+        .event_type
+        .or(event.notification_type)
+        .ok_or_else(|| "the SES event has no eventType".to_owned())?;
+    let id = event.mail.message_id;
+    let mut details = json!({"receipt": "ses", "eventType": kind});
+    match kind.as_str() {
+        "Delivery" => {
+            for field in ["timestamp", "recipients", "smtpResponse", "processingTimeMillis"] {
+                if let Some(value) = event.delivery.get(field) {
+                    details[field] = value.clone();
+                }
+            }
+            Ok(Change {
+                provider_message_id: id,
+                from: &[SENT],
+                to: DELIVERED,
+                reason: None,
+                details,
+            })
+        }
+        "Bounce" => {
+            let bounce = event.bounce.ok_or_else(|| "the Bounce event has no bounce".to_owned())?;
+            if bounce.bounce_type != "Permanent" {
+                return Err(format!("a {} bounce is not final", bounce.bounce_type));
+            }
+            let sub_type = bounce.bounce_sub_type.unwrap_or_else(|| "General".to_owned());
+            let diagnostics: Vec<&str> = bounce
+                .bounced_recipients
+                .iter()
+                .filter_map(|r| r.diagnostic_code.as_deref())
+                .collect();
+            let mut reason = format!("bounced (Permanent, {sub_type})");
+            if !diagnostics.is_empty() {
+                reason.push_str(&format!(": {}", diagnostics.join("; ")));
+            }
+            details["bounceType"] = json!("Permanent");
+            details["bounceSubType"] = json!(sub_type);
+            details["recipients"] = json!(
+                bounce.bounced_recipients.iter().map(|r| &r.email_address).collect::<Vec<_>>()
+            );
+            details["timestamp"] = json!(bounce.timestamp);
+            details["error"] = json!(reason);
+            Ok(Change {
+                provider_message_id: id,
+                from: &[SENT, DELIVERED],
+                to: FAILED,
+                reason: Some(reason),
+                details,
+            })
+        }
+        "Complaint" => {
+            let complaint =
+                event.complaint.ok_or_else(|| "the Complaint event has no complaint".to_owned())?;
+            let reason = match &complaint.complaint_feedback_type {
+                Some(feedback) => format!("the recipient complained ({feedback})"),
+                None => "the recipient complained".to_owned(),
+            };
+            details["complaintFeedbackType"] = json!(complaint.complaint_feedback_type);
+            details["recipients"] = json!(
+                complaint
+                    .complained_recipients
+                    .iter()
+                    .filter_map(|r| r.get("emailAddress"))
+                    .collect::<Vec<_>>()
+            );
+            details["timestamp"] = json!(complaint.timestamp);
+            details["error"] = json!(reason);
+            Ok(Change {
+                provider_message_id: id,
+                from: &[SENT, DELIVERED],
+                to: FAILED,
+                reason: Some(reason),
+                details,
+            })
+        }
+        other => Err(format!("SES event {other} does not change a message's status")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_map_to_changes() {
+        let delivery = interpret(
+            r#"{"eventType": "Delivery", "mail": {"messageId": "ses-1"},
+                "delivery": {"timestamp": "2026-11-27T10:00:00Z", "recipients": ["a@example.com"],
+                             "smtpResponse": "250 ok"}}"#,
+        )
+        .unwrap();
+        assert_eq!((delivery.to, delivery.from), (DELIVERED, &[SENT][..]));
+        assert_eq!(delivery.provider_message_id, "ses-1");
+        assert_eq!(delivery.details["smtpResponse"], "250 ok");
+
+        let bounce = interpret(
+            r#"{"notificationType": "Bounce", "mail": {"messageId": "ses-2"},
+                "bounce": {"bounceType": "Permanent", "bounceSubType": "NoEmail",
+                           "bouncedRecipients": [{"emailAddress": "b@example.com",
+                                                  "diagnosticCode": "smtp; 550 5.1.1 unknown"}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(bounce.to, FAILED);
+        assert_eq!(
+            bounce.reason.as_deref(),
+            Some("bounced (Permanent, NoEmail): smtp; 550 5.1.1 unknown")
+        );
+
+        let complaint = interpret(
+            r#"{"eventType": "Complaint", "mail": {"messageId": "ses-3"},
+                "complaint": {"complaintFeedbackType": "abuse",
+                              "complainedRecipients": [{"emailAddress": "c@example.com"}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(complaint.from, &[SENT, DELIVERED][..]);
+        assert_eq!(complaint.details["recipients"][0], "c@example.com");
+
+        let transient = r#"{"eventType": "Bounce", "mail": {"messageId": "x"},
+                            "bounce": {"bounceType": "Transient"}}"#;
+        assert!(interpret(transient).is_err());
+        assert!(interpret(r#"{"eventType": "Open", "mail": {"messageId": "x"}}"#).is_err());
+        assert!(interpret("not json").is_err());
+    }
+}
