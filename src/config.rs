@@ -167,11 +167,47 @@ pub struct ProvidersConfig {
     pub sns_trusted_hosts: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WebhooksConfig {
     /// Lets webhook endpoints target private, loopback and link-local addresses.
     pub allow_private_targets: bool,
+    /// Webhook requests in flight at once per webhook worker process.
+    pub concurrency: usize,
+    /// How long a webhook request may take before it counts as a failed attempt.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// The delay before each attempt of an event, the first one included: the number of
+    /// entries is the number of attempts. Each delay varies by +-20% (jitter).
+    #[serde(with = "duration_list")]
+    pub retry_schedule: Vec<Duration>,
+    /// An endpoint whose attempts have all failed for this long is disabled.
+    #[serde(with = "humantime_serde")]
+    pub disable_after: Duration,
+    /// How long a webhook job may stay unacknowledged before another webhook worker takes it
+    /// over; must exceed `timeout`.
+    #[serde(with = "humantime_serde")]
+    pub visibility_timeout: Duration,
+}
+
+/// A list of humantime durations (`["0s", "5s", "5m"]`).
+mod duration_list {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(list: &[Duration], serializer: S) -> Result<S::Ok, S::Error> {
+        let texts: Vec<String> =
+            list.iter().map(|d| humantime::format_duration(*d).to_string()).collect();
+        texts.serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<Duration>, D::Error> {
+        let list = Vec::<humantime_serde::Serde<Duration>>::deserialize(deserializer)?;
+        Ok(list.into_iter().map(humantime_serde::Serde::into_inner).collect())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -317,6 +353,29 @@ impl Default for AuthConfig {
             sign_in_window: Duration::from_secs(15 * 60),
             key_usage_flush: Duration::from_secs(5),
             key_cache_ttl: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        let minutes = |m: u64| Duration::from_secs(m * 60);
+        Self {
+            allow_private_targets: false,
+            concurrency: 64,
+            timeout: Duration::from_secs(15),
+            retry_schedule: vec![
+                Duration::ZERO,
+                Duration::from_secs(5),
+                minutes(5),
+                minutes(30),
+                minutes(120),
+                minutes(300),
+                minutes(600),
+                minutes(600),
+            ],
+            disable_after: Duration::from_secs(5 * 24 * 3600),
+            visibility_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -488,6 +547,22 @@ impl Config {
                 "delivery.provider_timeout",
                 "must be shorter than delivery.visibility_timeout, or a slow provider call \
                  would be taken over and sent twice",
+            ));
+        }
+        positive("webhooks.concurrency", self.webhooks.concurrency)?;
+        if self.webhooks.retry_schedule.is_empty() {
+            return Err(ConfigError::invalid(
+                "webhooks.retry_schedule",
+                "must list at least one delay (the first attempt's, usually \"0s\")",
+            ));
+        }
+        nonzero_duration("webhooks.timeout", self.webhooks.timeout)?;
+        nonzero_duration("webhooks.disable_after", self.webhooks.disable_after)?;
+        if self.webhooks.timeout >= self.webhooks.visibility_timeout {
+            return Err(ConfigError::invalid(
+                "webhooks.timeout",
+                "must be shorter than webhooks.visibility_timeout, or a slow receiver would be \
+                 called again while the first request still runs",
             ));
         }
         nonzero_duration("auth.session_ttl", self.auth.session_ttl)?;
@@ -681,6 +756,19 @@ mod tests {
             assert_eq!(config.delivery.retry_base_delay, Duration::from_millis(250));
             assert!(!config.migrate_on_start);
             assert!(config.webhooks.allow_private_targets);
+
+            jail.set_env("RELAYIT_WEBHOOKS__RETRY_SCHEDULE", r#"["0s","200ms","1m"]"#);
+            let schedule = load_in_jail(jail).unwrap().webhooks.retry_schedule;
+            let expected = [0, 200, 60_000].map(Duration::from_millis);
+            assert_eq!(schedule, expected);
+            jail.set_env("RELAYIT_WEBHOOKS__RETRY_SCHEDULE", "[]");
+            let err = load_in_jail(jail).unwrap_err();
+            assert_eq!(err.key(), Some("webhooks.retry_schedule"), "{err}");
+            jail.set_env("RELAYIT_WEBHOOKS__RETRY_SCHEDULE", r#"["0s"]"#);
+            jail.set_env("RELAYIT_WEBHOOKS__TIMEOUT", "2m");
+            let err = load_in_jail(jail).unwrap_err();
+            assert_eq!(err.key(), Some("webhooks.timeout"), "{err}");
+            jail.set_env("RELAYIT_WEBHOOKS__TIMEOUT", "15s");
 
             jail.set_env("DATABASE_URL", "postgres://a@db:5432/x");
             jail.set_env("REDIS_URL", "redis://cache:6379");

@@ -22,6 +22,8 @@ pub struct Metrics {
     pub messages_accepted: IntCounterVec,
     pub deliveries: IntCounterVec,
     pub provider_duration: HistogramVec,
+    pub webhook_attempts: IntCounterVec,
+    pub webhook_duration: HistogramVec,
     stream_length: IntGaugeVec,
     pending: IntGaugeVec,
     oldest_pending_age: GaugeVec,
@@ -97,6 +99,16 @@ impl Metrics {
                 "provider_request_duration_seconds",
                 "Provider call latency",
                 &["provider"],
+            )?,
+            webhook_attempts: counter(
+                "webhook_attempts_total",
+                "Webhook delivery attempts by outcome (success, failure, gone, refused)",
+                &["outcome"],
+            )?,
+            webhook_duration: histogram(
+                "webhook_request_duration_seconds",
+                "Webhook request latency, by outcome",
+                &["outcome"],
             )?,
             stream_length: gauge("queue_length", "Entries in a stream", &["queue"])?,
             pending: gauge(

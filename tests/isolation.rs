@@ -16,6 +16,7 @@ struct Tenant {
     key_id: String,
     provider: String,
     webhook: String,
+    delivery: String,
     message: String,
 }
 
@@ -55,6 +56,18 @@ async fn arrange(app: &TestApp, owner: &common::Account) -> Tenant {
         )
         .await;
     assert_eq!(status, 202, "{message}");
+    // an attempt in the endpoint's delivery log (no receiver answers hooks.example.com here)
+    let delivery = common::unique("whd_isolation");
+    app.sql(&format!(
+        "INSERT INTO webhook_deliveries (id, organization_id, webhook_endpoint_id, message_id, \
+             event_id, event_type, attempt, succeeded, error) \
+         SELECT '{delivery}', m.organization_id, '{}', m.id, e.id, 'message.received', 1, false, \
+             'arranged' \
+         FROM messages m JOIN message_events e ON e.message_id = m.id WHERE m.id = '{}' LIMIT 1",
+        webhook["id"].as_str().unwrap(),
+        message["id"].as_str().unwrap(),
+    ))
+    .await;
     Tenant {
         org: owner.org_id.clone(),
         project: owner.project_id.clone(),
@@ -63,6 +76,7 @@ async fn arrange(app: &TestApp, owner: &common::Account) -> Tenant {
         key_id: key["id"].as_str().unwrap().to_owned(),
         provider: provider["id"].as_str().unwrap().to_owned(),
         webhook: webhook["id"].as_str().unwrap().to_owned(),
+        delivery,
         message: message["id"].as_str().unwrap().to_owned(),
     }
 }
@@ -115,6 +129,17 @@ fn routes(t: &Tenant) -> Vec<(Method, String, Option<Value>)> {
         ),
         (Method::DELETE, format!("{project}/webhooks/{}", t.webhook), None),
         (Method::POST, format!("{project}/webhooks/{}/rotate-secret", t.webhook), None),
+        (Method::GET, format!("{project}/webhooks/{}/deliveries", t.webhook), None),
+        (
+            Method::POST,
+            format!("{project}/webhooks/{}/deliveries/{}/retry", t.webhook, t.delivery),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("{project}/webhooks/{}/replay", t.webhook),
+            Some(json!({"since": "2026-01-01T00:00:00Z", "until": "2026-01-02T00:00:00Z"})),
+        ),
         (Method::GET, format!("/v1/messages/{}", t.message), None),
         (Method::GET, format!("{project}/messages"), None),
         (Method::POST, format!("/v1/messages/{}/retry", t.message), None),

@@ -24,6 +24,7 @@ const TABLES: &[&str] = &[
     "message_events",
     "idempotency_keys",
     "webhook_deliveries",
+    "webhook_jobs",
 ];
 
 #[derive(QueryableByName)]

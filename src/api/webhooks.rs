@@ -18,6 +18,7 @@ use crate::db::Cursor;
 use crate::db::webhook_endpoints::{
     self, NewWebhookEndpoint, WebhookEndpoint, WebhookEndpointChanges,
 };
+use crate::db::webhooks::{self as deliveries, Delivery, Job};
 use crate::error::ApiError;
 use crate::ids;
 use crate::state::AppState;
@@ -39,7 +40,18 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(
             web::resource("/projects/{projectId}/webhooks/{webhookId}/rotate-secret")
                 .post(rotate_secret),
-        );
+        )
+        .service(
+            web::resource("/projects/{projectId}/webhooks/{webhookId}/deliveries")
+                .get(list_deliveries),
+        )
+        .service(
+            web::resource(
+                "/projects/{projectId}/webhooks/{webhookId}/deliveries/{deliveryId}/retry",
+            )
+            .post(retry_delivery),
+        )
+        .service(web::resource("/projects/{projectId}/webhooks/{webhookId}/replay").post(replay));
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -398,4 +410,179 @@ pub async fn rotate_secret(
     .await?
     .ok_or_else(|| ApiError::not_found("webhook endpoint"))?;
     Ok(HttpResponse::Ok().json(WebhookWithSecret { endpoint: WebhookView::from(rotated), secret }))
+}
+
+/// One delivery attempt of the log.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryView {
+    pub id: String,
+    pub message_id: String,
+    /// The event delivered: the `webhook-id` header of every attempt of it.
+    pub event_id: String,
+    pub event_type: String,
+    /// 1 for the event's first attempt at this endpoint, counting on through retries.
+    pub attempt: i32,
+    pub succeeded: bool,
+    /// The receiver's HTTP status; null when no answer came (timeout, refused, no connection).
+    pub status_code: Option<i32>,
+    pub duration_ms: Option<i32>,
+    /// The start of the receiver's answer (at most 1 KiB).
+    pub response_body: Option<String>,
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<Delivery> for DeliveryView {
+    fn from(d: Delivery) -> Self {
+        Self {
+            id: d.id,
+            message_id: d.message_id,
+            event_id: d.event_id,
+            event_type: d.event_type,
+            attempt: d.attempt,
+            succeeded: d.succeeded,
+            status_code: d.status_code,
+            duration_ms: d.duration_ms,
+            response_body: d.response_body,
+            error: d.error,
+            created_at: d.created_at,
+        }
+    }
+}
+
+/// How many events a retry or replay queued.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Queued {
+    pub queued: usize,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Replay {
+    /// RFC 3339; events at or after it.
+    pub since: String,
+    /// RFC 3339; events before it.
+    pub until: String,
+    /// The event types to redeliver; the endpoint's own when absent.
+    pub event_types: Option<Vec<String>>,
+}
+
+/// Events one replay queues at most; a longer range is replayed in several calls.
+pub const REPLAY_MAX_EVENTS: i64 = 10_000;
+
+/// An endpoint that takes new deliveries: retry and replay are refused while it is disabled.
+fn require_active(endpoint: &WebhookEndpoint) -> Result<(), ApiError> {
+    if endpoint.is_active {
+        Ok(())
+    } else {
+        Err(ApiError::conflict("the webhook endpoint is disabled; re-enable it first"))
+    }
+}
+
+/// The endpoint's delivery attempts, newest first.
+#[utoipa::path(get, path = "/v1/projects/{projectId}/webhooks/{webhookId}/deliveries",
+    tag = "webhooks", params(("projectId" = String, Path), ("webhookId" = String, Path), ListQuery),
+    responses((status = 200, body = Page<DeliveryView>)))]
+pub async fn list_deliveries(
+    state: web::Data<AppState>,
+    access: Access,
+    path: web::Path<(String, String)>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    access.require(Action::Read)?;
+    let (project_id, webhook_id) = path.into_inner();
+    let page = query.page()?;
+    let mut conn = state.db.get().await?;
+    let endpoint = endpoint_of(&mut conn, &access, &project_id, &webhook_id).await?;
+    let rows = deliveries::list_deliveries(
+        &mut conn,
+        &access.org.id,
+        &endpoint.id,
+        page.after.as_ref(),
+        page.fetch(),
+    )
+    .await?;
+    let key = |d: &Delivery| Cursor { created_at: d.created_at, id: d.id.clone() };
+    Ok(HttpResponse::Ok().json(page.page(rows, key, DeliveryView::from)))
+}
+
+/// Delivers an attempt's event again, as a new job with a fresh retry schedule (owner or
+/// admin).
+#[utoipa::path(post,
+    path = "/v1/projects/{projectId}/webhooks/{webhookId}/deliveries/{deliveryId}/retry",
+    tag = "webhooks",
+    params(("projectId" = String, Path), ("webhookId" = String, Path),
+        ("deliveryId" = String, Path)),
+    responses((status = 202, body = Queued), (status = 409, body = crate::error::ErrorBody)))]
+pub async fn retry_delivery(
+    state: web::Data<AppState>,
+    access: Access,
+    path: web::Path<(String, String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    access.require(Action::Write)?;
+    let (project_id, webhook_id, delivery_id) = path.into_inner();
+    let mut conn = state.db.get().await?;
+    let endpoint = endpoint_of(&mut conn, &access, &project_id, &webhook_id).await?;
+    let delivery = deliveries::find_delivery(&mut conn, &access.org.id, &endpoint.id, &delivery_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("webhook delivery"))?;
+    require_active(&endpoint)?;
+    let job = Job {
+        organization_id: delivery.organization_id,
+        webhook_endpoint_id: delivery.webhook_endpoint_id,
+        message_id: delivery.message_id,
+        event_id: delivery.event_id,
+        event_type: delivery.event_type,
+        tries: 0,
+    };
+    deliveries::insert_job(&mut conn, &job).await?;
+    Ok(HttpResponse::Accepted().json(Queued { queued: 1 }))
+}
+
+/// Delivers again every event of the project in `[since, until)` of the given types (the
+/// endpoint's when absent), oldest first, at most 10,000 per call (owner or admin).
+#[utoipa::path(post, path = "/v1/projects/{projectId}/webhooks/{webhookId}/replay",
+    tag = "webhooks", params(("projectId" = String, Path), ("webhookId" = String, Path)),
+    request_body = Replay,
+    responses((status = 202, body = Queued), (status = 400, body = crate::error::ErrorBody),
+        (status = 409, body = crate::error::ErrorBody)))]
+pub async fn replay(
+    state: web::Data<AppState>,
+    access: Access,
+    path: web::Path<(String, String)>,
+    body: Json<Replay>,
+) -> Result<HttpResponse, ApiError> {
+    access.require(Action::Write)?;
+    let (project_id, webhook_id) = path.into_inner();
+    let body = body.0;
+    let mut check = Validator::new();
+    let mut instant = |field: &str, text: &str| match DateTime::parse_from_rfc3339(text) {
+        Ok(at) => Some(at.to_utc()),
+        Err(_) => {
+            check.error(field, "must be an RFC 3339 date-time such as 2026-11-27T10:00:00Z");
+            None
+        }
+    };
+    let since = instant("since", &body.since);
+    let until = instant("until", &body.until);
+    if let (Some(since), Some(until)) = (since, until)
+        && since >= until
+    {
+        check.error("until", "must be after since");
+    }
+    let event_types = body.event_types.as_deref().map(|t| check_event_types(&mut check, t));
+    check.finish()?;
+    let (Some(since), Some(until)) = (since, until) else {
+        return Err(ApiError::internal("checked instants missing"));
+    };
+
+    let mut conn = state.db.get().await?;
+    let endpoint = endpoint_of(&mut conn, &access, &project_id, &webhook_id).await?;
+    require_active(&endpoint)?;
+    let event_types = event_types.unwrap_or_else(|| endpoint.event_types.clone());
+    let queued =
+        deliveries::replay(&mut conn, &endpoint, since, until, &event_types, REPLAY_MAX_EVENTS)
+            .await?;
+    Ok(HttpResponse::Accepted().json(Queued { queued }))
 }

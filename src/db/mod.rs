@@ -32,6 +32,7 @@ pub mod rotation;
 pub mod schema;
 pub mod users;
 pub mod webhook_endpoints;
+pub mod webhooks;
 
 use std::time::Duration;
 

@@ -234,6 +234,18 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    webhook_jobs (id) {
+        id -> Int8,
+        organization_id -> Text,
+        webhook_endpoint_id -> Text,
+        message_id -> Text,
+        event_id -> Text,
+        event_type -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(accounts -> users (user_id));
 diesel::joinable!(api_keys -> organizations (organization_id));
 diesel::joinable!(api_keys -> users (created_by));
@@ -271,4 +283,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     users,
     webhook_deliveries,
     webhook_endpoints,
+    webhook_jobs,
 );

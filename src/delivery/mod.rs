@@ -66,7 +66,7 @@ pub async fn run(state: AppState, shutdown: CancellationToken) -> anyhow::Result
 
 /// `<hostname>-<pid>-<random>`: unique per process (the random part covers pid reuse, e.g. in
 /// containers), and says where a pending entry's worker ran.
-fn consumer_name() -> String {
+pub(crate) fn consumer_name() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())

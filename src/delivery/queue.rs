@@ -109,8 +109,9 @@ pub async fn settle(redis: &Redis, settlement: &Settlement) -> Result<(), QueueE
 }
 
 /// Moves the due ids of the delayed set back onto the stream, atomically: with several
-/// workers running the mover, an id is moved by exactly one of them.
-const MOVE_DUE: &str = r"
+/// workers running the mover, an id is moved by exactly one of them. KEYS: the set, the
+/// stream; ARGV: now (ms), the most to move, the stream field. (The webhook queue uses it too.)
+pub(crate) const MOVE_DUE: &str = r"
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 for _, id in ipairs(due) do
     redis.call('XADD', KEYS[2], '*', ARGV[3], id)

@@ -31,7 +31,7 @@ const SWEEP_BATCH: i64 = 1000;
 /// Runs `duty` every `every` until `stop` is cancelled. A run in progress is dropped then
 /// (shutdown must not wait on an unreachable database): each duty's steps are safe to cut off,
 /// since what one committed without finishing is found again by a later sweep.
-async fn every<F, Fut>(every: Duration, stop: CancellationToken, mut duty: F)
+pub(crate) async fn every<F, Fut>(every: Duration, stop: CancellationToken, mut duty: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = ()>,

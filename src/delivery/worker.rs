@@ -310,7 +310,7 @@ impl Worker {
 
 /// Waits for at least one free slot and takes every free one; `None` once the semaphore is
 /// closed (never, in practice).
-async fn take_free_slots(slots: &Arc<Semaphore>) -> Option<OwnedSemaphorePermit> {
+pub(crate) async fn take_free_slots(slots: &Arc<Semaphore>) -> Option<OwnedSemaphorePermit> {
     let mut free = slots.clone().acquire_owned().await.ok()?;
     let more = slots.available_permits();
     if more > 0

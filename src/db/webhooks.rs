@@ -1,0 +1,323 @@
+//! Webhook jobs and delivery attempts.
+//!
+//! Jobs are written by Postgres itself (the `message_events` trigger of the `webhooks`
+//! migration) and by the replay and retry routes; the webhook role takes them out of the table
+//! onto the Redis stream. Every attempt of a job is a `webhook_deliveries` row. Every query here
+//! is scoped by organization, so an id from another tenant finds nothing.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::sql_types::{Array, BigInt, Text, Timestamptz};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use serde::{Deserialize, Serialize};
+
+use crate::db::Cursor;
+use crate::db::messages::{Event, Message};
+use crate::db::schema::{message_events, messages, webhook_deliveries, webhook_jobs};
+use crate::db::webhook_endpoints::WebhookEndpoint;
+
+/// One event to deliver to one endpoint. It travels as JSON on the stream and in the delayed
+/// set, with the attempts it has made so far (`tries`), which place it in the retry schedule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, QueryableByName)]
+pub struct Job {
+    #[diesel(sql_type = Text)]
+    #[serde(rename = "org")]
+    pub organization_id: String,
+    #[diesel(sql_type = Text)]
+    #[serde(rename = "endpoint")]
+    pub webhook_endpoint_id: String,
+    #[diesel(sql_type = Text)]
+    #[serde(rename = "message")]
+    pub message_id: String,
+    #[diesel(sql_type = Text)]
+    #[serde(rename = "event")]
+    pub event_id: String,
+    #[diesel(sql_type = Text)]
+    #[serde(rename = "type")]
+    pub event_type: String,
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    #[serde(default)]
+    pub tries: i32,
+}
+
+/// Takes up to `limit` jobs out of the outbox, oldest first. Call it in a transaction that
+/// commits only once the jobs are on the stream: a failure before that puts them back. Rows
+/// locked by another webhook process are skipped, so several relays never take the same job.
+pub async fn take_jobs(conn: &mut AsyncPgConnection, limit: i64) -> QueryResult<Vec<Job>> {
+    diesel::sql_query(
+        "DELETE FROM webhook_jobs WHERE id IN ( \
+             SELECT id FROM webhook_jobs ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) \
+         RETURNING organization_id, webhook_endpoint_id, message_id, event_id, event_type, \
+             0 AS tries",
+    )
+    .bind::<BigInt, _>(limit)
+    .load(conn)
+    .await
+}
+
+/// Jobs waiting in the outbox (for metrics).
+pub async fn outbox_size(conn: &mut AsyncPgConnection) -> QueryResult<i64> {
+    webhook_jobs::table.count().get_result(conn).await
+}
+
+/// What a job delivers: its endpoint, the event and the event's message, as they are now.
+/// `None` when any of them is gone (deleted since the job was made).
+pub async fn load_target(
+    conn: &mut AsyncPgConnection,
+    job: &Job,
+) -> QueryResult<Option<(WebhookEndpoint, Event, Message)>> {
+    use crate::db::schema::webhook_endpoints as w;
+    let Some(endpoint) = w::table
+        .filter(w::organization_id.eq(&job.organization_id))
+        .filter(w::id.eq(&job.webhook_endpoint_id))
+        .select(WebhookEndpoint::as_select())
+        .first(conn)
+        .await
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    let found = message_events::table
+        .inner_join(messages::table.on(messages::id.eq(message_events::message_id)))
+        .filter(message_events::id.eq(&job.event_id))
+        .filter(messages::id.eq(&job.message_id))
+        .filter(messages::organization_id.eq(&job.organization_id))
+        .select((Event::as_select(), Message::as_select()))
+        .first::<(Event, Message)>(conn)
+        .await
+        .optional()?;
+    Ok(found.map(|(event, message)| (endpoint, event, message)))
+}
+
+/// A delivery attempt, as listed by the API.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = webhook_deliveries, check_for_backend(diesel::pg::Pg))]
+pub struct Delivery {
+    pub id: String,
+    pub organization_id: String,
+    pub webhook_endpoint_id: String,
+    pub message_id: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub attempt: i32,
+    pub succeeded: bool,
+    pub status_code: Option<i32>,
+    pub duration_ms: Option<i32>,
+    pub response_body: Option<String>,
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// An attempt to record; its number is counted in Postgres (the event's attempts at this
+/// endpoint so far, plus one), so replays and duplicates number on.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    pub id: String,
+    pub job: Job,
+    pub succeeded: bool,
+    pub status_code: Option<i32>,
+    pub duration_ms: i32,
+    pub response_body: Option<String>,
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What an attempt does to its endpoint besides being logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndpointEffect {
+    /// It succeeded: the endpoint's failure streak ends.
+    Succeeded,
+    /// It failed: the streak starts (or goes on); the endpoint is disabled once the streak
+    /// began at or before `disable_if_failing_since`.
+    Failed { disable_if_failing_since: DateTime<Utc> },
+    /// The receiver answered 410 Gone: the endpoint is disabled at once.
+    Gone,
+}
+
+/// Records an attempt and its effect on the endpoint in one transaction; returns the reason
+/// the endpoint was disabled, if this attempt disabled it.
+pub async fn record_attempt(
+    conn: &mut AsyncPgConnection,
+    attempt: &NewDelivery,
+    effect: EndpointEffect,
+) -> QueryResult<Option<String>> {
+    use diesel_async::AsyncConnection;
+    conn.transaction(async |conn| {
+        let job = &attempt.job;
+        // attempts of one event at one endpoint can be recorded concurrently (a replay beside a
+        // retry): numbering them one at a time keeps the numbers distinct
+        diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind::<Text, _>(format!("webhook:{}:{}", job.webhook_endpoint_id, job.event_id))
+            .execute(conn)
+            .await?;
+        diesel::sql_query(
+            "INSERT INTO webhook_deliveries (id, organization_id, webhook_endpoint_id, \
+                     message_id, event_id, event_type, attempt, succeeded, status_code, \
+                     duration_ms, response_body, error, created_at) \
+                 SELECT $1, $2, $3, $4, $5, $6, COALESCE(max(attempt), 0) + 1, $7, $8, $9, $10, \
+                     $11, $12 \
+                 FROM webhook_deliveries WHERE event_id = $5 AND webhook_endpoint_id = $3",
+        )
+        .bind::<Text, _>(&attempt.id)
+        .bind::<Text, _>(&job.organization_id)
+        .bind::<Text, _>(&job.webhook_endpoint_id)
+        .bind::<Text, _>(&job.message_id)
+        .bind::<Text, _>(&job.event_id)
+        .bind::<Text, _>(&job.event_type)
+        .bind::<diesel::sql_types::Bool, _>(attempt.succeeded)
+        .bind::<diesel::sql_types::Nullable<diesel::sql_types::Integer>, _>(attempt.status_code)
+        .bind::<diesel::sql_types::Integer, _>(attempt.duration_ms)
+        .bind::<diesel::sql_types::Nullable<Text>, _>(&attempt.response_body)
+        .bind::<diesel::sql_types::Nullable<Text>, _>(&attempt.error)
+        .bind::<Timestamptz, _>(attempt.created_at)
+        .execute(conn)
+        .await?;
+        apply_effect(conn, job, effect, attempt.created_at).await
+    })
+    .await
+}
+
+async fn apply_effect(
+    conn: &mut AsyncPgConnection,
+    job: &Job,
+    effect: EndpointEffect,
+    now: DateTime<Utc>,
+) -> QueryResult<Option<String>> {
+    use crate::db::schema::webhook_endpoints::dsl as w;
+    let endpoint = w::webhook_endpoints
+        .filter(w::organization_id.eq(&job.organization_id))
+        .filter(w::id.eq(&job.webhook_endpoint_id));
+    let disable = |reason: String| {
+        diesel::update(endpoint.filter(w::is_active)).set((
+            w::is_active.eq(false),
+            w::disabled_reason.eq(Some(reason)),
+            w::disabled_at.eq(Some(now)),
+            w::updated_at.eq(now),
+        ))
+    };
+    match effect {
+        EndpointEffect::Succeeded => {
+            diesel::update(endpoint.filter(w::failing_since.is_not_null()))
+                .set(w::failing_since.eq(None::<DateTime<Utc>>))
+                .execute(conn)
+                .await?;
+            Ok(None)
+        }
+        EndpointEffect::Gone => {
+            let reason = "the endpoint answered 410 Gone".to_owned();
+            let changed = disable(reason.clone()).execute(conn).await?;
+            Ok((changed > 0).then_some(reason))
+        }
+        EndpointEffect::Failed { disable_if_failing_since } => {
+            diesel::update(endpoint.filter(w::failing_since.is_null()))
+                .set(w::failing_since.eq(Some(now)))
+                .execute(conn)
+                .await?;
+            let since: Option<DateTime<Utc>> =
+                endpoint.select(w::failing_since).first(conn).await.optional()?.flatten();
+            match since {
+                Some(since) if since <= disable_if_failing_since => {
+                    let reason = format!(
+                        "every delivery attempt failed since {}",
+                        since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    );
+                    let changed = disable(reason.clone()).execute(conn).await?;
+                    Ok((changed > 0).then_some(reason))
+                }
+                _ => Ok(None),
+            }
+        }
+    }
+}
+
+/// The endpoint's attempts, newest first, after `after`.
+pub async fn list_deliveries(
+    conn: &mut AsyncPgConnection,
+    organization_id: &str,
+    endpoint_id: &str,
+    after: Option<&Cursor>,
+    limit: i64,
+) -> QueryResult<Vec<Delivery>> {
+    use webhook_deliveries::dsl as d;
+    let query = d::webhook_deliveries
+        .filter(d::organization_id.eq(organization_id))
+        .filter(d::webhook_endpoint_id.eq(endpoint_id))
+        .select(Delivery::as_select())
+        .order((d::created_at.desc(), d::id.desc()))
+        .limit(limit)
+        .into_boxed();
+    after_cursor!(query, d::created_at, d::id, after).load(conn).await
+}
+
+pub async fn find_delivery(
+    conn: &mut AsyncPgConnection,
+    organization_id: &str,
+    endpoint_id: &str,
+    id: &str,
+) -> QueryResult<Option<Delivery>> {
+    use webhook_deliveries::dsl as d;
+    d::webhook_deliveries
+        .filter(d::organization_id.eq(organization_id))
+        .filter(d::webhook_endpoint_id.eq(endpoint_id))
+        .filter(d::id.eq(id))
+        .select(Delivery::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// Puts one job in the outbox (a delivery retried through the API).
+pub async fn insert_job(conn: &mut AsyncPgConnection, job: &Job) -> QueryResult<()> {
+    use webhook_jobs::dsl as j;
+    diesel::insert_into(j::webhook_jobs)
+        .values((
+            j::organization_id.eq(&job.organization_id),
+            j::webhook_endpoint_id.eq(&job.webhook_endpoint_id),
+            j::message_id.eq(&job.message_id),
+            j::event_id.eq(&job.event_id),
+            j::event_type.eq(&job.event_type),
+        ))
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+/// How far back before `since` replay looks for messages: a message's events all happen
+/// within about this long after it was created (a send is scheduled at most 30 days ahead, and
+/// its retries and receipts follow within a day or two), and bounding the scan by creation time
+/// lets it use the project's message index.
+pub const REPLAY_MESSAGE_LOOKBACK: chrono::Duration = chrono::Duration::days(32);
+
+/// Queues every event of the endpoint's project that happened in `[since, until)` and has one of
+/// `event_types`, at most `limit` of them, oldest first; returns how many were queued.
+pub async fn replay(
+    conn: &mut AsyncPgConnection,
+    endpoint: &WebhookEndpoint,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+    event_types: &[String],
+    limit: i64,
+) -> QueryResult<usize> {
+    diesel::sql_query(
+        "INSERT INTO webhook_jobs (organization_id, webhook_endpoint_id, message_id, event_id, \
+             event_type) \
+         SELECT $1, $2, e.message_id, e.id, 'message.' || e.status \
+         FROM messages m JOIN message_events e ON e.message_id = m.id \
+         WHERE m.project_id = $3 AND m.organization_id = $1 \
+           AND m.created_at >= $4 AND m.created_at < $6 \
+           AND e.created_at >= $5 AND e.created_at < $6 \
+           AND ('message.' || e.status) = ANY ($7) \
+         ORDER BY e.created_at, e.id \
+         LIMIT $8",
+    )
+    .bind::<Text, _>(&endpoint.organization_id)
+    .bind::<Text, _>(&endpoint.id)
+    .bind::<Text, _>(&endpoint.project_id)
+    .bind::<Timestamptz, _>(since - REPLAY_MESSAGE_LOOKBACK)
+    .bind::<Timestamptz, _>(since)
+    .bind::<Timestamptz, _>(until)
+    .bind::<Array<Text>, _>(event_types)
+    .bind::<BigInt, _>(limit)
+    .execute(conn)
+    .await
+}

@@ -1,0 +1,186 @@
+//! The webhook queue, in Redis:
+//!
+//! - `{relayit}:webhooks` is a stream whose entries carry one field, `job`: a [`Job`] as JSON
+//!   (endpoint, message, event, event type, and the attempts made so far). Webhook workers read
+//!   it as members of the `workers` group; an entry stays pending until its attempt is recorded
+//!   and settled, so one left by a dead worker is taken over (XAUTOCLAIM) after
+//!   `webhooks.visibility_timeout`.
+//! - `{relayit}:webhooks:delayed` is a ZSET of jobs (JSON) scored by the due time of their next
+//!   attempt in Unix milliseconds; a mover puts due ones on the stream.
+//! - `{relayit}:webhooks:dead` is a stream of `job` and `reason` for jobs whose attempts are
+//!   exhausted (or whose endpoint was disabled meanwhile).
+
+use fred::clients::Client;
+use fred::prelude::{LuaInterface, SortedSetsInterface, StreamsInterface};
+use fred::types::Value;
+use fred::types::streams::{XCap, XReadResponse, XReadValue};
+
+use crate::db::webhooks::Job;
+use crate::queue::{CONSUMER_GROUP, QueueError, Redis};
+
+/// The stream field holding the job.
+pub const JOB_FIELD: &str = "job";
+
+/// The dead-letter stream keeps about this many entries (the delivery log in Postgres holds
+/// every attempt anyway).
+const DEAD_LETTER_MAX_LEN: i64 = 100_000;
+
+/// One stream entry: its id and its job (`None` for an entry that is not a job, which is
+/// acknowledged and dropped).
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub id: String,
+    pub job: Option<Job>,
+}
+
+fn entry((id, mut fields): XReadValue<String, String, String>) -> Entry {
+    let job = fields.remove(JOB_FIELD).and_then(|text| serde_json::from_str(&text).ok());
+    Entry { id, job }
+}
+
+pub fn encode(job: &Job) -> String {
+    // a struct of strings and an integer always serializes
+    serde_json::to_string(job).unwrap_or_default()
+}
+
+/// Puts jobs on the queue in one round trip: `now` on the stream, `later` in the delayed set
+/// with their due time (Unix ms). Fails as a whole if any command failed, so the caller can keep
+/// the jobs and try again (duplicates are harmless: `webhook-id` is stable and attempts are
+/// numbered in Postgres).
+pub async fn push(redis: &Redis, now: &[Job], later: &[(Job, i64)]) -> Result<(), QueueError> {
+    if now.is_empty() && later.is_empty() {
+        return Ok(());
+    }
+    let keys = redis.keys();
+    let pipeline = redis.pool().next().pipeline();
+    for job in now {
+        let () = pipeline
+            .xadd(keys.webhooks(), false, None::<()>, "*", (JOB_FIELD, encode(job)))
+            .await?;
+    }
+    for (job, due_ms) in later {
+        let () = pipeline
+            .zadd(keys.webhooks_delayed(), None, None, false, false, (*due_ms as f64, encode(job)))
+            .await?;
+    }
+    let _: Vec<Value> = pipeline.all().await?;
+    Ok(())
+}
+
+/// Reads up to `count` new entries, waiting up to `block_ms` for the first.
+pub async fn read(
+    client: &Client,
+    redis: &Redis,
+    consumer: &str,
+    count: u64,
+    block_ms: u64,
+) -> Result<Vec<Entry>, QueueError> {
+    let key = redis.keys().webhooks();
+    let value: Value = client
+        .xreadgroup(CONSUMER_GROUP, consumer, Some(count), Some(block_ms), false, &key, ">")
+        .await?;
+    if value.is_null() {
+        return Ok(Vec::new());
+    }
+    let mut response: XReadResponse<String, String, String, String> =
+        value.into_xread_response()?;
+    Ok(response.remove(&key).unwrap_or_default().into_iter().map(entry).collect())
+}
+
+/// Takes over up to `count` entries left unacknowledged for `min_idle_ms` (their worker died),
+/// scanning from `cursor`; returns where the next scan goes on ("0-0" once all was scanned).
+pub async fn reclaim(
+    client: &Client,
+    redis: &Redis,
+    consumer: &str,
+    min_idle_ms: u64,
+    cursor: &str,
+    count: u64,
+) -> Result<(String, Vec<Entry>), QueueError> {
+    let (next, entries) = client
+        .xautoclaim_values::<String, String, String, _, _, _, _>(
+            redis.keys().webhooks(),
+            CONSUMER_GROUP,
+            consumer,
+            min_idle_ms,
+            cursor,
+            Some(count),
+            false,
+        )
+        .await?;
+    Ok((next, entries.into_iter().map(entry).collect()))
+}
+
+/// What becomes of a stream entry once its attempt is recorded.
+#[derive(Debug)]
+pub enum Settle {
+    /// Nothing more to do.
+    Done,
+    /// Attempt again at the due time (Unix ms), as this job.
+    Retry(Job, i64),
+    /// Exhausted: to the dead-letter stream, with the reason.
+    Dead(Job, String),
+}
+
+/// Applies a settlement for the entry `entry_id` in one round trip; safe to repeat: the next
+/// step is written before the entry is acknowledged, so a failure in between leaves a duplicate
+/// at worst, never a lost job.
+pub async fn settle(redis: &Redis, entry_id: &str, settle: &Settle) -> Result<(), QueueError> {
+    let keys = redis.keys();
+    let pipeline = redis.pool().next().pipeline();
+    match settle {
+        Settle::Done => {}
+        Settle::Retry(job, due_ms) => {
+            let () = pipeline
+                .zadd(
+                    keys.webhooks_delayed(),
+                    None,
+                    None,
+                    false,
+                    false,
+                    (*due_ms as f64, encode(job)),
+                )
+                .await?;
+        }
+        Settle::Dead(job, reason) => {
+            let cap = XCap::try_from(("MAXLEN", "~", DEAD_LETTER_MAX_LEN, None))?;
+            let fields = vec![(JOB_FIELD, encode(job)), ("reason", reason.clone())];
+            let () = pipeline.xadd(keys.webhooks_dead(), false, cap, "*", fields).await?;
+        }
+    }
+    let () = pipeline.xack(keys.webhooks(), CONSUMER_GROUP, entry_id).await?;
+    let () = pipeline.xdel(keys.webhooks(), entry_id).await?;
+    let _: Vec<Value> = pipeline.all().await?;
+    Ok(())
+}
+
+/// Moves up to `limit` jobs due by `now_ms` from the delayed set to the stream, atomically;
+/// returns how many it moved.
+pub async fn move_due(redis: &Redis, now_ms: i64, limit: u32) -> Result<u32, QueueError> {
+    let keys = redis.keys();
+    Ok(redis
+        .pool()
+        .next()
+        .eval(
+            crate::delivery::queue::MOVE_DUE,
+            vec![keys.webhooks_delayed(), keys.webhooks()],
+            vec![now_ms.to_string(), limit.to_string(), JOB_FIELD.to_owned()],
+        )
+        .await?)
+}
+
+/// Removes `consumer` from the group unless it holds pending entries; returns whether it did.
+pub async fn leave_group(
+    client: &Client,
+    redis: &Redis,
+    consumer: &str,
+) -> Result<bool, QueueError> {
+    let key = redis.keys().webhooks();
+    let pending: Vec<Value> =
+        client.xpending(&key, CONSUMER_GROUP, ("-", "+", 1, consumer)).await?;
+    if !pending.is_empty() {
+        return Ok(false);
+    }
+    let _: i64 = client.xgroup_delconsumer(&key, CONSUMER_GROUP, consumer).await?;
+    Ok(true)
+}

@@ -1,0 +1,87 @@
+//! The webhook role's background duties, safe to run in every webhook process at once:
+//!
+//! - the relay takes jobs out of the `webhook_jobs` outbox (filled by the `message_events`
+//!   trigger and by replays and retries) onto the stream. It deletes a batch in a transaction
+//!   (`FOR UPDATE SKIP LOCKED`, so concurrent relays take disjoint batches), pushes it to Redis,
+//!   and commits only then: if Redis fails or the process dies before the commit, the rows come
+//!   back; if the commit fails after the push, the jobs are pushed twice, which is harmless
+//!   (same `webhook-id`, attempts numbered in Postgres).
+//! - the mover puts jobs whose retry is due from the delayed set back on the stream.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use diesel_async::AsyncConnection;
+use tokio_util::sync::CancellationToken;
+
+use crate::db::webhooks::{self as queries, Job};
+use crate::delivery::backoff::after;
+use crate::delivery::recovery::every;
+use crate::state::AppState;
+use crate::webhooks::{queue, schedule};
+
+/// How often the outbox is polled when it was found empty: the latency a webhook adds at most
+/// on top of its status change.
+const RELAY_EVERY: Duration = Duration::from_millis(100);
+const RELAY_BATCH: i64 = 500;
+/// How often the delayed set is checked: the precision of retry times.
+const MOVE_EVERY: Duration = Duration::from_millis(100);
+const MOVE_BATCH: u32 = 500;
+
+pub async fn relay(state: AppState, stop: CancellationToken) {
+    every(RELAY_EVERY, stop, || async {
+        loop {
+            match relay_once(&state).await {
+                // a full batch: more may be waiting
+                Ok(n) if n as i64 == RELAY_BATCH => continue,
+                Ok(_) => break,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot move webhook jobs to the stream");
+                    break;
+                }
+            }
+        }
+    })
+    .await
+}
+
+/// Moves one batch; returns how many jobs it moved.
+async fn relay_once(state: &AppState) -> anyhow::Result<usize> {
+    let mut conn = state.db.get().await?;
+    let first_delay = state.config.webhooks.retry_schedule.first().copied().unwrap_or_default();
+    conn.transaction(async |conn| {
+        let jobs = queries::take_jobs(conn, RELAY_BATCH).await?;
+        if first_delay.is_zero() {
+            queue::push(&state.redis, &jobs, &[]).await?;
+        } else {
+            let schedule = &state.config.webhooks.retry_schedule;
+            let later: Vec<(Job, i64)> = jobs
+                .iter()
+                .map(|job| {
+                    let delay =
+                        schedule::delay(schedule, 0, schedule::random_jitter()).unwrap_or_default();
+                    (job.clone(), after(Utc::now(), delay).timestamp_millis())
+                })
+                .collect();
+            queue::push(&state.redis, &[], &later).await?;
+        }
+        anyhow::Ok(jobs.len())
+    })
+    .await
+}
+
+pub async fn move_due(state: AppState, stop: CancellationToken) {
+    every(MOVE_EVERY, stop, || async {
+        loop {
+            match queue::move_due(&state.redis, Utc::now().timestamp_millis(), MOVE_BATCH).await {
+                Ok(moved) if moved == MOVE_BATCH => continue,
+                Ok(_) => break,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot move due webhook retries to the stream");
+                    break;
+                }
+            }
+        }
+    })
+    .await
+}
