@@ -6,10 +6,10 @@
 use fred::clients::Client;
 use fred::prelude::{LuaInterface, SortedSetsInterface, StreamsInterface};
 use fred::types::Value;
-use fred::types::streams::{XCap, XReadResponse, XReadValue};
+use fred::types::streams::XCap;
 
 use crate::queue::deliveries::MESSAGE_FIELD;
-use crate::queue::{CONSUMER_GROUP, Keys, QueueError, Redis};
+use crate::queue::{self, CONSUMER_GROUP, Keys, QueueError, RawEntry, Redis};
 
 /// One stream entry: its id, and the message it names (`None` for an entry without one, which
 /// is acknowledged and dropped).
@@ -19,7 +19,7 @@ pub struct Entry {
     pub message_id: Option<String>,
 }
 
-fn entry((id, mut fields): XReadValue<String, String, String>) -> Entry {
+fn entry((id, mut fields): RawEntry) -> Entry {
     Entry { id, message_id: fields.remove(MESSAGE_FIELD) }
 }
 
@@ -31,22 +31,12 @@ pub async fn read(
     count: u64,
     block_ms: u64,
 ) -> Result<Vec<Entry>, QueueError> {
-    let key = keys.deliveries();
-    let value: Value = client
-        .xreadgroup(CONSUMER_GROUP, consumer, Some(count), Some(block_ms), false, &key, ">")
-        .await?;
-    // nil when the wait ended without entries
-    if value.is_null() {
-        return Ok(Vec::new());
-    }
-    let mut response: XReadResponse<String, String, String, String> =
-        value.into_xread_response()?;
-    Ok(response.remove(&key).unwrap_or_default().into_iter().map(entry).collect())
+    let entries = queue::read_group(client, &keys.deliveries(), consumer, count, block_ms).await?;
+    Ok(entries.into_iter().map(entry).collect())
 }
 
-/// Takes over up to `count` entries that other consumers (or this one) read but left
-/// unacknowledged for `min_idle_ms`: their worker died. Scans from `cursor` ("0-0" at first)
-/// and returns where the next call goes on ("0-0" once the whole list was scanned).
+/// Takes over up to `count` entries left unacknowledged for `min_idle_ms` (their worker died),
+/// scanning from `cursor`; returns where the next scan goes on ("0-0" once all was scanned).
 pub async fn reclaim(
     client: &Client,
     keys: &Keys,
@@ -55,17 +45,8 @@ pub async fn reclaim(
     cursor: &str,
     count: u64,
 ) -> Result<(String, Vec<Entry>), QueueError> {
-    let (next, entries) = client
-        .xautoclaim_values::<String, String, String, _, _, _, _>(
-            keys.deliveries(),
-            CONSUMER_GROUP,
-            consumer,
-            min_idle_ms,
-            cursor,
-            Some(count),
-            false,
-        )
-        .await?;
+    let (next, entries) =
+        queue::reclaim(client, &keys.deliveries(), consumer, min_idle_ms, cursor, count).await?;
     Ok((next, entries.into_iter().map(entry).collect()))
 }
 

@@ -11,7 +11,8 @@ use fred::clients::{Client, Pool, SubscriberClient};
 use fred::prelude::{
     ClientLike, Config as FredConfig, PubsubInterface, ReconnectPolicy, StreamsInterface,
 };
-use fred::types::Builder;
+use fred::types::streams::{XReadResponse, XReadValue};
+use fred::types::{Builder, Value};
 
 use crate::config::RedisConfig;
 
@@ -163,6 +164,54 @@ pub async fn ensure_group(client: &Client, stream: &str) -> Result<(), QueueErro
         Err(e) if e.details().starts_with("BUSYGROUP") => Ok(()),
         other => Ok(other?),
     }
+}
+
+/// A stream entry as read: its id and its fields.
+pub type RawEntry = XReadValue<String, String, String>;
+
+/// Reads up to `count` new entries of `stream` as `consumer` of the group, waiting up to
+/// `block_ms` for the first.
+pub async fn read_group(
+    client: &Client,
+    stream: &str,
+    consumer: &str,
+    count: u64,
+    block_ms: u64,
+) -> Result<Vec<RawEntry>, QueueError> {
+    let value: Value = client
+        .xreadgroup(CONSUMER_GROUP, consumer, Some(count), Some(block_ms), false, stream, ">")
+        .await?;
+    // nil when the wait ended without entries
+    if value.is_null() {
+        return Ok(Vec::new());
+    }
+    let mut response: XReadResponse<String, String, String, String> =
+        value.into_xread_response()?;
+    Ok(response.remove(stream).unwrap_or_default())
+}
+
+/// Takes over up to `count` entries of `stream` that consumers (this one included) read but
+/// left unacknowledged for `min_idle_ms`: their worker died. Scans from `cursor` ("0-0" at
+/// first) and returns where the next call goes on ("0-0" once the whole list was scanned).
+pub async fn reclaim(
+    client: &Client,
+    stream: &str,
+    consumer: &str,
+    min_idle_ms: u64,
+    cursor: &str,
+    count: u64,
+) -> Result<(String, Vec<RawEntry>), QueueError> {
+    Ok(client
+        .xautoclaim_values::<String, String, String, _, _, _, _>(
+            stream,
+            CONSUMER_GROUP,
+            consumer,
+            min_idle_ms,
+            cursor,
+            Some(count),
+            false,
+        )
+        .await?)
 }
 
 /// Closes a dedicated connection at shutdown.

@@ -13,10 +13,10 @@
 use fred::clients::Client;
 use fred::prelude::{LuaInterface, SortedSetsInterface, StreamsInterface};
 use fred::types::Value;
-use fred::types::streams::{XCap, XReadResponse, XReadValue};
+use fred::types::streams::XCap;
 
 use crate::db::webhooks::Job;
-use crate::queue::{CONSUMER_GROUP, QueueError, Redis};
+use crate::queue::{self, CONSUMER_GROUP, QueueError, RawEntry, Redis};
 
 /// The stream field holding the job.
 pub const JOB_FIELD: &str = "job";
@@ -33,7 +33,7 @@ pub struct Entry {
     pub job: Option<Job>,
 }
 
-fn entry((id, mut fields): XReadValue<String, String, String>) -> Entry {
+fn entry((id, mut fields): RawEntry) -> Entry {
     let job = fields.remove(JOB_FIELD).and_then(|text| serde_json::from_str(&text).ok());
     Entry { id, job }
 }
@@ -75,16 +75,9 @@ pub async fn read(
     count: u64,
     block_ms: u64,
 ) -> Result<Vec<Entry>, QueueError> {
-    let key = redis.keys().webhooks();
-    let value: Value = client
-        .xreadgroup(CONSUMER_GROUP, consumer, Some(count), Some(block_ms), false, &key, ">")
-        .await?;
-    if value.is_null() {
-        return Ok(Vec::new());
-    }
-    let mut response: XReadResponse<String, String, String, String> =
-        value.into_xread_response()?;
-    Ok(response.remove(&key).unwrap_or_default().into_iter().map(entry).collect())
+    let entries =
+        queue::read_group(client, &redis.keys().webhooks(), consumer, count, block_ms).await?;
+    Ok(entries.into_iter().map(entry).collect())
 }
 
 /// Takes over up to `count` entries left unacknowledged for `min_idle_ms` (their worker died),
@@ -97,17 +90,9 @@ pub async fn reclaim(
     cursor: &str,
     count: u64,
 ) -> Result<(String, Vec<Entry>), QueueError> {
-    let (next, entries) = client
-        .xautoclaim_values::<String, String, String, _, _, _, _>(
-            redis.keys().webhooks(),
-            CONSUMER_GROUP,
-            consumer,
-            min_idle_ms,
-            cursor,
-            Some(count),
-            false,
-        )
-        .await?;
+    let (next, entries) =
+        queue::reclaim(client, &redis.keys().webhooks(), consumer, min_idle_ms, cursor, count)
+            .await?;
     Ok((next, entries.into_iter().map(entry).collect()))
 }
 
