@@ -188,6 +188,10 @@ pub struct WebhooksConfig {
     /// over; must exceed `timeout`.
     #[serde(with = "humantime_serde")]
     pub visibility_timeout: Duration,
+    /// A job pushed to Redis (or due) this long ago and still not settled is pushed again: Redis
+    /// lost it. Must exceed `visibility_timeout`.
+    #[serde(with = "humantime_serde")]
+    pub requeue_after: Duration,
 }
 
 /// A list of humantime durations (`["0s", "5s", "5m"]`).
@@ -376,6 +380,7 @@ impl Default for WebhooksConfig {
             ],
             disable_after: Duration::from_secs(5 * 24 * 3600),
             visibility_timeout: Duration::from_secs(60),
+            requeue_after: Duration::from_secs(600),
         }
     }
 }
@@ -563,6 +568,13 @@ impl Config {
                 "webhooks.timeout",
                 "must be shorter than webhooks.visibility_timeout, or a slow receiver would be \
                  called again while the first request still runs",
+            ));
+        }
+        if self.webhooks.requeue_after <= self.webhooks.visibility_timeout {
+            return Err(ConfigError::invalid(
+                "webhooks.requeue_after",
+                "must be longer than webhooks.visibility_timeout, or jobs still being delivered \
+                 would be pushed again",
             ));
         }
         nonzero_duration("auth.session_ttl", self.auth.session_ttl)?;

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{Account, PrivateRedis, TestApp};
-use fred::prelude::StreamsInterface;
+use fred::prelude::{SortedSetsInterface, StreamsInterface};
 use relayit::config::Config;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -761,7 +761,16 @@ async fn jobs_wait_in_postgres_while_redis_is_away() {
     let body = hits[0].json();
     assert_eq!(body["type"], "message.queued");
     assert_eq!(body["data"]["id"], id.as_str());
-    assert_eq!(outbox(&app).await, 0);
+    wait_outbox_empty(&app).await;
+}
+
+/// Waits until every job is settled (its attempt recorded after the receiver answered).
+async fn wait_outbox_empty(app: &TestApp) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while outbox(app).await != 0 {
+        assert!(std::time::Instant::now() < deadline, "a settled job stayed in the outbox");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -786,4 +795,49 @@ async fn several_webhook_processes_share_the_work_without_duplicates() {
     ids.sort();
     assert_eq!(delivered, ids);
     peer.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_redis_lost_is_pushed_again_from_the_outbox() {
+    let mut redis = PrivateRedis::start(common::free_port());
+    let port = redis.port;
+    let app = TestApp::spawn_with(|c| {
+        // the first attempt waits in the delayed set, where the restart below loses it
+        local(&["3s"])(c);
+        c.redis.url = format!("redis://127.0.0.1:{port}");
+        c.redis.command_timeout = Duration::from_millis(500);
+        c.webhooks.timeout = Duration::from_millis(500);
+        c.webhooks.visibility_timeout = Duration::from_secs(1);
+        c.webhooks.requeue_after = Duration::from_millis(1500);
+    })
+    .await;
+    let (owner, key) = sender(&app).await;
+    let receiver = Receiver::start(vec![]).await;
+    endpoint(&app, &owner, json!({"url": receiver.url(), "eventTypes": ["message.queued"]})).await;
+    let id = send(&app, &key).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let delayed: i64 = app
+            .running()
+            .state()
+            .redis
+            .pool()
+            .next()
+            .zcard(app.running().state().redis.keys().webhooks_delayed())
+            .await
+            .unwrap_or(0);
+        if delayed == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the job never reached the delayed set");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(outbox(&app).await, 1, "pushed, but kept until settled");
+
+    // Redis restarts without its data: the delayed job is gone from it
+    redis.stop();
+    let _redis = PrivateRedis::start(port);
+    let hits = receiver.wait_for(1).await;
+    assert_eq!(hits[0].json()["data"]["id"], id.as_str());
+    wait_outbox_empty(&app).await;
 }

@@ -243,6 +243,8 @@ diesel::table! {
         event_id -> Text,
         event_type -> Text,
         created_at -> Timestamptz,
+        pushed_at -> Nullable<Timestamptz>,
+        tries -> Int4,
     }
 }
 

@@ -40,19 +40,63 @@ pub struct Job {
     pub tries: i32,
 }
 
-/// Takes up to `limit` jobs out of the outbox, oldest first. Call it in a transaction that
-/// commits only once the jobs are on the stream: a failure before that puts them back. Rows
-/// locked by another webhook process are skipped, so several relays never take the same job.
-pub async fn take_jobs(conn: &mut AsyncPgConnection, limit: i64) -> QueryResult<Vec<Job>> {
+/// Marks up to `limit` jobs of the outbox pushed at `now` and returns them: the new ones
+/// (oldest first), and those pushed before `stale_before` that nothing settled since (Redis lost
+/// them, or they wait on a stream backlog that long: pushing again is harmless, `webhook-id` is
+/// stable and attempts are numbered in Postgres). Call it in a transaction that commits only once
+/// the jobs are on the stream: a failure before that leaves them as they were. Rows locked by
+/// another webhook process are skipped, so several relays never take the same job.
+pub async fn take_jobs(
+    conn: &mut AsyncPgConnection,
+    now: DateTime<Utc>,
+    stale_before: DateTime<Utc>,
+    limit: i64,
+) -> QueryResult<Vec<TakenJob>> {
     diesel::sql_query(
-        "DELETE FROM webhook_jobs WHERE id IN ( \
-             SELECT id FROM webhook_jobs ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) \
-         RETURNING organization_id, webhook_endpoint_id, message_id, event_id, event_type, \
-             0 AS tries",
+        "WITH new AS (SELECT id FROM webhook_jobs WHERE pushed_at IS NULL \
+                 ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED), \
+              stale AS (SELECT id FROM webhook_jobs WHERE pushed_at < $3 \
+                 ORDER BY pushed_at LIMIT $1 FOR UPDATE SKIP LOCKED), \
+              t AS (SELECT id, true AS fresh FROM new UNION ALL SELECT id, false FROM stale) \
+         UPDATE webhook_jobs j SET pushed_at = $2 FROM t WHERE j.id = t.id \
+         RETURNING j.organization_id, j.webhook_endpoint_id, j.message_id, j.event_id, \
+             j.event_type, j.tries, t.fresh",
     )
     .bind::<BigInt, _>(limit)
+    .bind::<Timestamptz, _>(now)
+    .bind::<Timestamptz, _>(stale_before)
     .load(conn)
     .await
+}
+
+/// A job taken for the stream; `fresh` when it was never pushed before.
+#[derive(Debug, QueryableByName)]
+pub struct TakenJob {
+    #[diesel(embed)]
+    pub job: Job,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    pub fresh: bool,
+}
+
+/// Settles a job in the outbox once its attempt is recorded: `next` is when its next attempt is
+/// due (it stays, and counts as pushed until then), `None` when it is done with (deleted).
+pub async fn settle_job(
+    conn: &mut AsyncPgConnection,
+    job: &Job,
+    next: Option<DateTime<Utc>>,
+) -> QueryResult<()> {
+    use webhook_jobs::dsl as j;
+    let rows = j::webhook_jobs
+        .filter(j::event_id.eq(&job.event_id))
+        .filter(j::webhook_endpoint_id.eq(&job.webhook_endpoint_id));
+    match next {
+        Some(due) => diesel::update(rows)
+            .set((j::pushed_at.eq(Some(due)), j::tries.eq(job.tries)))
+            .execute(conn)
+            .await
+            .map(|_| ()),
+        None => diesel::delete(rows).execute(conn).await.map(|_| ()),
+    }
 }
 
 /// Jobs waiting in the outbox (for metrics).

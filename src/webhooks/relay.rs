@@ -1,11 +1,14 @@
 //! The webhook role's background duties, safe to run in every webhook process at once:
 //!
-//! - the relay takes jobs out of the `webhook_jobs` outbox (filled by the `message_events`
-//!   trigger and by replays and retries) onto the stream. It deletes a batch in a transaction
+//! - the relay puts jobs of the `webhook_jobs` outbox (filled by the `message_events` trigger
+//!   and by replays and retries) on the stream. It marks a batch pushed in a transaction
 //!   (`FOR UPDATE SKIP LOCKED`, so concurrent relays take disjoint batches), pushes it to Redis,
 //!   and commits only then: if Redis fails or the process dies before the commit, the rows come
 //!   back; if the commit fails after the push, the jobs are pushed twice, which is harmless
-//!   (same `webhook-id`, attempts numbered in Postgres).
+//!   (same `webhook-id`, attempts numbered in Postgres). A job leaves the outbox only when the
+//!   attempt that settles it is recorded, so the relay also pushes again the jobs pushed more
+//!   than `webhooks.requeue_after` ago (or due that long ago) that nothing settled: a Redis that
+//!   lost its data loses no webhook.
 //! - the mover puts jobs whose retry is due from the delayed set back on the stream.
 
 use std::time::Duration;
@@ -33,7 +36,7 @@ pub async fn relay(state: AppState, stop: CancellationToken) {
         loop {
             match relay_once(&state).await {
                 // a full batch: more may be waiting
-                Ok(n) if n as i64 == RELAY_BATCH => continue,
+                Ok(n) if n as i64 >= RELAY_BATCH => continue,
                 Ok(_) => break,
                 Err(error) => {
                     tracing::warn!(%error, "cannot move webhook jobs to the stream");
@@ -48,24 +51,33 @@ pub async fn relay(state: AppState, stop: CancellationToken) {
 /// Moves one batch; returns how many jobs it moved.
 async fn relay_once(state: &AppState) -> anyhow::Result<usize> {
     let mut conn = state.db.get().await?;
-    let first_delay = state.config.webhooks.retry_schedule.first().copied().unwrap_or_default();
+    let config = &state.config.webhooks;
+    let first_delay = config.retry_schedule.first().copied().unwrap_or_default();
+    let now = Utc::now();
+    let stale_before = crate::delivery::backoff::before(now, config.requeue_after);
     conn.transaction(async |conn| {
-        let jobs = queries::take_jobs(conn, RELAY_BATCH).await?;
+        let jobs = queries::take_jobs(conn, now, stale_before, RELAY_BATCH).await?;
+        let count = jobs.len();
+        // new jobs wait the schedule's first delay; pushed again, they are overdue already
+        let (new, again): (Vec<_>, Vec<_>) = jobs.into_iter().partition(|taken| taken.fresh);
+        let new: Vec<Job> = new.into_iter().map(|taken| taken.job).collect();
+        let again: Vec<Job> = again.into_iter().map(|taken| taken.job).collect();
         if first_delay.is_zero() {
-            queue::push(&state.redis, &jobs, &[]).await?;
+            let now: Vec<Job> = new.into_iter().chain(again).collect();
+            queue::push(&state.redis, &now, &[]).await?;
         } else {
-            let schedule = &state.config.webhooks.retry_schedule;
-            let later: Vec<(Job, i64)> = jobs
-                .iter()
+            let later: Vec<(Job, i64)> = new
+                .into_iter()
                 .map(|job| {
                     let delay =
-                        schedule::delay(schedule, 0, schedule::random_jitter()).unwrap_or_default();
-                    (job.clone(), after(Utc::now(), delay).timestamp_millis())
+                        schedule::delay(&config.retry_schedule, 0, schedule::random_jitter())
+                            .unwrap_or_default();
+                    (job, after(Utc::now(), delay).timestamp_millis())
                 })
                 .collect();
-            queue::push(&state.redis, &[], &later).await?;
+            queue::push(&state.redis, &again, &later).await?;
         }
-        anyhow::Ok(jobs.len())
+        anyhow::Ok(count)
     })
     .await
 }

@@ -168,7 +168,22 @@ impl Worker {
     /// One entry: its attempt, recorded, then settled. The slot is held throughout.
     async fn handle(self: Arc<Self>, entry: Entry, _slot: Option<OwnedSemaphorePermit>) {
         let settle = match entry.job {
-            Some(job) => self.deliver(job).await,
+            Some(job) => {
+                let settle = self.deliver(job.clone()).await;
+                // in Postgres first: the outbox row is what survives Redis losing the entry
+                let (job, next) = match &settle {
+                    Settle::Retry(retried, due_ms) => {
+                        (retried, chrono::DateTime::from_timestamp_millis(*due_ms))
+                    }
+                    Settle::Done | Settle::Dead(..) => (&job, None),
+                };
+                until_ok("settling a webhook job in the outbox", || async {
+                    let mut conn = self.state.db.get().await?;
+                    anyhow::Ok(queries::settle_job(&mut conn, job, next).await?)
+                })
+                .await;
+                settle
+            }
             None => {
                 tracing::warn!(entry = %entry.id, "webhook stream entry without a job");
                 Settle::Done
