@@ -64,11 +64,6 @@ async fn main() -> anyhow::Result<()> {
     let mut admin =
         AsyncPgConnection::establish(&admin_url()).await.context("connect to Postgres")?;
     diesel::sql_query(format!("CREATE DATABASE {db_name}")).execute(&mut admin).await?;
-    if std::env::var("BENCH_EXPERIMENT").is_ok() {
-        diesel::sql_query(format!("ALTER DATABASE {db_name} SET synchronous_commit = off"))
-            .execute(&mut admin)
-            .await?;
-    }
     let result = run(&options, &db_name, &prefix).await;
     diesel::sql_query(format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
         .execute(&mut admin)
