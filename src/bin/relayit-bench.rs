@@ -358,27 +358,6 @@ async fn ceilings(db_url: &str, prefix: &str) -> anyhow::Result<(f64, f64)> {
     Ok((insert_rate, xadd_rate))
 }
 
-async fn clear_prefix(prefix: &str) -> anyhow::Result<()> {
-    use fred::prelude::LuaInterface;
-    let client = fred::clients::Client::new(
-        fred::prelude::Config::from_url(&redis_url())?,
-        None,
-        None,
-        None,
-    );
-    client.init().await?;
-    let pattern = relayit::queue::Keys::new(prefix).pattern();
-    let _: i64 = client
-        .eval(
-            "local n = 0 for _, k in ipairs(redis.call('KEYS', ARGV[1])) do n = n + redis.call('DEL', k) end return n",
-            Vec::<String>::new(),
-            vec![pattern],
-        )
-        .await?;
-    client.quit().await?;
-    Ok(())
-}
-
 /// Three servers in turn on one database: the API alone (what an API process accepts), then a
 /// worker alone draining what it accepted (what a worker process delivers), then everything in
 /// one process under sustained load (the end-to-end rate, send to `sent`).
@@ -446,5 +425,5 @@ async fn run(options: &Options, db_name: &str, prefix: &str) -> anyhow::Result<(
         "\nRaw ceilings on this machine: multi-row INSERT {insert_rate:.0} rows/s; pipelined XADD {xadd_rate:.0} entries/s"
     );
     println!("Total time {:.0} s", started.elapsed().as_secs_f64());
-    clear_prefix(prefix).await
+    Ok(relayit::queue::clear_prefix(&redis_url(), prefix).await?)
 }

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use fred::clients::{Client, Pool, SubscriberClient};
 use fred::prelude::{
-    ClientLike, Config as FredConfig, PubsubInterface, ReconnectPolicy, StreamsInterface,
+    ClientLike, Config as FredConfig, LuaInterface, PubsubInterface, ReconnectPolicy,
+    StreamsInterface,
 };
 use fred::types::streams::{XReadResponse, XReadValue};
 use fred::types::{Builder, Value};
@@ -212,6 +213,22 @@ pub async fn reclaim(
             false,
         )
         .await?)
+}
+
+/// Deletes every key of the install under `prefix` on the Redis at `url` (tests and tools
+/// clean up after themselves with it; KEYS is fine there, never on a serving path).
+pub async fn clear_prefix(url: &str, prefix: &str) -> Result<(), QueueError> {
+    let client = Client::new(FredConfig::from_url(url)?, None, None, None);
+    client.init().await?;
+    let _: i64 = client
+        .eval(
+            "local n = 0 for _, k in ipairs(redis.call('KEYS', ARGV[1])) do \
+             n = n + redis.call('DEL', k) end return n",
+            Vec::<String>::new(),
+            vec![Keys::new(prefix).pattern()],
+        )
+        .await?;
+    Ok(client.quit().await?)
 }
 
 /// Closes a dedicated connection at shutdown.

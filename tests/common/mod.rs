@@ -16,7 +16,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use fred::prelude::{ClientLike, LuaInterface};
 use relayit::config::Config;
 use relayit::server::{self, Roles, Running};
 
@@ -165,23 +164,8 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 }
 
 /// Deletes every Redis key under `prefix`.
-pub async fn clear_redis_prefix(prefix: &str) -> Result<(), fred::error::Error> {
-    let client = fred::clients::Client::new(
-        fred::prelude::Config::from_url(&redis_url())?,
-        None,
-        None,
-        None,
-    );
-    client.init().await?;
-    let pattern = relayit::queue::Keys::new(prefix).pattern();
-    let _: i64 = client
-        .eval(
-            "local n = 0 for _, k in ipairs(redis.call('KEYS', ARGV[1])) do n = n + redis.call('DEL', k) end return n",
-            Vec::<String>::new(),
-            vec![pattern],
-        )
-        .await?;
-    client.quit().await
+pub async fn clear_redis_prefix(prefix: &str) -> Result<(), relayit::queue::QueueError> {
+    relayit::queue::clear_prefix(&redis_url(), prefix).await
 }
 
 /// A configuration for tests: its own database and Redis prefix, a random port, a fixed key.
