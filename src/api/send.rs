@@ -306,11 +306,18 @@ async fn answer(
         // a batch without one valid message: nothing to commit
         return Ok(HttpResponse::Accepted().json(response));
     }
-    let channels: Vec<String> = submission.messages.iter().map(|m| m.channel.clone()).collect();
+    // one counter update per channel, not per message (a batch holds up to 1000)
+    let mut accepted: Vec<(String, u64)> = Vec::new();
+    for message in &submission.messages {
+        match accepted.iter_mut().find(|(channel, _)| *channel == message.channel) {
+            Some((_, count)) => *count += 1,
+            None => accepted.push((message.channel.clone(), 1)),
+        }
+    }
     match state.ingest.submit(submission).await {
         Ok(Outcome::Committed) => {
-            for channel in channels {
-                state.metrics.messages_accepted.with_label_values(&[&channel]).inc();
+            for (channel, count) in accepted {
+                state.metrics.messages_accepted.with_label_values(&[&channel]).inc_by(count);
             }
             Ok(HttpResponse::Accepted().json(response))
         }
