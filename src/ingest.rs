@@ -3,8 +3,9 @@
 //! `/v1/send` answers 2xx only once its message rows are committed. Committing each request on
 //! its own would cost a transaction per message, so requests hand their prepared rows to the
 //! committer task, which gathers what arrives within a short window (bounded by count), writes
-//! it all in one transaction (idempotency records, messages, events) and then puts the queued
-//! ids on the delivery stream in one pipelined round trip. Each request gets its own outcome.
+//! it all in one transaction (idempotency records, messages, events), answers each request
+//! with its own outcome, and then puts the queued ids on the delivery stream in one pipelined
+//! round trip: a committed message is accepted, the stream append is not worth waiting for.
 //!
 //! A commit mostly waits for the WAL flush, so a few run at once (`api.ingest_commits`): while
 //! they wait, the next batch gathers, and Postgres flushes concurrent commits together. When
@@ -176,13 +177,14 @@ async fn commit_and_reply(pool: &db::Pool, redis: &Redis, batch: Vec<(Submission
         .filter(|(_, o)| matches!(o, Ok(Outcome::Committed)))
         .flat_map(|(s, _)| s.enqueue.iter().cloned())
         .collect();
-    if let Err(e) = deliveries::enqueue(redis, &queued).await {
-        // committed and `queued` in Postgres: the sweeper will enqueue them
-        tracing::warn!(error = %e, messages = queued.len(), "could not enqueue; the sweeper will");
-    }
+    // Committed is accepted: answer now rather than after the stream append too.
     for (reply, outcome) in replies.into_iter().zip(outcomes) {
         // the request may have given up (client gone); its rows are committed regardless
         let _ = reply.send(outcome);
+    }
+    if let Err(e) = deliveries::enqueue(redis, &queued).await {
+        // committed and `queued` in Postgres: the sweeper will enqueue them
+        tracing::warn!(error = %e, messages = queued.len(), "could not enqueue; the sweeper will");
     }
 }
 

@@ -101,6 +101,15 @@ fn life_cycle(status: &str) -> Vec<&'static str> {
 
 /// Inserts the messages into `account`'s project and returns their ids, in order.
 async fn insert(app: &TestApp, account: &Account, seeds: &[Seed]) -> Vec<String> {
+    let mut conn = app.running().state().db.get().await.unwrap();
+    insert_on(&mut conn, account, seeds).await
+}
+
+async fn insert_on(
+    conn: &mut diesel_async::AsyncPgConnection,
+    account: &Account,
+    seeds: &[Seed],
+) -> Vec<String> {
     let now = Utc::now();
     let mut new = Vec::new();
     let mut events = Vec::new();
@@ -131,8 +140,7 @@ async fn insert(app: &TestApp, account: &Account, seeds: &[Seed]) -> Vec<String>
             events.push(Event::new(&id, status, json!({"step": i}), at));
         }
     }
-    let mut conn = app.running().state().db.get().await.unwrap();
-    db::insert_all(&mut conn, &new, &events).await.unwrap();
+    db::insert_all(conn, &new, &events).await.unwrap();
     new.into_iter().map(|m| m.id).collect()
 }
 
@@ -830,4 +838,55 @@ async fn the_routes_are_in_the_openapi_document() {
     for name in ["projectId", "status", "channel", "search", "since", "until", "limit", "cursor"] {
         assert!(params.contains(&name), "{name} missing from {params:?}");
     }
+}
+
+#[derive(diesel::QueryableByName)]
+struct Prepared {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
+}
+
+/// How many statements this connection holds prepared whose text starts with `prefix`.
+async fn prepared(conn: &mut diesel_async::AsyncPgConnection, prefix: &str) -> i64 {
+    use diesel_async::RunQueryDsl;
+    diesel::sql_query(
+        "SELECT count(*) AS n FROM pg_prepared_statements WHERE starts_with(statement, $1)",
+    )
+    .bind::<diesel::sql_types::Text, _>(prefix)
+    .get_result::<Prepared>(conn)
+    .await
+    .unwrap()
+    .n
+}
+
+/// The ingestion statement is prepared once per connection and reused, unlike a plain
+/// `sql_query`, which diesel prepares anew (a Parse round trip and a plan) on every call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_statements_stay_prepared_on_their_connection() {
+    use diesel_async::RunQueryDsl;
+    use relayit::db::CacheStatement;
+    let app = spawn_without_worker().await;
+    let account = app.sign_up("Ada").await;
+    let mut conn = app.running().state().db.get().await.unwrap();
+
+    for _ in 0..3 {
+        diesel::sql_query("SELECT 41 + $1")
+            .bind::<diesel::sql_types::Integer, _>(1)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        diesel::sql_query("SELECT 42 + $1")
+            .bind::<diesel::sql_types::Integer, _>(1)
+            .cached()
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    assert_eq!(prepared(&mut conn, "SELECT 41 + $1").await, 0, "plain sql_query is not kept");
+    assert_eq!(prepared(&mut conn, "SELECT 42 + $1").await, 1, "cached: one statement, reused");
+
+    for _ in 0..3 {
+        insert_on(&mut conn, &account, &[Seed::email("ada@example.com", "Hello")]).await;
+    }
+    assert_eq!(prepared(&mut conn, "WITH m AS (").await, 1);
 }

@@ -201,7 +201,10 @@ pub fn app(
 /// The `/v1` routes of the contract, one module per resource.
 fn v1_routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
+        // Routes match in registration order, each dynamic pattern by a regex, and the metrics
+        // middleware matches again for the route label: the hot path goes first.
         web::scope("/v1")
+            .configure(send::routes)
             .configure(auth::routes)
             .configure(organizations::routes)
             .configure(invitations::routes)
@@ -210,7 +213,6 @@ fn v1_routes(cfg: &mut web::ServiceConfig) {
             .configure(api_keys::routes)
             .configure(providers::routes)
             .configure(webhooks::routes)
-            .configure(send::routes)
             .configure(inbound_ses::routes)
             .configure(inbound_whatsapp::routes),
     );

@@ -84,6 +84,15 @@ impl Drop for Server {
 }
 
 impl Server {
+    /// Stops the server as an orchestrator would (SIGTERM, then wait), so that it finishes
+    /// what it accepted: killed, it could leave committed messages for the sweeper to enqueue
+    /// minutes later, and the next phase would measure the sweeper's delay.
+    fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let _ = self.child.wait();
+    }
+
     /// Peak resident set size so far (VmHWM), in MiB.
     fn peak_rss_mib(&self) -> Option<f64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
@@ -384,7 +393,7 @@ async fn run(options: &Options, db_name: &str, prefix: &str) -> anyhow::Result<(
     let batch = load(&api.base, &key, 4, seconds, 1000, 1000).await;
     print_load("/v1/send/batch x1000, 4 connections", &batch, 1000);
     let api_rss = api.peak_rss_mib().unwrap_or(0.0);
-    drop(api);
+    api.stop();
 
     println!("\n## Delivery worker alone (`serve --role=worker`), draining that backlog\n");
     let worker = start_server(&db_url, prefix, "worker").await?;
@@ -396,7 +405,7 @@ async fn run(options: &Options, db_name: &str, prefix: &str) -> anyhow::Result<(
         drained.sent as f64 / drained.first_to_last_sent_s.unwrap_or(f64::INFINITY)
     );
     let worker_rss = worker.peak_rss_mib().unwrap_or(0.0);
-    drop(worker);
+    worker.stop();
 
     println!("\n## Everything in one process (`serve --role=all`), 64 connections sending\n");
     let all = start_server(&db_url, prefix, "all").await?;
@@ -415,7 +424,7 @@ async fn run(options: &Options, db_name: &str, prefix: &str) -> anyhow::Result<(
         e2e.p99_ms.unwrap_or(0.0)
     );
     let all_rss = all.peak_rss_mib().unwrap_or(0.0);
-    drop(all);
+    all.stop();
     println!(
         "Peak RSS of relayit: API {api_rss:.0} MiB, worker {worker_rss:.0} MiB, all roles {all_rss:.0} MiB"
     );

@@ -11,6 +11,7 @@ use diesel::sql_types::{Array, Int4, Jsonb, Nullable, Text, Timestamptz};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use serde_json::json;
 
+use crate::db::CacheStatement;
 use crate::db::messages::{Event, Message, NewMessage, PROCESSING, QUEUED, RECEIVED, RETRYING};
 use crate::db::providers::ProviderCredential;
 use crate::db::schema::{messages, provider_credentials};
@@ -58,6 +59,7 @@ pub async fn claim(
     .bind::<Timestamptz, _>(now)
     .bind::<Timestamptz, _>(stale_before)
     .bind::<Array<Text>, _>(&event_ids)
+    .cached()
     .load(conn)
     .await
 }
@@ -159,6 +161,7 @@ pub async fn record(
     .bind::<Array<Nullable<Timestamptz>>, _>(&throttled_since)
     .bind::<Array<Text>, _>(&event_ids)
     .bind::<Array<Jsonb>, _>(&details)
+    .cached()
     .load(conn)
     .await?;
     Ok(applied.into_iter().map(|row| row.id).collect())

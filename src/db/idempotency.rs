@@ -7,6 +7,8 @@ use diesel::QueryableByName;
 use diesel::sql_types::{Array, Bytea, Integer, Jsonb, Text, Timestamptz};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
+use crate::db::CacheStatement;
+
 /// A record to claim a key with.
 #[derive(Debug, Clone)]
 pub struct NewRecord {
@@ -55,6 +57,7 @@ pub async fn claim(
     .bind::<Array<Integer>, _>(records.iter().map(|r| r.response_status).collect::<Vec<_>>())
     .bind::<Array<Jsonb>, _>(records.iter().map(|r| &r.response_body).collect::<Vec<_>>())
     .bind::<Array<Timestamptz>, _>(records.iter().map(|r| r.expires_at).collect::<Vec<_>>())
+    .cached()
     .load(conn)
     .await
 }
@@ -82,6 +85,7 @@ pub async fn find(
     )
     .bind::<Text, _>(project_id)
     .bind::<Text, _>(key)
+    .cached()
     .get_result(conn)
     .await
     .optional()

@@ -40,11 +40,15 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 
-use diesel::{Connection, RunQueryDsl};
+use diesel::pg::Pg;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::{Connection, QueryResult, RunQueryDsl};
 use diesel_async::AsyncPgConnection;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
-use diesel_async::pooled_connection::AsyncDieselConnectionManager;
 use diesel_async::pooled_connection::deadpool::{Object, Pool as DeadPool};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 use crate::config::DatabaseConfig;
@@ -72,7 +76,33 @@ pub enum DbError {
 /// Builds the pool. Connections open lazily, so this succeeds while Postgres is down; `/readyz`
 /// reports it and requests fail with 503 until it returns.
 pub fn pool(config: &DatabaseConfig) -> Result<Pool, DbError> {
-    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(&config.url);
+    // A checkout runs no `SELECT 1`: that round trip cost every request and every ingestion
+    // batch more than their own statements. A connection whose socket closed is still
+    // discarded (deadpool checks `is_broken`), and a query on one that died unnoticed fails
+    // like any other query against a database that went away.
+    let mut setup = ManagerConfig::default();
+    setup.recycling_method = RecyclingMethod::Fast;
+    // A connection's I/O runs in a task on the runtime that opened it. Opened from an HTTP
+    // worker's runtime, it would die when that runtime stops at shutdown, failing whatever
+    // still writes then (the committer's last batches, the last key-usage flush); so every
+    // connection is opened on the process's main runtime, which outlives them all.
+    if let Ok(main) = tokio::runtime::Handle::try_current() {
+        setup.custom_setup = Box::new(move |url| {
+            let url = url.to_owned();
+            let opening = main.spawn(async move {
+                <AsyncPgConnection as diesel_async::AsyncConnection>::establish(&url).await
+            });
+            Box::pin(async move {
+                opening.await.unwrap_or_else(|e| {
+                    Err(diesel::ConnectionError::BadConnection(format!(
+                        "connection task failed: {e}"
+                    )))
+                })
+            })
+        });
+    }
+    let manager =
+        AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(&config.url, setup);
     DeadPool::builder(manager)
         .max_size(config.max_connections)
         .runtime(deadpool::Runtime::Tokio1)
@@ -176,6 +206,45 @@ impl Cursor {
         (!id.is_empty()).then(|| Cursor { created_at, id: id.to_owned() })
     }
 }
+
+/// A hand-written statement that each connection prepares once and then reuses.
+///
+/// diesel never caches `sql_query` statements, since it cannot know their text is constant:
+/// each execution would pay a Parse round trip and a fresh plan. The hot paths (ingestion,
+/// claiming, recording outcomes) run a few fixed statements thousands of times a second, so
+/// they mark them `.cached()`, keyed by their SQL text in the connection's statement cache.
+/// Only for constant SQL: text built at run time would grow the cache without bound.
+#[derive(Debug, Clone)]
+pub struct Cached<Q>(pub Q);
+
+impl<Q: QueryFragment<Pg>> QueryFragment<Pg> for Cached<Q> {
+    fn walk_ast<'b>(&'b self, pass: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        self.0.walk_ast(pass)
+    }
+
+    fn is_safe_to_cache_prepared(&self, _backend: &Pg) -> QueryResult<bool> {
+        Ok(true)
+    }
+}
+
+impl<Q> QueryId for Cached<Q> {
+    type QueryId = ();
+    // no static id: the cache keys the statement by its SQL text and bind types
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<Q: Query> Query for Cached<Q> {
+    type SqlType = Q::SqlType;
+}
+
+/// `.cached()` on a constant `sql_query` statement: see [`Cached`].
+pub trait CacheStatement: QueryFragment<Pg> + Sized {
+    fn cached(self) -> Cached<Self> {
+        Cached(self)
+    }
+}
+
+impl<Q: QueryFragment<Pg>> CacheStatement for Q {}
 
 /// Runs `SELECT 1` within `timeout`, for readiness checks.
 pub async fn ping(pool: &Pool, timeout: Duration) -> Result<(), String> {

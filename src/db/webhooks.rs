@@ -11,6 +11,7 @@ use diesel::sql_types::{Array, BigInt, Text, Timestamptz};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use serde::{Deserialize, Serialize};
 
+use crate::db::CacheStatement;
 use crate::db::Cursor;
 use crate::db::messages::{Event, Message};
 use crate::db::schema::{message_events, messages, webhook_deliveries, webhook_jobs};
@@ -65,6 +66,7 @@ pub async fn take_jobs(
     .bind::<BigInt, _>(limit)
     .bind::<Timestamptz, _>(now)
     .bind::<Timestamptz, _>(stale_before)
+    .cached()
     .load(conn)
     .await
 }
@@ -192,6 +194,7 @@ pub async fn record_attempt(
         // retry): numbering them one at a time keeps the numbers distinct
         diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
             .bind::<Text, _>(format!("webhook:{}:{}", job.webhook_endpoint_id, job.event_id))
+            .cached()
             .execute(conn)
             .await?;
         diesel::sql_query(
@@ -214,6 +217,7 @@ pub async fn record_attempt(
         .bind::<diesel::sql_types::Nullable<Text>, _>(&attempt.response_body)
         .bind::<diesel::sql_types::Nullable<Text>, _>(&attempt.error)
         .bind::<Timestamptz, _>(attempt.created_at)
+        .cached()
         .execute(conn)
         .await?;
         apply_effect(conn, job, effect, attempt.created_at).await
@@ -362,6 +366,7 @@ pub async fn replay(
     .bind::<Timestamptz, _>(until)
     .bind::<Array<Text>, _>(event_types)
     .bind::<BigInt, _>(limit)
+    .cached()
     .execute(conn)
     .await
 }
