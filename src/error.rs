@@ -206,7 +206,13 @@ impl From<diesel::result::Error> for ApiError {
         use diesel::result::{DatabaseErrorKind, Error};
         match error {
             Error::NotFound => Self::not_found("resource"),
-            Error::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
+            // diesel-async reports a connection that died under a pooled handle (Postgres
+            // restarted, the backend was terminated) as "unable to send": the database is
+            // away, not the request wrong
+            Error::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                info,
+            ) => {
                 tracing::warn!(error = info.message(), "database connection lost");
                 Self::unavailable("the database is unavailable; try again shortly")
             }
@@ -282,11 +288,14 @@ mod tests {
 
     #[actix_web::test]
     async fn lost_database_is_unavailable_not_internal() {
-        let error: ApiError = diesel::result::Error::DatabaseError(
-            diesel::result::DatabaseErrorKind::ClosedConnection,
-            Box::new("server closed the connection".to_owned()),
-        )
-        .into();
-        assert_eq!(error.status_code(), StatusCode::SERVICE_UNAVAILABLE);
+        use diesel::result::DatabaseErrorKind::{ClosedConnection, UnableToSendCommand};
+        for (kind, message) in [
+            (ClosedConnection, "server closed the connection"),
+            (UnableToSendCommand, "connection closed"),
+        ] {
+            let error: ApiError =
+                diesel::result::Error::DatabaseError(kind, Box::new(message.to_owned())).into();
+            assert_eq!(error.status_code(), StatusCode::SERVICE_UNAVAILABLE, "{message}");
+        }
     }
 }

@@ -890,3 +890,25 @@ async fn hot_statements_stay_prepared_on_their_connection() {
     }
     assert_eq!(prepared(&mut conn, "WITH m AS (").await, 1);
 }
+
+/// A migration adding a column while workers run (a rolling upgrade) must not break the claim
+/// statement they hold prepared: Postgres refuses a prepared statement whose result type
+/// changed ("cached plan must not change result type"), which `RETURNING *` would do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_claim_survives_a_column_added_meanwhile() {
+    let app = spawn_without_worker().await;
+    let account = app.sign_up("Ada").await;
+    let mut conn = app.running().state().db.get().await.unwrap();
+    let queued = [
+        Seed::email("ada@example.com", "One").status(db::QUEUED),
+        Seed::email("bob@example.com", "Two").status(db::QUEUED),
+    ];
+    let ids = insert_on(&mut conn, &account, &queued).await;
+    let (now, stale) = (Utc::now(), Utc::now() - Duration::minutes(5));
+
+    let first = relayit::db::delivery::claim(&mut conn, &ids[..1], now, stale).await.unwrap();
+    assert_eq!(first.len(), 1);
+    app.sql("ALTER TABLE messages ADD COLUMN added_by_a_later_release integer").await;
+    let second = relayit::db::delivery::claim(&mut conn, &ids[1..], now, stale).await.unwrap();
+    assert_eq!(second.iter().map(|m| &m.id).collect::<Vec<_>>(), vec![&ids[1]]);
+}

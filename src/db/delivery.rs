@@ -46,7 +46,12 @@ pub async fn claim(
              WHERE id = ANY($1)
                AND (status IN ('queued', 'retrying')
                     OR (status = 'processing' AND updated_at < $3))
-             RETURNING *
+             -- named, not *: this statement stays prepared on its connection, and a column
+             -- added by a later migration must not change its result type under running workers
+             RETURNING id, organization_id, project_id, api_key_id, channel, recipient,
+                 requested_provider, provider_credential_id, provider_type, status, status_reason,
+                 attempts, content, metadata, provider_message_id, idempotency_key, send_at,
+                 next_attempt_at, created_at, updated_at, throttled_since
          ), e AS (
              -- tenants read event details: nothing about our hosts goes in
              INSERT INTO message_events (id, message_id, status, details, created_at)

@@ -213,7 +213,9 @@ impl Cursor {
 /// each execution would pay a Parse round trip and a fresh plan. The hot paths (ingestion,
 /// claiming, recording outcomes) run a few fixed statements thousands of times a second, so
 /// they mark them `.cached()`, keyed by their SQL text in the connection's statement cache.
-/// Only for constant SQL: text built at run time would grow the cache without bound.
+/// Only for constant SQL (text built at run time would grow the cache without bound), with its
+/// result columns named, never `*`: Postgres refuses a prepared statement whose result type a
+/// later migration changed, and workers keep theirs across a rolling upgrade.
 #[derive(Debug, Clone)]
 pub struct Cached<Q>(pub Q);
 
