@@ -216,6 +216,9 @@ impl Cursor {
 /// Only for constant SQL (text built at run time would grow the cache without bound), with its
 /// result columns named, never `*`: Postgres refuses a prepared statement whose result type a
 /// later migration changed, and workers keep theirs across a rolling upgrade.
+///
+/// `is_safe_to_cache_prepared` is a doc-hidden method of diesel's `QueryFragment`; the test
+/// `hot_statements_stay_prepared_on_their_connection` fails if a diesel upgrade changes it.
 #[derive(Debug, Clone)]
 pub struct Cached<Q>(pub Q);
 
