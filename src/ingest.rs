@@ -172,10 +172,10 @@ async fn commit_and_reply(pool: &db::Pool, redis: &Redis, batch: Vec<(Submission
         }
     };
     let queued: Vec<String> = submissions
-        .iter()
+        .into_iter()
         .zip(&outcomes)
         .filter(|(_, o)| matches!(o, Ok(Outcome::Committed)))
-        .flat_map(|(s, _)| s.enqueue.iter().cloned())
+        .flat_map(|(s, _)| s.enqueue)
         .collect();
     // Committed is accepted: answer now rather than after the stream append too.
     for (reply, outcome) in replies.into_iter().zip(outcomes) {

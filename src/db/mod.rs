@@ -73,8 +73,9 @@ pub enum DbError {
     Migration(String),
 }
 
-/// Builds the pool. Connections open lazily, so this succeeds while Postgres is down; `/readyz`
-/// reports it and requests fail with 503 until it returns.
+/// Builds the pool, from within the process's main Tokio runtime. Connections open lazily, so
+/// this succeeds while Postgres is down; `/readyz` reports it and requests fail with 503 until
+/// it returns.
 pub fn pool(config: &DatabaseConfig) -> Result<Pool, DbError> {
     // A checkout runs no `SELECT 1`: that round trip cost every request and every ingestion
     // batch more than their own statements. A connection whose socket closed is still
@@ -86,21 +87,19 @@ pub fn pool(config: &DatabaseConfig) -> Result<Pool, DbError> {
     // worker's runtime, it would die when that runtime stops at shutdown, failing whatever
     // still writes then (the committer's last batches, the last key-usage flush); so every
     // connection is opened on the process's main runtime, which outlives them all.
-    if let Ok(main) = tokio::runtime::Handle::try_current() {
-        setup.custom_setup = Box::new(move |url| {
-            let url = url.to_owned();
-            let opening = main.spawn(async move {
-                <AsyncPgConnection as diesel_async::AsyncConnection>::establish(&url).await
-            });
-            Box::pin(async move {
-                opening.await.unwrap_or_else(|e| {
-                    Err(diesel::ConnectionError::BadConnection(format!(
-                        "connection task failed: {e}"
-                    )))
-                })
-            })
+    let main = tokio::runtime::Handle::try_current()
+        .map_err(|e| DbError::Pool(format!("the pool needs the main Tokio runtime: {e}")))?;
+    setup.custom_setup = Box::new(move |url| {
+        let url = url.to_owned();
+        let opening = main.spawn(async move {
+            <AsyncPgConnection as diesel_async::AsyncConnection>::establish(&url).await
         });
-    }
+        Box::pin(async move {
+            opening.await.unwrap_or_else(|e| {
+                Err(diesel::ConnectionError::BadConnection(format!("connection task failed: {e}")))
+            })
+        })
+    });
     let manager =
         AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(&config.url, setup);
     DeadPool::builder(manager)

@@ -366,7 +366,6 @@ pub async fn replay(
     .bind::<Timestamptz, _>(until)
     .bind::<Array<Text>, _>(event_types)
     .bind::<BigInt, _>(limit)
-    .cached()
     .execute(conn)
     .await
 }
