@@ -120,6 +120,94 @@ async fn deleting_a_project_deletes_its_messages_and_their_events() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_keeps_to_its_project_and_key() {
+    let db = TestDb::migrated().await;
+    let mut conn = AsyncPgConnection::establish(&db.url).await.unwrap();
+    conn.batch_execute(
+        "INSERT INTO organizations (id, name, slug) VALUES ('org_a', 'A', 'a');
+         INSERT INTO projects (id, organization_id, name, slug) VALUES
+            ('prj_a', 'org_a', 'A', 'a'), ('prj_b', 'org_a', 'B', 'b');
+         INSERT INTO api_keys (id, organization_id, project_id, name, key_hash, prefix, scopes)
+         VALUES ('key_a', 'org_a', 'prj_a', 'n', decode(repeat('00', 32), 'hex'), 'rly_', ARRAY['send']);",
+    )
+    .await
+    .unwrap();
+    let insert = |id: &str, project: &str, key: &str| {
+        format!(
+            "INSERT INTO messages (id, organization_id, project_id, api_key_id, channel, recipient, status, content)
+             VALUES ('{id}', 'org_a', '{project}', {key}, 'sms', '+14155550123', 'queued', '{{}}')"
+        )
+    };
+    rejects(&mut conn, &insert("msg_1", "prj_a", "'key_missing'")).await;
+    rejects(&mut conn, &insert("msg_1", "prj_missing", "NULL")).await;
+    // one bad row fails the whole statement
+    let two = format!(
+        "{}, ('msg_2', 'org_a', 'prj_missing', NULL, 'sms', '+14155550123', 'queued', '{{}}')",
+        insert("msg_1", "prj_a", "'key_a'")
+    );
+    rejects(&mut conn, &two).await;
+    diesel::sql_query(insert("msg_1", "prj_a", "'key_a'")).execute(&mut conn).await.unwrap();
+    diesel::sql_query(insert("msg_b", "prj_b", "NULL")).execute(&mut conn).await.unwrap();
+
+    for sql in [
+        "UPDATE messages SET project_id = 'prj_b' WHERE id = 'msg_1'",
+        "UPDATE messages SET api_key_id = 'key_missing' WHERE id = 'msg_1'",
+    ] {
+        let error = diesel::sql_query(sql).execute(&mut conn).await.expect_err(sql).to_string();
+        assert!(error.contains("do not change"), "{sql}: {error}");
+    }
+
+    // deleting a key forgets it in its messages, as ON DELETE SET NULL did
+    diesel::sql_query("DELETE FROM api_keys WHERE id = 'key_a'").execute(&mut conn).await.unwrap();
+    let keyed: Count =
+        diesel::sql_query("SELECT count(*) AS n FROM messages WHERE api_key_id IS NOT NULL")
+            .get_result(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!((keyed.n, count(&mut conn, "messages").await), (0, 2));
+
+    // A project deleted while an insert into it is not yet committed waits for that insert
+    // (its rows lock the project) and then takes its rows too: no message is left orphaned.
+    conn.batch_execute(&format!("BEGIN; {}", insert("msg_3", "prj_a", "NULL"))).await.unwrap();
+    let url = db.url.clone();
+    let delete = tokio::spawn(async move {
+        let mut other = AsyncPgConnection::establish(&url).await.unwrap();
+        diesel::sql_query("DELETE FROM projects WHERE id = 'prj_a'").execute(&mut other).await
+    });
+    let mut watcher = AsyncPgConnection::establish(&db.url).await.unwrap();
+    let mut waited = false;
+    for _ in 0..200 {
+        let waiting: Count = diesel::sql_query(
+            "SELECT count(*) AS n FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .get_result(&mut watcher)
+        .await
+        .unwrap();
+        if waiting.n > 0 {
+            waited = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(waited, "the delete waits for the uncommitted insert");
+    conn.batch_execute("COMMIT").await.unwrap();
+    delete.await.unwrap().expect("the delete goes through once the insert committed");
+    let left: Vec<Name> =
+        diesel::sql_query("SELECT id AS name FROM messages").load(&mut conn).await.unwrap();
+    let left: Vec<String> = left.into_iter().map(|r| r.name).collect();
+    assert_eq!(left, ["msg_b"]);
+}
+
+async fn count(conn: &mut AsyncPgConnection, table: &str) -> i64 {
+    let row: Count = diesel::sql_query(format!("SELECT count(*) AS n FROM {table}"))
+        .get_result(conn)
+        .await
+        .unwrap();
+    row.n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_database_is_created() {
     let name = common::unique("relayit_test");
     let db = TestDb { url: common::database_url(&name), name };

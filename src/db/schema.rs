@@ -256,7 +256,6 @@ diesel::joinable!(invitations -> organizations (organization_id));
 diesel::joinable!(invitations -> users (inviter_id));
 diesel::joinable!(members -> organizations (organization_id));
 diesel::joinable!(members -> users (user_id));
-diesel::joinable!(messages -> api_keys (api_key_id));
 diesel::joinable!(messages -> provider_credentials (provider_credential_id));
 diesel::joinable!(passkeys -> users (user_id));
 diesel::joinable!(projects -> organizations (organization_id));
