@@ -510,6 +510,18 @@ async fn search_matches_ids_recipients_and_subjects_literally() {
     let found = listed(&app, &owner, "search=example&channel=email&limit=2").await;
     assert_eq!(found, [ids[6].clone(), ids[4].clone()]);
     assert_eq!(listed(&app, &owner, "search=4155550&status=failed").await, Vec::<String>::new());
+
+    // Exact and substring matches make one log, newest first, paged as any other.
+    app.sql(&format!("UPDATE messages SET provider_message_id = 'carol' WHERE id = '{}'", ids[6]))
+        .await;
+    assert_eq!(listed(&app, &owner, "search=carol").await, [&*ids[6], &ids[4], &ids[3]]);
+    let (status, first) =
+        app.get_as(&owner.token, &log(&owner.project_id, "search=carol&limit=2")).await;
+    assert_eq!((status, ids_of(&first)), (200, vec![ids[6].clone(), ids[4].clone()]));
+    let cursor = first["nextCursor"].as_str().expect("a next page");
+    let rest =
+        listed(&app, &owner, &format!("search=carol&limit=2&cursor={}", encode(cursor))).await;
+    assert_eq!(rest, [&*ids[3]]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -911,4 +923,82 @@ async fn a_prepared_claim_survives_a_column_added_meanwhile() {
     app.sql("ALTER TABLE messages ADD COLUMN added_by_a_later_release integer").await;
     let second = relayit::db::delivery::claim(&mut conn, &ids[1..], now, stale).await.unwrap();
     assert_eq!(second.iter().map(|m| &m.id).collect::<Vec<_>>(), vec![&ids[1]]);
+}
+
+/// The claim and the outcome write find their rows by primary key even when the statistics
+/// were gathered while nothing was in flight (a quiet queue) and a backlog built up since. The
+/// planner then believes the in-flight index nearly empty and, given a plain status test,
+/// scans all of it for every batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_and_record_find_their_rows_by_id_whatever_the_statistics() {
+    use diesel_async::RunQueryDsl;
+    use relayit::db::delivery::{self, Outcome};
+    let app = spawn_without_worker().await;
+    let account = app.sign_up("Ada").await;
+    app.sql("ALTER TABLE messages SET (autovacuum_enabled = false)").await;
+    let mut conn = app.running().state().db.get().await.unwrap();
+    let done: Vec<Seed> =
+        (0..500).map(|i| Seed::email(&format!("old{i}@example.com"), "Old")).collect();
+    insert_on(&mut conn, &account, &done).await;
+    app.sql("ANALYZE messages").await;
+    let backlog: Vec<Seed> = (0..3000)
+        .map(|i| Seed::email(&format!("new{i}@example.com"), "New").status(db::QUEUED))
+        .collect();
+    let ids = insert_on(&mut conn, &account, &backlog).await;
+    // the plan a worker's connection settles on after a few executions
+    diesel::sql_query("SET plan_cache_mode = force_generic_plan").execute(&mut conn).await.unwrap();
+    let scans_before = index_scans(&app).await;
+
+    let (now, stale) = (Utc::now(), Utc::now() - Duration::minutes(5));
+    let claimed = delivery::claim(&mut conn, &ids[..100], now, stale).await.unwrap();
+    assert_eq!(claimed.len(), 100);
+    let outcomes: Vec<Outcome> = claimed
+        .iter()
+        .map(|m| Outcome {
+            message_id: m.id.clone(),
+            claimed_at: m.updated_at,
+            status: db::SENT,
+            status_reason: None,
+            attempts: 1,
+            next_attempt_at: None,
+            provider_message_id: Some(format!("pm-{}", m.id)),
+            provider_credential_id: None,
+            provider_type: Some("sandbox".into()),
+            throttled_since: None,
+            details: json!({}),
+        })
+        .collect();
+    let applied = delivery::record(&mut conn, &outcomes, Utc::now()).await.unwrap();
+    assert_eq!(applied.len(), 100);
+    // this backend's counters reach the statistics once it is idle after this statement
+    diesel::sql_query("SELECT pg_stat_force_next_flush()").execute(&mut conn).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+
+    let scans_after = index_scans(&app).await;
+    assert_eq!(
+        scans_after.in_flight, scans_before.in_flight,
+        "neither statement may scan the in-flight index"
+    );
+    assert!(scans_after.primary > scans_before.primary, "both find their rows by id");
+}
+
+#[derive(diesel::QueryableByName)]
+struct IndexScans {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    in_flight: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    primary: i64,
+}
+
+async fn index_scans(app: &TestApp) -> IndexScans {
+    use diesel_async::{AsyncConnection, RunQueryDsl};
+    let mut conn = diesel_async::AsyncPgConnection::establish(&app.db.url).await.unwrap();
+    diesel::sql_query(
+        "SELECT sum(idx_scan) FILTER (WHERE indexrelname = 'messages_in_flight_idx')::int8 AS in_flight,
+                sum(idx_scan) FILTER (WHERE indexrelname = 'messages_pkey')::int8 AS primary
+         FROM pg_stat_user_indexes WHERE relname = 'messages'",
+    )
+    .get_result(&mut conn)
+    .await
+    .unwrap()
 }

@@ -22,6 +22,7 @@ const TABLES: &[&str] = &[
     "webhook_endpoints",
     "messages",
     "message_events",
+    "message_search",
     "idempotency_keys",
     "webhook_deliveries",
     "webhook_jobs",
@@ -199,6 +200,70 @@ async fn a_message_keeps_to_its_project_and_key() {
     assert_eq!(left, ["msg_b"]);
 }
 
+/// message_search holds each message's lowercased recipient and subject from its insert until
+/// its deletion, and what it holds cannot drift from the message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_search_table_follows_the_messages() {
+    let db = TestDb::migrated().await;
+    let mut conn = AsyncPgConnection::establish(&db.url).await.unwrap();
+    conn.batch_execute(
+        "INSERT INTO organizations (id, name, slug) VALUES ('org_a', 'A', 'a');
+         INSERT INTO projects (id, organization_id, name, slug) VALUES
+            ('prj_a', 'org_a', 'A', 'a'), ('prj_b', 'org_a', 'B', 'b');
+         INSERT INTO messages (id, organization_id, project_id, channel, recipient, status, content)
+         VALUES ('msg_a', 'org_a', 'prj_a', 'email', 'Alice@Example.com', 'queued', '{\"subject\": \"Your Invoice\"}'),
+                ('msg_b', 'org_a', 'prj_b', 'sms', '+14155550123', 'queued', '{\"text\": \"Hi\"}');",
+    )
+    .await
+    .unwrap();
+    #[derive(QueryableByName, Debug, PartialEq)]
+    struct Row {
+        #[diesel(sql_type = Text)]
+        message_id: String,
+        #[diesel(sql_type = Text)]
+        project_id: String,
+        #[diesel(sql_type = Text)]
+        recipient: String,
+        #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
+        subject: Option<String>,
+    }
+    let row = |id: &str, project: &str, recipient: &str, subject: Option<&str>| Row {
+        message_id: id.into(),
+        project_id: project.into(),
+        recipient: recipient.into(),
+        subject: subject.map(Into::into),
+    };
+    let rows = async |conn: &mut AsyncPgConnection| -> Vec<Row> {
+        diesel::sql_query("SELECT * FROM message_search ORDER BY message_id")
+            .load(conn)
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        rows(&mut conn).await,
+        [
+            row("msg_a", "prj_a", "alice@example.com", Some("your invoice")),
+            row("msg_b", "prj_b", "+14155550123", None)
+        ]
+    );
+
+    for sql in [
+        "UPDATE messages SET recipient = 'bob@example.com' WHERE id = 'msg_a'",
+        "UPDATE messages SET content = '{\"subject\": \"Other\"}' WHERE id = 'msg_a'",
+    ] {
+        let error = diesel::sql_query(sql).execute(&mut conn).await.expect_err(sql).to_string();
+        assert!(error.contains("do not change"), "{sql}: {error}");
+    }
+    // other columns change freely
+    diesel::sql_query("UPDATE messages SET status = 'sent' WHERE id = 'msg_a'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+
+    diesel::sql_query("DELETE FROM projects WHERE id = 'prj_a'").execute(&mut conn).await.unwrap();
+    assert_eq!(rows(&mut conn).await, [row("msg_b", "prj_b", "+14155550123", None)]);
+}
+
 async fn count(conn: &mut AsyncPgConnection, table: &str) -> i64 {
     let row: Count = diesel::sql_query(format!("SELECT count(*) AS n FROM {table}"))
         .get_result(conn)
@@ -294,8 +359,12 @@ async fn list_queries_use_their_indexes() {
             "messages_project_list_idx",
         ),
         (
-            "SELECT id FROM messages WHERE lower(recipient) LIKE '%alice%'",
-            "messages_recipient_trgm_idx",
+            "SELECT message_id FROM message_search WHERE recipient LIKE '%alice%'",
+            "message_search_recipient_trgm_idx",
+        ),
+        (
+            "SELECT message_id FROM message_search WHERE subject LIKE '%invoice%'",
+            "message_search_subject_trgm_idx",
         ),
         (
             "SELECT id FROM messages WHERE status IN ('received', 'queued') AND updated_at < now()",

@@ -21,6 +21,15 @@ async fn insert_events(conn: &mut AsyncPgConnection, events: &[Event]) -> QueryR
     crate::db::messages::insert_all::<NewMessage, _>(conn, &[], events).await
 }
 
+// STATUS_BY_ID: the claim and the outcome write find their rows by id, then test the status.
+// Written plainly, the status test lets the planner use the partial in-flight index instead,
+// and it does once the statistics were gathered while nothing was in flight (a quiet queue):
+// it then expects that index to hold a row or two, and scans all of it for every batch when a
+// backlog has built up. That made each claim cost O(backlog), slowing delivery most when it
+// was most needed (a fifth of the throughput, under `relayit-bench` after an ANALYZE). A
+// CASE is opaque to the planner's proofs that a partial index applies, so the primary key is
+// the only index left to these statements. Test: `claim_and_record_use_the_primary_key`.
+
 /// Claims the messages among `ids` that are waiting for delivery (`queued`, `retrying`), or
 /// whose claim went stale (`processing` since before `stale_before`: the worker holding it
 /// stopped), sets them `processing` at `now` with a `processing` event each, and returns them.
@@ -44,8 +53,10 @@ pub async fn claim(
         "WITH c AS (
              UPDATE messages SET status = 'processing', updated_at = $2
              WHERE id = ANY($1)
-               AND (status IN ('queued', 'retrying')
-                    OR (status = 'processing' AND updated_at < $3))
+               -- a CASE, so that only the primary key can serve this: see STATUS_BY_ID
+               AND CASE WHEN status IN ('queued', 'retrying') THEN true
+                        WHEN status = 'processing' THEN updated_at < $3
+                        ELSE false END
              -- named, not *: this statement stays prepared on its connection, and a column
              -- added by a later migration must not change its result type under running workers
              RETURNING id, organization_id, project_id, api_key_id, channel, recipient,
@@ -145,7 +156,10 @@ pub async fn record(
                  throttled_since = u.throttled_since,
                  updated_at = $10
              FROM u
-             WHERE m.id = u.id AND m.status = 'processing' AND m.updated_at = u.claimed_at
+             WHERE m.id = u.id
+               -- a CASE, so that only the primary key can serve this: see STATUS_BY_ID
+               AND CASE WHEN m.status = 'processing' THEN m.updated_at = u.claimed_at
+                        ELSE false END
              RETURNING m.id
          ), e AS (
              INSERT INTO message_events (id, message_id, status, details, created_at)
@@ -292,23 +306,22 @@ pub async fn requeue_stale(
             );
         let abandoned =
             messages::status.eq(PROCESSING).and(messages::updated_at.lt(processing_before));
-        let stale: Vec<String> = messages::table
+        let stale: Vec<(String, String)> = messages::table
             .filter(waiting.or(abandoned))
-            .select(messages::id)
+            .select((messages::id, messages::status))
             .limit(limit)
             .for_update()
             .skip_locked()
             .load(conn)
             .await?;
-        diesel::update(
-            messages::table
-                .filter(messages::id.eq_any(&stale))
-                .filter(messages::status.eq_any([QUEUED, RETRYING])),
-        )
-        .set(messages::updated_at.eq(now))
-        .execute(conn)
-        .await?;
-        Ok(stale)
+        // by id alone (the rows are locked, their status known): see STATUS_BY_ID
+        let waiting: Vec<&str> =
+            stale.iter().filter(|(_, status)| status != PROCESSING).map(|(id, _)| &**id).collect();
+        diesel::update(messages::table.filter(messages::id.eq_any(&waiting)))
+            .set(messages::updated_at.eq(now))
+            .execute(conn)
+            .await?;
+        Ok(stale.into_iter().map(|(id, _)| id).collect())
     })
     .await
 }

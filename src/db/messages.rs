@@ -187,17 +187,11 @@ pub async fn events(conn: &mut AsyncPgConnection, message_id: &str) -> QueryResu
 // ---------------------------------------------------------------------------------------------
 
 use diesel::dsl::sql;
-use diesel::sql_types::{Nullable, Text};
+use diesel::sql_types::{Bool, Text};
 use diesel_async::AsyncConnection;
 
 use crate::db::Cursor;
 use crate::db::schema::provider_credentials;
-
-diesel::define_sql_function! {
-    /// PostgreSQL's `lower(text)` (diesel's own `lower` is the one of ranges).
-    #[sql_name = "lower"]
-    fn lower_text(x: Text) -> Text;
-}
 
 /// What a message list asks for; an empty list or `None` means "any".
 #[derive(Debug, Clone, Default)]
@@ -252,6 +246,12 @@ pub async fn find_with_provider(
 }
 
 /// A page of the project's messages matching `filter`, newest first, after `after`.
+///
+/// A search runs as two queries whose pages are merged: exact matches of the message id or
+/// provider message id, and substring matches of the recipient or subject. One query ORing
+/// them would leave Postgres a single plan for every term, and none is good for all: a rare
+/// term wants the trigram indexes of message_search, a common one the project's list index,
+/// stopping at the page's end. The substring test alone, as an EXISTS, lets it choose.
 pub async fn list_log(
     conn: &mut AsyncPgConnection,
     organization_id: &str,
@@ -260,43 +260,62 @@ pub async fn list_log(
     after: Option<&Cursor>,
     limit: i64,
 ) -> QueryResult<Vec<WithProvider>> {
-    let mut query = messages::table
-        .left_join(provider_credentials::table)
-        .filter(messages::organization_id.eq(organization_id))
-        .filter(messages::project_id.eq(project_id))
-        .select((
-            Message::as_select(),
-            (provider_credentials::slug, provider_credentials::provider_type).nullable(),
-        ))
-        .order((messages::created_at.desc(), messages::id.desc()))
-        .limit(limit)
-        .into_boxed();
-    if !filter.statuses.is_empty() {
-        query = query.filter(messages::status.eq_any(&filter.statuses));
-    }
-    if !filter.channels.is_empty() {
-        query = query.filter(messages::channel.eq_any(&filter.channels));
-    }
-    if let Some(since) = filter.since {
-        query = query.filter(messages::created_at.ge(since));
-    }
-    if let Some(until) = filter.until {
-        query = query.filter(messages::created_at.lt(until));
-    }
-    if let Some(term) = &filter.search {
-        let pattern = contains_pattern(term);
-        // Written exactly as the trigram indexes' expressions so that they serve the LIKEs
-        // (a bound `->>` key would not match `content ->> 'subject'` in a generic plan).
-        let subject = sql::<Nullable<Text>>("lower(messages.content ->> 'subject')");
-        query = query.filter(
+    let page = || {
+        let mut query = messages::table
+            .left_join(provider_credentials::table)
+            .filter(messages::organization_id.eq(organization_id.to_owned()))
+            .filter(messages::project_id.eq(project_id.to_owned()))
+            .select((
+                Message::as_select(),
+                (provider_credentials::slug, provider_credentials::provider_type).nullable(),
+            ))
+            .order((messages::created_at.desc(), messages::id.desc()))
+            .limit(limit)
+            .into_boxed();
+        if !filter.statuses.is_empty() {
+            query = query.filter(messages::status.eq_any(filter.statuses.clone()));
+        }
+        if !filter.channels.is_empty() {
+            query = query.filter(messages::channel.eq_any(filter.channels.clone()));
+        }
+        if let Some(since) = filter.since {
+            query = query.filter(messages::created_at.ge(since));
+        }
+        if let Some(until) = filter.until {
+            query = query.filter(messages::created_at.lt(until));
+        }
+        after_cursor!(query, messages::created_at, messages::id, after)
+    };
+    let Some(term) = &filter.search else {
+        return page().load(conn).await;
+    };
+    let exact: Vec<WithProvider> = page()
+        .filter(
             messages::id
                 .eq(term.clone())
-                .or(messages::provider_message_id.eq(term.clone()).assume_not_null())
-                .or(lower_text(messages::recipient).like(lower_text(pattern.clone())))
-                .or(subject.like(lower_text(pattern).nullable()).assume_not_null()),
-        );
+                .or(messages::provider_message_id.eq(term.clone()).assume_not_null()),
+        )
+        .load(conn)
+        .await?;
+    // message_search holds the lowercased recipient and subject, under trigram indexes
+    let pattern = contains_pattern(term);
+    let containing = sql::<Bool>(
+        "EXISTS (SELECT 1 FROM message_search s WHERE s.message_id = messages.id
+             AND (s.recipient LIKE lower(",
+    )
+    .bind::<Text, _>(pattern.clone())
+    .sql(") OR s.subject LIKE lower(")
+    .bind::<Text, _>(pattern)
+    .sql(")))");
+    let mut rows: Vec<WithProvider> = page().filter(containing).load(conn).await?;
+    for row in exact {
+        if !rows.iter().any(|(m, _)| m.id == row.0.id) {
+            rows.push(row);
+        }
     }
-    after_cursor!(query, messages::created_at, messages::id, after).load(conn).await
+    rows.sort_by(|(a, _), (b, _)| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
+    rows.truncate(usize::try_from(limit).unwrap_or(0));
+    Ok(rows)
 }
 
 /// Puts a failed message back in the queue: `failed` -> `queued` with attempts reset and the

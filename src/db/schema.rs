@@ -85,6 +85,15 @@ diesel::table! {
 }
 
 diesel::table! {
+    message_search (message_id) {
+        message_id -> Text,
+        project_id -> Text,
+        recipient -> Text,
+        subject -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
     messages (id) {
         id -> Text,
         organization_id -> Text,
@@ -275,6 +284,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     invitations,
     members,
     message_events,
+    message_search,
     messages,
     organizations,
     passkeys,
