@@ -263,8 +263,8 @@ pub async fn list_log(
     let page = || {
         let mut query = messages::table
             .left_join(provider_credentials::table)
-            .filter(messages::organization_id.eq(organization_id.to_owned()))
-            .filter(messages::project_id.eq(project_id.to_owned()))
+            .filter(messages::organization_id.eq(organization_id))
+            .filter(messages::project_id.eq(project_id))
             .select((
                 Message::as_select(),
                 (provider_credentials::slug, provider_credentials::provider_type).nullable(),
@@ -273,10 +273,10 @@ pub async fn list_log(
             .limit(limit)
             .into_boxed();
         if !filter.statuses.is_empty() {
-            query = query.filter(messages::status.eq_any(filter.statuses.clone()));
+            query = query.filter(messages::status.eq_any(&filter.statuses));
         }
         if !filter.channels.is_empty() {
-            query = query.filter(messages::channel.eq_any(filter.channels.clone()));
+            query = query.filter(messages::channel.eq_any(&filter.channels));
         }
         if let Some(since) = filter.since {
             query = query.filter(messages::created_at.ge(since));
