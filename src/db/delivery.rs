@@ -29,7 +29,7 @@ async fn insert_events(conn: &mut AsyncPgConnection, events: &[Event]) -> QueryR
 // was most needed: after an ANALYZE of a quiet table, a worker drained a backlog at 2,000-2,400
 // messages/s, against 8,400-9,300 with this. A CASE is opaque to the planner's proofs that a
 // partial index applies, so the primary key is the only index left to these statements.
-// Test: `claim_and_record_find_their_rows_by_id_whatever_the_statistics`.
+// Test: `status_changes_find_their_rows_by_id_whatever_the_statistics`.
 
 /// Claims the messages among `ids` that are waiting for delivery (`queued`, `retrying`), or
 /// whose claim went stale (`processing` since before `stale_before`: the worker holding it
