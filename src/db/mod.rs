@@ -100,8 +100,10 @@ pub fn pool(config: &DatabaseConfig) -> Result<Pool, DbError> {
             })
         })
     });
-    let manager =
-        AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(&config.url, setup);
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
+        with_dead_peer_detection(&config.url),
+        setup,
+    );
     DeadPool::builder(manager)
         .max_size(config.max_connections)
         .runtime(deadpool::Runtime::Tokio1)
@@ -110,6 +112,34 @@ pub fn pool(config: &DatabaseConfig) -> Result<Pool, DbError> {
         .recycle_timeout(Some(config.connect_timeout))
         .build()
         .map_err(|e| DbError::Pool(e.to_string()))
+}
+
+/// `url` with TCP keepalive and user-timeout settings, unless it sets them itself. A Postgres
+/// host that vanishes without closing its connections (a failover, a cut network) otherwise
+/// leaves a query on them waiting for the kernel to give up: about two hours when idle, fifteen
+/// minutes of retransmissions when not. With these a dead peer is noticed within a minute, its
+/// connection fails, and the pool opens another. (tokio-postgres reads both in seconds.)
+fn with_dead_peer_detection(url: &str) -> String {
+    const DEFAULTS: [(&str, &str); 4] = [
+        ("keepalives_idle", "30"),
+        ("keepalives_interval", "10"),
+        ("keepalives_retries", "3"),
+        ("tcp_user_timeout", "30"),
+    ];
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        // not a URL (a key=value string): left to tokio-postgres as given
+        return url.to_owned();
+    };
+    let present: Vec<String> = parsed.query_pairs().map(|(k, _)| k.into_owned()).collect();
+    let missing: Vec<_> =
+        DEFAULTS.iter().filter(|(key, _)| !present.iter().any(|p| p == key)).collect();
+    if !missing.is_empty() {
+        let mut query = parsed.query_pairs_mut();
+        for (key, value) in missing {
+            query.append_pair(key, value);
+        }
+    }
+    parsed.into()
 }
 
 type SyncPgConnection = AsyncConnectionWrapper<AsyncPgConnection>;
@@ -262,5 +292,25 @@ pub async fn ping(pool: &Pool, timeout: Duration) -> Result<(), String> {
     match tokio::time::timeout(timeout, check).await {
         Ok(result) => result,
         Err(_) => Err(format!("no answer within {}", humantime::format_duration(timeout))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_dead_peer_detection;
+
+    #[test]
+    fn dead_peer_detection_is_added_unless_the_url_sets_it() {
+        assert_eq!(
+            with_dead_peer_detection("postgres://u@db:5432/relayit"),
+            "postgres://u@db:5432/relayit?keepalives_idle=30&keepalives_interval=10\
+             &keepalives_retries=3&tcp_user_timeout=30"
+        );
+        assert_eq!(
+            with_dead_peer_detection("postgres://u@db/relayit?sslmode=require&tcp_user_timeout=5"),
+            "postgres://u@db/relayit?sslmode=require&tcp_user_timeout=5&keepalives_idle=30\
+             &keepalives_interval=10&keepalives_retries=3"
+        );
+        assert_eq!(with_dead_peer_detection("host=db user=u"), "host=db user=u");
     }
 }
