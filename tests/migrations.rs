@@ -84,12 +84,8 @@ async fn concurrent_migrations_serialize_on_the_advisory_lock() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_project_deletes_its_messages_and_their_events() {
-    let db = TestDb::migrated().await;
-    let mut conn = AsyncPgConnection::establish(&db.url).await.unwrap();
+    let (_db, mut conn) = two_projects().await;
     for sql in [
-        "INSERT INTO organizations (id, name, slug) VALUES ('org_a', 'A', 'a')",
-        "INSERT INTO projects (id, organization_id, name, slug) VALUES
-            ('prj_a', 'org_a', 'A', 'a'), ('prj_b', 'org_a', 'B', 'b')",
         "INSERT INTO messages (id, organization_id, project_id, channel, recipient, status, content)
          VALUES ('msg_a', 'org_a', 'prj_a', 'sms', '+14155550123', 'queued', '{}'),
                 ('msg_b', 'org_a', 'prj_b', 'sms', '+14155550123', 'queued', '{}')",
@@ -100,12 +96,11 @@ async fn deleting_a_project_deletes_its_messages_and_their_events() {
     ] {
         diesel::sql_query(sql).execute(&mut conn).await.unwrap();
     }
-    let left: Vec<Name> = diesel::sql_query("SELECT id AS name FROM message_events ORDER BY id")
-        .load(&mut conn)
-        .await
-        .unwrap();
-    let left: Vec<String> = left.into_iter().map(|r| r.name).collect();
-    assert_eq!(left, ["evt_b1"], "only the other project's events are left");
+    assert_eq!(
+        names(&mut conn, "SELECT id AS name FROM message_events ORDER BY id").await,
+        ["evt_b1"],
+        "only the other project's events are left"
+    );
 
     diesel::sql_query("DELETE FROM organizations WHERE id = 'org_a'")
         .execute(&mut conn)
@@ -122,13 +117,9 @@ async fn deleting_a_project_deletes_its_messages_and_their_events() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_keeps_to_its_project_and_key() {
-    let db = TestDb::migrated().await;
-    let mut conn = AsyncPgConnection::establish(&db.url).await.unwrap();
+    let (db, mut conn) = two_projects().await;
     conn.batch_execute(
-        "INSERT INTO organizations (id, name, slug) VALUES ('org_a', 'A', 'a');
-         INSERT INTO projects (id, organization_id, name, slug) VALUES
-            ('prj_a', 'org_a', 'A', 'a'), ('prj_b', 'org_a', 'B', 'b');
-         INSERT INTO api_keys (id, organization_id, project_id, name, key_hash, prefix, scopes)
+        "INSERT INTO api_keys (id, organization_id, project_id, name, key_hash, prefix, scopes)
          VALUES ('key_a', 'org_a', 'prj_a', 'n', decode(repeat('00', 32), 'hex'), 'rly_', ARRAY['send']);",
     )
     .await
@@ -150,22 +141,14 @@ async fn a_message_keeps_to_its_project_and_key() {
     diesel::sql_query(insert("msg_1", "prj_a", "'key_a'")).execute(&mut conn).await.unwrap();
     diesel::sql_query(insert("msg_b", "prj_b", "NULL")).execute(&mut conn).await.unwrap();
 
-    for sql in [
-        "UPDATE messages SET project_id = 'prj_b' WHERE id = 'msg_1'",
-        "UPDATE messages SET api_key_id = 'key_missing' WHERE id = 'msg_1'",
-    ] {
-        let error = diesel::sql_query(sql).execute(&mut conn).await.expect_err(sql).to_string();
-        assert!(error.contains("do not change"), "{sql}: {error}");
-    }
+    refuses_change(&mut conn, "UPDATE messages SET project_id = 'prj_b' WHERE id = 'msg_1'").await;
+    refuses_change(&mut conn, "UPDATE messages SET api_key_id = 'key_missing' WHERE id = 'msg_1'")
+        .await;
 
     // deleting a key forgets it in its messages, as ON DELETE SET NULL did
     diesel::sql_query("DELETE FROM api_keys WHERE id = 'key_a'").execute(&mut conn).await.unwrap();
-    let keyed: Count =
-        diesel::sql_query("SELECT count(*) AS n FROM messages WHERE api_key_id IS NOT NULL")
-            .get_result(&mut conn)
-            .await
-            .unwrap();
-    assert_eq!((keyed.n, count(&mut conn, "messages").await), (0, 2));
+    assert_eq!(count(&mut conn, "messages WHERE api_key_id IS NOT NULL").await, 0);
+    assert_eq!(count(&mut conn, "messages").await, 2);
 
     // A project deleted while an insert into it is not yet committed waits for that insert
     // (its rows lock the project) and then takes its rows too: no message is left orphaned.
@@ -178,14 +161,9 @@ async fn a_message_keeps_to_its_project_and_key() {
     let mut watcher = AsyncPgConnection::establish(&db.url).await.unwrap();
     let mut waited = false;
     for _ in 0..200 {
-        let waiting: Count = diesel::sql_query(
-            "SELECT count(*) AS n FROM pg_stat_activity
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .get_result(&mut watcher)
-        .await
-        .unwrap();
-        if waiting.n > 0 {
+        let waiting = "pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'";
+        if count(&mut watcher, waiting).await > 0 {
             waited = true;
             break;
         }
@@ -194,66 +172,36 @@ async fn a_message_keeps_to_its_project_and_key() {
     assert!(waited, "the delete waits for the uncommitted insert");
     conn.batch_execute("COMMIT").await.unwrap();
     delete.await.unwrap().expect("the delete goes through once the insert committed");
-    let left: Vec<Name> =
-        diesel::sql_query("SELECT id AS name FROM messages").load(&mut conn).await.unwrap();
-    let left: Vec<String> = left.into_iter().map(|r| r.name).collect();
-    assert_eq!(left, ["msg_b"]);
+    assert_eq!(names(&mut conn, "SELECT id AS name FROM messages").await, ["msg_b"]);
 }
 
 /// message_search holds each message's lowercased recipient and subject from its insert until
 /// its deletion, and what it holds cannot drift from the message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_search_table_follows_the_messages() {
-    let db = TestDb::migrated().await;
-    let mut conn = AsyncPgConnection::establish(&db.url).await.unwrap();
+    let (_db, mut conn) = two_projects().await;
     conn.batch_execute(
-        "INSERT INTO organizations (id, name, slug) VALUES ('org_a', 'A', 'a');
-         INSERT INTO projects (id, organization_id, name, slug) VALUES
-            ('prj_a', 'org_a', 'A', 'a'), ('prj_b', 'org_a', 'B', 'b');
-         INSERT INTO messages (id, organization_id, project_id, channel, recipient, status, content)
+        "INSERT INTO messages (id, organization_id, project_id, channel, recipient, status, content)
          VALUES ('msg_a', 'org_a', 'prj_a', 'email', 'Alice@Example.com', 'queued', '{\"subject\": \"Your Invoice\"}'),
                 ('msg_b', 'org_a', 'prj_b', 'sms', '+14155550123', 'queued', '{\"text\": \"Hi\"}');",
     )
     .await
     .unwrap();
-    #[derive(QueryableByName, Debug, PartialEq)]
-    struct Row {
-        #[diesel(sql_type = Text)]
-        message_id: String,
-        #[diesel(sql_type = Text)]
-        project_id: String,
-        #[diesel(sql_type = Text)]
-        recipient: String,
-        #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
-        subject: Option<String>,
-    }
-    let row = |id: &str, project: &str, recipient: &str, subject: Option<&str>| Row {
-        message_id: id.into(),
-        project_id: project.into(),
-        recipient: recipient.into(),
-        subject: subject.map(Into::into),
-    };
-    let rows = async |conn: &mut AsyncPgConnection| -> Vec<Row> {
-        diesel::sql_query("SELECT * FROM message_search ORDER BY message_id")
-            .load(conn)
-            .await
-            .unwrap()
-    };
+    let rows =
+        "SELECT concat_ws(' ', message_id, project_id, recipient, coalesce(subject, '-')) AS name
+                FROM message_search ORDER BY message_id";
     assert_eq!(
-        rows(&mut conn).await,
-        [
-            row("msg_a", "prj_a", "alice@example.com", Some("your invoice")),
-            row("msg_b", "prj_b", "+14155550123", None)
-        ]
+        names(&mut conn, rows).await,
+        ["msg_a prj_a alice@example.com your invoice", "msg_b prj_b +14155550123 -"]
     );
 
-    for sql in [
-        "UPDATE messages SET recipient = 'bob@example.com' WHERE id = 'msg_a'",
+    refuses_change(&mut conn, "UPDATE messages SET recipient = 'b@example.com' WHERE id = 'msg_a'")
+        .await;
+    refuses_change(
+        &mut conn,
         "UPDATE messages SET content = '{\"subject\": \"Other\"}' WHERE id = 'msg_a'",
-    ] {
-        let error = diesel::sql_query(sql).execute(&mut conn).await.expect_err(sql).to_string();
-        assert!(error.contains("do not change"), "{sql}: {error}");
-    }
+    )
+    .await;
     // other columns change freely
     diesel::sql_query("UPDATE messages SET status = 'sent' WHERE id = 'msg_a'")
         .execute(&mut conn)
@@ -261,11 +209,38 @@ async fn the_search_table_follows_the_messages() {
         .unwrap();
 
     diesel::sql_query("DELETE FROM projects WHERE id = 'prj_a'").execute(&mut conn).await.unwrap();
-    assert_eq!(rows(&mut conn).await, [row("msg_b", "prj_b", "+14155550123", None)]);
+    assert_eq!(names(&mut conn, rows).await, ["msg_b prj_b +14155550123 -"]);
 }
 
-async fn count(conn: &mut AsyncPgConnection, table: &str) -> i64 {
-    let row: Count = diesel::sql_query(format!("SELECT count(*) AS n FROM {table}"))
+/// A migrated database with organization org_a and its projects prj_a and prj_b.
+async fn two_projects() -> (TestDb, AsyncPgConnection) {
+    let db = TestDb::migrated().await;
+    let mut conn = AsyncPgConnection::establish(&db.url).await.unwrap();
+    conn.batch_execute(
+        "INSERT INTO organizations (id, name, slug) VALUES ('org_a', 'A', 'a');
+         INSERT INTO projects (id, organization_id, name, slug) VALUES
+            ('prj_a', 'org_a', 'A', 'a'), ('prj_b', 'org_a', 'B', 'b');",
+    )
+    .await
+    .unwrap();
+    (db, conn)
+}
+
+/// The `name` column of `sql`'s rows.
+async fn names(conn: &mut AsyncPgConnection, sql: &str) -> Vec<String> {
+    let rows: Vec<Name> = diesel::sql_query(sql).load(conn).await.unwrap();
+    rows.into_iter().map(|r| r.name).collect()
+}
+
+/// Asserts that the update `sql` is refused: what it changes is fixed once written.
+async fn refuses_change(conn: &mut AsyncPgConnection, sql: &str) {
+    let error = diesel::sql_query(sql).execute(conn).await.expect_err(sql).to_string();
+    assert!(error.contains("do not change"), "{sql}: {error}");
+}
+
+/// `SELECT count(*) FROM {from}`.
+async fn count(conn: &mut AsyncPgConnection, from: &str) -> i64 {
+    let row: Count = diesel::sql_query(format!("SELECT count(*) AS n FROM {from}"))
         .get_result(conn)
         .await
         .unwrap();

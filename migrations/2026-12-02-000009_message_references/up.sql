@@ -17,30 +17,22 @@ ALTER TABLE messages DROP CONSTRAINT messages_api_key_id_fkey;
 
 CREATE FUNCTION messages_check_references() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
-    wanted  bigint;
     locked  bigint;
 BEGIN
-    SELECT count(*) INTO wanted FROM (SELECT DISTINCT organization_id, project_id FROM added) n;
-    WITH l AS (
-        SELECT 1 FROM projects p
-        WHERE (p.organization_id, p.id) IN (SELECT organization_id, project_id FROM added)
-        FOR KEY SHARE
-    )
-    SELECT count(*) INTO locked FROM l;
-    IF locked < wanted THEN
+    PERFORM 1 FROM projects p
+    WHERE (p.organization_id, p.id) IN (SELECT organization_id, project_id FROM added)
+    FOR KEY SHARE;
+    GET DIAGNOSTICS locked = ROW_COUNT;
+    IF locked < (SELECT count(DISTINCT (organization_id, project_id)) FROM added) THEN
         -- the words a foreign key would use, for anything that matches them
         RAISE EXCEPTION 'insert or update on table "messages" violates foreign key constraint "messages_organization_id_project_id_fkey"'
             USING ERRCODE = 'foreign_key_violation', TABLE = 'messages',
                   CONSTRAINT = 'messages_organization_id_project_id_fkey';
     END IF;
-    SELECT count(*) INTO wanted FROM (SELECT DISTINCT api_key_id FROM added WHERE api_key_id IS NOT NULL) n;
-    WITH l AS (
-        SELECT 1 FROM api_keys k
-        WHERE k.id IN (SELECT api_key_id FROM added)
-        FOR KEY SHARE
-    )
-    SELECT count(*) INTO locked FROM l;
-    IF locked < wanted THEN
+    PERFORM 1 FROM api_keys k WHERE k.id IN (SELECT api_key_id FROM added) FOR KEY SHARE;
+    GET DIAGNOSTICS locked = ROW_COUNT;
+    -- count(DISTINCT) leaves out the NULLs: messages sent without a key
+    IF locked < (SELECT count(DISTINCT api_key_id) FROM added) THEN
         RAISE EXCEPTION 'insert or update on table "messages" violates foreign key constraint "messages_api_key_id_fkey"'
             USING ERRCODE = 'foreign_key_violation', TABLE = 'messages',
                   CONSTRAINT = 'messages_api_key_id_fkey';
@@ -53,9 +45,10 @@ CREATE TRIGGER messages_check_references AFTER INSERT ON messages
     REFERENCING NEW TABLE AS added
     FOR EACH STATEMENT EXECUTE FUNCTION messages_check_references();
 
-CREATE FUNCTION messages_keep_references() RETURNS trigger LANGUAGE plpgsql AS $$
+-- Refuses to change what a message was written with; the trigger names it in its argument.
+CREATE FUNCTION messages_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    RAISE EXCEPTION 'a message''s organization, project and API key do not change'
+    RAISE EXCEPTION 'a message''s % do not change', TG_ARGV[0]
         USING ERRCODE = 'integrity_constraint_violation', TABLE = 'messages';
 END
 $$;
@@ -65,7 +58,7 @@ CREATE TRIGGER messages_keep_references BEFORE UPDATE OF organization_id, projec
     WHEN (OLD.organization_id IS DISTINCT FROM NEW.organization_id
           OR OLD.project_id IS DISTINCT FROM NEW.project_id
           OR OLD.api_key_id IS DISTINCT FROM NEW.api_key_id AND NEW.api_key_id IS NOT NULL)
-    EXECUTE FUNCTION messages_keep_references();
+    EXECUTE FUNCTION messages_refuse_change('organization, project and API key');
 
 CREATE FUNCTION delete_project_messages() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN

@@ -1,5 +1,4 @@
 DROP TRIGGER messages_keep_search ON messages;
-DROP FUNCTION messages_keep_search();
 DROP TRIGGER messages_delete_search ON messages;
 DROP FUNCTION delete_message_search();
 DROP TRIGGER messages_index_search ON messages;

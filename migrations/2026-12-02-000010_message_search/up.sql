@@ -58,14 +58,7 @@ CREATE TRIGGER messages_delete_search AFTER DELETE ON messages
     FOR EACH STATEMENT EXECUTE FUNCTION delete_message_search();
 
 -- what is searched must stay what was written
-CREATE FUNCTION messages_keep_search() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION 'a message''s recipient and content do not change'
-        USING ERRCODE = 'integrity_constraint_violation', TABLE = 'messages';
-END
-$$;
-
 CREATE TRIGGER messages_keep_search BEFORE UPDATE OF recipient, content ON messages
     FOR EACH ROW
     WHEN (OLD.recipient IS DISTINCT FROM NEW.recipient OR OLD.content IS DISTINCT FROM NEW.content)
-    EXECUTE FUNCTION messages_keep_search();
+    EXECUTE FUNCTION messages_refuse_change('recipient and content');

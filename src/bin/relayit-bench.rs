@@ -222,11 +222,10 @@ async fn load(
             let head = format!(
                 "POST {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\n"
             );
-            let address = address.clone();
+            let mut connection = Http1 { address: address.clone(), stream: None, buffer: Vec::new() };
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 let mut errors = 0;
-                let mut connection = None;
                 while Instant::now() < deadline {
                     let n = counter.fetch_add(1, Ordering::Relaxed);
                     if n >= max {
@@ -240,20 +239,10 @@ async fn load(
                     };
                     let request = format!("{head}Content-Length: {}\r\n\r\n{body}", body.len());
                     let sent = Instant::now();
-                    let status = match &mut connection {
-                        Some(c) => Http1::post(c, request.as_bytes()).await,
-                        none => match Http1::connect(&address).await {
-                            Ok(c) => Http1::post(none.insert(c), request.as_bytes()).await,
-                            Err(e) => Err(e),
-                        },
-                    };
-                    if matches!(status, Ok(202)) {
+                    if matches!(connection.post(request.as_bytes()).await, Ok(202)) {
                         latencies.push(sent.elapsed());
                     } else {
                         errors += 1;
-                        if status.is_err() {
-                            connection = None;
-                        }
                     }
                 }
                 (latencies, errors)
@@ -276,23 +265,35 @@ async fn load(
 /// the server's two cores, so it is kept as light as a load generator can be: a general client
 /// (reqwest) cost the server about a quarter of its throughput here.
 struct Http1 {
-    stream: tokio::net::TcpStream,
+    address: String,
+    /// Opened on first use, and again after a failed exchange.
+    stream: Option<tokio::net::TcpStream>,
     buffer: Vec<u8>,
 }
 
 impl Http1 {
-    async fn connect(address: &str) -> std::io::Result<Self> {
-        let stream = tokio::net::TcpStream::connect(address).await?;
-        stream.set_nodelay(true)?;
-        Ok(Self { stream, buffer: Vec::with_capacity(4096) })
-    }
-
     /// Sends a rendered request and reads the whole answer; returns its status.
     async fn post(&mut self, request: &[u8]) -> std::io::Result<u16> {
+        let exchange = self.exchange(request).await;
+        if exchange.is_err() {
+            self.stream = None;
+        }
+        exchange
+    }
+
+    async fn exchange(&mut self, request: &[u8]) -> std::io::Result<u16> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let invalid =
             |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
-        self.stream.write_all(request).await?;
+        let stream = match &mut self.stream {
+            Some(stream) => stream,
+            none => {
+                let stream = tokio::net::TcpStream::connect(&self.address).await?;
+                stream.set_nodelay(true)?;
+                none.insert(stream)
+            }
+        };
+        stream.write_all(request).await?;
         self.buffer.clear();
         loop {
             let mut headers = [httparse::EMPTY_HEADER; 32];
@@ -308,13 +309,13 @@ impl Http1 {
                     .and_then(|h| std::str::from_utf8(h.value).ok()?.parse::<usize>().ok())
                     .ok_or_else(|| invalid("no content-length"))?;
                 while self.buffer.len() < head + length {
-                    if self.stream.read_buf(&mut self.buffer).await? == 0 {
+                    if stream.read_buf(&mut self.buffer).await? == 0 {
                         return Err(invalid("closed mid-answer"));
                     }
                 }
                 return Ok(status);
             }
-            if self.stream.read_buf(&mut self.buffer).await? == 0 {
+            if stream.read_buf(&mut self.buffer).await? == 0 {
                 return Err(invalid("closed before answering"));
             }
         }

@@ -130,9 +130,10 @@ fn with_dead_peer_detection(url: &str) -> String {
         // not a URL (a key=value string): left to tokio-postgres as given
         return url.to_owned();
     };
-    let present: Vec<String> = parsed.query_pairs().map(|(k, _)| k.into_owned()).collect();
-    let missing: Vec<_> =
-        DEFAULTS.iter().filter(|(key, _)| !present.iter().any(|p| p == key)).collect();
+    let missing: Vec<_> = DEFAULTS
+        .iter()
+        .filter(|(key, _)| !parsed.query_pairs().any(|(present, _)| present == *key))
+        .collect();
     if !missing.is_empty() {
         let mut query = parsed.query_pairs_mut();
         for (key, value) in missing {
