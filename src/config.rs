@@ -65,6 +65,9 @@ pub struct ApiConfig {
     pub ingest_max_batch: usize,
     /// Ingestion transactions in flight at once.
     pub ingest_commits: usize,
+    /// How often the search indexes' pending entries are merged (`ingest::merge_search`).
+    #[serde(with = "humantime_serde")]
+    pub search_merge_interval: Duration,
     /// Messages per second each API key may send; 0 = no limit. A key's own `rateLimit`
     /// takes precedence.
     pub send_rate_limit: u32,
@@ -76,6 +79,7 @@ impl Default for ApiConfig {
             ingest_window: Duration::ZERO,
             ingest_max_batch: 2000,
             ingest_commits: 4,
+            search_merge_interval: Duration::from_secs(1),
             send_rate_limit: 0,
         }
     }
@@ -538,6 +542,7 @@ impl Config {
         positive("redis.pool_size", self.redis.pool_size)?;
         positive("api.ingest_max_batch", self.api.ingest_max_batch)?;
         positive("api.ingest_commits", self.api.ingest_commits)?;
+        nonzero_duration("api.search_merge_interval", self.api.search_merge_interval)?;
         positive("delivery.concurrency", self.delivery.concurrency)?;
         positive("delivery.max_attempts", self.delivery.max_attempts as usize)?;
         nonzero_duration("database.connect_timeout", self.database.connect_timeout)?;

@@ -188,6 +188,32 @@ async fn commit_and_reply(pool: &db::Pool, redis: &Redis, batch: Vec<(Submission
     }
 }
 
+/// Merges the search indexes' pending entries every `every` until `stop`: ingestion only
+/// appends to the pending lists, and merging them in bulk, beside the commits, costs less and
+/// stalls none of them (`messages::merge_search_pending`). Their size limit (migration
+/// 000011) is a backstop for when no merger runs.
+pub async fn merge_search(pool: db::Pool, every: Duration, stop: CancellationToken) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let merge = async || match pool.get().await {
+        Ok(mut conn) => messages::merge_search_pending(&mut conn).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    loop {
+        // stopping abandons a merge (Postgres rolls it back); the next one merges it all
+        let merged = tokio::select! {
+            merged = async { ticker.tick().await; merge().await } => merged,
+            () = stop.cancelled() => return,
+        };
+        match merged {
+            Ok(pages) => tracing::debug!(?pages, "merged the search indexes' pending entries"),
+            Err(error) => {
+                tracing::warn!(%error, "could not merge the search indexes' pending entries")
+            }
+        }
+    }
+}
+
 fn unavailable(error: DbError) -> IngestError {
     IngestError::Unavailable(error.to_string())
 }

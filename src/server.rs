@@ -141,6 +141,12 @@ pub async fn start(config: Config, roles: Roles) -> anyhow::Result<Running> {
             committer.run(pool, redis, limits, token).await;
             ("ingest", Ok(()))
         });
+        let (pool, every, token) =
+            (state.db.clone(), state.config.api.search_merge_interval, shutdown.clone());
+        tasks.spawn(async move {
+            crate::ingest::merge_search(pool, every, token).await;
+            ("search-merge", Ok(()))
+        });
         if state.tenants.enabled() {
             let (tenants, redis, token) =
                 (state.tenants.clone(), state.redis.clone(), shutdown.clone());

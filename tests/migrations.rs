@@ -212,6 +212,40 @@ async fn the_search_table_follows_the_messages() {
     assert_eq!(names(&mut conn, rows).await, ["msg_b prj_b +14155550123 -"]);
 }
 
+/// New search entries wait in the GIN pending lists, beyond the reach of the inserts' own
+/// merging, until `merge_search_pending` merges them (one process at a time), and searches
+/// find them before and after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_entries_wait_for_the_merger() {
+    use relayit::db::messages::merge_search_pending;
+    let (db, mut conn) = two_projects().await;
+    conn.batch_execute(
+        "INSERT INTO messages (id, organization_id, project_id, channel, recipient, status, content)
+         SELECT 'msg_' || g, 'org_a', 'prj_a', 'email', 'user' || g || '@example.com', 'queued',
+                jsonb_build_object('subject', 'Order ' || g || ' shipped')
+         FROM generate_series(1, 2000) g;",
+    )
+    .await
+    .unwrap();
+    // through the trigram indexes only, so that what they hold is what is counted
+    let found = "message_search WHERE recipient LIKE '%user17%' AND subject LIKE '%order 17%'";
+    conn.batch_execute("SET enable_seqscan = off").await.unwrap();
+    let before = count(&mut conn, found).await;
+    assert_eq!(before, 111, "user17, user170-179, user1700-1799");
+
+    // another process merging: this one leaves it to it
+    let mut other = AsyncPgConnection::establish(&db.url).await.unwrap();
+    other.batch_execute("BEGIN").await.unwrap();
+    let merged = merge_search_pending(&mut other).await.unwrap();
+    // all of it was left pending: more than the two indexes' lists held at 256 kB (000008)
+    assert!(merged.is_some_and(|pages| pages > 64), "pending pages merged: {merged:?}");
+    assert_eq!(merge_search_pending(&mut conn).await.unwrap(), None);
+    other.batch_execute("COMMIT").await.unwrap();
+
+    assert_eq!(merge_search_pending(&mut conn).await.unwrap(), Some(0), "nothing left pending");
+    assert_eq!(count(&mut conn, found).await, before);
+}
+
 /// A migrated database with organization org_a and its projects prj_a and prj_b.
 async fn two_projects() -> (TestDb, AsyncPgConnection) {
     let db = TestDb::migrated().await;
