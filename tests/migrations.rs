@@ -246,6 +246,24 @@ async fn search_entries_wait_for_the_merger() {
     assert_eq!(count(&mut conn, found).await, before);
 }
 
+/// Ids compare as bytes (000012), all of them: an id column left under the database's
+/// collation could not be compared with the others ("could not determine which collation").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_id_column_compares_as_bytes() {
+    let db = TestDb::migrated().await;
+    let mut conn = AsyncPgConnection::establish(&db.url).await.unwrap();
+    let ids = "information_schema.columns
+               WHERE table_schema = 'public' AND data_type = 'text'
+                 AND (column_name = 'id' OR column_name LIKE '%\\_id')
+                 AND table_name <> '__diesel_schema_migrations'";
+    let other = format!(
+        "SELECT table_name || '.' || column_name AS name FROM {ids}
+                         AND collation_name IS DISTINCT FROM 'C'"
+    );
+    assert_eq!(names(&mut conn, &other).await, Vec::<String>::new());
+    assert!(count(&mut conn, ids).await >= 40, "the id columns were found");
+}
+
 /// A migrated database with organization org_a and its projects prj_a and prj_b.
 async fn two_projects() -> (TestDb, AsyncPgConnection) {
     let db = TestDb::migrated().await;
