@@ -392,7 +392,7 @@ impl Default for WebhooksConfig {
 impl Default for DeliveryConfig {
     fn default() -> Self {
         Self {
-            concurrency: 256,
+            concurrency: 1024,
             max_attempts: 8,
             visibility_timeout: Duration::from_secs(300),
             retry_base_delay: Duration::from_secs(5),
