@@ -193,17 +193,13 @@ async fn commit_and_reply(pool: &db::Pool, redis: &Redis, batch: Vec<(Submission
 /// stalls none of them (`messages::merge_search_pending`). Their size limit (migration
 /// 000011) is a backstop for when no merger runs.
 pub async fn merge_search(pool: db::Pool, every: Duration, stop: CancellationToken) {
-    let mut ticker = tokio::time::interval(every);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let merge = async || match pool.get().await {
-        Ok(mut conn) => messages::merge_search_pending(&mut conn).await.map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
-    loop {
-        // stopping abandons a merge (Postgres rolls it back); the next one merges it all
-        let merged = tokio::select! {
-            merged = async { ticker.tick().await; merge().await } => merged,
-            () = stop.cancelled() => return,
+    // a merge cut off by shutdown is rolled back; the next one, in any process, does it all
+    crate::delivery::recovery::every(every, stop, || async {
+        let merged = match pool.get().await {
+            Ok(mut conn) => {
+                messages::merge_search_pending(&mut conn).await.map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
         };
         match merged {
             Ok(pages) => tracing::debug!(?pages, "merged the search indexes' pending entries"),
@@ -211,7 +207,8 @@ pub async fn merge_search(pool: db::Pool, every: Duration, stop: CancellationTok
                 tracing::warn!(%error, "could not merge the search indexes' pending entries")
             }
         }
-    }
+    })
+    .await
 }
 
 fn unavailable(error: DbError) -> IngestError {
