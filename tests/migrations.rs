@@ -26,6 +26,7 @@ const TABLES: &[&str] = &[
     "idempotency_keys",
     "webhook_deliveries",
     "webhook_jobs",
+    "held_receipts",
 ];
 
 #[derive(QueryableByName)]
@@ -351,6 +352,31 @@ async fn constraints_guard_enums_tenancy_and_cascades() {
         VALUES ('key_1', 'org_a', 'n', decode(repeat('00', 32), 'hex'), 'rly_', ARRAY['admin'])",
     )
     .await;
+    let held = "INSERT INTO held_receipts (organization_id, channel, provider_message_id,
+        from_statuses, to_status, details, received_at) VALUES";
+    diesel::sql_query(format!(
+        "{held} ('org_a', 'email', 'ses-1', ARRAY['sent'], 'delivered', '{{}}', now())"
+    ))
+    .execute(&mut conn)
+    .await
+    .expect("valid held receipt");
+    rejects(
+        &mut conn,
+        &format!("{held} ('org_a', 'email', 'ses-1', ARRAY['sent'], 'lost', '{{}}', now())"),
+    )
+    .await;
+    rejects(
+        &mut conn,
+        &format!(
+            "{held} ('org_a', 'email', 'ses-1', ARRAY['sent', NULL], 'failed', '{{}}', now())"
+        ),
+    )
+    .await;
+    rejects(
+        &mut conn,
+        &format!("{held} ('org_a', 'email', 'ses-1', ARRAY[]::text[], 'failed', '{{}}', now())"),
+    )
+    .await;
     // prefixed ids and slugs
     rejects(&mut conn, "INSERT INTO organizations (id, name, slug) VALUES ('x_c', 'C', 'c')").await;
     rejects(&mut conn, "INSERT INTO projects (id, organization_id, name, slug) VALUES ('prj_c', 'org_a', 'C', 'Not A Slug')").await;
@@ -366,7 +392,8 @@ async fn constraints_guard_enums_tenancy_and_cascades() {
         .await
         .unwrap();
     let left: Count = diesel::sql_query(
-        "SELECT (SELECT count(*) FROM messages) + (SELECT count(*) FROM projects WHERE organization_id = 'org_a') AS n",
+        "SELECT (SELECT count(*) FROM messages) + (SELECT count(*) FROM held_receipts)
+             + (SELECT count(*) FROM projects WHERE organization_id = 'org_a') AS n",
     )
     .get_result(&mut conn)
     .await

@@ -8,8 +8,11 @@ mod common;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use chrono::Utc;
 use common::stub::{Recorded, Reply, Stub};
 use common::{Account, TestApp, message_for, opened_credential};
+use diesel_async::{AsyncConnection, AsyncPgConnection};
+use relayit::db::receipts::{self, HeldRound};
 use relayit::delivery::connector::{Connector, ProviderError};
 use relayit::delivery::whatsapp::{DEFAULT_API_VERSION, Whatsapp};
 use relayit::providers::ProviderType;
@@ -411,7 +414,7 @@ async fn signed_status_callbacks_move_messages_and_forgeries_change_nothing() {
     let (code, result) =
         post_callback(&app, &credential_id, &body, Some(&sign(APP_SECRET, &body))).await;
     assert_eq!(code, 200, "{result}");
-    assert_eq!(result, json!({"received": 2, "applied": 1}));
+    assert_eq!(result, json!({"received": 2, "applied": 1, "held": 0}));
     let (_, message) = app.get_as(&key, &format!("/v1/messages/{first}")).await;
     assert_eq!(message["status"], "delivered");
     let event =
@@ -427,7 +430,7 @@ async fn signed_status_callbacks_move_messages_and_forgeries_change_nothing() {
     ]);
     let (code, result) =
         post_callback(&app, &credential_id, &read, Some(&sign(APP_SECRET, &read))).await;
-    assert_eq!((code, result), (200, json!({"received": 2, "applied": 0})));
+    assert_eq!((code, result), (200, json!({"received": 2, "applied": 0, "held": 0})));
     let (_, message) = app.get_as(&key, &format!("/v1/messages/{first}")).await;
     assert_eq!(event_statuses(&message), events);
 
@@ -438,7 +441,7 @@ async fn signed_status_callbacks_move_messages_and_forgeries_change_nothing() {
     let body = callback(vec![failed]);
     let (code, result) =
         post_callback(&app, &credential_id, &body, Some(&sign(APP_SECRET, &body))).await;
-    assert_eq!((code, result), (200, json!({"received": 1, "applied": 1})));
+    assert_eq!((code, result), (200, json!({"received": 1, "applied": 1, "held": 0})));
     let (_, message) = app.get_as(&key, &format!("/v1/messages/{second}")).await;
     assert_eq!(message["status"], "failed");
     assert_eq!(
@@ -451,6 +454,42 @@ async fn signed_status_callbacks_move_messages_and_forgeries_change_nothing() {
     let (code, body) =
         post_callback(&app, &credential_id, &junk, Some(&sign(APP_SECRET, &junk))).await;
     assert_eq!(code, 400, "{body}");
+    stub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_ahead_of_its_send_is_held_until_the_send_is_recorded() {
+    let stub = graph().await;
+    let app = TestApp::spawn_with(|c| {
+        c.providers.allow_endpoint_overrides = true;
+        c.delivery.sweep_interval = Duration::from_millis(100);
+    })
+    .await;
+    let (owner, key) = app.sender("Hana").await;
+    let credential_id = credential(&app, &owner, &stub, json!({})).await;
+
+    // Meta reports the stub's first message delivered before RelayIt recorded it as sent
+    let wamid = "wamid.HBgLMTY1MDM4Nzk0MzkVAgARGBI0";
+    let body = callback(vec![status_update(wamid, "delivered")]);
+    let (code, result) =
+        post_callback(&app, &credential_id, &body, Some(&sign(APP_SECRET, &body))).await;
+    assert_eq!((code, result), (200, json!({"received": 1, "applied": 0, "held": 1})));
+
+    let id = send(&app, &key, json!({"text": "quick"})).await;
+    app.wait_for_status(&key, &id, "delivered").await;
+    let (_, message) = app.get_as(&key, &format!("/v1/messages/{id}")).await;
+    assert_eq!(message["providerMessageId"], wamid);
+    assert_eq!(event_statuses(&message), ["received", "queued", "processing", "sent", "delivered"]);
+    assert_eq!(message["events"][4]["details"]["providerStatus"], "delivered");
+
+    // released once applied: the same update again is a repeat, not held
+    let (code, result) =
+        post_callback(&app, &credential_id, &body, Some(&sign(APP_SECRET, &body))).await;
+    assert_eq!((code, result), (200, json!({"received": 1, "applied": 0, "held": 0})));
+    let mut conn = AsyncPgConnection::establish(&app.db.url).await.unwrap();
+    let now = Utc::now();
+    let round = receipts::apply_held(&mut conn, now, now + chrono::Duration::minutes(1)).await;
+    assert_eq!(round.unwrap(), HeldRound::default(), "nothing left held");
     stub.stop().await;
 }
 
@@ -486,7 +525,15 @@ async fn callbacks_reach_only_their_own_organizations_messages() {
         Some(&sign("mallory-secret", &body)),
     )
     .await;
-    assert_eq!((code, result), (200, json!({"received": 1, "applied": 0})));
+    // her organization has no message with that id: held there, where none will ever match,
+    // and dropped after the hold
+    assert_eq!((code, result), (200, json!({"received": 1, "applied": 0, "held": 1})));
+    let mut conn = AsyncPgConnection::establish(&app.db.url).await.unwrap();
+    let now = Utc::now();
+    let round = receipts::apply_held(&mut conn, now, now - chrono::Duration::minutes(1)).await;
+    assert_eq!(round.unwrap(), HeldRound::default(), "kept while the hold lasts");
+    let round = receipts::apply_held(&mut conn, now, now + chrono::Duration::minutes(1)).await;
+    assert_eq!(round.unwrap(), HeldRound { expired: 1, ..HeldRound::default() });
     let (_, message) = app.get_as(&key, &format!("/v1/messages/{id}")).await;
     assert_eq!(message["status"], "sent");
 

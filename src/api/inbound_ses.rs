@@ -14,7 +14,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::db::providers::find_for_callback;
-use crate::db::receipts::{self, Receipt};
+use crate::db::receipts::{self, Applied, Receipt};
 use crate::error::ApiError;
 use crate::inbound::ses;
 use crate::inbound::sns::{
@@ -29,7 +29,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct InboundResult {
-    /// `applied` (a message changed status), `confirmed` (the subscription), or `ignored`.
+    /// `applied` (a message changed status), `held` (the receipt names no message yet and
+    /// applies once one carries its id), `confirmed` (the subscription), or `ignored`.
     pub result: &'static str,
     pub detail: String,
 }
@@ -102,15 +103,24 @@ pub async fn ses_events(
                 },
             )
             .await?;
-            Ok(match applied.as_slice() {
-                [] => answer(
+            Ok(match applied {
+                Applied::Moved(ids) => {
+                    answer("applied", format!("message {} is {}", ids.join(", "), change.to))
+                }
+                Applied::Ignored => answer(
                     "ignored",
                     format!(
                         "no message of this provider with SES id {} can become {}",
                         change.provider_message_id, change.to
                     ),
                 ),
-                ids => answer("applied", format!("message {} is {}", ids.join(", "), change.to)),
+                Applied::Held => answer(
+                    "held",
+                    format!(
+                        "no message has SES id {} yet; it becomes {} once its send is recorded",
+                        change.provider_message_id, change.to
+                    ),
+                ),
             })
         }
         // verify() refuses every other type

@@ -11,7 +11,8 @@
 //! is not signed by the credential's `appSecret` changes nothing. `delivered` and `read` move a
 //! `sent` message to `delivered`, `failed` moves it to `failed` with Graph's error; the message
 //! is found by its provider message id within the credential's organization, and a repeated
-//! callback finds it past `sent` and changes nothing.
+//! callback finds it past `sent` and changes nothing. An update that comes before the message's
+//! `sent` is recorded is held until it is (`db::receipts`).
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -23,7 +24,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::api::providers::open_credentials;
 use crate::db::messages::{DELIVERED, FAILED, SENT};
 use crate::db::providers::{ProviderCredential, find_for_callback};
-use crate::db::receipts::{self, Receipt};
+use crate::db::receipts::{self, Applied, Receipt};
 use crate::error::ApiError;
 use crate::providers::{ProviderType, WhatsappCredentials};
 use crate::state::AppState;
@@ -206,6 +207,8 @@ pub struct CallbackResult {
     pub received: usize,
     /// Messages whose status they changed.
     pub applied: usize,
+    /// Updates that named no message yet: they apply once the message's send is recorded.
+    pub held: usize,
 }
 
 /// Status updates from the Cloud API, signed with the credential's `appSecret`.
@@ -241,7 +244,7 @@ pub async fn statuses(
         .flat_map(|value| value.statuses)
         .collect();
     let mut conn = state.db.get().await?;
-    let mut applied = 0;
+    let (mut applied, mut held) = (0, 0);
     for status in &statuses {
         let (to, reason) = match status.status.as_str() {
             "delivered" | "read" => (DELIVERED, None),
@@ -267,7 +270,7 @@ pub async fn statuses(
         if let Some(reason) = &reason {
             details["error"] = json!(reason);
         }
-        let moved = receipts::apply(
+        match receipts::apply(
             &mut conn,
             Receipt {
                 organization_id: &row.organization_id,
@@ -279,13 +282,20 @@ pub async fn statuses(
                 details,
             },
         )
-        .await?;
-        applied += moved.len();
+        .await?
+        {
+            Applied::Moved(ids) => applied += ids.len(),
+            Applied::Held => held += 1,
+            Applied::Ignored => {}
+        }
     }
-    tracing::debug!(credential = %row.id, received = statuses.len(), applied, "whatsapp receipts");
-    Ok(HttpResponse::Ok()
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(CallbackResult { received: statuses.len(), applied }))
+    tracing::debug!(credential = %row.id, received = statuses.len(), applied, held,
+        "whatsapp receipts");
+    Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(CallbackResult {
+        received: statuses.len(),
+        applied,
+        held,
+    }))
 }
 
 #[cfg(test)]

@@ -6,13 +6,20 @@
 //! receipt can never touch another tenant's message. The change is a conditional UPDATE on the
 //! statuses it may leave, so a repeated or late receipt changes nothing: receipts can be
 //! applied any number of times.
+//!
+//! A receipt can also come early: the provider reports a message delivered while the worker's
+//! write of `sent`, which stores the provider message id, has not committed yet. Dropping it
+//! would leave the message `sent` for good, so a receipt that names no message is held
+//! (`held_receipts`, migration 000013) and the workers' sweeper applies it once the message
+//! carries that id ([`apply_held`]).
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use diesel::prelude::*;
+use diesel::sql_types::{Array, BigInt, Jsonb, Nullable, Text, Timestamptz};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
 use crate::db::messages::Event;
-use crate::db::schema::{message_events, messages};
+use crate::db::schema::{held_receipts, message_events, messages};
 
 /// What a receipt asks of the messages it names.
 pub struct Receipt<'a> {
@@ -27,33 +34,189 @@ pub struct Receipt<'a> {
     pub details: serde_json::Value,
 }
 
-/// Applies `receipt`: its messages move to `to`, each with its event, in one transaction.
-/// Returns the ids of the messages it moved: none for an unknown provider message id, or a
-/// message already past `from`.
-pub async fn apply(conn: &mut AsyncPgConnection, receipt: Receipt<'_>) -> QueryResult<Vec<String>> {
+/// What became of a receipt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// These messages moved.
+    Moved(Vec<String>),
+    /// Its messages are already past the receipt's `from` (a repeated or late receipt).
+    Ignored,
+    /// It names no message yet: kept for when one carries its provider message id.
+    Held,
+}
+
+/// Applies `receipt`: its messages move to `to`, each with its event, in one transaction; or,
+/// when no message carries its provider message id yet, it is held for [`apply_held`].
+pub async fn apply(conn: &mut AsyncPgConnection, receipt: Receipt<'_>) -> QueryResult<Applied> {
     conn.transaction(async |conn| {
         let now = Utc::now();
-        // the UPDATE locks the rows, so their events are written in the transaction that
-        // locks their message (the hot path migration's rule for message_events)
-        let moved: Vec<String> = diesel::update(messages::table)
-            .filter(messages::organization_id.eq(receipt.organization_id))
-            .filter(messages::channel.eq(receipt.channel))
-            .filter(messages::provider_message_id.eq(receipt.provider_message_id))
-            .filter(messages::status.eq_any(receipt.from))
-            .set((
-                messages::status.eq(receipt.to),
-                messages::status_reason.eq(receipt.reason),
-                messages::updated_at.eq(now),
-            ))
-            .returning(messages::id)
-            .get_results(conn)
+        // Looked for before the move, not after: a `sent` committed in between would be seen
+        // by a later look but not by the move, and the receipt dropped. This way a message
+        // seen here is seen by the move, and one committed after it finds the receipt held.
+        let known: bool = diesel::select(diesel::dsl::exists(
+            messages::table
+                .filter(messages::organization_id.eq(receipt.organization_id))
+                .filter(messages::channel.eq(receipt.channel))
+                .filter(messages::provider_message_id.eq(receipt.provider_message_id)),
+        ))
+        .get_result(conn)
+        .await?;
+        if !known {
+            diesel::insert_into(held_receipts::table)
+                .values((
+                    held_receipts::organization_id.eq(receipt.organization_id),
+                    held_receipts::channel.eq(receipt.channel),
+                    held_receipts::provider_message_id.eq(receipt.provider_message_id),
+                    held_receipts::from_statuses.eq(receipt.from),
+                    held_receipts::to_status.eq(receipt.to),
+                    held_receipts::reason.eq(receipt.reason),
+                    held_receipts::details.eq(&receipt.details),
+                    held_receipts::received_at.eq(now),
+                ))
+                .execute(conn)
+                .await?;
+            return Ok(Applied::Held);
+        }
+        let moved = move_messages(conn, &receipt, now).await?;
+        Ok(if moved.is_empty() { Applied::Ignored } else { Applied::Moved(moved) })
+    })
+    .await
+}
+
+/// The messages `receipt` names move to its status, each with its event; returns their ids.
+///
+/// The change is timed `now`, or just after the message's last change if that looks later:
+/// the `sent` a receipt follows may have been timed by another process's clock, or, for a
+/// held receipt, after the sweep began; a message's history must still read in order.
+async fn move_messages(
+    conn: &mut AsyncPgConnection,
+    receipt: &Receipt<'_>,
+    now: DateTime<Utc>,
+) -> QueryResult<Vec<String>> {
+    #[derive(QueryableByName)]
+    struct Moved {
+        #[diesel(sql_type = Text)]
+        id: String,
+        #[diesel(sql_type = Timestamptz)]
+        updated_at: DateTime<Utc>,
+    }
+    // the UPDATE locks the rows, so their events are written in the transaction that locks
+    // their message (the hot path migration's rule for message_events)
+    let moved: Vec<Moved> = diesel::sql_query(
+        "UPDATE messages
+         SET status = $5, status_reason = $6,
+             updated_at = GREATEST($7, updated_at + interval '1 microsecond')
+         WHERE organization_id = $1 AND channel = $2 AND provider_message_id = $3
+           AND status = ANY($4)
+         RETURNING id, updated_at",
+    )
+    .bind::<Text, _>(receipt.organization_id)
+    .bind::<Text, _>(receipt.channel)
+    .bind::<Text, _>(receipt.provider_message_id)
+    .bind::<Array<Text>, _>(receipt.from)
+    .bind::<Text, _>(receipt.to)
+    .bind::<Nullable<Text>, _>(receipt.reason)
+    .bind::<Timestamptz, _>(now)
+    .load(conn)
+    .await?;
+    let events: Vec<Event> = moved
+        .iter()
+        .map(|m| Event::new(&m.id, receipt.to, receipt.details.clone(), m.updated_at))
+        .collect();
+    diesel::insert_into(message_events::table).values(&events).execute(conn).await?;
+    Ok(moved.into_iter().map(|m| m.id).collect())
+}
+
+/// Held receipts taken per statement.
+const HELD_BATCH: i64 = 500;
+
+#[derive(QueryableByName)]
+struct Held {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = Text)]
+    organization_id: String,
+    #[diesel(sql_type = Text)]
+    channel: String,
+    #[diesel(sql_type = Text)]
+    provider_message_id: String,
+    #[diesel(sql_type = Array<Text>)]
+    from_statuses: Vec<String>,
+    #[diesel(sql_type = Text)]
+    to_status: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    reason: Option<String>,
+    #[diesel(sql_type = Jsonb)]
+    details: serde_json::Value,
+}
+
+/// What a round of [`apply_held`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct HeldRound {
+    /// Held receipts whose message has its provider message id now: applied (or found late,
+    /// like any receipt) and released.
+    pub released: usize,
+    /// Messages they moved.
+    pub moved: usize,
+    /// Held since before the cut-off and still matching nothing: dropped.
+    pub expired: usize,
+}
+
+/// Applies the held receipts whose message now carries their provider message id, oldest
+/// first (a delivery before the complaint that follows it), and drops those held since before
+/// `expire_before` that still match nothing. One transaction; rows another sweeper is applying
+/// are skipped, not waited for.
+pub async fn apply_held(
+    conn: &mut AsyncPgConnection,
+    now: DateTime<Utc>,
+    expire_before: DateTime<Utc>,
+) -> QueryResult<HeldRound> {
+    conn.transaction(async |conn| {
+        let held: Vec<Held> = diesel::sql_query(
+            "SELECT h.id, h.organization_id, h.channel, h.provider_message_id, h.from_statuses,
+                 h.to_status, h.reason, h.details
+             FROM held_receipts h
+             WHERE EXISTS (SELECT 1 FROM messages m
+                           WHERE m.provider_message_id = h.provider_message_id
+                             AND m.organization_id = h.organization_id
+                             AND m.channel = h.channel)
+             ORDER BY h.id
+             LIMIT $1
+             FOR UPDATE OF h SKIP LOCKED",
+        )
+        .bind::<BigInt, _>(HELD_BATCH)
+        .load(conn)
+        .await?;
+        let mut round = HeldRound { released: held.len(), ..HeldRound::default() };
+        for h in &held {
+            let from: Vec<&str> = h.from_statuses.iter().map(String::as_str).collect();
+            let receipt = Receipt {
+                organization_id: &h.organization_id,
+                channel: &h.channel,
+                provider_message_id: &h.provider_message_id,
+                from: &from,
+                to: &h.to_status,
+                reason: h.reason.as_deref(),
+                details: h.details.clone(),
+            };
+            round.moved += move_messages(conn, &receipt, now).await?.len();
+        }
+        let ids: Vec<i64> = held.iter().map(|h| h.id).collect();
+        diesel::delete(held_receipts::table.filter(held_receipts::id.eq_any(&ids)))
+            .execute(conn)
             .await?;
-        let events: Vec<Event> = moved
-            .iter()
-            .map(|id| Event::new(id, receipt.to, receipt.details.clone(), now))
-            .collect();
-        diesel::insert_into(message_events::table).values(&events).execute(conn).await?;
-        Ok(moved)
+        round.expired = diesel::sql_query(
+            "DELETE FROM held_receipts h
+             WHERE h.received_at < $1
+               AND NOT EXISTS (SELECT 1 FROM messages m
+                               WHERE m.provider_message_id = h.provider_message_id
+                                 AND m.organization_id = h.organization_id
+                                 AND m.channel = h.channel)",
+        )
+        .bind::<Timestamptz, _>(expire_before)
+        .execute(conn)
+        .await?;
+        Ok(round)
     })
     .await
 }

@@ -35,6 +35,20 @@ diesel::table! {
 }
 
 diesel::table! {
+    held_receipts (id) {
+        id -> Int8,
+        organization_id -> Text,
+        channel -> Text,
+        provider_message_id -> Text,
+        from_statuses -> Array<Text>,
+        to_status -> Text,
+        reason -> Nullable<Text>,
+        details -> Jsonb,
+        received_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     idempotency_keys (project_id, key) {
         project_id -> Text,
         key -> Text,
@@ -260,6 +274,7 @@ diesel::table! {
 diesel::joinable!(accounts -> users (user_id));
 diesel::joinable!(api_keys -> organizations (organization_id));
 diesel::joinable!(api_keys -> users (created_by));
+diesel::joinable!(held_receipts -> organizations (organization_id));
 diesel::joinable!(idempotency_keys -> projects (project_id));
 diesel::joinable!(invitations -> organizations (organization_id));
 diesel::joinable!(invitations -> users (inviter_id));
@@ -280,6 +295,7 @@ diesel::joinable!(webhook_endpoints -> organizations (organization_id));
 diesel::allow_tables_to_appear_in_same_query!(
     accounts,
     api_keys,
+    held_receipts,
     idempotency_keys,
     invitations,
     members,

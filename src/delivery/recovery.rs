@@ -6,6 +6,8 @@
 //!   whose stream entry was lost (a process died between commit and XADD, or Redis lost data):
 //!   design.md, invariant 2. It locks the rows it takes with `SKIP LOCKED` and marks them, so
 //!   concurrent sweepers rarely enqueue a message twice (and a duplicate entry is harmless).
+//!   It also applies the delivery receipts that came before their message's `sent` was
+//!   recorded (`db::receipts`).
 //!
 //! Taking over entries a dead worker left pending (XAUTOCLAIM) belongs to the reader, which
 //! owns the delivery slots (`worker.rs`).
@@ -17,6 +19,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use crate::db::delivery as queries;
+use crate::db::receipts::{self, HeldRound};
 use crate::delivery::backoff::before;
 use crate::delivery::queue;
 use crate::queue::deliveries::enqueue;
@@ -27,6 +30,9 @@ const MOVE_EVERY: Duration = Duration::from_millis(200);
 const MOVE_BATCH: u32 = 500;
 /// Messages the sweeper takes per statement.
 const SWEEP_BATCH: i64 = 1000;
+/// How long a receipt that names no message is kept: a send is recorded seconds after the
+/// provider accepted it, so what matches nothing for this long was not sent by RelayIt.
+const HOLD_RECEIPTS_FOR: Duration = Duration::from_secs(60 * 60);
 
 /// Runs `duty` every `every` until `stop` is cancelled. A run in progress is dropped then
 /// (shutdown must not wait on an unreachable database): each duty's steps are safe to cut off,
@@ -101,6 +107,10 @@ async fn sweep_once(state: &AppState) -> anyhow::Result<()> {
     enqueue(&state.redis, &requeued).await?;
     if promoted > 0 || !requeued.is_empty() {
         tracing::info!(promoted, requeued = requeued.len(), "delivery sweep enqueued messages");
+    }
+    let receipts = receipts::apply_held(&mut conn, now, before(now, HOLD_RECEIPTS_FOR)).await?;
+    if receipts != HeldRound::default() {
+        tracing::info!(?receipts, "delivery sweep applied held receipts");
     }
     Ok(())
 }
