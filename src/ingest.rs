@@ -18,6 +18,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use diesel_async::AsyncConnection;
@@ -193,6 +194,9 @@ async fn commit_and_reply(pool: &db::Pool, redis: &Redis, batch: Vec<(Submission
 /// stalls none of them (`messages::merge_search_pending`). Their size limit (migration
 /// 000011) is a backstop for when no merger runs.
 pub async fn merge_search(pool: db::Pool, every: Duration, stop: CancellationToken) {
+    // A failure that lasts (a database user that does not own the indexes, say) is warned
+    // about once, not every interval, and its end is told.
+    let failing = AtomicBool::new(false);
     // a merge cut off by shutdown is rolled back; the next one, in any process, does it all
     crate::delivery::recovery::every(every, stop, || async {
         let merged = match pool.get().await {
@@ -202,10 +206,17 @@ pub async fn merge_search(pool: db::Pool, every: Duration, stop: CancellationTok
             Err(e) => Err(e.to_string()),
         };
         match merged {
-            Ok(pages) => tracing::debug!(?pages, "merged the search indexes' pending entries"),
-            Err(error) => {
-                tracing::warn!(%error, "could not merge the search indexes' pending entries")
+            Ok(pages) => {
+                if failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!("merging the search indexes' pending entries again");
+                }
+                tracing::debug!(?pages, "merged the search indexes' pending entries")
             }
+            Err(error) if failing.swap(true, Ordering::Relaxed) => {
+                tracing::debug!(%error, "could not merge the search indexes' pending entries")
+            }
+            Err(error) => tracing::warn!(%error,
+                "could not merge the search indexes' pending entries; retrying quietly"),
         }
     })
     .await
