@@ -363,6 +363,13 @@ async fn post_callback(
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+/// A sweep's round of held receipts, expiring those held since before `minutes` from now.
+async fn sweep_held(app: &TestApp, minutes: i64) -> HeldRound {
+    let mut conn = AsyncPgConnection::establish(&app.db.url).await.unwrap();
+    let now = Utc::now();
+    receipts::apply_held(&mut conn, now, now + chrono::Duration::minutes(minutes)).await.unwrap()
+}
+
 fn event_statuses(message: &Value) -> Vec<String> {
     message["events"]
         .as_array()
@@ -486,10 +493,7 @@ async fn a_status_ahead_of_its_send_is_held_until_the_send_is_recorded() {
     let (code, result) =
         post_callback(&app, &credential_id, &body, Some(&sign(APP_SECRET, &body))).await;
     assert_eq!((code, result), (200, json!({"received": 1, "applied": 0, "held": 0})));
-    let mut conn = AsyncPgConnection::establish(&app.db.url).await.unwrap();
-    let now = Utc::now();
-    let round = receipts::apply_held(&mut conn, now, now + chrono::Duration::minutes(1)).await;
-    assert_eq!(round.unwrap(), HeldRound::default(), "nothing left held");
+    assert_eq!(sweep_held(&app, 1).await, HeldRound::default(), "nothing left held");
     stub.stop().await;
 }
 
@@ -528,12 +532,8 @@ async fn callbacks_reach_only_their_own_organizations_messages() {
     // her organization has no message with that id: held there, where none will ever match,
     // and dropped after the hold
     assert_eq!((code, result), (200, json!({"received": 1, "applied": 0, "held": 1})));
-    let mut conn = AsyncPgConnection::establish(&app.db.url).await.unwrap();
-    let now = Utc::now();
-    let round = receipts::apply_held(&mut conn, now, now - chrono::Duration::minutes(1)).await;
-    assert_eq!(round.unwrap(), HeldRound::default(), "kept while the hold lasts");
-    let round = receipts::apply_held(&mut conn, now, now + chrono::Duration::minutes(1)).await;
-    assert_eq!(round.unwrap(), HeldRound { expired: 1, ..HeldRound::default() });
+    assert_eq!(sweep_held(&app, -1).await, HeldRound::default(), "kept while the hold lasts");
+    assert_eq!(sweep_held(&app, 1).await, HeldRound { expired: 1, ..HeldRound::default() });
     let (_, message) = app.get_as(&key, &format!("/v1/messages/{id}")).await;
     assert_eq!(message["status"], "sent");
 

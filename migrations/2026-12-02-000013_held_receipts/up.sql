@@ -3,7 +3,8 @@
 -- stores the provider's message id) is still on its way, or held up by a slow database; such a
 -- receipt matches no message yet. It waits here, and the workers' sweeper applies it once its
 -- message carries that provider message id (`receipts::apply_held`). What still matches nothing
--- for a while (ids of messages sent outside RelayIt with the same credentials) is dropped.
+-- for a quarter of an hour (`HOLD_RECEIPTS_FOR`: ids of messages sent outside RelayIt with the
+-- same credentials) is dropped.
 CREATE TABLE held_receipts (
     id                   BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     organization_id      TEXT COLLATE "C" NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,

@@ -127,6 +127,16 @@ async fn move_messages(
     Ok(moved.into_iter().map(|m| m.id).collect())
 }
 
+/// SQL: the held receipt `h` names a message, by the rule [`apply`] holds by (provider message
+/// id, within the organization and channel of the credential it came in for).
+macro_rules! names_a_message {
+    () => {
+        "EXISTS (SELECT 1 FROM messages m
+                 WHERE m.provider_message_id = h.provider_message_id
+                   AND m.organization_id = h.organization_id AND m.channel = h.channel)"
+    };
+}
+
 /// Held receipts taken per statement.
 const HELD_BATCH: i64 = 500;
 
@@ -172,18 +182,14 @@ pub async fn apply_held(
     expire_before: DateTime<Utc>,
 ) -> QueryResult<HeldRound> {
     conn.transaction(async |conn| {
-        let held: Vec<Held> = diesel::sql_query(
+        let held: Vec<Held> = diesel::sql_query(concat!(
             "SELECT h.id, h.organization_id, h.channel, h.provider_message_id, h.from_statuses,
                  h.to_status, h.reason, h.details
              FROM held_receipts h
-             WHERE EXISTS (SELECT 1 FROM messages m
-                           WHERE m.provider_message_id = h.provider_message_id
-                             AND m.organization_id = h.organization_id
-                             AND m.channel = h.channel)
-             ORDER BY h.id
-             LIMIT $1
-             FOR UPDATE OF h SKIP LOCKED",
-        )
+             WHERE ",
+            names_a_message!(),
+            " ORDER BY h.id LIMIT $1 FOR UPDATE OF h SKIP LOCKED"
+        ))
         .bind::<BigInt, _>(HELD_BATCH)
         .load(conn)
         .await?;
@@ -205,14 +211,10 @@ pub async fn apply_held(
         diesel::delete(held_receipts::table.filter(held_receipts::id.eq_any(&ids)))
             .execute(conn)
             .await?;
-        round.expired = diesel::sql_query(
-            "DELETE FROM held_receipts h
-             WHERE h.received_at < $1
-               AND NOT EXISTS (SELECT 1 FROM messages m
-                               WHERE m.provider_message_id = h.provider_message_id
-                                 AND m.organization_id = h.organization_id
-                                 AND m.channel = h.channel)",
-        )
+        round.expired = diesel::sql_query(concat!(
+            "DELETE FROM held_receipts h WHERE h.received_at < $1 AND NOT ",
+            names_a_message!()
+        ))
         .bind::<Timestamptz, _>(expire_before)
         .execute(conn)
         .await?;
