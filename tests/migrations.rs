@@ -87,9 +87,9 @@ async fn concurrent_migrations_serialize_on_the_advisory_lock() {
 async fn deleting_a_project_deletes_its_messages_and_their_events() {
     let (_db, mut conn) = two_projects().await;
     for sql in [
-        "INSERT INTO messages (id, organization_id, project_id, channel, recipient, status, content)
-         VALUES ('msg_a', 'org_a', 'prj_a', 'sms', '+14155550123', 'queued', '{}'),
-                ('msg_b', 'org_a', 'prj_b', 'sms', '+14155550123', 'queued', '{}')",
+        "INSERT INTO messages (id, organization_id, project_id, channel, recipient, status, content, due_at)
+         VALUES ('msg_a', 'org_a', 'prj_a', 'sms', '+14155550123', 'queued', '{}', now()),
+                ('msg_b', 'org_a', 'prj_b', 'sms', '+14155550123', 'queued', '{}', now())",
         "INSERT INTO message_events (id, message_id, status) VALUES
             ('evt_a1', 'msg_a', 'received'), ('evt_a2', 'msg_a', 'queued'),
             ('evt_b1', 'msg_b', 'received')",
@@ -127,15 +127,15 @@ async fn a_message_keeps_to_its_project_and_key() {
     .unwrap();
     let insert = |id: &str, project: &str, key: &str| {
         format!(
-            "INSERT INTO messages (id, organization_id, project_id, api_key_id, channel, recipient, status, content)
-             VALUES ('{id}', 'org_a', '{project}', {key}, 'sms', '+14155550123', 'queued', '{{}}')"
+            "INSERT INTO messages (id, organization_id, project_id, api_key_id, channel, recipient, status, content, due_at)
+             VALUES ('{id}', 'org_a', '{project}', {key}, 'sms', '+14155550123', 'queued', '{{}}', now())"
         )
     };
     rejects(&mut conn, &insert("msg_1", "prj_a", "'key_missing'")).await;
     rejects(&mut conn, &insert("msg_1", "prj_missing", "NULL")).await;
     // one bad row fails the whole statement
     let two = format!(
-        "{}, ('msg_2', 'org_a', 'prj_missing', NULL, 'sms', '+14155550123', 'queued', '{{}}')",
+        "{}, ('msg_2', 'org_a', 'prj_missing', NULL, 'sms', '+14155550123', 'queued', '{{}}', now())",
         insert("msg_1", "prj_a", "'key_a'")
     );
     rejects(&mut conn, &two).await;
@@ -182,9 +182,9 @@ async fn a_message_keeps_to_its_project_and_key() {
 async fn the_search_table_follows_the_messages() {
     let (_db, mut conn) = two_projects().await;
     conn.batch_execute(
-        "INSERT INTO messages (id, organization_id, project_id, channel, recipient, status, content)
-         VALUES ('msg_a', 'org_a', 'prj_a', 'email', 'Alice@Example.com', 'queued', '{\"subject\": \"Your Invoice\"}'),
-                ('msg_b', 'org_a', 'prj_b', 'sms', '+14155550123', 'queued', '{\"text\": \"Hi\"}');",
+        "INSERT INTO messages (id, organization_id, project_id, channel, recipient, status, content, due_at)
+         VALUES ('msg_a', 'org_a', 'prj_a', 'email', 'Alice@Example.com', 'queued', '{\"subject\": \"Your Invoice\"}', now()),
+                ('msg_b', 'org_a', 'prj_b', 'sms', '+14155550123', 'queued', '{\"text\": \"Hi\"}', now());",
     )
     .await
     .unwrap();
@@ -204,7 +204,7 @@ async fn the_search_table_follows_the_messages() {
     )
     .await;
     // other columns change freely
-    diesel::sql_query("UPDATE messages SET status = 'sent' WHERE id = 'msg_a'")
+    diesel::sql_query("UPDATE messages SET status = 'sent', due_at = NULL WHERE id = 'msg_a'")
         .execute(&mut conn)
         .await
         .unwrap();
@@ -221,9 +221,9 @@ async fn search_entries_wait_for_the_merger() {
     use relayit::db::messages::merge_search_pending;
     let (db, mut conn) = two_projects().await;
     conn.batch_execute(
-        "INSERT INTO messages (id, organization_id, project_id, channel, recipient, status, content)
+        "INSERT INTO messages (id, organization_id, project_id, channel, recipient, status, content, due_at)
          SELECT 'msg_' || g, 'org_a', 'prj_a', 'email', 'user' || g || '@example.com', 'queued',
-                jsonb_build_object('subject', 'Order ' || g || ' shipped')
+                jsonb_build_object('subject', 'Order ' || g || ' shipped'), now()
          FROM generate_series(1, 2000) g;",
     )
     .await
@@ -332,17 +332,20 @@ async fn constraints_guard_enums_tenancy_and_cascades() {
     .await
     .expect("seed");
     diesel::sql_query(
-        "INSERT INTO messages (id, organization_id, project_id, channel, recipient, status, content)
-         VALUES ('msg_1', 'org_a', 'prj_a', 'email', 'a@example.com', 'queued', '{}')",
+        "INSERT INTO messages (id, organization_id, project_id, channel, recipient, status, content, due_at)
+         VALUES ('msg_1', 'org_a', 'prj_a', 'email', 'a@example.com', 'queued', '{}', now())",
     )
     .execute(&mut conn)
     .await
     .expect("valid message");
 
     // enums
-    rejects(&mut conn, "INSERT INTO messages (id, organization_id, project_id, channel, recipient, status, content)
-        VALUES ('msg_2', 'org_a', 'prj_a', 'pigeon', 'x', 'queued', '{}')").await;
+    rejects(&mut conn, "INSERT INTO messages (id, organization_id, project_id, channel, recipient, status, content, due_at)
+        VALUES ('msg_2', 'org_a', 'prj_a', 'pigeon', 'x', 'queued', '{}', now())").await;
     rejects(&mut conn, "UPDATE messages SET status = 'lost' WHERE id = 'msg_1'").await;
+    // only an unfinished message is due (the sweeper's index is over due_at)
+    rejects(&mut conn, "UPDATE messages SET status = 'sent' WHERE id = 'msg_1'").await;
+    rejects(&mut conn, "UPDATE messages SET due_at = NULL WHERE id = 'msg_1'").await;
     rejects(&mut conn, "INSERT INTO members (id, organization_id, user_id, role) VALUES ('mem_1', 'org_a', 'usr_a', 'god')").await;
     rejects(&mut conn, "INSERT INTO provider_credentials (id, organization_id, name, slug, channel, provider_type, sealed_secrets, secrets_key_id)
         VALUES ('prv_1', 'org_a', 'n', 'n', 'sms', 'ses', '\\x00', 'k')").await;
@@ -383,8 +386,8 @@ async fn constraints_guard_enums_tenancy_and_cascades() {
     // slug unique per organization, not globally
     rejects(&mut conn, "INSERT INTO projects (id, organization_id, name, slug) VALUES ('prj_c', 'org_a', 'C', 'default')").await;
     // a row cannot pair one tenant's organization with another tenant's project
-    rejects(&mut conn, "INSERT INTO messages (id, organization_id, project_id, channel, recipient, status, content)
-        VALUES ('msg_3', 'org_a', 'prj_b', 'email', 'x', 'queued', '{}')").await;
+    rejects(&mut conn, "INSERT INTO messages (id, organization_id, project_id, channel, recipient, status, content, due_at)
+        VALUES ('msg_3', 'org_a', 'prj_b', 'email', 'x', 'queued', '{}', now())").await;
 
     // deleting an organization removes everything it owns
     diesel::sql_query("DELETE FROM organizations WHERE id = 'org_a'")
@@ -413,6 +416,12 @@ async fn list_queries_use_their_indexes() {
             "messages_project_list_idx",
         ),
         (
+            // no index reads the status (migration 000014): a status filter walks the list
+            "SELECT id FROM messages WHERE project_id = 'p' AND status IN ('failed')
+             ORDER BY created_at DESC, id DESC LIMIT 50",
+            "messages_project_list_idx",
+        ),
+        (
             "SELECT message_id FROM message_search WHERE recipient LIKE '%alice%'",
             "message_search_recipient_trgm_idx",
         ),
@@ -421,8 +430,13 @@ async fn list_queries_use_their_indexes() {
             "message_search_subject_trgm_idx",
         ),
         (
-            "SELECT id FROM messages WHERE status IN ('received', 'queued') AND updated_at < now()",
-            "messages_in_flight_idx",
+            "SELECT id FROM messages WHERE due_at < now() AND status IN ('received', 'queued')",
+            "messages_due_idx",
+        ),
+        (
+            "SELECT id FROM messages WHERE send_at IS NOT NULL AND due_at <= now()
+                 AND status = 'received'",
+            "messages_scheduled_idx",
         ),
     ] {
         #[derive(QueryableByName)]

@@ -22,13 +22,15 @@ async fn insert_events(conn: &mut AsyncPgConnection, events: &[Event]) -> QueryR
 }
 
 // STATUS_BY_ID: the claim and the outcome write find their rows by id, then test the status.
-// Written plainly, the status test lets the planner use the partial in-flight index instead,
-// and it does once the statistics were gathered while nothing was in flight (a quiet queue):
-// it then expects that index to hold a row or two, and scans all of it for every batch when a
-// backlog has built up. That made each claim cost O(backlog), slowing delivery most when it
-// was most needed: after an ANALYZE of a quiet table, a worker drained a backlog at 2,000-2,400
-// messages/s, against 8,400-9,300 with this. A CASE is opaque to the planner's proofs that a
-// partial index applies, so the primary key is the only index left to these statements.
+// Written plainly, the status test let the planner use the partial index over unfinished
+// messages instead (`messages_in_flight_idx`; since migration 000014 no index reads the
+// status, but the rule stands for any partial index that would), and it did once the
+// statistics were gathered while nothing was in flight (a quiet queue): it then expected that
+// index to hold a row or two, and scanned all of it for every batch when a backlog had built
+// up. That made each claim cost O(backlog), slowing delivery most when it was most needed:
+// after an ANALYZE of a quiet table, a worker drained a backlog at 2,000-2,400 messages/s,
+// against 8,400-9,300 with this. A CASE is opaque to the planner's proofs that a partial
+// index applies, so the primary key is the only index left to these statements.
 // Test: `status_changes_find_their_rows_by_id_whatever_the_statistics`.
 
 /// Claims the messages among `ids` that are waiting for delivery (`queued`, `retrying`), or
@@ -155,7 +157,9 @@ pub async fn record(
                      m.provider_credential_id),
                  provider_type = COALESCE(u.provider_type, m.provider_type),
                  throttled_since = u.throttled_since,
-                 updated_at = $10
+                 updated_at = $10,
+                 -- a retry is due at its next attempt; sent and failed are final
+                 due_at = CASE WHEN u.status = 'retrying' THEN COALESCE(u.next_attempt_at, $10) END
              FROM u
              WHERE m.id = u.id
                -- a CASE, so that only the primary key can serve this: see STATUS_BY_ID
@@ -249,12 +253,13 @@ pub async fn promote_received(
     limit: i64,
 ) -> QueryResult<Vec<String>> {
     conn.transaction(async |conn| {
+        // due_at, not send_at, so that each arm has its index (scheduled, and every unfinished
+        // message) and the scheduled one's range excludes those already promoted
         let due: Vec<(String, Option<DateTime<Utc>>)> = messages::table
             .filter(messages::status.eq(RECEIVED))
             .filter(
-                messages::send_at
-                    .le(now)
-                    .or(messages::send_at.is_null().and(messages::updated_at.lt(stuck_before))),
+                (messages::send_at.is_not_null().and(messages::due_at.le(now)))
+                    .or(messages::send_at.is_null().and(messages::due_at.lt(stuck_before))),
             )
             .select((messages::id, messages::send_at))
             .limit(limit)
@@ -267,7 +272,11 @@ pub async fn promote_received(
         }
         let ids: Vec<&String> = due.iter().map(|(id, _)| id).collect();
         diesel::update(messages::table.filter(messages::id.eq_any(&ids)))
-            .set((messages::status.eq(QUEUED), messages::updated_at.eq(now)))
+            .set((
+                messages::status.eq(QUEUED),
+                messages::updated_at.eq(now),
+                messages::due_at.eq(now),
+            ))
             .execute(conn)
             .await?;
         let events: Vec<Event> = due
@@ -289,7 +298,7 @@ pub async fn promote_received(
 /// Up to `limit` messages whose stream entry was lost, for the caller to enqueue again: left
 /// in `queued` since before `stuck_before`, overdue in `retrying` since before it, or claimed
 /// (`processing`) since before `processing_before` by a worker that is gone. Queued and
-/// retrying rows get `updated_at = now`, so each sweep finds a row at most once per
+/// retrying rows become due `now`, so each sweep finds a row at most once per
 /// `requeue_after`; processing rows keep theirs, which is what lets the next claim take them.
 pub async fn requeue_stale(
     conn: &mut AsyncPgConnection,
@@ -308,6 +317,9 @@ pub async fn requeue_stale(
         let abandoned =
             messages::status.eq(PROCESSING).and(messages::updated_at.lt(processing_before));
         let stale: Vec<(String, String)> = messages::table
+            // what the index can find: a row waiting or claimed since before stuck_before
+            // became due before it (a claim is later than its message's due time)
+            .filter(messages::due_at.lt(stuck_before))
             .filter(waiting.or(abandoned))
             .select((messages::id, messages::status))
             .limit(limit)
@@ -319,7 +331,7 @@ pub async fn requeue_stale(
         let waiting: Vec<&str> =
             stale.iter().filter(|(_, status)| status != PROCESSING).map(|(id, _)| &**id).collect();
         diesel::update(messages::table.filter(messages::id.eq_any(&waiting)))
-            .set(messages::updated_at.eq(now))
+            .set((messages::updated_at.eq(now), messages::due_at.eq(now)))
             .execute(conn)
             .await?;
         Ok(stale.into_iter().map(|(id, _)| id).collect())

@@ -125,8 +125,12 @@ where
         "WITH m AS (
              INSERT INTO messages (id, organization_id, project_id, api_key_id, channel, recipient,
                  requested_provider, status, content, metadata, idempotency_key, send_at,
-                 created_at, updated_at)
-             SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                 created_at, updated_at, due_at)
+             SELECT *, CASE WHEN status IN ('received', 'queued', 'processing', 'retrying')
+                 THEN COALESCE(send_at, created_at) END
+             FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) AS n(id,
+                 organization_id, project_id, api_key_id, channel, recipient, requested_provider,
+                 status, content, metadata, idempotency_key, send_at, created_at, updated_at)
          )
          INSERT INTO message_events (id, message_id, status, details, created_at)
          SELECT * FROM unnest($15, $16, $17, $18, $19)",
@@ -371,6 +375,7 @@ pub async fn requeue_failed(
                 messages::attempts.eq(0),
                 messages::next_attempt_at.eq(None::<DateTime<Utc>>),
                 messages::updated_at.eq(now),
+                messages::due_at.eq(now),
             ))
             .returning(Message::as_returning())
             .get_result(conn)
@@ -407,6 +412,7 @@ pub async fn cancel_received(
                 messages::status.eq(CANCELED),
                 messages::status_reason.eq(reason),
                 messages::updated_at.eq(now),
+                messages::due_at.eq(None::<DateTime<Utc>>),
             ))
             .returning(Message::as_returning())
             .get_result(conn)

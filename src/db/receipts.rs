@@ -105,6 +105,9 @@ async fn move_messages(
     let moved: Vec<Moved> = diesel::sql_query(
         "UPDATE messages
          SET status = $5, status_reason = $6,
+             -- receipts move messages to final statuses; the CASE keeps the rule whole
+             due_at = CASE WHEN $5 IN ('sent', 'delivered', 'failed', 'canceled') THEN NULL
+                           ELSE due_at END,
              updated_at = GREATEST($7, updated_at + interval '1 microsecond')
          WHERE organization_id = $1 AND channel = $2 AND provider_message_id = $3
            AND status = ANY($4)

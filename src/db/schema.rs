@@ -130,6 +130,7 @@ diesel::table! {
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
         throttled_since -> Nullable<Timestamptz>,
+        due_at -> Nullable<Timestamptz>,
     }
 }
 
