@@ -206,14 +206,9 @@ impl From<diesel::result::Error> for ApiError {
         use diesel::result::{DatabaseErrorKind, Error};
         match error {
             Error::NotFound => Self::not_found("resource"),
-            // diesel-async reports a connection that died under a pooled handle (Postgres
-            // restarted, the backend was terminated) as "unable to send": the database is
-            // away, not the request wrong
-            Error::DatabaseError(
-                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
-                info,
-            ) => {
-                tracing::warn!(error = info.message(), "database connection lost");
+            // the database is away, not the request wrong
+            error if crate::db::database_went_away(&error) => {
+                tracing::warn!(%error, "database connection lost");
                 Self::unavailable("the database is unavailable; try again shortly")
             }
             Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => {
@@ -288,14 +283,24 @@ mod tests {
 
     #[actix_web::test]
     async fn lost_database_is_unavailable_not_internal() {
-        use diesel::result::DatabaseErrorKind::{ClosedConnection, UnableToSendCommand};
+        use diesel::result::DatabaseErrorKind::{ClosedConnection, UnableToSendCommand, Unknown};
         for (kind, message) in [
             (ClosedConnection, "server closed the connection"),
             (UnableToSendCommand, "connection closed"),
+            // what a pooled connection's next query reads after pg_terminate_backend or a
+            // shutdown, and after a crash of another backend
+            (Unknown, "terminating connection due to administrator command"),
+            (Unknown, "terminating connection because of crash of another server process"),
         ] {
             let error: ApiError =
                 diesel::result::Error::DatabaseError(kind, Box::new(message.to_owned())).into();
             assert_eq!(error.status_code(), StatusCode::SERVICE_UNAVAILABLE, "{message}");
         }
+        let wrong: ApiError = diesel::result::Error::DatabaseError(
+            Unknown,
+            Box::new("column \"terminating\" does not exist".to_owned()),
+        )
+        .into();
+        assert_eq!(wrong.status_code(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

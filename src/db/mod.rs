@@ -73,6 +73,23 @@ pub enum DbError {
     Migration(String),
 }
 
+/// Whether `error` says the database went away under a query, rather than that the query was
+/// wrong: the connection died (Postgres restarted, the network dropped it), or the server
+/// ended the session (shutdown, `pg_terminate_backend`, a crash of another backend). diesel
+/// reports the latter with the server's message but not its SQLSTATE (class 57, operator
+/// intervention), so it is recognised by the words every such message starts with.
+pub fn database_went_away(error: &diesel::result::Error) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error};
+    match error {
+        Error::DatabaseError(
+            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+            _,
+        ) => true,
+        Error::DatabaseError(_, info) => info.message().starts_with("terminating connection"),
+        _ => false,
+    }
+}
+
 /// Builds the pool, from within the process's main Tokio runtime. Connections open lazily, so
 /// this succeeds while Postgres is down; `/readyz` reports it and requests fail with 503 until
 /// it returns.
