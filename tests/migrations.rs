@@ -204,7 +204,7 @@ async fn the_search_table_follows_the_messages() {
     )
     .await;
     // other columns change freely
-    diesel::sql_query("UPDATE messages SET status = 'sent', due_at = NULL WHERE id = 'msg_a'")
+    diesel::sql_query("UPDATE messages SET status = 'sent', due_at = NULL, final_status = 'sent' WHERE id = 'msg_a'")
         .execute(&mut conn)
         .await
         .unwrap();
@@ -346,6 +346,14 @@ async fn constraints_guard_enums_tenancy_and_cascades() {
     // only an unfinished message is due (the sweeper's index is over due_at)
     rejects(&mut conn, "UPDATE messages SET status = 'sent' WHERE id = 'msg_1'").await;
     rejects(&mut conn, "UPDATE messages SET due_at = NULL WHERE id = 'msg_1'").await;
+    rejects(&mut conn, "UPDATE messages SET final_status = 'queued' WHERE id = 'msg_1'").await;
+    rejects(
+        &mut conn,
+        "UPDATE messages SET status = 'sent', due_at = NULL, final_status = 'failed' WHERE id = 'msg_1'",
+    )
+    .await;
+    rejects(&mut conn, "UPDATE messages SET status = 'sent', due_at = NULL WHERE id = 'msg_1'")
+        .await;
     rejects(&mut conn, "INSERT INTO members (id, organization_id, user_id, role) VALUES ('mem_1', 'org_a', 'usr_a', 'god')").await;
     rejects(&mut conn, "INSERT INTO provider_credentials (id, organization_id, name, slug, channel, provider_type, sealed_secrets, secrets_key_id)
         VALUES ('prv_1', 'org_a', 'n', 'n', 'sms', 'ses', '\\x00', 'k')").await;
@@ -416,10 +424,17 @@ async fn list_queries_use_their_indexes() {
             "messages_project_list_idx",
         ),
         (
-            // no index reads the status (migration 000014): a status filter walks the list
-            "SELECT id FROM messages WHERE project_id = 'p' AND status IN ('failed')
+            // no index reads the status (migration 000014): an unfinished status walks the list
+            "SELECT id FROM messages WHERE project_id = 'p' AND status IN ('queued')
              ORDER BY created_at DESC, id DESC LIMIT 50",
             "messages_project_list_idx",
+        ),
+        (
+            // and a final one has its own index (migration 000015)
+            "SELECT id FROM messages WHERE project_id = 'p' AND status IN ('failed')
+                 AND final_status = 'failed'
+             ORDER BY created_at DESC, id DESC LIMIT 50",
+            "messages_project_final_idx",
         ),
         (
             "SELECT message_id FROM message_search WHERE recipient LIKE '%alice%'",

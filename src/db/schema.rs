@@ -131,6 +131,7 @@ diesel::table! {
         updated_at -> Timestamptz,
         throttled_since -> Nullable<Timestamptz>,
         due_at -> Nullable<Timestamptz>,
+        final_status -> Nullable<Text>,
     }
 }
 
