@@ -159,8 +159,7 @@ pub async fn record(
                  throttled_since = u.throttled_since,
                  updated_at = $10,
                  -- a retry is due at its next attempt; sent and failed are final
-                 due_at = CASE WHEN u.status = 'retrying' THEN COALESCE(u.next_attempt_at, $10) END,
-                 final_status = CASE WHEN u.status <> 'retrying' THEN u.status END
+                 due_at = CASE WHEN u.status = 'retrying' THEN COALESCE(u.next_attempt_at, $10) END
              FROM u
              WHERE m.id = u.id
                -- a CASE, so that only the primary key can serve this: see STATUS_BY_ID

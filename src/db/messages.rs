@@ -127,10 +127,9 @@ where
         "WITH m AS (
              INSERT INTO messages (id, organization_id, project_id, api_key_id, channel, recipient,
                  requested_provider, status, content, metadata, idempotency_key, send_at,
-                 created_at, updated_at, due_at, final_status)
+                 created_at, updated_at, due_at)
              SELECT *, CASE WHEN status IN ('received', 'queued', 'processing', 'retrying')
-                     THEN COALESCE(send_at, created_at) END,
-                 CASE WHEN status IN ('sent', 'delivered', 'failed', 'canceled') THEN status END
+                 THEN COALESCE(send_at, created_at) END
              FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) AS n(id,
                  organization_id, project_id, api_key_id, channel, recipient, requested_provider,
                  status, content, metadata, idempotency_key, send_at, created_at, updated_at)
@@ -313,7 +312,8 @@ pub async fn list_log(
         if !filter.statuses.is_empty() {
             query = query.filter(messages::status.eq_any(&filter.statuses));
         }
-        // the same test, in the terms of the index of final statuses (migration 000015); one
+        // the same test, in the terms of the index of final statuses (final_status is derived
+        // from status: migration 000015); one
         // status by equality, so that the index also gives the order
         match filter.statuses.as_slice() {
             [one] if FINAL.contains(&one.as_str()) => {
@@ -390,7 +390,6 @@ pub async fn requeue_failed(
                 messages::next_attempt_at.eq(None::<DateTime<Utc>>),
                 messages::updated_at.eq(now),
                 messages::due_at.eq(now),
-                messages::final_status.eq(None::<String>),
             ))
             .returning(Message::as_returning())
             .get_result(conn)
@@ -428,7 +427,6 @@ pub async fn cancel_received(
                 messages::status_reason.eq(reason),
                 messages::updated_at.eq(now),
                 messages::due_at.eq(None::<DateTime<Utc>>),
-                messages::final_status.eq(CANCELED),
             ))
             .returning(Message::as_returning())
             .get_result(conn)

@@ -108,7 +108,6 @@ async fn move_messages(
              -- receipts move messages to final statuses; the CASE keeps the rule whole
              due_at = CASE WHEN $5 IN ('sent', 'delivered', 'failed', 'canceled') THEN NULL
                            ELSE due_at END,
-             final_status = CASE WHEN $5 IN ('sent', 'delivered', 'failed', 'canceled') THEN $5 END,
              updated_at = GREATEST($7, updated_at + interval '1 microsecond')
          WHERE organization_id = $1 AND channel = $2 AND provider_message_id = $3
            AND status = ANY($4)
