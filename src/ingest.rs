@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::db::idempotency::{self, NewRecord};
 use crate::db::messages::{self, Event, NewMessage};
 use crate::db::{self, DbError};
+use crate::metrics::Metrics;
 use crate::queue::{Redis, deliveries};
 
 /// Rows of one request, to be committed together.
@@ -106,6 +107,7 @@ impl Committer {
         mut self,
         pool: db::Pool,
         redis: Redis,
+        metrics: Arc<Metrics>,
         limits: Limits,
         stop: CancellationToken,
     ) {
@@ -141,9 +143,10 @@ impl Committer {
                 count += item.0.messages.len();
                 batch.push(item);
             }
-            let (pool, redis) = (pool.clone(), redis.clone());
+            metrics.ingest_batch.observe(count as f64);
+            let (pool, redis, metrics) = (pool.clone(), redis.clone(), metrics.clone());
             commits.spawn(async move {
-                commit_and_reply(&pool, &redis, batch).await;
+                commit_and_reply(&pool, &redis, &metrics, batch).await;
                 drop(slot);
             });
         }
@@ -152,9 +155,17 @@ impl Committer {
     }
 }
 
-async fn commit_and_reply(pool: &db::Pool, redis: &Redis, batch: Vec<(Submission, Reply)>) {
+async fn commit_and_reply(
+    pool: &db::Pool,
+    redis: &Redis,
+    metrics: &Metrics,
+    batch: Vec<(Submission, Reply)>,
+) {
     let (submissions, replies): (Vec<Submission>, Vec<Reply>) = batch.into_iter().unzip();
-    let outcomes = match commit(pool, &submissions).await {
+    let timer = metrics.ingest_commit.start_timer();
+    let committed = commit(pool, &submissions).await;
+    timer.observe_duration();
+    let outcomes = match committed {
         Ok(outcomes) => outcomes,
         // One bad submission (say, its project deleted meanwhile) must not fail the others:
         // try them one by one.

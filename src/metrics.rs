@@ -20,6 +20,10 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     pub http_duration: HistogramVec,
     pub messages_accepted: IntCounterVec,
+    /// Messages per ingestion transaction: how well group commit gathers (`api.ingest_*`).
+    pub ingest_batch: prometheus::Histogram,
+    /// Ingestion transactions, from taking a connection to the commit.
+    pub ingest_commit: prometheus::Histogram,
     pub deliveries: IntCounterVec,
     pub provider_duration: HistogramVec,
     pub webhook_attempts: IntCounterVec,
@@ -72,6 +76,16 @@ impl Metrics {
             &["queue"],
         )?;
         registry.register(Box::new(oldest_pending_age.clone()))?;
+        let ingest_batch = prometheus::Histogram::with_opts(
+            HistogramOpts::new("ingest_batch_messages", "Messages per ingestion transaction")
+                .buckets(prometheus::exponential_buckets(1.0, 2.0, 12)?),
+        )?;
+        registry.register(Box::new(ingest_batch.clone()))?;
+        let ingest_commit = prometheus::Histogram::with_opts(
+            HistogramOpts::new("ingest_commit_seconds", "Ingestion transaction latency")
+                .buckets(BUCKETS.to_vec()),
+        )?;
+        registry.register(Box::new(ingest_commit.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
         Ok(Metrics {
@@ -90,6 +104,8 @@ impl Metrics {
                 "Messages accepted by /v1/send",
                 &["channel"],
             )?,
+            ingest_batch,
+            ingest_commit,
             deliveries: counter(
                 "deliveries_total",
                 "Delivery attempts by channel, provider type and outcome",

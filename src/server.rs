@@ -132,13 +132,14 @@ pub async fn start(config: Config, roles: Roles) -> anyhow::Result<Running> {
     let ingest_stop = CancellationToken::new();
     if roles.api {
         let (pool, redis, token) = (state.db.clone(), state.redis.clone(), ingest_stop.clone());
+        let metrics = state.metrics.clone();
         let limits = Limits {
             window: state.config.api.ingest_window,
             max_messages: state.config.api.ingest_max_batch,
             commits: state.config.api.ingest_commits,
         };
         tasks.spawn(async move {
-            committer.run(pool, redis, limits, token).await;
+            committer.run(pool, redis, metrics, limits, token).await;
             ("ingest", Ok(()))
         });
         let (pool, every, token) =

@@ -355,6 +355,10 @@ async fn metrics_count_requests_acceptances_and_queues() {
         "{text}"
     );
     assert!(has(r#"relayit_messages_accepted_total{channel="email"} 2"#), "{text}");
+    // one after the other: two transactions of one message each
+    assert!(has("relayit_ingest_batch_messages_count 2"), "{text}");
+    assert!(has("relayit_ingest_batch_messages_sum 2"), "{text}");
+    assert!(has("relayit_ingest_commit_seconds_count 2"), "{text}");
     assert!(
         has(r#"relayit_http_request_duration_seconds_bucket{method="POST",route="/v1/send""#),
         "{text}"

@@ -379,16 +379,87 @@ async fn wait_for_delivery(
     }
 }
 
-fn print_load(label: &str, result: &Load, per_request: usize) {
+/// What the machine did during a load, read before and after it: the server's group-commit
+/// counters (`/metrics`) and the CPU time of relayit, Postgres and Redis (`/proc`). CPU per
+/// message says where the time goes, and varies less from run to run than throughput does on
+/// a shared machine.
+#[derive(Debug, Default, Clone, Copy)]
+struct Usage {
+    transactions: f64,
+    messages: f64,
+    commit_seconds: f64,
+    relayit_cpu: f64,
+    postgres_cpu: f64,
+    redis_cpu: f64,
+}
+
+/// CPU seconds (user + system) of one process, all its threads; 0 if it is gone.
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    // fields after the parenthesised command name: state is the first, utime the 12th
+    let Some((_, fields)) = stat.rsplit_once(')') else { return 0.0 };
+    let fields: Vec<&str> = fields.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    // /proc counts in USER_HZ, which is 100 on Linux
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU seconds of every process whose command is `name`.
+fn cpu_seconds_of(name: &str) -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return 0.0 };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == name)
+        })
+        .map(cpu_seconds)
+        .sum()
+}
+
+async fn usage(client: &reqwest::Client, server: &Server) -> Usage {
+    let text = match client.get(format!("{}/metrics", server.base)).send().await {
+        Ok(response) => response.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    let metric = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    Usage {
+        transactions: metric("relayit_ingest_batch_messages_count"),
+        messages: metric("relayit_ingest_batch_messages_sum"),
+        commit_seconds: metric("relayit_ingest_commit_seconds_sum"),
+        relayit_cpu: cpu_seconds(server.child.id()),
+        postgres_cpu: cpu_seconds_of("postgres"),
+        redis_cpu: cpu_seconds_of("redis-server"),
+    }
+}
+
+/// One row of a load table; `usage` is read before and after the load.
+fn print_load(label: &str, result: &Load, per_request: usize, usage: (Usage, Usage)) {
+    let (before, after) = usage;
+    let transactions = (after.transactions - before.transactions).max(1.0);
+    let messages = ((result.requests * per_request) as f64).max(1.0);
+    let micros = |cpu: fn(&Usage) -> f64| (cpu(&after) - cpu(&before)) / messages * 1e6;
     println!(
-        "| {label} | {} | {:.0} | {:.2} | {:.2} | {} |",
+        "| {label} | {} | {:.0} | {:.2} | {:.2} | {} | {:.1} | {:.2} | {:.0} / {:.0} / {:.0} |",
         result.requests,
-        (result.requests * per_request) as f64 / result.elapsed.as_secs_f64(),
+        messages / result.elapsed.as_secs_f64(),
         percentile(&result.latencies, 0.5).as_secs_f64() * 1000.0,
         percentile(&result.latencies, 0.99).as_secs_f64() * 1000.0,
-        result.errors
+        result.errors,
+        (after.messages - before.messages) / transactions,
+        (after.commit_seconds - before.commit_seconds) / transactions * 1000.0,
+        micros(|u| u.relayit_cpu),
+        micros(|u| u.postgres_cpu),
+        micros(|u| u.redis_cpu),
     );
 }
+
+const TABLE_HEAD: &str = "| phase | requests | messages/s | p50 ms | p99 ms | errors | messages per commit | commit ms | CPU µs per message: relayit / Postgres / Redis |
+| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |";
 
 /// Raw ceilings: multi-row INSERTs of message rows, and pipelined XADDs.
 async fn ceilings(db_url: &str, prefix: &str) -> anyhow::Result<(f64, f64)> {
@@ -450,25 +521,33 @@ async fn run(options: &Options, db_name: &str, prefix: &str) -> anyhow::Result<(
     let key = provision(&client, &api.base).await?;
     let since = chrono::Utc::now();
     println!("## API alone (`serve --role=api`)\n");
-    println!("| phase | requests | messages/s | p50 ms | p99 ms | errors |");
-    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    println!("{TABLE_HEAD}");
     for concurrency in [1, 16, 64] {
+        let before = usage(&client, &api).await;
         let result = load(&api.base, &key, concurrency, seconds, 500_000, 1).await;
-        print_load(&format!("/v1/send, {concurrency} connections"), &result, 1);
+        let after = usage(&client, &api).await;
+        print_load(&format!("/v1/send, {concurrency} connections"), &result, 1, (before, after));
     }
+    let before = usage(&client, &api).await;
     let batch = load(&api.base, &key, 4, seconds, 1000, 1000).await;
-    print_load("/v1/send/batch x1000, 4 connections", &batch, 1000);
+    let after = usage(&client, &api).await;
+    print_load("/v1/send/batch x1000, 4 connections", &batch, 1000, (before, after));
     let api_rss = api.peak_rss_mib().unwrap_or(0.0);
     api.stop();
 
     println!("\n## Delivery worker alone (`serve --role=worker`), draining that backlog\n");
+    let (postgres_cpu, redis_cpu) = (cpu_seconds_of("postgres"), cpu_seconds_of("redis-server"));
     let worker = start_server(&db_url, prefix, "worker").await?;
     let drained = wait_for_delivery(&db_url, since, Duration::from_secs(seconds * 40)).await?;
+    let micros = |cpu: f64| cpu / (drained.sent as f64).max(1.0) * 1e6;
     println!(
-        "{} of {} messages `sent`, {:.0} messages/s",
+        "{} of {} messages `sent`, {:.0} messages/s; CPU µs per message: relayit {:.0} / Postgres {:.0} / Redis {:.0}",
         drained.sent,
         drained.messages,
-        drained.sent as f64 / drained.first_to_last_sent_s.unwrap_or(f64::INFINITY)
+        drained.sent as f64 / drained.first_to_last_sent_s.unwrap_or(f64::INFINITY),
+        micros(cpu_seconds(worker.child.id())),
+        micros(cpu_seconds_of("postgres") - postgres_cpu),
+        micros(cpu_seconds_of("redis-server") - redis_cpu),
     );
     let worker_rss = worker.peak_rss_mib().unwrap_or(0.0);
     worker.stop();
@@ -476,10 +555,11 @@ async fn run(options: &Options, db_name: &str, prefix: &str) -> anyhow::Result<(
     println!("\n## Everything in one process (`serve --role=all`), 64 connections sending\n");
     let all = start_server(&db_url, prefix, "all").await?;
     let since = chrono::Utc::now();
+    let before = usage(&client, &all).await;
     let sustained = load(&all.base, &key, 64, seconds * 2, 2_000_000, 1).await;
-    println!("| phase | requests | messages/s | p50 ms | p99 ms | errors |");
-    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
-    print_load("/v1/send, 64 connections, worker running", &sustained, 1);
+    let after = usage(&client, &all).await;
+    println!("{TABLE_HEAD}");
+    print_load("/v1/send, 64 connections, worker running", &sustained, 1, (before, after));
     let e2e = wait_for_delivery(&db_url, since, Duration::from_secs(seconds * 40)).await?;
     println!(
         "\nEnd to end (sandbox): {} of {} accepted messages `sent`, {:.0} messages/s from the first send to the last `sent`; send-to-sent p50 {:.0} ms, p99 {:.0} ms",
