@@ -497,6 +497,21 @@ async fn messages_without_a_usable_credential_fail_clearly() {
 }
 
 #[tokio::test]
+async fn appending_many_entries_keeps_them_all_in_order() {
+    let app = TestApp::spawn().await;
+    let redis = &app.running().state().redis;
+    let stream = format!("{}:append-test", redis.keys().deliveries());
+    // more than one script call's worth
+    let values: Vec<String> = (0..1201).map(|i| format!("v{i}")).collect();
+    relayit::queue::append_all(redis, &stream, "m", &values).await.unwrap();
+    relayit::queue::append_all(redis, &stream, "m", &Vec::<String>::new()).await.unwrap();
+    let entries: Vec<(String, std::collections::HashMap<String, String>)> =
+        redis.pool().next().xrange(&stream, "-", "+", None).await.unwrap();
+    let read: Vec<&str> = entries.iter().map(|(_, fields)| fields["m"].as_str()).collect();
+    assert_eq!(read, values);
+}
+
+#[tokio::test]
 async fn duplicate_entries_never_send_twice() {
     let app = TestApp::spawn_with(fast).await;
     let owner = app.sign_up("Owner").await;

@@ -69,10 +69,11 @@ const DEAD_LETTER_MAX_LEN: i64 = 100_000;
 pub async fn settle(redis: &Redis, settlement: &Settlement) -> Result<(), QueueError> {
     let keys = redis.keys();
     let pipeline = redis.pool().next().pipeline();
-    for (message_id, due_ms) in &settlement.retries {
-        let () = pipeline
-            .zadd(keys.deliveries_delayed(), None, None, false, false, (*due_ms as f64, message_id))
-            .await?;
+    if !settlement.retries.is_empty() {
+        let members: Vec<(f64, &str)> =
+            settlement.retries.iter().map(|(id, due_ms)| (*due_ms as f64, id.as_str())).collect();
+        let () =
+            pipeline.zadd(keys.deliveries_delayed(), None, None, false, false, members).await?;
     }
     for (message_id, reason) in &settlement.dead {
         let cap = XCap::try_from(("MAXLEN", "~", DEAD_LETTER_MAX_LEN, None))?;

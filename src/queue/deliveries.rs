@@ -9,40 +9,12 @@
 //! - `{relayit}:deliveries:dead` is a stream of `m` (message id) and `reason` for messages
 //!   that failed for good.
 
-use fred::prelude::LuaInterface;
-
-use crate::queue::{QueueError, Redis};
+use crate::queue::{self, QueueError, Redis};
 
 /// The stream field holding the message id.
 pub const MESSAGE_FIELD: &str = "m";
 
-/// Appends one entry per message id to the stream KEYS[1]; ARGV: the field, then the ids.
-const XADD_ALL: &str = r"
-for i = 2, #ARGV do
-    redis.call('XADD', KEYS[1], '*', ARGV[1], ARGV[i])
-end
-return #ARGV - 1
-";
-
-/// Ids per script call: bounds how long one call holds Redis (a few hundred microseconds).
-const ENQUEUE_CHUNK: usize = 500;
-
 /// Appends one entry per message id to the delivery stream, in one round trip.
-///
-/// A script rather than a pipeline of XADDs: the client writes each pipelined command with a
-/// system call of its own, one per accepted message, which cost the API process and Redis more
-/// than anything else they did for it; a script call is one write however many ids it carries.
 pub async fn enqueue(redis: &Redis, message_ids: &[String]) -> Result<(), QueueError> {
-    if message_ids.is_empty() {
-        return Ok(());
-    }
-    let key = redis.keys().deliveries();
-    let client = redis.pool().next();
-    let calls = message_ids.chunks(ENQUEUE_CHUNK).map(|ids| {
-        let args: Vec<&str> =
-            std::iter::once(MESSAGE_FIELD).chain(ids.iter().map(String::as_str)).collect();
-        client.eval::<i64, _, _, _>(XADD_ALL, vec![key.as_str()], args)
-    });
-    futures::future::try_join_all(calls).await?;
-    Ok(())
+    queue::append_all(redis, &redis.keys().deliveries(), MESSAGE_FIELD, message_ids).await
 }

@@ -43,27 +43,26 @@ pub fn encode(job: &Job) -> String {
     serde_json::to_string(job).unwrap_or_default()
 }
 
-/// Puts jobs on the queue in one round trip: `now` on the stream, `later` in the delayed set
-/// with their due time (Unix ms). Fails as a whole if any command failed, so the caller can keep
-/// the jobs and try again (duplicates are harmless: `webhook-id` is stable and attempts are
+/// Puts jobs on the queue: `now` on the stream, `later` in the delayed set with their due time
+/// (Unix ms), a command each. Fails if any command failed, so the caller can keep the jobs and
+/// try again (duplicates are harmless: `webhook-id` is stable and attempts are
 /// numbered in Postgres).
 pub async fn push(redis: &Redis, now: &[Job], later: &[(Job, i64)]) -> Result<(), QueueError> {
     if now.is_empty() && later.is_empty() {
         return Ok(());
     }
     let keys = redis.keys();
-    let pipeline = redis.pool().next().pipeline();
-    for job in now {
-        let () = pipeline
-            .xadd(keys.webhooks(), false, None::<()>, "*", (JOB_FIELD, encode(job)))
+    let encoded: Vec<String> = now.iter().map(encode).collect();
+    queue::append_all(redis, &keys.webhooks(), JOB_FIELD, &encoded).await?;
+    if !later.is_empty() {
+        let members: Vec<(f64, String)> =
+            later.iter().map(|(job, due_ms)| (*due_ms as f64, encode(job))).collect();
+        let _: Value = redis
+            .pool()
+            .next()
+            .zadd(keys.webhooks_delayed(), None, None, false, false, members)
             .await?;
     }
-    for (job, due_ms) in later {
-        let () = pipeline
-            .zadd(keys.webhooks_delayed(), None, None, false, false, (*due_ms as f64, encode(job)))
-            .await?;
-    }
-    let _: Vec<Value> = pipeline.all().await?;
     Ok(())
 }
 
