@@ -76,16 +76,20 @@ impl Metrics {
             &["queue"],
         )?;
         registry.register(Box::new(oldest_pending_age.clone()))?;
-        let ingest_batch = prometheus::Histogram::with_opts(
-            HistogramOpts::new("ingest_batch_messages", "Messages per ingestion transaction")
-                .buckets(prometheus::exponential_buckets(1.0, 2.0, 12)?),
+        // unlabelled: observed once per transaction, without a label lookup
+        let single = |name: &str, help: &str, buckets: Vec<f64>| {
+            let h =
+                prometheus::Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))?;
+            registry.register(Box::new(h.clone()))?;
+            Ok::<_, prometheus::Error>(h)
+        };
+        let ingest_batch = single(
+            "ingest_batch_messages",
+            "Messages per ingestion transaction",
+            prometheus::exponential_buckets(1.0, 2.0, 12)?,
         )?;
-        registry.register(Box::new(ingest_batch.clone()))?;
-        let ingest_commit = prometheus::Histogram::with_opts(
-            HistogramOpts::new("ingest_commit_seconds", "Ingestion transaction latency")
-                .buckets(BUCKETS.to_vec()),
-        )?;
-        registry.register(Box::new(ingest_commit.clone()))?;
+        let ingest_commit =
+            single("ingest_commit_seconds", "Ingestion transaction latency", BUCKETS.to_vec())?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
         Ok(Metrics {

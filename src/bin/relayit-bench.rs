@@ -437,6 +437,17 @@ async fn usage(client: &reqwest::Client, server: &Server) -> Usage {
     }
 }
 
+/// Runs `load` (not started yet: futures are lazy) between two readings of `server`'s usage.
+async fn measured(
+    client: &reqwest::Client,
+    server: &Server,
+    load: impl std::future::Future<Output = Load>,
+) -> (Load, (Usage, Usage)) {
+    let before = usage(client, server).await;
+    let result = load.await;
+    (result, (before, usage(client, server).await))
+}
+
 /// One row of a load table; `usage` is read before and after the load.
 fn print_load(label: &str, result: &Load, per_request: usize, usage: (Usage, Usage)) {
     let (before, after) = usage;
@@ -523,15 +534,13 @@ async fn run(options: &Options, db_name: &str, prefix: &str) -> anyhow::Result<(
     println!("## API alone (`serve --role=api`)\n");
     println!("{TABLE_HEAD}");
     for concurrency in [1, 16, 64] {
-        let before = usage(&client, &api).await;
-        let result = load(&api.base, &key, concurrency, seconds, 500_000, 1).await;
-        let after = usage(&client, &api).await;
-        print_load(&format!("/v1/send, {concurrency} connections"), &result, 1, (before, after));
+        let (result, readings) =
+            measured(&client, &api, load(&api.base, &key, concurrency, seconds, 500_000, 1)).await;
+        print_load(&format!("/v1/send, {concurrency} connections"), &result, 1, readings);
     }
-    let before = usage(&client, &api).await;
-    let batch = load(&api.base, &key, 4, seconds, 1000, 1000).await;
-    let after = usage(&client, &api).await;
-    print_load("/v1/send/batch x1000, 4 connections", &batch, 1000, (before, after));
+    let (batch, readings) =
+        measured(&client, &api, load(&api.base, &key, 4, seconds, 1000, 1000)).await;
+    print_load("/v1/send/batch x1000, 4 connections", &batch, 1000, readings);
     let api_rss = api.peak_rss_mib().unwrap_or(0.0);
     api.stop();
 
@@ -555,11 +564,10 @@ async fn run(options: &Options, db_name: &str, prefix: &str) -> anyhow::Result<(
     println!("\n## Everything in one process (`serve --role=all`), 64 connections sending\n");
     let all = start_server(&db_url, prefix, "all").await?;
     let since = chrono::Utc::now();
-    let before = usage(&client, &all).await;
-    let sustained = load(&all.base, &key, 64, seconds * 2, 2_000_000, 1).await;
-    let after = usage(&client, &all).await;
+    let (sustained, readings) =
+        measured(&client, &all, load(&all.base, &key, 64, seconds * 2, 2_000_000, 1)).await;
     println!("{TABLE_HEAD}");
-    print_load("/v1/send, 64 connections, worker running", &sustained, 1, (before, after));
+    print_load("/v1/send, 64 connections, worker running", &sustained, 1, readings);
     let e2e = wait_for_delivery(&db_url, since, Duration::from_secs(seconds * 40)).await?;
     println!(
         "\nEnd to end (sandbox): {} of {} accepted messages `sent`, {:.0} messages/s from the first send to the last `sent`; send-to-sent p50 {:.0} ms, p99 {:.0} ms",
