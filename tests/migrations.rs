@@ -176,6 +176,53 @@ async fn a_message_keeps_to_its_project_and_key() {
     assert_eq!(names(&mut conn, "SELECT id AS name FROM messages").await, ["msg_b"]);
 }
 
+/// An insert naming a project that is being deleted gives up after a second (000017) rather
+/// than wait for the deletion's purge of its messages, which would hold up every other
+/// message of the same ingestion batch; an insert into another project does not wait at all,
+/// and the caller's own lock_timeout is left as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_insert_does_not_wait_out_a_project_deletion() {
+    let (db, mut conn) = two_projects().await;
+    let insert = |ids_and_projects: &[(&str, &str)]| {
+        let rows: Vec<String> = ids_and_projects
+            .iter()
+            .map(|(id, project)| {
+                format!(
+                    "('{id}', 'org_a', '{project}', 'sms', '+14155550123', 'queued', '{{}}', now())"
+                )
+            })
+            .collect();
+        format!(
+            "INSERT INTO messages (id, organization_id, project_id, channel, recipient, status, content, due_at)
+             VALUES {}",
+            rows.join(", ")
+        )
+    };
+    let mut deleting = AsyncPgConnection::establish(&db.url).await.unwrap();
+    deleting.batch_execute("BEGIN; DELETE FROM projects WHERE id = 'prj_a'").await.unwrap();
+
+    // the guard only keeps a regression from hanging the suite: without 000017 the insert
+    // waits for as long as the deletion is open, here for ever
+    let both = insert(&[("msg_b1", "prj_b"), ("msg_a1", "prj_a")]);
+    let refused =
+        tokio::time::timeout(std::time::Duration::from_secs(60), conn.batch_execute(&both))
+            .await
+            .expect("the insert gives up on its own");
+    let error = refused.expect_err("the project is being deleted").to_string();
+    assert!(error.contains("lock timeout"), "{error}");
+
+    conn.batch_execute("SET lock_timeout = '7s'; BEGIN").await.unwrap();
+    conn.batch_execute(&insert(&[("msg_b1", "prj_b")])).await.unwrap();
+    let setting = "SELECT current_setting('lock_timeout') AS name";
+    assert_eq!(names(&mut conn, setting).await, ["7s"]);
+    conn.batch_execute("COMMIT").await.unwrap();
+
+    // a deletion rolled back leaves the project as it was, open to inserts
+    deleting.batch_execute("ROLLBACK").await.unwrap();
+    conn.batch_execute(&insert(&[("msg_a1", "prj_a")])).await.unwrap();
+    assert_eq!(count(&mut conn, "messages").await, 2);
+}
+
 /// message_search holds each message's lowercased recipient and subject from its insert until
 /// its deletion, and what it holds cannot drift from the message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

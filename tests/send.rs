@@ -334,6 +334,45 @@ async fn without_postgres_nothing_is_accepted() {
     }
 }
 
+/// A project being deleted (here held open, as a long purge of its messages would be) holds
+/// up no other sender: the request naming it fails, 503 to be retried, once its wait for the
+/// project gives up (migration 000017), and the rest of its batch is committed without it.
+/// The window and the single commit slot put all the requests in one batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_project_being_deleted_holds_up_no_other_sender() {
+    use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+    let app = TestApp::spawn_with(|c| {
+        c.api.ingest_window = std::time::Duration::from_millis(300);
+        c.api.ingest_commits = 1;
+    })
+    .await;
+    let (doomed, doomed_key) = app.sender("Doomed").await;
+    let (_, key) = app.sender("Other").await;
+    let mut deleting = diesel_async::AsyncPgConnection::establish(&app.db.url).await.unwrap();
+    let delete = format!("BEGIN; DELETE FROM projects WHERE id = '{}'", doomed.project_id);
+    deleting.batch_execute(&delete).await.unwrap();
+
+    let doomed_send = app.post_as(&doomed_key, "/v1/send", email("a@example.com"));
+    let other_sends = futures::future::join_all(
+        (0..5).map(|i| app.post_as(&key, "/v1/send", email(&format!("b{i}@example.com")))),
+    );
+    // the guard only keeps a regression from hanging the suite: before 000017 the whole batch
+    // waited for as long as the deletion was open
+    let ((status, body), others) = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        futures::future::join(doomed_send, other_sends),
+    )
+    .await
+    .expect("every request is answered while the deletion is open");
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "unavailable");
+    for (status, body) in others {
+        assert_eq!(status, 202, "{body}");
+    }
+    assert_eq!(count(&app, "messages").await, 5);
+    deleting.batch_execute("ROLLBACK").await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_requests_acceptances_and_queues() {
     let app = TestApp::spawn().await;
