@@ -15,6 +15,13 @@
 //! If the stream append fails after the commit, the messages stay `queued` in Postgres and the
 //! worker's sweeper enqueues them later: nothing committed is lost. If Postgres fails, every
 //! request of the batch is answered `unavailable` and nothing was accepted.
+//!
+//! A batch holds many tenants' requests, so one request must not hold up the rest. A failed
+//! batch is committed again request by request, and a project being deleted (which deletes its
+//! messages in the same transaction, minutes for a large one) makes an insert give up after a
+//! second (migration 000017) rather than wait. Its requests are then refused at once for a few
+//! seconds ([`Held`]), so that neither the batches nor the request-by-request pass keep paying
+//! that second while the deletion runs.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -59,6 +66,9 @@ pub enum Outcome {
 pub enum IngestError {
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
+    /// The project is locked by a change that takes long (its deletion): retry.
+    #[error("the project is being deleted or changed")]
+    ProjectBusy,
     #[error("the ingestion committer has stopped")]
     Stopped,
 }
@@ -112,6 +122,7 @@ impl Committer {
         stop: CancellationToken,
     ) {
         let slots = Arc::new(Semaphore::new(limits.commits.max(1)));
+        let held = Arc::new(Held::default());
         let mut commits = JoinSet::new();
         loop {
             while commits.try_join_next().is_some() {}
@@ -144,9 +155,10 @@ impl Committer {
                 batch.push(item);
             }
             metrics.ingest_batch.observe(count as f64);
-            let (pool, redis, metrics) = (pool.clone(), redis.clone(), metrics.clone());
+            let (pool, redis, metrics, held) =
+                (pool.clone(), redis.clone(), metrics.clone(), held.clone());
             commits.spawn(async move {
-                commit_and_reply(&pool, &redis, &metrics, batch).await;
+                commit_and_reply(&pool, &redis, &metrics, &held, batch).await;
                 drop(slot);
             });
         }
@@ -155,12 +167,69 @@ impl Committer {
     }
 }
 
+/// How long a project's requests are refused after an insert gave up waiting for it.
+const HOLD_FOR: Duration = Duration::from_secs(5);
+
+/// Projects whose messages could not be committed because the project stayed locked (being
+/// deleted), until when their requests are refused without trying.
+#[derive(Debug, Default)]
+struct Held(std::sync::Mutex<HashMap<String, tokio::time::Instant>>);
+
+impl Held {
+    /// Whether `submission` names a held project; counts it refused if so.
+    fn refuses(&self, submission: &Submission, metrics: &Metrics) -> bool {
+        let refused = self.holds(submission);
+        if refused {
+            metrics.ingest_refused.with_label_values(&["project_held"]).inc();
+        }
+        refused
+    }
+
+    fn holds(&self, submission: &Submission) -> bool {
+        let Ok(mut held) = self.0.lock() else { return false };
+        if held.is_empty() {
+            return false;
+        }
+        let now = tokio::time::Instant::now();
+        held.retain(|_, until| *until > now);
+        submission.messages.iter().any(|m| held.contains_key(&m.project_id))
+    }
+
+    /// Holds the project of `submission`, which gave up waiting for a lock. Only a request of
+    /// one project says which project was locked; one of several is not held.
+    fn hold(&self, submission: &Submission) {
+        let mut projects = submission.messages.iter().map(|m| &m.project_id);
+        let Some(first) = projects.next() else { return };
+        if projects.all(|p| p == first)
+            && let Ok(mut held) = self.0.lock()
+        {
+            held.insert(first.clone(), tokio::time::Instant::now() + HOLD_FOR);
+        }
+    }
+}
+
+/// Whether the statement gave up waiting for a lock (`lock_timeout`). diesel reports the
+/// SQLSTATE (55P03) of no such error, only the server's message.
+fn gave_up_waiting(error: &DbError) -> bool {
+    matches!(error, DbError::Query(diesel::result::Error::DatabaseError(_, info))
+        if info.message().contains("lock timeout"))
+}
+
 async fn commit_and_reply(
     pool: &db::Pool,
     redis: &Redis,
     metrics: &Metrics,
+    held: &Held,
     batch: Vec<(Submission, Reply)>,
 ) {
+    let (refused, batch): (Vec<_>, Vec<_>) =
+        batch.into_iter().partition(|(s, _)| held.refuses(s, metrics));
+    for (_, reply) in refused {
+        let _ = reply.send(Err(IngestError::ProjectBusy));
+    }
+    if batch.is_empty() {
+        return;
+    }
     let (submissions, replies): (Vec<Submission>, Vec<Reply>) = batch.into_iter().unzip();
     let timer = metrics.ingest_commit.start_timer();
     let committed = commit(pool, &submissions).await;
@@ -173,11 +242,19 @@ async fn commit_and_reply(
             tracing::warn!(error = %e, "batch commit failed; committing one by one");
             let mut outcomes = Vec::with_capacity(submissions.len());
             for submission in &submissions {
-                let one = commit(pool, std::slice::from_ref(submission)).await;
-                outcomes.push(one.map(|mut o| o.remove(0)).unwrap_or_else(|e| Err(unavailable(e))));
+                // held by an earlier request of this pass
+                if held.refuses(submission, metrics) {
+                    outcomes.push(Err(IngestError::ProjectBusy));
+                    continue;
+                }
+                outcomes.push(match commit(pool, std::slice::from_ref(submission)).await {
+                    Ok(mut one) => one.remove(0),
+                    Err(e) => Err(failed(held, metrics, submission, e)),
+                });
             }
             outcomes
         }
+        Err(e) if submissions.len() == 1 => vec![Err(failed(held, metrics, &submissions[0], e))],
         Err(e) => {
             let message = e.to_string();
             submissions.iter().map(|_| Err(IngestError::Unavailable(message.clone()))).collect()
@@ -235,6 +312,18 @@ pub async fn merge_search(pool: db::Pool, every: Duration, stop: CancellationTok
 
 fn unavailable(error: DbError) -> IngestError {
     IngestError::Unavailable(error.to_string())
+}
+
+/// The answer to a request whose own commit failed with `error`; one that gave up waiting for
+/// its project holds the project.
+fn failed(held: &Held, metrics: &Metrics, submission: &Submission, error: DbError) -> IngestError {
+    if gave_up_waiting(&error) {
+        held.hold(submission);
+        metrics.ingest_refused.with_label_values(&["project_locked"]).inc();
+        IngestError::ProjectBusy
+    } else {
+        unavailable(error)
+    }
 }
 
 /// One transaction for all `submissions`; returns each one's outcome in order.

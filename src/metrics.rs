@@ -20,6 +20,8 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     pub http_duration: HistogramVec,
     pub messages_accepted: IntCounterVec,
+    /// Requests the committer refused without the database failing, by reason.
+    pub ingest_refused: IntCounterVec,
     /// Messages per ingestion transaction: how well group commit gathers (`api.ingest_*`).
     pub ingest_batch: prometheus::Histogram,
     /// Ingestion transactions, from taking a connection to the commit.
@@ -107,6 +109,12 @@ impl Metrics {
                 "messages_accepted_total",
                 "Messages accepted by /v1/send",
                 &["channel"],
+            )?,
+            ingest_refused: counter(
+                "ingest_refused_total",
+                "Send requests refused because their project stayed locked (project_locked) or \
+                 had just been (project_held)",
+                &["reason"],
             )?,
             ingest_batch,
             ingest_commit,

@@ -337,7 +337,9 @@ async fn without_postgres_nothing_is_accepted() {
 /// A project being deleted (here held open, as a long purge of its messages would be) holds
 /// up no other sender: the request naming it fails, 503 to be retried, once its wait for the
 /// project gives up (migration 000017), and the rest of its batch is committed without it.
-/// The window and the single commit slot put all the requests in one batch.
+/// Then the project's requests are refused without trying, for a few seconds, so that the
+/// others do not pay that wait batch after batch. The window and the single commit slot put
+/// each round's requests in one batch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_project_being_deleted_holds_up_no_other_sender() {
     use diesel_async::{AsyncConnection, SimpleAsyncConnection};
@@ -352,25 +354,48 @@ async fn a_project_being_deleted_holds_up_no_other_sender() {
     let delete = format!("BEGIN; DELETE FROM projects WHERE id = '{}'", doomed.project_id);
     deleting.batch_execute(&delete).await.unwrap();
 
-    let doomed_send = app.post_as(&doomed_key, "/v1/send", email("a@example.com"));
-    let other_sends = futures::future::join_all(
-        (0..5).map(|i| app.post_as(&key, "/v1/send", email(&format!("b{i}@example.com")))),
-    );
-    // the guard only keeps a regression from hanging the suite: before 000017 the whole batch
-    // waited for as long as the deletion was open
-    let ((status, body), others) = tokio::time::timeout(
-        std::time::Duration::from_secs(60),
-        futures::future::join(doomed_send, other_sends),
-    )
-    .await
-    .expect("every request is answered while the deletion is open");
-    assert_eq!(status, 503, "{body}");
-    assert_eq!(body["error"]["code"], "unavailable");
-    for (status, body) in others {
-        assert_eq!(status, 202, "{body}");
+    let refused = |metrics: &str, reason: &str| {
+        let line = format!(r#"relayit_ingest_refused_total{{reason="{reason}"}} "#);
+        metrics.lines().find_map(|l| l.strip_prefix(&line)?.parse::<u64>().ok()).unwrap_or(0)
+    };
+    for round in 0..2 {
+        let doomed_send = app.post_as(&doomed_key, "/v1/send", email("a@example.com"));
+        let other_sends =
+            futures::future::join_all((0..5).map(|i| {
+                app.post_as(&key, "/v1/send", email(&format!("r{round}-{i}@example.com")))
+            }));
+        // the guard only keeps a regression from hanging the suite: before 000017 the whole
+        // batch waited for as long as the deletion was open
+        let ((status, body), others) = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            futures::future::join(doomed_send, other_sends),
+        )
+        .await
+        .expect("every request is answered while the deletion is open");
+        assert_eq!(status, 503, "{body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains("being deleted"), "{body}");
+        for (status, body) in others {
+            assert_eq!(status, 202, "{body}");
+        }
     }
-    assert_eq!(count(&app, "messages").await, 5);
+    assert_eq!(count(&app, "messages").await, 10);
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    // the first round waited for the lock; the second was refused at once
+    assert_eq!(refused(&metrics, "project_locked"), 1, "{metrics}");
+    assert_eq!(refused(&metrics, "project_held"), 1, "{metrics}");
+
+    // the deletion rolled back, the project sends again once the hold is over
     deleting.batch_execute("ROLLBACK").await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (status, body) = app.post_as(&doomed_key, "/v1/send", email("a@example.com")).await;
+        if status == 202 {
+            break;
+        }
+        assert_eq!(status, 503, "{body}");
+        assert!(std::time::Instant::now() < deadline, "still refused: {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

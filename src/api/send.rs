@@ -336,6 +336,9 @@ async fn answer(
             tracing::warn!(%cause, "send refused: cannot commit");
             Err(ApiError::unavailable("the database is unavailable; nothing was accepted, retry"))
         }
+        Err(IngestError::ProjectBusy) => Err(ApiError::unavailable(
+            "the project is being deleted or changed; nothing was accepted, retry",
+        )),
         Err(IngestError::Stopped) => {
             Err(ApiError::unavailable("shutting down; retry on another instance"))
         }
