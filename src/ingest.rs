@@ -17,9 +17,9 @@
 //! request of the batch is answered `unavailable` and nothing was accepted.
 //!
 //! A batch holds many tenants' requests, so one request must not hold up the rest. A failed
-//! batch is committed again request by request, and a project being deleted (which deletes its
-//! messages in the same transaction, minutes for a large one) makes an insert give up after a
-//! second (migration 000017) rather than wait. Its requests are then refused at once for a few
+//! batch is committed again request by request, and a project locked for long (a deletion that
+//! deletes many messages in its transaction) makes an insert give up after a second (migration
+//! 000017) rather than wait. Its requests are then refused at once for a few
 //! seconds ([`Held`]), so that neither the batches nor the request-by-request pass keep paying
 //! that second while the deletion runs.
 

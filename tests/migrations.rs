@@ -223,6 +223,56 @@ async fn an_insert_does_not_wait_out_a_project_deletion() {
     assert_eq!(count(&mut conn, "messages").await, 2);
 }
 
+/// Deleting a project deletes its messages a batch per statement, each committed on its own,
+/// before the project row (`messages::purge_project`): a message locked by a delivery holds up
+/// only its own batch, and the batches before it are gone meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_project_is_deleted_a_batch_of_messages_at_a_time() {
+    use relayit::db::messages::PURGE_BATCH;
+    let (db, mut conn) = two_projects().await;
+    // two full batches, then the message that comes last however they are read: inserted
+    // last, and the oldest
+    let columns = "id, organization_id, project_id, channel, recipient, status, content, due_at";
+    conn.batch_execute(&format!(
+        "INSERT INTO messages ({columns})
+         SELECT 'msg_' || g, 'org_a', 'prj_a', 'sms', '+14155550123', 'queued', '{{}}', now()
+         FROM generate_series(1, {}) g;
+         INSERT INTO messages ({columns}, created_at) VALUES
+            ('msg_last', 'org_a', 'prj_a', 'sms', '+14155550123', 'queued', '{{}}', now(),
+             now() - interval '1 day'),
+            ('msg_b', 'org_a', 'prj_b', 'sms', '+14155550123', 'queued', '{{}}', now(), now());
+         INSERT INTO message_events (id, message_id, status)
+         VALUES ('evt_last', 'msg_last', 'queued'), ('evt_b', 'msg_b', 'queued');",
+        2 * PURGE_BATCH
+    ))
+    .await
+    .unwrap();
+    // a delivery claiming the last message, its transaction open
+    let mut claiming = AsyncPgConnection::establish(&db.url).await.unwrap();
+    claiming
+        .batch_execute("BEGIN; SELECT id FROM messages WHERE id = 'msg_last' FOR UPDATE")
+        .await
+        .unwrap();
+
+    let url = db.url.clone();
+    let deletion = tokio::spawn(async move {
+        let mut conn = AsyncPgConnection::establish(&url).await.unwrap();
+        relayit::db::projects::delete(&mut conn, "org_a", "prj_a").await
+    });
+    // in one statement, no message would be gone before the claim ends
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while count(&mut conn, "messages WHERE project_id = 'prj_a'").await > 1 {
+        assert!(std::time::Instant::now() < deadline, "no batch was committed on its own");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(!deletion.is_finished(), "the last batch waits for the claim");
+    claiming.batch_execute("COMMIT").await.unwrap();
+    assert!(deletion.await.unwrap().unwrap(), "the project is deleted");
+    let left = "SELECT id AS name FROM messages UNION ALL SELECT id FROM message_events ORDER BY 1";
+    assert_eq!(names(&mut conn, left).await, ["evt_b", "msg_b"]);
+    assert_eq!(count(&mut conn, "projects").await, 1);
+}
+
 /// message_search holds each message's lowercased recipient and subject from its insert until
 /// its deletion, and what it holds cannot drift from the message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

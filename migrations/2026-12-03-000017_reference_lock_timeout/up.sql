@@ -2,10 +2,11 @@
 --
 -- The reference check (000009) locks each named project and key FOR KEY SHARE, which waits
 -- only for a transaction deleting that row (or changing its slug, a unique key). Deleting a
--- project deletes all its messages in the same transaction, minutes for a large one, and an
--- ingestion batch holds the messages of many tenants: one message for the project being
--- deleted kept all of them waiting, and with the project still sending, every commit slot in
--- turn, so that `/v1/send` stalled for everyone until the purge ended. Now the wait ends after
+-- project deletes its messages in the same transaction (those the API has not purged in
+-- batches before: a deletion by hand, or one whose purge was cut short), minutes for a large
+-- project, and an ingestion batch holds the messages of many tenants: one message for the
+-- project being deleted kept all of them waiting, and with the project still sending, every
+-- commit slot in turn, so that `/v1/send` stalled for everyone until the deletion ended. Now the wait ends after
 -- a second with lock_not_available; the committer then commits the batch's requests one by
 -- one, so that only the request naming the project being deleted fails (503, to be retried).
 -- A slug change holds the lock for milliseconds and is still waited for.

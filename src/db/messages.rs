@@ -162,6 +162,39 @@ where
     .map(|_| ())
 }
 
+/// Messages deleted per statement by [`purge_project`].
+pub const PURGE_BATCH: i64 = 2_000;
+
+/// Deletes the project's messages (their events and search rows with them, by trigger), a
+/// batch per statement, each committed on its own; returns how many. Deleting the project row
+/// would delete them too, all in its one transaction: minutes for a large project, holding
+/// every row it deleted (and the project's) locked until the end, so that deliveries claiming
+/// those messages, and inserts naming the project, waited for all of it. Run before the
+/// project's deletion, this leaves that transaction only what arrived meanwhile.
+pub async fn purge_project(
+    conn: &mut AsyncPgConnection,
+    organization_id: &str,
+    project_id: &str,
+) -> QueryResult<u64> {
+    use diesel::sql_types::{BigInt, Text};
+    let mut total = 0;
+    loop {
+        let deleted = diesel::sql_query(
+            "DELETE FROM messages WHERE id IN (
+                 SELECT id FROM messages WHERE project_id = $1 AND organization_id = $2 LIMIT $3)",
+        )
+        .bind::<Text, _>(project_id)
+        .bind::<Text, _>(organization_id)
+        .bind::<BigInt, _>(PURGE_BATCH)
+        .execute(conn)
+        .await?;
+        total += deleted as u64;
+        if (deleted as i64) < PURGE_BATCH {
+            return Ok(total);
+        }
+    }
+}
+
 /// Arbitrary but fixed: identifies the search-index merge among advisory locks.
 const SEARCH_MERGE_LOCK_ID: i64 = 0x7265_6c61_7969_7402;
 

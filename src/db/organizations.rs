@@ -5,7 +5,7 @@ use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use crate::db::Cursor;
-use crate::db::schema::{members, organizations, users};
+use crate::db::schema::{members, organizations, projects, users};
 
 #[derive(Debug, Clone, Queryable, Selectable, Identifiable)]
 #[diesel(table_name = organizations, check_for_backend(diesel::pg::Pg))]
@@ -194,7 +194,17 @@ pub async fn update(
         .await
 }
 
+/// Deletes the organization and all it owns; its projects' messages first, in batches
+/// (`messages::purge_project`), so that the deletion itself is short.
 pub async fn delete(conn: &mut AsyncPgConnection, id: &str) -> QueryResult<()> {
+    let owned: Vec<String> = projects::table
+        .filter(projects::organization_id.eq(id))
+        .select(projects::id)
+        .load(conn)
+        .await?;
+    for project in owned {
+        crate::db::messages::purge_project(conn, id, &project).await?;
+    }
     diesel::delete(organizations::table.find(id)).execute(conn).await.map(drop)
 }
 

@@ -112,11 +112,14 @@ pub async fn update(
     .optional()
 }
 
+/// Deletes the project and all it holds; its messages first, in batches
+/// (`messages::purge_project`), so that the deletion itself is short.
 pub async fn delete(
     conn: &mut AsyncPgConnection,
     organization_id: &str,
     id: &str,
 ) -> QueryResult<bool> {
+    crate::db::messages::purge_project(conn, organization_id, id).await?;
     diesel::delete(
         projects::table
             .filter(projects::organization_id.eq(organization_id))
