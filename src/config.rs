@@ -107,6 +107,10 @@ pub struct DatabaseConfig {
     pub max_connections: usize,
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// Longest a statement of the service's pool may run (waiting for locks included) before
+    /// Postgres cancels it; 0 = no limit. Migrations are not bound by it.
+    #[serde(with = "humantime_serde")]
+    pub statement_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -337,6 +341,7 @@ impl Default for DatabaseConfig {
             url: "postgres://postgres@127.0.0.1:5432/relayit".into(),
             max_connections: 16,
             connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(30),
         }
     }
 }

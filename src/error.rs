@@ -211,6 +211,10 @@ impl From<diesel::result::Error> for ApiError {
                 tracing::warn!(%error, "database connection lost");
                 Self::unavailable("the database is unavailable; try again shortly")
             }
+            error if crate::db::timed_out(&error) => {
+                tracing::warn!(%error, "database statement timed out");
+                Self::unavailable("the database took too long to answer; try again shortly")
+            }
             Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => {
                 Self::conflict("a concurrent change conflicted with this request; retry it")
             }

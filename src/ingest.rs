@@ -237,8 +237,8 @@ async fn commit_and_reply(
     let outcomes = match committed {
         Ok(outcomes) => outcomes,
         // One bad submission (say, its project deleted meanwhile) must not fail the others:
-        // try them one by one.
-        Err(DbError::Query(e)) if submissions.len() > 1 => {
+        // try them one by one. Not after a timeout: each alone could take as long again.
+        Err(DbError::Query(e)) if submissions.len() > 1 && !db::timed_out(&e) => {
             tracing::warn!(error = %e, "batch commit failed; committing one by one");
             let mut outcomes = Vec::with_capacity(submissions.len());
             for submission in &submissions {

@@ -109,3 +109,40 @@ async fn project_validation_names_fields() {
         assert_eq!(answer["error"]["code"], "validation_failed");
     }
 }
+
+/// A statement that runs past `database.statement_timeout` (here an update waiting for a row
+/// another session holds) is cancelled by Postgres and answered 503, not left to hold its
+/// connection; the connection serves the next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_past_the_timeout_is_answered_503() {
+    use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+    let app = TestApp::spawn_with(|c| {
+        c.database.statement_timeout = std::time::Duration::from_millis(300);
+        // one connection: the request after the timeout gets the same one
+        c.database.max_connections = 1;
+    })
+    .await;
+    let owner = app.sign_up("Owner").await;
+    let path = format!("/v1/projects/{}", owner.project_id);
+    let mut holding = AsyncPgConnection::establish(&app.db.url).await.unwrap();
+    let lock =
+        format!("BEGIN; SELECT id FROM projects WHERE id = '{}' FOR UPDATE", owner.project_id);
+    holding.batch_execute(&lock).await.unwrap();
+
+    // the guard only keeps a regression from hanging the suite: without the timeout the
+    // update waits for as long as the row is held
+    let (status, body) = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        app.patch_as(&owner.token, &path, json!({"name": "Renamed"})),
+    )
+    .await
+    .expect("the statement is cancelled");
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "unavailable");
+    assert!(body["error"]["message"].as_str().unwrap().contains("too long"), "{body}");
+
+    holding.batch_execute("ROLLBACK").await.unwrap();
+    let (status, body) = app.patch_as(&owner.token, &path, json!({"name": "Renamed"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["name"], "Renamed");
+}

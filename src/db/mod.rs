@@ -90,6 +90,13 @@ pub fn database_went_away(error: &diesel::result::Error) -> bool {
     }
 }
 
+/// Whether Postgres cancelled the statement for running past `database.statement_timeout`
+/// (recognised by its message, diesel reporting no SQLSTATE for it).
+pub fn timed_out(error: &diesel::result::Error) -> bool {
+    matches!(error, diesel::result::Error::DatabaseError(_, info)
+        if info.message().contains("statement timeout"))
+}
+
 /// Builds the pool, from within the process's main Tokio runtime. Connections open lazily, so
 /// this succeeds while Postgres is down; `/readyz` reports it and requests fail with 503 until
 /// it returns.
@@ -106,10 +113,24 @@ pub fn pool(config: &DatabaseConfig) -> Result<Pool, DbError> {
     // connection is opened on the process's main runtime, which outlives them all.
     let main = tokio::runtime::Handle::try_current()
         .map_err(|e| DbError::Pool(format!("the pool needs the main Tokio runtime: {e}")))?;
+    // set per session rather than in the URL, which may be a key=value string or carry
+    // `options` of its own
+    let session = match config.statement_timeout.as_millis() {
+        0 => None,
+        ms => Some(format!("SET statement_timeout = {ms}")),
+    };
     setup.custom_setup = Box::new(move |url| {
-        let url = url.to_owned();
+        let (url, session) = (url.to_owned(), session.clone());
         let opening = main.spawn(async move {
-            <AsyncPgConnection as diesel_async::AsyncConnection>::establish(&url).await
+            use diesel_async::SimpleAsyncConnection;
+            let mut conn =
+                <AsyncPgConnection as diesel_async::AsyncConnection>::establish(&url).await?;
+            if let Some(set) = session {
+                conn.batch_execute(&set)
+                    .await
+                    .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))?;
+            }
+            Ok(conn)
         });
         Box::pin(async move {
             opening.await.unwrap_or_else(|e| {
