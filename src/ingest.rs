@@ -208,13 +208,6 @@ impl Held {
     }
 }
 
-/// Whether the statement gave up waiting for a lock (`lock_timeout`). diesel reports the
-/// SQLSTATE (55P03) of no such error, only the server's message.
-fn gave_up_waiting(error: &DbError) -> bool {
-    matches!(error, DbError::Query(diesel::result::Error::DatabaseError(_, info))
-        if info.message().contains("lock timeout"))
-}
-
 async fn commit_and_reply(
     pool: &db::Pool,
     redis: &Redis,
@@ -317,7 +310,7 @@ fn unavailable(error: DbError) -> IngestError {
 /// The answer to a request whose own commit failed with `error`; one that gave up waiting for
 /// its project holds the project.
 fn failed(held: &Held, metrics: &Metrics, submission: &Submission, error: DbError) -> IngestError {
-    if gave_up_waiting(&error) {
+    if matches!(&error, DbError::Query(e) if db::gave_up_waiting(e)) {
         held.hold(submission);
         metrics.ingest_refused.with_label_values(&["project_locked"]).inc();
         IngestError::ProjectBusy

@@ -166,7 +166,7 @@ where
 pub const PURGE_BATCH: i64 = 2_000;
 
 /// Deletes the project's messages (their events and search rows with them, by trigger), a
-/// batch per statement, each committed on its own; returns how many. Deleting the project row
+/// batch per statement, each committed on its own. Deleting the project row
 /// would delete them too, all in its one transaction: minutes for a large project, holding
 /// every row it deleted (and the project's) locked until the end, so that deliveries claiming
 /// those messages, and inserts naming the project, waited for all of it. Run before the
@@ -175,9 +175,8 @@ pub async fn purge_project(
     conn: &mut AsyncPgConnection,
     organization_id: &str,
     project_id: &str,
-) -> QueryResult<u64> {
+) -> QueryResult<()> {
     use diesel::sql_types::{BigInt, Text};
-    let mut total = 0;
     loop {
         let deleted = diesel::sql_query(
             "DELETE FROM messages WHERE id IN (
@@ -188,9 +187,8 @@ pub async fn purge_project(
         .bind::<BigInt, _>(PURGE_BATCH)
         .execute(conn)
         .await?;
-        total += deleted as u64;
         if (deleted as i64) < PURGE_BATCH {
-            return Ok(total);
+            return Ok(());
         }
     }
 }

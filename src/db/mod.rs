@@ -90,11 +90,20 @@ pub fn database_went_away(error: &diesel::result::Error) -> bool {
     }
 }
 
-/// Whether Postgres cancelled the statement for running past `database.statement_timeout`
-/// (recognised by its message, diesel reporting no SQLSTATE for it).
+/// Whether Postgres cancelled the statement for running past `database.statement_timeout`.
 pub fn timed_out(error: &diesel::result::Error) -> bool {
-    matches!(error, diesel::result::Error::DatabaseError(_, info)
-        if info.message().contains("statement timeout"))
+    server_says(error, "canceling statement due to statement timeout")
+}
+
+/// Whether the statement gave up waiting for a lock (`lock_timeout`, migration 000017).
+pub fn gave_up_waiting(error: &diesel::result::Error) -> bool {
+    server_says(error, "canceling statement due to lock timeout")
+}
+
+/// Whether `error` is the server's, with `message`: diesel reports the SQLSTATE of neither
+/// cancellation above (57014, 55P03), only the server's words.
+fn server_says(error: &diesel::result::Error, message: &str) -> bool {
+    matches!(error, diesel::result::Error::DatabaseError(_, info) if info.message() == message)
 }
 
 /// Builds the pool, from within the process's main Tokio runtime. Connections open lazily, so
