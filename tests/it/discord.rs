@@ -2,13 +2,11 @@
 //! (the DM channel opened first, once per user), text and embeds, with the bot token; every
 //! documented error answer mapped to its kind (429 with `retry_after` as throttled); `/verify`.
 
-mod common;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::stub::{Recorded, Reply, Stub};
-use common::{TestApp, message_for, opened_credential};
+use crate::harness::stub::{Recorded, Reply, Stub};
+use crate::harness::{TestApp, message_for, opened_credential};
 use relayit::delivery::connector::{Connector, ProviderError};
 use relayit::delivery::discord::Discord;
 use relayit::providers::ProviderType;

@@ -1,11 +1,9 @@
 //! API keys: shown once, stored hashed, scoped, optionally bound to a project, revoked and
 //! expired at once, and their last use recorded without a write per request.
 
-mod common;
-
 use std::time::Duration;
 
-use common::TestApp;
+use crate::harness::TestApp;
 use relayit::server::{Roles, Running};
 use serde_json::json;
 

@@ -1,32 +1,11 @@
 //! `/v1/send` and `/v1/send/batch`: validation naming every field, project resolution,
 //! idempotency, scheduling, the original body shape, and durable acknowledgement.
 
-mod common;
-
-use common::TestApp;
+use crate::harness::TestApp;
 use fred::prelude::StreamsInterface;
 use relayit::server::Roles;
 use reqwest::Method;
 use serde_json::{Value, json};
-
-async fn count(app: &TestApp, table: &str) -> i64 {
-    let mut conn: diesel_async::AsyncPgConnection =
-        <diesel_async::AsyncPgConnection as diesel_async::AsyncConnection>::establish(&app.db.url)
-            .await
-            .unwrap();
-    #[derive(diesel::QueryableByName)]
-    struct N {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        n: i64,
-    }
-    let n: N = diesel_async::RunQueryDsl::get_result(
-        diesel::sql_query(format!("SELECT count(*) AS n FROM {table}")),
-        &mut conn,
-    )
-    .await
-    .unwrap();
-    n.n
-}
 
 async fn stream_len(app: &TestApp) -> usize {
     let redis = &app.running().state().redis;
@@ -48,15 +27,15 @@ async fn a_message_is_committed_queued_and_answered() {
     assert_eq!(body["status"], "queued");
     let id = body["id"].as_str().unwrap();
     assert!(id.starts_with("msg_"));
-    assert_eq!(count(&app, "messages").await, 1);
+    assert_eq!(app.count("messages").await, 1);
     assert_eq!(
-        count(&app, "message_events WHERE status IN ('received', 'queued')").await,
+        app.count("message_events WHERE status IN ('received', 'queued')").await,
         2,
         "received and queued"
     );
     // on the delivery stream, or already taken from it by a worker
     let on_stream = stream_len(&app).await == 1;
-    let taken = count(&app, "message_events WHERE status = 'processing'").await == 1;
+    let taken = app.count("message_events WHERE status = 'processing'").await == 1;
     assert!(on_stream || taken, "the message was not enqueued");
 }
 
@@ -142,7 +121,7 @@ async fn every_invalid_field_is_named_and_nothing_is_stored() {
     let (status, answer) = app.post_as(&key, "/v1/send", too_big).await;
     assert_eq!(status, 413, "{answer}");
     assert_eq!(answer["error"]["code"], "payload_too_large");
-    assert_eq!(count(&app, "messages").await, 0);
+    assert_eq!(app.count("messages").await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,7 +171,7 @@ async fn idempotency_keys_replay_refuse_mismatches_and_collapse_races() {
     let other = post(email("b@example.com"), "order-1").await.unwrap();
     assert_eq!(other.status(), 422);
     assert_eq!(other.json::<Value>().await.unwrap()["error"]["code"], "idempotency_mismatch");
-    assert_eq!(count(&app, "messages").await, 1);
+    assert_eq!(app.count("messages").await, 1);
 
     // twenty concurrent identical requests: one message, one answer
     let answers =
@@ -205,12 +184,12 @@ async fn idempotency_keys_replay_refuse_mismatches_and_collapse_races() {
     }
     ids.dedup();
     assert_eq!(ids.len(), 1, "{ids:?}");
-    assert_eq!(count(&app, "messages").await, 2);
+    assert_eq!(app.count("messages").await, 2);
 
     // an expired record frees the key
     app.sql("UPDATE idempotency_keys SET expires_at = now() - interval '1 second'").await;
     assert_eq!(post(email("b@example.com"), "order-1").await.unwrap().status(), 202);
-    assert_eq!(count(&app, "messages").await, 3);
+    assert_eq!(app.count("messages").await, 3);
     let long = "k".repeat(256);
     let response = app
         .client
@@ -234,7 +213,7 @@ async fn scheduled_and_original_shape_messages() {
     let (status, body) = app.post_as(&key, "/v1/send", scheduled).await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["status"], "received");
-    assert_eq!(count(&app, "message_events").await, 1, "received only");
+    assert_eq!(app.count("message_events").await, 1, "received only");
 
     let legacy = json!({"channel": "email", "recipient": "bob@example.com", "projectSlug": "default",
         "payload": {"subject": "Old", "body": "<b>hi</b>", "type": "html"}});
@@ -273,7 +252,7 @@ async fn batches_answer_each_item_in_order() {
     assert_eq!(data[1]["error"]["code"], "validation_failed");
     assert_eq!(data[1]["error"]["details"][0]["field"], "to");
     assert_eq!(data[2]["status"], "queued");
-    assert_eq!(count(&app, "messages").await, 2);
+    assert_eq!(app.count("messages").await, 2);
 
     assert_eq!(app.post_as(&key, "/v1/send/batch", json!({"messages": []})).await.0, 400);
     let many: Vec<Value> = (0..1001).map(|_| email("a@example.com")).collect();
@@ -284,7 +263,7 @@ async fn batches_answer_each_item_in_order() {
     let (status, body) = app.post_as(&key, "/v1/send/batch", json!({"messages": thousand})).await;
     assert_eq!(status, 202);
     assert_eq!(body["data"].as_array().unwrap().len(), 1000);
-    assert_eq!(count(&app, "messages").await, 1002);
+    assert_eq!(app.count("messages").await, 1002);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -292,7 +271,7 @@ async fn without_postgres_nothing_is_accepted() {
     let app = TestApp::spawn().await;
     let (_, key) = app.sender("Sender").await;
     let db = app.db.name.clone();
-    let admin = common::admin_url();
+    let admin = crate::harness::admin_url();
     let mut conn: diesel_async::AsyncPgConnection =
         <diesel_async::AsyncPgConnection as diesel_async::AsyncConnection>::establish(&admin)
             .await
@@ -321,7 +300,7 @@ async fn without_postgres_nothing_is_accepted() {
     )
     .await
     .unwrap();
-    assert_eq!(count(&app, "messages").await, 0);
+    assert_eq!(app.count("messages").await, 0);
     // and it recovers by itself
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
@@ -378,7 +357,7 @@ async fn a_project_being_deleted_holds_up_no_other_sender() {
             assert_eq!(status, 202, "{body}");
         }
     }
-    assert_eq!(count(&app, "messages").await, 10);
+    assert_eq!(app.count("messages").await, 10);
     let metrics = app.get("/metrics").await.text().await.unwrap();
     // the first round waited for the lock; the second was refused at once
     assert_eq!(refused(&metrics, "project_locked"), 1, "{metrics}");

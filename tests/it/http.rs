@@ -1,11 +1,9 @@
 //! The HTTP surface of the foundation: operations routes, OpenAPI, and the error body of
 //! requests that match nothing.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{TestApp, error_body};
+use crate::harness::{TestApp, error_body};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_and_readyz_answer() {

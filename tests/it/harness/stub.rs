@@ -106,10 +106,6 @@ impl Stub {
         self.shared.requests.lock().unwrap().clone()
     }
 
-    pub fn clear(&self) {
-        self.shared.requests.lock().unwrap().clear();
-    }
-
     pub async fn stop(self) {
         self.handle.stop(false).await;
     }

@@ -1,13 +1,11 @@
 //! Webhook endpoints: create, read, update, delete and secret rotation; URL and SSRF checks;
 //! sealing of secrets at rest; permissions and tenant isolation.
 
-mod common;
-
+use crate::harness::{Account, TestApp};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::Utc;
-use common::{Account, TestApp};
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::RunQueryDsl;
 use relayit::db::webhook_endpoints::{self, WebhookEndpoint};
 use relayit::webhooks::secret::signing_secrets;
 use reqwest::Method;
@@ -38,13 +36,9 @@ async fn create_default(app: &TestApp, account: &Account) -> Value {
     create(app, account, json!({"url": URL, "eventTypes": ["message.sent"]})).await
 }
 
-async fn db(app: &TestApp) -> AsyncPgConnection {
-    AsyncPgConnection::establish(&app.db.url).await.unwrap()
-}
-
 /// The endpoint's row as stored.
 async fn row(app: &TestApp, account: &Account, id: &str) -> WebhookEndpoint {
-    webhook_endpoints::find(&mut db(app).await, &account.org_id, &account.project_id, id)
+    webhook_endpoints::find(&mut app.connect().await, &account.org_id, &account.project_id, id)
         .await
         .unwrap()
         .expect("the endpoint's row")
@@ -74,7 +68,7 @@ fn fields(status: u16, body: &Value) -> Vec<String> {
 }
 
 async fn exec(app: &TestApp, sql: &str) {
-    diesel::sql_query(sql).execute(&mut db(app).await).await.unwrap();
+    diesel::sql_query(sql).execute(&mut app.connect().await).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -219,7 +213,7 @@ async fn every_invalid_field_is_named() {
         .await
         .unwrap();
     assert_eq!(response.status(), 400);
-    assert_eq!(common::error_body(response).await["error"]["code"], "malformed_json");
+    assert_eq!(crate::harness::error_body(response).await["error"]["code"], "malformed_json");
 
     // nothing was created by any of them
     let (_, list) = app.get_as(&owner.token, &path).await;
@@ -596,12 +590,12 @@ async fn project_bound_api_keys_see_only_their_project() {
         "INSERT INTO api_keys (id, organization_id, project_id, name, key_hash, prefix, scopes) \
          VALUES ($1, $2, $3, 'second only', $4, $5, ARRAY['read', 'manage'])",
     )
-    .bind::<diesel::sql_types::Text, _>(common::unique("key"))
+    .bind::<diesel::sql_types::Text, _>(crate::harness::unique("key"))
     .bind::<diesel::sql_types::Text, _>(&ada.org_id)
     .bind::<diesel::sql_types::Text, _>(second)
     .bind::<diesel::sql_types::Binary, _>(relayit::auth::tokens::hash(&key))
     .bind::<diesel::sql_types::Text, _>(prefix)
-    .execute(&mut db(&app).await)
+    .execute(&mut app.connect().await)
     .await
     .unwrap();
 

@@ -1,14 +1,12 @@
 //! The `relayit` binary as an operator uses it: flags, key generation, configuration errors,
 //! the master key of a single instance, and a clean exit on SIGTERM.
 
-mod common;
-
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::TestDb;
+use crate::harness::TestDb;
 
 /// The binary with an empty environment (nothing leaks in from the test runner), run in
 /// `dir` so no ./config.toml is picked up by accident.
@@ -118,7 +116,7 @@ async fn migrate_applies_the_schema() {
     let dir = tempfile::tempdir().unwrap();
     let (code, out, err) = run(relayit(dir.path()).arg("migrate").env("DATABASE_URL", &db.url));
     assert_eq!(code, 0, "{err}");
-    assert_eq!(out.trim(), format!("applied {} migration(s)", common::migration_count()));
+    assert_eq!(out.trim(), format!("applied {} migration(s)", crate::harness::migration_count()));
     let (_, out, _) = run(relayit(dir.path()).arg("migrate").env("DATABASE_URL", &db.url));
     assert_eq!(out.trim(), "applied 0 migration(s)");
 }
@@ -143,7 +141,7 @@ impl Serving {
             .envs(env.iter().copied())
             .args(["serve", "--role=all"])
             .env("DATABASE_URL", &db.url)
-            .env("REDIS_URL", common::redis_url())
+            .env("REDIS_URL", crate::harness::redis_url())
             .env("RELAYIT_REDIS__KEY_PREFIX", prefix)
             .env("RELAYIT_SERVER__BIND", format!("127.0.0.1:{port}"))
             .env("RELAYIT_SERVER__SHUTDOWN_GRACE", "5s")
@@ -208,7 +206,7 @@ impl Serving {
 async fn single_instance_generates_its_key_migrates_and_stops_on_sigterm() {
     let db = TestDb::empty().await;
     let dir = tempfile::tempdir().unwrap();
-    let prefix = format!("{}:", common::unique("cli"));
+    let prefix = format!("{}:", crate::harness::unique("cli"));
 
     let mut serving = Serving::start(dir.path(), &db, &prefix);
     serving.wait_ready().await;
@@ -236,7 +234,7 @@ async fn single_instance_generates_its_key_migrates_and_stops_on_sigterm() {
     assert_eq!(std::fs::read_to_string(&key_file).unwrap(), key);
     assert!(log.contains("using the master key file"), "{log}");
     assert!(!log.contains("applied migrations"), "{log}");
-    common::clear_redis_prefix(&prefix).await.unwrap();
+    crate::harness::clear_redis_prefix(&prefix).await.unwrap();
 }
 
 fn admin(dir: &Path, db_url: &str, args: &[&str], stdin: &str) -> (i32, String, String) {
@@ -261,7 +259,7 @@ fn admin(dir: &Path, db_url: &str, args: &[&str], stdin: &str) -> (i32, String, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_commands_provision_a_headless_install() {
-    let app = common::TestApp::spawn_with(|c| c.auth.allow_signup = false).await;
+    let app = crate::harness::TestApp::spawn_with(|c| c.auth.allow_signup = false).await;
     let dir = tempfile::tempdir().unwrap();
     let db = app.db.url.clone();
 
@@ -336,7 +334,7 @@ async fn admin_commands_provision_a_headless_install() {
 async fn secrets_never_reach_the_logs() {
     let db = TestDb::empty().await;
     let dir = tempfile::tempdir().unwrap();
-    let prefix = format!("{}:", common::unique("logs"));
+    let prefix = format!("{}:", crate::harness::unique("logs"));
     let mut serving = Serving::start_with(dir.path(), &db, &prefix, &[("RUST_LOG", "debug")]);
     serving.wait_ready().await;
     let base = format!("http://127.0.0.1:{}", serving.port);
@@ -413,7 +411,7 @@ async fn secrets_never_reach_the_logs() {
     ] {
         assert!(!log.contains(secret), "{secret} appears in the log");
     }
-    common::clear_redis_prefix(&prefix).await.unwrap();
+    crate::harness::clear_redis_prefix(&prefix).await.unwrap();
 }
 
 /// The README's quick start is `cargo run --release -- serve`: with a second binary in the
@@ -421,6 +419,6 @@ async fn secrets_never_reach_the_logs() {
 #[test]
 fn cargo_run_starts_relayit() {
     let manifest: toml::Table =
-        toml::from_str(include_str!("../Cargo.toml")).expect("Cargo.toml parses");
+        toml::from_str(include_str!("../../Cargo.toml")).expect("Cargo.toml parses");
     assert_eq!(manifest["package"]["default-run"].as_str(), Some("relayit"));
 }

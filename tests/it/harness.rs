@@ -5,8 +5,6 @@
 //! `TEST_DATABASE_URL` (an admin connection, default postgres://postgres@127.0.0.1:5432/postgres)
 //! and `TEST_REDIS_URL` (default redis://127.0.0.1:6379) point the tests at other servers.
 
-#![allow(dead_code)] // each test binary uses a different part of the harness
-
 pub mod smtp_sink;
 pub mod stub;
 
@@ -452,12 +450,34 @@ impl TestApp {
     }
 }
 
+/// `SELECT count(*) FROM {from}`: `from` may carry a `WHERE`.
+pub async fn count(conn: &mut AsyncPgConnection, from: &str) -> i64 {
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let sql = format!("SELECT count(*) AS n FROM {from}");
+    let row: Count =
+        diesel::sql_query(&sql).get_result(conn).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    row.n
+}
+
 impl TestApp {
+    /// A connection of its own to this test's database.
+    pub async fn connect(&self) -> AsyncPgConnection {
+        AsyncPgConnection::establish(&self.db.url).await.expect("connect to the test db")
+    }
+
+    /// `SELECT count(*) FROM {from}` on this test's database.
+    pub async fn count(&self, from: &str) -> i64 {
+        count(&mut self.connect().await, from).await
+    }
+
     /// Runs SQL on this test's database (for arranging states the API does not offer, such as
     /// an invitation past its expiry).
     pub async fn sql(&self, sql: &str) {
-        let mut conn =
-            AsyncPgConnection::establish(&self.db.url).await.expect("connect to the test db");
+        let mut conn = self.connect().await;
         execute(&mut conn, sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 }

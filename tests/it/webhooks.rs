@@ -3,14 +3,12 @@
 //! proving they are refused otherwise). Signatures are checked with the `standardwebhooks`
 //! crate, a verifier we did not write.
 
-mod common;
-
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Account, PrivateRedis, TestApp};
+use crate::harness::{Account, PrivateRedis, TestApp};
 use fred::prelude::{SortedSetsInterface, StreamsInterface};
 use relayit::config::Config;
 use serde_json::{Value, json};
@@ -736,7 +734,7 @@ async fn replay_and_retry_deliver_again_and_validate_their_input() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_wait_in_postgres_while_redis_is_away() {
-    let mut redis = PrivateRedis::start(common::free_port());
+    let mut redis = PrivateRedis::start(crate::harness::free_port());
     let port = redis.port;
     let app = TestApp::spawn_with(|c| {
         local(&["0s"])(c);
@@ -799,7 +797,7 @@ async fn several_webhook_processes_share_the_work_without_duplicates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_redis_lost_is_pushed_again_from_the_outbox() {
-    let mut redis = PrivateRedis::start(common::free_port());
+    let mut redis = PrivateRedis::start(crate::harness::free_port());
     let port = redis.port;
     let app = TestApp::spawn_with(|c| {
         // the first attempt waits in the delayed set, where the restart below loses it

@@ -1,10 +1,8 @@
 //! `/readyz` names the dependency that is down, and recovers by itself when it returns.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{PrivateRedis, TestApp, error_body, free_port};
+use crate::harness::{PrivateRedis, TestApp, error_body, free_port};
 
 async fn wait_for_status(app: &TestApp, status: u16, within: Duration) -> reqwest::Response {
     let deadline = Instant::now() + within;

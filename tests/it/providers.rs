@@ -1,11 +1,9 @@
 //! Provider credentials (`/v1/providers`): every type's schema, redaction on every read, secrets
 //! sealed at rest, PATCH merging, lists, tenant isolation and roles, and `relayit rotate-keys`.
 
-mod common;
-
 use std::process::{Command, Stdio};
 
-use common::{Account, TestApp, unique};
+use crate::harness::{Account, TestApp, unique};
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use relayit::crypto::{MasterKey, MasterKeys};
@@ -108,10 +106,6 @@ fn assert_redacted(view: &Value, given: &Value) {
     given_fields.sort();
     assert_eq!(shown_fields, given_fields, "{view}");
     assert!(shown.values().all(|v| v == REDACTED), "{view}");
-}
-
-async fn db(app: &TestApp) -> AsyncPgConnection {
-    AsyncPgConnection::establish(&app.db.url).await.unwrap()
 }
 
 /// The raw `(sealed_secrets, secrets_key_id)` of a row.
@@ -688,7 +682,7 @@ async fn verify_answers_ok_for_the_sandbox_and_reports_a_provider_out_of_reach()
     // (each real type's own verify is tested beside its connector: tests/aws.rs, whatsapp.rs,
     // discord.rs, smtp.rs)
     // an SMTP server nobody runs: an answer all the same, `ok: false` saying why
-    let closed = common::free_port();
+    let closed = crate::harness::free_port();
     let smtp = create(
         &app,
         &owner,
@@ -800,7 +794,7 @@ async fn api_key(app: &TestApp, owner: &Account, project: Option<&str>, scopes: 
     let (key, prefix) = relayit::auth::tokens::new_api_key();
     let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
     relayit::db::api_keys::insert(
-        &mut db(app).await,
+        &mut app.connect().await,
         relayit::db::api_keys::NewApiKey {
             id: &unique("key"),
             organization_id: &owner.org_id,
@@ -1069,7 +1063,7 @@ async fn rotation_reports_rows_it_cannot_open_and_never_overwrites_a_concurrent_
         .unwrap()
         .to_owned();
     // re-seal the two rows by hand: one under a key the rotation knows, one under a lost key
-    let mut conn = db(&app).await;
+    let mut conn = app.connect().await;
     for (id, keys) in [(&ok, &old), (&orphan, &lost)] {
         let aad = format!("provider_credentials:{}:{id}", owner.org_id);
         let sealed = keys.seal(b"{}", &aad);

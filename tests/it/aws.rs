@@ -5,14 +5,12 @@
 //!
 //! moto_server and openssl are required: a test fails, loudly, without them.
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::harness::TestApp;
+use crate::harness::stub::{Recorded, Reply, Stub};
 use base64::Engine as _;
-use common::TestApp;
-use common::stub::{Recorded, Reply, Stub};
 use serde_json::{Value, json};
 
 /// A moto_server process on a free loopback port, killed when dropped.
@@ -23,7 +21,7 @@ struct Moto {
 
 impl Moto {
     async fn start() -> Moto {
-        let port = common::free_port();
+        let port = crate::harness::free_port();
         let child = Command::new("moto_server")
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())

@@ -1,9 +1,7 @@
 //! Accounts: sign-up, sign-in (and its throttling), sessions by bearer token and by cookie
 //! (with CSRF protection), sign-out and the active organization.
 
-mod common;
-
-use common::{PASSWORD, TestApp};
+use crate::harness::{PASSWORD, TestApp};
 use reqwest::Method;
 use serde_json::json;
 

@@ -5,10 +5,8 @@
 //! Messages are arranged by inserting rows with `db::messages::insert_all`, as ingestion does,
 //! with the events of the life cycle up to their status.
 
-mod common;
-
+use crate::harness::{Account, TestApp};
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
-use common::{Account, TestApp};
 use fred::prelude::StreamsInterface;
 use relayit::db::messages::{self as db, Event, NewMessage};
 use relayit::ids;

@@ -5,14 +5,12 @@
 //! Messages are created as ingestion creates them: rows and their first events inserted with
 //! `db::messages::insert_all`, then `queue::deliveries::enqueue`.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::harness::{Account, TestApp};
 use chrono::{DateTime, Utc};
-use common::{Account, TestApp};
 use diesel::prelude::*;
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use fred::prelude::{ClientLike, KeysInterface, StreamsInterface};
 use relayit::config::Config;
 use relayit::db::messages::{self, Event, Message, NewMessage};
@@ -38,7 +36,7 @@ async fn sandbox(
     extra: Value,
 ) -> (String, String) {
     let mut body = json!({
-        "name": common::unique("sandbox"), "channel": channel, "providerType": "sandbox",
+        "name": crate::harness::unique("sandbox"), "channel": channel, "providerType": "sandbox",
         "credentials": {}, "config": config,
     });
     for (key, value) in extra.as_object().unwrap() {
@@ -115,10 +113,6 @@ async fn submit(app: &TestApp, owner: &Account, template: &Draft<'_>) -> String 
     submit_many(app, owner, template, 1, false).await.remove(0)
 }
 
-async fn db(app: &TestApp) -> AsyncPgConnection {
-    AsyncPgConnection::establish(&app.db.url).await.unwrap()
-}
-
 async fn load(conn: &mut AsyncPgConnection, id: &str) -> Message {
     m::table.find(id).select(Message::as_select()).first(conn).await.unwrap()
 }
@@ -138,7 +132,7 @@ async fn wait_until(
     what: &str,
     done: impl Fn(&Message, &[Event]) -> bool,
 ) -> (Message, Vec<Event>) {
-    let mut conn = db(app).await;
+    let mut conn = app.connect().await;
     let start = Instant::now();
     loop {
         let message = load(&mut conn, id).await;
@@ -162,7 +156,7 @@ async fn wait_for_status(app: &TestApp, id: &str, status: &str) -> (Message, Vec
 }
 
 async fn redis(app: &TestApp) -> (fred::clients::Client, Keys) {
-    let config = fred::prelude::Config::from_url(&common::redis_url()).unwrap();
+    let config = fred::prelude::Config::from_url(&crate::harness::redis_url()).unwrap();
     let client = fred::clients::Client::new(config, None, None, None);
     client.init().await.unwrap();
     (client, Keys::new(&app.redis_prefix))
@@ -525,7 +519,7 @@ async fn duplicate_entries_never_send_twice() {
     relayit::queue::deliveries::enqueue(redis, &[id.clone(), id.clone()]).await.unwrap();
     wait_stream_empty(&app).await;
 
-    let mut conn = db(&app).await;
+    let mut conn = app.connect().await;
     let events = history(&mut conn, &id).await;
     assert_eq!(
         statuses(&events),
@@ -550,7 +544,7 @@ async fn a_burst_survives_a_crash_and_each_message_is_sent_once() {
     sandbox(&app, &owner, "email", json!({"latencyMs": 100}), json!({})).await;
     let ids = submit_many(&app, &owner, &EMAIL, 200, false).await;
 
-    let mut conn = db(&app).await;
+    let mut conn = app.connect().await;
     let count_status = async |conn: &mut AsyncPgConnection, status: &str| -> i64 {
         m::table.filter(m::status.eq(status)).count().get_result(conn).await.unwrap()
     };
@@ -596,7 +590,7 @@ async fn a_scheduled_message_is_sent_once_due() {
     let id = submit(&app, &owner, &Draft { send_at: Some(send_at), ..EMAIL }).await;
 
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut conn = db(&app).await;
+    let mut conn = app.connect().await;
     assert_eq!(load(&mut conn, &id).await.status, "received", "sent before its time");
 
     let (message, events) = wait_for_status(&app, &id, "sent").await;

@@ -3,12 +3,10 @@
 //! subject, text and HTML alternatives, our Message-ID as the provider message id), pooled
 //! connections, replies mapped to their kinds, and `/verify` (AUTH then NOOP).
 
-mod common;
-
+use crate::harness::smtp_sink::SmtpSink;
+use crate::harness::{TestApp, message_for, opened_credential};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use common::smtp_sink::SmtpSink;
-use common::{TestApp, message_for, opened_credential};
 use relayit::delivery::connector::Connector;
 use relayit::delivery::smtp::Smtp;
 use relayit::providers::ProviderType;
@@ -166,7 +164,7 @@ async fn replies_map_to_kinds_and_connections_are_pooled() {
     assert_eq!(required.kind(), "credential", "530: {required}");
 
     // nobody listening: worth another try
-    let closed = common::free_port();
+    let closed = crate::harness::free_port();
     let gone = opened_credential(ProviderType::Smtp, json!({}), config(closed));
     assert_eq!(smtp.send(&email("a@example.org"), &gone).await.unwrap_err().kind(), "retryable");
     assert_eq!(sink.messages().len(), 3, "nothing more was accepted");

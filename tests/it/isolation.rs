@@ -2,9 +2,7 @@
 //! id of this organization (never 403, never the data), and a member gets 403 on every write
 //! that needs an admin.
 
-mod common;
-
-use common::TestApp;
+use crate::harness::TestApp;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -20,7 +18,7 @@ struct Tenant {
     message: String,
 }
 
-async fn arrange(app: &TestApp, owner: &common::Account) -> Tenant {
+async fn arrange(app: &TestApp, owner: &crate::harness::Account) -> Tenant {
     let (_, invitation) = app
         .post_as(
             &owner.token,
@@ -57,7 +55,7 @@ async fn arrange(app: &TestApp, owner: &common::Account) -> Tenant {
         .await;
     assert_eq!(status, 202, "{message}");
     // an attempt in the endpoint's delivery log (no receiver answers hooks.example.com here)
-    let delivery = common::unique("whd_isolation");
+    let delivery = crate::harness::unique("whd_isolation");
     app.sql(&format!(
         "INSERT INTO webhook_deliveries (id, organization_id, webhook_endpoint_id, message_id, \
              event_id, event_type, attempt, succeeded, error) \

@@ -1,11 +1,9 @@
 //! The schema: migrations apply on an empty database (creating it when missing), revert
 //! cleanly, apply again, run safely from many processes at once, and the constraints hold.
 
-mod common;
-
-use common::TestDb;
+use crate::harness::{TestDb, count};
 use diesel::QueryableByName;
-use diesel::sql_types::{BigInt, Text};
+use diesel::sql_types::Text;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 
 const TABLES: &[&str] = &[
@@ -35,12 +33,6 @@ struct Name {
     name: String,
 }
 
-#[derive(QueryableByName)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
-}
-
 async fn tables(url: &str) -> Vec<String> {
     let mut conn = AsyncPgConnection::establish(url).await.unwrap();
     let rows: Vec<Name> = diesel::sql_query(
@@ -57,7 +49,7 @@ async fn tables(url: &str) -> Vec<String> {
 async fn migrations_apply_revert_and_apply_again() {
     let db = TestDb::empty().await;
     let applied = relayit::db::migrate(&db.url).await.expect("migrate");
-    assert_eq!(applied.len(), common::migration_count());
+    assert_eq!(applied.len(), crate::harness::migration_count());
     let mut expected: Vec<String> = TABLES.iter().map(|t| t.to_string()).collect();
     expected.sort();
     assert_eq!(tables(&db.url).await, expected);
@@ -65,10 +57,13 @@ async fn migrations_apply_revert_and_apply_again() {
     assert!(relayit::db::migrate(&db.url).await.unwrap().is_empty());
 
     let reverted = relayit::db::revert_all(&db.url).await.expect("revert");
-    assert_eq!(reverted.len(), common::migration_count());
+    assert_eq!(reverted.len(), crate::harness::migration_count());
     assert!(tables(&db.url).await.is_empty());
 
-    assert_eq!(relayit::db::migrate(&db.url).await.unwrap().len(), common::migration_count());
+    assert_eq!(
+        relayit::db::migrate(&db.url).await.unwrap().len(),
+        crate::harness::migration_count()
+    );
     assert_eq!(tables(&db.url).await, expected);
 }
 
@@ -80,7 +75,7 @@ async fn concurrent_migrations_serialize_on_the_advisory_lock() {
     for run in runs {
         total += run.expect("every concurrent migrate succeeds").len();
     }
-    assert_eq!(total, common::migration_count(), "each migration applied exactly once");
+    assert_eq!(total, crate::harness::migration_count(), "each migration applied exactly once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -388,19 +383,10 @@ async fn refuses_change(conn: &mut AsyncPgConnection, sql: &str) {
     assert!(error.contains("do not change"), "{sql}: {error}");
 }
 
-/// `SELECT count(*) FROM {from}`.
-async fn count(conn: &mut AsyncPgConnection, from: &str) -> i64 {
-    let row: Count = diesel::sql_query(format!("SELECT count(*) AS n FROM {from}"))
-        .get_result(conn)
-        .await
-        .unwrap();
-    row.n
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_database_is_created() {
-    let name = common::unique("relayit_test");
-    let db = TestDb { url: common::database_url(&name), name };
+    let name = crate::harness::unique("relayit_test");
+    let db = TestDb { url: crate::harness::database_url(&name), name };
     relayit::db::migrate(&db.url).await.expect("creates and migrates");
     assert_eq!(tables(&db.url).await.len(), TABLES.len());
 }
@@ -499,14 +485,9 @@ async fn constraints_guard_enums_tenancy_and_cascades() {
         .execute(&mut conn)
         .await
         .unwrap();
-    let left: Count = diesel::sql_query(
-        "SELECT (SELECT count(*) FROM messages) + (SELECT count(*) FROM held_receipts)
-             + (SELECT count(*) FROM projects WHERE organization_id = 'org_a') AS n",
-    )
-    .get_result(&mut conn)
-    .await
-    .unwrap();
-    assert_eq!(left.n, 0);
+    for left in ["messages", "held_receipts", "projects WHERE organization_id = 'org_a'"] {
+        assert_eq!(count(&mut conn, left).await, 0, "{left}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

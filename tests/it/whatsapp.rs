@@ -3,14 +3,12 @@
 //! documented error answer mapped to its kind; `/verify`; and delivery receipts (the
 //! verify-token handshake, signed status callbacks, refused forgeries, idempotent repeats).
 
-mod common;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::harness::stub::{Recorded, Reply, Stub};
+use crate::harness::{Account, TestApp, message_for, opened_credential};
 use chrono::Utc;
-use common::stub::{Recorded, Reply, Stub};
-use common::{Account, TestApp, message_for, opened_credential};
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use relayit::db::receipts::{self, HeldRound};
 use relayit::delivery::connector::{Connector, ProviderError};
@@ -232,7 +230,7 @@ async fn graph_errors_map_to_their_kinds() {
     assert!(stub.requests().iter().all(|r| r.path == format!("/v21.0/{PHONE_NUMBER_ID}/messages")));
 
     // nobody listening: retryable, saying why
-    let closed = format!("127.0.0.1:{}", common::free_port());
+    let closed = format!("127.0.0.1:{}", crate::harness::free_port());
     let nowhere = opened_credential(
         ProviderType::WhatsappCloud,
         json!({"accessToken": TOKEN}),
@@ -582,7 +580,7 @@ async fn the_verify_token_handshake_answers_only_the_right_token() {
     ] {
         let response = app.client.get(handshake(id, mode, token)).send().await.unwrap();
         assert_eq!(response.status(), 403, "{mode} {token}");
-        common::error_body(response).await;
+        crate::harness::error_body(response).await;
     }
     let response = app.client.get(handshake("prv_missing", "subscribe", "x")).send().await.unwrap();
     assert_eq!(response.status(), 404);

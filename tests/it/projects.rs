@@ -1,8 +1,6 @@
 //! Projects: slugs, metadata, pagination and roles.
 
-mod common;
-
-use common::TestApp;
+use crate::harness::TestApp;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

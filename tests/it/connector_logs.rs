@@ -2,14 +2,12 @@
 //! sends (and fails) once under a subscriber that records every info-level event and span,
 //! with their fields, using the service's own log filter.
 
-mod common;
-
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use common::smtp_sink::SmtpSink;
-use common::stub::{Reply, Stub};
-use common::{message_for, opened_credential};
+use crate::harness::smtp_sink::SmtpSink;
+use crate::harness::stub::{Reply, Stub};
+use crate::harness::{message_for, opened_credential};
 use relayit::delivery::connector::Connector;
 use relayit::delivery::discord::Discord;
 use relayit::delivery::ses::Ses;

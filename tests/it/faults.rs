@@ -1,21 +1,19 @@
 //! Fault tests: Postgres or Redis goes away while the worker is delivering a burst, and comes
 //! back; then we count. Every message accepted (answered 202) must end `sent`, through exactly
-//! one successful provider call and with exactly one `sent` event (design.md, invariants 1-3).
+//! one successful provider call and with exactly one `sent` event (docs/architecture.md, invariants 1-3).
 //!
 //! Postgres is the shared server, so it is not stopped: the service reaches it through a TCP
 //! proxy of the test's own, which is cut (every connection dropped, new ones closed at once)
 //! and restored. Redis is a private `redis-server`, killed and started again empty, as a Redis
 //! without persistence restarts: what it held is lost, and the sweeper must recover it.
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{Account, PrivateRedis, TestApp, free_port};
+use crate::harness::{Account, PrivateRedis, TestApp, free_port};
 use diesel::prelude::*;
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use relayit::config::Config;
 use relayit::db::messages::Event;
 use relayit::db::schema::{message_events as e, messages as m};
@@ -101,7 +99,7 @@ fn through(url: &str, port: u16) -> String {
 
 /// Where the test databases live.
 async fn postgres_addr() -> SocketAddr {
-    let url = url::Url::parse(&common::admin_url()).unwrap();
+    let url = url::Url::parse(&crate::harness::admin_url()).unwrap();
     let host = url.host_str().unwrap_or("127.0.0.1").to_owned();
     let port = url.port().unwrap_or(5432);
     tokio::net::lookup_host((host, port)).await.unwrap().next().expect("the Postgres address")
@@ -147,10 +145,6 @@ async fn send_batch(app: &TestApp, key: &str, count: usize) -> Vec<String> {
     ids
 }
 
-async fn db(app: &TestApp) -> AsyncPgConnection {
-    AsyncPgConnection::establish(&app.db.url).await.unwrap()
-}
-
 async fn count_status(conn: &mut AsyncPgConnection, status: &str) -> i64 {
     m::table.filter(m::status.eq(status)).count().get_result(conn).await.unwrap()
 }
@@ -186,7 +180,7 @@ async fn wait_ready(app: &TestApp) {
 /// count), one attempt. Messages the service committed without answering 202 (a request cut
 /// off after its commit) would be there too, and are held to the same.
 async fn assert_each_sent_once(app: &TestApp, accepted: &[String]) {
-    let mut conn = db(app).await;
+    let mut conn = app.connect().await;
     let total: i64 = m::table.count().get_result(&mut conn).await.unwrap();
     let start = Instant::now();
     loop {
@@ -261,7 +255,7 @@ async fn a_postgres_outage_mid_burst_loses_nothing_and_sends_each_message_once()
     .await;
     let (_, key) = setup(&app, json!({})).await;
     let mut accepted = send_batch(&app, &key, BURST).await;
-    let mut conn = db(&app).await;
+    let mut conn = app.connect().await;
     wait_for_sent(&mut conn, 30).await;
 
     proxy.cut();
@@ -297,7 +291,7 @@ async fn a_redis_outage_mid_burst_loses_nothing_and_sends_each_message_once() {
     // Redis is away
     let (_, key) = setup(&app, json!({"rateLimit": 10_000})).await;
     let mut accepted = send_batch(&app, &key, BURST).await;
-    let mut conn = db(&app).await;
+    let mut conn = app.connect().await;
     wait_for_sent(&mut conn, 30).await;
 
     redis.stop();

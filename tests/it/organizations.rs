@@ -1,8 +1,6 @@
 //! Organizations, members and invitations, with the contract's role rules.
 
-mod common;
-
-use common::TestApp;
+use crate::harness::TestApp;
 use reqwest::Method;
 use serde_json::json;
 
@@ -87,7 +85,7 @@ async fn roles_decide_what_members_may_do() {
         assert_eq!(members["data"].as_array().unwrap().len(), 3);
     }
     let (_, members) = app.get_as(&owner.token, &format!("{org}/members")).await;
-    let member_id = |account: &common::Account| {
+    let member_id = |account: &crate::harness::Account| {
         members["data"]
             .as_array()
             .unwrap()

@@ -1,0 +1,27 @@
+//! The integration tests, one binary: a module per area of the service, and `harness`, which gives
+//! each test its own PostgreSQL database and Redis key prefix so that they run in parallel against
+//! the real services.
+
+mod harness;
+
+mod api_keys;
+mod auth;
+mod aws;
+mod cli;
+mod connector_logs;
+mod delivery;
+mod discord;
+mod faults;
+mod http;
+mod isolation;
+mod messages;
+mod migrations;
+mod organizations;
+mod projects;
+mod providers;
+mod readiness;
+mod send;
+mod smtp;
+mod webhook_endpoints;
+mod webhooks;
+mod whatsapp;
