@@ -62,7 +62,7 @@ install_packages() {
     apt_install "$@"
   else
     printf 'error: missing %s. Install with:\n\n    sudo apt-get install %s\n\nthen run %s again.\n' \
-      "$*" "$*" "${0##*/}" >&2
+      "$*" "$*" "$0" >&2
     exit 1
   fi
 }
@@ -88,7 +88,7 @@ parse_url() {
 # build_url SCHEME USER PASS HOST PORT PATH QUERY
 build_url() {
   local userinfo="" host=$4
-  if [ -n "$2" ]; then userinfo=$2${3:+:$3}@; fi
+  if [ -n "$2$3" ]; then userinfo=$2${3:+:$3}@; fi
   case $host in *:*) host="[$host]" ;; esac
   printf '%s://%s%s%s%s%s' "$1" "$userinfo" "$host" "${5:+:$5}" "$6" "$7"
 }
@@ -148,7 +148,7 @@ psql_cmd() {
 pg_answers() {
   local psql
   psql=$(psql_cmd) || return 1
-  PG_ERROR=$(PGCONNECT_TIMEOUT=5 "$psql" "$1" -qtAXc 'SELECT 1' 2>&1 >/dev/null) && return 0
+  PG_ERROR=$(PGCONNECT_TIMEOUT=5 "$psql" -w "$1" -qtAXc 'SELECT 1' 2>&1 >/dev/null) && return 0
   PG_ERROR=$(printf '%s' "$PG_ERROR" | tr '\n' ' ')
   return 1
 }
@@ -207,7 +207,7 @@ pg_create_role() {
   psql=$(psql_cmd) || return 1
   admin=$(build_url postgres postgres "" "$1" "$2" /postgres "")
   log "creating the PostgreSQL role $3 (superuser)"
-  PGCONNECT_TIMEOUT=5 "$psql" "$admin" -qtAX -v ON_ERROR_STOP=1 -v role="$3" -v pass="$4" <<'SQL' >/dev/null
+  PGCONNECT_TIMEOUT=5 "$psql" -w "$admin" -qtAX -v ON_ERROR_STOP=1 -v role="$3" -v pass="$4" <<'SQL' >/dev/null
 SELECT format('CREATE ROLE %I SUPERUSER LOGIN', :'role')
   WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'role') \gexec
 SELECT format('ALTER ROLE %I PASSWORD %L', :'role', :'pass') WHERE :'pass' <> '' \gexec
@@ -285,7 +285,7 @@ pg_fix_login() {
   if [ -z "$URL_HAS_PASS" ] && [ "$user" = postgres ] && is_root && is_local_host "$host" \
     && cluster=$(pg_system_cluster "$port"); then
     # A fresh Debian cluster asks for a password over TCP: give the postgres role one.
-    log "setting the password 'postgres' for the postgres role of cluster ${cluster% *}"
+    log "setting the password 'postgres' for the postgres role of cluster $(printf '%s' "$cluster" | awk '{ print $1 "/" $2 }')"
     run_as postgres psql -p "$port" -qXc "ALTER ROLE postgres PASSWORD 'postgres'" >/dev/null || return 1
     PG_URL=$(build_url "$URL_SCHEME" postgres postgres "$URL_HOST" "$URL_PORT" "$URL_PATH" "$URL_QUERY")
     wait_for "PostgreSQL login" 30 pg_answers "$(pg_admin_url "$PG_URL")"
@@ -347,8 +347,14 @@ ensure_postgres() {
       return 0
     fi
   fi
-  pg_fix_login "$url" \
-    || die "PostgreSQL at $host:$port refuses $(redact_url "$url"): $PG_ERROR"
+  if ! pg_fix_login "$url"; then
+    case $PG_ERROR in
+      *password*)
+        [ -n "$URL_HAS_PASS" ] || PG_ERROR="$PG_ERROR
+It asks for a password: give the role one (e.g. sudo -u postgres psql -p $port -c \"ALTER ROLE postgres PASSWORD 'postgres'\") and put it in the URL (postgres://postgres:postgres@$host:$port/...)" ;;
+    esac
+    die "PostgreSQL at $host:$port refuses $(redact_url "$url"): $PG_ERROR"
+  fi
   log "PostgreSQL is ready at $host:$port"
 }
 
