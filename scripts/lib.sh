@@ -153,6 +153,15 @@ pg_answers() {
   return 1
 }
 
+# pg_responds URL: the server lets the URL in, or at least answers (asking for a password, say).
+pg_responds() {
+  pg_answers "$1" && return 0
+  case $PG_ERROR in
+    *password* | *authentication* | *role*) return 0 ;;
+    *) return 1 ;;
+  esac
+}
+
 # The URL of the maintenance database `postgres` on URL's server (the URL's own database may
 # not exist yet: relayit creates it).
 pg_admin_url() {
@@ -342,7 +351,9 @@ ensure_postgres() {
         pg_create_role "$host" "$port" "${URL_USER:-$(id -un)}" "$URL_PASS"
       fi
     fi
-    if wait_for PostgreSQL 10 pg_answers "$(pg_admin_url "$url")"; then
+    wait_for PostgreSQL 30 pg_responds "$(pg_admin_url "$url")" \
+      || die "PostgreSQL does not answer at $host:$port: $PG_ERROR"
+    if pg_answers "$(pg_admin_url "$url")"; then
       log "PostgreSQL is ready at $host:$port"
       return 0
     fi
