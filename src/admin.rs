@@ -9,24 +9,12 @@ use std::io::BufRead;
 use anyhow::{Context, bail};
 use diesel_async::AsyncConnection;
 
-use crate::api::api_keys::{CreateApiKey, KeySpec};
-use crate::api::auth::{check_email, normalize_email};
-use crate::api::validate::Validator;
+use crate::auth::keys::KeySpec;
 use crate::auth::password;
 use crate::db::{self, organizations, projects, users};
-use crate::error::ApiError;
-use crate::ids;
-
-/// A validation failure as one line: `email: is not a valid email address; ...`.
-fn explain(error: ApiError) -> anyhow::Error {
-    let details: Vec<String> =
-        error.details().iter().map(|d| format!("{}: {}", d.field, d.message)).collect();
-    if details.is_empty() {
-        anyhow::anyhow!("{error}")
-    } else {
-        anyhow::anyhow!("{}", details.join("; "))
-    }
-}
+use crate::domain::ids;
+use crate::domain::recipient::normalize_email;
+use crate::domain::validate::Validator;
 
 /// Reads the password from the first line of standard input.
 pub fn read_password(input: impl BufRead) -> anyhow::Result<String> {
@@ -42,16 +30,10 @@ pub async fn create_user(
 ) -> anyhow::Result<String> {
     let email = normalize_email(email);
     let mut check = Validator::new();
-    check_email(&mut check, "email", &email);
+    check.email("email", &email);
     check.name("name", name);
-    let chars = secret.chars().count();
-    if !(password::MIN_LENGTH..=password::MAX_LENGTH).contains(&chars) {
-        check.error(
-            "password",
-            format!("must be {} to {} characters", password::MIN_LENGTH, password::MAX_LENGTH),
-        );
-    }
-    check.finish().map_err(explain)?;
+    password::check(&mut check, "password", &secret);
+    check.finish()?;
     let hash = password::hash(secret).await;
     let mut conn = pool.get().await?;
     if users::find_by_email(&mut conn, &email).await?.is_some() {
@@ -78,7 +60,7 @@ pub async fn create_org(
     if let Some(slug) = slug {
         check.slug("slug", slug);
     }
-    check.finish().map_err(explain)?;
+    check.finish()?;
     let mut conn = pool.get().await?;
     let owner = users::find_by_email(&mut conn, &normalize_email(owner_email))
         .await?
@@ -103,14 +85,7 @@ pub async fn create_api_key(
     name: &str,
     scopes: Vec<String>,
 ) -> anyhow::Result<String> {
-    let body = CreateApiKey {
-        name: name.to_owned(),
-        project_id: None,
-        scopes: Some(scopes),
-        expires_at: None,
-        rate_limit: None,
-    };
-    let (spec, _) = KeySpec::check(body).map_err(explain)?;
+    let spec = KeySpec::check(name, Some(scopes), None, None)?;
     let mut conn = pool.get().await?;
     let org = organizations::find(&mut conn, org)
         .await?
@@ -124,7 +99,6 @@ pub async fn create_api_key(
         ),
         None => None,
     };
-    let (_, key) =
-        spec.create(&mut conn, &org.id, project_id.as_deref(), None).await.map_err(explain)?;
+    let (_, key) = spec.create(&mut conn, &org.id, project_id.as_deref(), None).await?;
     Ok(key)
 }

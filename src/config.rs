@@ -15,7 +15,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::MasterKey;
-use crate::providers::ProviderType;
+use crate::domain::provider_types::ProviderType;
 
 /// Shown instead of a secret wherever configuration is printed.
 pub const REDACTED: &str = "********";

@@ -15,21 +15,9 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::db::DbError;
+use crate::domain::validate::{FieldError, ValidationError};
+use crate::inbound::InboundError;
 use crate::queue::QueueError;
-
-/// One problem with one field of the request, as `{field, message}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
-pub struct FieldError {
-    /// Dotted camelCase path of the field (`content.subject`, `eventTypes.1`).
-    pub field: String,
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { field: field.into(), message: message.into() }
-    }
-}
 
 /// The error body of every 4xx and 5xx answer.
 #[derive(Debug, Serialize, ToSchema)]
@@ -185,6 +173,39 @@ impl ResponseError for ApiError {
                 details: self.details.clone(),
             },
         })
+    }
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(error: ValidationError) -> Self {
+        Self::validation(error.0)
+    }
+}
+
+/// Turns a unique-constraint violation into 409 `conflict` with `message`.
+pub fn conflict_on_unique<T>(result: diesel::QueryResult<T>, message: &str) -> Result<T, ApiError> {
+    use diesel::result::{DatabaseErrorKind, Error};
+    match result {
+        Err(Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => {
+            Err(ApiError::conflict(message))
+        }
+        other => other.map_err(ApiError::from),
+    }
+}
+
+impl From<InboundError> for ApiError {
+    fn from(error: InboundError) -> Self {
+        match error {
+            InboundError::NotFound(what) => Self::not_found(what),
+            InboundError::Malformed(message) => Self::malformed_json(message),
+            InboundError::Invalid(field, message) => Self::invalid_field(field, message),
+            InboundError::Unauthenticated(message) => Self::unauthorized().with_message(message),
+            InboundError::Refused(message) => Self::forbidden(message),
+            InboundError::Unavailable(message) => Self::unavailable(message),
+            InboundError::Internal(cause) => Self::internal(cause),
+            InboundError::Pool(e) => e.into(),
+            InboundError::Query(e) => e.into(),
+        }
     }
 }
 

@@ -9,10 +9,10 @@ use crate::auth::usage::KeyUsage;
 use crate::config::Config;
 use crate::crypto::MasterKeys;
 use crate::db;
-use crate::delivery::connector::Registry;
 use crate::inbound::sns::SnsVerifier;
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
+use crate::providers::connector::Registry;
 use crate::queue::Redis;
 
 #[derive(Clone)]

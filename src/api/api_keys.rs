@@ -12,15 +12,12 @@ use crate::api::json::Json;
 use crate::api::pagination::ListQuery;
 use crate::api::pagination::Page;
 use crate::api::projects;
-use crate::api::validate::Validator;
-use crate::auth::{Access, Action, tokens};
-use crate::db::api_keys::{self, ApiKey, NewApiKey};
-use crate::db::{Cursor, PooledConnection};
+use crate::auth::keys::KeySpec;
+use crate::auth::{Access, Action};
+use crate::db::Cursor;
+use crate::db::api_keys::{self, ApiKey};
 use crate::error::ApiError;
-use crate::ids;
 use crate::state::AppState;
-
-pub const SCOPES: &[&str] = &["send", "read", "manage"];
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/api-keys").get(list).post(create))
@@ -75,76 +72,6 @@ pub struct CreateApiKey {
     pub rate_limit: Option<i32>,
 }
 
-/// A validated key request, shared by the API and `relayit admin create-api-key`.
-pub struct KeySpec {
-    pub name: String,
-    pub scopes: Vec<String>,
-    pub expires_at: Option<DateTime<Utc>>,
-    pub rate_limit: Option<i32>,
-}
-
-impl KeySpec {
-    pub fn check(body: CreateApiKey) -> Result<(KeySpec, Option<String>), ApiError> {
-        let mut check = Validator::new();
-        check.name("name", &body.name);
-        let mut scopes = body.scopes.unwrap_or_else(|| vec!["send".to_owned()]);
-        if scopes.is_empty() {
-            check.error("scopes", "must name at least one scope");
-        }
-        for (i, scope) in scopes.iter().enumerate() {
-            if !SCOPES.contains(&scope.as_str()) {
-                check.error(format!("scopes.{i}"), "must be send, read or manage");
-            }
-        }
-        scopes.sort_by_key(|s| SCOPES.iter().position(|k| k == s));
-        scopes.dedup();
-        if body.expires_at.is_some_and(|at| at <= Utc::now()) {
-            check.error("expiresAt", "must be in the future");
-        }
-        if body.rate_limit.is_some_and(|r| r < 1) {
-            check.error("rateLimit", "must be at least 1");
-        }
-        check.finish()?;
-        let spec = KeySpec {
-            name: body.name.trim().to_owned(),
-            scopes,
-            expires_at: body.expires_at,
-            rate_limit: body.rate_limit,
-        };
-        Ok((spec, body.project_id))
-    }
-
-    /// Creates the key; returns the stored row and the full key (to show once).
-    pub async fn create(
-        &self,
-        conn: &mut PooledConnection,
-        organization_id: &str,
-        project_id: Option<&str>,
-        created_by: Option<&str>,
-    ) -> Result<(ApiKey, String), ApiError> {
-        let (key, prefix) = tokens::new_api_key();
-        let hash = tokens::hash(&key);
-        let id = ids::new_id(ids::API_KEY);
-        let row = api_keys::insert(
-            conn,
-            NewApiKey {
-                id: &id,
-                organization_id,
-                project_id,
-                name: &self.name,
-                key_hash: &hash,
-                prefix: &prefix,
-                scopes: &self.scopes,
-                rate_limit: self.rate_limit,
-                created_by,
-                expires_at: self.expires_at,
-            },
-        )
-        .await?;
-        Ok((row, key))
-    }
-}
-
 /// Creates a key (owner or admin). The full key is in this response only.
 #[utoipa::path(post, path = "/v1/api-keys", tag = "api-keys", request_body = CreateApiKey,
     responses((status = 201, body = ApiKeyView)))]
@@ -155,9 +82,10 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     access.require(Action::Write)?;
     access.require_org_wide()?;
-    let (spec, project) = KeySpec::check(body.0)?;
+    let body = body.0;
+    let spec = KeySpec::check(&body.name, body.scopes, body.expires_at, body.rate_limit)?;
     let mut conn = state.db.get().await?;
-    let project_id = match project {
+    let project_id = match body.project_id {
         Some(p) => Some(projects::visible(&mut conn, &access, &p).await?.id),
         None => None,
     };

@@ -8,12 +8,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::api::json::Json;
-use crate::api::validate::Validator;
 use crate::auth::{Principal, SESSION_COOKIE, password, throttle, tokens};
 use crate::db::organizations;
 use crate::db::users::{self, NewSession, NewUser, User};
+use crate::domain::ids;
+use crate::domain::recipient::normalize_email;
+use crate::domain::validate::Validator;
 use crate::error::ApiError;
-use crate::ids;
 use crate::state::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -69,27 +70,6 @@ pub struct SignUp {
 pub struct SignIn {
     pub email: String,
     pub password: String,
-}
-
-/// Emails are compared trimmed and lower-cased.
-pub fn normalize_email(email: &str) -> String {
-    email.trim().to_lowercase()
-}
-
-/// Checks an email address (RFC 5322 addr-spec) into `check` under `field`.
-pub fn check_email(check: &mut Validator, field: &str, email: &str) {
-    if email.len() > 254 || !email_address::EmailAddress::is_valid(email) {
-        check.error(field, "is not a valid email address");
-    }
-}
-
-fn check_password(check: &mut Validator, password: &str) {
-    let chars = password.chars().count();
-    if chars < password::MIN_LENGTH {
-        check.error("password", format!("must be at least {} characters", password::MIN_LENGTH));
-    } else if chars > password::MAX_LENGTH {
-        check.error("password", format!("must be at most {} characters", password::MAX_LENGTH));
-    }
 }
 
 fn session_cookie(req: &HttpRequest, state: &AppState, token: &str) -> Cookie<'static> {
@@ -164,8 +144,8 @@ pub async fn sign_up(
     let body = body.0;
     let email = normalize_email(&body.email);
     let mut check = Validator::new();
-    check_email(&mut check, "email", &email);
-    check_password(&mut check, &body.password);
+    check.email("email", &email);
+    password::check(&mut check, "password", &body.password);
     check.name("name", &body.name);
     check.finish()?;
 

@@ -11,7 +11,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::db;
-use crate::error::{ApiError, FieldError};
+use crate::domain::validate::FieldError;
+use crate::error::ApiError;
 use crate::state::AppState;
 
 /// How long a readiness probe waits for each dependency.

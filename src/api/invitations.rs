@@ -11,18 +11,19 @@ use diesel_async::AsyncConnection;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::api::auth::{check_email, normalize_email, unique_violation_on};
+use crate::api::auth::unique_violation_on;
 use crate::api::json::Json;
 use crate::api::organizations::org_access;
 use crate::api::pagination::ListQuery;
 use crate::api::pagination::Page;
-use crate::api::validate::Validator;
 use crate::auth::{Action, Principal, Role, tokens};
 use crate::db::invitations::{self, Invitation, NewInvitation};
 use crate::db::organizations::{self, NewMember};
 use crate::db::{Cursor, users};
+use crate::domain::ids;
+use crate::domain::recipient::normalize_email;
+use crate::domain::validate::Validator;
 use crate::error::ApiError;
-use crate::ids;
 use crate::state::AppState;
 
 const VALID_FOR: chrono::Duration = chrono::Duration::days(7);
@@ -101,7 +102,7 @@ pub async fn create(
     let body = body.0;
     let email = normalize_email(&body.email);
     let mut check = Validator::new();
-    check_email(&mut check, "email", &email);
+    check.email("email", &email);
     let role = Role::parse(&body.role);
     if role.is_none() {
         check.error("role", "must be owner, admin or member");

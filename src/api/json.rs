@@ -4,15 +4,14 @@
 //! fault as a dotted camelCase path, the difference between "not JSON" (`malformed_json`) and
 //! "JSON of the wrong shape" (`validation_failed`), and 413 beyond a per-route size limit.
 
+use crate::domain::validate::{bare, dotted_path, field_error};
+use crate::error::ApiError;
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, web};
 use futures::StreamExt;
 use futures::future::LocalBoxFuture;
 use serde::de::DeserializeOwned;
-use serde_path_to_error::Segment;
-
-use crate::error::{ApiError, FieldError};
 
 /// Body size limit for routes that set none (management writes).
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
@@ -94,71 +93,6 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
-/// Parses `value`, the JSON object at `field` of an already parsed body, into `T`. For parts of
-/// a body whose shape depends on another field (a provider's `credentials` by its type): the
-/// errors are `parse`'s, with paths under `field` (`credentials.secretAccessKey`).
-pub fn parse_object<T: DeserializeOwned>(
-    value: &serde_json::Value,
-    field: &str,
-) -> Result<T, ApiError> {
-    // as in `parse`: serde would take an array for a struct
-    if !value.is_object() {
-        return Err(ApiError::invalid_field(field, "must be a JSON object"));
-    }
-    serde_path_to_error::deserialize(value).map_err(|error| {
-        let path = match dotted_path(error.path()) {
-            inner if inner.is_empty() => field.to_owned(),
-            inner if field.is_empty() => inner,
-            inner => format!("{field}.{inner}"),
-        };
-        ApiError::validation(vec![field_error(&path, &bare(error.inner()))])
-    })
-}
-
-/// serde_path_to_error writes `a.b[1]`; the contract writes `a.b.1`.
-fn dotted_path(path: &serde_path_to_error::Path) -> String {
-    let parts: Vec<String> = path
-        .iter()
-        .filter_map(|segment| match segment {
-            Segment::Seq { index } => Some(index.to_string()),
-            Segment::Map { key } => Some(key.clone()),
-            Segment::Enum { .. } | Segment::Unknown => None,
-            // Segment is non-exhaustive
-            #[allow(unreachable_patterns)]
-            _ => None,
-        })
-        .collect();
-    parts.join(".")
-}
-
-/// For a missing field the path ends at its parent and serde names the field only in its
-/// message; put it in the path so that `field` is the field's own path. Keep messages short.
-fn field_error(path: &str, message: &str) -> FieldError {
-    let join = |name: &str| {
-        if path.is_empty() { name.to_owned() } else { format!("{path}.{name}") }
-    };
-    let named = |prefix: &str| {
-        message.strip_prefix(prefix).and_then(|rest| rest.split('`').next()).map(str::to_owned)
-    };
-    if message.starts_with("unknown field `") {
-        return FieldError::new(path, "is not a known field");
-    }
-    if let Some(name) = named("missing field `") {
-        return FieldError::new(join(&name), "is required");
-    }
-    let field = if path.is_empty() { "body".to_owned() } else { path.to_owned() };
-    FieldError::new(field, message)
-}
-
-/// serde_json's message without its " at line 1 column 5" suffix.
-fn bare(error: &serde_json::Error) -> String {
-    let text = error.to_string();
-    match text.rsplit_once(" at line ") {
-        Some((message, _)) => message.to_owned(),
-        None => text,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,7 +114,7 @@ mod tests {
         subject: String,
     }
 
-    fn error_of(body: &str) -> (String, Vec<FieldError>) {
+    fn error_of(body: &str) -> (String, Vec<crate::domain::validate::FieldError>) {
         let error = parse::<Body>(body.as_bytes()).unwrap_err();
         (error.code().to_owned(), error.details().to_vec())
     }
@@ -268,30 +202,6 @@ mod tests {
                 assert!(json["error"]["details"].is_array());
             }
         }
-    }
-
-    #[test]
-    fn parts_of_a_body_report_full_paths() {
-        let error_of = |value: serde_json::Value| {
-            let error = parse_object::<Content>(&value, "config").unwrap_err();
-            assert_eq!(error.code(), "validation_failed");
-            let detail = error.details()[0].clone();
-            (detail.field, detail.message)
-        };
-        let cases = [
-            (serde_json::json!({}), "config.subject", "is required"),
-            (serde_json::json!({"subject": 1}), "config.subject", "invalid type"),
-            (serde_json::json!({"subject": "s", "x": 1}), "config.x", "not a known field"),
-            (serde_json::json!(["s"]), "config", "must be a JSON object"),
-            (serde_json::json!(null), "config", "must be a JSON object"),
-        ];
-        for (value, field, message) in cases {
-            let (named, said) = error_of(value.clone());
-            assert_eq!(named, field, "{value}");
-            assert!(said.contains(message), "{value}: {said}");
-        }
-        let content: Content = parse_object(&serde_json::json!({"subject": "s"}), "c").unwrap();
-        assert_eq!(content.subject, "s");
     }
 
     #[test]

@@ -12,10 +12,10 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::api::pagination::{MAX_LIMIT, Page, PageRequest};
 use crate::api::projects::visible;
-use crate::api::validate::Validator;
 use crate::auth::{Access, Action, Principal};
 use crate::db::messages::{self, CHANNELS, Event, LogFilter, Message, STATUSES, WithProvider};
 use crate::db::{Cursor, PooledConnection};
+use crate::domain::validate::Validator;
 use crate::error::ApiError;
 use crate::queue::deliveries;
 use crate::state::AppState;

@@ -8,8 +8,7 @@
 pub mod api_keys;
 pub mod auth;
 pub mod health;
-pub mod inbound_ses;
-pub mod inbound_whatsapp;
+pub mod inbound;
 pub mod invitations;
 pub mod json;
 pub mod messages;
@@ -18,7 +17,6 @@ pub mod pagination;
 pub mod projects;
 pub mod providers;
 pub mod send;
-pub mod validate;
 pub mod webhooks;
 
 use actix_web::body::MessageBody;
@@ -29,7 +27,8 @@ use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
 use actix_web::{App, HttpResponse, ResponseError, web};
 use utoipa::OpenApi;
 
-use crate::error::{ApiError, ErrorBody, ErrorDetail, FieldError};
+use crate::domain::validate::FieldError;
+use crate::error::{ApiError, ErrorBody, ErrorDetail};
 use crate::state::AppState;
 
 #[derive(OpenApi)]
@@ -90,9 +89,9 @@ use crate::state::AppState;
         providers::update,
         providers::delete,
         providers::verify,
-        inbound_ses::ses_events,
-        inbound_whatsapp::handshake,
-        inbound_whatsapp::statuses,
+        inbound::ses_events,
+        inbound::whatsapp_handshake,
+        inbound::whatsapp_statuses,
     ),
     components(schemas(ErrorBody, ErrorDetail, FieldError)),
     modifiers(&UniqueOperationIds)
@@ -213,8 +212,7 @@ fn v1_routes(cfg: &mut web::ServiceConfig) {
             .configure(api_keys::routes)
             .configure(providers::routes)
             .configure(webhooks::routes)
-            .configure(inbound_ses::routes)
-            .configure(inbound_whatsapp::routes),
+            .configure(inbound::routes),
     );
 }
 

@@ -9,11 +9,12 @@ use utoipa::ToSchema;
 use crate::api::auth::unique_violation_on;
 use crate::api::json::Json;
 use crate::api::pagination::{ListQuery, Page};
-use crate::api::validate::{Validator, conflict_on_unique};
 use crate::auth::{Access, Action, Principal, Role};
 use crate::db::organizations::{self, Member, MemberUser, Organization, OrganizationChanges};
 use crate::db::{Cursor, PooledConnection};
+use crate::domain::validate::Validator;
 use crate::error::ApiError;
+use crate::error::conflict_on_unique;
 use crate::state::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -111,7 +112,7 @@ fn check_name_and_slug(name: Option<&str>, slug: Option<&str>) -> Result<(), Api
     if let Some(slug) = slug {
         check.slug("slug", slug);
     }
-    check.finish()
+    Ok(check.finish()?)
 }
 
 /// Creates an organization; the caller becomes its owner. It starts with a `default` project.

@@ -7,13 +7,14 @@ use utoipa::ToSchema;
 
 use crate::api::json::Json;
 use crate::api::pagination::{ListQuery, Page};
-use crate::api::validate::{Validator, conflict_on_unique};
 use crate::auth::{Access, Action};
 use crate::db::projects::{self, NewProject, Project, ProjectChanges};
 use crate::db::{Cursor, PooledConnection};
+use crate::domain::validate::Validator;
+use crate::domain::{ids, slug};
 use crate::error::ApiError;
+use crate::error::conflict_on_unique;
 use crate::state::AppState;
-use crate::{ids, slug};
 
 const MAX_METADATA_BYTES: usize = 16 * 1024;
 

@@ -1,6 +1,6 @@
 //! `/v1/providers`: a tenant's credentials for the services that deliver its messages.
 //!
-//! Credentials are checked against their type's schema (`crate::providers`), sealed at rest
+//! Credentials are checked against their type's schema (`crate::domain::provider_types`), sealed at rest
 //! under the master key and never shown again: every read lists the stored credentials' fields
 //! with each value redacted, while `config` reads back as stored. Members read; admins (and
 //! `manage` keys) write and verify. Keys bound to a project see the organization's credentials
@@ -17,19 +17,22 @@ use utoipa::{IntoParams, ToSchema};
 use crate::api::json::Json;
 use crate::api::pagination::{Page, PageRequest};
 use crate::api::projects;
-use crate::api::validate::{Validator, conflict_on_unique};
 use crate::auth::{Access, Action};
 use crate::config::REDACTED;
-use crate::crypto::{MasterKeys, Sealed};
+use crate::crypto::MasterKeys;
 use crate::db::Cursor;
 use crate::db::providers::{
     self, ListFilter, NewProviderCredential, ProviderChanges, ProviderCredential,
 };
-use crate::delivery::connector::OpenedCredential;
+use crate::domain::channel::Channel;
+use crate::domain::provider_types::ProviderType;
+use crate::domain::validate::Validator;
+use crate::domain::{ids, slug};
 use crate::error::ApiError;
-use crate::providers::{Channel, ProviderType};
+use crate::error::conflict_on_unique;
+use crate::providers::connector::OpenedCredential;
+use crate::providers::credentials;
 use crate::state::AppState;
-use crate::{ids, slug};
 
 const SLUG_TAKEN: &str = "a provider with this slug already exists";
 
@@ -67,7 +70,7 @@ pub struct ProviderView {
 
 impl ProviderView {
     fn of(row: ProviderCredential, keys: &MasterKeys) -> Self {
-        let credentials = match open_credentials(keys, &row) {
+        let credentials = match credentials::open(keys, &row) {
             Ok(fields) => fields.into_iter().map(|(k, _)| (k, Value::from(REDACTED))).collect(),
             Err(reason) => {
                 // The row stays readable (its config, its state) even when its secrets do not
@@ -190,30 +193,6 @@ fn stored_type(row: &ProviderCredential) -> Result<ProviderType, ApiError> {
     })
 }
 
-/// The stored credentials, opened. The error says why not, without anything secret.
-pub(crate) fn open_credentials(
-    keys: &MasterKeys,
-    row: &ProviderCredential,
-) -> Result<Map<String, Value>, String> {
-    let aad = providers::credentials_aad(&row.organization_id, &row.id);
-    let plain =
-        keys.open(&row.sealed_secrets, &row.secrets_key_id, &aad).map_err(|e| e.to_string())?;
-    match serde_json::from_slice(&plain) {
-        Ok(Value::Object(fields)) => Ok(fields),
-        _ => Err("the sealed credentials are not a JSON object".to_owned()),
-    }
-}
-
-fn seal(
-    keys: &MasterKeys,
-    organization_id: &str,
-    id: &str,
-    credentials: &Value,
-) -> Result<Sealed, ApiError> {
-    let plain = serde_json::to_vec(credentials).map_err(ApiError::internal)?;
-    Ok(keys.seal(&plain, &providers::credentials_aad(organization_id, id)))
-}
-
 async fn free_slug(
     conn: &mut AsyncPgConnection,
     org_id: &str,
@@ -271,7 +250,7 @@ pub async fn create(
         None => free_slug(&mut conn, &access.org.id, &body.name).await?,
     };
     let id = ids::new_id(ids::PROVIDER);
-    let sealed = seal(&state.keys, &access.org.id, &id, &body.credentials)?;
+    let sealed = credentials::seal(&state.keys, &access.org.id, &id, &body.credentials);
     let new = NewProviderCredential {
         id: &id,
         organization_id: &access.org.id,
@@ -373,7 +352,7 @@ pub async fn update(
             let credentials = match &body.credentials {
                 None => None,
                 Some(Value::Object(patch)) => {
-                    let mut fields = open_credentials(&state.keys, &row).map_err(|reason| {
+                    let mut fields = credentials::open(&state.keys, &row).map_err(|reason| {
                         ApiError::internal(format!("provider {}: {reason}", row.id))
                     })?;
                     for (field, value) in patch {
@@ -394,8 +373,7 @@ pub async fn update(
             };
             check.finish()?;
             let sealed = credentials
-                .map(|c| seal(&state.keys, &row.organization_id, &row.id, &c))
-                .transpose()?;
+                .map(|c| credentials::seal(&state.keys, &row.organization_id, &row.id, &c));
             let (sealed_secrets, secrets_key_id) = sealed.map(|s| (s.bytes, s.key_id)).unzip();
             let changes = ProviderChanges {
                 name: body.name.as_deref().map(|n| n.trim().to_owned()),
@@ -450,7 +428,7 @@ pub async fn verify(
     let row = visible(&mut conn, &access, &path, false).await?;
     let provider_type = stored_type(&row)?;
     // Whatever the provider says, the stored secrets must open first.
-    let secrets = open_credentials(&state.keys, &row)
+    let secrets = credentials::open(&state.keys, &row)
         .map_err(|reason| ApiError::internal(format!("provider {}: {reason}", row.id)))?;
     // the pooled connection is not held across the provider call
     drop(conn);

@@ -16,15 +16,18 @@ use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use crate::api::json;
-use crate::api::validate::Validator;
 use crate::auth::Principal;
-use crate::content::{self, Channel};
 use crate::db::api_keys::ApiKey;
 use crate::db::idempotency::NewRecord;
 use crate::db::messages::{self, Event, NewMessage};
 use crate::db::{PooledConnection, delivery, projects};
+use crate::domain::channel::Channel;
+use crate::domain::content;
+use crate::domain::ids;
+use crate::domain::recipient::check_recipient;
+use crate::domain::validate::Validator;
+use crate::domain::validate::parse_object;
 use crate::error::{ApiError, ErrorBody};
-use crate::ids;
 use crate::ingest::{IngestError, Outcome, Submission};
 use crate::queue::rate_limit;
 use crate::state::AppState;
@@ -373,11 +376,11 @@ async fn prepare(
     };
     let legacy = ["recipient", "projectSlug", "payload"].iter().any(|k| object.contains_key(*k));
     let (request, provider_type) = if legacy {
-        let legacy: LegacyRequest = json::parse_object(value, "")?;
+        let legacy: LegacyRequest = parse_object(value, "")?;
         let provider_type = legacy.provider_type.clone();
         (from_legacy(legacy)?, provider_type)
     } else {
-        (json::parse_object::<SendRequest>(value, "")?, None)
+        (parse_object::<SendRequest>(value, "")?, None)
     };
 
     let mut check = Validator::new();
@@ -386,7 +389,7 @@ async fn prepare(
     match channel {
         None => check.error("channel", "must be email, sms, whatsapp or discord"),
         Some(channel) => {
-            content::check_recipient(
+            check_recipient(
                 &mut check,
                 if legacy { "recipient" } else { "to" },
                 channel,

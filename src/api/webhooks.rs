@@ -12,15 +12,15 @@ use utoipa::ToSchema;
 use crate::api::json::{self, DEFAULT_BODY_LIMIT, Json};
 use crate::api::pagination::{ListQuery, Page};
 use crate::api::projects::visible;
-use crate::api::validate::Validator;
 use crate::auth::{Access, Action};
 use crate::db::Cursor;
 use crate::db::webhook_endpoints::{
     self, NewWebhookEndpoint, WebhookEndpoint, WebhookEndpointChanges,
 };
 use crate::db::webhooks::{self as deliveries, Delivery, Job};
+use crate::domain::ids;
+use crate::domain::validate::Validator;
 use crate::error::ApiError;
-use crate::ids;
 use crate::state::AppState;
 use crate::webhooks::{EVENT_TYPES, secret, ssrf};
 

@@ -11,6 +11,7 @@
 //! nothing.
 
 pub mod cache;
+pub mod keys;
 pub mod password;
 pub mod throttle;
 pub mod tokens;

@@ -10,8 +10,20 @@ use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 
+use crate::domain::validate::Validator;
+
 pub const MIN_LENGTH: usize = 10;
 pub const MAX_LENGTH: usize = 256;
+
+/// A new password: `MIN_LENGTH` to `MAX_LENGTH` characters.
+pub fn check(check: &mut Validator, field: &str, password: &str) {
+    let chars = password.chars().count();
+    if chars < MIN_LENGTH {
+        check.error(field, format!("must be at least {MIN_LENGTH} characters"));
+    } else if chars > MAX_LENGTH {
+        check.error(field, format!("must be at most {MAX_LENGTH} characters"));
+    }
+}
 
 fn argon2() -> Argon2<'static> {
     let params = Params::new(19 * 1024, 2, 1, None).expect("valid argon2 parameters");

@@ -15,7 +15,7 @@ use crate::db::CacheStatement;
 use crate::db::messages::{Event, Message, NewMessage, PROCESSING, QUEUED, RECEIVED, RETRYING};
 use crate::db::providers::ProviderCredential;
 use crate::db::schema::{messages, provider_credentials};
-use crate::ids::{EVENT, new_id};
+use crate::domain::ids::{EVENT, new_id};
 
 async fn insert_events(conn: &mut AsyncPgConnection, events: &[Event]) -> QueryResult<()> {
     crate::db::messages::insert_all::<NewMessage, _>(conn, &[], events).await

@@ -11,7 +11,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use crate::db::CacheStatement;
 use crate::db::schema::{message_events, messages};
 
-/// The statuses of the life cycle (design.md).
+/// The statuses of the life cycle (docs/architecture.md).
 pub const RECEIVED: &str = "received";
 pub const QUEUED: &str = "queued";
 pub const PROCESSING: &str = "processing";
@@ -92,7 +92,7 @@ impl Event {
         at: DateTime<Utc>,
     ) -> Event {
         Event {
-            id: crate::ids::new_id(crate::ids::EVENT),
+            id: crate::domain::ids::new_id(crate::domain::ids::EVENT),
             message_id: message_id.to_owned(),
             status: status.to_owned(),
             details,

@@ -88,7 +88,7 @@ pub async fn create_with_owner(
     let slug = match slug {
         Some(slug) => slug.to_owned(),
         None => {
-            let base = crate::slug::slugify(name, "org");
+            let base = crate::domain::slug::slugify(name, "org");
             let taken: Vec<String> = organizations::table
                 .filter(
                     organizations::slug.eq(&base).or(organizations::slug.like(format!("{base}-%"))),
@@ -96,18 +96,18 @@ pub async fn create_with_owner(
                 .select(organizations::slug)
                 .load(conn)
                 .await?;
-            crate::slug::first_free(&base, &taken)
+            crate::domain::slug::first_free(&base, &taken)
         }
     };
-    let id = crate::ids::new_id(crate::ids::ORGANIZATION);
+    let id = crate::domain::ids::new_id(crate::domain::ids::ORGANIZATION);
     let org = insert(conn, NewOrganization { id: &id, name, slug: &slug }).await?;
-    let member_id = crate::ids::new_id(crate::ids::MEMBER);
+    let member_id = crate::domain::ids::new_id(crate::domain::ids::MEMBER);
     let member = insert_member(
         conn,
         NewMember { id: &member_id, organization_id: &org.id, user_id: owner_id, role: "owner" },
     )
     .await?;
-    let project_id = crate::ids::new_id(crate::ids::PROJECT);
+    let project_id = crate::domain::ids::new_id(crate::domain::ids::PROJECT);
     crate::db::projects::insert(
         conn,
         crate::db::projects::NewProject {

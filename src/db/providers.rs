@@ -2,7 +2,7 @@
 //! Cloud, a Discord bot, or the sandbox), scoped to the organization or to one project.
 //!
 //! The secrets are one sealed JSON object (`sealed_secrets`, under the master key named by
-//! `secrets_key_id`), bound to the row by [`credentials_aad`]; the rest of the row is plain.
+//! `secrets_key_id`), bound to the row (`crate::providers::credentials`); the rest of the row is plain.
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -10,7 +10,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use crate::db::Cursor;
 use crate::db::schema::provider_credentials;
-use crate::providers::ProviderType;
+use crate::domain::provider_types::ProviderType;
 
 #[derive(Debug, Clone, Queryable, Selectable, Identifiable)]
 #[diesel(table_name = provider_credentials, check_for_backend(diesel::pg::Pg))]
@@ -72,12 +72,6 @@ pub struct ListFilter<'a> {
     /// An API key bound to this project sees the organization's credentials and its own
     /// project's, no other project's.
     pub visible_to: Option<&'a str>,
-}
-
-/// The additional authenticated data of a row's sealed secrets: a sealed value copied onto
-/// another row, or another tenant's, does not open.
-pub fn credentials_aad(organization_id: &str, id: &str) -> String {
-    format!("provider_credentials:{organization_id}:{id}")
 }
 
 pub async fn insert(

@@ -64,7 +64,7 @@ async fn rotate_providers(
         let Some(last) = rows.last() else { return Ok(()) };
         after = last.id.clone();
         for row in rows {
-            let aad = providers::credentials_aad(&row.organization_id, &row.id);
+            let aad = crate::providers::credentials::aad(&row.organization_id, &row.id);
             let plain = match keys.open(&row.sealed_secrets, &row.secrets_key_id, &aad) {
                 Ok(plain) => plain,
                 Err(e) => {

@@ -19,9 +19,9 @@ use crate::config::DeliveryConfig;
 use crate::db::delivery::Outcome;
 use crate::db::messages::{FAILED, Message, RETRYING, SENT};
 use crate::delivery::backoff::{after, retry_delay};
-use crate::delivery::connector::{ProviderError, ProviderReceipt, Registry};
 use crate::delivery::limits::{Limited, RateLimiter};
 use crate::delivery::routing::Candidate;
+use crate::providers::connector::{ProviderError, ProviderReceipt, Registry};
 
 /// How the attempt ended, before it is written down.
 #[derive(Debug)]
@@ -309,8 +309,8 @@ fn no_route_reason(message: &Message) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::delivery::connector::OpenedCredential;
-    use crate::providers::ProviderType;
+    use crate::domain::provider_types::ProviderType;
+    use crate::providers::connector::OpenedCredential;
 
     fn message(attempts: i32) -> Message {
         let now = Utc::now();

@@ -1,4 +1,4 @@
-//! Per-credential rate limits, checked before each provider call (design.md, "Rate limits").
+//! Per-credential rate limits, checked before each provider call (docs/architecture.md, "Redis layout").
 //!
 //! A credential's rate is its config's `rateLimit`, else its provider type's default
 //! (`delivery.rate_limits`); 0 means none, and then Redis is not even asked. The state is one
@@ -19,7 +19,7 @@
 use std::time::Duration;
 
 use crate::config::RateLimits;
-use crate::delivery::connector::OpenedCredential;
+use crate::providers::connector::OpenedCredential;
 use crate::queue::{Redis, rate_limit};
 
 /// A credential at its rate limit.
@@ -43,7 +43,7 @@ impl RateLimiter {
 
     /// Calls per second allowed with `credential`; 0 = no limit.
     pub fn rate(&self, credential: &OpenedCredential) -> u32 {
-        crate::providers::rate_limit(&credential.config)
+        crate::domain::provider_types::rate_limit(&credential.config)
             .unwrap_or_else(|| self.defaults.of(credential.provider_type))
     }
 

@@ -5,29 +5,17 @@
 //! - `worker`: the delivery loop (read, claim, deliver, record, acknowledge);
 //! - `deliver` and `routing`: one message's attempt over its credentials, in routing order;
 //! - `limits`: per-credential rate limits, checked before each provider call;
-//! - `connector` and `sandbox`: what a provider connector is, and the sandbox's;
-//! - `ses`, `sns`, `whatsapp`, `discord`, `smtp`: the real providers' connectors; `aws` is
-//!   what SES and SNS share (SDK clients, error classification), `client_cache` keeps every
-//!   connector's per-credential clients;
+//! - the connectors it calls are in `crate::providers`;
 //! - `queue`: the consuming side of the queue contract (`crate::queue::deliveries`);
 //! - `recovery`: the delayed-set mover and the sweeper;
 //! - `backoff`: retry delays.
 
-pub mod aws;
 pub mod backoff;
-pub mod client_cache;
-pub mod connector;
 pub mod deliver;
-pub mod discord;
 pub mod limits;
 pub mod queue;
 pub mod recovery;
 pub mod routing;
-pub mod sandbox;
-pub mod ses;
-pub mod smtp;
-pub mod sns;
-pub mod whatsapp;
 pub mod worker;
 
 use std::sync::Arc;

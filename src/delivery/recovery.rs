@@ -4,7 +4,7 @@
 //!   each id moves once);
 //! - the sweeper promotes scheduled messages whose `sendAt` has come, and re-enqueues messages
 //!   whose stream entry was lost (a process died between commit and XADD, or Redis lost data):
-//!   design.md, invariant 2. It locks the rows it takes with `SKIP LOCKED` and marks them, so
+//!   docs/architecture.md, invariant 2. It locks the rows it takes with `SKIP LOCKED` and marks them, so
 //!   concurrent sweepers rarely enqueue a message twice (and a duplicate entry is harmless).
 //!   It also applies the delivery receipts that came before their message's `sent` was
 //!   recorded (`db::receipts`).

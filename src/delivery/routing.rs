@@ -10,13 +10,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::api::providers::open_credentials;
 use crate::crypto::MasterKeys;
 use crate::db::delivery as queries;
 use crate::db::messages::Message;
 use crate::db::providers::ProviderCredential;
-use crate::delivery::connector::OpenedCredential;
-use crate::providers::ProviderType;
+use crate::domain::provider_types::ProviderType;
+use crate::providers::connector::OpenedCredential;
+use crate::providers::credentials;
 
 /// One credential to try.
 #[derive(Debug)]
@@ -36,7 +36,7 @@ impl Candidate {
     fn of(row: ProviderCredential, keys: &MasterKeys) -> Candidate {
         let opened = ProviderType::parse(&row.provider_type)
             .ok_or_else(|| format!("unknown provider type {}", row.provider_type))
-            .and_then(|t| open_credentials(keys, &row).map(|secrets| (t, secrets)));
+            .and_then(|t| credentials::open(keys, &row).map(|secrets| (t, secrets)));
         match opened {
             Ok((provider_type, secrets)) => Candidate::Ready(OpenedCredential::new(
                 row.id,

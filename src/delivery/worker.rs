@@ -10,7 +10,7 @@
 //!   their entries in Redis in one round trip, and only then frees their slots.
 //!
 //! Postgres or Redis being unreachable never fails a message: the work waits and retries, and
-//! entries stay pending until it is done (design.md, invariant 4).
+//! entries stay pending until it is done (docs/architecture.md, invariant 4).
 
 use std::collections::HashSet;
 use std::sync::Arc;

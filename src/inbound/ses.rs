@@ -1,14 +1,120 @@
 //! SES event notifications (delivered through SNS) and what each does to a message: `Delivery`
 //! makes a sent message `delivered`; a permanent `Bounce` or a `Complaint` makes a sent or
-//! delivered one `failed` (design.md, message life cycle). Anything else changes nothing.
+//! delivered one `failed` (docs/architecture.md, message life cycle). Anything else changes nothing.
 //!
 //! Both of SES's forms are read: events of a configuration set (`eventType`) and the
 //! notifications of an identity (`notificationType`).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use crate::db::messages::{DELIVERED, FAILED, SENT};
+use crate::db::providers::find_for_callback;
+use crate::db::receipts::{self, Applied, Receipt};
+use crate::domain::provider_types::ProviderType;
+use crate::inbound::InboundError;
+use crate::inbound::sns::{
+    Envelope, NOTIFICATION, SUBSCRIPTION_CONFIRMATION, SnsError, UNSUBSCRIBE_CONFIRMATION,
+};
+use crate::state::AppState;
+
+/// What became of an SNS message.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InboundResult {
+    /// `applied` (a message changed status), `held` (the receipt names no message yet and
+    /// applies once one carries its id), `confirmed` (the subscription), or `ignored`.
+    pub result: &'static str,
+    pub detail: String,
+}
+
+fn answer(result: &'static str, detail: impl Into<String>) -> InboundResult {
+    InboundResult { result, detail: detail.into() }
+}
+
+fn refused(credential_id: &str, error: SnsError) -> InboundError {
+    match error {
+        SnsError::Refused(reason) => {
+            tracing::warn!(credential = %credential_id, %reason, "refused an SNS message");
+            InboundError::Refused(format!("not a valid SNS message: {reason}"))
+        }
+        SnsError::Unavailable(reason) => InboundError::Unavailable(reason),
+    }
+}
+
+/// Takes one SNS message posted to the SES credential `credential_id`'s receipt URL: confirms
+/// a subscription, or applies the SES event a notification carries. Anything handled or
+/// deliberately ignored is an `Ok` (SNS would otherwise send it again).
+pub async fn receive(
+    state: &AppState,
+    credential_id: &str,
+    body: &[u8],
+) -> Result<InboundResult, InboundError> {
+    let envelope: Envelope = serde_json::from_slice(body)
+        .map_err(|e| InboundError::Malformed(format!("not an SNS message: {e}")))?;
+    let mut conn = state.db.get().await?;
+    let credential = find_for_callback(&mut conn, credential_id, ProviderType::Ses)
+        .await?
+        .ok_or(InboundError::NotFound("SES provider"))?;
+    // the pooled connection is not held while certificates are fetched
+    drop(conn);
+    state.sns_verifier.verify(&envelope).await.map_err(|e| refused(credential_id, e))?;
+
+    match envelope.kind.as_str() {
+        SUBSCRIPTION_CONFIRMATION => {
+            state.sns_verifier.confirm(&envelope).await.map_err(|e| refused(credential_id, e))?;
+            tracing::info!(credential = %credential_id, topic = %envelope.topic_arn,
+                "confirmed an SNS subscription for SES events");
+            Ok(answer("confirmed", format!("subscribed to {}", envelope.topic_arn)))
+        }
+        UNSUBSCRIBE_CONFIRMATION => {
+            Ok(answer("ignored", format!("unsubscribed from {}", envelope.topic_arn)))
+        }
+        NOTIFICATION => {
+            let change = match interpret(&envelope.message) {
+                Ok(change) => change,
+                Err(why) => return Ok(answer("ignored", why)),
+            };
+            let mut details = change.details;
+            details["snsMessageId"] = envelope.message_id.clone().into();
+            let mut conn = state.db.get().await?;
+            let applied = receipts::apply(
+                &mut conn,
+                Receipt {
+                    organization_id: &credential.organization_id,
+                    channel: &credential.channel,
+                    provider_message_id: &change.provider_message_id,
+                    from: change.from,
+                    to: change.to,
+                    reason: change.reason.as_deref(),
+                    details,
+                },
+            )
+            .await?;
+            Ok(match applied {
+                Applied::Moved(ids) => {
+                    answer("applied", format!("message {} is {}", ids.join(", "), change.to))
+                }
+                Applied::Ignored => answer(
+                    "ignored",
+                    format!(
+                        "no message of this provider with SES id {} can become {}",
+                        change.provider_message_id, change.to
+                    ),
+                ),
+                Applied::Held => answer(
+                    "held",
+                    format!(
+                        "no message has SES id {} yet; it becomes {} once its send is recorded",
+                        change.provider_message_id, change.to
+                    ),
+                ),
+            })
+        }
+        // verify() refuses every other type
+        other => Ok(answer("ignored", format!("SNS message type {other}"))),
+    }
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]

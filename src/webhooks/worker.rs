@@ -29,7 +29,7 @@ use crate::db::messages::{Event, Message};
 use crate::db::webhooks::{self as queries, EndpointEffect, Job, NewDelivery};
 use crate::delivery::backoff::{after, before, until_ok};
 use crate::delivery::worker::take_free_slots;
-use crate::ids;
+use crate::domain::ids;
 use crate::queue::QueueError;
 use crate::state::AppState;
 use crate::webhooks::queue::{self, Entry, Settle};

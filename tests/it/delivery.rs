@@ -59,7 +59,7 @@ const EMAIL: Draft<'static> = Draft { channel: "email", requested: None, send_at
 /// queued), or `received` when scheduled.
 fn draft(owner: &Account, draft: &Draft<'_>) -> (NewMessage, Vec<Event>) {
     let now = Utc::now();
-    let id = relayit::ids::new_id(relayit::ids::MESSAGE);
+    let id = relayit::domain::ids::new_id(relayit::domain::ids::MESSAGE);
     let recipient = match draft.channel {
         "email" => "alice@example.com",
         "discord" => "123456789012345678",

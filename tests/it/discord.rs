@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use crate::harness::stub::{Recorded, Reply, Stub};
 use crate::harness::{TestApp, message_for, opened_credential};
-use relayit::delivery::connector::{Connector, ProviderError};
-use relayit::delivery::discord::Discord;
-use relayit::providers::ProviderType;
+use relayit::domain::provider_types::ProviderType;
+use relayit::providers::connector::{Connector, ProviderError};
+use relayit::providers::discord::Discord;
 use reqwest::Method;
 use serde_json::{Value, json};
 

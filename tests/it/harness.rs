@@ -561,13 +561,13 @@ pub fn message_for(
 
 /// A credential as the router hands it to a connector.
 pub fn opened_credential(
-    provider_type: relayit::providers::ProviderType,
+    provider_type: relayit::domain::provider_types::ProviderType,
     secrets: serde_json::Value,
     config: serde_json::Value,
-) -> relayit::delivery::connector::OpenedCredential {
+) -> relayit::providers::connector::OpenedCredential {
     let id = unique("prv");
     let secrets = secrets.as_object().expect("secrets are an object").clone();
-    relayit::delivery::connector::OpenedCredential::new(
+    relayit::providers::connector::OpenedCredential::new(
         id.clone(),
         id,
         provider_type,

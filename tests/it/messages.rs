@@ -9,7 +9,7 @@ use crate::harness::{Account, TestApp};
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use fred::prelude::StreamsInterface;
 use relayit::db::messages::{self as db, Event, NewMessage};
-use relayit::ids;
+use relayit::domain::ids;
 use reqwest::Method;
 use serde_json::{Value, json};
 

@@ -159,7 +159,7 @@ async fn every_type_is_stored_and_every_read_redacts_the_credentials() {
         assert_eq!(view["lastErrorAt"], Value::Null);
         assert!(view["createdAt"].is_string() && view["updatedAt"].is_string(), "{view}");
         let slug = view["slug"].as_str().unwrap();
-        assert!(relayit::slug::is_valid(slug), "{slug}");
+        assert!(relayit::domain::slug::is_valid(slug), "{slug}");
         assert_redacted(&view, &body["credentials"]);
         assert_eq!(view["config"], body.get("config").cloned().unwrap_or(json!({})), "{view}");
 

@@ -7,9 +7,9 @@ use crate::harness::smtp_sink::SmtpSink;
 use crate::harness::{TestApp, message_for, opened_credential};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use relayit::delivery::connector::Connector;
-use relayit::delivery::smtp::Smtp;
-use relayit::providers::ProviderType;
+use relayit::domain::provider_types::ProviderType;
+use relayit::providers::connector::Connector;
+use relayit::providers::smtp::Smtp;
 use reqwest::Method;
 use serde_json::json;
 

@@ -1,11 +1,12 @@
 //! Slugs: the URL-safe names of organizations, projects and provider credentials
 //! (`[a-z0-9]` and single inner hyphens), derived from display names.
 
-use crate::api::validate::MAX_SLUG_CHARS;
+/// The longest slug.
+pub const MAX_CHARS: usize = 48;
 
 pub fn is_valid(slug: &str) -> bool {
     !slug.is_empty()
-        && slug.len() <= MAX_SLUG_CHARS
+        && slug.len() <= MAX_CHARS
         && slug.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !slug.starts_with('-')
         && !slug.ends_with('-')
@@ -24,7 +25,7 @@ pub fn slugify(name: &str, fallback: &str) -> String {
         }
     }
     // leave room for a "-NN" collision suffix
-    slug.truncate(MAX_SLUG_CHARS - 4);
+    slug.truncate(MAX_CHARS - 4);
     let slug = slug.trim_end_matches('-');
     if slug.is_empty() { fallback.to_owned() } else { slug.to_owned() }
 }
@@ -49,7 +50,7 @@ mod tests {
         assert_eq!(slugify("My Great App!", "x"), "my-great-app");
         assert_eq!(slugify("  --Ünïcode__name-- ", "x"), "n-code-name");
         assert_eq!(slugify("日本", "project"), "project");
-        assert!(slugify(&"a".repeat(200), "x").len() <= MAX_SLUG_CHARS - 4);
+        assert!(slugify(&"a".repeat(200), "x").len() <= MAX_CHARS - 4);
         for s in ["my-great-app", "a", "a1-b2"] {
             assert!(is_valid(s), "{s}");
         }

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::delivery::connector::{OpenedCredential, ProviderError};
+use crate::providers::connector::{OpenedCredential, ProviderError};
 
 /// How long an unused client is kept.
 pub const IDLE_TTL: Duration = Duration::from_secs(3600);
@@ -77,7 +77,7 @@ impl<T> ClientCache<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::providers::ProviderType;
+    use crate::domain::provider_types::ProviderType;
     use serde_json::json;
 
     fn credential(id: &str, token: &str) -> OpenedCredential {

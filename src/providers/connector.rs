@@ -1,6 +1,6 @@
 //! What a provider connector is: one call that hands a message to a provider with one tenant
 //! credential, and the classification of every way it can go wrong. The worker's retry,
-//! failover and dead-letter decisions rest on that classification alone (design.md, invariant
+//! failover and dead-letter decisions rest on that classification alone (docs/architecture.md, invariant
 //! 5), so each connector maps its provider's answers onto [`ProviderError`] and nothing else.
 //!
 //! A connector may also verify a credential (`POST /v1/providers/{id}/verify`): one cheap
@@ -20,13 +20,13 @@ use serde_json::{Map, Value};
 
 use crate::config::ProvidersConfig;
 use crate::db::messages::Message;
-use crate::delivery::discord::Discord;
-use crate::delivery::sandbox::Sandbox;
-use crate::delivery::ses::Ses;
-use crate::delivery::smtp::Smtp;
-use crate::delivery::sns::Sns;
-use crate::delivery::whatsapp::Whatsapp;
-use crate::providers::ProviderType;
+use crate::domain::provider_types::ProviderType;
+use crate::providers::discord::Discord;
+use crate::providers::sandbox::Sandbox;
+use crate::providers::ses::Ses;
+use crate::providers::smtp::Smtp;
+use crate::providers::sns::Sns;
+use crate::providers::whatsapp::Whatsapp;
 
 /// A provider accepted the message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,7 +68,7 @@ impl ProviderError {
 }
 
 /// A credential ready for a connector: its secrets opened, its config as stored (connectors
-/// parse it into their type's config from `crate::providers`, the schema the API validated).
+/// parse it into their type's config from `crate::domain::provider_types`, the schema the API validated).
 pub struct OpenedCredential {
     pub id: String,
     pub slug: String,
@@ -92,7 +92,7 @@ impl OpenedCredential {
         &self.secrets
     }
 
-    /// The config as its type's schema (`crate::providers`). The API validated it; a row that
+    /// The config as its type's schema (`crate::domain::provider_types`). The API validated it; a row that
     /// no longer parses is the credential's fault.
     pub fn config_as<T: DeserializeOwned>(&self) -> Result<T, ProviderError> {
         serde_json::from_value(self.config.clone()).map_err(|e| {

@@ -22,14 +22,14 @@ use serde_json::{Value, json};
 use serenity::http::{Http, HttpBuilder, LightMethod, Request, Route};
 use serenity::model::id::{ChannelId, UserId};
 
-use crate::content::DiscordContent;
 use crate::db::messages::Message;
-use crate::delivery::client_cache::ClientCache;
-use crate::delivery::connector::{
+use crate::domain::content::DiscordContent;
+use crate::domain::provider_types::{DiscordConfig, DiscordCredentials};
+use crate::providers::client_cache::ClientCache;
+use crate::providers::connector::{
     Connector, OpenedCredential, ProviderError, ProviderReceipt, SendFuture, VerifyFuture,
     describe, endpoint_override, excerpt, json_answer, truncate,
 };
-use crate::providers::{DiscordConfig, DiscordCredentials};
 
 pub struct Discord {
     http: reqwest::Client,

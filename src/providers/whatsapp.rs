@@ -5,7 +5,7 @@
 //! with each request. Graph answers errors as `{"error": {"code", "message", "error_data":
 //! {"details"}}}`; [`classify`] maps its codes (and, for codes it does not know, the HTTP
 //! status) onto the worker's error kinds. Delivery receipts arrive separately, as signed
-//! callbacks (`crate::api::inbound_whatsapp`).
+//! callbacks (`crate::inbound::whatsapp`).
 
 use std::time::Duration;
 
@@ -13,13 +13,13 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::content::WhatsappContent;
 use crate::db::messages::Message;
-use crate::delivery::connector::{
+use crate::domain::content::WhatsappContent;
+use crate::domain::provider_types::{WhatsappConfig, WhatsappCredentials};
+use crate::providers::connector::{
     Connector, OpenedCredential, ProviderError, ProviderReceipt, SendFuture, VerifyFuture,
     describe, endpoint_override, excerpt, json_answer, truncate,
 };
-use crate::providers::{WhatsappConfig, WhatsappCredentials};
 
 pub const DEFAULT_BASE_URL: &str = "https://graph.facebook.com";
 /// The Graph version used when a credential names none; each version is supported for about
@@ -263,7 +263,7 @@ mod tests {
         );
         let template = WhatsappContent {
             text: None,
-            template: Some(crate::content::WhatsappTemplate {
+            template: Some(crate::domain::content::WhatsappTemplate {
                 name: "hello_world".into(),
                 language: "en_US".into(),
                 components: None,

@@ -9,13 +9,13 @@ use aws_sdk_sesv2::Client;
 use aws_sdk_sesv2::error::BuildError;
 use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent as SesContent};
 
-use crate::content::EmailContent;
 use crate::db::messages::Message;
-use crate::delivery::aws::{Clients, classify, receipt};
-use crate::delivery::connector::{
+use crate::domain::content::EmailContent;
+use crate::domain::provider_types::SesConfig;
+use crate::providers::aws::{Clients, classify, receipt};
+use crate::providers::connector::{
     Connector, OpenedCredential, ProviderError, SendFuture, VerifyFuture,
 };
-use crate::providers::SesConfig;
 
 pub struct Ses {
     clients: Clients<Client>,

@@ -17,13 +17,13 @@ use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
-use crate::content::{Addresses, EmailContent};
 use crate::db::messages::Message;
-use crate::delivery::client_cache::ClientCache;
-use crate::delivery::connector::{
+use crate::domain::content::{Addresses, EmailContent};
+use crate::domain::provider_types::{SmtpConfig, SmtpCredentials, SmtpTls};
+use crate::providers::client_cache::ClientCache;
+use crate::providers::connector::{
     Connector, OpenedCredential, ProviderError, ProviderReceipt, SendFuture, VerifyFuture, truncate,
 };
-use crate::providers::{SmtpConfig, SmtpCredentials, SmtpTls};
 
 type Transport = AsyncSmtpTransport<Tokio1Executor>;
 

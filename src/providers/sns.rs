@@ -8,13 +8,13 @@ use aws_sdk_sns::Client;
 use aws_sdk_sns::error::BuildError;
 use aws_sdk_sns::types::MessageAttributeValue;
 
-use crate::content::SmsContent;
 use crate::db::messages::Message;
-use crate::delivery::aws::{Clients, classify, receipt};
-use crate::delivery::connector::{
+use crate::domain::content::SmsContent;
+use crate::domain::provider_types::{SmsType, SnsConfig};
+use crate::providers::aws::{Clients, classify, receipt};
+use crate::providers::connector::{
     Connector, OpenedCredential, ProviderError, SendFuture, VerifyFuture,
 };
-use crate::providers::{SmsType, SnsConfig};
 
 pub struct Sns {
     clients: Clients<Client>,

@@ -1,6 +1,6 @@
 //! The sandbox connector: delivers nowhere, for test mode, local development and benchmarks.
 //!
-//! Its config (`crate::providers::SandboxConfig`) shapes how it behaves like a provider: a
+//! Its config (`crate::domain::provider_types::SandboxConfig`) shapes how it behaves like a provider: a
 //! latency, a random share of failures (`failRate`), or a deterministic pattern (`failFirst`:
 //! the first N attempts of every message fail), each failing in `failMode` (retryable,
 //! permanent, credential, or throttled with `retryAfterMs`), so every branch of the worker can
@@ -9,10 +9,10 @@
 use std::time::Duration;
 
 use crate::db::messages::Message;
-use crate::delivery::connector::{
+use crate::domain::provider_types::{FailMode, SandboxConfig};
+use crate::providers::connector::{
     Connector, OpenedCredential, ProviderError, ProviderReceipt, SendFuture, VerifyFuture,
 };
-use crate::providers::{FailMode, SandboxConfig};
 
 #[derive(Debug, Default)]
 pub struct Sandbox;

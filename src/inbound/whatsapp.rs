@@ -1,4 +1,4 @@
-//! `/v1/inbound/whatsapp/{credentialId}`: WhatsApp Cloud API delivery receipts.
+//! WhatsApp Cloud API delivery receipts (`/v1/inbound/whatsapp/{credentialId}`).
 //!
 //! Meta calls the URL a tenant registers as its app's webhook:
 //! - `GET` once, at set-up (`hub.mode=subscribe&hub.verify_token=...&hub.challenge=...`): we
@@ -14,98 +14,71 @@
 //! callback finds it past `sent` and changes nothing. An update that comes before the message's
 //! `sent` is recorded is held until it is (`db::receipts`).
 
-use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, web};
 use ring::hmac;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 
-use crate::api::providers::open_credentials;
 use crate::db::messages::{DELIVERED, FAILED, SENT};
 use crate::db::providers::{ProviderCredential, find_for_callback};
 use crate::db::receipts::{self, Applied, Receipt};
-use crate::error::ApiError;
-use crate::providers::{ProviderType, WhatsappCredentials};
+use crate::domain::provider_types::{ProviderType, WhatsappCredentials};
+use crate::inbound::InboundError;
+use crate::providers::credentials;
 use crate::state::AppState;
 
 /// Meta batches status updates; their bodies stay well below this.
-const MAX_CALLBACK_BYTES: usize = 1024 * 1024;
+pub const MAX_CALLBACK_BYTES: usize = 1024 * 1024;
 /// A challenge is a short number; anything longer is not Meta's.
 const MAX_CHALLENGE_CHARS: usize = 256;
-const SIGNATURE_HEADER: &str = "x-hub-signature-256";
-
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/inbound/whatsapp/{credentialId}")
-            .app_data(web::PayloadConfig::new(MAX_CALLBACK_BYTES))
-            .get(handshake)
-            .post(statuses),
-    );
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-pub struct Handshake {
-    #[serde(rename = "hub.mode")]
-    #[param(rename = "hub.mode")]
-    pub mode: Option<String>,
-    #[serde(rename = "hub.verify_token")]
-    #[param(rename = "hub.verify_token")]
-    pub verify_token: Option<String>,
-    #[serde(rename = "hub.challenge")]
-    #[param(rename = "hub.challenge")]
-    pub challenge: Option<String>,
-}
 
 /// The WhatsApp credential `id` with its secrets; any other credential is not found.
 async fn credential(
     state: &AppState,
     id: &str,
-) -> Result<(ProviderCredential, WhatsappCredentials), ApiError> {
+) -> Result<(ProviderCredential, WhatsappCredentials), InboundError> {
     let mut conn = state.db.get().await?;
     let row = find_for_callback(&mut conn, id, ProviderType::WhatsappCloud)
         .await?
-        .ok_or_else(|| ApiError::not_found("provider"))?;
-    let secrets = open_credentials(&state.keys, &row)
-        .map_err(|reason| ApiError::internal(format!("provider {}: {reason}", row.id)))?;
+        .ok_or(InboundError::NotFound("provider"))?;
+    let secrets = credentials::open(&state.keys, &row)
+        .map_err(|reason| InboundError::Internal(format!("provider {}: {reason}", row.id)))?;
     let secrets = serde_json::from_value(Value::Object(secrets)).map_err(|_| {
-        ApiError::internal(format!("provider {}: credentials do not match their schema", row.id))
+        InboundError::Internal(format!(
+            "provider {}: credentials do not match their schema",
+            row.id
+        ))
     })?;
     Ok((row, secrets))
 }
 
-/// Meta's webhook verification: answers `hub.challenge` when `hub.verify_token` is the
-/// credential's `verifyToken`.
-#[utoipa::path(get, path = "/v1/inbound/whatsapp/{credentialId}", tag = "inbound",
-    params(("credentialId" = String, Path), Handshake),
-    responses((status = 200, description = "the challenge, as text/plain"),
-        (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
+/// Meta's webhook verification: the challenge to answer when `verify_token` is the credential's
+/// `verifyToken` and `mode` is `subscribe`.
 pub async fn handshake(
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-    query: web::Query<Handshake>,
-) -> Result<HttpResponse, ApiError> {
-    let query = query.into_inner();
-    let challenge = query
-        .challenge
+    state: &AppState,
+    credential_id: &str,
+    mode: Option<&str>,
+    verify_token: Option<&str>,
+    challenge: Option<String>,
+) -> Result<String, InboundError> {
+    let challenge = challenge
         .filter(|c| !c.is_empty() && c.chars().count() <= MAX_CHALLENGE_CHARS)
         .ok_or_else(|| {
-            ApiError::invalid_field(
+            InboundError::Invalid(
                 "hub.challenge",
                 format!("is required, at most {MAX_CHALLENGE_CHARS} characters"),
             )
         })?;
-    let (_, secrets) = credential(&state, &path).await?;
+    let (_, secrets) = credential(state, credential_id).await?;
     let Some(expected) = secrets.verify_token else {
-        return Err(ApiError::forbidden(
-            "this credential has no verifyToken; set one to register its callback URL",
+        return Err(InboundError::Refused(
+            "this credential has no verifyToken; set one to register its callback URL".to_owned(),
         ));
     };
-    let given = query.verify_token.unwrap_or_default();
-    if query.mode.as_deref() != Some("subscribe") || !same_secret(&given, &expected) {
-        return Err(ApiError::forbidden("hub.verify_token does not match"));
+    if mode != Some("subscribe") || !same_secret(verify_token.unwrap_or_default(), &expected) {
+        return Err(InboundError::Refused("hub.verify_token does not match".to_owned()));
     }
-    Ok(HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(challenge))
+    Ok(challenge)
 }
 
 /// Compares in constant time: HMAC tags of both, checked by ring.
@@ -115,14 +88,9 @@ fn same_secret(given: &str, expected: &str) -> bool {
     hmac::verify(&key, given.as_bytes(), tag.as_ref()).is_ok()
 }
 
-/// `sha256=<hex>` of `X-Hub-Signature-256`, checked against the raw body.
-fn signed_by(secret: &str, request: &HttpRequest, body: &[u8]) -> bool {
-    let tag = request
-        .headers()
-        .get(SIGNATURE_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().strip_prefix("sha256="))
-        .and_then(decode_hex);
+/// `signature`, the `sha256=<hex>` of `X-Hub-Signature-256`, checked against the raw body.
+fn signed_by(secret: &str, signature: Option<&str>, body: &[u8]) -> bool {
+    let tag = signature.and_then(|v| v.trim().strip_prefix("sha256=")).and_then(decode_hex);
     let Some(tag) = tag else { return false };
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
     hmac::verify(&key, body, &tag).is_ok()
@@ -197,7 +165,7 @@ impl StatusError {
             text.push_str(" - ");
             text.push_str(details);
         }
-        crate::delivery::connector::truncate(text)
+        crate::providers::connector::truncate(text)
     }
 }
 
@@ -211,31 +179,27 @@ pub struct CallbackResult {
     pub held: usize,
 }
 
-/// Status updates from the Cloud API, signed with the credential's `appSecret`.
-#[utoipa::path(post, path = "/v1/inbound/whatsapp/{credentialId}", tag = "inbound",
-    params(("credentialId" = String, Path)),
-    request_body(content = Object, content_type = "application/json",
-        description = "a Cloud API webhook notification (`entry[].changes[].value.statuses[]`)"),
-    responses((status = 200, body = CallbackResult), (status = 401, body = crate::error::ErrorBody),
-        (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
+/// Applies the status updates of a Cloud API callback signed with the credential's `appSecret`
+/// (`signature` is its `X-Hub-Signature-256`).
 pub async fn statuses(
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-    request: HttpRequest,
-    body: web::Bytes,
-) -> Result<HttpResponse, ApiError> {
-    let (row, secrets) = credential(&state, &path).await?;
+    state: &AppState,
+    credential_id: &str,
+    signature: Option<&str>,
+    body: &[u8],
+) -> Result<CallbackResult, InboundError> {
+    let (row, secrets) = credential(state, credential_id).await?;
     let Some(app_secret) = secrets.app_secret else {
-        return Err(ApiError::forbidden(
-            "this credential has no appSecret, so its callbacks cannot be verified",
+        return Err(InboundError::Refused(
+            "this credential has no appSecret, so its callbacks cannot be verified".to_owned(),
         ));
     };
-    if !signed_by(&app_secret, &request, &body) {
-        return Err(ApiError::unauthorized()
-            .with_message("X-Hub-Signature-256 is missing or does not sign this body"));
+    if !signed_by(&app_secret, signature, body) {
+        return Err(InboundError::Unauthenticated(
+            "X-Hub-Signature-256 is missing or does not sign this body".to_owned(),
+        ));
     }
-    let callback: Callback = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::malformed_json(format!("not a WhatsApp callback: {e}")))?;
+    let callback: Callback = serde_json::from_slice(body)
+        .map_err(|e| InboundError::Malformed(format!("not a WhatsApp callback: {e}")))?;
     let statuses: Vec<Status> = callback
         .entry
         .into_iter()
@@ -291,11 +255,7 @@ pub async fn statuses(
     }
     tracing::debug!(credential = %row.id, received = statuses.len(), applied, held,
         "whatsapp receipts");
-    Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(CallbackResult {
-        received: statuses.len(),
-        applied,
-        held,
-    }))
+    Ok(CallbackResult { received: statuses.len(), applied, held })
 }
 
 #[cfg(test)]

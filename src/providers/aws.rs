@@ -1,6 +1,6 @@
 //! What the SES and SNS connectors share: SDK clients built from a tenant's sealed access key
 //! and kept per credential (in a [`ClientCache`], as every connector keeps its clients), and
-//! the classification of AWS errors (design.md, invariant 5).
+//! the classification of AWS errors (docs/architecture.md, invariant 5).
 //!
 //! A client is built once per credential and reused for every message (each one carries its
 //! own signing setup; building one per message would be wasteful), and rebuilt only when the
@@ -23,11 +23,11 @@ use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use aws_types::SdkConfig;
 use serde::de::DeserializeOwned;
 
-use crate::delivery::client_cache::ClientCache;
-use crate::delivery::connector::{
+use crate::domain::provider_types::{AwsCredentials, SesConfig, SnsConfig};
+use crate::providers::client_cache::ClientCache;
+use crate::providers::connector::{
     OpenedCredential, ProviderError, ProviderReceipt, describe, endpoint_override, truncate,
 };
-use crate::providers::{AwsCredentials, SesConfig, SnsConfig};
 
 /// The raw HTTP response in SDK errors (the same type for every AWS service crate).
 pub type HttpResponse = aws_sdk_sesv2::config::http::HttpResponse;
@@ -295,7 +295,7 @@ mod tests {
         OpenedCredential::new(
             "prv_1".into(),
             "ses".into(),
-            crate::providers::ProviderType::Ses,
+            crate::domain::provider_types::ProviderType::Ses,
             config,
             secrets,
         )
@@ -327,7 +327,7 @@ mod tests {
         let keyless = OpenedCredential::new(
             "prv_2".into(),
             "ses".into(),
-            crate::providers::ProviderType::Ses,
+            crate::domain::provider_types::ProviderType::Ses,
             here,
             serde_json::Map::new(),
         );

@@ -6,7 +6,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::validate::Validator;
+use crate::domain::channel::Channel;
+use crate::domain::recipient::is_email;
+use crate::domain::validate::Validator;
 
 pub const MAX_SMS_CHARS: usize = 1600;
 pub const MAX_DISCORD_TEXT_CHARS: usize = 2000;
@@ -15,35 +17,6 @@ pub const MAX_SUBJECT_CHARS: usize = 998;
 /// Per-field bound on email bodies; the request body limit (256 KiB) bounds the rest.
 pub const MAX_EMAIL_BODY_BYTES: usize = 200 * 1024;
 pub const MAX_RECIPIENTS: usize = 50;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Channel {
-    Email,
-    Sms,
-    Whatsapp,
-    Discord,
-}
-
-impl Channel {
-    pub fn parse(text: &str) -> Option<Channel> {
-        match text {
-            "email" => Some(Channel::Email),
-            "sms" => Some(Channel::Sms),
-            "whatsapp" => Some(Channel::Whatsapp),
-            "discord" => Some(Channel::Discord),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Channel::Email => "email",
-            Channel::Sms => "sms",
-            Channel::Whatsapp => "whatsapp",
-            Channel::Discord => "discord",
-        }
-    }
-}
 
 /// One address or several (`replyTo`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -114,43 +87,6 @@ pub struct DiscordContent {
     pub embeds: Vec<serde_json::Value>,
 }
 
-/// Checks `to` for `channel` into `check` under `field`.
-pub fn check_recipient(check: &mut Validator, field: &str, channel: Channel, to: &str) {
-    let ok = match channel {
-        Channel::Email => is_email(to),
-        Channel::Sms | Channel::Whatsapp => is_e164(to),
-        Channel::Discord => is_snowflake(to.strip_prefix("user:").unwrap_or(to)),
-    };
-    if !ok {
-        let expected = match channel {
-            Channel::Email => "an email address",
-            Channel::Sms | Channel::Whatsapp => "a phone number in E.164 form, e.g. +14155550123",
-            Channel::Discord => "a Discord channel id, or user:<id> for a direct message",
-        };
-        check.error(field, format!("must be {expected}"));
-    }
-}
-
-/// One RFC 5322 address: an addr-spec, optionally as `Display Name <addr-spec>`.
-pub fn is_email(text: &str) -> bool {
-    let addr = match (text.rfind('<'), text.strip_suffix('>')) {
-        (Some(open), Some(inner)) => &inner[open + 1..],
-        _ => text,
-    };
-    addr.len() <= 254 && email_address::EmailAddress::is_valid(addr)
-}
-
-pub fn is_e164(text: &str) -> bool {
-    let Some(digits) = text.strip_prefix('+') else { return false };
-    (7..=15).contains(&digits.len())
-        && digits.bytes().all(|b| b.is_ascii_digit())
-        && !digits.starts_with('0')
-}
-
-pub fn is_snowflake(text: &str) -> bool {
-    (17..=20).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_digit())
-}
-
 fn chars(text: &str) -> usize {
     text.chars().count()
 }
@@ -166,7 +102,7 @@ pub fn check_content(
     let field = |name: &str| format!("{prefix}.{name}");
     match channel {
         Channel::Email => {
-            let email: EmailContent = parse(check, prefix, content)?;
+            let email: EmailContent = check.parse(prefix, content)?;
             if email.subject.trim().is_empty() {
                 check.error(field("subject"), "must not be blank");
             } else if chars(&email.subject) > MAX_SUBJECT_CHARS {
@@ -216,7 +152,7 @@ pub fn check_content(
             serde_json::to_value(email).ok()
         }
         Channel::Sms => {
-            let sms: SmsContent = parse(check, prefix, content)?;
+            let sms: SmsContent = check.parse(prefix, content)?;
             if sms.text.trim().is_empty() {
                 check.error(field("text"), "must not be blank");
             } else if chars(&sms.text) > MAX_SMS_CHARS {
@@ -225,7 +161,7 @@ pub fn check_content(
             serde_json::to_value(sms).ok()
         }
         Channel::Whatsapp => {
-            let whatsapp: WhatsappContent = parse(check, prefix, content)?;
+            let whatsapp: WhatsappContent = check.parse(prefix, content)?;
             match (&whatsapp.text, &whatsapp.template) {
                 (Some(_), Some(_)) => check.error(prefix, "give either text or template, not both"),
                 (None, None) => check.error(field("text"), "text or template is required"),
@@ -253,7 +189,7 @@ pub fn check_content(
             serde_json::to_value(whatsapp).ok()
         }
         Channel::Discord => {
-            let discord: DiscordContent = parse(check, prefix, content)?;
+            let discord: DiscordContent = check.parse(prefix, content)?;
             match &discord.text {
                 None if discord.embeds.is_empty() => {
                     check.error(field("text"), "text or embeds is required")
@@ -282,23 +218,6 @@ pub fn check_content(
     }
 }
 
-/// Deserializes `value` as `T`, reporting shape errors under `prefix` into `check`.
-fn parse<T: serde::de::DeserializeOwned>(
-    check: &mut Validator,
-    prefix: &str,
-    value: &serde_json::Value,
-) -> Option<T> {
-    match crate::api::json::parse_object::<T>(value, prefix) {
-        Ok(parsed) => Some(parsed),
-        Err(error) => {
-            for e in error.details() {
-                check.error(e.field.clone(), e.message.clone());
-            }
-            None
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,17 +230,6 @@ mod tests {
             Ok(()) => vec![],
             Err(e) => e.details().iter().map(|d| d.field.clone()).collect(),
         }
-    }
-
-    #[test]
-    fn recipients_per_channel() {
-        assert!(is_email("alice@example.com") && is_email("Alice <alice@example.com>"));
-        assert!(!is_email("alice") && !is_email("a@b@c") && !is_email(""));
-        assert!(is_e164("+14155550123") && !is_e164("14155550123") && !is_e164("+0123456789"));
-        assert!(!is_e164("+1415555012345678") && !is_e164("+1-415-555"));
-        assert!(
-            is_snowflake("123456789012345678") && !is_snowflake("12345") && !is_snowflake("abc")
-        );
     }
 
     #[test]

@@ -12,38 +12,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::api::auth::check_email;
-use crate::api::json::parse_object;
-use crate::api::validate::Validator;
 use crate::config::ProvidersConfig;
-
-/// Where a message goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Channel {
-    Email,
-    Sms,
-    Whatsapp,
-    Discord,
-}
-
-impl Channel {
-    pub const ALL: [Channel; 4] =
-        [Channel::Email, Channel::Sms, Channel::Whatsapp, Channel::Discord];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Channel::Email => "email",
-            Channel::Sms => "sms",
-            Channel::Whatsapp => "whatsapp",
-            Channel::Discord => "discord",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Channel> {
-        Self::ALL.into_iter().find(|c| c.as_str() == text)
-    }
-}
+use crate::domain::channel::Channel;
+use crate::domain::recipient::is_e164;
+use crate::domain::validate::Validator;
 
 /// Which service delivers, and so which credentials and config it needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -300,13 +272,8 @@ struct Part<'a> {
 impl Part<'_> {
     /// Parses `value` as `T` and checks its values; shape errors end the check of this part.
     fn check<T: Schema>(mut self, value: &serde_json::Value) {
-        match parse_object::<T>(value, self.prefix) {
-            Ok(parsed) => parsed.check(&mut self),
-            Err(error) => {
-                for detail in error.details() {
-                    self.check.error(detail.field.clone(), detail.message.clone());
-                }
-            }
+        if let Some(parsed) = self.check.parse::<T>(self.prefix, value) {
+            parsed.check(&mut self);
         }
     }
 
@@ -348,14 +315,14 @@ impl Part<'_> {
 
     fn email(&mut self, name: &str, value: &str) {
         let field = self.field(name);
-        check_email(self.check, &field, value);
+        self.check.email(&field, value);
     }
 
     fn region(&mut self, name: &str, value: &str) {
         let valid = value.len() <= 32
             && value.starts_with(|c: char| c.is_ascii_lowercase())
             && value.contains('-')
-            && crate::slug::is_valid(value);
+            && crate::domain::slug::is_valid(value);
         if !valid {
             self.error(name, "must be an AWS region such as us-east-1");
         }
@@ -515,15 +482,6 @@ impl Schema for SandboxConfig {
     }
 }
 
-/// `+` and 2 to 15 digits, the first not 0.
-pub fn is_e164(number: &str) -> bool {
-    number.strip_prefix('+').is_some_and(|digits| {
-        (2..=15).contains(&digits.len())
-            && digits.bytes().all(|b| b.is_ascii_digit())
-            && !digits.starts_with('0')
-    })
-}
-
 /// `v21` or `v21.0`.
 fn is_graph_version(version: &str) -> bool {
     let Some(number) = version.strip_prefix('v') else { return false };
@@ -649,7 +607,7 @@ mod tests {
 
     #[test]
     fn formats() {
-        for ok in ["+14155550123", "+44"] {
+        for ok in ["+14155550123", "+4420794600"] {
             assert!(is_e164(ok), "{ok}");
         }
         for bad in ["14155550123", "+0123", "+1 415", "+", "+1234567890123456"] {
