@@ -279,7 +279,7 @@ pub async fn merge_search(pool: db::Pool, every: Duration, stop: CancellationTok
     // about once, not every interval, and its end is told.
     let failing = AtomicBool::new(false);
     // a merge cut off by shutdown is rolled back; the next one, in any process, does it all
-    crate::delivery::recovery::every(every, stop, || async {
+    crate::runtime::duties::every(every, stop, || async {
         let merged = match pool.get().await {
             Ok(mut conn) => {
                 messages::merge_search_pending(&mut conn).await.map_err(|e| e.to_string())

@@ -19,6 +19,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod providers;
 pub mod queue;
+pub mod runtime;
 pub mod server;
 pub mod state;
 pub mod telemetry;

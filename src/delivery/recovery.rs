@@ -1,7 +1,6 @@
-//! The worker role's background duties, safe to run in every worker process at once:
+//! The worker role's background duties, safe to run in every worker process at once (the mover
+//! of due retries is the runtime's, `crate::runtime::duties::move_due`):
 //!
-//! - the mover puts due retries from the delayed set back on the stream (an atomic script, so
-//!   each id moves once);
 //! - the sweeper promotes scheduled messages whose `sendAt` has come, and re-enqueues messages
 //!   whose stream entry was lost (a process died between commit and XADD, or Redis lost data):
 //!   docs/architecture.md, invariant 2. It locks the rows it takes with `SKIP LOCKED` and marks them, so
@@ -10,24 +9,22 @@
 //!   recorded (`db::receipts`).
 //!
 //! Taking over entries a dead worker left pending (XAUTOCLAIM) belongs to the reader, which
-//! owns the delivery slots (`worker.rs`).
+//! owns the delivery slots (`crate::runtime`).
 
 use std::time::Duration;
 
 use chrono::Utc;
-use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use crate::db::delivery as queries;
 use crate::db::receipts::{self, HeldRound};
-use crate::delivery::backoff::before;
-use crate::delivery::queue;
 use crate::queue::deliveries::enqueue;
+use crate::runtime::duties::every;
+use crate::runtime::retry::before;
 use crate::state::AppState;
 
 /// How often the delayed set is checked: the precision of retry times.
-const MOVE_EVERY: Duration = Duration::from_millis(200);
-const MOVE_BATCH: u32 = 500;
+pub const MOVE_EVERY: Duration = Duration::from_millis(200);
 /// Messages the sweeper takes per statement.
 const SWEEP_BATCH: i64 = 1000;
 /// How long a receipt that names no message is kept: a send is recorded seconds after the
@@ -36,44 +33,6 @@ const SWEEP_BATCH: i64 = 1000;
 /// so this also bounds that work: a quarter of an hour of such strangers' receipts (100,000
 /// held receipts cost a sweep about 0.25 s of Postgres time).
 const HOLD_RECEIPTS_FOR: Duration = Duration::from_secs(15 * 60);
-
-/// Runs `duty` every `every` until `stop` is cancelled. A run in progress is dropped then
-/// (shutdown must not wait on an unreachable database): each duty's steps are safe to cut off,
-/// since what one committed without finishing is found again by a later sweep.
-pub(crate) async fn every<F, Fut>(every: Duration, stop: CancellationToken, mut duty: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = async {
-                tick.tick().await;
-                duty().await
-            } => {}
-        }
-    }
-}
-
-pub async fn move_due(state: AppState, stop: CancellationToken) {
-    every(MOVE_EVERY, stop, || async {
-        loop {
-            match queue::move_due(&state.redis, Utc::now().timestamp_millis(), MOVE_BATCH).await {
-                // a full batch: more may be due
-                Ok(moved) if moved == MOVE_BATCH => continue,
-                Ok(_) => break,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot move due retries to the delivery stream");
-                    break;
-                }
-            }
-        }
-    })
-    .await
-}
 
 pub async fn sweep(state: AppState, stop: CancellationToken) {
     every(state.config.delivery.sweep_interval, stop, || async {

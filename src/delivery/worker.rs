@@ -1,8 +1,7 @@
-//! The delivery loop of one worker process.
+//! What the delivery worker does with the entries the runtime reads (`crate::runtime`: as many
+//! as there are free slots of `delivery.concurrency`, new ones and those a dead worker left
+//! pending past `delivery.visibility_timeout`):
 //!
-//! - The reader takes as many entries as there are free delivery slots (`delivery.concurrency`):
-//!   new ones with XREADGROUP on the worker's own connection, and every so often those that a
-//!   dead worker left unacknowledged past `delivery.visibility_timeout` (XAUTOCLAIM).
 //! - It claims the batch's messages in one statement; entries whose message is not claimable
 //!   (duplicates, already handled, canceled) are acknowledged at once.
 //! - Each claimed message is delivered in a task of its own, holding one slot.
@@ -14,36 +13,36 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use fred::clients::Client;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::db::delivery::{self as queries, Outcome};
 use crate::db::messages::{FAILED, Message, RETRYING};
-use crate::delivery::backoff::{before, until_ok, until_ok_or_stopped};
 use crate::delivery::deliver::attempt;
 use crate::delivery::limits::RateLimiter;
-use crate::delivery::queue::{self, Entry, Settlement};
+use crate::delivery::queue::{self, Settlement, entry};
 use crate::delivery::routing::Router;
-use crate::queue::QueueError;
+use crate::queue::RawEntry;
+use crate::runtime::Consumer;
+use crate::runtime::retry::{before, until_ok, until_ok_or_stopped};
 use crate::state::AppState;
 
-/// How long one XREADGROUP waits for entries; also how long shutdown may wait for it.
-const READ_BLOCK_MS: u64 = 1000;
 /// Outcomes written in one transaction at most.
 const RECORD_BATCH: usize = 500;
-/// Pause after the stream could not be read.
-const READ_ERROR_PAUSE: Duration = Duration::from_secs(1);
 
 pub struct Worker {
     state: AppState,
-    consumer: String,
     router: Router,
     limiter: RateLimiter,
+}
+
+/// The worker as the runtime's consumer: deliveries report to the recorder through `done`.
+pub struct Dispatch {
+    worker: Arc<Worker>,
+    done: mpsc::Sender<Done>,
 }
 
 /// A delivered message on its way to the recorder, with its stream entry and its slot.
@@ -53,118 +52,31 @@ struct Done {
     slot: Option<OwnedSemaphorePermit>,
 }
 
-/// Where the scan of entries to take over stands.
-struct Reclaim {
-    cursor: String,
-    due: Instant,
-    every: Duration,
-}
-
 impl Worker {
-    pub fn new(state: AppState, consumer: String) -> Self {
-        let router = Router::new(state.keys.clone(), state.config.delivery.credential_cache_ttl);
-        let limiter =
-            RateLimiter::new(state.redis.clone(), state.config.delivery.rate_limits.clone());
-        Self { state, consumer, router, limiter }
-    }
-
-    /// Delivers until `stop` is cancelled, then lets deliveries in flight finish within
-    /// `server.shutdown_grace`; those still running then are cut off and their entries left
-    /// pending, for another worker to take over.
-    pub async fn run(self: Arc<Self>, client: &Client, stop: CancellationToken) {
-        let config = &self.state.config.delivery;
-        let slots = Arc::new(Semaphore::new(config.concurrency));
-        let (done_tx, done_rx) = mpsc::channel(config.concurrency);
-        // Dropping the set aborts what is still in it: nothing outlives the role.
+    /// The worker's consumer, and the recorder it reports to (which ends once the consumer and
+    /// every delivery it started are gone).
+    pub fn start(state: AppState) -> (Dispatch, JoinSet<()>) {
+        let config = &state.config.delivery;
+        let router = Router::new(state.keys.clone(), config.credential_cache_ttl);
+        let limiter = RateLimiter::new(state.redis.clone(), config.rate_limits.clone());
+        let (done, done_rx) = mpsc::channel(config.concurrency);
+        let worker = Arc::new(Self { state, router, limiter });
         let mut tasks = JoinSet::new();
-        tasks.spawn(self.clone().record(done_rx));
-        let mut reclaim = Reclaim {
-            cursor: "0-0".to_owned(),
-            due: Instant::now(),
-            // often enough that a dead worker's entries wait little past the timeout
-            every: (config.visibility_timeout / 2)
-                .clamp(Duration::from_millis(100), Duration::from_secs(30)),
-        };
-        loop {
-            while tasks.try_join_next().is_some() {}
-            let free = tokio::select! {
-                free = take_free_slots(&slots) => free,
-                () = stop.cancelled() => break,
-            };
-            let Some(free) = free else { break };
-            let count = free.num_permits() as u64;
-            match self.next_entries(client, &mut reclaim, count).await {
-                Ok(entries) if entries.is_empty() => {}
-                Ok(entries) => self.dispatch(entries, free, &mut tasks, &done_tx, &stop).await,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot read the delivery stream");
-                    // A Redis that lost its data (restarted without persistence, or the key
-                    // deleted) lost the consumer group too: recreate it. The sweeper re-enqueues
-                    // the messages whose entries went with it.
-                    let text = error.to_string();
-                    if text.contains("NOGROUP") || text.contains("no longer exists") {
-                        let stream = self.state.redis.keys().deliveries();
-                        if let Err(e) = crate::queue::ensure_group(client, &stream).await {
-                            tracing::warn!(error = %e, "cannot recreate the consumer group");
-                        }
-                    }
-                    tokio::select! {
-                        () = tokio::time::sleep(READ_ERROR_PAUSE) => {}
-                        () = stop.cancelled() => {}
-                    }
-                }
-            }
-            if stop.is_cancelled() {
-                break;
-            }
-        }
-        drop(done_tx);
-        let grace = self.state.config.server.shutdown_grace;
-        let drained =
-            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} });
-        if drained.await.is_err() {
-            tracing::warn!(
-                in_flight = tasks.len(),
-                "deliveries cut off at shutdown; their entries stay pending for another worker"
-            );
-        }
-    }
-
-    /// Entries taken over from dead workers when a scan is due and finds some, else new ones.
-    async fn next_entries(
-        &self,
-        client: &Client,
-        reclaim: &mut Reclaim,
-        count: u64,
-    ) -> Result<Vec<Entry>, QueueError> {
-        let keys = self.state.redis.keys();
-        if Instant::now() >= reclaim.due {
-            let idle_ms = self.state.config.delivery.visibility_timeout.as_millis() as u64;
-            let (cursor, entries) =
-                queue::reclaim(client, keys, &self.consumer, idle_ms, &reclaim.cursor, count)
-                    .await?;
-            if cursor == "0-0" {
-                reclaim.due = Instant::now() + reclaim.every;
-            }
-            reclaim.cursor = cursor;
-            if !entries.is_empty() {
-                tracing::info!(count = entries.len(), "took over deliveries left pending");
-                return Ok(entries);
-            }
-        }
-        queue::read(client, keys, &self.consumer, count, READ_BLOCK_MS).await
+        tasks.spawn(worker.clone().record(done_rx));
+        (Dispatch { worker, done }, tasks)
     }
 
     /// Claims the messages of `entries`, acknowledges the entries with nothing to do, and
     /// starts a delivery for each claimed message with one of the `free` slots.
     async fn dispatch(
         self: &Arc<Self>,
-        entries: Vec<Entry>,
+        entries: Vec<RawEntry>,
         mut free: OwnedSemaphorePermit,
         tasks: &mut JoinSet<()>,
         done: &mpsc::Sender<Done>,
         stop: &CancellationToken,
     ) {
+        let entries = entries.into_iter().map(entry);
         let mut settled = Vec::new();
         let mut wanted: Vec<(String, String)> = Vec::new();
         let mut seen = HashSet::new();
@@ -308,15 +220,14 @@ impl Worker {
     }
 }
 
-/// Waits for at least one free slot and takes every free one; `None` once the semaphore is
-/// closed (never, in practice).
-pub(crate) async fn take_free_slots(slots: &Arc<Semaphore>) -> Option<OwnedSemaphorePermit> {
-    let mut free = slots.clone().acquire_owned().await.ok()?;
-    let more = slots.available_permits();
-    if more > 0
-        && let Ok(extra) = slots.clone().try_acquire_many_owned(more as u32)
-    {
-        free.merge(extra);
+impl Consumer for Dispatch {
+    async fn dispatch(
+        &self,
+        entries: Vec<RawEntry>,
+        free: OwnedSemaphorePermit,
+        tasks: &mut JoinSet<()>,
+        stop: &CancellationToken,
+    ) {
+        self.worker.dispatch(entries, free, tasks, &self.done, stop).await
     }
-    Some(free)
 }

@@ -248,6 +248,57 @@ pub async fn reclaim(
         .await?)
 }
 
+/// Moves the due members of a delayed set onto its stream, atomically: with several workers
+/// running the mover, a member is moved by exactly one of them. KEYS: the set, the stream;
+/// ARGV: now (ms), the most to move, the stream field.
+const MOVE_DUE: &str = r"
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, id in ipairs(due) do
+    redis.call('XADD', KEYS[2], '*', ARGV[3], id)
+end
+if #due > 0 then
+    redis.call('ZREM', KEYS[1], unpack(due))
+end
+return #due
+";
+
+/// Moves up to `limit` members of `delayed` due by `now_ms` (their score) onto `stream`, each
+/// as an entry `{field: member}`; returns how many it moved.
+pub async fn move_due(
+    redis: &Redis,
+    delayed: &str,
+    stream: &str,
+    field: &str,
+    now_ms: i64,
+    limit: u32,
+) -> Result<u32, QueueError> {
+    Ok(redis
+        .pool()
+        .next()
+        .eval(
+            MOVE_DUE,
+            vec![delayed, stream],
+            vec![now_ms.to_string(), limit.to_string(), field.to_owned()],
+        )
+        .await?)
+}
+
+/// Removes `consumer` from the group of `stream` if it holds no pending entry (deleting one
+/// that does would lose its entries). Returns whether it was removed.
+pub async fn leave_group(
+    client: &Client,
+    stream: &str,
+    consumer: &str,
+) -> Result<bool, QueueError> {
+    let pending: Vec<Value> =
+        client.xpending(stream, CONSUMER_GROUP, ("-", "+", 1, consumer)).await?;
+    if !pending.is_empty() {
+        return Ok(false);
+    }
+    let _: i64 = client.xgroup_delconsumer(stream, CONSUMER_GROUP, consumer).await?;
+    Ok(true)
+}
+
 /// Deletes every key of the install under `prefix` on the Redis at `url` (tests and tools
 /// clean up after themselves with it; KEYS is fine there, never on a serving path).
 pub async fn clear_prefix(url: &str, prefix: &str) -> Result<(), QueueError> {

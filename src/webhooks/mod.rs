@@ -27,6 +27,7 @@ use anyhow::Context;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::runtime::{self, Stream, duties};
 use crate::state::AppState;
 
 /// The events an endpoint can subscribe to: one per message status.
@@ -41,25 +42,25 @@ pub const EVENT_TYPES: [&str; 7] = [
 ];
 
 pub async fn run(state: AppState, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let client = state.redis.dedicated().await.context("webhook worker connection")?;
-    crate::queue::ensure_group(&client, &state.redis.keys().webhooks()).await?;
-    let consumer = format!("webhook-{}", crate::delivery::consumer_name());
-    let worker =
-        worker::Worker::new(state.clone(), consumer.clone()).context("webhook HTTP client")?;
-
+    let keys = state.redis.keys().clone();
+    let config = &state.config.webhooks;
+    let stream = Stream {
+        role: "webhook",
+        key: keys.webhooks(),
+        concurrency: config.concurrency,
+        visibility_timeout: config.visibility_timeout,
+    };
+    let worker = Arc::new(worker::Worker::new(state.clone()).context("webhook HTTP client")?);
     let mut duties = JoinSet::new();
     duties.spawn(relay::relay(state.clone(), shutdown.clone()));
-    duties.spawn(relay::move_due(state.clone(), shutdown.clone()));
-    tracing::info!(%consumer, "webhook worker ready");
-
-    Arc::new(worker).run(&client, shutdown).await;
-    while duties.join_next().await.is_some() {}
-
-    match queue::leave_group(&client, &state.redis, &consumer).await {
-        Ok(true) => {}
-        Ok(false) => tracing::info!(%consumer, "leaving webhook jobs pending for another worker"),
-        Err(error) => tracing::warn!(%error, "cannot leave the consumer group"),
-    }
-    crate::queue::close(client).await;
-    Ok(())
+    duties.spawn(duties::move_due(
+        state.redis.clone(),
+        keys.webhooks_delayed(),
+        keys.webhooks(),
+        queue::JOB_FIELD,
+        relay::MOVE_EVERY,
+        shutdown.clone(),
+    ));
+    let consumer = format!("webhook-{}", runtime::consumer_name());
+    runtime::run(&state, stream, consumer, worker, JoinSet::new(), duties, shutdown).await
 }

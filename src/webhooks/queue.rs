@@ -10,8 +10,7 @@
 //! - `{relayit}:webhooks:dead` is a stream of `job` and `reason` for jobs whose attempts are
 //!   exhausted (or whose endpoint was disabled meanwhile).
 
-use fred::clients::Client;
-use fred::prelude::{LuaInterface, SortedSetsInterface, StreamsInterface};
+use fred::prelude::{SortedSetsInterface, StreamsInterface};
 use fred::types::Value;
 use fred::types::streams::XCap;
 
@@ -33,7 +32,7 @@ pub struct Entry {
     pub job: Option<Job>,
 }
 
-fn entry((id, mut fields): RawEntry) -> Entry {
+pub fn entry((id, mut fields): RawEntry) -> Entry {
     let job = fields.remove(JOB_FIELD).and_then(|text| serde_json::from_str(&text).ok());
     Entry { id, job }
 }
@@ -64,35 +63,6 @@ pub async fn push(redis: &Redis, now: &[Job], later: &[(Job, i64)]) -> Result<()
             .await?;
     }
     Ok(())
-}
-
-/// Reads up to `count` new entries, waiting up to `block_ms` for the first.
-pub async fn read(
-    client: &Client,
-    redis: &Redis,
-    consumer: &str,
-    count: u64,
-    block_ms: u64,
-) -> Result<Vec<Entry>, QueueError> {
-    let entries =
-        queue::read_group(client, &redis.keys().webhooks(), consumer, count, block_ms).await?;
-    Ok(entries.into_iter().map(entry).collect())
-}
-
-/// Takes over up to `count` entries left unacknowledged for `min_idle_ms` (their worker died),
-/// scanning from `cursor`; returns where the next scan goes on ("0-0" once all was scanned).
-pub async fn reclaim(
-    client: &Client,
-    redis: &Redis,
-    consumer: &str,
-    min_idle_ms: u64,
-    cursor: &str,
-    count: u64,
-) -> Result<(String, Vec<Entry>), QueueError> {
-    let (next, entries) =
-        queue::reclaim(client, &redis.keys().webhooks(), consumer, min_idle_ms, cursor, count)
-            .await?;
-    Ok((next, entries.into_iter().map(entry).collect()))
 }
 
 /// What becomes of a stream entry once its attempt is recorded.
@@ -136,35 +106,4 @@ pub async fn settle(redis: &Redis, entry_id: &str, settle: &Settle) -> Result<()
     let () = pipeline.xdel(keys.webhooks(), entry_id).await?;
     let _: Vec<Value> = pipeline.all().await?;
     Ok(())
-}
-
-/// Moves up to `limit` jobs due by `now_ms` from the delayed set to the stream, atomically;
-/// returns how many it moved.
-pub async fn move_due(redis: &Redis, now_ms: i64, limit: u32) -> Result<u32, QueueError> {
-    let keys = redis.keys();
-    Ok(redis
-        .pool()
-        .next()
-        .eval(
-            crate::delivery::queue::MOVE_DUE,
-            vec![keys.webhooks_delayed(), keys.webhooks()],
-            vec![now_ms.to_string(), limit.to_string(), JOB_FIELD.to_owned()],
-        )
-        .await?)
-}
-
-/// Removes `consumer` from the group unless it holds pending entries; returns whether it did.
-pub async fn leave_group(
-    client: &Client,
-    redis: &Redis,
-    consumer: &str,
-) -> Result<bool, QueueError> {
-    let key = redis.keys().webhooks();
-    let pending: Vec<Value> =
-        client.xpending(&key, CONSUMER_GROUP, ("-", "+", 1, consumer)).await?;
-    if !pending.is_empty() {
-        return Ok(false);
-    }
-    let _: i64 = client.xgroup_delconsumer(&key, CONSUMER_GROUP, consumer).await?;
-    Ok(true)
 }

@@ -9,7 +9,8 @@
 //!   attempt that settles it is recorded, so the relay also pushes again the jobs pushed more
 //!   than `webhooks.requeue_after` ago (or due that long ago) that nothing settled: a Redis that
 //!   lost its data loses no webhook.
-//! - the mover puts jobs whose retry is due from the delayed set back on the stream.
+//! - the mover puts jobs whose retry is due from the delayed set back on the stream
+//!   (`crate::runtime::duties::move_due`, every [`MOVE_EVERY`]).
 
 use std::time::Duration;
 
@@ -18,8 +19,8 @@ use diesel_async::AsyncConnection;
 use tokio_util::sync::CancellationToken;
 
 use crate::db::webhooks::{self as queries, Job};
-use crate::delivery::backoff::after;
-use crate::delivery::recovery::every;
+use crate::runtime::duties::every;
+use crate::runtime::retry::{after, before};
 use crate::state::AppState;
 use crate::webhooks::{queue, schedule};
 
@@ -28,8 +29,7 @@ use crate::webhooks::{queue, schedule};
 const RELAY_EVERY: Duration = Duration::from_millis(100);
 const RELAY_BATCH: i64 = 500;
 /// How often the delayed set is checked: the precision of retry times.
-const MOVE_EVERY: Duration = Duration::from_millis(100);
-const MOVE_BATCH: u32 = 500;
+pub const MOVE_EVERY: Duration = Duration::from_millis(100);
 
 pub async fn relay(state: AppState, stop: CancellationToken) {
     every(RELAY_EVERY, stop, || async {
@@ -54,7 +54,7 @@ async fn relay_once(state: &AppState) -> anyhow::Result<usize> {
     let config = &state.config.webhooks;
     let first_delay = config.retry_schedule.first().copied().unwrap_or_default();
     let now = Utc::now();
-    let stale_before = crate::delivery::backoff::before(now, config.requeue_after);
+    let stale_before = before(now, config.requeue_after);
     conn.transaction(async |conn| {
         let jobs = queries::take_jobs(conn, now, stale_before, RELAY_BATCH).await?;
         let count = jobs.len();
@@ -78,22 +78,6 @@ async fn relay_once(state: &AppState) -> anyhow::Result<usize> {
             queue::push(&state.redis, &again, &later).await?;
         }
         anyhow::Ok(count)
-    })
-    .await
-}
-
-pub async fn move_due(state: AppState, stop: CancellationToken) {
-    every(MOVE_EVERY, stop, || async {
-        loop {
-            match queue::move_due(&state.redis, Utc::now().timestamp_millis(), MOVE_BATCH).await {
-                Ok(moved) if moved == MOVE_BATCH => continue,
-                Ok(_) => break,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot move due webhook retries to the stream");
-                    break;
-                }
-            }
-        }
     })
     .await
 }

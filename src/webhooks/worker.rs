@@ -1,8 +1,6 @@
-//! The delivery loop of one webhook process.
-//!
-//! The reader takes as many stream entries as there are free slots (`webhooks.concurrency`):
-//! new ones, and every so often those a dead worker left pending past
-//! `webhooks.visibility_timeout`. Each job is attempted in a task of its own: it loads the
+//! What the webhook worker does with the entries the runtime reads (`crate::runtime`: as many
+//! as there are free slots of `webhooks.concurrency`, new ones and those a dead worker left
+//! pending past `webhooks.visibility_timeout`). Each job is attempted in a task of its own: it loads the
 //! endpoint, the event and its message, POSTs the signed event, records the attempt (and what it
 //! does to the endpoint) in Postgres, and only then settles its entry in Redis (retry in the
 //! delayed set, or the dead-letter stream, then acknowledge). A worker that dies anywhere in
@@ -19,32 +17,42 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use fred::clients::Client;
 use serde_json::json;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::db::messages::{Event, Message};
 use crate::db::webhooks::{self as queries, EndpointEffect, Job, NewDelivery};
-use crate::delivery::backoff::{after, before, until_ok};
-use crate::delivery::worker::take_free_slots;
 use crate::domain::ids;
-use crate::queue::QueueError;
+use crate::queue::RawEntry;
+use crate::runtime::Consumer;
+use crate::runtime::retry::{after, before, until_ok};
 use crate::state::AppState;
-use crate::webhooks::queue::{self, Entry, Settle};
+use crate::webhooks::queue::{self, Entry, Settle, entry};
 use crate::webhooks::{client, schedule, secret, sign};
 
-/// How long one XREADGROUP waits for entries; also how long shutdown may wait for it.
-const READ_BLOCK_MS: u64 = 1000;
-const READ_ERROR_PAUSE: Duration = Duration::from_secs(1);
 /// How much of a receiver's answer the delivery log keeps.
 const RESPONSE_BODY_MAX: usize = 1024;
 
 pub struct Worker {
     state: AppState,
-    consumer: String,
     http: reqwest::Client,
+}
+
+/// Each entry's attempt runs in a task of its own, holding one slot.
+impl Consumer for Arc<Worker> {
+    async fn dispatch(
+        &self,
+        entries: Vec<RawEntry>,
+        mut free: OwnedSemaphorePermit,
+        tasks: &mut JoinSet<()>,
+        _stop: &CancellationToken,
+    ) {
+        for raw in entries {
+            tasks.spawn(self.clone().handle(entry(raw), free.split(1)));
+        }
+    }
 }
 
 /// What one HTTP attempt came to.
@@ -71,98 +79,11 @@ impl Attempt {
     }
 }
 
-struct Reclaim {
-    cursor: String,
-    due: Instant,
-    every: Duration,
-}
-
 impl Worker {
-    pub fn new(state: AppState, consumer: String) -> reqwest::Result<Self> {
+    pub fn new(state: AppState) -> reqwest::Result<Self> {
         let config = &state.config.webhooks;
         let http = client::build(config.timeout, config.allow_private_targets)?;
-        Ok(Self { state, consumer, http })
-    }
-
-    /// Delivers until `stop` is cancelled, then lets attempts in flight finish within
-    /// `server.shutdown_grace`; those cut off then leave their entries pending.
-    pub async fn run(self: Arc<Self>, client: &Client, stop: CancellationToken) {
-        let config = &self.state.config.webhooks;
-        let slots = Arc::new(Semaphore::new(config.concurrency));
-        let mut tasks = JoinSet::new();
-        let mut reclaim = Reclaim {
-            cursor: "0-0".to_owned(),
-            due: Instant::now(),
-            every: (config.visibility_timeout / 2)
-                .clamp(Duration::from_millis(100), Duration::from_secs(30)),
-        };
-        loop {
-            while tasks.try_join_next().is_some() {}
-            let free = tokio::select! {
-                free = take_free_slots(&slots) => free,
-                () = stop.cancelled() => break,
-            };
-            let Some(mut free) = free else { break };
-            let count = free.num_permits() as u64;
-            match self.next_entries(client, &mut reclaim, count).await {
-                Ok(entries) => {
-                    for entry in entries {
-                        let slot = free.split(1);
-                        tasks.spawn(self.clone().handle(entry, slot));
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "cannot read the webhook stream");
-                    let text = error.to_string();
-                    if text.contains("NOGROUP") || text.contains("no longer exists") {
-                        let stream = self.state.redis.keys().webhooks();
-                        if let Err(e) = crate::queue::ensure_group(client, &stream).await {
-                            tracing::warn!(error = %e, "cannot recreate the consumer group");
-                        }
-                    }
-                    tokio::select! {
-                        () = tokio::time::sleep(READ_ERROR_PAUSE) => {}
-                        () = stop.cancelled() => {}
-                    }
-                }
-            }
-            if stop.is_cancelled() {
-                break;
-            }
-        }
-        let grace = self.state.config.server.shutdown_grace;
-        let drained =
-            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} });
-        if drained.await.is_err() {
-            tracing::warn!(
-                in_flight = tasks.len(),
-                "webhook attempts cut off at shutdown; their entries stay pending"
-            );
-        }
-    }
-
-    async fn next_entries(
-        &self,
-        client: &Client,
-        reclaim: &mut Reclaim,
-        count: u64,
-    ) -> Result<Vec<Entry>, QueueError> {
-        let redis = &self.state.redis;
-        if Instant::now() >= reclaim.due {
-            let idle_ms = self.state.config.webhooks.visibility_timeout.as_millis() as u64;
-            let (cursor, entries) =
-                queue::reclaim(client, redis, &self.consumer, idle_ms, &reclaim.cursor, count)
-                    .await?;
-            if cursor == "0-0" {
-                reclaim.due = Instant::now() + reclaim.every;
-            }
-            reclaim.cursor = cursor;
-            if !entries.is_empty() {
-                tracing::info!(count = entries.len(), "took over webhook jobs left pending");
-                return Ok(entries);
-            }
-        }
-        queue::read(client, redis, &self.consumer, count, READ_BLOCK_MS).await
+        Ok(Self { state, http })
     }
 
     /// One entry: its attempt, recorded, then settled. The slot is held throughout.

@@ -14,6 +14,7 @@ mod discord;
 mod faults;
 mod http;
 mod isolation;
+mod layers;
 mod messages;
 mod migrations;
 mod organizations;
