@@ -6,7 +6,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::Config;
@@ -146,7 +145,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::load(cli.config.as_deref())?;
             telemetry::init(&config.log);
             runtime()?.block_on(async {
-                let applied = db::migrate(&config.database.url).await?;
+                let applied = db::migrate(&config.database.url)
+                    .await
+                    .map_err(|e| e.at(&config.database.url))?;
                 println!("applied {} migration(s)", applied.len());
                 anyhow::Ok(())
             })
@@ -177,10 +178,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             telemetry::init(&config.log);
             let (keys, _) = crypto::resolve_master_keys(&config, false)?;
             runtime()?.block_on(async {
-                let report =
-                    db::rotation::rotate_at(&config.database.url, &keys).await.with_context(
-                        || format!("database {}", crate::config::redact_url(&config.database.url)),
-                    )?;
+                let report = db::rotation::rotate_at(&config.database.url, &keys)
+                    .await
+                    .map_err(|e| e.at(&config.database.url))?;
                 print_rotation(&report, keys.current.id())
             })
         }

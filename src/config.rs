@@ -5,6 +5,7 @@
 //! honoured too, below their `RELAYIT_` spellings. Loading validates every value, so a bad one
 //! stops start-up with a single line that names the key and says how to fix it.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -261,40 +262,22 @@ pub struct DeliveryConfig {
 }
 
 /// Provider calls per second per credential, by provider type; 0 = no limit. A credential's
-/// own `rateLimit` (in its config) takes precedence. The defaults are the providers' published
-/// starting quotas, so a new credential is not throttled by its provider out of the box:
-/// SES 14/s (the usual production sending rate; the SES sandbox allows 1/s, so set
-/// `rateLimit: 1` on a sandboxed account), SNS 20/s (SMS per account), WhatsApp Cloud 80/s
-/// (per business number), Discord 50/s (a bot's global limit). SMTP relays publish no common
-/// figure: 10/s is a conservative guess. The sandbox is unlimited, for benchmarks.
+/// own `rateLimit` (in its config) takes precedence; a type not named here has its default
+/// ([`ProviderType::default_rate_limit`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RateLimits {
-    pub ses: u32,
-    pub smtp: u32,
-    pub sns: u32,
-    pub whatsapp_cloud: u32,
-    pub discord_bot: u32,
-    pub sandbox: u32,
-}
+#[serde(transparent)]
+pub struct RateLimits(BTreeMap<ProviderType, u32>);
 
 impl RateLimits {
-    /// The default rate of a provider type's credentials (0 = none).
+    /// The rate of a provider type's credentials (0 = none).
     pub fn of(&self, provider_type: ProviderType) -> u32 {
-        match provider_type {
-            ProviderType::Ses => self.ses,
-            ProviderType::Smtp => self.smtp,
-            ProviderType::Sns => self.sns,
-            ProviderType::WhatsappCloud => self.whatsapp_cloud,
-            ProviderType::DiscordBot => self.discord_bot,
-            ProviderType::Sandbox => self.sandbox,
-        }
+        self.0.get(&provider_type).copied().unwrap_or_else(|| provider_type.default_rate_limit())
     }
 }
 
 impl Default for RateLimits {
     fn default() -> Self {
-        Self { ses: 14, smtp: 10, sns: 20, whatsapp_cloud: 80, discord_bot: 50, sandbox: 0 }
+        Self(ProviderType::ALL.into_iter().map(|t| (t, t.default_rate_limit())).collect())
     }
 }
 
@@ -867,6 +850,12 @@ mod tests {
                 "-1",
                 "delivery.rate_limits.smtp",
                 "RELAYIT_DELIVERY__RATE_LIMITS__SMTP",
+            ),
+            (
+                "RELAYIT_DELIVERY__RATE_LIMITS__NOPE",
+                "1",
+                "delivery.rate_limits.nope",
+                "whatsapp_cloud",
             ),
             ("RELAYIT_SERVER__PUBLIC_URL", "ftp://x", "server.public_url", "http(s)"),
             ("RELAYIT_SERVER__NOPE", "1", "server.nope", "unknown key"),

@@ -82,17 +82,20 @@ pub async fn start(config: Config, roles: Roles) -> anyhow::Result<Running> {
     }
 
     if config.migrate_on_start {
-        let applied = db::migrate(&config.database.url).await.with_context(|| {
-            format!("database {}", crate::config::redact_url(&config.database.url))
-        })?;
+        let applied =
+            db::migrate(&config.database.url).await.map_err(|e| e.at(&config.database.url))?;
         if !applied.is_empty() {
             tracing::info!(?applied, "applied migrations");
         }
     }
     let pool = db::pool(&config.database)?;
-    let redis = Redis::connect(&config.redis)
-        .await
-        .with_context(|| format!("redis {}", crate::config::redact_url(&config.redis.url)))?;
+    let redis = Redis::connect(&config.redis).await.with_context(|| {
+        format!(
+            "cannot reach Redis at {}: start it, or point RelayIt at yours with REDIS_URL (or \
+             redis.url in config.toml)",
+            crate::config::redact_url(&config.redis.url)
+        )
+    })?;
 
     let (ingest, committer) = Ingest::channel();
     let key_cache_ttl = config.auth.key_cache_ttl;

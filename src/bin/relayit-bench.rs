@@ -24,20 +24,18 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use fred::prelude::{ClientLike, StreamsInterface};
 use serde_json::{Value, json};
 
+/// Measures RelayIt on this machine and prints one report (Markdown tables): `/v1/send` and
+/// `/v1/send/batch` through the API alone, a worker alone draining the backlog, and everything
+/// in one process end to end, with the peak memory of each and the raw ceilings of the same
+/// Postgres and Redis. Run the release build (`cargo build --release`); it starts the
+/// `relayit` binary built beside it. TEST_DATABASE_URL (an admin connection) and TEST_REDIS_URL
+/// point it at other servers than the local ones.
+#[derive(Debug, clap::Parser)]
+#[command(name = "relayit-bench", version)]
 struct Options {
+    /// How long each measured load runs, in seconds (1 to 60)
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=60))]
     seconds: u64,
-}
-
-fn options() -> anyhow::Result<Options> {
-    let mut seconds = 5;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--seconds" => seconds = args.next().context("--seconds needs a value")?.parse()?,
-            other => bail!("unknown argument {other}; usage: relayit-bench [--seconds N]"),
-        }
-    }
-    Ok(Options { seconds: seconds.clamp(1, 60) })
 }
 
 fn admin_url() -> String {
@@ -57,7 +55,7 @@ fn database_url(name: &str) -> anyhow::Result<String> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let options = options()?;
+    let options = <Options as clap::Parser>::parse();
     let stamp = chrono::Utc::now().format("%Y%m%d%H%M%S").to_string();
     let db_name = format!("relayit_bench_{stamp}");
     let prefix = format!("bench:{stamp}:");

@@ -73,6 +73,21 @@ pub enum DbError {
     Migration(String),
 }
 
+impl DbError {
+    /// The error for an operator, naming the database: one that cannot be reached says where
+    /// RelayIt looked and what to set.
+    pub fn at(self, url: &str) -> anyhow::Error {
+        let url = crate::config::redact_url(url);
+        match self {
+            DbError::Connect(_) => anyhow::Error::new(self).context(format!(
+                "cannot reach PostgreSQL at {url}: start it, or point RelayIt at yours with \
+                 DATABASE_URL (or database.url in config.toml)"
+            )),
+            other => anyhow::Error::new(other).context(format!("database {url}")),
+        }
+    }
+}
+
 /// Whether `error` says the database went away under a query, rather than that the query was
 /// wrong: the connection died (Postgres restarted, the network dropped it), or the server
 /// ended the session (shutdown, `pg_terminate_backend`, a crash of another backend). diesel

@@ -18,7 +18,7 @@ use crate::domain::recipient::is_e164;
 use crate::domain::validate::Validator;
 
 /// Which service delivers, and so which credentials and config it needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ProviderType {
     Ses,
@@ -62,6 +62,25 @@ impl ProviderType {
             ProviderType::WhatsappCloud => Some(Channel::Whatsapp),
             ProviderType::DiscordBot => Some(Channel::Discord),
             ProviderType::Sandbox => None,
+        }
+    }
+
+    /// Provider calls per second per credential unless configured otherwise
+    /// (`delivery.rate_limits`, then a credential's own `rateLimit`); 0 = no limit. The
+    /// providers' published starting quotas, so a new credential is not throttled by its
+    /// provider out of the box: SES 14/s (the usual production sending rate; the SES sandbox
+    /// allows 1/s, so set `rateLimit: 1` on a sandboxed account), SNS 20/s (SMS per account),
+    /// WhatsApp Cloud 80/s (per business number), Discord 50/s (a bot's global limit). SMTP
+    /// relays publish no common figure: 10/s is a conservative guess. The sandbox is unlimited,
+    /// for benchmarks.
+    pub fn default_rate_limit(self) -> u32 {
+        match self {
+            ProviderType::Ses => 14,
+            ProviderType::Smtp => 10,
+            ProviderType::Sns => 20,
+            ProviderType::WhatsappCloud => 80,
+            ProviderType::DiscordBot => 50,
+            ProviderType::Sandbox => 0,
         }
     }
 

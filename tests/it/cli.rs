@@ -43,6 +43,24 @@ fn version_and_unknown_flags() {
 }
 
 #[test]
+fn the_benchmark_prints_its_usage() {
+    let dir = tempfile::tempdir().unwrap();
+    let bench = || {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_relayit-bench"));
+        command.env_clear().current_dir(dir.path()).stdin(Stdio::null());
+        command
+    };
+    let (code, out, _) = run(bench().arg("--help"));
+    assert_eq!(code, 0);
+    assert!(out.contains("Usage: relayit-bench") && out.contains("--seconds"), "{out}");
+    for wrong in [&["--bogus"][..], &["--seconds", "0"], &["--seconds"]] {
+        let (code, _, err) = run(bench().args(wrong));
+        assert_eq!(code, 2, "{wrong:?}");
+        assert!(err.contains("--help") && !err.contains("backtrace"), "{err}");
+    }
+}
+
+#[test]
 fn generate_key_prints_32_random_bytes() {
     use base64::Engine;
     let dir = tempfile::tempdir().unwrap();
@@ -108,6 +126,33 @@ fn split_roles_refuse_to_start_without_a_key() {
         assert!(err.contains("relayit generate-key") && err.contains("every process"), "{err}");
         assert!(!dir.path().join("master.key").exists());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_database_or_redis_is_named_with_what_to_set() {
+    let db = TestDb::empty().await;
+    let dir = tempfile::tempdir().unwrap();
+    // a port nothing listens on
+    let closed = crate::harness::free_port();
+    let nowhere_pg = format!("postgres://postgres@127.0.0.1:{closed}/relayit");
+    let (code, _, err) = run(relayit(dir.path())
+        .arg("serve")
+        .env("RELAYIT_DATA_DIR", dir.path())
+        .env("DATABASE_URL", &nowhere_pg));
+    assert_eq!(code, 1);
+    assert!(err.contains(&format!("cannot reach PostgreSQL at {nowhere_pg}")), "{err}");
+    assert!(err.contains("DATABASE_URL"), "{err}");
+
+    let nowhere_redis = format!("redis://127.0.0.1:{closed}");
+    let (code, _, err) = run(relayit(dir.path())
+        .arg("serve")
+        .env("RELAYIT_DATA_DIR", dir.path())
+        .env("DATABASE_URL", &db.url)
+        .env("REDIS_URL", &nowhere_redis)
+        .env("RELAYIT_REDIS__COMMAND_TIMEOUT", "1s"));
+    assert_eq!(code, 1);
+    assert!(err.contains(&format!("cannot reach Redis at {nowhere_redis}")), "{err}");
+    assert!(err.contains("REDIS_URL"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
