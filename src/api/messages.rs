@@ -13,8 +13,11 @@ use utoipa::{IntoParams, ToSchema};
 use crate::api::pagination::{MAX_LIMIT, Page, PageRequest};
 use crate::api::projects::visible;
 use crate::auth::{Access, Action, Principal};
-use crate::db::messages::{self, CHANNELS, Event, LogFilter, Message, STATUSES, WithProvider};
+use crate::db::messages::{self, Event, LogFilter, Message, WithProvider};
 use crate::db::{Cursor, PooledConnection};
+use crate::domain::channel::Channel;
+use crate::domain::status;
+use crate::domain::status::STATUSES;
 use crate::domain::validate::Validator;
 use crate::error::ApiError;
 use crate::queue::deliveries;
@@ -145,7 +148,12 @@ impl LogQuery {
     fn check(&self) -> Result<(LogFilter, PageRequest), ApiError> {
         let mut check = Validator::new();
         let statuses = list_of(&mut check, "status", self.status.as_deref(), STATUSES);
-        let channels = list_of(&mut check, "channel", self.channel.as_deref(), CHANNELS);
+        let channels = list_of(
+            &mut check,
+            "channel",
+            self.channel.as_deref(),
+            &Channel::ALL.map(Channel::as_str),
+        );
         let search = self.search.as_deref().map(str::trim).filter(|s| !s.is_empty());
         if search.is_some_and(|s| s.chars().count() > MAX_SEARCH_CHARS) {
             check.error("search", format!("must be at most {MAX_SEARCH_CHARS} characters"));
@@ -326,7 +334,7 @@ pub async fn retry(
     let details = serde_json::json!({"retry": true, "by": actor(&access)});
     messages::requeue_failed(&mut conn, &access.org.id, &current.id, details)
         .await?
-        .ok_or_else(|| wrong_status(&current, "retried", messages::FAILED))?;
+        .ok_or_else(|| wrong_status(&current, "retried", status::FAILED))?;
     // The row is committed as `queued`: should Redis fail now, the sweeper re-enqueues rows
     // left in `queued` (design: nothing is lost), so the retry has happened either way.
     if let Err(e) = deliveries::enqueue(&state.redis, std::slice::from_ref(&current.id)).await {
@@ -350,6 +358,6 @@ pub async fn cancel(
     let details = serde_json::json!({"by": actor(&access)});
     messages::cancel_received(&mut conn, &access.org.id, &current.id, CANCELED_BY_REQUEST, details)
         .await?
-        .ok_or_else(|| wrong_status(&current, "canceled", messages::RECEIVED))?;
+        .ok_or_else(|| wrong_status(&current, "canceled", status::RECEIVED))?;
     Ok(HttpResponse::Ok().json(detail(&mut conn, &access, &current.id).await?))
 }

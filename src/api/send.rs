@@ -19,12 +19,13 @@ use crate::api::json;
 use crate::auth::Principal;
 use crate::db::api_keys::ApiKey;
 use crate::db::idempotency::NewRecord;
-use crate::db::messages::{self, Event, NewMessage};
+use crate::db::messages::{Event, NewMessage};
 use crate::db::{PooledConnection, delivery, projects};
 use crate::domain::channel::Channel;
 use crate::domain::content;
 use crate::domain::ids;
 use crate::domain::recipient::check_recipient;
+use crate::domain::status;
 use crate::domain::validate::Validator;
 use crate::domain::validate::parse_object;
 use crate::error::{ApiError, ErrorBody};
@@ -437,10 +438,10 @@ async fn prepare(
 
     let id = ids::new_id(ids::MESSAGE);
     let scheduled = send_at.is_some_and(|at| at > now);
-    let status = if scheduled { messages::RECEIVED } else { messages::QUEUED };
-    let mut events = vec![Event::new(&id, messages::RECEIVED, json!({}), now)];
+    let status = if scheduled { status::RECEIVED } else { status::QUEUED };
+    let mut events = vec![Event::new(&id, status::RECEIVED, json!({}), now)];
     if !scheduled {
-        events.push(Event::new(&id, messages::QUEUED, json!({}), now));
+        events.push(Event::new(&id, status::QUEUED, json!({}), now));
     }
     let message = NewMessage {
         id,

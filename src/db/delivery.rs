@@ -12,10 +12,11 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use serde_json::json;
 
 use crate::db::CacheStatement;
-use crate::db::messages::{Event, Message, NewMessage, PROCESSING, QUEUED, RECEIVED, RETRYING};
+use crate::db::messages::{Event, Message, NewMessage};
 use crate::db::providers::ProviderCredential;
 use crate::db::schema::{messages, provider_credentials};
 use crate::domain::ids::{EVENT, new_id};
+use crate::domain::status::{PROCESSING, QUEUED, RECEIVED, RETRYING};
 
 async fn insert_events(conn: &mut AsyncPgConnection, events: &[Event]) -> QueryResult<()> {
     crate::db::messages::insert_all::<NewMessage, _>(conn, &[], events).await

@@ -10,22 +10,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use crate::db::CacheStatement;
 use crate::db::schema::{message_events, messages};
-
-/// The statuses of the life cycle (docs/architecture.md).
-pub const RECEIVED: &str = "received";
-pub const QUEUED: &str = "queued";
-pub const PROCESSING: &str = "processing";
-pub const RETRYING: &str = "retrying";
-pub const SENT: &str = "sent";
-pub const DELIVERED: &str = "delivered";
-pub const FAILED: &str = "failed";
-pub const CANCELED: &str = "canceled";
-
-pub const STATUSES: &[&str] =
-    &[RECEIVED, QUEUED, PROCESSING, RETRYING, SENT, DELIVERED, FAILED, CANCELED];
-/// The statuses a message ends in (it may still move from `sent` on a receipt).
-pub const FINAL: &[&str] = &[SENT, DELIVERED, FAILED, CANCELED];
-pub const CHANNELS: &[&str] = &["email", "sms", "whatsapp", "discord"];
+use crate::domain::status::{CANCELED, FAILED, FINAL, QUEUED};
 
 #[derive(Debug, Clone, Queryable, QueryableByName, Selectable, Identifiable)]
 #[diesel(table_name = messages, check_for_backend(diesel::pg::Pg))]

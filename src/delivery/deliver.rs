@@ -17,10 +17,11 @@ use serde_json::{Value, json};
 
 use crate::config::DeliveryConfig;
 use crate::db::delivery::Outcome;
-use crate::db::messages::{FAILED, Message, RETRYING, SENT};
+use crate::db::messages::Message;
 use crate::delivery::backoff::retry_delay;
 use crate::delivery::limits::{Limited, RateLimiter};
 use crate::delivery::routing::Candidate;
+use crate::domain::status::{FAILED, RETRYING, SENT};
 use crate::providers::connector::{ProviderError, ProviderReceipt, Registry};
 use crate::runtime::retry::after;
 

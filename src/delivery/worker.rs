@@ -20,11 +20,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::db::delivery::{self as queries, Outcome};
-use crate::db::messages::{FAILED, Message, RETRYING};
+use crate::db::messages::Message;
 use crate::delivery::deliver::attempt;
 use crate::delivery::limits::RateLimiter;
 use crate::delivery::queue::{self, Settlement, entry};
 use crate::delivery::routing::Router;
+use crate::domain::status::{FAILED, RETRYING};
 use crate::queue::RawEntry;
 use crate::runtime::Consumer;
 use crate::runtime::retry::{before, until_ok, until_ok_or_stopped};

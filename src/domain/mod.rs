@@ -1,6 +1,6 @@
 //! The domain: what RelayIt's words mean, independent of how a request arrives (HTTP, the
-//! command line) or where it is kept. Channels, provider types and their settings, message
-//! content and recipient rules, ids, slugs and validation errors. It imports nothing of HTTP,
+//! command line) or where it is kept. Channels, message statuses, provider types and their
+//! settings, message content and recipient rules, ids, slugs and validation errors. It imports nothing of HTTP,
 //! the database or the queue; everything else builds on it.
 
 pub mod channel;
@@ -9,4 +9,5 @@ pub mod ids;
 pub mod provider_types;
 pub mod recipient;
 pub mod slug;
+pub mod status;
 pub mod validate;

@@ -9,10 +9,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
-use crate::db::messages::{DELIVERED, FAILED, SENT};
 use crate::db::providers::find_for_callback;
 use crate::db::receipts::{self, Applied, Receipt};
 use crate::domain::provider_types::ProviderType;
+use crate::domain::status::{DELIVERED, FAILED, SENT};
 use crate::inbound::InboundError;
 use crate::inbound::sns::{
     Envelope, NOTIFICATION, SUBSCRIPTION_CONFIRMATION, SnsError, UNSUBSCRIBE_CONFIRMATION,

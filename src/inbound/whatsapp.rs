@@ -19,10 +19,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
-use crate::db::messages::{DELIVERED, FAILED, SENT};
 use crate::db::providers::{ProviderCredential, find_for_callback};
 use crate::db::receipts::{self, Applied, Receipt};
 use crate::domain::provider_types::{ProviderType, WhatsappCredentials};
+use crate::domain::status::{DELIVERED, FAILED, SENT};
 use crate::inbound::InboundError;
 use crate::providers::credentials;
 use crate::state::AppState;

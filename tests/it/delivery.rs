@@ -15,6 +15,7 @@ use fred::prelude::{ClientLike, KeysInterface, StreamsInterface};
 use relayit::config::Config;
 use relayit::db::messages::{self, Event, Message, NewMessage};
 use relayit::db::schema::messages as m;
+use relayit::domain::status;
 use relayit::queue::Keys;
 use serde_json::{Value, json};
 
@@ -65,10 +66,10 @@ fn draft(owner: &Account, draft: &Draft<'_>) -> (NewMessage, Vec<Event>) {
         "discord" => "123456789012345678",
         _ => "+14155550123",
     };
-    let status = if draft.send_at.is_some() { messages::RECEIVED } else { messages::QUEUED };
-    let mut events = vec![Event::new(&id, messages::RECEIVED, json!({}), now)];
-    if status == messages::QUEUED {
-        events.push(Event::new(&id, messages::QUEUED, json!({}), now));
+    let status = if draft.send_at.is_some() { status::RECEIVED } else { status::QUEUED };
+    let mut events = vec![Event::new(&id, status::RECEIVED, json!({}), now)];
+    if status == status::QUEUED {
+        events.push(Event::new(&id, status::QUEUED, json!({}), now));
     }
     let message = NewMessage {
         id,

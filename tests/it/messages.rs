@@ -10,6 +10,7 @@ use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use fred::prelude::StreamsInterface;
 use relayit::db::messages::{self as db, Event, NewMessage};
 use relayit::domain::ids;
+use relayit::domain::status;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -35,7 +36,7 @@ impl Seed {
             channel: "email",
             to: to.to_owned(),
             content: json!({"subject": subject, "text": format!("{subject}: details inside.")}),
-            status: db::SENT,
+            status: status::SENT,
             created_at: a_minute_ago(),
         }
     }
@@ -45,7 +46,7 @@ impl Seed {
             channel: "sms",
             to: to.to_owned(),
             content: json!({"text": "Your code is 123456"}),
-            status: db::SENT,
+            status: status::SENT,
             created_at: a_minute_ago(),
         }
     }
@@ -84,14 +85,18 @@ fn a_minute_ago() -> DateTime<Utc> {
 /// The statuses a message passes through to reach `status`.
 fn life_cycle(status: &str) -> Vec<&'static str> {
     let path: &[&'static str] = match status {
-        db::RECEIVED => &[db::RECEIVED],
-        db::QUEUED => &[db::RECEIVED, db::QUEUED],
-        db::PROCESSING => &[db::RECEIVED, db::QUEUED, db::PROCESSING],
-        db::RETRYING => &[db::RECEIVED, db::QUEUED, db::PROCESSING, db::RETRYING],
-        db::SENT => &[db::RECEIVED, db::QUEUED, db::PROCESSING, db::SENT],
-        db::DELIVERED => &[db::RECEIVED, db::QUEUED, db::PROCESSING, db::SENT, db::DELIVERED],
-        db::FAILED => &[db::RECEIVED, db::QUEUED, db::PROCESSING, db::FAILED],
-        db::CANCELED => &[db::RECEIVED, db::CANCELED],
+        status::RECEIVED => &[status::RECEIVED],
+        status::QUEUED => &[status::RECEIVED, status::QUEUED],
+        status::PROCESSING => &[status::RECEIVED, status::QUEUED, status::PROCESSING],
+        status::RETRYING => {
+            &[status::RECEIVED, status::QUEUED, status::PROCESSING, status::RETRYING]
+        }
+        status::SENT => &[status::RECEIVED, status::QUEUED, status::PROCESSING, status::SENT],
+        status::DELIVERED => {
+            &[status::RECEIVED, status::QUEUED, status::PROCESSING, status::SENT, status::DELIVERED]
+        }
+        status::FAILED => &[status::RECEIVED, status::QUEUED, status::PROCESSING, status::FAILED],
+        status::CANCELED => &[status::RECEIVED, status::CANCELED],
         other => panic!("no life cycle for {other}"),
     };
     path.to_vec()
@@ -113,7 +118,7 @@ async fn insert_on(
     let mut events = Vec::new();
     for seed in seeds {
         let id = ids::new_id(ids::MESSAGE);
-        let scheduled = seed.status == db::RECEIVED;
+        let scheduled = seed.status == status::RECEIVED;
         new.push(NewMessage {
             id: id.clone(),
             organization_id: account.org_id.clone(),
@@ -149,7 +154,7 @@ async fn insert_one(app: &TestApp, account: &Account, seed: Seed) -> String {
 /// A failed message, as the worker leaves one after its last attempt.
 async fn insert_failed(app: &TestApp, account: &Account) -> String {
     let id =
-        insert_one(app, account, Seed::email("dana@example.com", "Receipt").status(db::FAILED))
+        insert_one(app, account, Seed::email("dana@example.com", "Receipt").status(status::FAILED))
             .await;
     app.sql(&format!(
         "UPDATE messages SET attempts = 3, status_reason = 'MessageRejected: Email address is not verified' WHERE id = '{id}'"
@@ -257,7 +262,7 @@ async fn a_message_reads_with_its_provider_and_its_events_oldest_first() {
     let id = insert_one(
         &app,
         &owner,
-        Seed::email("alice@example.com", "Your invoice").status(db::DELIVERED).at(created_at),
+        Seed::email("alice@example.com", "Your invoice").status(status::DELIVERED).at(created_at),
     )
     .await;
     app.sql(&format!(
@@ -298,7 +303,7 @@ async fn a_message_reads_with_its_provider_and_its_events_oldest_first() {
     }
 
     // A message no provider has handled yet has none.
-    let queued = insert_one(&app, &owner, Seed::sms("+14155550123").status(db::QUEUED)).await;
+    let queued = insert_one(&app, &owner, Seed::sms("+14155550123").status(status::QUEUED)).await;
     let (status, body) = app.get_as(&owner.token, &message(&queued)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["provider"], Value::Null);
@@ -321,7 +326,8 @@ async fn other_tenants_and_other_projects_find_nothing() {
     let app = spawn_without_worker().await;
     let owner = app.sign_up("Owner").await;
     let failed = insert_failed(&app, &owner).await;
-    let scheduled = insert_one(&app, &owner, Seed::sms("+14155550123").status(db::RECEIVED)).await;
+    let scheduled =
+        insert_one(&app, &owner, Seed::sms("+14155550123").status(status::RECEIVED)).await;
 
     // Another organization: its owner's session, and its own keys.
     let stranger = app.sign_up("Stranger").await;
@@ -404,19 +410,20 @@ async fn the_log_filters_by_status_and_channel() {
         &app,
         &owner,
         &[
-            Seed::email("a@example.com", "One").status(db::SENT).at(at(0)),
-            Seed::email("b@example.com", "Two").status(db::FAILED).at(at(1)),
-            Seed::sms("+14155550101").status(db::DELIVERED).at(at(2)),
-            Seed::sms("+14155550102").status(db::FAILED).at(at(3)),
-            Seed::whatsapp("+14155550103").status(db::QUEUED).at(at(4)),
-            Seed::discord("112233445566778899").status(db::RECEIVED).at(at(5)),
-            Seed::email("c@example.com", "Three").status(db::CANCELED).at(at(6)),
+            Seed::email("a@example.com", "One").status(status::SENT).at(at(0)),
+            Seed::email("b@example.com", "Two").status(status::FAILED).at(at(1)),
+            Seed::sms("+14155550101").status(status::DELIVERED).at(at(2)),
+            Seed::sms("+14155550102").status(status::FAILED).at(at(3)),
+            Seed::whatsapp("+14155550103").status(status::QUEUED).at(at(4)),
+            Seed::discord("112233445566778899").status(status::RECEIVED).at(at(5)),
+            Seed::email("c@example.com", "Three").status(status::CANCELED).at(at(6)),
         ],
     )
     .await;
     // Another project's messages never show.
     let second = other_project(&app, &owner, "Second").await;
-    insert(&app, &second, &[Seed::email("x@example.com", "Elsewhere").status(db::FAILED)]).await;
+    insert(&app, &second, &[Seed::email("x@example.com", "Elsewhere").status(status::FAILED)])
+        .await;
 
     // Everything, newest first, without events.
     let (status, body) = app.get_as(&owner.token, &log(&owner.project_id, "")).await;
@@ -693,11 +700,11 @@ async fn retry_requeues_a_failed_message() {
         &app,
         &owner,
         &[
-            Seed::sms("+14155550101").status(db::SENT),
-            Seed::sms("+14155550102").status(db::DELIVERED),
-            Seed::sms("+14155550103").status(db::RECEIVED),
-            Seed::sms("+14155550104").status(db::RETRYING),
-            Seed::sms("+14155550105").status(db::CANCELED),
+            Seed::sms("+14155550101").status(status::SENT),
+            Seed::sms("+14155550102").status(status::DELIVERED),
+            Seed::sms("+14155550103").status(status::RECEIVED),
+            Seed::sms("+14155550104").status(status::RETRYING),
+            Seed::sms("+14155550105").status(status::CANCELED),
         ],
     )
     .await;
@@ -732,7 +739,8 @@ async fn cancel_stops_a_scheduled_message_only() {
     let app = spawn_without_worker().await;
     let owner = app.sign_up("Owner").await;
     let admin = app.add_member(&owner, "Admin", "admin").await;
-    let scheduled = insert_one(&app, &owner, Seed::sms("+14155550123").status(db::RECEIVED)).await;
+    let scheduled =
+        insert_one(&app, &owner, Seed::sms("+14155550123").status(status::RECEIVED)).await;
 
     let (status, body) = app
         .call(Method::POST, &format!("/v1/messages/{scheduled}/cancel"), Some(&admin.token), None)
@@ -752,10 +760,10 @@ async fn cancel_stops_a_scheduled_message_only() {
         &app,
         &owner,
         &[
-            Seed::sms("+14155550101").status(db::QUEUED),
-            Seed::sms("+14155550102").status(db::PROCESSING),
-            Seed::sms("+14155550103").status(db::SENT),
-            Seed::sms("+14155550104").status(db::FAILED),
+            Seed::sms("+14155550101").status(status::QUEUED),
+            Seed::sms("+14155550102").status(status::PROCESSING),
+            Seed::sms("+14155550103").status(status::SENT),
+            Seed::sms("+14155550104").status(status::FAILED),
         ],
     )
     .await;
@@ -772,7 +780,8 @@ async fn cancel_stops_a_scheduled_message_only() {
     // A `manage` key may cancel.
     let manage_key = app.create_api_key(&owner, &["manage"], None).await;
     let another =
-        insert_one(&app, &owner, Seed::email("a@example.com", "Later").status(db::RECEIVED)).await;
+        insert_one(&app, &owner, Seed::email("a@example.com", "Later").status(status::RECEIVED))
+            .await;
     let (status, body) = app
         .call(Method::POST, &format!("/v1/messages/{another}/cancel"), Some(&manage_key), None)
         .await;
@@ -785,7 +794,8 @@ async fn permissions_follow_roles_and_scopes() {
     let app = spawn_without_worker().await;
     let owner = app.sign_up("Owner").await;
     let failed = insert_failed(&app, &owner).await;
-    let scheduled = insert_one(&app, &owner, Seed::sms("+14155550123").status(db::RECEIVED)).await;
+    let scheduled =
+        insert_one(&app, &owner, Seed::sms("+14155550123").status(status::RECEIVED)).await;
     let member = app.add_member(&owner, "Member", "member").await;
     let read_key = app.create_api_key(&owner, &["read"], None).await;
     let send_key = app.create_api_key(&owner, &["send"], None).await;
@@ -910,8 +920,8 @@ async fn a_prepared_claim_survives_a_column_added_meanwhile() {
     let account = app.sign_up("Ada").await;
     let mut conn = app.running().state().db.get().await.unwrap();
     let queued = [
-        Seed::email("ada@example.com", "One").status(db::QUEUED),
-        Seed::email("bob@example.com", "Two").status(db::QUEUED),
+        Seed::email("ada@example.com", "One").status(status::QUEUED),
+        Seed::email("bob@example.com", "Two").status(status::QUEUED),
     ];
     let ids = insert_on(&mut conn, &account, &queued).await;
     let (now, stale) = (Utc::now(), Utc::now() - Duration::minutes(5));
@@ -941,11 +951,11 @@ async fn status_changes_find_their_rows_by_id_whatever_the_statistics() {
     insert_on(&mut conn, &account, &done).await;
     app.sql("ANALYZE messages").await;
     let backlog: Vec<Seed> = (0..3000)
-        .map(|i| Seed::email(&format!("new{i}@example.com"), "New").status(db::QUEUED))
+        .map(|i| Seed::email(&format!("new{i}@example.com"), "New").status(status::QUEUED))
         .collect();
     let ids = insert_on(&mut conn, &account, &backlog).await;
     let scheduled: Vec<Seed> = (0..3000)
-        .map(|i| Seed::email(&format!("later{i}@example.com"), "Later").status(db::RECEIVED))
+        .map(|i| Seed::email(&format!("later{i}@example.com"), "Later").status(status::RECEIVED))
         .collect();
     let scheduled = insert_on(&mut conn, &account, &scheduled).await;
     let scans_before = index_scans(&app).await;
@@ -955,7 +965,7 @@ async fn status_changes_find_their_rows_by_id_whatever_the_statistics() {
         db::cancel_received(&mut conn, &account.org_id, &scheduled[0], "canceled", json!({}))
             .await
             .unwrap();
-    assert_eq!(canceled.map(|m| m.status), Some(db::CANCELED.to_owned()));
+    assert_eq!(canceled.map(|m| m.status), Some(status::CANCELED.to_owned()));
     // the claim and the outcome write: the plan a worker's connection settles on after a few
     // executions
     diesel::sql_query("SET plan_cache_mode = force_generic_plan").execute(&mut conn).await.unwrap();
@@ -968,7 +978,7 @@ async fn status_changes_find_their_rows_by_id_whatever_the_statistics() {
         .map(|m| Outcome {
             message_id: m.id.clone(),
             claimed_at: m.updated_at,
-            status: db::SENT,
+            status: status::SENT,
             status_reason: None,
             attempts: 1,
             next_attempt_at: None,
