@@ -31,20 +31,16 @@ const MAX_DELAY: Duration = Duration::from_secs(5);
 /// Runs `op` until it succeeds, logging each failure and waiting longer after each (100 ms up
 /// to 5 s). Only dropping its task ends it: for work that must not be given up, such as
 /// recording outcomes of messages the providers already took.
-pub async fn until_ok<T, E, F, Fut>(what: &str, mut op: F) -> T
+pub async fn until_ok<T, E, F, Fut>(what: &str, op: F) -> T
 where
     E: Display,
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    let mut delay = FIRST_DELAY;
-    loop {
-        match op().await {
-            Ok(value) => return value,
-            Err(error) => tracing::warn!(%error, retry_in = ?delay, "{what} failed"),
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(MAX_DELAY);
+    let never = CancellationToken::new();
+    match until_ok_or_stopped(what, &never, op).await {
+        Some(value) => value,
+        None => unreachable!("a token nobody holds is never cancelled"),
     }
 }
 
