@@ -60,6 +60,49 @@ async fn openapi_is_generated_from_the_handlers() {
     assert_eq!(ids.len(), count, "operation ids must be unique");
 }
 
+/// `docs/api.md` carries an index of every route between `<!-- routes -->` and
+/// `<!-- /routes -->`, one `| METHOD | path |` row each: it must list exactly what the server's
+/// OpenAPI document describes, so the documentation cannot fall behind the code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_documentation_indexes_every_route_served() {
+    let app = TestApp::spawn().await;
+    let doc: serde_json::Value = app.get("/openapi.json").await.json().await.unwrap();
+    let mut served: Vec<String> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .map(move |method| format!("| {} | `{path}` |", method.to_uppercase()))
+        })
+        .collect();
+    served.sort();
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/api.md"))
+        .expect("docs/api.md");
+    let index = text
+        .split("<!-- routes -->")
+        .nth(1)
+        .and_then(|rest| rest.split("<!-- /routes -->").next())
+        .expect("docs/api.md has a route index");
+    let mut listed: Vec<String> = index
+        .lines()
+        .map(str::trim)
+        .filter(|line| {
+            line.starts_with("| ") && !line.starts_with("| method") && !line.starts_with("| ---")
+        })
+        .map(str::to_owned)
+        .collect();
+    listed.sort();
+    assert_eq!(
+        listed,
+        served,
+        "docs/api.md's route index, as it should read:\n{}",
+        served.join("\n")
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_routes_and_methods_answer_the_error_body() {
     let app = TestApp::spawn().await;

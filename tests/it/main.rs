@@ -11,6 +11,7 @@ mod cli;
 mod connector_logs;
 mod delivery;
 mod discord;
+mod docs;
 mod faults;
 mod http;
 mod isolation;
