@@ -188,7 +188,7 @@ async fn wait_stream_empty(app: &TestApp) {
     }
 }
 
-fn count(events: &[Event], status: &str) -> usize {
+fn events_with(events: &[Event], status: &str) -> usize {
     events.iter().filter(|e| e.status == status).count()
 }
 
@@ -347,9 +347,10 @@ async fn throttling_reschedules_without_spending_attempts() {
     let id = submit(&app, &owner, &EMAIL).await;
 
     // more throttled calls than max_attempts allows attempts, and still not failed
-    let (message, events) =
-        wait_until(&app, &id, "throttled 3 times", |_, events| count(events, "retrying") >= 3)
-            .await;
+    let (message, events) = wait_until(&app, &id, "throttled 3 times", |_, events| {
+        events_with(events, "retrying") >= 3
+    })
+    .await;
     assert_eq!(message.attempts, 0);
     for (i, event) in events.iter().enumerate().filter(|(_, e)| e.status == "retrying") {
         assert_eq!(event.details["throttled"], true);
@@ -652,7 +653,7 @@ async fn a_credential_rate_limit_paces_its_calls_without_spending_attempts() {
         let (message, events) = wait_for_status(&app, id, "sent").await;
         assert_eq!(message.attempts, 1, "waiting for the limit spent no attempt");
         assert_eq!(message.throttled_since, None, "sent: no longer throttled");
-        assert_eq!(count(&events, "sent"), 1);
+        assert_eq!(events_with(&events, "sent"), 1);
         let waits: Vec<&Event> = events.iter().filter(|e| e.status == "retrying").collect();
         // the limiter gives each refused message a place in line: it comes back when a slot
         // is free, instead of all of them retrying together round after round
@@ -708,7 +709,11 @@ async fn a_busy_credential_fails_over_to_the_next_one() {
     for id in &ids {
         let (message, events) = wait_for_status(&app, id, "sent").await;
         assert_eq!(message.attempts, 1);
-        assert_eq!(count(&events, "retrying"), 0, "{id} waited although a credential was free");
+        assert_eq!(
+            events_with(&events, "retrying"),
+            0,
+            "{id} waited although a credential was free"
+        );
         let tries = events.last().unwrap().details["tries"].as_array().unwrap().clone();
         let tried: Vec<(&str, &str)> = tries
             .iter()
