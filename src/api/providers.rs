@@ -414,10 +414,12 @@ pub async fn delete(
 /// Checks the credentials with one cheap authenticated call to the provider (owner or admin):
 /// SES GetAccount, SNS GetSMSAttributes, Graph's phone number lookup, Discord's `users/@me`,
 /// SMTP NOOP after authentication. A refusal by the provider, or no answer from it, is
-/// `200 {ok: false, detail}`, the detail led by the error's kind (`credential: ...`).
+/// `200 {ok: false, detail}`, the detail led by the error's kind (`credential: ...`). A key
+/// bound to a project verifies its project's credentials only (403 for the organization's).
 #[utoipa::path(post, path = "/v1/providers/{providerId}/verify", tag = "providers",
     params(("providerId" = String, Path)),
-    responses((status = 200, body = VerifyResult), (status = 404, body = crate::error::ErrorBody)))]
+    responses((status = 200, body = VerifyResult), (status = 403, body = crate::error::ErrorBody),
+        (status = 404, body = crate::error::ErrorBody)))]
 pub async fn verify(
     state: web::Data<AppState>,
     access: Access,
@@ -426,6 +428,9 @@ pub async fn verify(
     access.require(Action::Write)?;
     let mut conn = state.db.get().await?;
     let row = visible(&mut conn, &access, &path, false).await?;
+    // verifying calls the provider with the secrets: a project's key may not use the
+    // organization's for that, as it may not change them
+    require_writable(&access, &row)?;
     let provider_type = stored_type(&row)?;
     // Whatever the provider says, the stored secrets must open first.
     let secrets = credentials::open(&state.keys, &row)

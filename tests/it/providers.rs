@@ -845,6 +845,13 @@ async fn project_bound_keys_see_the_organization_and_their_project_only() {
     assert_eq!(app.patch_as(&key, &path(&mine), json!({"priority": 2})).await.0, 200);
     assert_eq!(app.patch_as(&key, &path(&org_wide), json!({"priority": 2})).await.0, 403);
     assert_eq!(app.delete_as(&key, &path(&org_wide)).await.0, 403);
+    // nor calls the provider with the organization's secrets
+    let verify = |view: &Value| format!("{}/verify", path(view));
+    let (status, answer) = app.post_as(&key, &verify(&org_wide), json!({})).await;
+    assert_eq!(status, 403, "{answer}");
+    let (status, answer) = app.post_as(&key, &verify(&mine), json!({})).await;
+    assert_eq!((status, &answer["ok"]), (200, &json!(true)), "{answer}");
+    assert_eq!(app.post_as(&key, &verify(&theirs), json!({})).await.0, 404);
 
     // and creates only in its project
     let (status, answer) = app.post_as(&key, "/v1/providers", sandbox_body("Org 2", "sms")).await;
