@@ -54,11 +54,13 @@ pub async fn healthz() -> HttpResponse {
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let (postgres, redis) = tokio::join!(db::ping(&state.db, READY_TIMEOUT), state.redis.ping());
     let mut down = Vec::new();
-    if let Err(e) = postgres {
-        down.push(FieldError::new("postgres", format!("unreachable: {e}")));
-    }
-    if let Err(e) = redis {
-        down.push(FieldError::new("redis", format!("unreachable: {e}")));
+    // The cause goes to the log, not to whoever can reach the probe: driver errors name
+    // hosts, ports and users.
+    for (name, result) in [("postgres", postgres), ("redis", redis)] {
+        if let Err(error) = result {
+            tracing::warn!(dependency = name, %error, "not ready");
+            down.push(FieldError::new(name, "unreachable"));
+        }
     }
     if down.is_empty() {
         return Ok(HttpResponse::Ok()

@@ -34,6 +34,8 @@ async fn redis_outage_is_reported_and_recovered_from() {
     let details = body["error"]["details"].as_array().unwrap();
     assert_eq!(details.len(), 1, "{body}");
     assert_eq!(details[0]["field"], "redis");
+    // named, without the driver's error (addresses, ports) in the answer
+    assert_eq!(details[0]["message"], "unreachable", "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("redis"));
     // liveness is unaffected
     assert_eq!(app.get("/healthz").await.status(), 200);
@@ -61,4 +63,6 @@ async fn postgres_outage_is_reported() {
         .map(|d| d["field"].as_str().unwrap())
         .collect();
     assert_eq!(fields, ["postgres"], "{body}");
+    assert_eq!(body["error"]["details"][0]["message"], "unreachable", "{body}");
+    assert!(!body.to_string().contains(&closed.to_string()), "{body}");
 }
