@@ -132,12 +132,14 @@ async fn open_session(
 
 /// Creates a user with an organization of their own (owner) and its `default` project.
 #[utoipa::path(post, path = "/v1/auth/sign-up", tag = "auth", request_body = SignUp,
-    responses((status = 201, body = SignedIn), (status = 409, body = crate::error::ErrorBody)))]
+    responses((status = 201, body = SignedIn), (status = 403, body = crate::error::ErrorBody),
+        (status = 409, body = crate::error::ErrorBody), (status = 415, body = crate::error::ErrorBody)))]
 pub async fn sign_up(
     req: HttpRequest,
     state: web::Data<AppState>,
     body: Json<SignUp>,
 ) -> Result<HttpResponse, ApiError> {
+    crate::auth::check_credentials_request(&req, &state)?;
     if !state.config.auth.allow_signup {
         return Err(ApiError::forbidden("sign-up is disabled on this server"));
     }
@@ -200,12 +202,14 @@ pub fn unique_violation_on(error: &diesel::result::Error, name: &str) -> bool {
 /// Signs in with email and password; repeated failures are throttled (429).
 #[utoipa::path(post, path = "/v1/auth/sign-in", tag = "auth", request_body = SignIn,
     responses((status = 200, body = SignedIn), (status = 401, body = crate::error::ErrorBody),
+        (status = 403, body = crate::error::ErrorBody), (status = 415, body = crate::error::ErrorBody),
         (status = 429, body = crate::error::ErrorBody)))]
 pub async fn sign_in(
     req: HttpRequest,
     state: web::Data<AppState>,
     body: Json<SignIn>,
 ) -> Result<HttpResponse, ApiError> {
+    crate::auth::check_credentials_request(&req, &state)?;
     let body = body.0;
     let email = normalize_email(&body.email);
     let ip = crate::auth::client_ip(&req, state.config.server.behind_proxy);

@@ -147,6 +147,27 @@ fn check_origin(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
     if origin.eq_ignore_ascii_case(&expected) { Ok(()) } else { Err(refuse()) }
 }
 
+/// Sign-in and sign-up take JSON only, and no cross-site request (login CSRF: a page elsewhere
+/// signing the browser in to the attacker's account). A browser cannot send `application/json`
+/// to another site without a CORS preflight, which RelayIt never grants, and it names the page
+/// in `Origin`: a request with a foreign `Origin`, or with a session cookie and no `Origin` of
+/// ours, is refused. Clients that are not browsers send neither and are not affected.
+pub fn check_credentials_request(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
+    let json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err(ApiError::for_status(actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE));
+    }
+    if req.headers().contains_key(header::ORIGIN) || req.cookie(SESSION_COOKIE).is_some() {
+        check_origin(req, state)?;
+    }
+    Ok(())
+}
+
 /// A role within an organization, ordered by power.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Role {

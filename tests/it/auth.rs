@@ -226,6 +226,57 @@ async fn cookie_sessions_need_a_matching_origin_for_writes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_and_sign_up_take_json_from_no_other_site() {
+    let app = TestApp::spawn().await;
+    let lena = app.sign_up("Lena").await;
+    let credentials = json!({"email": lena.email, "password": PASSWORD}).to_string();
+    let sign_up = json!({"email": "csrf@example.com", "password": PASSWORD, "name": "C"});
+    let post = |path: &str, content_type: &str, body: String, headers: &[(&str, String)]| {
+        let mut request = app
+            .client
+            .post(app.url(path))
+            .header("content-type", content_type.to_owned())
+            .body(body);
+        for (name, value) in headers {
+            request = request.header(*name, value.clone());
+        }
+        request.send()
+    };
+    let ours = format!("http://{}", app.addr);
+    let foreign = ("origin", "https://evil.example".to_owned());
+    let cookie = ("cookie", "relayit_session=whatever".to_owned());
+
+    // what a form on another site can send: JSON written as text/plain
+    for path in ["/v1/auth/sign-in", "/v1/auth/sign-up"] {
+        let body = if path.ends_with("in") { credentials.clone() } else { sign_up.to_string() };
+        let answer =
+            post(path, "text/plain", body.clone(), std::slice::from_ref(&foreign)).await.unwrap();
+        assert_eq!(answer.status(), 415, "{path}");
+        let answer = post(path, "application/json", body.clone(), std::slice::from_ref(&foreign))
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 403, "{path}");
+        // a session cookie needs our own Origin beside it
+        let answer =
+            post(path, "application/json", body, std::slice::from_ref(&cookie)).await.unwrap();
+        assert_eq!(answer.status(), 403, "{path}");
+    }
+    let answer = post(
+        "/v1/auth/sign-in",
+        "application/json; charset=utf-8",
+        credentials.clone(),
+        &[cookie.clone(), ("origin", ours)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.status(), 200);
+    // clients that are not browsers send neither
+    let answer = post("/v1/auth/sign-in", "application/json", credentials, &[]).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(app.count("users WHERE email = 'csrf@example.com'").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn active_organization_must_be_ones_own() {
     let app = TestApp::spawn().await;
     let alice = app.sign_up("Alice").await;
