@@ -170,6 +170,9 @@ pub struct AuthConfig {
 pub struct ProvidersConfig {
     /// Lets provider credentials carry `endpointUrl`/`baseUrl` (local peers, proxies, tests).
     pub allow_endpoint_overrides: bool,
+    /// Lets SMTP credentials reach private, loopback, link-local and metadata addresses (a local
+    /// relay, development); checked on the addresses connected to.
+    pub allow_private_targets: bool,
     /// Hosts (`host` or `host:port`) trusted besides `sns.<region>.amazonaws.com` to serve SNS
     /// signing certificates and subscription confirmation URLs, over http or https: for local
     /// SNS emulators and tests. Empty in production.

@@ -21,6 +21,7 @@ pub mod providers;
 pub mod queue;
 pub mod runtime;
 pub mod server;
+pub mod ssrf;
 pub mod state;
 pub mod telemetry;
 pub mod webhooks;

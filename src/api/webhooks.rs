@@ -2,7 +2,7 @@
 //!
 //! The signing secret is shown twice only: when an endpoint is created and when its secret is
 //! rotated; reads omit it. URLs are checked against private and metadata targets here, when
-//! saved, so a tenant learns at once that a URL will never be called (see `webhooks::ssrf`).
+//! saved, so a tenant learns at once that a URL will never be called (see `crate::ssrf`).
 
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
@@ -21,8 +21,9 @@ use crate::db::webhooks::{self as deliveries, Delivery, Job};
 use crate::domain::ids;
 use crate::domain::validate::Validator;
 use crate::error::ApiError;
+use crate::ssrf;
 use crate::state::AppState;
-use crate::webhooks::{EVENT_TYPES, secret, ssrf};
+use crate::webhooks::{EVENT_TYPES, secret};
 
 const MAX_DESCRIPTION_CHARS: usize = 500;
 /// `disabledReason` of an endpoint switched off with `isActive: false` (the webhook worker

@@ -42,27 +42,37 @@ impl<T> ClientCache<T> {
         credential: &OpenedCredential,
         build: impl FnOnce() -> Result<T, ProviderError>,
     ) -> Result<Arc<T>, ProviderError> {
-        let fingerprint = credential.fingerprint();
-        let now = Instant::now();
-        {
-            let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(entry) = entries.get_mut(&credential.id)
-                && entry.fingerprint == fingerprint
-            {
-                entry.used = now;
-                return Ok(entry.client.clone());
-            }
+        match self.get(credential) {
+            Some(client) => Ok(client),
+            // Built outside the lock: building may take a moment, and other credentials'
+            // calls should not wait for it. Two racing builds for one credential keep the
+            // later one.
+            None => Ok(self.insert(credential, build()?)),
         }
-        // Built outside the lock: building may take a moment, and other credentials' calls
-        // should not wait for it. Two racing builds for one credential keep the later one.
-        let client = Arc::new(build()?);
+    }
+
+    /// The client kept for `credential`'s current version, if any.
+    pub fn get(&self, credential: &OpenedCredential) -> Option<Arc<T>> {
+        let fingerprint = credential.fingerprint();
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = entries.get_mut(&credential.id).filter(|e| e.fingerprint == fingerprint)?;
+        entry.used = Instant::now();
+        Some(entry.client.clone())
+    }
+
+    /// Keeps `client` for `credential`'s current version (for clients built asynchronously,
+    /// after [`Self::get`] found none); drops the entries unused for [`IDLE_TTL`].
+    pub fn insert(&self, credential: &OpenedCredential, client: T) -> Arc<T> {
+        let client = Arc::new(client);
+        let now = Instant::now();
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         entries.retain(|_, entry| now.duration_since(entry.used) < IDLE_TTL);
+        let fingerprint = credential.fingerprint();
         entries.insert(
             credential.id.clone(),
             Entry { fingerprint, client: client.clone(), used: now },
         );
-        Ok(client)
+        client
     }
 
     pub fn len(&self) -> usize {

@@ -179,7 +179,7 @@ impl Registry {
             sns: Sns::new(overrides),
             whatsapp: Whatsapp::new(overrides)?,
             discord: Discord::new(overrides)?,
-            smtp: Smtp::default(),
+            smtp: Smtp::new(rules.allow_private_targets),
         })
     }
 

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
 use crate::db::messages::Message;
@@ -24,6 +25,7 @@ use crate::providers::client_cache::ClientCache;
 use crate::providers::connector::{
     Connector, OpenedCredential, ProviderError, ProviderReceipt, SendFuture, VerifyFuture, truncate,
 };
+use crate::ssrf::{self, Unreachable};
 
 type Transport = AsyncSmtpTransport<Tokio1Executor>;
 
@@ -34,32 +36,59 @@ const SMTP_TIMEOUT: Duration = Duration::from_secs(30);
 /// (534), authentication failed (535), encryption required for the mechanism (538).
 const AUTH_CODES: &[&str] = &["530", "534", "535", "538"];
 
-#[derive(Default)]
 pub struct Smtp {
     transports: ClientCache<Transport>,
+    /// `providers.allow_private_targets`: whether hosts may be private addresses.
+    allow_private: bool,
 }
 
 impl Smtp {
-    fn transport(
+    pub fn new(allow_private: bool) -> Self {
+        Self { transports: ClientCache::default(), allow_private }
+    }
+
+    /// The credential's pooled transport. A new one connects to an address of the host
+    /// resolved and checked now (`crate::ssrf`), never to the name, so DNS answering
+    /// differently later cannot aim it elsewhere; TLS still verifies the host's name.
+    async fn transport(
         &self,
         credential: &OpenedCredential,
         config: &SmtpConfig,
     ) -> Result<std::sync::Arc<Transport>, ProviderError> {
+        if let Some(transport) = self.transports.get(credential) {
+            return Ok(transport);
+        }
         let secrets: SmtpCredentials = credential.secrets_as()?;
-        self.transports.get_or_build(credential, || {
-            let host = config.host.as_str();
-            let builder = match config.tls {
-                SmtpTls::Tls => Transport::relay(host),
-                SmtpTls::Starttls => Transport::starttls_relay(host),
-                SmtpTls::None => Ok(Transport::builder_dangerous(host)),
-            }
-            .map_err(|e| ProviderError::Credential(format!("SMTP host {host}: {e}")))?;
-            let mut builder = builder.port(config.port).timeout(Some(SMTP_TIMEOUT));
-            if let (Some(username), Some(password)) = (secrets.username, secrets.password) {
-                builder = builder.credentials(Credentials::new(username, password));
-            }
-            Ok(builder.build())
-        })
+        let host = config.host.as_str();
+        let addresses =
+            ssrf::resolve_allowed(host, config.port, self.allow_private).await.map_err(|e| {
+                let why = format!("SMTP host {host} {e}");
+                match e {
+                    // a DNS hiccup may pass
+                    Unreachable::Unresolved(_) => ProviderError::Retryable(why),
+                    Unreachable::Forbidden => ProviderError::Credential(format!(
+                        "{why} (refused unless providers.allow_private_targets)"
+                    )),
+                }
+            })?;
+        let address = addresses[0].ip().to_string();
+        let tls = |name: &str| {
+            TlsParameters::new(name.to_owned())
+                .map_err(|e| ProviderError::Credential(format!("SMTP host {host}: {e}")))
+        };
+        let tls = match config.tls {
+            SmtpTls::Tls => Tls::Wrapper(tls(host)?),
+            SmtpTls::Starttls => Tls::Required(tls(host)?),
+            SmtpTls::None => Tls::None,
+        };
+        let mut builder = Transport::builder_dangerous(address)
+            .port(config.port)
+            .tls(tls)
+            .timeout(Some(SMTP_TIMEOUT));
+        if let (Some(username), Some(password)) = (secrets.username, secrets.password) {
+            builder = builder.credentials(Credentials::new(username, password));
+        }
+        Ok(self.transports.insert(credential, builder.build()))
     }
 }
 
@@ -72,7 +101,7 @@ impl Connector for Smtp {
         Box::pin(async move {
             let config: SmtpConfig = credential.config_as()?;
             let (email, message_id) = build_email(message, &config)?;
-            let transport = self.transport(credential, &config)?;
+            let transport = self.transport(credential, &config).await?;
             transport.send(email).await.map_err(|e| classify(&config, &e))?;
             Ok(ProviderReceipt { provider_message_id: message_id })
         })
@@ -81,7 +110,7 @@ impl Connector for Smtp {
     fn verify<'a>(&'a self, credential: &'a OpenedCredential) -> VerifyFuture<'a> {
         Box::pin(async move {
             let config: SmtpConfig = credential.config_as()?;
-            let transport = self.transport(credential, &config)?;
+            let transport = self.transport(credential, &config).await?;
             // connects, upgrades, authenticates, then NOOP
             match transport.test_connection().await {
                 Ok(true) => Ok(format!(

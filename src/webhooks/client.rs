@@ -16,7 +16,7 @@ use std::time::Duration;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use url::{Host, Url};
 
-use crate::webhooks::ssrf;
+use crate::ssrf;
 
 /// `user-agent` of every webhook request.
 pub const USER_AGENT: &str = concat!("RelayIt/", env!("CARGO_PKG_VERSION"));

@@ -10,7 +10,7 @@
 //!    delayed set back to it (`queue` is the Redis side).
 //! 3. `worker` reads the stream as a member of the `workers` group, signs (`sign`, `secret`) and
 //!    POSTs each event through a client that refuses private targets at connect time (`client`,
-//!    `ssrf`), records the attempt, and schedules the next one (`schedule`) or dead-letters it.
+//!    `crate::ssrf`), records the attempt, and schedules the next one (`schedule`) or dead-letters it.
 
 pub mod client;
 pub mod queue;
@@ -18,7 +18,6 @@ pub mod relay;
 pub mod schedule;
 pub mod secret;
 pub mod sign;
-pub mod ssrf;
 pub mod worker;
 
 use std::sync::Arc;

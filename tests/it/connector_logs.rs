@@ -80,10 +80,10 @@ async fn connectors_log_no_secret_and_no_body_at_info() {
             "fromAddress": "hello@example.com"}),
     );
     let message = message_for("email", "alice@example.org", json!({"subject": "Hi", "text": BODY}));
-    Smtp::default().send(&message, &smtp).await.unwrap();
+    Smtp::new(true).send(&message, &smtp).await.unwrap();
     let rejected =
         message_for("email", "reject@example.org", json!({"subject": "Hi", "text": BODY}));
-    Smtp::default().send(&rejected, &smtp).await.unwrap_err();
+    Smtp::new(true).send(&rejected, &smtp).await.unwrap_err();
 
     // SES (REST-JSON) and SNS (query protocol, XML) as their APIs answer: the SDKs' own logs
     // must not show the body either, nor the secret key

@@ -45,7 +45,8 @@ fn decode_words(value: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_email_goes_out_as_proper_mime() {
     let sink = SmtpSink::start(Some((USER, PASSWORD))).await;
-    let app = TestApp::spawn().await;
+    // the sink is on this machine
+    let app = TestApp::spawn_with(|c| c.providers.allow_private_targets = true).await;
     let (owner, key) = app.sender("Sam").await;
     let provider = app
         .create_provider(
@@ -121,7 +122,7 @@ async fn an_email_goes_out_as_proper_mime() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replies_map_to_kinds_and_connections_are_pooled() {
     let sink = SmtpSink::start(Some((USER, PASSWORD))).await;
-    let smtp = Smtp::default();
+    let smtp = Smtp::new(true);
     let credential = opened_credential(
         ProviderType::Smtp,
         json!({"username": USER, "password": PASSWORD}),
@@ -168,4 +169,41 @@ async fn replies_map_to_kinds_and_connections_are_pooled() {
     let gone = opened_credential(ProviderType::Smtp, json!({}), config(closed));
     assert_eq!(smtp.send(&email("a@example.org"), &gone).await.unwrap_err().kind(), "retryable");
     assert_eq!(sink.messages().len(), 3, "nothing more was accepted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_hosts_are_refused_unless_the_operator_allows_them() {
+    let sink = SmtpSink::start(Some((USER, PASSWORD))).await;
+    let app = TestApp::spawn().await;
+    let (owner, key) = app.sender("Mallory").await;
+    // the sink itself, this machine by name, a cloud metadata service
+    for host in ["127.0.0.1", "localhost", "169.254.169.254"] {
+        let mut config = config(sink.port());
+        config["host"] = json!(host);
+        let provider = app
+            .create_provider(
+                &owner.token,
+                json!({"name": format!("SMTP {host}"), "channel": "email", "providerType": "smtp",
+                    "credentials": {"username": USER, "password": PASSWORD}, "config": config}),
+            )
+            .await;
+        let path = format!("/v1/providers/{provider}/verify");
+        let (status, result) = app.call(Method::POST, &path, Some(&owner.token), None).await;
+        assert_eq!(status, 200, "{result}");
+        assert_eq!(result["ok"], false, "{host}: {result}");
+        let detail = result["detail"].as_str().unwrap();
+        assert!(detail.starts_with("credential: SMTP host"), "{detail}");
+        assert!(detail.contains("providers.allow_private_targets"), "{detail}");
+    }
+    // and nothing is delivered through them either
+    let id = app
+        .send_message(
+            &key,
+            json!({"channel": "email", "to": "alice@example.org",
+                "content": {"subject": "Hi", "text": "Hello"}}),
+        )
+        .await;
+    let message = app.wait_for_status(&key, &id, "failed").await;
+    assert!(message["statusReason"].as_str().unwrap().contains("private"), "{message}");
+    assert_eq!(sink.connections(), 0, "no connection reached the private host");
 }

@@ -1,16 +1,19 @@
-//! Which webhook targets RelayIt refuses to call (server-side request forgery).
+//! Which network targets RelayIt refuses to connect to for a tenant (server-side request
+//! forgery): webhook URLs and SMTP hosts.
 //!
-//! A webhook URL is chosen by a tenant, but the request is made from inside the operator's
-//! network: without a check, a tenant could make RelayIt POST to the operator's database admin
-//! page, a cloud metadata service (and read its answers in the delivery log), or anything else
-//! only reachable from within. So private, loopback, link-local and other non-public targets are
-//! refused unless the operator allows them (`webhooks.allow_private_targets`, for development).
+//! Both are chosen by a tenant, but the connection is made from inside the operator's network:
+//! without a check, a tenant could make RelayIt POST to the operator's database admin page, a
+//! cloud metadata service (and read its answers in the delivery log), or use an SMTP
+//! credential's `/verify` as a port scanner of the internal network. So private, loopback,
+//! link-local and other non-public targets are refused unless the operator allows them
+//! (`webhooks.allow_private_targets`, `providers.allow_private_targets`, for development).
 //!
-//! The API checks a URL when it is saved: IP literals directly, host names by resolving them.
-//! DNS can change after that (or answer differently to the worker), so the webhook worker must
-//! check the addresses it actually connects to with [`is_forbidden`] too.
+//! The API checks a webhook URL when it is saved: IP literals directly, host names by resolving
+//! them. DNS can change after that (or answer differently to the worker), so every connection is
+//! checked again where it is made: [`is_forbidden`] on the addresses a name resolves to
+//! (`webhooks::client`), [`resolve_allowed`] for SMTP.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use url::{Host, Url};
@@ -53,6 +56,9 @@ fn is_forbidden_v6(ip: Ipv6Addr) -> bool {
     if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
         return is_forbidden_v4(embedded_v4(segments[6], segments[7])); // NAT64 64:ff9b::/96
     }
+    if segments[..6] == [0, 0, 0, 0, 0xffff, 0] {
+        return is_forbidden_v4(embedded_v4(segments[6], segments[7])); // SIIT ::ffff:0:0/96
+    }
     if segments[0] == 0x2002 {
         return is_forbidden_v4(embedded_v4(segments[1], segments[2])); // 6to4 2002::/16
     }
@@ -61,6 +67,7 @@ fn is_forbidden_v6(ip: Ipv6Addr) -> bool {
     }
     ip.is_unspecified() // ::
         || ip.is_loopback() // ::1
+        || segments[..3] == [0x64, 0xff9b, 1] // local-use NAT64 64:ff9b:1::/48
         || (segments[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
         || (segments[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
         || (segments[0] & 0xffc0) == 0xfec0 // deprecated site-local fec0::/10
@@ -124,6 +131,37 @@ pub async fn check_target(url: &Url) -> Result<(), String> {
         }
     };
     if forbidden { Err(PRIVATE.to_owned()) } else { Ok(()) }
+}
+
+/// The addresses of `host`:`port` that may be connected to, resolved now (within
+/// [`RESOLVE_TIMEOUT`]): all of them when `allow_private`, else the public ones. An error says
+/// why there is none: the name does not resolve, or it names only forbidden targets.
+pub async fn resolve_allowed(
+    host: &str,
+    port: u16,
+    allow_private: bool,
+) -> Result<Vec<SocketAddr>, Unreachable> {
+    if !allow_private && is_forbidden_name(host) {
+        return Err(Unreachable::Forbidden);
+    }
+    let answer = tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host, port))).await;
+    let all: Vec<SocketAddr> = match answer {
+        Ok(Ok(addrs)) => addrs.collect(),
+        Ok(Err(e)) => return Err(Unreachable::Unresolved(e.to_string())),
+        Err(_) => return Err(Unreachable::Unresolved("no DNS answer in time".to_owned())),
+    };
+    let kept: Vec<SocketAddr> =
+        all.into_iter().filter(|a| allow_private || !is_forbidden(a.ip())).collect();
+    if kept.is_empty() { Err(Unreachable::Forbidden) } else { Ok(kept) }
+}
+
+/// Why [`resolve_allowed`] found nothing to connect to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unreachable {
+    #[error("does not resolve: {0}")]
+    Unresolved(String),
+    #[error("is a private, loopback, link-local or metadata address")]
+    Forbidden,
 }
 
 #[cfg(test)]
@@ -199,6 +237,11 @@ mod tests {
             "64:ff9b::a9fe:a9fe",
             "2002:7f00:1::",
             "::127.0.0.1",
+            // SIIT ::ffff:0:0/96 and local-use NAT64 64:ff9b:1::/48
+            "::ffff:0:7f00:1",
+            "::ffff:0:a9fe:a9fe",
+            "64:ff9b:1::808:808",
+            "64:ff9b:1:ffff::1",
         ] {
             assert!(forbidden(ip), "{ip} should be forbidden");
         }
@@ -210,6 +253,7 @@ mod tests {
             "2002:808:808::",
             "fbff::1",
             "fe7f::1",
+            "::ffff:0:808:808",
         ] {
             assert!(!forbidden(ip), "{ip} should be allowed");
         }
