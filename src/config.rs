@@ -51,9 +51,12 @@ pub struct ServerConfig {
     /// How long shutdown waits for in-flight requests and deliveries.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
-    /// Trust `Forwarded`/`X-Forwarded-For` for the client address (only behind a proxy that
-    /// sets them).
+    /// Take the client address from `X-Forwarded-For` (only behind a proxy that appends to it).
     pub behind_proxy: bool,
+    /// With `behind_proxy`: the networks (CIDRs) of the proxies in front of RelayIt besides the
+    /// last one. The client is the rightmost `X-Forwarded-For` address outside them: what lies
+    /// further left, the client wrote itself.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -311,6 +314,7 @@ impl Default for ServerConfig {
             workers: 0,
             shutdown_grace: Duration::from_secs(30),
             behind_proxy: false,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -861,6 +865,12 @@ mod tests {
                 "whatsapp_cloud",
             ),
             ("RELAYIT_SERVER__PUBLIC_URL", "ftp://x", "server.public_url", "http(s)"),
+            (
+                "RELAYIT_SERVER__TRUSTED_PROXIES",
+                "[\"10.0.0.0/33\"]",
+                "server.trusted_proxies.0",
+                "invalid IP address",
+            ),
             ("RELAYIT_SERVER__NOPE", "1", "server.nope", "unknown key"),
             ("RELAYIT_LOG__LEVEL", "relayit=loud", "log.level", "tracing filter"),
         ];

@@ -99,7 +99,7 @@ impl Client {
             // bounded: the header is the client's to fill
             a.chars().take(512).collect()
         });
-        Client { ip: crate::auth::client_ip(req, state.config.server.behind_proxy), agent }
+        Client { ip: crate::auth::client_ip(req, &state.config.server), agent }
     }
 }
 
@@ -212,7 +212,7 @@ pub async fn sign_in(
     crate::auth::check_credentials_request(&req, &state)?;
     let body = body.0;
     let email = normalize_email(&body.email);
-    let ip = crate::auth::client_ip(&req, state.config.server.behind_proxy);
+    let ip = crate::auth::client_ip(&req, &state.config.server);
     throttle::check(&state, &email, &ip).await?;
 
     let mut conn = state.db.get().await?;

@@ -17,12 +17,15 @@ pub mod throttle;
 pub mod tokens;
 pub mod usage;
 
+use std::net::IpAddr;
+
 use actix_web::dev::Payload;
 use actix_web::http::{Method, header};
 use actix_web::{FromRequest, HttpRequest, web};
 use chrono::Utc;
 use futures::future::LocalBoxFuture;
 
+use crate::config::ServerConfig;
 use crate::db::api_keys::{self, ApiKey};
 use crate::db::organizations::{self, Organization};
 use crate::db::users::{self, Session, User};
@@ -344,16 +347,77 @@ impl FromRequest for Access {
     }
 }
 
-/// The client's address for throttling: the peer, or with `server.behind_proxy` the address a
-/// trusted proxy forwarded.
-pub fn client_ip(req: &HttpRequest, behind_proxy: bool) -> String {
-    let info = req.connection_info();
-    let addr = if behind_proxy { info.realip_remote_addr() } else { info.peer_addr() };
-    match addr {
-        Some(a) => a
-            .parse::<std::net::SocketAddr>()
-            .map(|s| s.ip().to_string())
-            .unwrap_or_else(|_| a.trim_matches(['[', ']']).to_owned()),
+/// The client's address, for sign-in throttling and sessions: the peer; or, with
+/// `server.behind_proxy`, what `X-Forwarded-For` says (see [`forwarded_client`]), the peer
+/// when it says nothing usable.
+pub fn client_ip(req: &HttpRequest, server: &ServerConfig) -> String {
+    let peer = req.peer_addr().map(|a| a.ip());
+    let forwarded = server.behind_proxy.then(|| {
+        let hops: Vec<&str> = req
+            .headers()
+            .get_all("x-forwarded-for")
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .collect();
+        forwarded_client(&hops, &server.trusted_proxies)
+    });
+    match forwarded.flatten().or(peer) {
+        Some(ip) => ip.to_string(),
         None => "unknown".to_owned(),
+    }
+}
+
+/// The client among the `X-Forwarded-For` hops: each proxy appends the address it received
+/// the request from, so only the right end is trustworthy. Read from the right, the first
+/// address outside the `trusted` proxies' networks is the client's (all trusted: the leftmost).
+/// `None` when the header is missing or a hop we must read is not an address.
+pub fn forwarded_client(hops: &[&str], trusted: &[ipnet::IpNet]) -> Option<IpAddr> {
+    let mut client = None;
+    for hop in hops.iter().rev() {
+        let ip = parse_hop(hop.trim())?;
+        client = Some(ip);
+        if !trusted.iter().any(|net| net.contains(&ip)) {
+            break;
+        }
+    }
+    client
+}
+
+/// `1.2.3.4`, `1.2.3.4:5678`, `2001:db8::1` or `[2001:db8::1]:5678`.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    hop.parse::<IpAddr>().ok().or_else(|| hop.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(header: &str, trusted: &[&str]) -> Option<String> {
+        let hops: Vec<&str> = header.split(',').collect();
+        let trusted: Vec<ipnet::IpNet> = trusted.iter().map(|t| t.parse().unwrap()).collect();
+        forwarded_client(&hops, &trusted).map(|ip| ip.to_string())
+    }
+
+    #[test]
+    fn the_client_is_the_rightmost_address_outside_the_trusted_proxies() {
+        // what the client wrote itself, on the left, is never believed
+        assert_eq!(client("6.6.6.6, 203.0.113.7", &[]).as_deref(), Some("203.0.113.7"));
+        assert_eq!(
+            client("6.6.6.6, 203.0.113.7, 10.1.2.3", &["10.0.0.0/8"]).as_deref(),
+            Some("203.0.113.7")
+        );
+        assert_eq!(
+            client(
+                "203.0.113.7:4711, [2001:db8::1]:80, 10.0.0.9",
+                &["10.0.0.0/8", "2001:db8::/32"]
+            )
+            .as_deref(),
+            Some("203.0.113.7")
+        );
+        // every hop a trusted proxy: the leftmost
+        assert_eq!(client("10.0.0.1, 10.0.0.2", &["10.0.0.0/8"]).as_deref(), Some("10.0.0.1"));
+        // a hop that must be read and is not an address: none (the peer is used)
+        assert_eq!(client("203.0.113.7, unknown", &[]), None);
+        assert_eq!(client("", &[]), None);
     }
 }

@@ -182,6 +182,35 @@ async fn repeated_sign_in_failures_are_throttled() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_proxy_a_client_cannot_choose_its_address() {
+    // 2 failures per email, 8 per address
+    let app = TestApp::spawn_with(|c| {
+        c.auth.sign_in_max_failures = 2;
+        c.server.behind_proxy = true;
+        c.server.trusted_proxies = vec!["10.0.0.0/8".parse().unwrap()];
+    })
+    .await;
+    let attempt = |n: usize, forwarded: String| {
+        app.client
+            .post(app.url("/v1/auth/sign-in"))
+            .header("x-forwarded-for", forwarded)
+            .json(&json!({"email": format!("nobody{n}@example.com"), "password": "guess guess"}))
+            .send()
+    };
+    // one client guessing across many accounts, writing a new address of its own each time
+    // left of what the proxies appended (the client's address, then an inner proxy's)
+    for n in 0..8 {
+        let forwarded = format!("198.51.100.{n}, 203.0.113.7, 10.1.2.3");
+        assert_eq!(attempt(n, forwarded).await.unwrap().status(), 401, "attempt {n}");
+    }
+    let forwarded = "198.51.100.99, 203.0.113.7, 10.1.2.3".to_owned();
+    assert_eq!(attempt(8, forwarded).await.unwrap().status(), 429);
+    // another client behind the same proxies is not held up
+    let forwarded = "203.0.113.8, 10.1.2.3".to_owned();
+    assert_eq!(attempt(9, forwarded).await.unwrap().status(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cookie_sessions_need_a_matching_origin_for_writes() {
     let app = TestApp::spawn().await;
     let response = app
