@@ -450,6 +450,23 @@ impl TestApp {
     }
 }
 
+/// A `POST /v1/providers` body for a `sandbox` credential.
+pub fn sandbox_provider(name: &str, channel: &str) -> serde_json::Value {
+    serde_json::json!({"name": name, "channel": channel, "providerType": "sandbox", "credentials": {}})
+}
+
+/// The fields named by a 400 `validation_failed` answer.
+pub fn validation_fields(status: u16, body: &serde_json::Value) -> Vec<String> {
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "validation_failed", "{body}");
+    body["error"]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["field"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 /// `SELECT count(*) FROM {from}`: `from` may carry a `WHERE`.
 pub async fn count(conn: &mut AsyncPgConnection, from: &str) -> i64 {
     #[derive(diesel::QueryableByName)]

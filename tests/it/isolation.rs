@@ -3,6 +3,7 @@
 //! that needs an admin.
 
 use crate::harness::TestApp;
+use crate::harness::sandbox_provider;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -29,13 +30,8 @@ async fn arrange(app: &TestApp, owner: &crate::harness::Account) -> Tenant {
     let (_, key) = app.post_as(&owner.token, "/v1/api-keys", json!({"name": "k"})).await;
     let (_, members) =
         app.get_as(&owner.token, &format!("/v1/organizations/{}/members", owner.org_id)).await;
-    let (status, provider) = app
-        .post_as(
-            &owner.token,
-            "/v1/providers",
-            json!({"name": "Sandbox", "channel": "email", "providerType": "sandbox", "credentials": {}}),
-        )
-        .await;
+    let (status, provider) =
+        app.post_as(&owner.token, "/v1/providers", sandbox_provider("Sandbox", "email")).await;
     assert_eq!(status, 201, "{provider}");
     let (status, webhook) = app
         .post_as(

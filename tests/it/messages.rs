@@ -5,6 +5,7 @@
 //! Messages are arranged by inserting rows with `db::messages::insert_all`, as ingestion does,
 //! with the events of the life cycle up to their status.
 
+use crate::harness::validation_fields;
 use crate::harness::{Account, TestApp};
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use fred::prelude::StreamsInterface;
@@ -230,18 +231,6 @@ async fn delivery_stream(app: &TestApp) -> Vec<String> {
         .await
         .unwrap();
     entries.into_iter().map(|(_, mut fields)| fields.remove("m").unwrap()).collect()
-}
-
-/// The fields named by a 400 `validation_failed` answer.
-fn fields(status: u16, body: &Value) -> Vec<String> {
-    assert_eq!(status, 400, "{body}");
-    assert_eq!(body["error"]["code"], "validation_failed", "{body}");
-    body["error"]["details"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["field"].as_str().unwrap().to_owned())
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -646,7 +635,7 @@ async fn every_invalid_parameter_is_named() {
     ];
     for (query, expected) in cases {
         let (status, body) = app.get_as(&owner.token, &log(&owner.project_id, &query)).await;
-        assert_eq!(fields(status, &body), expected, "{query}");
+        assert_eq!(validation_fields(status, &body), expected, "{query}");
     }
     // The limits themselves and 200 characters of search are fine.
     for query in ["limit=1", "limit=100", &format!("search={}", "x".repeat(200))] {

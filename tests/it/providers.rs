@@ -3,6 +3,7 @@
 
 use std::process::{Command, Stdio};
 
+use crate::harness::sandbox_provider;
 use crate::harness::{Account, TestApp, unique};
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
@@ -81,10 +82,6 @@ fn every_type() -> Vec<(Value, Vec<&'static str>)> {
 
 fn ses_body() -> Value {
     every_type().remove(0).0
-}
-
-fn sandbox_body(name: &str, channel: &str) -> Value {
-    json!({"name": name, "channel": channel, "providerType": "sandbox", "credentials": {}})
 }
 
 /// The fields named by an error body.
@@ -476,12 +473,12 @@ async fn endpoint_overrides_are_accepted_when_the_server_allows_them() {
 async fn slugs_are_generated_unique_and_conflicts_are_409() {
     let app = TestApp::spawn().await;
     let owner = app.sign_up("Sam").await;
-    let first = create(&app, &owner, sandbox_body("Primary Mail!", "email")).await;
+    let first = create(&app, &owner, sandbox_provider("Primary Mail!", "email")).await;
     assert_eq!(first["slug"], "primary-mail");
-    let second = create(&app, &owner, sandbox_body("Primary Mail", "email")).await;
+    let second = create(&app, &owner, sandbox_provider("Primary Mail", "email")).await;
     assert_eq!(second["slug"], "primary-mail-2");
 
-    let mut taken = sandbox_body("Other", "email");
+    let mut taken = sandbox_provider("Other", "email");
     taken["slug"] = json!("primary-mail");
     let (status, answer) = app.post_as(&owner.token, "/v1/providers", taken).await;
     assert_eq!(status, 409, "{answer}");
@@ -502,7 +499,7 @@ async fn slugs_are_generated_unique_and_conflicts_are_409() {
     // another organization may use the same slug
     let other = app.sign_up("Sid").await;
     assert_eq!(
-        create(&app, &other, sandbox_body("Primary Mail", "email")).await["slug"],
+        create(&app, &other, sandbox_provider("Primary Mail", "email")).await["slug"],
         "primary-mail"
     );
 }
@@ -513,7 +510,7 @@ async fn lists_filter_by_channel_and_project_and_page_with_cursors() {
     let owner = app.sign_up("Lena").await;
     let mut ids = Vec::new();
     for (i, channel) in ["email", "sms", "email", "discord", "email"].iter().enumerate() {
-        let mut body = sandbox_body(&format!("Sandbox {i}"), channel);
+        let mut body = sandbox_provider(&format!("Sandbox {i}"), channel);
         if i % 2 == 1 {
             body["projectId"] = json!(owner.project_id);
         }
@@ -667,7 +664,7 @@ async fn verify_answers_ok_for_the_sandbox_and_reports_a_provider_out_of_reach()
     // the SMTP server out of reach is a closed port of this machine
     let app = TestApp::spawn_with(|c| c.providers.allow_private_targets = true).await;
     let owner = app.sign_up("Vic").await;
-    let sandbox = create(&app, &owner, sandbox_body("Sandbox", "email")).await;
+    let sandbox = create(&app, &owner, sandbox_provider("Sandbox", "email")).await;
     let (status, result) = app
         .call(
             Method::POST,
@@ -716,7 +713,7 @@ async fn verify_answers_ok_for_the_sandbox_and_reports_a_provider_out_of_reach()
 async fn other_tenants_get_404_members_403_and_strangers_401() {
     let app = TestApp::spawn().await;
     let owner = app.sign_up("Ada").await;
-    let provider = create(&app, &owner, sandbox_body("Ada's sandbox", "email")).await;
+    let provider = create(&app, &owner, sandbox_provider("Ada's sandbox", "email")).await;
     let id = provider["id"].as_str().unwrap();
     let path = format!("/v1/providers/{id}");
     let verify = format!("{path}/verify");
@@ -737,7 +734,7 @@ async fn other_tenants_get_404_members_403_and_strangers_401() {
     }
     let (_, list) = app.get_as(&eve.token, "/v1/providers").await;
     assert_eq!(list["data"], json!([]));
-    let mut body = sandbox_body("Into Ada's project", "email");
+    let mut body = sandbox_provider("Into Ada's project", "email");
     body["projectId"] = json!(owner.project_id);
     let (status, answer) = app.post_as(&eve.token, "/v1/providers", body).await;
     assert_eq!(status, 404, "{answer}");
@@ -758,7 +755,7 @@ async fn other_tenants_get_404_members_403_and_strangers_401() {
     assert_eq!(status, 200);
     assert_eq!(list["data"].as_array().unwrap().len(), 1);
     let tried = [
-        app.post_as(&member.token, "/v1/providers", sandbox_body("Max's", "sms")).await,
+        app.post_as(&member.token, "/v1/providers", sandbox_provider("Max's", "sms")).await,
         app.patch_as(&member.token, &path, json!({"name": "mine"})).await,
         app.delete_as(&member.token, &path).await,
         app.call(Method::POST, &verify, Some(&member.token), None).await,
@@ -770,7 +767,7 @@ async fn other_tenants_get_404_members_403_and_strangers_401() {
 
     // an admin writes
     let admin = app.add_member(&owner, "Ann", "admin").await;
-    create(&app, &admin, sandbox_body("Ann's", "sms")).await;
+    create(&app, &admin, sandbox_provider("Ann's", "sms")).await;
     let (status, _) = app.call(Method::POST, &verify, Some(&admin.token), None).await;
     assert_eq!(status, 200);
     let (status, _) = app.patch_as(&admin.token, &path, json!({"priority": 1})).await;
@@ -822,11 +819,11 @@ async fn project_bound_keys_see_the_organization_and_their_project_only() {
         app.post_as(&owner.token, "/v1/projects", json!({"name": "Other"})).await;
     assert_eq!(status, 201);
     let other_project = other_project["id"].as_str().unwrap().to_owned();
-    let org_wide = create(&app, &owner, sandbox_body("Org", "email")).await;
-    let mut body = sandbox_body("Mine", "email");
+    let org_wide = create(&app, &owner, sandbox_provider("Org", "email")).await;
+    let mut body = sandbox_provider("Mine", "email");
     body["projectId"] = json!(owner.project_id);
     let mine = create(&app, &owner, body).await;
-    let mut body = sandbox_body("Theirs", "email");
+    let mut body = sandbox_provider("Theirs", "email");
     body["projectId"] = json!(other_project);
     let theirs = create(&app, &owner, body).await;
     let path = |view: &Value| format!("/v1/providers/{}", view["id"].as_str().unwrap());
@@ -855,12 +852,13 @@ async fn project_bound_keys_see_the_organization_and_their_project_only() {
     assert_eq!(app.post_as(&key, &verify(&theirs), json!({})).await.0, 404);
 
     // and creates only in its project
-    let (status, answer) = app.post_as(&key, "/v1/providers", sandbox_body("Org 2", "sms")).await;
+    let (status, answer) =
+        app.post_as(&key, "/v1/providers", sandbox_provider("Org 2", "sms")).await;
     assert_eq!(status, 403, "{answer}");
-    let mut body = sandbox_body("Theirs 2", "sms");
+    let mut body = sandbox_provider("Theirs 2", "sms");
     body["projectId"] = json!(other_project);
     assert_eq!(app.post_as(&key, "/v1/providers", body).await.0, 404);
-    let mut body = sandbox_body("Mine 2", "sms");
+    let mut body = sandbox_provider("Mine 2", "sms");
     body["projectId"] = json!(owner.project_id);
     let (status, created) = app.post_as(&key, "/v1/providers", body).await;
     assert_eq!(status, 201, "{created}");
@@ -871,7 +869,7 @@ async fn project_bound_keys_see_the_organization_and_their_project_only() {
     let (status, list) = app.get_as(&reader, "/v1/providers").await;
     assert_eq!(status, 200);
     assert_eq!(list["data"].as_array().unwrap().len(), 4);
-    assert_eq!(app.post_as(&reader, "/v1/providers", sandbox_body("No", "sms")).await.0, 403);
+    assert_eq!(app.post_as(&reader, "/v1/providers", sandbox_provider("No", "sms")).await.0, 403);
 }
 
 /// A webhook endpoint row with its secret (and a previous one) sealed under `keys`, as the
@@ -962,7 +960,7 @@ async fn rotate_keys_reseals_every_secret_under_the_new_key() {
     let (smtp, _) = every_type().remove(1);
     let ses_id = create(&app, &owner, ses.clone()).await["id"].as_str().unwrap().to_owned();
     let smtp_id = create(&app, &owner, smtp.clone()).await["id"].as_str().unwrap().to_owned();
-    let sandbox_id = create(&app, &owner, sandbox_body("Sandbox", "sms")).await["id"]
+    let sandbox_id = create(&app, &owner, sandbox_provider("Sandbox", "sms")).await["id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -1064,9 +1062,11 @@ async fn rotation_reports_rows_it_cannot_open_and_never_overwrites_a_concurrent_
     let old = MasterKeys { current: MasterKey::from_bytes([4; 32]), previous: vec![] };
     let new =
         MasterKeys { current: MasterKey::from_bytes([5; 32]), previous: vec![old.current.clone()] };
-    let ok =
-        create(&app, &owner, sandbox_body("Fine", "sms")).await["id"].as_str().unwrap().to_owned();
-    let orphan = create(&app, &owner, sandbox_body("Orphan", "sms")).await["id"]
+    let ok = create(&app, &owner, sandbox_provider("Fine", "sms")).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let orphan = create(&app, &owner, sandbox_provider("Orphan", "sms")).await["id"]
         .as_str()
         .unwrap()
         .to_owned();

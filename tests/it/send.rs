@@ -2,6 +2,7 @@
 //! idempotency, scheduling, the original body shape, and durable acknowledgement.
 
 use crate::harness::TestApp;
+use crate::harness::sandbox_provider;
 use fred::prelude::StreamsInterface;
 use relayit::server::Roles;
 use reqwest::Method;
@@ -484,13 +485,8 @@ async fn no_rate_limit_unless_configured() {
 async fn a_sent_message_goes_all_the_way_through_the_sandbox() {
     let app = TestApp::spawn().await;
     let (owner, key) = app.sender("Sender").await;
-    let (status, provider) = app
-        .post_as(
-            &owner.token,
-            "/v1/providers",
-            json!({"name": "Sandbox", "channel": "email", "providerType": "sandbox", "credentials": {}}),
-        )
-        .await;
+    let (status, provider) =
+        app.post_as(&owner.token, "/v1/providers", sandbox_provider("Sandbox", "email")).await;
     assert_eq!(status, 201, "{provider}");
     let (status, accepted) = app.post_as(&key, "/v1/send", email("alice@example.com")).await;
     assert_eq!(status, 202);
@@ -522,7 +518,7 @@ async fn delivery_resumes_after_redis_loses_the_stream() {
     use fred::prelude::KeysInterface;
     let app = TestApp::spawn().await;
     let (owner, key) = app.sender("Sender").await;
-    let body = json!({"name": "Sandbox", "channel": "email", "providerType": "sandbox", "credentials": {}});
+    let body = sandbox_provider("Sandbox", "email");
     assert_eq!(app.post_as(&owner.token, "/v1/providers", body).await.0, 201);
     // as if Redis restarted empty: the stream and its consumer group are gone
     let redis = &app.running().state().redis;
@@ -540,13 +536,8 @@ async fn split_roles_deliver_what_the_api_queued_before_any_worker_started() {
     })
     .await;
     let (owner, key) = app.sender("Sender").await;
-    let (status, _) = app
-        .post_as(
-            &owner.token,
-            "/v1/providers",
-            json!({"name": "Sandbox", "channel": "email", "providerType": "sandbox", "credentials": {}}),
-        )
-        .await;
+    let (status, _) =
+        app.post_as(&owner.token, "/v1/providers", sandbox_provider("Sandbox", "email")).await;
     assert_eq!(status, 201);
     let mut ids = Vec::new();
     for i in 0..5 {

@@ -1,6 +1,7 @@
 //! Webhook endpoints: create, read, update, delete and secret rotation; URL and SSRF checks;
 //! sealing of secrets at rest; permissions and tenant isolation.
 
+use crate::harness::validation_fields;
 use crate::harness::{Account, TestApp};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -53,22 +54,6 @@ async fn secrets_of(app: &TestApp, account: &Account, id: &str) -> Vec<String> {
 fn assert_secret_shape(secret: &str) {
     let encoded = secret.strip_prefix("whsec_").unwrap_or_else(|| panic!("{secret}"));
     assert_eq!(BASE64.decode(encoded).unwrap().len(), 32, "{secret}");
-}
-
-/// The fields named by a 400 `validation_failed` answer.
-fn fields(status: u16, body: &Value) -> Vec<String> {
-    assert_eq!(status, 400, "{body}");
-    assert_eq!(body["error"]["code"], "validation_failed", "{body}");
-    body["error"]["details"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["field"].as_str().unwrap().to_owned())
-        .collect()
-}
-
-async fn exec(app: &TestApp, sql: &str) {
-    diesel::sql_query(sql).execute(&mut app.connect().await).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -200,7 +185,7 @@ async fn every_invalid_field_is_named() {
     ];
     for (body, expected) in cases {
         let (status, answer) = app.post_as(&owner.token, &path, body.clone()).await;
-        assert_eq!(fields(status, &answer), expected, "{body}");
+        assert_eq!(validation_fields(status, &answer), expected, "{body}");
     }
     // not JSON at all
     let response = app
@@ -233,7 +218,7 @@ async fn every_invalid_field_is_named() {
     ];
     for (body, expected) in cases {
         let (status, answer) = app.patch_as(&owner.token, &one, body.clone()).await;
-        assert_eq!(fields(status, &answer), expected, "{body}");
+        assert_eq!(validation_fields(status, &answer), expected, "{body}");
     }
     let cases: Vec<(Value, Vec<&str>)> = vec![
         (json!({"secret": "whsec_x"}), vec!["secret"]),
@@ -243,7 +228,7 @@ async fn every_invalid_field_is_named() {
     for (body, expected) in cases {
         let (status, answer) =
             app.post_as(&owner.token, &rotate(&owner.project_id, id), body.clone()).await;
-        assert_eq!(fields(status, &answer), expected, "{body}");
+        assert_eq!(validation_fields(status, &answer), expected, "{body}");
     }
     // none of them changed it
     let (_, now) = app.get_as(&owner.token, &one).await;
@@ -279,7 +264,7 @@ async fn private_targets_are_refused() {
                 json!({"url": url, "eventTypes": ["message.sent"]}),
             )
             .await;
-        assert_eq!(fields(status, &body), ["url"], "{url}");
+        assert_eq!(validation_fields(status, &body), ["url"], "{url}");
         assert!(body["error"]["details"][0]["message"].as_str().unwrap().contains("private"));
     }
     // public addresses pass, as do names that do not resolve (the worker checks again)
@@ -294,7 +279,7 @@ async fn private_targets_are_refused() {
             json!({"url": "http://169.254.169.254/"}),
         )
         .await;
-    assert_eq!(fields(status, &body), ["url"]);
+    assert_eq!(validation_fields(status, &body), ["url"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -314,7 +299,7 @@ async fn private_targets_are_accepted_when_the_operator_allows_them() {
             json!({"url": "file:///etc/passwd", "eventTypes": ["message.sent"]}),
         )
         .await;
-    assert_eq!(fields(status, &body), ["url"]);
+    assert_eq!(validation_fields(status, &body), ["url"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -371,13 +356,10 @@ async fn patch_changes_fields_and_disables_and_re_enables() {
 
     // disabled by the webhook worker (as after a 410): the reason reads back, and survives
     // another isActive: false
-    exec(
-        &app,
-        &format!(
-            "UPDATE webhook_endpoints SET disabled_reason = 'the endpoint answered 410 Gone', \
+    app.sql(&format!(
+        "UPDATE webhook_endpoints SET disabled_reason = 'the endpoint answered 410 Gone', \
              failing_since = now() - interval '1 hour' WHERE id = '{id}'"
-        ),
-    )
+    ))
     .await;
     let (_, read) = app.get_as(&owner.token, &one).await;
     assert_eq!(read["isActive"], false);
@@ -464,13 +446,10 @@ async fn rotated_secrets_keep_the_old_one_signing_for_a_day() {
     assert_eq!(secrets_of(&app, &owner, id).await, [fourth.clone(), given.clone()]);
 
     // once the previous secret expires, only the current one signs
-    exec(
-        &app,
-        &format!(
-            "UPDATE webhook_endpoints SET previous_secret_expires_at = now() - interval '1 second' \
+    app.sql(&format!(
+        "UPDATE webhook_endpoints SET previous_secret_expires_at = now() - interval '1 second' \
              WHERE id = '{id}'"
-        ),
-    )
+    ))
     .await;
     assert_eq!(secrets_of(&app, &owner, id).await, [fourth]);
 
@@ -513,10 +492,10 @@ async fn lists_page_newest_first() {
 
     let (status, body) =
         app.get_as(&owner.token, &format!("{}?limit=0", hooks(&owner.project_id))).await;
-    assert_eq!(fields(status, &body), ["limit"]);
+    assert_eq!(validation_fields(status, &body), ["limit"]);
     let (status, body) =
         app.get_as(&owner.token, &format!("{}?cursor=zzz", hooks(&owner.project_id))).await;
-    assert_eq!(fields(status, &body), ["cursor"]);
+    assert_eq!(validation_fields(status, &body), ["cursor"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::harness::sandbox_provider;
 use crate::harness::{Account, PrivateRedis, TestApp};
 use fred::prelude::{SortedSetsInterface, StreamsInterface};
 use relayit::config::Config;
@@ -155,13 +156,8 @@ fn local(schedule: &'static [&'static str]) -> impl FnOnce(&mut Config) {
 /// An owner with a sandbox email credential and a send key.
 async fn sender(app: &TestApp) -> (Account, String) {
     let owner = app.sign_up("Owner").await;
-    let (status, provider) = app
-        .post_as(
-            &owner.token,
-            "/v1/providers",
-            json!({"name": "Sandbox", "channel": "email", "providerType": "sandbox", "credentials": {}}),
-        )
-        .await;
+    let (status, provider) =
+        app.post_as(&owner.token, "/v1/providers", sandbox_provider("Sandbox", "email")).await;
     assert_eq!(status, 201, "{provider}");
     let key = app.create_api_key(&owner, &["send", "read"], Some(&owner.project_id)).await;
     (owner, key)
