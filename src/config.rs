@@ -51,6 +51,11 @@ pub struct ServerConfig {
     /// How long shutdown waits for in-flight requests and deliveries.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// A worker proves every second that it is alive (a Redis key that expires after this);
+    /// once it has not for this long, other workers take over the deliveries and webhook jobs
+    /// it held, and it stops calling providers and receivers itself. At least 2s.
+    #[serde(with = "humantime_serde")]
+    pub liveness_timeout: Duration,
     /// Take the client address from `X-Forwarded-For` (only behind a proxy that appends to it).
     pub behind_proxy: bool,
     /// With `behind_proxy`: the networks (CIDRs) of the proxies in front of RelayIt besides the
@@ -313,6 +318,7 @@ impl Default for ServerConfig {
             public_url: String::new(),
             workers: 0,
             shutdown_grace: Duration::from_secs(30),
+            liveness_timeout: Duration::from_secs(5),
             behind_proxy: false,
             trusted_proxies: Vec::new(),
         }
@@ -547,6 +553,12 @@ impl Config {
         nonzero_duration("delivery.sweep_interval", self.delivery.sweep_interval)?;
         nonzero_duration("delivery.requeue_after", self.delivery.requeue_after)?;
         nonzero_duration("delivery.max_throttled_for", self.delivery.max_throttled_for)?;
+        if self.server.liveness_timeout < Duration::from_secs(2) {
+            return Err(ConfigError::invalid(
+                "server.liveness_timeout",
+                "must be at least 2s: workers prove they are alive every second",
+            ));
+        }
         if self.delivery.provider_timeout >= self.delivery.visibility_timeout {
             return Err(ConfigError::invalid(
                 "delivery.provider_timeout",

@@ -35,10 +35,13 @@ async fn insert_events(conn: &mut AsyncPgConnection, events: &[Event]) -> QueryR
 // Test: `status_changes_find_their_rows_by_id_whatever_the_statistics`.
 
 /// Claims the messages among `ids` that are waiting for delivery (`queued`, `retrying`), or
-/// whose claim went stale (`processing` since before `stale_before`: the worker holding it
-/// stopped), sets them `processing` at `now` with a `processing` event each, and returns them.
-/// Ids not returned are already handled, canceled or in another worker's hands: a duplicate
-/// stream entry therefore never causes a second send.
+/// whose claim was abandoned (`processing` since before `stale_before`, or by one of `dead`:
+/// consumers whose liveness expired), for `consumer`: sets them `processing` at `now` with a
+/// `processing` event each, and returns them. Ids not returned are already handled, canceled
+/// or in another worker's hands: a duplicate stream entry therefore never causes a second send.
+///
+/// An abandoned claim's attempt may or may not have reached its provider; the new claim's
+/// event says so (`previousAttempt: "outcome unknown"`), so a second send is never silent.
 ///
 /// One statement (the event insert rides on the update's RETURNING), so it is atomic without
 /// a transaction's extra round trips, and its plan is prepared once per connection.
@@ -47,6 +50,8 @@ pub async fn claim(
     ids: &[String],
     now: DateTime<Utc>,
     stale_before: DateTime<Utc>,
+    consumer: &str,
+    dead: &[String],
 ) -> QueryResult<Vec<Message>> {
     if ids.is_empty() {
         return Ok(Vec::new());
@@ -55,11 +60,11 @@ pub async fn claim(
     let event_ids: Vec<String> = ids.iter().map(|_| new_id(EVENT)).collect();
     diesel::sql_query(
         "WITH c AS (
-             UPDATE messages SET status = 'processing', updated_at = $2
+             UPDATE messages SET status = 'processing', updated_at = $2, claimed_by = $5
              WHERE id = ANY($1)
                -- a CASE, so that only the primary key can serve this: see STATUS_BY_ID
                AND CASE WHEN status IN ('queued', 'retrying') THEN true
-                        WHEN status = 'processing' THEN updated_at < $3
+                        WHEN status = 'processing' THEN updated_at < $3 OR claimed_by = ANY($6)
                         ELSE false END
              -- named, not *: this statement stays prepared on its connection, and a column
              -- added by a later migration must not change its result type under running workers
@@ -67,11 +72,19 @@ pub async fn claim(
                  requested_provider, provider_credential_id, provider_type, status, status_reason,
                  attempts, content, metadata, provider_message_id, idempotency_key, send_at,
                  next_attempt_at, created_at, updated_at, throttled_since
+         ), before AS (
+             -- the statement's snapshot: the rows as they were before the update
+             SELECT id, status FROM messages WHERE id = ANY($1)
          ), e AS (
              -- tenants read event details: nothing about our hosts goes in
              INSERT INTO message_events (id, message_id, status, details, created_at)
-             SELECT x.event_id, c.id, 'processing', jsonb_build_object('attempt', c.attempts + 1), $2
+             SELECT x.event_id, c.id, 'processing',
+                 jsonb_build_object('attempt', c.attempts + 1) || CASE WHEN b.status = 'processing'
+                     THEN '{\"previousAttempt\": \"outcome unknown\"}'::jsonb
+                     ELSE '{}'::jsonb END,
+                 $2
              FROM c JOIN unnest($1, $4) AS x(id, event_id) ON x.id = c.id
+                 JOIN before b ON b.id = c.id
          )
          SELECT * FROM c",
     )
@@ -79,6 +92,8 @@ pub async fn claim(
     .bind::<Timestamptz, _>(now)
     .bind::<Timestamptz, _>(stale_before)
     .bind::<Array<Text>, _>(&event_ids)
+    .bind::<Text, _>(consumer)
+    .bind::<Array<Text>, _>(dead)
     .cached()
     .load(conn)
     .await
@@ -338,4 +353,25 @@ pub async fn requeue_stale(
         Ok(stale.into_iter().map(|(id, _)| id).collect())
     })
     .await
+}
+
+/// Up to `limit` messages `retrying` with their next attempt after `now`, after the id
+/// `after` (ascending), with its time: the delayed set's content, for a Redis that lost it.
+pub async fn future_retries(
+    conn: &mut AsyncPgConnection,
+    now: DateTime<Utc>,
+    after: &str,
+    limit: i64,
+) -> QueryResult<Vec<(String, DateTime<Utc>)>> {
+    let rows: Vec<(String, Option<DateTime<Utc>>)> = messages::table
+        // what the index of unfinished messages can find: a retry is due at its next attempt
+        .filter(messages::due_at.gt(now))
+        .filter(messages::status.eq(RETRYING))
+        .filter(messages::id.gt(after))
+        .order(messages::id)
+        .select((messages::id, messages::next_attempt_at))
+        .limit(limit)
+        .load(conn)
+        .await?;
+    Ok(rows.into_iter().filter_map(|(id, at)| Some((id, at?))).collect())
 }

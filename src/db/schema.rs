@@ -132,6 +132,7 @@ diesel::table! {
         throttled_since -> Nullable<Timestamptz>,
         due_at -> Nullable<Timestamptz>,
         final_status -> Nullable<Text>,
+        claimed_by -> Nullable<Text>,
     }
 }
 

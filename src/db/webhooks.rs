@@ -101,6 +101,35 @@ pub async fn settle_job(
     }
 }
 
+/// Up to `limit` jobs already pushed to Redis, after the job `after` (ids ascending), with the
+/// time they were pushed or are due: what a Redis that lost its data must be given again.
+pub async fn pushed_jobs(
+    conn: &mut AsyncPgConnection,
+    after: i64,
+    limit: i64,
+) -> QueryResult<Vec<PushedJob>> {
+    diesel::sql_query(
+        "SELECT id, organization_id, webhook_endpoint_id, message_id, event_id, event_type, \
+             tries, pushed_at FROM webhook_jobs \
+         WHERE id > $1 AND pushed_at IS NOT NULL ORDER BY id LIMIT $2",
+    )
+    .bind::<BigInt, _>(after)
+    .bind::<BigInt, _>(limit)
+    .load(conn)
+    .await
+}
+
+/// A job on Redis, as [`pushed_jobs`] finds it.
+#[derive(Debug, QueryableByName)]
+pub struct PushedJob {
+    #[diesel(sql_type = BigInt)]
+    pub id: i64,
+    #[diesel(embed)]
+    pub job: Job,
+    #[diesel(sql_type = Timestamptz)]
+    pub pushed_at: DateTime<Utc>,
+}
+
 /// Jobs waiting in the outbox (for metrics).
 pub async fn outbox_size(conn: &mut AsyncPgConnection) -> QueryResult<i64> {
     webhook_jobs::table.count().get_result(conn).await

@@ -23,7 +23,27 @@ use crate::delivery::limits::{Limited, RateLimiter};
 use crate::delivery::routing::Candidate;
 use crate::domain::status::{FAILED, RETRYING, SENT};
 use crate::providers::connector::{ProviderError, ProviderReceipt, Registry};
+use crate::runtime::Liveness;
 use crate::runtime::retry::after;
+
+/// A worker's right to call providers for a message it claimed. Another worker may claim the
+/// message once the visibility timeout has passed since the claim, or at once when this
+/// worker's liveness key expired: no call may start, or still run, by then.
+pub struct Lease<'a> {
+    pub liveness: &'a Liveness,
+    /// No call starts after this: it could outlast the visibility timeout.
+    pub calls_until: DateTime<Utc>,
+}
+
+impl Lease<'_> {
+    fn held(&self) -> bool {
+        Utc::now() < self.calls_until && self.liveness.held()
+    }
+}
+
+/// Why an attempt stopped when its worker's lease ran out.
+const LEASE_LOST: &str = "the worker lost its claim on the message (it was cut off from \
+     Redis or Postgres for too long); another attempt follows";
 
 /// How the attempt ended, before it is written down.
 #[derive(Debug)]
@@ -42,6 +62,9 @@ enum Ending {
         kind: &'static str,
         spent: bool,
     },
+    /// The lease ran out before a call (or during one, whose outcome is then unknown): retried
+    /// at once, by whichever worker claims it, without spending an attempt.
+    Released,
 }
 
 /// One provider call, as the event records it.
@@ -71,12 +94,14 @@ fn try_record(
     record
 }
 
-/// Calls one credential's connector, bounded by `delivery.provider_timeout`.
+/// Calls one credential's connector, bounded by `delivery.provider_timeout` and by the worker's
+/// liveness (a call cut off by it counts as retryable: its outcome is unknown).
 async fn call(
     registry: &Registry,
     config: &DeliveryConfig,
     message: &Message,
     candidate: &Candidate,
+    lease: Option<&Lease<'_>>,
 ) -> Result<ProviderReceipt, ProviderError> {
     let credential = match candidate {
         Candidate::Ready(credential) => credential,
@@ -85,12 +110,21 @@ async fn call(
         }
     };
     let send = registry.connector(credential.provider_type).send(message, credential);
-    match tokio::time::timeout(config.provider_timeout, send).await {
-        Ok(result) => result,
-        Err(_) => Err(ProviderError::Retryable(format!(
-            "no answer from the provider within {}",
-            humantime::format_duration(config.provider_timeout)
-        ))),
+    let lost = async {
+        match lease {
+            Some(lease) => lease.liveness.lost().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        result = tokio::time::timeout(config.provider_timeout, send) => match result {
+            Ok(result) => result,
+            Err(_) => Err(ProviderError::Retryable(format!(
+                "no answer from the provider within {}",
+                humantime::format_duration(config.provider_timeout)
+            ))),
+        },
+        () = lost => Err(ProviderError::Retryable(format!("outcome unknown: {LEASE_LOST}"))),
     }
 }
 
@@ -117,13 +151,15 @@ pub struct Refused {
 }
 
 /// Makes `message`'s attempt over `route` and returns its outcome, and the credentials the
-/// providers refused along the way. Without a `limiter`, no rate limit applies.
+/// providers refused along the way. Without a `limiter`, no rate limit applies; without a
+/// `lease`, nothing fences the calls (a caller that claimed nothing).
 pub async fn attempt(
     registry: &Registry,
     limiter: Option<&RateLimiter>,
     config: &DeliveryConfig,
     message: &Message,
     route: &[Candidate],
+    lease: Option<&Lease<'_>>,
 ) -> (Outcome, Vec<Refused>) {
     let started = Instant::now();
     let mut tries = Vec::new();
@@ -146,8 +182,12 @@ pub async fn attempt(
             });
             continue;
         }
+        if lease.is_some_and(|lease| !lease.held()) {
+            ending = Some(Ending::Released);
+            break;
+        }
         let (call_started, call_started_at) = (Instant::now(), Utc::now());
-        let result = call(registry, config, message, candidate).await;
+        let result = call(registry, config, message, candidate, lease).await;
         tries.push(try_record(candidate, &result, call_started_at, call_started.elapsed()));
         match result {
             Ok(receipt) => ending = Some(Ending::Sent(receipt)),
@@ -172,6 +212,10 @@ pub async fn attempt(
         if ending.is_some() {
             break;
         }
+    }
+    if ending.is_none() && lease.is_some_and(|lease| !lease.held()) {
+        // a call cut off by the lease: whoever claims the message next tries again
+        ending = Some(Ending::Released);
     }
     let ending = ending.unwrap_or_else(|| match (limited, retryable, last_error) {
         // a busy credential takes it soon; the others' errors are in the tries
@@ -237,6 +281,11 @@ pub async fn attempt(
                 outcome.attempts = message.attempts;
             }
             fail(&mut outcome, &mut details, reason, kind);
+        }
+        Ending::Released => {
+            outcome.attempts = message.attempts;
+            details["released"] = json!(true);
+            retry_at(&mut outcome, &mut details, now, Duration::ZERO, LEASE_LOST.to_owned());
         }
     }
     outcome.details = details;
@@ -363,7 +412,8 @@ mod tests {
             sandbox("prv_b", json!({"failRate": 1})),
             sandbox("prv_c", json!({})),
         ];
-        let (outcome, refused) = attempt(&registry, None, &config(), &message(0), &route).await;
+        let (outcome, refused) =
+            attempt(&registry, None, &config(), &message(0), &route, None).await;
         assert_eq!(outcome.status, SENT);
         assert_eq!(outcome.attempts, 1);
         assert_eq!(outcome.provider_credential_id.as_deref(), Some("prv_c"));
@@ -371,20 +421,23 @@ mod tests {
         assert_eq!(refused.len(), 1);
 
         // a retryable error anywhere keeps the message alive; exhaustion fails it
-        let (outcome, _) = attempt(&registry, None, &config(), &message(0), &route[..2]).await;
+        let (outcome, _) =
+            attempt(&registry, None, &config(), &message(0), &route[..2], None).await;
         assert_eq!((outcome.status, outcome.attempts), (RETRYING, 1));
         assert!(outcome.next_attempt_at.is_some());
-        let (outcome, _) = attempt(&registry, None, &config(), &message(2), &route[..2]).await;
+        let (outcome, _) =
+            attempt(&registry, None, &config(), &message(2), &route[..2], None).await;
         assert_eq!((outcome.status, outcome.attempts), (FAILED, 3));
         assert!(outcome.status_reason.unwrap().contains("gave up after 3 attempts"));
 
         // only refusals: failed
-        let (outcome, _) = attempt(&registry, None, &config(), &message(0), &route[..1]).await;
+        let (outcome, _) =
+            attempt(&registry, None, &config(), &message(0), &route[..1], None).await;
         assert_eq!(outcome.status, FAILED);
         assert_eq!(outcome.details["failure"], "credentials_refused");
 
         // nothing to try: failed, no attempt spent
-        let (outcome, _) = attempt(&registry, None, &config(), &message(1), &[]).await;
+        let (outcome, _) = attempt(&registry, None, &config(), &message(1), &[], None).await;
         assert_eq!((outcome.status, outcome.attempts), (FAILED, 1));
         assert_eq!(outcome.details["failure"], "no_route");
 
@@ -393,7 +446,7 @@ mod tests {
             sandbox("prv_t", json!({"failRate": 1, "failMode": "throttled", "retryAfterMs": 1500})),
             sandbox("prv_c", json!({})),
         ];
-        let (outcome, _) = attempt(&registry, None, &config(), &message(2), &throttled).await;
+        let (outcome, _) = attempt(&registry, None, &config(), &message(2), &throttled, None).await;
         assert_eq!((outcome.status, outcome.attempts), (RETRYING, 2));
         assert_eq!(outcome.details["retryInMs"], 1500);
         let since = outcome.throttled_since.expect("throttled since this attempt");
@@ -404,10 +457,10 @@ mod tests {
         let mut waiting = message(2);
         let first = Utc::now() - chrono::Duration::minutes(50);
         waiting.throttled_since = Some(first);
-        let (outcome, _) = attempt(&registry, None, &capped, &waiting, &throttled).await;
+        let (outcome, _) = attempt(&registry, None, &capped, &waiting, &throttled, None).await;
         assert_eq!((outcome.status, outcome.throttled_since), (RETRYING, Some(first)));
         waiting.throttled_since = Some(Utc::now() - chrono::Duration::minutes(61));
-        let (outcome, _) = attempt(&registry, None, &capped, &waiting, &throttled).await;
+        let (outcome, _) = attempt(&registry, None, &capped, &waiting, &throttled, None).await;
         assert_eq!((outcome.status, outcome.attempts), (FAILED, 2), "no attempt spent");
         assert_eq!(outcome.details["failure"], "throttled_too_long");
         let reason = outcome.status_reason.unwrap();
@@ -415,7 +468,7 @@ mod tests {
         assert!(reason.contains("simulated throttling (429)"), "{reason}");
         assert_eq!(outcome.throttled_since, None);
         // any other outcome ends the streak
-        let (outcome, _) = attempt(&registry, None, &capped, &waiting, &route[2..]).await;
+        let (outcome, _) = attempt(&registry, None, &capped, &waiting, &route[2..], None).await;
         assert_eq!((outcome.status, outcome.throttled_since), (SENT, None));
 
         // permanent: no failover
@@ -423,7 +476,7 @@ mod tests {
             sandbox("prv_p", json!({"failRate": 1, "failMode": "permanent"})),
             sandbox("prv_c", json!({})),
         ];
-        let (outcome, _) = attempt(&registry, None, &config(), &message(0), &permanent).await;
+        let (outcome, _) = attempt(&registry, None, &config(), &message(0), &permanent, None).await;
         assert_eq!((outcome.status, outcome.attempts), (FAILED, 1));
         assert_eq!(outcome.details["tries"].as_array().unwrap().len(), 1);
     }

@@ -21,11 +21,13 @@ pub mod recovery;
 pub mod routing;
 pub mod worker;
 
+use std::sync::Arc;
+
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::queue::deliveries::MESSAGE_FIELD;
-use crate::runtime::{self, Stream, duties};
+use crate::runtime::{self, Liveness, Stream, duties};
 use crate::state::AppState;
 
 pub async fn run(state: AppState, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -47,6 +49,8 @@ pub async fn run(state: AppState, shutdown: CancellationToken) -> anyhow::Result
         shutdown.clone(),
     ));
     duties.spawn(recovery::sweep(state.clone(), shutdown.clone()));
-    let (dispatch, tasks) = worker::Worker::start(state.clone());
-    runtime::run(&state, stream, runtime::consumer_name(), dispatch, tasks, duties, shutdown).await
+    let liveness =
+        Arc::new(Liveness::new(runtime::consumer_name(), state.config.server.liveness_timeout));
+    let (dispatch, tasks) = worker::Worker::start(state.clone(), liveness.clone());
+    runtime::run(&state, stream, liveness, dispatch, tasks, duties, shutdown).await
 }

@@ -8,19 +8,24 @@
 //!   It also applies the delivery receipts that came before their message's `sent` was
 //!   recorded (`db::receipts`).
 //!
+//! - `recover` runs once the worker that found the stream lost (Redis restarted empty) has
+//!   recreated its group: it puts every waiting message back on the stream and every
+//!   scheduled retry back in the delayed set at once, instead of after `requeue_after`.
+//!
 //! Taking over entries a dead worker left pending (XAUTOCLAIM) belongs to the reader, which
 //! owns the delivery slots (`crate::runtime`).
 
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::db::delivery as queries;
 use crate::db::receipts::{self, HeldRound};
+use crate::delivery::queue::{Settlement, settle};
 use crate::queue::deliveries::enqueue;
 use crate::runtime::duties::every;
-use crate::runtime::retry::before;
+use crate::runtime::retry::{before, until_ok};
 use crate::state::AppState;
 
 /// How often the delayed set is checked: the precision of retry times.
@@ -75,4 +80,46 @@ async fn sweep_once(state: &AppState) -> anyhow::Result<()> {
         tracing::info!(?receipts, "delivery sweep applied held receipts");
     }
     Ok(())
+}
+
+/// Puts back what a Redis that lost its data held: every message waiting for the stream
+/// (`queued`, or `retrying` and due) on it, every later retry in the delayed set. Messages
+/// being delivered are their workers' to settle. Waits out Postgres and Redis (the caller
+/// aborts it at shutdown).
+pub async fn recover(state: AppState) {
+    let now = Utc::now();
+    let mut requeued = 0;
+    loop {
+        // stuck since before now: every waiting row, each taken once (it is marked now); no
+        // claim counts as abandoned here
+        let ids = until_ok("finding the messages Redis lost", || async {
+            let mut conn = state.db.get().await?;
+            let never = DateTime::<Utc>::UNIX_EPOCH;
+            anyhow::Ok(queries::requeue_stale(&mut conn, now, now, never, SWEEP_BATCH).await?)
+        })
+        .await;
+        until_ok("enqueueing the messages Redis lost", || enqueue(&state.redis, &ids)).await;
+        requeued += ids.len();
+        if ids.len() < SWEEP_BATCH as usize {
+            break;
+        }
+    }
+    let mut after_id = String::new();
+    let mut rescheduled = 0;
+    loop {
+        let retries = until_ok("finding the retries Redis lost", || async {
+            let mut conn = state.db.get().await?;
+            anyhow::Ok(queries::future_retries(&mut conn, now, &after_id, SWEEP_BATCH).await?)
+        })
+        .await;
+        let Some((last, _)) = retries.last() else { break };
+        after_id = last.clone();
+        let settlement = Settlement {
+            retries: retries.iter().map(|(id, at)| (id.clone(), at.timestamp_millis())).collect(),
+            ..Settlement::default()
+        };
+        until_ok("rescheduling the retries Redis lost", || settle(&state.redis, &settlement)).await;
+        rescheduled += retries.len();
+    }
+    tracing::info!(requeued, rescheduled, "messages put back on Redis");
 }

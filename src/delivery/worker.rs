@@ -1,10 +1,15 @@
 //! What the delivery worker does with the entries the runtime reads (`crate::runtime`: as many
 //! as there are free slots of `delivery.concurrency`, new ones and those a dead worker left
-//! pending past `delivery.visibility_timeout`):
+//! pending: one whose liveness expired, or one stuck past `delivery.visibility_timeout`):
 //!
 //! - It claims the batch's messages in one statement; entries whose message is not claimable
-//!   (duplicates, already handled, canceled) are acknowledged at once.
-//! - Each claimed message is delivered in a task of its own, holding one slot.
+//!   (duplicates, already handled, canceled, or in the hands of a live worker) are
+//!   acknowledged at once.
+//! - Each claimed message is delivered in a task of its own, holding one slot. A claim is
+//!   fenced: the worker calls a provider only while no other worker can have claimed the
+//!   message since (its lease, `deliver::Lease`), and an outcome is written only while the
+//!   row still carries the claim (`db::delivery::record`). At most one worker calls a
+//!   provider for a message at a time.
 //! - A recorder writes outcomes in batches (one transaction for many messages), then settles
 //!   their entries in Redis in one round trip, and only then frees their slots.
 //!
@@ -12,6 +17,7 @@
 //! entries stay pending until it is done (docs/architecture.md, invariant 4).
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -21,14 +27,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::db::delivery::{self as queries, Outcome};
 use crate::db::messages::Message;
-use crate::delivery::deliver::attempt;
+use crate::delivery::deliver::{Lease, attempt};
 use crate::delivery::limits::RateLimiter;
 use crate::delivery::queue::{self, Settlement, entry};
+use crate::delivery::recovery;
 use crate::delivery::routing::Router;
 use crate::domain::status::{FAILED, RETRYING};
-use crate::queue::RawEntry;
-use crate::runtime::Consumer;
-use crate::runtime::retry::{before, until_ok, until_ok_or_stopped};
+use crate::runtime::retry::{after, before, until_ok, until_ok_or_stopped};
+use crate::runtime::{Batch, Consumer, Liveness};
 use crate::state::AppState;
 
 /// Outcomes written in one transaction at most.
@@ -38,6 +44,8 @@ pub struct Worker {
     state: AppState,
     router: Router,
     limiter: RateLimiter,
+    /// This worker's lease on its claims (`crate::runtime::liveness`).
+    liveness: Arc<Liveness>,
 }
 
 /// The worker as the runtime's consumer: deliveries report to the recorder through `done`.
@@ -56,28 +64,29 @@ struct Done {
 impl Worker {
     /// The worker's consumer, and the recorder it reports to (which ends once the consumer and
     /// every delivery it started are gone).
-    pub fn start(state: AppState) -> (Dispatch, JoinSet<()>) {
+    pub fn start(state: AppState, liveness: Arc<Liveness>) -> (Dispatch, JoinSet<()>) {
         let config = &state.config.delivery;
         let router = Router::new(state.keys.clone(), config.credential_cache_ttl);
         let limiter = RateLimiter::new(state.redis.clone(), config.rate_limits.clone());
         let (done, done_rx) = mpsc::channel(config.concurrency);
-        let worker = Arc::new(Self { state, router, limiter });
+        let worker = Arc::new(Self { state, router, limiter, liveness });
         let mut tasks = JoinSet::new();
         tasks.spawn(worker.clone().record(done_rx));
         (Dispatch { worker, done }, tasks)
     }
 
-    /// Claims the messages of `entries`, acknowledges the entries with nothing to do, and
+    /// Claims the messages of `batch`, acknowledges the entries with nothing to do, and
     /// starts a delivery for each claimed message with one of the `free` slots.
     async fn dispatch(
         self: &Arc<Self>,
-        entries: Vec<RawEntry>,
+        batch: Batch,
         mut free: OwnedSemaphorePermit,
         tasks: &mut JoinSet<()>,
         done: &mpsc::Sender<Done>,
         stop: &CancellationToken,
     ) {
-        let entries = entries.into_iter().map(entry);
+        let dead = batch.taken_from;
+        let entries = batch.entries.into_iter().map(entry);
         let mut settled = Vec::new();
         let mut wanted: Vec<(String, String)> = Vec::new();
         let mut seen = HashSet::new();
@@ -94,7 +103,8 @@ impl Worker {
             }
         }
         let ids: Vec<String> = wanted.iter().map(|(message_id, _)| message_id.clone()).collect();
-        let claimed = until_ok_or_stopped("claiming messages", stop, || self.claim(&ids)).await;
+        let claimed =
+            until_ok_or_stopped("claiming messages", stop, || self.claim(&ids, &dead)).await;
         // Shutting down while Postgres is unreachable: the entries stay pending.
         let Some(claimed) = claimed else { return };
 
@@ -128,26 +138,38 @@ impl Worker {
         }
     }
 
-    async fn claim(&self, ids: &[String]) -> anyhow::Result<Vec<Message>> {
+    async fn claim(&self, ids: &[String], dead: &[String]) -> anyhow::Result<Vec<Message>> {
         let now = Utc::now();
         let stale_before = before(now, self.state.config.delivery.visibility_timeout);
         let mut conn = self.state.db.get().await?;
-        Ok(queries::claim(&mut conn, ids, now, stale_before).await?)
+        let consumer = self.liveness.consumer();
+        Ok(queries::claim(&mut conn, ids, now, stale_before, consumer, dead).await?)
     }
 
     /// One claimed message's attempt. Routing waits for Postgres as long as it takes; at
-    /// shutdown, the grace period bounds that wait (the message is then taken over after the
-    /// visibility timeout).
+    /// shutdown, the grace period bounds that wait (the message is then taken over once this
+    /// worker's liveness key is withdrawn).
     async fn deliver(&self, message: &Message) -> Outcome {
         let db = &self.state.db;
+        let config = &self.state.config.delivery;
         let route = until_ok("routing a message", || self.router.route(db, message)).await;
         let started = std::time::Instant::now();
+        let lease = Lease {
+            liveness: &self.liveness,
+            // a call started later might still run when the visibility timeout lets another
+            // worker claim the message
+            calls_until: after(
+                message.updated_at,
+                config.visibility_timeout - config.provider_timeout,
+            ),
+        };
         let (outcome, refused) = attempt(
             &self.state.connectors,
             Some(&self.limiter),
-            &self.state.config.delivery,
+            config,
             message,
             &route,
+            Some(&lease),
         )
         .await;
         let provider = outcome.provider_type.as_deref().unwrap_or("none");
@@ -224,11 +246,15 @@ impl Worker {
 impl Consumer for Dispatch {
     async fn dispatch(
         &self,
-        entries: Vec<RawEntry>,
+        batch: Batch,
         free: OwnedSemaphorePermit,
         tasks: &mut JoinSet<()>,
         stop: &CancellationToken,
     ) {
-        self.worker.dispatch(entries, free, tasks, &self.done, stop).await
+        self.worker.dispatch(batch, free, tasks, &self.done, stop).await
+    }
+
+    fn recover(&self) -> impl Future<Output = ()> + Send + 'static {
+        recovery::recover(self.worker.state.clone())
     }
 }

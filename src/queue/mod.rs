@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use fred::clients::{Client, Pool, SubscriberClient};
 use fred::prelude::{
-    ClientLike, Config as FredConfig, LuaInterface, PubsubInterface, ReconnectPolicy,
-    StreamsInterface,
+    ClientLike, Config as FredConfig, KeysInterface, LuaInterface, PubsubInterface,
+    ReconnectPolicy, StreamsInterface,
 };
 use fred::types::streams::{XReadResponse, XReadValue};
 use fred::types::{Builder, Value};
@@ -68,6 +68,10 @@ impl Keys {
     /// Failed sign-in counter for an email digest or a client IP.
     pub fn sign_in(&self, kind: &str, subject: &str) -> String {
         self.key(&format!("signin:{kind}:{subject}"))
+    }
+    /// The liveness key of a stream consumer (a worker of one role in one process).
+    pub fn alive(&self, consumer: &str) -> String {
+        self.key(&format!("alive:{consumer}"))
     }
     /// The pub/sub channel on which processes tell each other to drop cached tenant data.
     pub fn invalidations(&self) -> String {
@@ -154,17 +158,118 @@ impl Redis {
     }
 }
 
-/// Creates the consumer group on `stream` (and the stream) unless it exists; every worker
-/// process calls this at start, so it must tolerate the group being there already.
+/// Creates the consumer group on `stream` (and the stream) unless it exists, and says whether
+/// it did: of several workers finding the group missing (a Redis that lost its data), exactly
+/// one creates it. Every worker process calls this at start, so the group being there already
+/// is fine.
 ///
 /// A new group starts at the beginning of the stream, not at its end: API processes may have
 /// queued messages before the first worker ever started, and those must be delivered too.
-pub async fn ensure_group(client: &Client, stream: &str) -> Result<(), QueueError> {
+pub async fn ensure_group(client: &Client, stream: &str) -> Result<bool, QueueError> {
     let created: Result<(), _> = client.xgroup_create(stream, CONSUMER_GROUP, "0", true).await;
     match created {
-        Err(e) if e.details().starts_with("BUSYGROUP") => Ok(()),
-        other => Ok(other?),
+        Err(e) if e.details().starts_with("BUSYGROUP") => Ok(false),
+        other => other.map(|()| true).map_err(Into::into),
     }
+}
+
+/// Says that `consumer` is alive for the next `ttl`: its liveness key, which other workers
+/// look for before taking its pending entries over.
+pub async fn prove_alive(redis: &Redis, consumer: &str, ttl: Duration) -> Result<(), QueueError> {
+    let expire = fred::types::Expiration::PX(ttl.as_millis() as i64);
+    let () =
+        redis.pool.next().set(redis.keys.alive(consumer), 1, Some(expire), None, false).await?;
+    Ok(())
+}
+
+/// Withdraws `consumer`'s liveness key, so what it left pending is taken over at once.
+pub async fn withdraw(redis: &Redis, consumer: &str) -> Result<(), QueueError> {
+    let _: i64 = redis.pool.next().del(redis.keys.alive(consumer)).await?;
+    Ok(())
+}
+
+/// Takes over, for ARGV[2], up to ARGV[4] entries left pending by consumers of group ARGV[1]
+/// whose liveness key (ARGV[3] .. name) has expired, and removes such consumers once they hold
+/// nothing. Atomic, so two workers never take the same entries. Returns the dead consumers'
+/// names and the entries taken.
+const TAKE_OVER: &str = r"
+local dead, taken = {}, {}
+local budget = tonumber(ARGV[4])
+for _, info in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+    local name, pending
+    for i = 1, #info, 2 do
+        if info[i] == 'name' then name = info[i + 1] end
+        if info[i] == 'pending' then pending = info[i + 1] end
+    end
+    if name ~= ARGV[2] and redis.call('EXISTS', ARGV[3] .. name) == 0 then
+        if pending > 0 and budget > 0 then
+            local ids = {}
+            for _, p in ipairs(redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', budget, name)) do
+                ids[#ids + 1] = p[1]
+            end
+            for _, e in ipairs(redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, unpack(ids))) do
+                -- an entry deleted meanwhile has no fields
+                if type(e) == 'table' and e[2] then taken[#taken + 1] = e end
+            end
+            dead[#dead + 1] = name
+            budget = budget - #ids
+            pending = pending - #ids
+        end
+        if pending == 0 then
+            redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], name)
+        end
+    end
+end
+return {dead, taken}
+";
+
+/// Entries taken over from dead consumers, and whose they were.
+#[derive(Debug, Default)]
+pub struct TakenOver {
+    pub dead: Vec<String>,
+    pub entries: Vec<RawEntry>,
+}
+
+/// Takes over up to `count` entries that consumers of `stream` without a liveness key left
+/// pending (they died, or lost Redis for longer than their liveness timeout), for `consumer`.
+pub async fn take_over(
+    redis: &Redis,
+    stream: &str,
+    consumer: &str,
+    count: u64,
+) -> Result<TakenOver, QueueError> {
+    let alive_prefix = redis.keys.alive("");
+    let args = vec![CONSUMER_GROUP, consumer, alive_prefix.as_str(), &count.to_string()]
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+    let value: Value = redis.pool.next().eval(TAKE_OVER, vec![stream], args).await?;
+    let parse = || -> Option<TakenOver> {
+        let mut parts = value.into_array().into_iter();
+        let dead = parts.next()?.into_array().into_iter().filter_map(|v| v.into_string()).collect();
+        let entries = parts
+            .next()?
+            .into_array()
+            .into_iter()
+            .map(|entry| {
+                let mut entry = entry.into_array().into_iter();
+                let id = entry.next()?.into_string()?;
+                let mut fields = entry.next()?.into_array().into_iter();
+                let mut map = std::collections::HashMap::new();
+                while let (Some(field), Some(value)) = (fields.next(), fields.next()) {
+                    map.insert(field.into_string()?, value.into_string()?);
+                }
+                Some((id, map))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(TakenOver { dead, entries })
+    };
+    parse().ok_or_else(|| {
+        QueueError::Redis(fred::error::Error::new(
+            fred::error::ErrorKind::Parse,
+            "unexpected answer to the take-over script",
+        ))
+    })
 }
 
 /// Appends one entry per value to the stream KEYS[1]; ARGV: the field, then the values.

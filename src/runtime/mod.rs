@@ -3,18 +3,22 @@
 //! (a [`Consumer`]) and their periodic duties; everything about being a member of a Redis
 //! Streams consumer group is here, once:
 //!
-//! - a dedicated connection, the group created if missing, a consumer name unique per process;
+//! - a dedicated connection, the group created if missing, a consumer name unique per process,
+//!   and its liveness key (`liveness`), refreshed every second;
 //! - the read loop, bounded by slots: it reads as many entries as there are free slots, and
-//!   every so often first takes over those a dead consumer left pending past the visibility
-//!   timeout (XAUTOCLAIM);
-//! - recovery from a Redis that lost the stream or group (restarted without persistence):
-//!   the group is recreated, and the workers' sweeps put back from Postgres what was lost;
+//!   first takes over those that dead consumers left pending: every second those of consumers
+//!   whose liveness key expired (a crash is repaired within seconds), and every so often those
+//!   pending past the visibility timeout (a consumer alive but stuck; XAUTOCLAIM);
+//! - recovery from a Redis that lost the stream or group (restarted without persistence): the
+//!   worker that recreates the group has the consumer put back at once, from Postgres, what
+//!   was lost ([`Consumer::recover`]); the workers' periodic sweeps remain the fallback;
 //! - shutdown: reading stops, work in flight gets `server.shutdown_grace` to finish, what is
-//!   cut off stays pending for another consumer, and a consumer that left nothing pending
-//!   leaves the group;
+//!   cut off stays pending and is taken over as soon as the liveness key is withdrawn, and a
+//!   consumer that left nothing pending leaves the group;
 //! - `retry`: waiting out Postgres or Redis; `duties`: periodic work beside the loop.
 
 pub mod duties;
+pub mod liveness;
 pub mod retry;
 
 use std::future::Future;
@@ -27,8 +31,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::queue::{self, QueueError, RawEntry};
+use crate::queue::{self, QueueError, RawEntry, Redis};
 use crate::state::AppState;
+
+pub use liveness::Liveness;
 
 /// How long one XREADGROUP waits for entries; also how long shutdown may wait for it.
 const READ_BLOCK_MS: u64 = 1000;
@@ -37,16 +43,29 @@ const READ_ERROR_PAUSE: Duration = Duration::from_secs(1);
 
 /// What a worker does with the entries it reads.
 pub trait Consumer: Send + Sync + 'static {
-    /// Starts the work of `entries`, each holding one of the `free` slots (there are at least
-    /// as many as entries) until its work is done; spawns that work into `tasks`. Entries whose
-    /// work never starts must be settled here, or they stay pending until taken over.
+    /// Starts the work of `batch`, each entry holding one of the `free` slots (there are at
+    /// least as many as entries) until its work is done; spawns that work into `tasks`. Entries
+    /// whose work never starts must be settled here, or they stay pending until taken over.
     fn dispatch(
         &self,
-        entries: Vec<RawEntry>,
+        batch: Batch,
         free: OwnedSemaphorePermit,
         tasks: &mut JoinSet<()>,
         stop: &CancellationToken,
     ) -> impl Future<Output = ()> + Send;
+
+    /// Puts back on the stream, from Postgres, the work a Redis that lost its data forgot
+    /// (entries and scheduled retries), without waiting for the periodic sweep's
+    /// `requeue_after`. Called by the one worker that recreated the group.
+    fn recover(&self) -> impl Future<Output = ()> + Send + 'static;
+}
+
+/// Entries read, and the consumers they were taken over from, if any: those consumers' liveness
+/// keys expired, so what they claimed is no longer theirs.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub entries: Vec<RawEntry>,
+    pub taken_from: Vec<String>,
 }
 
 /// The stream a worker consumes, and how.
@@ -60,61 +79,96 @@ pub struct Stream {
     pub visibility_timeout: Duration,
 }
 
-/// Runs a worker role until `shutdown`: joins the group of `stream` as `consumer_name`, starts
-/// `duties`, feeds `consumer` until shutdown, then drains the work in flight (and `tasks`, the
-/// consumer's own background work, which must end once its senders are gone) within the grace
-/// period, and leaves the group if nothing stays pending.
+/// Runs a worker role until `shutdown`: proves `liveness` alive and keeps it so, joins the
+/// group of `stream` as its consumer, starts `duties`, feeds `consumer` until shutdown, then
+/// drains the work in flight (and `tasks`, the consumer's own background work, which must end
+/// once its senders are gone) within the grace period, leaves the group if nothing stays
+/// pending, and withdraws the liveness key.
 pub async fn run<C: Consumer>(
     state: &AppState,
     stream: Stream,
-    consumer_name: String,
+    liveness: Arc<Liveness>,
     consumer: C,
     tasks: JoinSet<()>,
     mut duties: JoinSet<()>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let client = state.redis.dedicated().await.context("worker connection")?;
-    queue::ensure_group(&client, &stream.key).await?;
-    tracing::info!(consumer = %consumer_name, "{} worker ready", stream.role);
+    let redis = &state.redis;
+    let client = redis.dedicated().await.context("worker connection")?;
+    // alive before joining: a member without its key is taken for dead
+    if !liveness.prove(redis).await {
+        anyhow::bail!("cannot write the {} worker's liveness key", stream.role);
+    }
+    // kept until the work in flight is drained, so nobody takes it over meanwhile
+    let keeping = CancellationToken::new();
+    let keeper = tokio::spawn({
+        let (liveness, redis, keeping) = (liveness.clone(), redis.clone(), keeping.clone());
+        async move { liveness.keep(&redis, keeping).await }
+    });
+    let name = liveness.consumer();
+    let mut recoveries = JoinSet::new();
+    if queue::ensure_group(&client, &stream.key).await? {
+        recoveries.spawn(consumer.recover());
+    }
+    tracing::info!(consumer = %name, "{} worker ready", stream.role);
 
     let grace = state.config.server.shutdown_grace;
-    consume(&client, &stream, &consumer_name, consumer, tasks, grace, &shutdown).await;
+    let member = Member { client: &client, redis, stream: &stream, name };
+    consume(member, consumer, tasks, &mut recoveries, grace, &shutdown).await;
+    recoveries.abort_all();
     while duties.join_next().await.is_some() {}
+    keeping.cancel();
+    let _ = keeper.await;
 
     // A consumer that left nothing pending is removed, so restarts do not pile up names in
     // the group; one with entries left stays until another worker takes them over.
-    match queue::leave_group(&client, &stream.key, &consumer_name).await {
+    match queue::leave_group(&client, &stream.key, name).await {
         Ok(true) => {}
         Ok(false) => {
-            tracing::info!(consumer = %consumer_name, "leaving {} entries pending for another worker", stream.role)
+            tracing::info!(consumer = %name, "leaving {} entries pending for another worker", stream.role)
         }
         Err(error) => tracing::warn!(%error, "cannot leave the consumer group"),
     }
+    liveness.withdraw(redis).await;
     queue::close(client).await;
     Ok(())
 }
 
-/// Where the scan of entries to take over stands.
+/// A consumer's place in its group.
+#[derive(Clone, Copy)]
+struct Member<'a> {
+    /// The dedicated connection of its blocking reads.
+    client: &'a Client,
+    redis: &'a Redis,
+    stream: &'a Stream,
+    name: &'a str,
+}
+
+/// Where the scans of entries to take over stand.
 struct Reclaim {
+    /// Those of consumers whose liveness expired.
+    dead_due: Instant,
+    /// Those pending past the visibility timeout (XAUTOCLAIM).
     cursor: String,
     due: Instant,
     every: Duration,
 }
 
 async fn consume<C: Consumer>(
-    client: &Client,
-    stream: &Stream,
-    name: &str,
+    member: Member<'_>,
     consumer: C,
     mut tasks: JoinSet<()>,
+    recoveries: &mut JoinSet<()>,
     grace: Duration,
     stop: &CancellationToken,
 ) {
+    let Member { client, stream, .. } = member;
     let slots = Arc::new(Semaphore::new(stream.concurrency));
     let mut reclaim = Reclaim {
+        dead_due: Instant::now(),
         cursor: "0-0".to_owned(),
         due: Instant::now(),
-        // often enough that a dead worker's entries wait little past the timeout
+        // often enough that a stuck worker's entries wait little past the timeout
         every: (stream.visibility_timeout / 2)
             .clamp(Duration::from_millis(100), Duration::from_secs(30)),
     };
@@ -126,18 +180,29 @@ async fn consume<C: Consumer>(
         };
         let Some(free) = free else { break };
         let count = free.num_permits() as u64;
-        match next_entries(client, stream, name, &mut reclaim, count).await {
-            Ok(entries) if entries.is_empty() => {}
-            Ok(entries) => consumer.dispatch(entries, free, &mut tasks, stop).await,
+        while recoveries.try_join_next().is_some() {}
+        match next_entries(&member, &mut reclaim, count).await {
+            Ok(batch) if batch.entries.is_empty() => {}
+            Ok(batch) => consumer.dispatch(batch, free, &mut tasks, stop).await,
             Err(error) => {
                 tracing::warn!(%error, "cannot read the {} stream", stream.role);
                 // A Redis that lost its data (restarted without persistence, or the key
-                // deleted) lost the consumer group too: recreate it. The sweeps put back the
-                // work whose entries went with it.
+                // deleted) lost the consumer group too: recreate it, and whoever does puts
+                // back the work whose entries went with it.
                 let text = error.to_string();
-                let lost = text.contains("NOGROUP") || text.contains("no longer exists");
-                if lost && let Err(e) = queue::ensure_group(client, &stream.key).await {
-                    tracing::warn!(error = %e, "cannot recreate the consumer group");
+                let lost = ["NOGROUP", "no longer exists", "no such key"];
+                if lost.iter().any(|sign| text.contains(sign)) {
+                    match queue::ensure_group(client, &stream.key).await {
+                        Ok(true) => {
+                            tracing::warn!(
+                                "the {} stream was lost; putting its work back",
+                                stream.role
+                            );
+                            recoveries.spawn(consumer.recover());
+                        }
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(error = %e, "cannot recreate the consumer group"),
+                    }
                 }
                 tokio::select! {
                     () = tokio::time::sleep(READ_ERROR_PAUSE) => {}
@@ -163,12 +228,26 @@ async fn consume<C: Consumer>(
 
 /// Entries taken over from dead consumers when a scan is due and finds some, else new ones.
 async fn next_entries(
-    client: &Client,
-    stream: &Stream,
-    name: &str,
+    member: &Member<'_>,
     reclaim: &mut Reclaim,
     count: u64,
-) -> Result<Vec<RawEntry>, QueueError> {
+) -> Result<Batch, QueueError> {
+    let Member { client, redis, stream, name } = *member;
+    if Instant::now() >= reclaim.dead_due {
+        reclaim.dead_due = Instant::now() + liveness::REFRESH;
+        let taken = queue::take_over(redis, &stream.key, name, count).await?;
+        if !taken.entries.is_empty() {
+            tracing::info!(
+                count = taken.entries.len(),
+                from = ?taken.dead,
+                "took over {} entries of workers that stopped proving alive",
+                stream.role
+            );
+            // more may be left: look again at once
+            reclaim.dead_due = Instant::now();
+            return Ok(Batch { entries: taken.entries, taken_from: taken.dead });
+        }
+    }
     if Instant::now() >= reclaim.due {
         let idle_ms = stream.visibility_timeout.as_millis() as u64;
         let (cursor, entries) =
@@ -179,10 +258,11 @@ async fn next_entries(
         reclaim.cursor = cursor;
         if !entries.is_empty() {
             tracing::info!(count = entries.len(), "took over {} entries left pending", stream.role);
-            return Ok(entries);
+            return Ok(Batch { entries, taken_from: Vec::new() });
         }
     }
-    queue::read_group(client, &stream.key, name, count, READ_BLOCK_MS).await
+    let entries = queue::read_group(client, &stream.key, name, count, READ_BLOCK_MS).await?;
+    Ok(Batch { entries, taken_from: Vec::new() })
 }
 
 /// Waits for at least one free slot and takes every free one; `None` once the semaphore is

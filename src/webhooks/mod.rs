@@ -26,7 +26,7 @@ use anyhow::Context;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::runtime::{self, Stream, duties};
+use crate::runtime::{self, Liveness, Stream, duties};
 use crate::state::AppState;
 
 /// The events an endpoint can subscribe to: one per message status.
@@ -61,5 +61,6 @@ pub async fn run(state: AppState, shutdown: CancellationToken) -> anyhow::Result
         shutdown.clone(),
     ));
     let consumer = format!("webhook-{}", runtime::consumer_name());
-    runtime::run(&state, stream, consumer, worker, JoinSet::new(), duties, shutdown).await
+    let liveness = Arc::new(Liveness::new(consumer, state.config.server.liveness_timeout));
+    runtime::run(&state, stream, liveness, worker, JoinSet::new(), duties, shutdown).await
 }

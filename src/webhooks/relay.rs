@@ -9,6 +9,9 @@
 //!   attempt that settles it is recorded, so the relay also pushes again the jobs pushed more
 //!   than `webhooks.requeue_after` ago (or due that long ago) that nothing settled: a Redis that
 //!   lost its data loses no webhook.
+//! - `recover`, run by the worker that found the stream lost and recreated its group, pushes
+//!   at once every job that was on Redis: those due onto the stream, the others into the
+//!   delayed set at their due time.
 //! - the mover puts jobs whose retry is due from the delayed set back on the stream
 //!   (`crate::runtime::duties::move_due`, every [`MOVE_EVERY`]).
 
@@ -20,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::db::webhooks::{self as queries, Job};
 use crate::runtime::duties::every;
-use crate::runtime::retry::{after, before};
+use crate::runtime::retry::{after, before, until_ok};
 use crate::state::AppState;
 use crate::webhooks::{queue, schedule};
 
@@ -80,4 +83,32 @@ async fn relay_once(state: &AppState) -> anyhow::Result<usize> {
         anyhow::Ok(count)
     })
     .await
+}
+
+/// Jobs pushed again per batch when Redis lost them.
+const RECOVER_BATCH: i64 = 1000;
+
+/// Gives a Redis that lost its data every job it held, from the outbox; waits out Postgres and
+/// Redis (the caller aborts it at shutdown).
+pub async fn recover(state: AppState) {
+    let mut after_id = 0;
+    let mut pushed = 0;
+    loop {
+        let batch = until_ok("reading the webhook jobs Redis lost", || async {
+            let mut conn = state.db.get().await?;
+            anyhow::Ok(queries::pushed_jobs(&mut conn, after_id, RECOVER_BATCH).await?)
+        })
+        .await;
+        let Some(last) = batch.last() else { break };
+        after_id = last.id;
+        let now = Utc::now();
+        let (due, later): (Vec<_>, Vec<_>) = batch.iter().partition(|job| job.pushed_at <= now);
+        let due: Vec<Job> = due.into_iter().map(|p| p.job.clone()).collect();
+        let later: Vec<(Job, i64)> =
+            later.into_iter().map(|p| (p.job.clone(), p.pushed_at.timestamp_millis())).collect();
+        until_ok("pushing the webhook jobs Redis lost", || queue::push(&state.redis, &due, &later))
+            .await;
+        pushed += batch.len();
+    }
+    tracing::info!(pushed, "webhook jobs put back on Redis");
 }

@@ -12,6 +12,7 @@
 //! `metadata` from the message as it is now; `statusReason` from the message while it still has
 //! the event's status, else null (it would explain another status).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,12 +26,11 @@ use tokio_util::sync::CancellationToken;
 use crate::db::messages::{Event, Message};
 use crate::db::webhooks::{self as queries, EndpointEffect, Job, NewDelivery};
 use crate::domain::ids;
-use crate::queue::RawEntry;
-use crate::runtime::Consumer;
 use crate::runtime::retry::{after, before, until_ok};
+use crate::runtime::{Batch, Consumer};
 use crate::state::AppState;
 use crate::webhooks::queue::{self, Entry, Settle, entry};
-use crate::webhooks::{client, schedule, secret, sign};
+use crate::webhooks::{client, relay, schedule, secret, sign};
 
 /// How much of a receiver's answer the delivery log keeps.
 const RESPONSE_BODY_MAX: usize = 1024;
@@ -44,14 +44,19 @@ pub struct Worker {
 impl Consumer for Arc<Worker> {
     async fn dispatch(
         &self,
-        entries: Vec<RawEntry>,
+        batch: Batch,
         mut free: OwnedSemaphorePermit,
         tasks: &mut JoinSet<()>,
         _stop: &CancellationToken,
     ) {
-        for raw in entries {
+        // a job taken over is attempted again as it is: attempts are numbered in Postgres
+        for raw in batch.entries {
             tasks.spawn(self.clone().handle(entry(raw), free.split(1)));
         }
+    }
+
+    fn recover(&self) -> impl Future<Output = ()> + Send + 'static {
+        relay::recover(self.state.clone())
     }
 }
 

@@ -17,6 +17,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use relayit::config::Config;
 use relayit::db::messages::Event;
 use relayit::db::schema::{message_events as e, messages as m};
+use relayit::server::Roles;
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -28,6 +29,9 @@ const LATENCY_MS: u64 = 40;
 const CONCURRENCY: usize = 16;
 /// Generous: the machine running the tests may be busy with other work.
 const WAIT: Duration = Duration::from_secs(120);
+/// How soon after a crash, or after Redis came back empty, every message must be sent: the
+/// delivery timeouts (minutes) must not be what recovery waits for.
+const RECOVERY: Duration = Duration::from_secs(15);
 
 /// Short sweeps and retries, so recovery happens within the test; a visibility timeout well
 /// beyond the outages, so no delivery whose outcome is waiting to be written is taken over.
@@ -180,9 +184,48 @@ async fn wait_ready(app: &TestApp) {
 /// count), one attempt. Messages the service committed without answering 202 (a request cut
 /// off after its commit) would be there too, and are held to the same.
 async fn assert_each_sent_once(app: &TestApp, accepted: &[String]) {
+    wait_all_sent(app, Instant::now() + WAIT).await;
+    let mut conn = app.connect().await;
+    let rows: Vec<(String, i32)> =
+        m::table.select((m::id, m::attempts)).load(&mut conn).await.unwrap();
+    let ids: HashSet<&String> = rows.iter().map(|(id, _)| id).collect();
+    let accepted: HashSet<&String> = accepted.iter().collect();
+    assert!(accepted.is_subset(&ids), "accepted messages are missing");
+    assert!(rows.iter().all(|(_, attempts)| *attempts == 1), "an attempt failed");
+
+    let (sent_events, calls) = histories(&mut conn).await;
+    for id in &ids {
+        assert_eq!(sent_events.get(id.as_str()), Some(&1), "{id}: sent events");
+        assert_eq!(calls.get(id.as_str()), Some(&1), "{id}: provider calls in its history");
+    }
+    assert_eq!(sent_calls(app), ids.len() as u64, "successful provider calls");
+    if ids.len() > accepted.len() {
+        eprintln!("{} committed without a 202 answer", ids.len() - accepted.len());
+    }
+}
+
+/// Per message: its `sent` events, and the provider calls its history lists.
+async fn histories(
+    conn: &mut AsyncPgConnection,
+) -> (HashMap<String, usize>, HashMap<String, usize>) {
+    let events: Vec<Event> = e::table.select(Event::as_select()).load(conn).await.unwrap();
+    let mut sent_events: HashMap<String, usize> = HashMap::new();
+    let mut calls: HashMap<String, usize> = HashMap::new();
+    for event in &events {
+        if event.status == "sent" {
+            *sent_events.entry(event.message_id.clone()).or_default() += 1;
+        }
+        let tries = event.details["tries"].as_array().map_or(0, |tries| tries.len());
+        *calls.entry(event.message_id.clone()).or_default() += tries;
+    }
+    (sent_events, calls)
+}
+
+/// Waits until every message of the database is `sent`; fails, showing what is left and its
+/// history, if they are not by `deadline`.
+async fn wait_all_sent(app: &TestApp, deadline: Instant) {
     let mut conn = app.connect().await;
     let total: i64 = m::table.count().get_result(&mut conn).await.unwrap();
-    let start = Instant::now();
     loop {
         let sent = count_status(&mut conn, "sent").await;
         if sent == total {
@@ -194,7 +237,7 @@ async fn assert_each_sent_once(app: &TestApp, accepted: &[String]) {
             .load(&mut conn)
             .await
             .unwrap();
-        if start.elapsed() > WAIT {
+        if Instant::now() > deadline {
             let stuck: Vec<(String, String, chrono::DateTime<chrono::Utc>)> = m::table
                 .filter(m::status.ne("sent"))
                 .select((m::id, m::status, m::updated_at))
@@ -216,31 +259,6 @@ async fn assert_each_sent_once(app: &TestApp, accepted: &[String]) {
             panic!("{sent} of {total} sent: {by_status:?}; e.g. {stuck:#?} {histories:#?}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let rows: Vec<(String, i32)> =
-        m::table.select((m::id, m::attempts)).load(&mut conn).await.unwrap();
-    let ids: HashSet<&String> = rows.iter().map(|(id, _)| id).collect();
-    let accepted: HashSet<&String> = accepted.iter().collect();
-    assert!(accepted.is_subset(&ids), "accepted messages are missing");
-    assert!(rows.iter().all(|(_, attempts)| *attempts == 1), "an attempt failed");
-
-    let events: Vec<Event> = e::table.select(Event::as_select()).load(&mut conn).await.unwrap();
-    let mut sent_events: HashMap<&str, usize> = HashMap::new();
-    let mut calls: HashMap<&str, usize> = HashMap::new();
-    for event in &events {
-        if event.status == "sent" {
-            *sent_events.entry(&event.message_id).or_default() += 1;
-        }
-        let tries = event.details["tries"].as_array().map_or(0, |tries| tries.len());
-        *calls.entry(&event.message_id).or_default() += tries;
-    }
-    for id in &ids {
-        assert_eq!(sent_events.get(id.as_str()), Some(&1), "{id}: sent events");
-        assert_eq!(calls.get(id.as_str()), Some(&1), "{id}: provider calls in its history");
-    }
-    assert_eq!(sent_calls(app), ids.len() as u64, "successful provider calls");
-    if ids.len() > accepted.len() {
-        eprintln!("{} committed without a 202 answer", ids.len() - accepted.len());
     }
 }
 
@@ -283,6 +301,9 @@ async fn a_redis_outage_mid_burst_loses_nothing_and_sends_each_message_once() {
     let port = redis.port;
     let app = TestApp::spawn_with(|c| {
         tolerant(c);
+        // what Redis lost is put back when it returns, not after the sweep's requeue_after
+        c.delivery.requeue_after = Config::default().delivery.requeue_after;
+        c.delivery.visibility_timeout = Config::default().delivery.visibility_timeout;
         c.redis.url = format!("redis://127.0.0.1:{port}");
         c.redis.command_timeout = Duration::from_millis(500);
     })
@@ -307,7 +328,101 @@ async fn a_redis_outage_mid_burst_loses_nothing_and_sends_each_message_once() {
 
     // back, and empty: the stream, its consumer group and the delayed set are gone
     let _redis = PrivateRedis::start(port);
+    let back = Instant::now();
     wait_ready(&app).await;
     accepted.extend(send_batch(&app, &key, 100).await);
+    wait_all_sent(&app, back + RECOVERY).await;
     assert_each_sent_once(&app, &accepted).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_burst_is_taken_over_within_seconds() {
+    // the API here, two workers as processes of their own, with the default timeouts
+    let app =
+        TestApp::spawn_roles(Roles { api: true, worker: false, webhook: false }, |_| {}).await;
+    let (_, key) = setup(&app, json!({"latencyMs": 20})).await;
+    let env = [("RELAYIT_DELIVERY__CONCURRENCY", "32")];
+    let mut doomed = app.spawn_process("worker", &env);
+    let _survivor = app.spawn_process("worker", &env);
+    let mut accepted = Vec::new();
+    for _ in 0..10 {
+        accepted.extend(send_batch(&app, &key, 100).await);
+    }
+    let mut conn = app.connect().await;
+    wait_for_sent(&mut conn, 200).await;
+
+    doomed.kill();
+    let killed = Instant::now();
+    assert!(count_status(&mut conn, "sent").await < 1000, "the burst was over before the kill");
+    wait_all_sent(&app, killed + RECOVERY).await;
+
+    // each sent once as far as Postgres knows; what the dead worker had sent without
+    // recording it is sent again, and its history says so
+    let (sent_events, _) = histories(&mut conn).await;
+    for id in &accepted {
+        assert_eq!(sent_events.get(id.as_str()), Some(&1), "{id}: sent events");
+    }
+    let taken_over: i64 = e::table
+        .filter(e::status.eq("processing"))
+        .filter(e::details.retrieve_as_text("previousAttempt").eq("outcome unknown"))
+        .count()
+        .get_result(&mut conn)
+        .await
+        .unwrap();
+    assert!(taken_over > 0, "nothing was taken over from the killed worker");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_cut_off_from_postgres_past_its_claim_does_not_call_the_provider() {
+    // short timeouts, so the claims of the worker cut off go stale within the test
+    let short = |c: &mut Config| {
+        c.delivery.visibility_timeout = Duration::from_secs(3);
+        c.delivery.provider_timeout = Duration::from_secs(1);
+        c.delivery.concurrency = CONCURRENCY;
+    };
+    let app = TestApp::spawn_roles(Roles { api: true, worker: false, webhook: false }, short).await;
+    let (_, key) = setup(&app, json!({"latencyMs": 5})).await;
+    let proxy = Proxy::start(postgres_addr().await).await;
+    // one connection and no credential cache: at any moment most of its deliveries are
+    // waiting to read their route from Postgres, between their claim and their provider call
+    let stale = app
+        .spawn_peer_with(Roles { api: false, worker: true, webhook: false }, |c| {
+            short(c);
+            c.database.url = through(&c.database.url, proxy.port);
+            c.database.max_connections = 1;
+            c.database.connect_timeout = Duration::from_secs(1);
+            c.delivery.credential_cache_ttl = Duration::ZERO;
+        })
+        .await;
+    let calls = |running: &relayit::server::Running| {
+        let deliveries = &running.state().metrics.deliveries;
+        deliveries.with_label_values(&["email", "sandbox", "sent"]).get()
+    };
+    let accepted = send_batch(&app, &key, 600).await;
+    let mut conn = app.connect().await;
+    wait_for_sent(&mut conn, 50).await;
+
+    proxy.cut();
+    // another worker takes over what the first one claimed, once its claims are stale
+    let other =
+        app.spawn_peer_with(Roles { api: false, worker: true, webhook: false }, short).await;
+    wait_all_sent(&app, Instant::now() + WAIT).await;
+    let before = calls(&stale);
+
+    // back: its deliveries finish routing, long after their claims expired
+    proxy.restore();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(calls(&stale), before, "a stale claim called the provider");
+    let (sent_events, _) = histories(&mut conn).await;
+    for id in &accepted {
+        assert_eq!(sent_events.get(id.as_str()), Some(&1), "{id}: sent events");
+    }
+    let unknown: i64 = e::table
+        .filter(e::details.retrieve_as_text("previousAttempt").eq("outcome unknown"))
+        .count()
+        .get_result(&mut conn)
+        .await
+        .unwrap();
+    assert!(unknown > 0, "no claim was taken over from the worker cut off");
+    drop((stale, other));
 }

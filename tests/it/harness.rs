@@ -247,7 +247,40 @@ impl TestApp {
     /// Another process of the same install: `roles` on the same database and Redis prefix
     /// with the same master key, on a port of its own.
     pub async fn spawn_peer(&self, roles: Roles) -> Running {
-        server::start(self.config.clone(), roles).await.expect("start a peer")
+        self.spawn_peer_with(roles, |_| {}).await
+    }
+
+    /// [`Self::spawn_peer`] with its configuration adjusted by `adjust`.
+    pub async fn spawn_peer_with(&self, roles: Roles, adjust: impl FnOnce(&mut Config)) -> Running {
+        let mut config = self.config.clone();
+        adjust(&mut config);
+        server::start(config, roles).await.expect("start a peer")
+    }
+
+    /// A `relayit serve --role=<roles>` process of the same install (database, Redis prefix,
+    /// master key), with `env` on top (`RELAYIT_...` configuration); killed when dropped.
+    pub fn spawn_process(&self, roles: &str, env: &[(&str, &str)]) -> Process {
+        let config = &self.config;
+        let data = tempfile::tempdir().expect("a data directory");
+        let key = config.security.encryption_key.clone().expect("tests set a master key");
+        let child = Command::new(env!("CARGO_BIN_EXE_relayit"))
+            .env_clear()
+            .current_dir(data.path())
+            .args(["serve", &format!("--role={roles}")])
+            .env("DATABASE_URL", &config.database.url)
+            .env("REDIS_URL", &config.redis.url)
+            .env("RELAYIT_REDIS__KEY_PREFIX", &config.redis.key_prefix)
+            .env("RELAYIT_SECURITY__ENCRYPTION_KEY", key)
+            .env("RELAYIT_SERVER__BIND", "127.0.0.1:0")
+            .env("RELAYIT_MIGRATE_ON_START", "false")
+            .env("RELAYIT_DATA_DIR", data.path())
+            .env("RELAYIT_LOG__LEVEL", "warn")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn relayit serve");
+        Process { child, _data: data }
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
@@ -600,6 +633,27 @@ pub fn migration_count() -> usize {
         .expect("read migrations dir")
         .filter(|entry| entry.as_ref().is_ok_and(|e| e.path().join("up.sql").is_file()))
         .count()
+}
+
+/// A child `relayit` process, killed (SIGKILL) when dropped.
+pub struct Process {
+    pub child: Child,
+    _data: tempfile::TempDir,
+}
+
+impl Process {
+    /// SIGKILL: no shutdown, no cleanup, as a crash or an OOM kill.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("kill relayit");
+        self.child.wait().expect("reap relayit");
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// A free TCP port on localhost (free when asked; tests bind it soon after).
