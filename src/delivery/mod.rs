@@ -5,6 +5,7 @@
 //! - `worker`: what a batch of entries becomes (claim, deliver, record, acknowledge);
 //! - `deliver` and `routing`: one message's attempt over its credentials, in routing order;
 //! - `limits`: per-credential rate limits, checked before each provider call;
+//! - `shares`: one organization's share of the delivery slots;
 //! - the connectors it calls are in `crate::providers`;
 //! - `queue`: the consuming side of the queue contract (`crate::queue::deliveries`);
 //! - `recovery`: the sweeper;
@@ -19,6 +20,7 @@ pub mod limits;
 pub mod queue;
 pub mod recovery;
 pub mod routing;
+pub mod shares;
 pub mod worker;
 
 use std::sync::Arc;

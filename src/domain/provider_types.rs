@@ -268,8 +268,9 @@ const MAX_RATE_LIMIT: u32 = 100_000;
 
 /// Longest text a setting or secret may be; far beyond any real one, short of abuse.
 const MAX_TEXT_CHARS: usize = 4096;
-/// A sandbox delay beyond this would only stall workers.
-const MAX_SANDBOX_LATENCY_MS: u64 = 60_000;
+/// A sandbox delay beyond this would only stall workers; below the default
+/// `delivery.provider_timeout` (30 s), so a sandbox call ends on its own.
+const MAX_SANDBOX_LATENCY_MS: u64 = 10_000;
 /// Beyond this a sandbox would never deliver within the default attempts anyway.
 const MAX_SANDBOX_FAIL_FIRST: u32 = 100;
 /// A real provider's Retry-After is rarely longer.

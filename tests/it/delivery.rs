@@ -766,3 +766,48 @@ async fn a_message_throttled_for_too_long_fails_and_is_dead_lettered() {
     assert!((failed.created_at - first).to_std().unwrap() >= Duration::from_millis(800));
     assert_eq!(dead_letters(&app).await, [(id, reason)]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_tenant_cannot_hold_every_delivery_slot() {
+    // 8 slots, half of them at most for one organization
+    let app = TestApp::spawn_with(|c| c.delivery.concurrency = 8).await;
+    let (slow, slow_key) = app.sender("Slow").await;
+    let (fast, fast_key) = app.sender("Fast").await;
+    let sandbox = |latency_ms: u64| {
+        json!({"name": "Sandbox", "channel": "email", "providerType": "sandbox",
+               "credentials": {}, "config": {"latencyMs": latency_ms}})
+    };
+    // every call of the slow tenant's provider takes 10 s (the sandbox's longest)
+    app.create_provider(&slow.token, sandbox(10_000)).await;
+    app.create_provider(&fast.token, sandbox(0)).await;
+    let email = |n: usize| {
+        json!({"channel": "email", "to": format!("user{n}@example.com"),
+               "content": {"subject": "Hello", "text": "Hi"}})
+    };
+    for n in 0..16 {
+        app.send_message(&slow_key, email(n)).await;
+    }
+    let mut conn = app.connect().await;
+    let start = Instant::now();
+    while count_status(&mut conn, "processing").await < 4 {
+        assert!(start.elapsed() < WAIT, "the slow tenant's messages are not being delivered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut fast_ids = Vec::new();
+    for n in 0..16 {
+        fast_ids.push(app.send_message(&fast_key, email(n)).await);
+    }
+    for id in &fast_ids {
+        app.wait_for_status(&fast_key, id, "sent").await;
+    }
+    // the fast tenant was served while the slow one's first calls were still running
+    assert_eq!(
+        count_status(&mut conn, "sent").await,
+        16,
+        "the fast tenant waited for the slow one"
+    );
+}
+
+async fn count_status(conn: &mut AsyncPgConnection, status: &str) -> i64 {
+    crate::harness::count(conn, &format!("messages WHERE status = '{status}'")).await
+}
