@@ -179,6 +179,9 @@ pub fn test_config(db: &TestDb, redis_prefix: &str) -> Config {
     config.security.encryption_key = Some(relayit::crypto::generate_key_base64());
     config.migrate_on_start = false;
     config.log.level = "warn".into();
+    // a test's sign-ups and sign-ins wait for a hashing slot however busy the machine is
+    // (the load test sets its own wait)
+    config.auth.hash_wait = std::time::Duration::from_secs(60);
     config
 }
 
