@@ -158,11 +158,29 @@ pub struct AuthConfig {
     pub allow_signup: bool,
     #[serde(with = "humantime_serde")]
     pub session_ttl: Duration,
-    /// Failed sign-ins per email within `sign_in_window` before further attempts get 429
-    /// (four times as many per client IP).
+    /// Failed sign-ins per email from one client address within `sign_in_window` before that
+    /// address's further attempts on the email get 429 (four times as many per client address
+    /// over all emails). Failures from elsewhere never refuse an email, they only slow it down
+    /// (`sign_in_max_delay`), so a stranger cannot lock its owner out.
     pub sign_in_max_failures: u32,
     #[serde(with = "humantime_serde")]
     pub sign_in_window: Duration,
+    /// The longest a sign-in waits because of its email's failures from any address within
+    /// `sign_in_window`: none up to `sign_in_max_failures`, then 250 ms doubling with each
+    /// further failure up to this. 0 turns the delay off.
+    #[serde(with = "humantime_serde")]
+    pub sign_in_max_delay: Duration,
+    /// Sign-ups (that pass validation) per client address within `sign_up_window`; more get 429.
+    pub sign_up_max_per_address: u32,
+    #[serde(with = "humantime_serde")]
+    pub sign_up_window: Duration,
+    /// Password hashes (sign-in, sign-up) running at once in a process, 19 MiB each; 0 means
+    /// one per CPU core.
+    pub max_concurrent_hashes: usize,
+    /// How long a sign-in or sign-up waits for a hashing slot before it is answered 503 with
+    /// `Retry-After`.
+    #[serde(with = "humantime_serde")]
+    pub hash_wait: Duration,
     /// How often API keys' `lastUsedAt` is written (uses are gathered in memory meanwhile).
     #[serde(with = "humantime_serde")]
     pub key_usage_flush: Duration,
@@ -370,6 +388,11 @@ impl Default for AuthConfig {
             session_ttl: Duration::from_secs(30 * 24 * 3600),
             sign_in_max_failures: 5,
             sign_in_window: Duration::from_secs(15 * 60),
+            sign_in_max_delay: Duration::from_secs(3),
+            sign_up_max_per_address: 20,
+            sign_up_window: Duration::from_secs(3600),
+            max_concurrent_hashes: 0,
+            hash_wait: Duration::from_secs(2),
             key_usage_flush: Duration::from_secs(5),
             key_cache_ttl: Duration::from_secs(10),
         }
@@ -611,6 +634,8 @@ impl Config {
         nonzero_duration("auth.sign_in_window", self.auth.sign_in_window)?;
         nonzero_duration("auth.key_usage_flush", self.auth.key_usage_flush)?;
         positive("auth.sign_in_max_failures", self.auth.sign_in_max_failures as usize)?;
+        positive("auth.sign_up_max_per_address", self.auth.sign_up_max_per_address as usize)?;
+        nonzero_duration("auth.sign_up_window", self.auth.sign_up_window)?;
         if self.delivery.retry_max_delay < self.delivery.retry_base_delay {
             return Err(ConfigError::invalid(
                 "delivery.retry_max_delay",

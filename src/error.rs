@@ -14,6 +14,7 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::auth::password::Busy;
 use crate::db::DbError;
 use crate::domain::validate::{FieldError, ValidationError};
 use crate::inbound::InboundError;
@@ -109,6 +110,12 @@ impl ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }
 
+    /// Adds `Retry-After` (whole seconds, rounded up) to the answer.
+    pub fn with_retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = Some(after);
+        self
+    }
+
     /// 500 with nothing of the cause in the body; the cause goes to the log.
     pub fn internal(cause: impl fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
@@ -173,6 +180,14 @@ impl ResponseError for ApiError {
                 details: self.details.clone(),
             },
         })
+    }
+}
+
+/// Every password hashing slot stayed taken for `auth.hash_wait`: 503, to try again in a second
+/// (a hash takes tens of milliseconds, so slots turn over quickly once a burst passes).
+impl From<Busy> for ApiError {
+    fn from(busy: Busy) -> Self {
+        Self::unavailable(busy.to_string()).with_retry_after(Duration::from_secs(1))
     }
 }
 
@@ -304,6 +319,14 @@ mod tests {
         assert_eq!(status, 429);
         assert_eq!(body["error"]["code"], "rate_limited");
         assert_eq!(retry.as_deref(), Some("2"));
+    }
+
+    #[actix_web::test]
+    async fn no_hashing_slot_is_unavailable_with_retry_after() {
+        let (status, body, retry) = body_of(Busy.into()).await;
+        assert_eq!(status, 503);
+        assert_eq!(body["error"]["code"], "unavailable");
+        assert_eq!(retry.as_deref(), Some("1"));
     }
 
     #[actix_web::test]

@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::cache::TenantCache;
+use crate::auth::password::Hasher;
 use crate::config::Config;
 use crate::crypto::{self, KeySource};
 use crate::inbound::sns::SnsVerifier;
@@ -99,6 +100,7 @@ pub async fn start(config: Config, roles: Roles) -> anyhow::Result<Running> {
 
     let (ingest, committer) = Ingest::channel();
     let key_cache_ttl = config.auth.key_cache_ttl;
+    let passwords = Hasher::new(config.auth.max_concurrent_hashes, config.auth.hash_wait);
     let connectors = Arc::new(Registry::new(&config.providers)?);
     let sns_verifier = Arc::new(SnsVerifier::new(&config.providers.sns_trusted_hosts));
     let state = AppState {
@@ -107,6 +109,7 @@ pub async fn start(config: Config, roles: Roles) -> anyhow::Result<Running> {
         redis,
         keys: Arc::new(keys),
         key_usage: Default::default(),
+        passwords,
         tenants: Arc::new(TenantCache::new(key_cache_ttl)),
         ingest,
         metrics: Arc::new(crate::metrics::Metrics::new()?),

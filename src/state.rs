@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use crate::auth::cache::TenantCache;
+use crate::auth::password::Hasher;
 use crate::auth::usage::KeyUsage;
 use crate::config::Config;
 use crate::crypto::MasterKeys;
@@ -22,6 +23,8 @@ pub struct AppState {
     pub redis: Redis,
     pub keys: Arc<MasterKeys>,
     pub key_usage: Arc<KeyUsage>,
+    /// Hashes and verifies passwords, a bounded number at once.
+    pub passwords: Hasher,
     /// API keys and projects as `/v1/send` resolves them, kept coherent over Redis pub/sub.
     pub tenants: Arc<TenantCache>,
     /// Hands `/v1/send`'s rows to the group committer (running in processes with the api role).

@@ -133,7 +133,8 @@ async fn open_session(
 /// Creates a user with an organization of their own (owner) and its `default` project.
 #[utoipa::path(post, path = "/v1/auth/sign-up", tag = "auth", request_body = SignUp,
     responses((status = 201, body = SignedIn), (status = 403, body = crate::error::ErrorBody),
-        (status = 409, body = crate::error::ErrorBody), (status = 415, body = crate::error::ErrorBody)))]
+        (status = 409, body = crate::error::ErrorBody), (status = 415, body = crate::error::ErrorBody),
+        (status = 429, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
 pub async fn sign_up(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -151,9 +152,16 @@ pub async fn sign_up(
     check.name("name", &body.name);
     check.finish()?;
 
-    let hash = password::hash(body.password).await;
-    let name = body.name.trim().to_owned();
     let client = Client::of(&req, &state);
+    let counted = throttle::reserve_sign_up(&state, &client.ip).await?;
+    let hash = match state.passwords.hash(body.password).await {
+        Ok(hash) => hash,
+        Err(busy) => {
+            give_back(counted.untested(&state).await);
+            return Err(busy.into());
+        }
+    };
+    let name = body.name.trim().to_owned();
     let mut conn = state.db.get().await?;
     // Two sign-ups racing for the same derived organization slug: the loser retries.
     let mut attempt = 0;
@@ -199,11 +207,12 @@ pub fn unique_violation_on(error: &diesel::result::Error, name: &str) -> bool {
     )
 }
 
-/// Signs in with email and password; repeated failures are throttled (429).
+/// Signs in with email and password; repeated failures from one address are throttled (429),
+/// failures from anywhere slow the email's sign-ins down (see `auth::throttle`).
 #[utoipa::path(post, path = "/v1/auth/sign-in", tag = "auth", request_body = SignIn,
     responses((status = 200, body = SignedIn), (status = 401, body = crate::error::ErrorBody),
         (status = 403, body = crate::error::ErrorBody), (status = 415, body = crate::error::ErrorBody),
-        (status = 429, body = crate::error::ErrorBody)))]
+        (status = 429, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
 pub async fn sign_in(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -212,28 +221,56 @@ pub async fn sign_in(
     crate::auth::check_credentials_request(&req, &state)?;
     let body = body.0;
     let email = normalize_email(&body.email);
-    let ip = crate::auth::client_ip(&req, &state.config.server);
-    throttle::check(&state, &email, &ip).await?;
-
-    let mut conn = state.db.get().await?;
-    let user = users::find_by_email(&mut conn, &email).await?;
-    let stored = user.as_ref().and_then(|u| u.password_hash.clone());
-    if !password::verify(body.password, stored).await {
-        throttle::record_failure(&state, &email, &ip).await?;
-        return Err(ApiError::new(
-            actix_web::http::StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "invalid email or password",
-        ));
-    }
-    let user = user.ok_or_else(|| ApiError::internal("verified a password without a user"))?;
-    throttle::reset(&state, &email, &ip).await?;
-    let active = organizations::first_for_user(&mut conn, &user.id).await?.map(|(org, _)| org.id);
     let client = Client::of(&req, &state);
+    let guess = throttle::reserve(&state, &email, &client.ip).await?;
+    let delay = guess.delay(&state.config.auth);
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let user = match check_password(&state, &email, body.password).await {
+        Ok(Some(user)) => {
+            guess.succeeded(&state).await?;
+            user
+        }
+        Ok(None) => {
+            guess.failed(&state).await?;
+            return Err(ApiError::new(
+                actix_web::http::StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "invalid email or password",
+            ));
+        }
+        Err(unchecked) => {
+            give_back(guess.untested(&state).await);
+            return Err(unchecked);
+        }
+    };
+    let mut conn = state.db.get().await?;
+    let active = organizations::first_for_user(&mut conn, &user.id).await?.map(|(org, _)| org.id);
     let token = open_session(&mut conn, &state, &client, &user.id, active.as_deref()).await?;
     Ok(HttpResponse::Ok()
         .cookie(session_cookie(&req, &state, &token))
         .json(SignedIn { user: user.into(), token }))
+}
+
+/// The user with `email` when `password` is theirs. No database connection is held while the
+/// password is verified (which may wait for a hashing slot).
+async fn check_password(
+    state: &AppState,
+    email: &str,
+    password: String,
+) -> Result<Option<User>, ApiError> {
+    let user = users::find_by_email(&mut *state.db.get().await?, email).await?;
+    let stored = user.as_ref().and_then(|u| u.password_hash.clone());
+    Ok(if state.passwords.verify(password, stored).await? { user } else { None })
+}
+
+/// Giving a throttle count back is a courtesy to the client: when Redis fails there, the
+/// answer is still the original error, and the count expires with its window.
+fn give_back(result: Result<(), ApiError>) {
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "could not give a throttle count back");
+    }
 }
 
 /// Revokes the current session.

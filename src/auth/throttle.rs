@@ -1,71 +1,231 @@
-//! Sign-in throttling: failed attempts are counted per email and per client IP in Redis, over a
-//! fixed window, so a password cannot be guessed faster than the limit on any API process.
+//! Sign-in and sign-up throttling, counted in Redis so every API process shares the limits.
+//!
+//! Sign-in guesses are limited per (email, client address) and per client address, over a fixed
+//! window (`auth.sign_in_window`): past either limit the address is answered 429. A guess is
+//! reserved, atomically with the check, *before* the password is verified, so a burst of
+//! parallel guesses gets no more tries than the same guesses one after another. A correct
+//! password gives the reservation back (and forgives the email's failures), a guess that was
+//! never checked (no hashing slot, a database error) gives it back too.
+//!
+//! Failures are also counted per email alone, from any address, but only to slow sign-ins to
+//! that email down ([`slowdown`]), never to refuse them: a refusal per email would let a
+//! stranger who hammers an account lock its owner out.
+//!
+//! Sign-ups (each one hashes a password) are limited per client address the same way.
 
 use std::time::Duration;
 
 use fred::prelude::LuaInterface;
 
+use crate::config::AuthConfig;
 use crate::error::ApiError;
+use crate::queue::QueueError;
 use crate::state::AppState;
 
-/// More failures than this per client IP within the window are refused too; higher than the
-/// per-email limit since one address may serve many people.
-const IP_FACTOR: u64 = 4;
+/// More failures than this many times `auth.sign_in_max_failures` from one client address,
+/// over all emails, are refused too; more than per email since one address may serve many
+/// people.
+const ADDRESS_FACTOR: u64 = 4;
 
-const COUNT_FAILURE: &str = "local n = redis.call('INCR', KEYS[1]) \
-     if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end \
-     local m = redis.call('INCR', KEYS[2]) \
-     if m == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[1]) end \
-     return n";
+/// The delay after the email's first `sign_in_max_failures` failures; it doubles with each
+/// further failure, up to `auth.sign_in_max_delay`.
+const FIRST_DELAY: Duration = Duration::from_millis(250);
 
-const READ: &str = "return {tonumber(redis.call('GET', KEYS[1]) or '0'), redis.call('PTTL', KEYS[1]), \
-     tonumber(redis.call('GET', KEYS[2]) or '0'), redis.call('PTTL', KEYS[2])}";
+/// Reserves one count on each limited key (`KEYS[1..n]`, limits in `ARGV[2..n+1]`, window in
+/// `ARGV[1]`) unless one of them is at its limit, and reads the keys after them. Answers
+/// `{1, reads...}`, or `{0, ms until the full key expires}`.
+const RESERVE: &str = r#"
+local window = ARGV[1]
+local limited = #ARGV - 1
+for i = 1, limited do
+  if tonumber(redis.call('GET', KEYS[i]) or '0') >= tonumber(ARGV[i + 1]) then
+    local ttl = redis.call('PTTL', KEYS[i])
+    if ttl < 0 then
+      redis.call('PEXPIRE', KEYS[i], window)
+      ttl = tonumber(window)
+    end
+    return {0, ttl}
+  end
+end
+for i = 1, limited do
+  if redis.call('INCR', KEYS[i]) == 1 then redis.call('PEXPIRE', KEYS[i], window) end
+end
+local answer = {1}
+for i = limited + 1, #KEYS do
+  answer[#answer + 1] = tonumber(redis.call('GET', KEYS[i]) or '0')
+end
+return answer
+"#;
 
-fn keys(state: &AppState, email: &str, ip: &str) -> Vec<String> {
-    let digest = crate::auth::tokens::hash(email);
-    let email_key: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
-    vec![state.redis.keys().sign_in("email", &email_key), state.redis.keys().sign_in("ip", ip)]
+/// Deletes the first `ARGV[1]` keys and gives one count back on each of the others (never
+/// below zero, and never creating a key, so no count outlives its window).
+const SETTLE: &str = r#"
+local deleted = tonumber(ARGV[1])
+for i, key in ipairs(KEYS) do
+  if i <= deleted then
+    redis.call('DEL', key)
+  elseif tonumber(redis.call('GET', key) or '0') > 0 then
+    redis.call('DECR', key)
+  end
+end
+return 0
+"#;
+
+const COUNT: &str = r#"
+if redis.call('INCR', KEYS[1]) == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return 0
+"#;
+
+async fn eval(
+    state: &AppState,
+    script: &str,
+    keys: Vec<String>,
+    args: Vec<String>,
+) -> Result<Vec<i64>, ApiError> {
+    let reply: Vec<i64> =
+        state.redis.pool().next().eval(script, keys, args).await.map_err(QueueError::from)?;
+    Ok(reply)
 }
 
-/// Refuses with 429 (and Retry-After) when the email or the IP is over its limit.
-pub async fn check(state: &AppState, email: &str, ip: &str) -> Result<(), ApiError> {
-    let limit = u64::from(state.config.auth.sign_in_max_failures);
-    let read: Vec<i64> = state
-        .redis
-        .pool()
-        .next()
-        .eval(READ, keys(state, email, ip), Vec::<String>::new())
-        .await
-        .map_err(crate::queue::QueueError::from)?;
-    let [email_count, email_ttl, ip_count, ip_ttl] = read[..] else {
-        return Err(ApiError::internal("unexpected throttle reply"));
-    };
-    let over = |count: i64, ttl: i64, max: u64| (count as u64 >= max).then_some(ttl.max(1) as u64);
-    if let Some(ms) =
-        over(email_count, email_ttl, limit).or(over(ip_count, ip_ttl, limit * IP_FACTOR))
-    {
-        return Err(ApiError::rate_limited(Duration::from_millis(ms))
-            .with_message("too many failed sign-in attempts; try again later"));
+/// The Redis keys of one sign-in: (email, address), address, email.
+struct SignInKeys {
+    pair: String,
+    address: String,
+    email: String,
+}
+
+impl SignInKeys {
+    fn new(state: &AppState, email: &str, ip: &str) -> SignInKeys {
+        // the email is never stored in Redis, only a digest of it
+        let digest = crate::auth::tokens::hash(email);
+        let email_key: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+        let keys = state.redis.keys();
+        SignInKeys {
+            pair: keys.sign_in("pair", &format!("{email_key}:{ip}")),
+            address: keys.sign_in("ip", ip),
+            email: keys.sign_in("email", &email_key),
+        }
     }
-    Ok(())
 }
 
-pub async fn record_failure(state: &AppState, email: &str, ip: &str) -> Result<(), ApiError> {
-    let window = state.config.auth.sign_in_window.as_millis().to_string();
-    let _: i64 = state
-        .redis
-        .pool()
-        .next()
-        .eval(COUNT_FAILURE, keys(state, email, ip), vec![window])
-        .await
-        .map_err(crate::queue::QueueError::from)?;
-    Ok(())
+/// A sign-in guess reserved against the limits: settle it with [`Guess::failed`],
+/// [`Guess::succeeded`] or [`Guess::untested`]. Dropped unsettled, it counts as a failure
+/// against the address (not against the email).
+pub struct Guess {
+    keys: SignInKeys,
+    /// The email's failures within the window, from any address.
+    email_failures: u64,
 }
 
-/// Forgets the email's failures after a successful sign-in.
-pub async fn reset(state: &AppState, email: &str, ip: &str) -> Result<(), ApiError> {
-    use fred::prelude::KeysInterface;
-    let email_key = keys(state, email, ip).swap_remove(0);
-    let _: i64 = state.redis.pool().del(email_key).await.map_err(crate::queue::QueueError::from)?;
-    Ok(())
+fn window_ms(window: Duration) -> String {
+    window.as_millis().max(1).to_string()
+}
+
+fn refused(ms: i64, message: &str) -> ApiError {
+    ApiError::rate_limited(Duration::from_millis(ms.max(1) as u64)).with_message(message)
+}
+
+/// Reserves a sign-in guess for `email` from client address `ip`; 429 with `Retry-After` when
+/// the address is over its limit for this email or for all emails.
+pub async fn reserve(state: &AppState, email: &str, ip: &str) -> Result<Guess, ApiError> {
+    let config = &state.config.auth;
+    let limit = u64::from(config.sign_in_max_failures);
+    let keys = SignInKeys::new(state, email, ip);
+    let reply = eval(
+        state,
+        RESERVE,
+        vec![keys.pair.clone(), keys.address.clone(), keys.email.clone()],
+        vec![
+            window_ms(config.sign_in_window),
+            limit.to_string(),
+            (limit * ADDRESS_FACTOR).to_string(),
+        ],
+    )
+    .await?;
+    match reply[..] {
+        [1, email_failures] => Ok(Guess { keys, email_failures: email_failures.max(0) as u64 }),
+        [0, ms] => Err(refused(ms, "too many failed sign-in attempts; try again later")),
+        _ => Err(ApiError::internal("unexpected sign-in throttle reply")),
+    }
+}
+
+impl Guess {
+    /// How long to hold this sign-in back for its email's recent failures.
+    pub fn delay(&self, config: &AuthConfig) -> Duration {
+        slowdown(self.email_failures, config.sign_in_max_failures, config.sign_in_max_delay)
+    }
+
+    /// A wrong password: the reservation stands, and the email's failures grow by one.
+    pub async fn failed(self, state: &AppState) -> Result<(), ApiError> {
+        let window = window_ms(state.config.auth.sign_in_window);
+        eval(state, COUNT, vec![self.keys.email], vec![window]).await?;
+        Ok(())
+    }
+
+    /// The right password: the email's failures (from this address and from all) are
+    /// forgiven, and the address gets its reservation back.
+    pub async fn succeeded(self, state: &AppState) -> Result<(), ApiError> {
+        let keys = vec![self.keys.pair, self.keys.email, self.keys.address];
+        eval(state, SETTLE, keys, vec!["2".into()]).await?;
+        Ok(())
+    }
+
+    /// The password was never checked: the reservation is given back.
+    pub async fn untested(self, state: &AppState) -> Result<(), ApiError> {
+        eval(state, SETTLE, vec![self.keys.pair, self.keys.address], vec!["0".into()]).await?;
+        Ok(())
+    }
+}
+
+/// The delay for a sign-in to an email that failed `failures` times within the window: none
+/// up to `limit` failures (a user who mistypes is not slowed), then [`FIRST_DELAY`] doubling
+/// with each further failure, at most `max`.
+pub fn slowdown(failures: u64, limit: u32, max: Duration) -> Duration {
+    let Some(beyond) = failures.checked_sub(u64::from(limit)) else { return Duration::ZERO };
+    let doublings = beyond.min(16) as u32;
+    (FIRST_DELAY * 2u32.pow(doublings)).min(max)
+}
+
+/// A sign-up counted against its client address's limit; [`SignUp::untested`] gives it back.
+pub struct SignUp {
+    key: String,
+}
+
+/// Counts a sign-up from client address `ip`; 429 with `Retry-After` over
+/// `auth.sign_up_max_per_address` within `auth.sign_up_window`.
+pub async fn reserve_sign_up(state: &AppState, ip: &str) -> Result<SignUp, ApiError> {
+    let config = &state.config.auth;
+    let key = state.redis.keys().sign_up(ip);
+    let args = vec![window_ms(config.sign_up_window), config.sign_up_max_per_address.to_string()];
+    let reply = eval(state, RESERVE, vec![key.clone()], args).await?;
+    match reply[..] {
+        [1] => Ok(SignUp { key }),
+        [0, ms] => Err(refused(ms, "too many sign-ups from this address; try again later")),
+        _ => Err(ApiError::internal("unexpected sign-up throttle reply")),
+    }
+}
+
+impl SignUp {
+    /// The password was never hashed (no hashing slot): the count is given back.
+    pub async fn untested(self, state: &AppState) -> Result<(), ApiError> {
+        eval(state, SETTLE, vec![self.key], vec!["0".into()]).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_slowdown_starts_past_the_limit_doubles_and_is_capped() {
+        let max = Duration::from_secs(3);
+        let ms = |failures| slowdown(failures, 5, max).as_millis();
+        assert_eq!([0, 4].map(ms), [0, 0]);
+        assert_eq!(
+            [5, 6, 7, 8, 9, 1000, u64::MAX].map(ms),
+            [250, 500, 1000, 2000, 3000, 3000, 3000]
+        );
+        assert_eq!(slowdown(1000, 5, Duration::ZERO), Duration::ZERO);
+    }
 }

@@ -65,13 +65,18 @@ impl Keys {
     pub fn rate_limit(&self, subject: &str) -> String {
         self.key(&format!("rl:{subject}"))
     }
-    /// Failed sign-in counter for an email digest or a client IP.
+    /// Sign-in guess counter: `pair` for an email digest and client address, `ip` for a
+    /// client address, `email` for an email digest (failures from any address).
     pub fn sign_in(&self, kind: &str, subject: &str) -> String {
         self.key(&format!("signin:{kind}:{subject}"))
     }
     /// The liveness key of a stream consumer (a worker of one role in one process).
     pub fn alive(&self, consumer: &str) -> String {
         self.key(&format!("alive:{consumer}"))
+    }
+    /// Sign-up counter for a client address.
+    pub fn sign_up(&self, ip: &str) -> String {
+        self.key(&format!("signup:ip:{ip}"))
     }
     /// The pub/sub channel on which processes tell each other to drop cached tenant data.
     pub fn invalidations(&self) -> String {

@@ -1,4 +1,4 @@
-//! Accounts: sign-up, sign-in (and its throttling), sessions by bearer token and by cookie
+//! Accounts: sign-up, sign-in (and the throttling of both), sessions by bearer token and by cookie
 //! (with CSRF protection), sign-out and the active organization.
 
 use crate::harness::{PASSWORD, TestApp};
@@ -208,6 +208,101 @@ async fn behind_a_proxy_a_client_cannot_choose_its_address() {
     // another client behind the same proxies is not held up
     let forwarded = "203.0.113.8, 10.1.2.3".to_owned();
     assert_eq!(attempt(9, forwarded).await.unwrap().status(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_parallel_guesses_gets_no_more_tries_than_serial_ones() {
+    const LIMIT: usize = 3;
+    const BURST: usize = 24;
+    let app = TestApp::spawn_with(|c| c.auth.sign_in_max_failures = LIMIT as u32).await;
+    let account = app.sign_up("Burst Target").await;
+    let guesses = (0..BURST).map(|n| {
+        app.client
+            .post(app.url("/v1/auth/sign-in"))
+            .json(&json!({"email": account.email, "password": format!("guess number {n}")}))
+            .send()
+    });
+    let statuses: Vec<u16> = futures::future::join_all(guesses)
+        .await
+        .into_iter()
+        .map(|answer| answer.expect("an answer").status().as_u16())
+        .collect();
+    let wrong = statuses.iter().filter(|s| **s == 401).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    // each guess was counted before its password was checked: exactly LIMIT were checked
+    assert_eq!((wrong, refused), (LIMIT, BURST - LIMIT), "{statuses:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_elsewhere_cannot_lock_the_owner_out() {
+    // 2 failures per email from one address; failures from everywhere only slow the email down
+    let app = TestApp::spawn_with(|c| {
+        c.auth.sign_in_max_failures = 2;
+        c.auth.sign_in_max_delay = std::time::Duration::from_millis(500);
+        c.server.behind_proxy = true;
+        c.server.trusted_proxies = vec!["10.0.0.0/8".parse().unwrap()];
+    })
+    .await;
+    let owner = app.sign_up("Owner").await;
+    let sign_in = |password: &str, client: &str| {
+        app.client
+            .post(app.url("/v1/auth/sign-in"))
+            .header("x-forwarded-for", format!("{client}, 10.1.2.3"))
+            .json(&json!({"email": owner.email, "password": password}))
+            .send()
+    };
+    // a stranger hammers the account from address A, and from two more addresses of theirs
+    let stranger = "203.0.113.7";
+    for address in [stranger, "203.0.113.8", "203.0.113.9"] {
+        for _ in 0..2 {
+            assert_eq!(sign_in("guess guess guess", address).await.unwrap().status(), 401);
+        }
+        assert_eq!(sign_in("guess guess guess", address).await.unwrap().status(), 429);
+    }
+    // A is refused for this account, even with the right password
+    let refused = sign_in(PASSWORD, stranger).await.unwrap();
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    assert_eq!(crate::harness::error_body(refused).await["error"]["code"], "rate_limited");
+    // the owner, from their own address, signs in
+    let signed_in = sign_in(PASSWORD, "198.51.100.20").await.unwrap();
+    assert_eq!(signed_in.status(), 200);
+    // which forgives nothing of A's
+    assert_eq!(sign_in(PASSWORD, stranger).await.unwrap().status(), 429);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_up_is_limited_per_client_address() {
+    let app = TestApp::spawn_with(|c| {
+        c.auth.sign_up_max_per_address = 2;
+        c.server.behind_proxy = true;
+    })
+    .await;
+    let sign_up = |n: usize, password: &str, client: &str| {
+        app.client
+            .post(app.url("/v1/auth/sign-up"))
+            .header("x-forwarded-for", client.to_owned())
+            .json(
+                &json!({"email": format!("new{n}@example.com"), "password": password, "name": "N"}),
+            )
+            .send()
+    };
+    let a = "203.0.113.7";
+    // what fails validation hashes nothing and counts for nothing
+    for n in 0..3 {
+        assert_eq!(sign_up(n, "short", a).await.unwrap().status(), 400);
+    }
+    for n in 0..2 {
+        assert_eq!(sign_up(n, PASSWORD, a).await.unwrap().status(), 201, "sign-up {n}");
+    }
+    let refused = sign_up(2, PASSWORD, a).await.unwrap();
+    assert_eq!(refused.status(), 429);
+    let retry: u64 = refused.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(retry > 0 && retry <= 3600, "{retry}");
+    assert_eq!(crate::harness::error_body(refused).await["error"]["code"], "rate_limited");
+    assert_eq!(app.count("users WHERE email = 'new2@example.com'").await, 0);
+    // another address is not held up
+    assert_eq!(sign_up(3, PASSWORD, "203.0.113.8").await.unwrap().status(), 201);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

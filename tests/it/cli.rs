@@ -1,20 +1,12 @@
 //! The `relayit` binary as an operator uses it: flags, key generation, configuration errors,
 //! the master key of a single instance, and a clean exit on SIGTERM.
 
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::harness::TestDb;
-
-/// The binary with an empty environment (nothing leaks in from the test runner), run in
-/// `dir` so no ./config.toml is picked up by accident.
-fn relayit(dir: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_relayit"));
-    command.env_clear().current_dir(dir).stdin(Stdio::null());
-    command
-}
+use crate::harness::process::{Serving, relayit};
 
 fn run(command: &mut Command) -> (i32, String, String) {
     let Output { status, stdout, stderr } = command.output().expect("run relayit");
@@ -164,87 +156,6 @@ async fn migrate_applies_the_schema() {
     assert_eq!(out.trim(), format!("applied {} migration(s)", crate::harness::migration_count()));
     let (_, out, _) = run(relayit(dir.path()).arg("migrate").env("DATABASE_URL", &db.url));
     assert_eq!(out.trim(), "applied 0 migration(s)");
-}
-
-struct Serving {
-    child: Child,
-    port: u16,
-    /// Everything the process logged so far, drained continuously so a chatty process never
-    /// blocks on a full pipe.
-    log: std::sync::Arc<std::sync::Mutex<String>>,
-    drain: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Serving {
-    fn start(dir: &Path, db: &TestDb, prefix: &str) -> Serving {
-        Self::start_with(dir, db, prefix, &[])
-    }
-
-    fn start_with(dir: &Path, db: &TestDb, prefix: &str, env: &[(&str, &str)]) -> Serving {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = relayit(dir)
-            .envs(env.iter().copied())
-            .args(["serve", "--role=all"])
-            .env("DATABASE_URL", &db.url)
-            .env("REDIS_URL", crate::harness::redis_url())
-            .env("RELAYIT_REDIS__KEY_PREFIX", prefix)
-            .env("RELAYIT_SERVER__BIND", format!("127.0.0.1:{port}"))
-            .env("RELAYIT_SERVER__SHUTDOWN_GRACE", "5s")
-            .env("RELAYIT_DATA_DIR", dir.join("data"))
-            .env("RELAYIT_LOG__FORMAT", "json")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn relayit serve");
-        let mut child = child;
-        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let sink = log.clone();
-        let drain = std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stderr).lines() {
-                let mut log = sink.lock().unwrap();
-                match line {
-                    Ok(line) => log.push_str(&line),
-                    Err(e) => log.push_str(&format!("<unreadable log line: {e}>")),
-                }
-                log.push('\n');
-            }
-        });
-        Serving { child, port, log, drain: Some(drain) }
-    }
-
-    async fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let url = format!("http://127.0.0.1:{}/readyz", self.port);
-        loop {
-            let probe = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
-            if probe.get(&url).send().await.is_ok_and(|r| r.status() == 200) {
-                return;
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                if let Some(drain) = self.drain.take() {
-                    drain.join().unwrap();
-                }
-                panic!("relayit exited early ({status}): {}", self.log.lock().unwrap());
-            }
-            assert!(Instant::now() < deadline, "relayit did not become ready");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Sends SIGTERM and returns the exit code and everything logged.
-    fn terminate(mut self) -> (i32, String) {
-        let sent =
-            Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
-        assert!(sent.success());
-        let status = self.child.wait().unwrap();
-        if let Some(drain) = self.drain.take() {
-            drain.join().unwrap();
-        }
-        let log = self.log.lock().unwrap().clone();
-        (status.code().unwrap_or(-1), log)
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,6 +5,7 @@
 //! `TEST_DATABASE_URL` (an admin connection, default postgres://postgres@127.0.0.1:5432/postgres)
 //! and `TEST_REDIS_URL` (default redis://127.0.0.1:6379) point the tests at other servers.
 
+pub mod process;
 pub mod smtp_sink;
 pub mod stub;
 
@@ -179,6 +180,9 @@ pub fn test_config(db: &TestDb, redis_prefix: &str) -> Config {
     config.security.encryption_key = Some(relayit::crypto::generate_key_base64());
     config.migrate_on_start = false;
     config.log.level = "warn".into();
+    // a test's sign-ups and sign-ins wait for a hashing slot however busy the machine is
+    // (the load test sets its own wait)
+    config.auth.hash_wait = std::time::Duration::from_secs(60);
     config
 }
 
@@ -259,13 +263,11 @@ impl TestApp {
 
     /// A `relayit serve --role=<roles>` process of the same install (database, Redis prefix,
     /// master key), with `env` on top (`RELAYIT_...` configuration); killed when dropped.
-    pub fn spawn_process(&self, roles: &str, env: &[(&str, &str)]) -> Process {
+    pub fn spawn_process(&self, roles: &str, env: &[(&str, &str)]) -> process::Process {
         let config = &self.config;
         let data = tempfile::tempdir().expect("a data directory");
         let key = config.security.encryption_key.clone().expect("tests set a master key");
-        let child = Command::new(env!("CARGO_BIN_EXE_relayit"))
-            .env_clear()
-            .current_dir(data.path())
+        let child = process::relayit(data.path())
             .args(["serve", &format!("--role={roles}")])
             .env("DATABASE_URL", &config.database.url)
             .env("REDIS_URL", &config.redis.url)
@@ -276,11 +278,10 @@ impl TestApp {
             .env("RELAYIT_DATA_DIR", data.path())
             .env("RELAYIT_LOG__LEVEL", "warn")
             .envs(env.iter().copied())
-            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
             .expect("spawn relayit serve");
-        Process { child, _data: data }
+        process::Process { child, _data: data }
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
@@ -633,27 +634,6 @@ pub fn migration_count() -> usize {
         .expect("read migrations dir")
         .filter(|entry| entry.as_ref().is_ok_and(|e| e.path().join("up.sql").is_file()))
         .count()
-}
-
-/// A child `relayit` process, killed (SIGKILL) when dropped.
-pub struct Process {
-    pub child: Child,
-    _data: tempfile::TempDir,
-}
-
-impl Process {
-    /// SIGKILL: no shutdown, no cleanup, as a crash or an OOM kill.
-    pub fn kill(&mut self) {
-        self.child.kill().expect("kill relayit");
-        self.child.wait().expect("reap relayit");
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A free TCP port on localhost (free when asked; tests bind it soon after).

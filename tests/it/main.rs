@@ -16,6 +16,7 @@ mod faults;
 mod http;
 mod isolation;
 mod layers;
+mod load;
 mod messages;
 mod migrations;
 mod organizations;
