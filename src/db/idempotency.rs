@@ -90,3 +90,23 @@ pub async fn find(
     .await
     .optional()
 }
+
+/// Deletes up to `limit` records expired by `now` (the retention duty), oldest first; returns
+/// how many. Records another transaction holds (a claim taking an expired key over) are
+/// skipped: the claim keeps the key alive, or a later round deletes it. By `ctid`, as the key is
+/// two columns; a row locked here keeps its `ctid` until the statement ends.
+pub async fn delete_expired(
+    conn: &mut AsyncPgConnection,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> diesel::QueryResult<usize> {
+    diesel::sql_query(
+        "DELETE FROM idempotency_keys WHERE ctid = ANY (ARRAY (
+             SELECT ctid FROM idempotency_keys WHERE expires_at <= $1
+             ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED))",
+    )
+    .bind::<Timestamptz, _>(now)
+    .bind::<diesel::sql_types::BigInt, _>(limit)
+    .execute(conn)
+    .await
+}
