@@ -395,3 +395,52 @@ async fn held_receipts_go_within_their_hold() {
         ["early"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_skips_rows_others_hold_instead_of_waiting() {
+    use diesel_async::SimpleAsyncConnection;
+    let app = app().await;
+    let owner = app.sign_up("Kit").await;
+    let hook = endpoint(&app, &owner, &owner.project_id).await;
+    let now = Utc::now();
+    for id in ["msg_held", "msg_free"] {
+        message(
+            &app,
+            &owner,
+            (&owner.project_id, &hook),
+            id,
+            "delivered",
+            (31 * DAY, 31 * DAY),
+            now,
+        )
+        .await;
+    }
+    app.sql(&format!(
+        "INSERT INTO idempotency_keys (project_id, key, request_hash, status, response_status,
+             response_body, expires_at)
+         VALUES ('{}', 'held', sha256('held'::bytea), 'completed', 202, '{{}}', {})",
+        owner.project_id,
+        ago(now, 1)
+    ))
+    .await;
+    // another transaction holds the message and the key (a retry, a claim taking the key over)
+    let mut holder = app.connect().await;
+    holder
+        .batch_execute(
+            "BEGIN; SELECT 1 FROM messages WHERE id = 'msg_held' FOR UPDATE;
+             SELECT 1 FROM idempotency_keys WHERE key = 'held' FOR UPDATE;",
+        )
+        .await
+        .unwrap();
+    // a run that waited for them would fail here instead
+    let mut conn = app.connect().await;
+    conn.batch_execute("SET lock_timeout = '2s'").await.unwrap();
+    let config = policy(30, 0);
+    let deleted = retention::run_once(&mut conn, &config, now).await.unwrap();
+    assert_eq!(deleted, Deleted { messages: 1, ..Deleted::default() });
+    assert_eq!(names(&app, "SELECT id AS name FROM messages").await, ["msg_held"]);
+    holder.batch_execute("COMMIT").await.unwrap();
+    let deleted = retention::run_once(&mut conn, &config, now).await.unwrap();
+    assert_eq!(deleted, Deleted { messages: 1, idempotency_keys: 1, ..Deleted::default() });
+    assert_eq!(app.count("messages").await, 0);
+}
