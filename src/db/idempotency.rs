@@ -1,6 +1,6 @@
 //! `Idempotency-Key` records of `/v1/send`: the request's hash and the response it got, kept
-//! 24 hours. They are written in the same transaction as the messages they answer for, so a
-//! key is either bound to committed messages or to nothing.
+//! 24 hours (then the retention duty deletes them). They are written in the same transaction as
+//! the messages they answer for, so a key is either bound to committed messages or to nothing.
 
 use chrono::{DateTime, Utc};
 use diesel::QueryableByName;
