@@ -38,6 +38,7 @@ pub struct Config {
     pub providers: ProvidersConfig,
     pub webhooks: WebhooksConfig,
     pub delivery: DeliveryConfig,
+    pub retention: RetentionConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -156,8 +157,12 @@ impl fmt::Debug for SecurityConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     pub allow_signup: bool,
+    /// Sessions expire after this long without use.
     #[serde(with = "humantime_serde")]
     pub session_ttl: Duration,
+    /// And this long after they were opened, however much they are used.
+    #[serde(with = "humantime_serde")]
+    pub session_max_lifetime: Duration,
     /// Failed sign-ins per email from one client address within `sign_in_window` before that
     /// address's further attempts on the email get 429 (four times as many per client address
     /// over all emails). Failures from elsewhere never refuse an email, they only slow it down
@@ -300,6 +305,45 @@ impl DeliveryConfig {
     }
 }
 
+/// What the workers' retention duty deletes, and when (`delivery::retention`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// How often each worker process runs the duty.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Rows deleted per statement: each statement holds its rows locked until it commits.
+    pub batch_size: usize,
+    /// Messages in a final status are deleted (with their events, search entries and webhook
+    /// attempts) once their last change is this old; 0 keeps them for ever. A project's
+    /// `messageRetentionDays` takes precedence.
+    #[serde(with = "humantime_serde")]
+    pub messages: Duration,
+    /// Webhook delivery attempts are deleted once this old; 0 keeps them for ever.
+    #[serde(with = "humantime_serde")]
+    pub webhook_deliveries: Duration,
+}
+
+impl RetentionConfig {
+    /// The shortest retention period other than "for ever": what a webhook attempt or a
+    /// message's history must outlive (its retries, a late receipt).
+    pub const MIN_PERIOD: Duration = Duration::from_secs(24 * 3600);
+    /// Rows per statement at most.
+    pub const MAX_BATCH: usize = 10_000;
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        let days = |d: u64| Duration::from_secs(d * 24 * 3600);
+        Self {
+            interval: Duration::from_secs(3600),
+            batch_size: 1000,
+            messages: days(30),
+            webhook_deliveries: days(30),
+        }
+    }
+}
+
 /// Provider calls per second per credential, by provider type; 0 = no limit. A credential's
 /// own `rateLimit` (in its config) takes precedence; a type not named here has its default
 /// ([`ProviderType::default_rate_limit`]).
@@ -335,6 +379,7 @@ impl Default for Config {
             providers: ProvidersConfig::default(),
             webhooks: WebhooksConfig::default(),
             delivery: DeliveryConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -386,6 +431,7 @@ impl Default for AuthConfig {
         Self {
             allow_signup: true,
             session_ttl: Duration::from_secs(30 * 24 * 3600),
+            session_max_lifetime: Duration::from_secs(30 * 24 * 3600),
             sign_in_max_failures: 5,
             sign_in_window: Duration::from_secs(15 * 60),
             sign_in_max_delay: Duration::from_secs(3),
@@ -458,6 +504,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "providers",
     "webhooks",
     "delivery",
+    "retention",
 ];
 
 fn top_level(key: &str) -> &str {
@@ -631,6 +678,16 @@ impl Config {
             ));
         }
         nonzero_duration("auth.session_ttl", self.auth.session_ttl)?;
+        nonzero_duration("auth.session_max_lifetime", self.auth.session_max_lifetime)?;
+        nonzero_duration("retention.interval", self.retention.interval)?;
+        if !(1..=RetentionConfig::MAX_BATCH).contains(&self.retention.batch_size) {
+            return Err(ConfigError::invalid(
+                "retention.batch_size",
+                format!("must be between 1 and {}", RetentionConfig::MAX_BATCH),
+            ));
+        }
+        retention_period("retention.messages", self.retention.messages)?;
+        retention_period("retention.webhook_deliveries", self.retention.webhook_deliveries)?;
         nonzero_duration("auth.sign_in_window", self.auth.sign_in_window)?;
         nonzero_duration("auth.key_usage_flush", self.auth.key_usage_flush)?;
         positive("auth.sign_in_max_failures", self.auth.sign_in_max_failures as usize)?;
@@ -716,6 +773,17 @@ fn positive(key: &str, value: usize) -> Result<(), ConfigError> {
 fn nonzero_duration(key: &str, value: Duration) -> Result<(), ConfigError> {
     if value.is_zero() {
         return Err(ConfigError::invalid(key, "must be a positive duration such as \"5s\""));
+    }
+    Ok(())
+}
+
+/// A retention period: "0s" (for ever) or at least a day.
+fn retention_period(key: &str, value: Duration) -> Result<(), ConfigError> {
+    if !value.is_zero() && value < RetentionConfig::MIN_PERIOD {
+        return Err(ConfigError::invalid(
+            key,
+            "must be at least a day (\"1day\"), or \"0s\" to keep everything",
+        ));
     }
     Ok(())
 }
@@ -814,7 +882,11 @@ mod tests {
             jail.set_env("RELAYIT_WEBHOOKS__ALLOW_PRIVATE_TARGETS", "true");
             jail.set_env("RELAYIT_DELIVERY__RATE_LIMITS__SES", "1");
             jail.set_env("RELAYIT_DELIVERY__MAX_THROTTLED_FOR", "2h");
+            jail.set_env("RELAYIT_RETENTION__MESSAGES", "0s");
+            jail.set_env("RELAYIT_RETENTION__WEBHOOK_DELIVERIES", "7days");
             let config = load_in_jail(jail).unwrap();
+            assert_eq!(config.retention.messages, Duration::ZERO);
+            assert_eq!(config.retention.webhook_deliveries, Duration::from_secs(7 * 24 * 3600));
             assert_eq!(config.delivery.rate_limits.of(ProviderType::Ses), 1);
             assert_eq!(config.delivery.rate_limits.of(ProviderType::Sns), 20);
             assert_eq!(config.delivery.max_throttled_for, Duration::from_secs(7200));
@@ -928,6 +1000,17 @@ mod tests {
             ),
             ("RELAYIT_SERVER__NOPE", "1", "server.nope", "unknown key"),
             ("RELAYIT_LOG__LEVEL", "relayit=loud", "log.level", "tracing filter"),
+            ("RELAYIT_AUTH__SESSION_MAX_LIFETIME", "0s", "auth.session_max_lifetime", "positive"),
+            ("RELAYIT_RETENTION__MESSAGES", "23h", "retention.messages", "\"0s\" to keep"),
+            (
+                "RELAYIT_RETENTION__WEBHOOK_DELIVERIES",
+                "1h",
+                "retention.webhook_deliveries",
+                "at least a day",
+            ),
+            ("RELAYIT_RETENTION__BATCH_SIZE", "0", "retention.batch_size", "between 1 and"),
+            ("RELAYIT_RETENTION__BATCH_SIZE", "10001", "retention.batch_size", "between 1 and"),
+            ("RELAYIT_RETENTION__INTERVAL", "0s", "retention.interval", "positive"),
         ];
         for (var, value, key, hint) in cases {
             Jail::expect_with(|jail| {

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub provider_duration: HistogramVec,
     pub webhook_attempts: IntCounterVec,
     pub webhook_duration: HistogramVec,
+    /// Rows the retention duty deleted, by table.
+    pub retention_deleted: IntCounterVec,
     stream_length: IntGaugeVec,
     pending: IntGaugeVec,
     oldest_pending_age: GaugeVec,
@@ -127,6 +129,12 @@ impl Metrics {
                 "provider_request_duration_seconds",
                 "Provider call latency",
                 &["provider"],
+            )?,
+            retention_deleted: counter(
+                "retention_deleted_total",
+                "Rows deleted by the retention duty, by table (a message's events, search \
+                 entries and webhook attempts go with it uncounted)",
+                &["table"],
             )?,
             webhook_attempts: counter(
                 "webhook_attempts_total",

@@ -1,4 +1,5 @@
-//! `/v1/auth`: sign-up, sign-in, sign-out, the current session and its active organization.
+//! `/v1/auth`: sign-up, sign-in, sign-out, the current session and its active organization,
+//! and the user's sessions (listed, and revoked one by one or all but the current one).
 
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -8,9 +9,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::api::json::Json;
-use crate::auth::{Principal, SESSION_COOKIE, password, throttle, tokens};
-use crate::db::organizations;
-use crate::db::users::{self, NewSession, NewUser, User};
+use crate::api::pagination::{ListQuery, Page};
+use crate::auth::{Principal, SESSION_COOKIE, SessionLifetime, password, throttle, tokens};
+use crate::db::users::{self, NewSession, NewUser, SessionListing, User};
+use crate::db::{Cursor, organizations};
 use crate::domain::ids;
 use crate::domain::recipient::normalize_email;
 use crate::domain::validate::Validator;
@@ -22,6 +24,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/auth/sign-in").post(sign_in))
         .service(web::resource("/auth/sign-out").post(sign_out))
         .service(web::resource("/auth/session").get(session))
+        .service(web::resource("/auth/sessions").get(list_sessions).delete(revoke_other_sessions))
+        .service(web::resource("/auth/sessions/{sessionId}").delete(revoke_session))
         .service(web::resource("/auth/active-organization").post(set_active_organization));
 }
 
@@ -75,8 +79,9 @@ pub struct SignIn {
 fn session_cookie(req: &HttpRequest, state: &AppState, token: &str) -> Cookie<'static> {
     let https = req.connection_info().scheme() == "https"
         || state.config.server.public_url.starts_with("https://");
+    // the session itself may end sooner (unused for auth.session_ttl), never later
     let max_age = actix_web::cookie::time::Duration::seconds(
-        state.config.auth.session_ttl.as_secs().min(i64::MAX as u64) as i64,
+        state.config.auth.session_max_lifetime.as_secs().min(i64::MAX as u64) as i64,
     );
     Cookie::build(SESSION_COOKIE, token.to_owned())
         .path("/")
@@ -114,17 +119,17 @@ async fn open_session(
     let token = tokens::new_token();
     let hash = tokens::hash(&token);
     let id = ids::new_id(ids::SESSION);
-    // validated at start-up to be a sane duration; the fallback is the default
-    let ttl = chrono::Duration::from_std(state.config.auth.session_ttl)
-        .unwrap_or_else(|_| chrono::Duration::days(30));
+    let now = Utc::now();
     let session = NewSession {
         id: &id,
         user_id,
         token_hash: &hash,
         active_organization_id: active_org,
-        expires_at: Utc::now() + ttl,
+        expires_at: SessionLifetime::of(&state.config.auth).expiry(now, now),
         ip_address: Some(&client.ip),
         user_agent: client.agent.as_deref(),
+        created_at: now,
+        last_seen_at: now,
     };
     users::create_session(conn, session).await?;
     Ok(token)
@@ -374,4 +379,100 @@ pub async fn set_active_organization(
         .ok_or_else(|| ApiError::not_found("organization"))?;
     users::set_active_organization(&mut conn, &session.id, &org.id).await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// One of the user's sessions, as the user lists them.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionListView {
+    pub id: String,
+    pub created_at: DateTime<Utc>,
+    /// When it was last used, to within five minutes.
+    pub last_seen_at: DateTime<Utc>,
+    /// When it ends unless used again (and at the latest `auth.session_max_lifetime` after
+    /// `createdAt`).
+    pub expires_at: DateTime<Utc>,
+    /// The `User-Agent` it was opened with.
+    pub user_agent: Option<String>,
+    /// The client address it was opened from.
+    pub ip_address: Option<String>,
+    /// Whether this is the session of the request.
+    pub current: bool,
+}
+
+/// The signed-in user's live sessions, newest first (a session, not an API key: 403).
+#[utoipa::path(get, path = "/v1/auth/sessions", tag = "auth", params(ListQuery),
+    responses((status = 200, body = Page<SessionListView>), (status = 401, body = crate::error::ErrorBody),
+        (status = 403, body = crate::error::ErrorBody)))]
+pub async fn list_sessions(
+    state: web::Data<AppState>,
+    principal: Principal,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (user, current) = principal.user()?;
+    let page = query.page()?;
+    let now = Utc::now();
+    let lifetime = SessionLifetime::of(&state.config.auth);
+    let mut conn = state.db.get().await?;
+    let rows = users::list_sessions(
+        &mut conn,
+        &user.id,
+        now,
+        lifetime.opened_after(now),
+        page.after.as_ref(),
+        page.fetch(),
+    )
+    .await?;
+    let key = |s: &SessionListing| Cursor { created_at: s.created_at, id: s.id.clone() };
+    let view = |s: SessionListing| SessionListView {
+        current: s.id == current.id,
+        id: s.id,
+        created_at: s.created_at,
+        last_seen_at: s.last_seen_at,
+        expires_at: s.expires_at,
+        user_agent: s.user_agent,
+        ip_address: s.ip_address,
+    };
+    Ok(HttpResponse::Ok().json(page.page(rows, key, view)))
+}
+
+/// Revokes every session of the signed-in user but the current one (signs out everywhere
+/// else).
+#[utoipa::path(delete, path = "/v1/auth/sessions", tag = "auth",
+    responses((status = 204), (status = 401, body = crate::error::ErrorBody),
+        (status = 403, body = crate::error::ErrorBody)))]
+pub async fn revoke_other_sessions(
+    state: web::Data<AppState>,
+    principal: Principal,
+) -> Result<HttpResponse, ApiError> {
+    let (user, current) = principal.user()?;
+    let mut conn = state.db.get().await?;
+    users::delete_other_sessions(&mut conn, &user.id, &current.id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Revokes one of the signed-in user's sessions; the current one signs out. Another user's
+/// session is not found (404).
+#[utoipa::path(delete, path = "/v1/auth/sessions/{sessionId}", tag = "auth",
+    params(("sessionId" = String, Path)),
+    responses((status = 204), (status = 401, body = crate::error::ErrorBody),
+        (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn revoke_session(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    principal: Principal,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let (user, current) = principal.user()?;
+    let mut conn = state.db.get().await?;
+    if !users::delete_user_session(&mut conn, &user.id, &path).await? {
+        return Err(ApiError::not_found("session"));
+    }
+    let mut answer = HttpResponse::NoContent();
+    if *path == current.id {
+        let mut gone = session_cookie(&req, &state, "");
+        gone.make_removal();
+        answer.cookie(gone);
+    }
+    Ok(answer.finish())
 }

@@ -13,6 +13,14 @@ use futures::StreamExt;
 use futures::future::LocalBoxFuture;
 use serde::de::DeserializeOwned;
 
+/// Tells a field sent as `null` (`Some(None)`) from one left out (`None`): for optional fields
+/// that `null` clears, as `#[serde(default, deserialize_with = "crate::api::json::present")]`.
+pub fn present<'de, D: serde::Deserializer<'de>, T: serde::Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    <Option<T> as serde::Deserialize>::deserialize(deserializer).map(Some)
+}
+
 /// Body size limit for routes that set none (management writes).
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 

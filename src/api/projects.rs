@@ -32,6 +32,9 @@ pub struct ProjectView {
     pub name: String,
     pub slug: String,
     pub metadata: serde_json::Value,
+    /// Days its messages are kept once final (sent, delivered, failed or canceled); `0` keeps
+    /// them for ever; `null`: the server's `retention.messages`.
+    pub message_retention_days: Option<i32>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -44,6 +47,7 @@ impl From<Project> for ProjectView {
             name: p.name,
             slug: p.slug,
             metadata: p.metadata,
+            message_retention_days: p.message_retention_days,
             created_at: p.created_at,
             updated_at: p.updated_at,
         }
@@ -67,6 +71,9 @@ pub struct CreateProject {
     pub name: String,
     pub slug: Option<String>,
     pub metadata: Option<serde_json::Value>,
+    /// Days its messages are kept once final, 0 to 36500; `0` keeps them for ever. Absent or
+    /// `null`: the server's `retention.messages` (30 days by default).
+    pub message_retention_days: Option<i32>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -75,6 +82,23 @@ pub struct UpdateProject {
     pub name: Option<String>,
     pub slug: Option<String>,
     pub metadata: Option<serde_json::Value>,
+    /// As on create; `null` returns to the server's `retention.messages`.
+    #[serde(default, deserialize_with = "crate::api::json::present")]
+    #[schema(value_type = Option<i32>)]
+    pub message_retention_days: Option<Option<i32>>,
+}
+
+/// The longest message retention a project may ask for, in days (a hundred years; 0 is for
+/// ever anyway).
+const MAX_RETENTION_DAYS: i32 = 36_500;
+
+fn check_retention(check: &mut Validator, days: Option<i32>) {
+    if days.is_some_and(|d| !(0..=MAX_RETENTION_DAYS).contains(&d)) {
+        check.error(
+            "messageRetentionDays",
+            format!("must be between 0 (keep for ever) and {MAX_RETENTION_DAYS} days, or null"),
+        );
+    }
 }
 
 /// The project `id_or_slug` as `access` may see it: another organization's project, or another
@@ -132,6 +156,7 @@ pub async fn create(
     }
     let metadata = body.metadata.unwrap_or_else(|| serde_json::json!({}));
     check.object("metadata", &metadata, MAX_METADATA_BYTES);
+    check_retention(&mut check, body.message_retention_days);
     check.finish()?;
 
     let mut conn = state.db.get().await?;
@@ -146,6 +171,7 @@ pub async fn create(
         name: body.name.trim(),
         slug: &slug,
         metadata: &metadata,
+        message_retention_days: body.message_retention_days,
     };
     let project = conflict_on_unique(
         projects::insert(&mut conn, new).await,
@@ -191,7 +217,8 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(ProjectView::from(project)))
 }
 
-/// Renames a project, changes its slug or replaces its metadata (owner or admin).
+/// Renames a project, changes its slug, replaces its metadata or changes how long its messages
+/// are kept (owner or admin).
 #[utoipa::path(patch, path = "/v1/projects/{projectId}", tag = "projects",
     params(("projectId" = String, Path)), request_body = UpdateProject,
     responses((status = 200, body = ProjectView)))]
@@ -213,6 +240,7 @@ pub async fn update(
     if let Some(metadata) = &body.metadata {
         check.object("metadata", metadata, MAX_METADATA_BYTES);
     }
+    check_retention(&mut check, body.message_retention_days.flatten());
     check.finish()?;
     let mut conn = state.db.get().await?;
     let project = visible(&mut conn, &access, &path).await?;
@@ -220,6 +248,7 @@ pub async fn update(
         name: body.name.map(|n| n.trim().to_owned()),
         slug: body.slug,
         metadata: body.metadata,
+        message_retention_days: body.message_retention_days,
         updated_at: Utc::now(),
     };
     let updated = conflict_on_unique(

@@ -6,7 +6,7 @@
 
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::api::json::{self, DEFAULT_BODY_LIMIT, Json};
@@ -114,7 +114,7 @@ pub struct UpdateWebhook {
     pub url: Option<String>,
     pub event_types: Option<Vec<String>>,
     /// `null` removes the description.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::api::json::present")]
     #[schema(value_type = Option<String>)]
     pub description: Option<Option<String>>,
     /// `true` re-enables a disabled endpoint.
@@ -126,13 +126,6 @@ pub struct UpdateWebhook {
 pub struct RotateSecret {
     /// The new secret; generated when absent.
     pub secret: Option<String>,
-}
-
-/// Tells a field sent as `null` (`Some(None)`) from one left out (`None`, by `default`).
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-    deserializer: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 /// Checks `eventTypes` and returns them without duplicates, in their first order.

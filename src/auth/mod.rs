@@ -22,7 +22,7 @@ use std::net::IpAddr;
 use actix_web::dev::Payload;
 use actix_web::http::{Method, header};
 use actix_web::{FromRequest, HttpRequest, web};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures::future::LocalBoxFuture;
 
 use crate::config::ServerConfig;
@@ -117,17 +117,59 @@ async fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
         return Ok(Principal::Key(key));
     }
     let mut conn = state.db.get().await?;
-    let (mut session, user) = users::find_session(&mut conn, &hash).await?.ok_or_else(invalid)?;
-    // Sliding expiry, written at most about once per tenth of the lifetime (a day at most).
-    let ttl = chrono::Duration::from_std(state.config.auth.session_ttl)
-        .unwrap_or(chrono::Duration::days(30));
-    let slack = (ttl / 10).min(chrono::Duration::days(1));
-    let renewed = Utc::now() + ttl;
-    if renewed - session.expires_at > slack {
-        users::extend_session(&mut conn, &session.id, renewed).await?;
-        session.expires_at = renewed;
+    let now = Utc::now();
+    let lifetime = SessionLifetime::of(&state.config.auth);
+    let (mut session, user) =
+        users::find_session(&mut conn, &hash, now, lifetime.opened_after(now))
+            .await?
+            .ok_or_else(invalid)?;
+    // Sliding expiry and last use, written at most once per `touch_every`, not per request.
+    if now - session.last_seen_at > lifetime.touch_every() {
+        let expires_at = lifetime.expiry(session.created_at, now);
+        users::touch_session(&mut conn, &session.id, now, expires_at).await?;
+        session.expires_at = expires_at;
+        session.last_seen_at = now;
     }
     Ok(Principal::User { user, session })
+}
+
+/// How long sessions live: `auth.session_ttl` after their last use, and never longer than
+/// `auth.session_max_lifetime` after they were opened.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionLifetime {
+    idle: chrono::Duration,
+    max: chrono::Duration,
+}
+
+impl SessionLifetime {
+    /// Precision of `lastSeenAt`, and how often a session in use is written at most.
+    const TOUCH_EVERY: chrono::Duration = chrono::Duration::minutes(5);
+
+    pub fn of(config: &crate::config::AuthConfig) -> SessionLifetime {
+        // validated at start-up to be positive; the fallbacks are the defaults (30 days)
+        let days = |d| chrono::Duration::days(d);
+        SessionLifetime {
+            idle: chrono::Duration::from_std(config.session_ttl).unwrap_or(days(30)),
+            max: chrono::Duration::from_std(config.session_max_lifetime).unwrap_or(days(30)),
+        }
+    }
+
+    /// When a session opened at `opened` and used at `now` expires.
+    pub fn expiry(&self, opened: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
+        (now + self.idle).min(opened + self.max)
+    }
+
+    /// Sessions opened at or before this are over at `now`, however recently used.
+    pub fn opened_after(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now - self.max
+    }
+
+    /// A session is written when it was last written longer ago than this: a tenth of the
+    /// idle time, at most five minutes, so its expiry never runs out while it is used and its
+    /// last use is known to within minutes.
+    fn touch_every(&self) -> chrono::Duration {
+        (self.idle / 10).min(Self::TOUCH_EVERY)
+    }
 }
 
 fn is_safe(method: &Method) -> bool {

@@ -1,6 +1,6 @@
 //! `Idempotency-Key` records of `/v1/send`: the request's hash and the response it got, kept
-//! 24 hours. They are written in the same transaction as the messages they answer for, so a
-//! key is either bound to committed messages or to nothing.
+//! 24 hours (then the retention duty deletes them). They are written in the same transaction as
+//! the messages they answer for, so a key is either bound to committed messages or to nothing.
 
 use chrono::{DateTime, Utc};
 use diesel::QueryableByName;
@@ -89,4 +89,24 @@ pub async fn find(
     .get_result(conn)
     .await
     .optional()
+}
+
+/// Deletes up to `limit` records expired by `now` (the retention duty), oldest first; returns
+/// how many. Records another transaction holds (a claim taking an expired key over) are
+/// skipped: the claim keeps the key alive, or a later round deletes it. By `ctid`, as the key is
+/// two columns; a row locked here keeps its `ctid` until the statement ends.
+pub async fn delete_expired(
+    conn: &mut AsyncPgConnection,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> diesel::QueryResult<usize> {
+    diesel::sql_query(
+        "DELETE FROM idempotency_keys WHERE ctid = ANY (ARRAY (
+             SELECT ctid FROM idempotency_keys WHERE expires_at <= $1
+             ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED))",
+    )
+    .bind::<Timestamptz, _>(now)
+    .bind::<diesel::sql_types::BigInt, _>(limit)
+    .execute(conn)
+    .await
 }

@@ -178,6 +178,39 @@ pub async fn purge_project(
     }
 }
 
+/// Deletes up to `limit` of the project's messages that are final and were created and last
+/// changed before `before` (the retention duty), oldest first, with their events, search rows
+/// (by trigger) and webhook attempts (by foreign key); returns how many.
+///
+/// Both times count: a message scheduled weeks ahead becomes final long after it was created,
+/// and is kept for the whole period after that. The scan is the project's list index, by
+/// creation time (no index reads status or updated_at: migration 000014). Rows another
+/// transaction holds are skipped, and a row that changed meanwhile is checked again before it
+/// is taken (a retry made it `queued`: kept).
+pub async fn delete_final_before(
+    conn: &mut AsyncPgConnection,
+    project_id: &str,
+    before: DateTime<Utc>,
+    limit: i64,
+) -> QueryResult<usize> {
+    use diesel::sql_types::{Array, BigInt, Text, Timestamptz};
+    // = ANY (ARRAY (...)), not IN (...): the planner could join a large IN list by scanning
+    // all of messages; an array is looked up in the primary key
+    diesel::sql_query(
+        "DELETE FROM messages WHERE id = ANY (ARRAY (
+             SELECT id FROM messages
+             WHERE project_id = $1 AND created_at < $2 AND updated_at < $2
+               AND final_status = ANY ($3)
+             ORDER BY created_at LIMIT $4 FOR UPDATE SKIP LOCKED))",
+    )
+    .bind::<Text, _>(project_id)
+    .bind::<Timestamptz, _>(before)
+    .bind::<Array<Text>, _>(FINAL)
+    .bind::<BigInt, _>(limit)
+    .execute(conn)
+    .await
+}
+
 /// Arbitrary but fixed: identifies the search-index merge among advisory locks.
 const SEARCH_MERGE_LOCK_ID: i64 = 0x7265_6c61_7969_7402;
 

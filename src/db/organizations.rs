@@ -116,6 +116,7 @@ pub async fn create_with_owner(
             name: "Default",
             slug: "default",
             metadata: &serde_json::json!({}),
+            message_retention_days: None,
         },
     )
     .await?;

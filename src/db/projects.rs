@@ -17,6 +17,8 @@ pub struct Project {
     pub metadata: serde_json::Value,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Days its messages are kept once final, instead of `retention.messages`; 0 for ever.
+    pub message_retention_days: Option<i32>,
 }
 
 #[derive(Debug, Insertable)]
@@ -27,6 +29,7 @@ pub struct NewProject<'a> {
     pub name: &'a str,
     pub slug: &'a str,
     pub metadata: &'a serde_json::Value,
+    pub message_retention_days: Option<i32>,
 }
 
 #[derive(Debug, AsChangeset)]
@@ -35,6 +38,8 @@ pub struct ProjectChanges {
     pub name: Option<String>,
     pub slug: Option<String>,
     pub metadata: Option<serde_json::Value>,
+    /// `Some(None)` returns to the server's retention.
+    pub message_retention_days: Option<Option<i32>>,
     pub updated_at: DateTime<Utc>,
 }
 
@@ -128,4 +133,16 @@ pub async fn delete(
     .execute(conn)
     .await
     .map(|n| n > 0)
+}
+
+/// Each project's message retention override (None: the server's `retention.messages`), for
+/// the retention duty; every project, since the server's default applies to most.
+pub async fn message_retention(
+    conn: &mut AsyncPgConnection,
+) -> QueryResult<Vec<(String, Option<i32>)>> {
+    projects::table
+        .select((projects::id, projects::message_retention_days))
+        .order(projects::id)
+        .load(conn)
+        .await
 }

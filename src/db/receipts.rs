@@ -176,14 +176,51 @@ pub struct HeldRound {
 }
 
 /// Applies the held receipts whose message now carries their provider message id, oldest
-/// first (a delivery before the complaint that follows it), and drops those held since before
-/// `expire_before` that still match nothing. One transaction; rows another sweeper is applying
-/// are skipped, not waited for.
+/// first (a delivery before the complaint that follows it), in one transaction; then drops
+/// those held since before `expire_before` that still match nothing, a batch per statement.
+/// Rows another sweeper is applying or dropping are skipped, not waited for.
+///
+/// This is the only place held receipts are deleted: every one is either applied or dropped
+/// here, so the table holds at most the hold's worth (the retention duty leaves it alone).
 pub async fn apply_held(
     conn: &mut AsyncPgConnection,
     now: DateTime<Utc>,
     expire_before: DateTime<Utc>,
 ) -> QueryResult<HeldRound> {
+    let mut round = apply_matched(conn, now).await?;
+    loop {
+        let expired = expire_unmatched(conn, expire_before, EXPIRE_BATCH).await?;
+        round.expired += expired;
+        if (expired as i64) < EXPIRE_BATCH {
+            return Ok(round);
+        }
+    }
+}
+
+/// Held receipts dropped per statement: a quarter of an hour of receipts for messages sent
+/// outside RelayIt can be many, and one statement holds what it deletes locked.
+const EXPIRE_BATCH: i64 = 1000;
+
+/// Drops up to `limit` receipts held since before `expire_before` that match no message.
+async fn expire_unmatched(
+    conn: &mut AsyncPgConnection,
+    expire_before: DateTime<Utc>,
+    limit: i64,
+) -> QueryResult<usize> {
+    diesel::sql_query(concat!(
+        "DELETE FROM held_receipts WHERE id = ANY (ARRAY (
+             SELECT h.id FROM held_receipts h WHERE h.received_at < $1 AND NOT ",
+        names_a_message!(),
+        " ORDER BY h.received_at LIMIT $2 FOR UPDATE OF h SKIP LOCKED))"
+    ))
+    .bind::<Timestamptz, _>(expire_before)
+    .bind::<BigInt, _>(limit)
+    .execute(conn)
+    .await
+}
+
+/// The applying half of [`apply_held`]: one transaction.
+async fn apply_matched(conn: &mut AsyncPgConnection, now: DateTime<Utc>) -> QueryResult<HeldRound> {
     conn.transaction(async |conn| {
         let held: Vec<Held> = diesel::sql_query(concat!(
             "SELECT h.id, h.organization_id, h.channel, h.provider_message_id, h.from_statuses,
@@ -214,13 +251,6 @@ pub async fn apply_held(
         diesel::delete(held_receipts::table.filter(held_receipts::id.eq_any(&ids)))
             .execute(conn)
             .await?;
-        round.expired = diesel::sql_query(concat!(
-            "DELETE FROM held_receipts h WHERE h.received_at < $1 AND NOT ",
-            names_a_message!()
-        ))
-        .bind::<Timestamptz, _>(expire_before)
-        .execute(conn)
-        .await?;
         Ok(round)
     })
     .await

@@ -169,6 +169,7 @@ diesel::table! {
         metadata -> Jsonb,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        message_retention_days -> Nullable<Int4>,
     }
 }
 
@@ -204,6 +205,7 @@ diesel::table! {
         user_agent -> Nullable<Text>,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        last_seen_at -> Timestamptz,
     }
 }
 

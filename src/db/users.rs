@@ -1,9 +1,15 @@
 //! Users and their sessions.
+//!
+//! A session lives while it is used (its `expires_at` slides forward, `auth.session_ttl`) but no
+//! longer than `auth.session_max_lifetime` after it was opened; the queries that find a session
+//! take both bounds, so shortening either takes effect at once. Expired sessions are deleted by
+//! the retention duty ([`delete_expired_sessions`]).
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
+use crate::db::Cursor;
 use crate::db::schema::{sessions, users};
 
 #[derive(Debug, Clone, Queryable, Selectable, Identifiable)]
@@ -58,6 +64,20 @@ pub struct Session {
     pub expires_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// When it was last used, to within the interval its expiry slides by.
+    pub last_seen_at: DateTime<Utc>,
+}
+
+/// A session as its user lists it: where it was opened from.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = sessions, check_for_backend(diesel::pg::Pg))]
+pub struct SessionListing {
+    pub id: String,
+    pub expires_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+    pub ip_address: Option<String>,
+    pub user_agent: Option<String>,
 }
 
 #[derive(Debug, Insertable)]
@@ -70,6 +90,9 @@ pub struct NewSession<'a> {
     pub expires_at: DateTime<Utc>,
     pub ip_address: Option<&'a str>,
     pub user_agent: Option<&'a str>,
+    /// The clock its expiry was computed by (also its first use).
+    pub created_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
 }
 
 pub async fn create_session(
@@ -83,32 +106,110 @@ pub async fn create_session(
         .await
 }
 
-/// The unexpired session with this token hash, and its user.
+/// The session with this token hash, and its user, if it is unexpired at `now` and was opened
+/// after `opened_after` (its absolute lifetime).
 pub async fn find_session(
     conn: &mut AsyncPgConnection,
     token_hash: &[u8],
+    now: DateTime<Utc>,
+    opened_after: DateTime<Utc>,
 ) -> QueryResult<Option<(Session, User)>> {
     sessions::table
         .inner_join(users::table)
         .filter(sessions::token_hash.eq(token_hash))
-        .filter(sessions::expires_at.gt(diesel::dsl::now))
+        .filter(sessions::expires_at.gt(now))
+        .filter(sessions::created_at.gt(opened_after))
         .select((Session::as_select(), User::as_select()))
         .first(conn)
         .await
         .optional()
 }
 
-/// Slides a session's expiry forward.
-pub async fn extend_session(
+/// Records a use of the session at `now` and slides its expiry to `expires_at`.
+pub async fn touch_session(
     conn: &mut AsyncPgConnection,
     id: &str,
+    now: DateTime<Utc>,
     expires_at: DateTime<Utc>,
 ) -> QueryResult<()> {
     diesel::update(sessions::table.find(id))
-        .set((sessions::expires_at.eq(expires_at), sessions::updated_at.eq(diesel::dsl::now)))
+        .set((
+            sessions::expires_at.eq(expires_at),
+            sessions::last_seen_at.eq(now),
+            sessions::updated_at.eq(now),
+        ))
         .execute(conn)
         .await
         .map(drop)
+}
+
+/// The user's live sessions (as [`find_session`] takes them), newest first, after `after`.
+pub async fn list_sessions(
+    conn: &mut AsyncPgConnection,
+    user_id: &str,
+    now: DateTime<Utc>,
+    opened_after: DateTime<Utc>,
+    after: Option<&Cursor>,
+    limit: i64,
+) -> QueryResult<Vec<SessionListing>> {
+    let query = sessions::table
+        .filter(sessions::user_id.eq(user_id))
+        .filter(sessions::expires_at.gt(now))
+        .filter(sessions::created_at.gt(opened_after))
+        .select(SessionListing::as_select())
+        .order((sessions::created_at.desc(), sessions::id.desc()))
+        .limit(limit)
+        .into_boxed();
+    after_cursor!(query, sessions::created_at, sessions::id, after).load(conn).await
+}
+
+/// Revokes the user's session `id`; false when the user has no such session (another user's
+/// id included).
+pub async fn delete_user_session(
+    conn: &mut AsyncPgConnection,
+    user_id: &str,
+    id: &str,
+) -> QueryResult<bool> {
+    diesel::delete(
+        sessions::table.filter(sessions::user_id.eq(user_id)).filter(sessions::id.eq(id)),
+    )
+    .execute(conn)
+    .await
+    .map(|n| n > 0)
+}
+
+/// Revokes every session of the user but `keep`; returns how many.
+pub async fn delete_other_sessions(
+    conn: &mut AsyncPgConnection,
+    user_id: &str,
+    keep: &str,
+) -> QueryResult<usize> {
+    diesel::delete(
+        sessions::table.filter(sessions::user_id.eq(user_id)).filter(sessions::id.ne(keep)),
+    )
+    .execute(conn)
+    .await
+}
+
+/// Deletes up to `limit` sessions expired by `now` (the retention duty), skipping any another
+/// transaction holds; returns how many. A session past its absolute lifetime is refused at once
+/// and deleted once its idle expiry passes too: it is never renewed again, so that is at most
+/// `auth.session_ttl` later.
+pub async fn delete_expired_sessions(
+    conn: &mut AsyncPgConnection,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> QueryResult<usize> {
+    use diesel::sql_types::{BigInt, Timestamptz};
+    diesel::sql_query(
+        "DELETE FROM sessions WHERE id = ANY (ARRAY (
+             SELECT id FROM sessions WHERE expires_at <= $1
+             ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED))",
+    )
+    .bind::<Timestamptz, _>(now)
+    .bind::<BigInt, _>(limit)
+    .execute(conn)
+    .await
 }
 
 pub async fn delete_session(conn: &mut AsyncPgConnection, id: &str) -> QueryResult<()> {

@@ -359,6 +359,33 @@ pub async fn insert_job(conn: &mut AsyncPgConnection, job: &Job) -> QueryResult<
         .map(|_| ())
 }
 
+/// Deletes up to `limit` of the endpoint's delivery attempts made before `before` (the
+/// retention duty), oldest first, through the endpoint's list index; returns how many.
+pub async fn delete_deliveries_before(
+    conn: &mut AsyncPgConnection,
+    endpoint_id: &str,
+    before: DateTime<Utc>,
+    limit: i64,
+) -> QueryResult<usize> {
+    diesel::sql_query(
+        "DELETE FROM webhook_deliveries WHERE id = ANY (ARRAY (
+             SELECT id FROM webhook_deliveries
+             WHERE webhook_endpoint_id = $1 AND created_at < $2
+             ORDER BY created_at LIMIT $3 FOR UPDATE SKIP LOCKED))",
+    )
+    .bind::<Text, _>(endpoint_id)
+    .bind::<Timestamptz, _>(before)
+    .bind::<BigInt, _>(limit)
+    .execute(conn)
+    .await
+}
+
+/// The ids of every webhook endpoint, active or not (the retention duty's rounds).
+pub async fn endpoint_ids(conn: &mut AsyncPgConnection) -> QueryResult<Vec<String>> {
+    use crate::db::schema::webhook_endpoints as w;
+    w::table.select(w::id).order(w::id).load(conn).await
+}
+
 /// How far back before `since` replay looks for messages: a message's events all happen
 /// within about this long after it was created (a send is scheduled at most 30 days ahead, and
 /// its retries and receipts follow within a day or two), and bounding the scan by creation time

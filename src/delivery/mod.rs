@@ -9,6 +9,7 @@
 //! - the connectors it calls are in `crate::providers`;
 //! - `queue`: the consuming side of the queue contract (`crate::queue::deliveries`);
 //! - `recovery`: the sweeper;
+//! - `retention`: the deletion of what has outlived its use (old messages, expired sessions...);
 //! - `backoff`: the delays between a message's attempts.
 //!
 //! Reading the stream, taking over what dead workers left, and shutting down are the shared
@@ -19,6 +20,7 @@ pub mod deliver;
 pub mod limits;
 pub mod queue;
 pub mod recovery;
+pub mod retention;
 pub mod routing;
 pub mod shares;
 pub mod worker;
@@ -51,6 +53,7 @@ pub async fn run(state: AppState, shutdown: CancellationToken) -> anyhow::Result
         shutdown.clone(),
     ));
     duties.spawn(recovery::sweep(state.clone(), shutdown.clone()));
+    duties.spawn(retention::run(state.clone(), shutdown.clone()));
     let liveness =
         Arc::new(Liveness::new(runtime::consumer_name(), state.config.server.liveness_timeout));
     let (dispatch, tasks) = worker::Worker::start(state.clone(), liveness.clone());

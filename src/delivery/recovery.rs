@@ -37,7 +37,7 @@ const SWEEP_BATCH: i64 = 1000;
 /// senders on the same SNS topic or WhatsApp number). Every sweep looks all held receipts up,
 /// so this also bounds that work: a quarter of an hour of such strangers' receipts (100,000
 /// held receipts cost a sweep about 0.25 s of Postgres time).
-const HOLD_RECEIPTS_FOR: Duration = Duration::from_secs(15 * 60);
+pub const HOLD_RECEIPTS_FOR: Duration = Duration::from_secs(15 * 60);
 
 pub async fn sweep(state: AppState, stop: CancellationToken) {
     every(state.config.delivery.sweep_interval, stop, || async {

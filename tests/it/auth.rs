@@ -422,3 +422,240 @@ async fn active_organization_must_be_ones_own() {
         .await;
     assert_eq!(status, 204);
 }
+
+/// Signs `email` in from a client calling itself `agent`; returns the session token.
+async fn sign_in_as(app: &TestApp, email: &str, agent: &str) -> String {
+    let response = app
+        .client
+        .post(app.url("/v1/auth/sign-in"))
+        .header("user-agent", agent)
+        .json(&json!({"email": email, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    body["token"].as_str().unwrap().to_owned()
+}
+
+/// The id of the session `token` opens.
+async fn session_id(app: &TestApp, token: &str) -> String {
+    let (status, body) = app.get_as(token, "/v1/auth/session").await;
+    assert_eq!(status, 200, "{body}");
+    body["session"]["id"].as_str().unwrap().to_owned()
+}
+
+fn at(value: &serde_json::Value) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(value.as_str().unwrap_or_else(|| panic!("{value}")))
+        .unwrap()
+        .to_utc()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_list_their_own_live_sessions() {
+    let app = TestApp::spawn().await;
+    let alice = app.sign_up("Alice").await;
+    let laptop = sign_in_as(&app, &alice.email, "Laptop/1.0").await;
+    let phone = sign_in_as(&app, &alice.email, "Phone/2.0").await;
+    let bob = app.sign_up("Bob").await;
+    // an expired session of Alice's, not yet deleted, is not listed
+    app.sql(&format!(
+        "INSERT INTO sessions (id, user_id, token_hash, expires_at)
+         VALUES ('ses_expired', '{}', sha256('x'::bytea), now() - interval '1 minute')",
+        alice.user_id
+    ))
+    .await;
+
+    let (status, list) = app.get_as(&laptop, "/v1/auth/sessions").await;
+    assert_eq!(status, 200, "{list}");
+    let data = list["data"].as_array().unwrap();
+    let ids: Vec<&str> = data.iter().map(|s| s["id"].as_str().unwrap()).collect();
+    // newest first
+    let expected = [
+        session_id(&app, &phone).await,
+        session_id(&app, &laptop).await,
+        session_id(&app, &alice.token).await,
+    ];
+    assert_eq!(ids, expected, "{list}");
+    assert_eq!(list["nextCursor"], json!(null));
+    let current: Vec<bool> = data.iter().map(|s| s["current"].as_bool().unwrap()).collect();
+    assert_eq!(current, [false, true, false]);
+    assert_eq!(data[0]["userAgent"], "Phone/2.0");
+    assert_eq!(data[1]["userAgent"], "Laptop/1.0");
+    for session in data {
+        assert_eq!(session["ipAddress"], "127.0.0.1", "{session}");
+        let (created, seen, expires) =
+            (at(&session["createdAt"]), at(&session["lastSeenAt"]), at(&session["expiresAt"]));
+        assert!(created <= seen && seen < expires, "{session}");
+        let mut fields: Vec<&str> =
+            session.as_object().unwrap().keys().map(String::as_str).collect();
+        fields.sort_unstable();
+        assert_eq!(
+            fields,
+            ["createdAt", "current", "expiresAt", "id", "ipAddress", "lastSeenAt", "userAgent"],
+            "no token or hash"
+        );
+    }
+
+    // pages
+    let (_, first) = app.get_as(&laptop, "/v1/auth/sessions?limit=2").await;
+    assert_eq!(first["data"].as_array().unwrap().len(), 2);
+    let cursor = first["nextCursor"].as_str().expect("another page");
+    let (_, second) =
+        app.get_as(&laptop, &format!("/v1/auth/sessions?limit=2&cursor={cursor}")).await;
+    assert_eq!(second["data"][0]["id"].as_str(), Some(expected[2].as_str()));
+    assert_eq!(second["nextCursor"], json!(null));
+
+    // Bob sees his own only
+    let (_, list) = app.get_as(&bob.token, "/v1/auth/sessions").await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 1);
+    assert_eq!(list["data"][0]["current"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_routes_take_a_signed_in_user_only() {
+    let app = TestApp::spawn().await;
+    let alice = app.sign_up("Alice").await;
+    let key = app.create_api_key(&alice, &["read", "manage"], None).await;
+    let other = session_id(&app, &alice.token).await;
+    for (method, path) in [
+        (Method::GET, "/v1/auth/sessions".to_owned()),
+        (Method::DELETE, "/v1/auth/sessions".to_owned()),
+        (Method::DELETE, format!("/v1/auth/sessions/{other}")),
+    ] {
+        let (status, body) = app.call(method.clone(), &path, Some(&key), None).await;
+        assert_eq!(status, 403, "{method} {path} with an API key: {body}");
+        assert_eq!(body["error"]["code"], "forbidden");
+        let (status, _) = app.call(method.clone(), &path, None, None).await;
+        assert_eq!(status, 401, "{method} {path} without credentials");
+        let (status, _) = app.call(method.clone(), &path, Some("garbage"), None).await;
+        assert_eq!(status, 401, "{method} {path} with a made-up token");
+    }
+    assert_eq!(app.get_as(&alice.token, "/v1/auth/session").await.0, 200, "nothing revoked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_the_other_sessions_keeps_the_current_one() {
+    let app = TestApp::spawn().await;
+    let alice = app.sign_up("Alice").await;
+    let laptop = sign_in_as(&app, &alice.email, "Laptop/1.0").await;
+    let phone = sign_in_as(&app, &alice.email, "Phone/2.0").await;
+    let bob = app.sign_up("Bob").await;
+
+    let (status, body) = app.delete_as(&laptop, "/v1/auth/sessions").await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(body, json!(null));
+    for gone in [&alice.token, &phone] {
+        assert_eq!(app.get_as(gone, "/v1/auth/session").await.0, 401);
+    }
+    assert_eq!(app.get_as(&laptop, "/v1/auth/session").await.0, 200, "the current one stays");
+    assert_eq!(app.get_as(&bob.token, "/v1/auth/session").await.0, 200, "another user's stay");
+    let (_, list) = app.get_as(&laptop, "/v1/auth/sessions").await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 1);
+    // with nothing else left, it is still 204
+    assert_eq!(app.delete_as(&laptop, "/v1/auth/sessions").await.0, 204);
+
+    // by cookie, a write needs our Origin like any other
+    let response = app
+        .client
+        .post(app.url("/v1/auth/sign-in"))
+        .json(&json!({"email": alice.email, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    let cookie =
+        response.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let revoke = |origin: Option<String>| {
+        let mut request = app.client.delete(app.url("/v1/auth/sessions")).header("cookie", &cookie);
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        request.send()
+    };
+    assert_eq!(revoke(Some("https://evil.example".into())).await.unwrap().status(), 403);
+    assert_eq!(app.get_as(&laptop, "/v1/auth/session").await.0, 200, "refused: nothing revoked");
+    assert_eq!(revoke(Some(format!("http://{}", app.addr))).await.unwrap().status(), 204);
+    assert_eq!(app.get_as(&laptop, "/v1/auth/session").await.0, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_one_session() {
+    let app = TestApp::spawn().await;
+    let alice = app.sign_up("Alice").await;
+    let laptop = sign_in_as(&app, &alice.email, "Laptop/1.0").await;
+    let bob = app.sign_up("Bob").await;
+    let (laptop_id, bobs) = (session_id(&app, &laptop).await, session_id(&app, &bob.token).await);
+
+    // another user's session, or none at all: not found, and nothing changes
+    for id in [bobs.as_str(), "ses_0000", "not-a-session"] {
+        let (status, body) = app.delete_as(&alice.token, &format!("/v1/auth/sessions/{id}")).await;
+        assert_eq!(status, 404, "{id}: {body}");
+        assert_eq!(body["error"]["code"], "not_found");
+    }
+    assert_eq!(app.get_as(&bob.token, "/v1/auth/session").await.0, 200);
+
+    let path = format!("/v1/auth/sessions/{laptop_id}");
+    assert_eq!(app.delete_as(&alice.token, &path).await.0, 204);
+    assert_eq!(app.get_as(&laptop, "/v1/auth/session").await.0, 401);
+    assert_eq!(app.get_as(&alice.token, "/v1/auth/session").await.0, 200);
+    assert_eq!(app.delete_as(&alice.token, &path).await.0, 404, "already gone");
+
+    // the current session itself: signed out, the cookie cleared
+    let current = session_id(&app, &alice.token).await;
+    let response = app
+        .client
+        .delete(app.url(&format!("/v1/auth/sessions/{current}")))
+        .bearer_auth(&alice.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    let cleared = response.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cleared.starts_with("relayit_session=;") && cleared.contains("Max-Age=0"), "{cleared}");
+    assert_eq!(app.get_as(&alice.token, "/v1/auth/session").await.0, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_end_at_their_absolute_lifetime_however_used() {
+    let app =
+        TestApp::spawn_with(|c| c.auth.session_max_lifetime = std::time::Duration::from_secs(3600))
+            .await;
+    let alice = app.sign_up("Alice").await;
+    // a new session's expiry is its lifetime's end, not the idle time's (30 days)
+    let (_, session) = app.get_as(&alice.token, "/v1/auth/session").await;
+    let created = at(&session["session"]["createdAt"]);
+    assert_eq!(at(&session["session"]["expiresAt"]) - created, chrono::Duration::hours(1));
+    let id = session["session"]["id"].as_str().unwrap().to_owned();
+
+    // opened 59 minutes ago, last written long ago: in use, it slides, but only to its end
+    app.sql(&format!(
+        "UPDATE sessions SET created_at = now() - interval '59 minutes',
+             last_seen_at = now() - interval '50 minutes', expires_at = now() + interval '1 minute'
+         WHERE id = '{id}'"
+    ))
+    .await;
+    let (status, list) = app.get_as(&alice.token, "/v1/auth/sessions").await;
+    assert_eq!(status, 200, "{list}");
+    let listed = &list["data"][0];
+    let created = at(&listed["createdAt"]);
+    assert_eq!(at(&listed["expiresAt"]), created + chrono::Duration::hours(1), "{listed}");
+    let seen = chrono::Utc::now() - at(&listed["lastSeenAt"]);
+    assert!(seen < chrono::Duration::minutes(1), "the use was recorded: {listed}");
+
+    // opened over an hour ago: refused, however recently used and whatever its expiry says
+    app.sql(&format!(
+        "UPDATE sessions SET created_at = now() - interval '61 minutes',
+             last_seen_at = now(), expires_at = now() + interval '29 days'
+         WHERE id = '{id}'"
+    ))
+    .await;
+    let (status, body) = app.get_as(&alice.token, "/v1/auth/session").await;
+    assert_eq!(status, 401, "{body}");
+    // and no longer listed among the user's sessions
+    let other = sign_in_as(&app, &alice.email, "Other/1.0").await;
+    let (_, list) = app.get_as(&other, "/v1/auth/sessions").await;
+    let ids: Vec<&str> =
+        list["data"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
+    assert!(!ids.contains(&id.as_str()), "{list}");
+    assert_eq!(ids.len(), 1);
+}

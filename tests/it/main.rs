@@ -23,6 +23,7 @@ mod organizations;
 mod projects;
 mod providers;
 mod readiness;
+mod retention;
 mod send;
 mod smtp;
 mod webhook_endpoints;

@@ -531,6 +531,49 @@ async fn list_queries_use_their_indexes() {
                  AND status = 'received'",
             "messages_scheduled_idx",
         ),
+        (
+            "SELECT id FROM sessions WHERE user_id = 'u' AND (created_at, id) < (now(), 'ses_z')
+             ORDER BY created_at DESC, id DESC LIMIT 50",
+            "sessions_user_list_idx",
+        ),
+        // the retention duty's deletes (migration 000018), and what they cascade to
+        (
+            "DELETE FROM messages WHERE id = ANY (ARRAY (
+                 SELECT id FROM messages
+                 WHERE project_id = 'p' AND created_at < now() AND updated_at < now()
+                   AND final_status = ANY ('{sent,delivered,failed,canceled}')
+                 ORDER BY created_at LIMIT 1000 FOR UPDATE SKIP LOCKED))",
+            "messages_project_list_idx",
+        ),
+        ("DELETE FROM message_events WHERE message_id = 'm'", "message_events_message_idx"),
+        ("DELETE FROM message_search WHERE message_id = 'm'", "message_search_pkey"),
+        ("DELETE FROM webhook_deliveries WHERE message_id = 'm'", "webhook_deliveries_message_idx"),
+        ("DELETE FROM webhook_deliveries WHERE event_id = 'e'", "webhook_deliveries_event_idx"),
+        (
+            "DELETE FROM webhook_deliveries WHERE id = ANY (ARRAY (
+                 SELECT id FROM webhook_deliveries
+                 WHERE webhook_endpoint_id = 'w' AND created_at < now()
+                 ORDER BY created_at LIMIT 1000 FOR UPDATE SKIP LOCKED))",
+            "webhook_deliveries_endpoint_list_idx",
+        ),
+        (
+            "DELETE FROM idempotency_keys WHERE ctid = ANY (ARRAY (
+                 SELECT ctid FROM idempotency_keys WHERE expires_at <= now()
+                 ORDER BY expires_at LIMIT 1000 FOR UPDATE SKIP LOCKED))",
+            "idempotency_keys_expires_idx",
+        ),
+        (
+            "DELETE FROM sessions WHERE id = ANY (ARRAY (
+                 SELECT id FROM sessions WHERE expires_at <= now()
+                 ORDER BY expires_at LIMIT 1000 FOR UPDATE SKIP LOCKED))",
+            "sessions_expires_idx",
+        ),
+        (
+            "DELETE FROM held_receipts WHERE id = ANY (ARRAY (
+                 SELECT h.id FROM held_receipts h WHERE h.received_at < now()
+                 ORDER BY h.received_at LIMIT 1000 FOR UPDATE OF h SKIP LOCKED))",
+            "held_receipts_received_idx",
+        ),
     ] {
         #[derive(QueryableByName)]
         struct Plan {
