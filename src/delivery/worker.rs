@@ -16,7 +16,7 @@
 //! Postgres or Redis being unreachable never fails a message: the work waits and retries, and
 //! entries stay pending until it is done (docs/architecture.md, invariant 4).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -32,7 +32,6 @@ use crate::delivery::limits::RateLimiter;
 use crate::delivery::queue::{self, Settlement, entry};
 use crate::delivery::recovery;
 use crate::delivery::routing::Router;
-use crate::delivery::shares::{self, Shares};
 use crate::domain::status::{FAILED, RETRYING};
 use crate::runtime::retry::{after, before, until_ok, until_ok_or_stopped};
 use crate::runtime::{Batch, Consumer, Liveness};
@@ -47,7 +46,6 @@ pub struct Worker {
     limiter: RateLimiter,
     /// This worker's lease on its claims (`crate::runtime::liveness`).
     liveness: Arc<Liveness>,
-    shares: Arc<Shares>,
 }
 
 /// The worker as the runtime's consumer: deliveries report to the recorder through `done`.
@@ -71,8 +69,7 @@ impl Worker {
         let router = Router::new(state.keys.clone(), config.credential_cache_ttl);
         let limiter = RateLimiter::new(state.redis.clone(), config.rate_limits.clone());
         let (done, done_rx) = mpsc::channel(config.concurrency);
-        let shares = Shares::new(config.organization_slots());
-        let worker = Arc::new(Self { state, router, limiter, liveness, shares });
+        let worker = Arc::new(Self { state, router, limiter, liveness });
         let mut tasks = JoinSet::new();
         tasks.spawn(worker.clone().record(done_rx));
         (Dispatch { worker, done }, tasks)
@@ -105,52 +102,36 @@ impl Worker {
                 }
             }
         }
-        let mut ids: Vec<String> =
-            wanted.iter().map(|(message_id, _)| message_id.clone()).collect();
-        let mut deferred = Vec::new();
-        if self.shares.may_exceed(ids.len()) {
-            let orgs = until_ok_or_stopped("finding whose messages were read", stop, || async {
-                let mut conn = self.state.db.get().await?;
-                anyhow::Ok(queries::organizations_of(&mut conn, &ids).await?)
-            })
-            .await;
-            let Some(orgs) = orgs else { return };
-            (ids, deferred) = self.shares.admit(ids, &orgs.into_iter().collect());
-        }
+        let ids: Vec<String> = wanted.iter().map(|(message_id, _)| message_id.clone()).collect();
         let claimed =
             until_ok_or_stopped("claiming messages", stop, || self.claim(&ids, &dead)).await;
         // Shutting down while Postgres is unreachable: the entries stay pending.
         let Some(claimed) = claimed else { return };
 
-        let mut entries: HashMap<String, String> = wanted.into_iter().collect();
-        let claimed: Vec<(Message, String)> = claimed
-            .into_iter()
-            .filter_map(|message| entries.remove(&message.id).map(|entry| (message, entry)))
-            .collect();
-        // what is left was not claimed: deferred for its organization's share, or done with
-        let due = Utc::now().timestamp_millis() + shares::DEFER.as_millis() as i64;
-        let mut settlement = Settlement { done: settled, ..Settlement::default() };
-        for message_id in deferred {
-            if let Some(entry_id) = entries.remove(&message_id) {
-                settlement.done.push(entry_id);
-                settlement.retries.push((message_id, due));
+        let claimed_ids: HashSet<&str> = claimed.iter().map(|m| m.id.as_str()).collect();
+        for (message_id, entry_id) in &wanted {
+            if !claimed_ids.contains(message_id.as_str()) {
+                settled.push(entry_id.clone());
             }
         }
-        settlement.done.extend(entries.into_values());
-        if !settlement.done.is_empty()
-            && let Err(error) = queue::settle(&self.state.redis, &settlement).await
-        {
-            // harmless: they are taken over later and handled then
-            tracing::warn!(%error, "cannot settle entries with nothing to deliver now");
+        if !settled.is_empty() {
+            let settlement = Settlement { done: settled, ..Settlement::default() };
+            if let Err(error) = queue::settle(&self.state.redis, &settlement).await {
+                // harmless: they are taken over later and acknowledged then
+                tracing::warn!(%error, "cannot acknowledge entries with nothing to deliver");
+            }
         }
-        for (message, entry_id) in claimed {
+        for message in claimed {
+            let Some(entry_id) =
+                wanted.iter().find(|(id, _)| *id == message.id).map(|(_, entry)| entry.clone())
+            else {
+                continue;
+            };
             // one slot per entry read, so there is always one left
             let slot = free.split(1);
-            let held = self.shares.hold(&message.organization_id);
             let (worker, done) = (self.clone(), done.clone());
             tasks.spawn(async move {
                 let outcome = worker.deliver(&message).await;
-                drop(held);
                 // the recorder only stops once every sender is gone
                 let _ = done.send(Done { outcome, entry_id, slot }).await;
             });
