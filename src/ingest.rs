@@ -14,7 +14,9 @@
 //!
 //! If the stream append fails after the commit, the messages stay `queued` in Postgres and the
 //! worker's sweeper enqueues them later: nothing committed is lost. If Postgres fails, every
-//! request of the batch is answered `unavailable` and nothing was accepted.
+//! request of the batch is answered `unavailable` and nothing was accepted; if the connection
+//! broke with the commit on its way, they are answered that the outcome is unknown (the
+//! commit may have happened), to be retried with the same `Idempotency-Key`.
 //!
 //! A batch holds many tenants' requests, so one request must not hold up the rest. A failed
 //! batch is committed again request by request, and a project locked for long (a deletion that
@@ -66,6 +68,9 @@ pub enum Outcome {
 pub enum IngestError {
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
+    /// The connection broke while the commit was on its way: it may have taken effect.
+    #[error("the database connection broke during the commit: {0}")]
+    OutcomeUnknown(String),
     /// The project is locked by a change that takes long (its deletion): retry.
     #[error("the project is being deleted or changed")]
     ProjectBusy,
@@ -229,6 +234,12 @@ async fn commit_and_reply(
     timer.observe_duration();
     let outcomes = match committed {
         Ok(outcomes) => outcomes,
+        // Committed or not, nobody can tell: not committed again one by one (what did commit
+        // would collide with itself and be reported as refused), and not "nothing accepted".
+        Err(DbError::Query(e)) if db::connection_broke(&e) => {
+            let message = e.to_string();
+            submissions.iter().map(|_| Err(IngestError::OutcomeUnknown(message.clone()))).collect()
+        }
         // One bad submission (say, its project deleted meanwhile) must not fail the others:
         // try them one by one. Not after a timeout: each alone could take as long again.
         Err(DbError::Query(e)) if submissions.len() > 1 && !db::timed_out(&e) => {
@@ -310,6 +321,11 @@ fn unavailable(error: DbError) -> IngestError {
 /// The answer to a request whose own commit failed with `error`; one that gave up waiting for
 /// its project holds the project.
 fn failed(held: &Held, metrics: &Metrics, submission: &Submission, error: DbError) -> IngestError {
+    if let DbError::Query(e) = &error
+        && db::connection_broke(e)
+    {
+        return IngestError::OutcomeUnknown(e.to_string());
+    }
     if matches!(&error, DbError::Query(e) if db::gave_up_waiting(e)) {
         held.hold(submission);
         metrics.ingest_refused.with_label_values(&["project_locked"]).inc();

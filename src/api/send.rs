@@ -340,6 +340,13 @@ async fn answer(
             tracing::warn!(%cause, "send refused: cannot commit");
             Err(ApiError::unavailable("the database is unavailable; nothing was accepted, retry"))
         }
+        Err(IngestError::OutcomeUnknown(cause)) => {
+            tracing::warn!(%cause, "send outcome unknown: the connection broke during the commit");
+            Err(ApiError::unavailable(
+                "the outcome is unknown: the database connection broke during the commit, which \
+                 may have succeeded; retry with the same Idempotency-Key",
+            ))
+        }
         Err(IngestError::ProjectBusy) => Err(ApiError::unavailable(
             "the project is being deleted or changed; nothing was accepted, retry",
         )),

@@ -105,6 +105,18 @@ pub fn database_went_away(error: &diesel::result::Error) -> bool {
     }
 }
 
+/// Whether the connection broke with the statement sent (or about to be) and no answer
+/// received: whether it took effect (a COMMIT, an autocommitted insert) is unknown.
+pub fn connection_broke(error: &diesel::result::Error) -> bool {
+    matches!(
+        error,
+        diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::UnableToSendCommand,
+            _
+        )
+    )
+}
+
 /// Whether Postgres cancelled the statement for running past `database.statement_timeout`.
 pub fn timed_out(error: &diesel::result::Error) -> bool {
     server_says(error, "canceling statement due to statement timeout")

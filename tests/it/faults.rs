@@ -45,10 +45,14 @@ fn tolerant(config: &mut Config) {
     config.delivery.provider_timeout = Duration::from_secs(5);
 }
 
-/// A TCP proxy between the service and Postgres that the test can cut and restore.
+/// A TCP proxy between the service and Postgres that the test can cut and restore, or have
+/// swallow the server's answers.
 struct Proxy {
     port: u16,
     cut: watch::Sender<bool>,
+    /// Answers are dropped; a connection that sends something then is closed shortly after,
+    /// as when a network fails between a statement and its answer.
+    swallow: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -57,25 +61,30 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
         let port = listener.local_addr().unwrap().port();
         let (cut, watching) = watch::channel(false);
+        let (swallow, swallowing) = watch::channel(false);
         let task = tokio::spawn(async move {
             loop {
-                let Ok((mut client, _)) = listener.accept().await else { continue };
+                let Ok((client, _)) = listener.accept().await else { continue };
                 // cut: closed at once, like a server that is gone
                 if *watching.borrow() {
                     continue;
                 }
-                let mut watching = watching.clone();
+                let (mut watching, swallowing) = (watching.clone(), swallowing.clone());
                 tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(upstream).await else { return };
+                    let Ok(server) = TcpStream::connect(upstream).await else { return };
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        () = forward(client, server, swallowing) => {}
                         // dropping both ends drops the connection mid-whatever
                         _ = watching.wait_for(|cut| *cut) => {}
                     }
                 });
             }
         });
-        Proxy { port, cut, task }
+        Proxy { port, cut, swallow, task }
+    }
+
+    fn swallow(&self) {
+        self.swallow.send_replace(true);
     }
 
     fn cut(&self) {
@@ -84,6 +93,51 @@ impl Proxy {
 
     fn restore(&self) {
         self.cut.send_replace(false);
+        self.swallow.send_replace(false);
+    }
+}
+
+/// Copies both ways until either side closes; while `swallowing`, drops the server's bytes,
+/// and closes both sides half a second after the client sent something (time for the server
+/// to act on it).
+async fn forward(client: TcpStream, server: TcpStream, swallowing: watch::Receiver<bool>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let upstream = {
+        let swallowing = swallowing.clone();
+        async move {
+            let mut buffer = vec![0u8; 16 * 1024];
+            loop {
+                let n = match client_read.read(&mut buffer).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                if server_write.write_all(&buffer[..n]).await.is_err() {
+                    return;
+                }
+                if *swallowing.borrow() {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    return;
+                }
+            }
+        }
+    };
+    let downstream = async move {
+        let mut buffer = vec![0u8; 16 * 1024];
+        loop {
+            let n = match server_read.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if !*swallowing.borrow() && client_write.write_all(&buffer[..n]).await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        () = upstream => {}
+        () = downstream => {}
     }
 }
 
@@ -425,4 +479,29 @@ async fn a_worker_cut_off_from_postgres_past_its_claim_does_not_call_the_provide
         .unwrap();
     assert!(unknown > 0, "no claim was taken over from the worker cut off");
     drop((stale, other));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_whose_answer_is_lost_is_answered_outcome_unknown() {
+    let proxy = Proxy::start(postgres_addr().await).await;
+    let app = TestApp::spawn_roles(Roles { api: true, worker: false, webhook: false }, |c| {
+        c.database.url = through(&c.database.url, proxy.port);
+        c.database.connect_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let (_, key) = setup(&app, json!({})).await;
+    // connections are open and idle in the pool
+    send_batch(&app, &key, 1).await;
+
+    // the insert reaches Postgres and commits; its answer never comes back
+    proxy.swallow();
+    let (status, body) = app.post_as(&key, "/v1/send", email(1)).await;
+    proxy.restore();
+    assert_eq!(status, 503, "{body}");
+    let text = body["error"]["message"].as_str().unwrap();
+    assert!(text.contains("outcome is unknown") && text.contains("Idempotency-Key"), "{text}");
+    // and indeed it was accepted: "nothing was accepted" would have been false
+    let mut conn = app.connect().await;
+    let total: i64 = m::table.count().get_result(&mut conn).await.unwrap();
+    assert_eq!(total, 2, "the commit whose answer was lost");
 }
