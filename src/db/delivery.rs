@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{Array, Int4, Jsonb, Nullable, Text, Timestamptz};
+use diesel::sql_types::{Array, Bool, Int4, Jsonb, Nullable, Text, Timestamptz};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use serde_json::json;
 
@@ -40,8 +40,9 @@ async fn insert_events(conn: &mut AsyncPgConnection, events: &[Event]) -> QueryR
 /// `processing` event each, and returns them. Ids not returned are already handled, canceled
 /// or in another worker's hands: a duplicate stream entry therefore never causes a second send.
 ///
-/// An abandoned claim's attempt may or may not have reached its provider; the new claim's
-/// event says so (`previousAttempt: "outcome unknown"`), so a second send is never silent.
+/// When the entries were taken over from a worker that stopped (`taken_over`), that worker's
+/// attempt may or may not have reached its provider; the new claim's event says so
+/// (`previousAttempt: "outcome unknown"`), so a second send is never silent.
 ///
 /// One statement (the event insert rides on the update's RETURNING), so it is atomic without
 /// a transaction's extra round trips, and its plan is prepared once per connection.
@@ -52,12 +53,16 @@ pub async fn claim(
     stale_before: DateTime<Utc>,
     consumer: &str,
     dead: &[String],
+    taken_over: bool,
 ) -> QueryResult<Vec<Message>> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
     // an event id for each candidate; only the claimed ones' are used
     let event_ids: Vec<String> = ids.iter().map(|_| new_id(EVENT)).collect();
+    // entries taken over from a worker that stopped: if their message is claimed, that worker's
+    // attempt (if it began one) ended unknown
+    let taken_over: Vec<bool> = ids.iter().map(|_| taken_over).collect();
     diesel::sql_query(
         "WITH c AS (
              UPDATE messages SET status = 'processing', updated_at = $2, claimed_by = $5
@@ -72,19 +77,15 @@ pub async fn claim(
                  requested_provider, provider_credential_id, provider_type, status, status_reason,
                  attempts, content, metadata, provider_message_id, idempotency_key, send_at,
                  next_attempt_at, created_at, updated_at, throttled_since
-         ), before AS (
-             -- the statement's snapshot: the rows as they were before the update
-             SELECT id, status FROM messages WHERE id = ANY($1)
          ), e AS (
              -- tenants read event details: nothing about our hosts goes in
              INSERT INTO message_events (id, message_id, status, details, created_at)
-             SELECT x.event_id, c.id, 'processing',
-                 jsonb_build_object('attempt', c.attempts + 1) || CASE WHEN b.status = 'processing'
+             SELECT x.event_id, c.id, 'processing', jsonb_build_object('attempt', c.attempts + 1)
+                 || CASE WHEN x.taken_over
                      THEN '{\"previousAttempt\": \"outcome unknown\"}'::jsonb
                      ELSE '{}'::jsonb END,
                  $2
-             FROM c JOIN unnest($1, $4) AS x(id, event_id) ON x.id = c.id
-                 JOIN before b ON b.id = c.id
+             FROM c JOIN unnest($1, $4, $7) AS x(id, event_id, taken_over) ON x.id = c.id
          )
          SELECT * FROM c",
     )
@@ -94,6 +95,7 @@ pub async fn claim(
     .bind::<Array<Text>, _>(&event_ids)
     .bind::<Text, _>(consumer)
     .bind::<Array<Text>, _>(dead)
+    .bind::<Array<Bool>, _>(&taken_over)
     .cached()
     .load(conn)
     .await

@@ -85,7 +85,7 @@ impl Worker {
         done: &mpsc::Sender<Done>,
         stop: &CancellationToken,
     ) {
-        let dead = batch.taken_from;
+        let (dead, taken_over) = (batch.taken_from, batch.taken_over);
         let entries = batch.entries.into_iter().map(entry);
         let mut settled = Vec::new();
         let mut wanted: Vec<(String, String)> = Vec::new();
@@ -104,7 +104,8 @@ impl Worker {
         }
         let ids: Vec<String> = wanted.iter().map(|(message_id, _)| message_id.clone()).collect();
         let claimed =
-            until_ok_or_stopped("claiming messages", stop, || self.claim(&ids, &dead)).await;
+            until_ok_or_stopped("claiming messages", stop, || self.claim(&ids, &dead, taken_over))
+                .await;
         // Shutting down while Postgres is unreachable: the entries stay pending.
         let Some(claimed) = claimed else { return };
 
@@ -138,12 +139,17 @@ impl Worker {
         }
     }
 
-    async fn claim(&self, ids: &[String], dead: &[String]) -> anyhow::Result<Vec<Message>> {
+    async fn claim(
+        &self,
+        ids: &[String],
+        dead: &[String],
+        taken_over: bool,
+    ) -> anyhow::Result<Vec<Message>> {
         let now = Utc::now();
         let stale_before = before(now, self.state.config.delivery.visibility_timeout);
         let mut conn = self.state.db.get().await?;
         let consumer = self.liveness.consumer();
-        Ok(queries::claim(&mut conn, ids, now, stale_before, consumer, dead).await?)
+        Ok(queries::claim(&mut conn, ids, now, stale_before, consumer, dead, taken_over).await?)
     }
 
     /// One claimed message's attempt. Routing waits for Postgres as long as it takes; at

@@ -9,9 +9,10 @@
 //!   first takes over those that dead consumers left pending: every second those of consumers
 //!   whose liveness key expired (a crash is repaired within seconds), and every so often those
 //!   pending past the visibility timeout (a consumer alive but stuck; XAUTOCLAIM);
-//! - recovery from a Redis that lost the stream or group (restarted without persistence): the
-//!   worker that recreates the group has the consumer put back at once, from Postgres, what
-//!   was lost ([`Consumer::recover`]); the workers' periodic sweeps remain the fallback;
+//! - recovery from a Redis that lost the stream or group (restarted without persistence) while
+//!   workers read it: the worker that recreates the group has the consumer put back at once,
+//!   from Postgres, what was lost ([`Consumer::recover`]); the workers' periodic sweeps remain
+//!   the fallback (for a Redis that lost its data while no worker ran, too);
 //! - shutdown: reading stops, work in flight gets `server.shutdown_grace` to finish, what is
 //!   cut off stays pending and is taken over as soon as the liveness key is withdrawn, and a
 //!   consumer that left nothing pending leaves the group;
@@ -60,11 +61,13 @@ pub trait Consumer: Send + Sync + 'static {
     fn recover(&self) -> impl Future<Output = ()> + Send + 'static;
 }
 
-/// Entries read, and the consumers they were taken over from, if any: those consumers' liveness
-/// keys expired, so what they claimed is no longer theirs.
+/// Entries read, and whether they were taken over from another consumer (that stopped, or
+/// got stuck), and from which ones whose liveness keys expired: what those claimed is no
+/// longer theirs.
 #[derive(Debug, Default)]
 pub struct Batch {
     pub entries: Vec<RawEntry>,
+    pub taken_over: bool,
     pub taken_from: Vec<String>,
 }
 
@@ -106,10 +109,11 @@ pub async fn run<C: Consumer>(
         async move { liveness.keep(&redis, keeping).await }
     });
     let name = liveness.consumer();
+    // Not a loss at start: a new install, or a stream the API created by appending to it
+    // (putting its backlog back again would read every message twice). A Redis that lost its
+    // data while no worker ran is repaired by the periodic sweeps.
+    queue::ensure_group(&client, &stream.key).await?;
     let mut recoveries = JoinSet::new();
-    if queue::ensure_group(&client, &stream.key).await? {
-        recoveries.spawn(consumer.recover());
-    }
     tracing::info!(consumer = %name, "{} worker ready", stream.role);
 
     let grace = state.config.server.shutdown_grace;
@@ -245,7 +249,7 @@ async fn next_entries(
             );
             // more may be left: look again at once
             reclaim.dead_due = Instant::now();
-            return Ok(Batch { entries: taken.entries, taken_from: taken.dead });
+            return Ok(Batch { entries: taken.entries, taken_over: true, taken_from: taken.dead });
         }
     }
     if Instant::now() >= reclaim.due {
@@ -258,11 +262,11 @@ async fn next_entries(
         reclaim.cursor = cursor;
         if !entries.is_empty() {
             tracing::info!(count = entries.len(), "took over {} entries left pending", stream.role);
-            return Ok(Batch { entries, taken_from: Vec::new() });
+            return Ok(Batch { entries, taken_over: true, taken_from: Vec::new() });
         }
     }
     let entries = queue::read_group(client, &stream.key, name, count, READ_BLOCK_MS).await?;
-    Ok(Batch { entries, taken_from: Vec::new() })
+    Ok(Batch { entries, ..Batch::default() })
 }
 
 /// Waits for at least one free slot and takes every free one; `None` once the semaphore is

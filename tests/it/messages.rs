@@ -915,12 +915,14 @@ async fn a_prepared_claim_survives_a_column_added_meanwhile() {
     let ids = insert_on(&mut conn, &account, &queued).await;
     let (now, stale) = (Utc::now(), Utc::now() - Duration::minutes(5));
 
-    let first =
-        relayit::db::delivery::claim(&mut conn, &ids[..1], now, stale, "w1", &[]).await.unwrap();
+    let first = relayit::db::delivery::claim(&mut conn, &ids[..1], now, stale, "w1", &[], false)
+        .await
+        .unwrap();
     assert_eq!(first.len(), 1);
     app.sql("ALTER TABLE messages ADD COLUMN added_by_a_later_release integer").await;
-    let second =
-        relayit::db::delivery::claim(&mut conn, &ids[1..], now, stale, "w1", &[]).await.unwrap();
+    let second = relayit::db::delivery::claim(&mut conn, &ids[1..], now, stale, "w1", &[], false)
+        .await
+        .unwrap();
     assert_eq!(second.iter().map(|m| &m.id).collect::<Vec<_>>(), vec![&ids[1]]);
 }
 
@@ -962,7 +964,8 @@ async fn status_changes_find_their_rows_by_id_whatever_the_statistics() {
     diesel::sql_query("SET plan_cache_mode = force_generic_plan").execute(&mut conn).await.unwrap();
 
     let (now, stale) = (Utc::now(), Utc::now() - Duration::minutes(5));
-    let claimed = delivery::claim(&mut conn, &ids[..100], now, stale, "w1", &[]).await.unwrap();
+    let claimed =
+        delivery::claim(&mut conn, &ids[..100], now, stale, "w1", &[], false).await.unwrap();
     assert_eq!(claimed.len(), 100);
     let outcomes: Vec<Outcome> = claimed
         .iter()
