@@ -141,14 +141,29 @@ impl TenantCache {
     }
 
     /// Forgets everything here, and tells every other process to. Called after the commit of
-    /// a change that could make an entry wrong.
+    /// a change that could make an entry wrong (a revoked key must not be served from another
+    /// process's cache).
+    ///
+    /// A publish that fails is retried in the background until it goes through or the entries
+    /// it is about have expired anyway (the cache's TTL): the other processes' subscriptions
+    /// may well be up while this one command failed (a timeout, a broken pooled connection).
     pub async fn invalidate_everywhere(&self, redis: &Redis) {
         self.invalidate();
-        if let Err(error) = redis.publish(&redis.keys().invalidations(), "tenants").await {
-            // the other processes' subscriptions are then most likely down too, and they
-            // bypass their caches until they are back
-            tracing::warn!(%error, "cannot publish a cache invalidation");
+        if publish_invalidation(redis).await {
+            return;
         }
+        let (redis, deadline) = (redis.clone(), tokio::time::Instant::now() + self.ttl);
+        tokio::spawn(async move {
+            let mut delay = Duration::from_millis(50);
+            while tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(delay).await;
+                if publish_invalidation(&redis).await {
+                    tracing::info!("cache invalidation published after a retry");
+                    return;
+                }
+                delay = (delay * 2).min(Duration::from_secs(1));
+            }
+        });
     }
 
     /// Whether there is anything to run (a zero TTL turns the cache off).
@@ -196,6 +211,17 @@ impl TenantCache {
 }
 
 const MAX_ENTRIES: usize = 100_000;
+
+/// Tells every process to drop its cache; says whether Redis took it.
+async fn publish_invalidation(redis: &Redis) -> bool {
+    match redis.publish(&redis.keys().invalidations(), "tenants").await {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::warn!(%error, "cannot publish a cache invalidation; retrying");
+            false
+        }
+    }
+}
 
 async fn subscribe(subscriber: &SubscriberClient, channel: &str) -> bool {
     match subscriber.subscribe(channel).await {

@@ -214,3 +214,58 @@ async fn last_use_is_recorded_in_batches() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_whose_announcement_fails_is_announced_again() {
+    // a Redis of the test's own, whose writes it can pause
+    let redis = crate::harness::PrivateRedis::start(crate::harness::free_port());
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let app = TestApp::spawn_with(|c| {
+        c.redis.url = url.clone();
+        // long enough that only the announcement can make the peer forget the key
+        c.auth.key_cache_ttl = Duration::from_secs(120);
+    })
+    .await;
+    let peer = app.spawn_peer(Roles { api: true, worker: false, webhook: false }).await;
+    let owner = app.sign_up("Owner").await;
+    let (_, created) =
+        app.post_as(&owner.token, "/v1/api-keys", json!({"name": "k", "scopes": ["read"]})).await;
+    let key = created["key"].as_str().unwrap();
+    let hash = relayit::auth::tokens::hash(key);
+    wait_until_cached(&peer, &hash, key, &app).await;
+
+    // PUBLISH refused for a moment (the subscriptions stay): the announcement fails
+    use fred::prelude::ClientLike;
+    let admin = fred::clients::Client::new(
+        fred::prelude::Config::from_url(&url).unwrap(),
+        None,
+        None,
+        None,
+    );
+    admin.init().await.unwrap();
+    let acl = |rule: &'static str| {
+        let admin = admin.clone();
+        async move {
+            let answer: String =
+                admin.custom(fred::cmd!("ACL"), vec!["SETUSER", "default", rule]).await.unwrap();
+            assert_eq!(answer, "OK");
+        }
+    };
+    acl("-publish").await;
+    let (status, _) = app
+        .delete_as(&owner.token, &format!("/v1/api-keys/{}", created["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(status, 204);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(peer.state().tenants.key(&hash).is_some(), "announced while PUBLISH was refused");
+    acl("+publish").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while peer.state().tenants.key(&hash).is_some() {
+        assert!(std::time::Instant::now() < deadline, "the peer kept the revoked key");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let url = format!("http://{}/v1/projects", peer.addr());
+    let status = app.client.get(url).bearer_auth(key).send().await.unwrap().status();
+    assert_eq!(status, 401);
+    peer.shutdown().await.unwrap();
+}
