@@ -291,8 +291,18 @@ pub struct DeliveryConfig {
     /// no attempt) for longer than this fails: otherwise it could wait forever.
     #[serde(with = "humantime_serde")]
     pub max_throttled_for: Duration,
+    /// The share of `concurrency` one organization's deliveries may hold at once in a worker
+    /// process, so that a tenant's slow provider cannot hold every slot: (0, 1].
+    pub organization_share: f64,
     /// Last: TOML writes tables after plain keys.
     pub rate_limits: RateLimits,
+}
+
+impl DeliveryConfig {
+    /// Deliveries one organization may have in flight at once in a worker process.
+    pub fn organization_slots(&self) -> usize {
+        ((self.concurrency as f64 * self.organization_share) as usize).max(1)
+    }
 }
 
 /// What the workers' retention duty deletes, and when (`delivery::retention`).
@@ -472,6 +482,7 @@ impl Default for DeliveryConfig {
             requeue_after: Duration::from_secs(300),
             credential_cache_ttl: Duration::from_secs(30),
             max_throttled_for: Duration::from_secs(24 * 3600),
+            organization_share: 0.5,
             rate_limits: RateLimits::default(),
         }
     }
@@ -623,6 +634,13 @@ impl Config {
         nonzero_duration("delivery.sweep_interval", self.delivery.sweep_interval)?;
         nonzero_duration("delivery.requeue_after", self.delivery.requeue_after)?;
         nonzero_duration("delivery.max_throttled_for", self.delivery.max_throttled_for)?;
+        let share = self.delivery.organization_share;
+        if !(share > 0.0 && share <= 1.0) {
+            return Err(ConfigError::invalid(
+                "delivery.organization_share",
+                "must be more than 0 and at most 1 (a share of delivery.concurrency)",
+            ));
+        }
         if self.server.liveness_timeout < Duration::from_secs(2) {
             return Err(ConfigError::invalid(
                 "server.liveness_timeout",

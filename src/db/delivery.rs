@@ -101,6 +101,18 @@ pub async fn claim(
     .await
 }
 
+/// The organization of each of the messages `ids` that exist.
+pub async fn organizations_of(
+    conn: &mut AsyncPgConnection,
+    ids: &[String],
+) -> QueryResult<Vec<(String, String)>> {
+    messages::table
+        .filter(messages::id.eq_any(ids))
+        .select((messages::id, messages::organization_id))
+        .load(conn)
+        .await
+}
+
 /// How one claimed message's delivery ended, as its row and its event will say.
 #[derive(Debug, Clone)]
 pub struct Outcome {

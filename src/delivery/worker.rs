@@ -5,6 +5,8 @@
 //! - It claims the batch's messages in one statement; entries whose message is not claimable
 //!   (duplicates, already handled, canceled, or in the hands of a live worker) are
 //!   acknowledged at once.
+//! - One organization's deliveries hold at most its share of the slots (`shares`): messages
+//!   over it are not claimed, and wait in the delayed set, paced.
 //! - Each claimed message is delivered in a task of its own, holding one slot. A claim is
 //!   fenced: the worker calls a provider only while no other worker can have claimed the
 //!   message since (its lease, `deliver::Lease`), and an outcome is written only while the
@@ -16,7 +18,7 @@
 //! Postgres or Redis being unreachable never fails a message: the work waits and retries, and
 //! entries stay pending until it is done (docs/architecture.md, invariant 4).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 
@@ -32,7 +34,10 @@ use crate::delivery::limits::RateLimiter;
 use crate::delivery::queue::{self, Settlement, entry};
 use crate::delivery::recovery;
 use crate::delivery::routing::Router;
+use crate::delivery::shares::Shares;
 use crate::domain::status::{FAILED, RETRYING};
+use crate::queue::RawEntry;
+use crate::queue::deliveries::MESSAGE_FIELD;
 use crate::runtime::retry::{after, before, until_ok, until_ok_or_stopped};
 use crate::runtime::{Batch, Consumer, Liveness};
 use crate::state::AppState;
@@ -46,6 +51,7 @@ pub struct Worker {
     limiter: RateLimiter,
     /// This worker's lease on its claims (`crate::runtime::liveness`).
     liveness: Arc<Liveness>,
+    shares: Arc<Shares>,
 }
 
 /// The worker as the runtime's consumer: deliveries report to the recorder through `done`.
@@ -69,7 +75,8 @@ impl Worker {
         let router = Router::new(state.keys.clone(), config.credential_cache_ttl);
         let limiter = RateLimiter::new(state.redis.clone(), config.rate_limits.clone());
         let (done, done_rx) = mpsc::channel(config.concurrency);
-        let worker = Arc::new(Self { state, router, limiter, liveness });
+        let shares = Shares::new(config.organization_slots());
+        let worker = Arc::new(Self { state, router, limiter, liveness, shares });
         let mut tasks = JoinSet::new();
         tasks.spawn(worker.clone().record(done_rx));
         (Dispatch { worker, done }, tasks)
@@ -102,6 +109,22 @@ impl Worker {
                 }
             }
         }
+        let mut deferred = Vec::new();
+        // Entries taken over are never held back: their claim needs the dead worker's name,
+        // which their return from the delayed set would not carry.
+        if !taken_over && self.shares.may_exceed(wanted.len()) {
+            let ids: Vec<String> =
+                wanted.iter().map(|(message_id, _)| message_id.clone()).collect();
+            let orgs = until_ok_or_stopped("finding whose messages were read", stop, || async {
+                let mut conn = self.state.db.get().await?;
+                anyhow::Ok(queries::organizations_of(&mut conn, &ids).await?)
+            })
+            .await;
+            let Some(orgs) = orgs else { return };
+            let orgs: HashMap<String, String> = orgs.into_iter().collect();
+            let admission = self.shares.admit(wanted, &orgs, Utc::now().timestamp_millis());
+            (wanted, deferred) = (admission.admitted, admission.deferred);
+        }
         let ids: Vec<String> = wanted.iter().map(|(message_id, _)| message_id.clone()).collect();
         let claimed =
             until_ok_or_stopped("claiming messages", stop, || self.claim(&ids, &dead, taken_over))
@@ -109,30 +132,33 @@ impl Worker {
         // Shutting down while Postgres is unreachable: the entries stay pending.
         let Some(claimed) = claimed else { return };
 
-        let claimed_ids: HashSet<&str> = claimed.iter().map(|m| m.id.as_str()).collect();
-        for (message_id, entry_id) in &wanted {
-            if !claimed_ids.contains(message_id.as_str()) {
-                settled.push(entry_id.clone());
-            }
+        let mut entries: HashMap<String, String> = wanted.into_iter().collect();
+        let claimed: Vec<(Message, String)> = claimed
+            .into_iter()
+            .filter_map(|message| entries.remove(&message.id).map(|entry| (message, entry)))
+            .collect();
+        // what is left was not claimed: done with
+        let mut settlement = Settlement { done: settled, ..Settlement::default() };
+        settlement.done.extend(entries.into_values());
+        // over its organization's share: back later
+        for ((message_id, entry_id), due_ms) in deferred {
+            settlement.done.push(entry_id);
+            settlement.retries.push((message_id, due_ms));
         }
-        if !settled.is_empty() {
-            let settlement = Settlement { done: settled, ..Settlement::default() };
-            if let Err(error) = queue::settle(&self.state.redis, &settlement).await {
-                // harmless: they are taken over later and acknowledged then
-                tracing::warn!(%error, "cannot acknowledge entries with nothing to deliver");
-            }
+        if !settlement.done.is_empty()
+            && let Err(error) = queue::settle(&self.state.redis, &settlement).await
+        {
+            // harmless: they are taken over later and handled then
+            tracing::warn!(%error, "cannot settle entries with nothing to deliver now");
         }
-        for message in claimed {
-            let Some(entry_id) =
-                wanted.iter().find(|(id, _)| *id == message.id).map(|(_, entry)| entry.clone())
-            else {
-                continue;
-            };
+        for (message, entry_id) in claimed {
             // one slot per entry read, so there is always one left
             let slot = free.split(1);
+            let held = self.shares.hold(&message.organization_id);
             let (worker, done) = (self.clone(), done.clone());
             tasks.spawn(async move {
                 let outcome = worker.deliver(&message).await;
+                drop(held);
                 // the recorder only stops once every sender is gone
                 let _ = done.send(Done { outcome, entry_id, slot }).await;
             });
@@ -262,5 +288,19 @@ impl Consumer for Dispatch {
 
     fn recover(&self) -> impl Future<Output = ()> + Send + 'static {
         recovery::recover(self.worker.state.clone())
+    }
+
+    fn held_back(&self, max: usize) -> Vec<RawEntry> {
+        let ready = self.worker.shares.ready(max);
+        ready
+            .into_iter()
+            .map(|(message_id, entry_id)| {
+                (entry_id, HashMap::from([(MESSAGE_FIELD.to_owned(), message_id)]))
+            })
+            .collect()
+    }
+
+    fn holds_back(&self) -> bool {
+        self.worker.shares.holds_back()
     }
 }

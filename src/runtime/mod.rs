@@ -39,6 +39,8 @@ pub use liveness::Liveness;
 
 /// How long one XREADGROUP waits for entries; also how long shutdown may wait for it.
 const READ_BLOCK_MS: u64 = 1000;
+/// How long it waits while the consumer holds work back.
+const HOLDING_BACK_BLOCK_MS: u64 = 10;
 /// Pause after the stream could not be read.
 const READ_ERROR_PAUSE: Duration = Duration::from_secs(1);
 
@@ -59,6 +61,19 @@ pub trait Consumer: Send + Sync + 'static {
     /// (entries and scheduled retries), without waiting for the periodic sweep's
     /// `requeue_after`. Called by the one worker that recreated the group.
     fn recover(&self) -> impl Future<Output = ()> + Send + 'static;
+
+    /// Up to `max` entries read earlier whose work was held back and may start now (the
+    /// delivery worker's organizations over their share of slots, `delivery::shares`); read
+    /// before new ones.
+    fn held_back(&self, _max: usize) -> Vec<RawEntry> {
+        Vec::new()
+    }
+
+    /// Whether some work is held back, to start when other work ends: the reader then waits
+    /// for new entries only briefly, so that it starts it soon.
+    fn holds_back(&self) -> bool {
+        false
+    }
 }
 
 /// Entries read, and whether they were taken over from another consumer (that stopped, or
@@ -185,7 +200,7 @@ async fn consume<C: Consumer>(
         let Some(free) = free else { break };
         let count = free.num_permits() as u64;
         while recoveries.try_join_next().is_some() {}
-        match next_entries(&member, &mut reclaim, count).await {
+        match next_entries(&member, &consumer, &mut reclaim, count).await {
             Ok(batch) if batch.entries.is_empty() => {}
             Ok(batch) => consumer.dispatch(batch, free, &mut tasks, stop).await,
             Err(error) => {
@@ -230,9 +245,11 @@ async fn consume<C: Consumer>(
     }
 }
 
-/// Entries taken over from dead consumers when a scan is due and finds some, else new ones.
+/// Entries taken over from dead consumers when a scan is due and finds some, else those the
+/// consumer held back that may start now, else new ones.
 async fn next_entries(
     member: &Member<'_>,
+    consumer: &impl Consumer,
     reclaim: &mut Reclaim,
     count: u64,
 ) -> Result<Batch, QueueError> {
@@ -265,7 +282,12 @@ async fn next_entries(
             return Ok(Batch { entries, taken_over: true, taken_from: Vec::new() });
         }
     }
-    let entries = queue::read_group(client, &stream.key, name, count, READ_BLOCK_MS).await?;
+    let entries = consumer.held_back(count as usize);
+    if !entries.is_empty() {
+        return Ok(Batch { entries, ..Batch::default() });
+    }
+    let block = if consumer.holds_back() { HOLDING_BACK_BLOCK_MS } else { READ_BLOCK_MS };
+    let entries = queue::read_group(client, &stream.key, name, count, block).await?;
     Ok(Batch { entries, ..Batch::default() })
 }
 

@@ -536,6 +536,9 @@ async fn a_burst_survives_a_crash_and_each_message_is_sent_once() {
     let crashy = |c: &mut Config| {
         fast(c);
         c.delivery.concurrency = 10;
+        // every slot busy, so the reader waits for a free one (and sees the shutdown at once)
+        // rather than for new entries (up to a second, while deliveries in flight end)
+        c.delivery.organization_share = 1.0;
         c.delivery.visibility_timeout = Duration::from_secs(1);
         c.delivery.provider_timeout = Duration::from_millis(500);
         // deliveries in flight at shutdown are cut off, as by a crash
@@ -550,10 +553,13 @@ async fn a_burst_survives_a_crash_and_each_message_is_sent_once() {
     let count_status = async |conn: &mut AsyncPgConnection, status: &str| -> i64 {
         m::table.filter(m::status.eq(status)).count().get_result(conn).await.unwrap()
     };
+    // crash while deliveries are in flight (not between two rounds of them)
     let start = Instant::now();
-    while count_status(&mut conn, "sent").await < 30 {
+    while count_status(&mut conn, "sent").await < 30
+        || count_status(&mut conn, "processing").await == 0
+    {
         assert!(start.elapsed() < WAIT, "the burst does not move");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     app.shutdown().await.expect("shutdown");
     let sent = count_status(&mut conn, "sent").await;
@@ -765,4 +771,53 @@ async fn a_message_throttled_for_too_long_fails_and_is_dead_lettered() {
     assert_eq!(failed.details["failure"], "throttled_too_long");
     assert!((failed.created_at - first).to_std().unwrap() >= Duration::from_millis(800));
     assert_eq!(dead_letters(&app).await, [(id, reason)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_tenant_cannot_hold_every_delivery_slot() {
+    // 8 slots, half of them at most for one organization
+    let app = TestApp::spawn_with(|c| c.delivery.concurrency = 8).await;
+    let (slow, slow_key) = app.sender("Slow").await;
+    let (fast, fast_key) = app.sender("Fast").await;
+    let sandbox = |latency_ms: u64| {
+        json!({"name": "Sandbox", "channel": "email", "providerType": "sandbox",
+               "credentials": {}, "config": {"latencyMs": latency_ms}})
+    };
+    // every call of the slow tenant's provider takes 10 s (the sandbox's longest)
+    app.create_provider(&slow.token, sandbox(10_000)).await;
+    app.create_provider(&fast.token, sandbox(0)).await;
+    let email = |n: usize| {
+        json!({"channel": "email", "to": format!("user{n}@example.com"),
+               "content": {"subject": "Hello", "text": "Hi"}})
+    };
+    // more than every slot, ahead of the fast tenant's in the stream
+    for n in 0..24 {
+        app.send_message(&slow_key, email(n)).await;
+    }
+    let mut conn = app.connect().await;
+    let start = Instant::now();
+    while count_status(&mut conn, "processing").await < 4 {
+        assert!(start.elapsed() < WAIT, "the slow tenant's messages are not being delivered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut fast_ids = Vec::new();
+    for n in 0..16 {
+        fast_ids.push(app.send_message(&fast_key, email(n)).await);
+    }
+    for id in &fast_ids {
+        app.wait_for_status(&fast_key, id, "sent").await;
+    }
+    // the fast tenant was served while the slow one's first calls were still running, and
+    // those held no more than their share
+    assert_eq!(
+        count_status(&mut conn, "sent").await,
+        16,
+        "the fast tenant waited for the slow one"
+    );
+    assert_eq!(count_status(&mut conn, "processing").await, 4, "the slow tenant's share");
+    assert_eq!(count_status(&mut conn, "queued").await, 20, "the slow tenant's others wait");
+}
+
+async fn count_status(conn: &mut AsyncPgConnection, status: &str) -> i64 {
+    crate::harness::count(conn, &format!("messages WHERE status = '{status}'")).await
 }
