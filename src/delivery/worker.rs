@@ -6,7 +6,7 @@
 //!   (duplicates, already handled, canceled, or in the hands of a live worker) are
 //!   acknowledged at once.
 //! - One organization's deliveries hold at most its share of the slots (`shares`): messages
-//!   over it are not claimed, and wait in the delayed set, paced.
+//!   over it are not claimed, and wait in the worker or in the delayed set.
 //! - Each claimed message is delivered in a task of its own, holding one slot. A claim is
 //!   fenced: the worker calls a provider only while no other worker can have claimed the
 //!   message since (its lease, `deliver::Lease`), and an outcome is written only while the
