@@ -115,7 +115,8 @@ pub struct CreateProvider {
     /// `sandbox` `{}`.
     #[schema(value_type = Object)]
     pub credentials: Value,
-    /// The type's settings: `ses` `{region, fromAddress, configurationSet?, endpointUrl?}`,
+    /// The type's settings: `ses` `{region, fromAddress, configurationSet?, endpointUrl?,
+    /// snsTopicArns?}` (the SNS topics its delivery receipts come from; none taken without),
     /// `smtp` `{host, port, tls, fromAddress}`, `sns` `{region, senderId?, originationNumber?,
     /// smsType?, endpointUrl?}`, `whatsapp_cloud` `{phoneNumberId, apiVersion?, baseUrl?}`,
     /// `discord_bot` `{baseUrl?}`, `sandbox` `{latencyMs?, failRate?, failMode?, failFirst?, retryAfterMs?}`.

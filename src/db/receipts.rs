@@ -3,7 +3,11 @@
 //!
 //! A receipt names the message by its provider message id; it is looked up only within the
 //! organization of the credential the receipt came in for, and the receipt's channel, so a
-//! receipt can never touch another tenant's message. The change is a conditional UPDATE on the
+//! receipt can never touch another tenant's message. A receipt that names its credential (SES:
+//! each credential has its own topics) moves only the messages that credential sent, not those
+//! of the organization's other credentials. WhatsApp's do not: Meta calls one URL per app with
+//! the statuses of all its numbers, which may be several credentials; the app secret that signs
+//! them is the proof. The change is a conditional UPDATE on the
 //! statuses it may leave, so a repeated or late receipt changes nothing: receipts can be
 //! applied any number of times.
 //!
@@ -25,6 +29,9 @@ use crate::db::schema::{held_receipts, message_events, messages};
 pub struct Receipt<'a> {
     pub organization_id: &'a str,
     pub channel: &'a str,
+    /// The credential whose messages it may move (the one that sent them); `None`: any of the
+    /// organization's.
+    pub credential_id: Option<&'a str>,
     pub provider_message_id: &'a str,
     /// The statuses a message may be in for the change to apply.
     pub from: &'a [&'a str],
@@ -53,6 +60,8 @@ pub async fn apply(conn: &mut AsyncPgConnection, receipt: Receipt<'_>) -> QueryR
         // Looked for before the move, not after: a `sent` committed in between would be seen
         // by a later look but not by the move, and the receipt dropped. This way a message
         // seen here is seen by the move, and one committed after it finds the receipt held.
+        // Whatever credential sent it: a receipt for another credential's message is ignored
+        // (the move finds nothing), not held for a quarter of an hour.
         let known: bool = diesel::select(diesel::dsl::exists(
             messages::table
                 .filter(messages::organization_id.eq(receipt.organization_id))
@@ -66,6 +75,7 @@ pub async fn apply(conn: &mut AsyncPgConnection, receipt: Receipt<'_>) -> QueryR
                 .values((
                     held_receipts::organization_id.eq(receipt.organization_id),
                     held_receipts::channel.eq(receipt.channel),
+                    held_receipts::provider_credential_id.eq(receipt.credential_id),
                     held_receipts::provider_message_id.eq(receipt.provider_message_id),
                     held_receipts::from_statuses.eq(receipt.from),
                     held_receipts::to_status.eq(receipt.to),
@@ -111,6 +121,7 @@ async fn move_messages(
              updated_at = GREATEST($7, updated_at + interval '1 microsecond')
          WHERE organization_id = $1 AND channel = $2 AND provider_message_id = $3
            AND status = ANY($4)
+           AND ($8::text IS NULL OR provider_credential_id = $8)
          RETURNING id, updated_at",
     )
     .bind::<Text, _>(receipt.organization_id)
@@ -120,6 +131,7 @@ async fn move_messages(
     .bind::<Text, _>(receipt.to)
     .bind::<Nullable<Text>, _>(receipt.reason)
     .bind::<Timestamptz, _>(now)
+    .bind::<Nullable<Text>, _>(receipt.credential_id)
     .load(conn)
     .await?;
     let events: Vec<Event> = moved
@@ -131,7 +143,8 @@ async fn move_messages(
 }
 
 /// SQL: the held receipt `h` names a message, by the rule [`apply`] holds by (provider message
-/// id, within the organization and channel of the credential it came in for).
+/// id, within the organization and channel of the credential it came in for; a message of
+/// another credential releases it too, and the move then finds nothing).
 macro_rules! names_a_message {
     () => {
         "EXISTS (SELECT 1 FROM messages m
@@ -151,6 +164,8 @@ struct Held {
     organization_id: String,
     #[diesel(sql_type = Text)]
     channel: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    provider_credential_id: Option<String>,
     #[diesel(sql_type = Text)]
     provider_message_id: String,
     #[diesel(sql_type = Array<Text>)]
@@ -223,8 +238,8 @@ async fn expire_unmatched(
 async fn apply_matched(conn: &mut AsyncPgConnection, now: DateTime<Utc>) -> QueryResult<HeldRound> {
     conn.transaction(async |conn| {
         let held: Vec<Held> = diesel::sql_query(concat!(
-            "SELECT h.id, h.organization_id, h.channel, h.provider_message_id, h.from_statuses,
-                 h.to_status, h.reason, h.details
+            "SELECT h.id, h.organization_id, h.channel, h.provider_credential_id,
+                 h.provider_message_id, h.from_statuses, h.to_status, h.reason, h.details
              FROM held_receipts h
              WHERE ",
             names_a_message!(),
@@ -239,6 +254,7 @@ async fn apply_matched(conn: &mut AsyncPgConnection, now: DateTime<Utc>) -> Quer
             let receipt = Receipt {
                 organization_id: &h.organization_id,
                 channel: &h.channel,
+                credential_id: h.provider_credential_id.as_deref(),
                 provider_message_id: &h.provider_message_id,
                 from: &from,
                 to: &h.to_status,

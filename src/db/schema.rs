@@ -45,6 +45,7 @@ diesel::table! {
         reason -> Nullable<Text>,
         details -> Jsonb,
         received_at -> Timestamptz,
+        provider_credential_id -> Nullable<Text>,
     }
 }
 

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::config::ProvidersConfig;
+use crate::domain::aws::is_sns_topic_arn;
 use crate::domain::channel::Channel;
 use crate::domain::recipient::is_e164;
 use crate::domain::validate::Validator;
@@ -140,6 +141,10 @@ pub struct SesConfig {
     pub endpoint_url: Option<String>,
     /// Provider calls per second with this credential; see [`rate_limit()`].
     pub rate_limit: Option<u32>,
+    /// The SNS topics the credential's delivery receipts come from: an SNS message from any
+    /// other topic is refused, and none is taken while the list is absent or empty
+    /// (`crate::inbound::ses`).
+    pub sns_topic_arns: Option<Vec<String>>,
 }
 
 /// `smtp`: both or neither (servers that relay without authentication).
@@ -266,6 +271,10 @@ pub fn rate_limit(config: &serde_json::Value) -> Option<u32> {
 /// Far beyond any provider's rate; above it a limit would mean nothing.
 const MAX_RATE_LIMIT: u32 = 100_000;
 
+/// An SES credential's event topics: one per configuration set or identity it sends with,
+/// usually one.
+const MAX_SNS_TOPICS: usize = 20;
+
 /// Longest text a setting or secret may be; far beyond any real one, short of abuse.
 const MAX_TEXT_CHARS: usize = 4096;
 /// A sandbox delay beyond this would only stall workers; below the default
@@ -385,6 +394,18 @@ impl Schema for SesConfig {
             part.token("configurationSet", set);
         }
         part.endpoint("endpointUrl", self.endpoint_url.as_deref());
+        let topics = self.sns_topic_arns.as_deref().unwrap_or_default();
+        if topics.len() > MAX_SNS_TOPICS {
+            part.error("snsTopicArns", format!("must list at most {MAX_SNS_TOPICS} topics"));
+        }
+        for (i, arn) in topics.iter().enumerate() {
+            if !is_sns_topic_arn(arn) {
+                part.error(
+                    &format!("snsTopicArns.{i}"),
+                    "must be an SNS topic ARN such as arn:aws:sns:us-east-1:123456789012:ses-events",
+                );
+            }
+        }
     }
 }
 
@@ -585,6 +606,30 @@ mod tests {
             ["config.retryAfterMs"]
         );
         assert_eq!(config_fields(json!({"failMode": "flaky"})), ["config.failMode"]);
+    }
+
+    #[test]
+    fn ses_config_lists_sns_topic_arns() {
+        let config_fields = |topics: serde_json::Value| {
+            let config = json!({"region": "us-east-1", "fromAddress": "a@example.com", "snsTopicArns": topics});
+            let mut check = Validator::new();
+            ProviderType::Ses.check_config(&config, &ProvidersConfig::default(), &mut check);
+            check.finish().err().map_or_else(Vec::new, |e| {
+                e.details().iter().map(|d| d.field.clone()).collect::<Vec<_>>()
+            })
+        };
+        let topic = "arn:aws:sns:us-east-1:123456789012:ses-events";
+        assert!(
+            config_fields(json!([topic, "arn:aws-cn:sns:cn-north-1:123456789012:ses"])).is_empty()
+        );
+        assert!(config_fields(json!([])).is_empty());
+        assert_eq!(
+            config_fields(json!([topic, "ses-events", "arn:aws:sns:evil:123456789012:x"])),
+            ["config.snsTopicArns.1", "config.snsTopicArns.2"]
+        );
+        assert_eq!(config_fields(json!(topic)), ["config.snsTopicArns"]);
+        assert_eq!(config_fields(json!([topic, 5])), ["config.snsTopicArns.1"]);
+        assert_eq!(config_fields(json!(vec![topic; 21])), ["config.snsTopicArns"]);
     }
 
     #[test]

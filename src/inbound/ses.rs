@@ -4,6 +4,14 @@
 //!
 //! Both of SES's forms are read: events of a configuration set (`eventType`) and the
 //! notifications of an identity (`notificationType`).
+//!
+//! A valid SNS signature only proves that *some* AWS account's topic sent the message, and
+//! anyone who learns a credential's receipt URL can subscribe their own topic to it. So the
+//! credential names its topics (`snsTopicArns` in its config), and a message from any other
+//! topic is refused before anything is fetched: its subscription is never confirmed and its
+//! events change nothing. A credential that names none takes no SNS message at all. An event
+//! moves only the messages this very credential sent (`db::receipts`, by credential), so one
+//! credential's topic cannot speak for another's messages either.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -11,7 +19,7 @@ use utoipa::ToSchema;
 
 use crate::db::providers::find_for_callback;
 use crate::db::receipts::{self, Applied, Receipt};
-use crate::domain::provider_types::ProviderType;
+use crate::domain::provider_types::{ProviderType, SesConfig};
 use crate::domain::status::{DELIVERED, FAILED, SENT};
 use crate::inbound::InboundError;
 use crate::inbound::sns::{
@@ -58,6 +66,17 @@ pub async fn receive(
         .ok_or(InboundError::NotFound("SES provider"))?;
     // the pooled connection is not held while certificates are fetched
     drop(conn);
+    let config = SesConfig::deserialize(&credential.config).map_err(|_| {
+        InboundError::Internal(format!(
+            "provider {}: config does not match its schema",
+            credential.id
+        ))
+    })?;
+    check_topic(&config, &envelope.topic_arn).map_err(|reason| {
+        tracing::warn!(credential = %credential_id, topic = %envelope.topic_arn, %reason,
+            "refused an SNS message from a topic not the credential's");
+        InboundError::Refused(reason)
+    })?;
     state.sns_verifier.verify(&envelope).await.map_err(|e| refused(credential_id, e))?;
 
     match envelope.kind.as_str() {
@@ -83,6 +102,7 @@ pub async fn receive(
                 Receipt {
                     organization_id: &credential.organization_id,
                     channel: &credential.channel,
+                    credential_id: Some(&credential.id),
                     provider_message_id: &change.provider_message_id,
                     from: change.from,
                     to: change.to,
@@ -114,6 +134,21 @@ pub async fn receive(
         // verify() refuses every other type
         other => Ok(answer("ignored", format!("SNS message type {other}"))),
     }
+}
+
+/// Whether the credential whose config is `config` takes SNS messages from `topic_arn`; if
+/// not, why (the answer's message).
+fn check_topic(config: &SesConfig, topic_arn: &str) -> Result<(), String> {
+    let topics = config.sns_topic_arns.as_deref().unwrap_or_default();
+    if topics.is_empty() {
+        return Err("this credential lists no snsTopicArns, so it takes no SNS messages: add \
+                    the ARN of the topic its SES events are published to to its config"
+            .to_owned());
+    }
+    if !topics.iter().any(|t| t == topic_arn) {
+        return Err(format!("topic {topic_arn} is not one of this credential's snsTopicArns"));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Deserialize)]
@@ -260,6 +295,31 @@ pub fn interpret(message: &str) -> Result<Change, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_credentials_own_topics_are_taken() {
+        let config = |topics: Value| {
+            SesConfig::deserialize(&json!({"region": "us-east-1", "fromAddress": "a@example.com",
+                "snsTopicArns": topics}))
+            .unwrap()
+        };
+        let ours = "arn:aws:sns:us-east-1:123456789012:ses-events";
+        let listed = config(json!([ours, "arn:aws:sns:eu-west-1:123456789012:other"]));
+        assert!(check_topic(&listed, ours).is_ok());
+        for theirs in [
+            "arn:aws:sns:us-east-1:999999999999:ses-events",
+            "arn:aws:sns:us-east-1:123456789012:SES-EVENTS",
+            "arn:aws:sns:us-east-1:123456789012:ses-events ",
+            "",
+        ] {
+            let reason = check_topic(&listed, theirs).unwrap_err();
+            assert!(reason.contains("is not one of this credential's snsTopicArns"), "{reason}");
+        }
+        for none in [config(json!([])), config(Value::Null)] {
+            let reason = check_topic(&none, ours).unwrap_err();
+            assert!(reason.contains("lists no snsTopicArns"), "{reason}");
+        }
+    }
 
     #[test]
     fn events_map_to_changes() {

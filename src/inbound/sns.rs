@@ -5,25 +5,41 @@
 //! verifies (AWS's procedure): the string to sign is rebuilt from the message's fields in their
 //! fixed order, and checked with RSA PKCS#1 v1.5 over SHA-1 (`SignatureVersion` 1) or SHA-256
 //! (2) against the public key of the certificate at `SigningCertURL`. That URL must be
-//! `https://sns.<region>.amazonaws.com/....pem` (or a host the operator trusts for a local
-//! emulator, `providers.sns_trusted_hosts`); otherwise anyone could sign with their own key.
-//! Fetched certificates are cached (their URLs name them for good). `SubscribeURL` is
-//! fetched only from the same hosts.
+//! `https://sns.<region>.amazonaws.com/....pem` (`.amazonaws.com.cn` for a China region), the
+//! region a real region code: not any `sns.*.amazonaws.com`, since some hosts under
+//! `amazonaws.com` serve what AWS's customers upload (S3's `<bucket>.s3-<region>.amazonaws.com`
+//! serves a bucket named `sns`); or a host the operator trusts for a local emulator
+//! (`providers.sns_trusted_hosts`). Otherwise anyone could sign with their own key. Fetched
+//! certificates are cached (their URLs name them for good). `SubscribeURL` is fetched only
+//! from the same hosts.
+//!
+//! A signature does not age, so a message is also refused when its (signed) `Timestamp` is
+//! more than [`MAX_AGE`] old, or more than [`MAX_AHEAD`] ahead of our clock: a captured
+//! message cannot be replayed for ever. SNS retries a delivery for at most an hour, keeping
+//! the message's `Timestamp`, so every genuine retry is still taken.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
+use chrono::{DateTime, Utc};
 use ring::signature::{self, UnparsedPublicKey, VerificationAlgorithm};
 use serde::Deserialize;
 use url::Url;
+
+use crate::domain::aws::Partition;
 
 /// Certificates kept at most; beyond, the cache starts over (SNS uses a handful).
 const MAX_CACHED_CERTIFICATES: usize = 64;
 /// A certificate is a few KiB.
 const MAX_CERTIFICATE_BYTES: usize = 64 * 1024;
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// The oldest message taken: SNS's longest retry policy for HTTP(S) subscriptions spans an hour.
+pub const MAX_AGE: Duration = Duration::from_secs(3600);
+/// How far ahead of our clock a message may be dated (clocks drift; SNS's do not run ahead by
+/// more).
+pub const MAX_AHEAD: Duration = Duration::from_secs(15 * 60);
 
 /// An SNS message as SNS posts it to HTTP subscribers.
 #[derive(Debug, Clone, Deserialize)]
@@ -140,15 +156,34 @@ impl TrustedHost {
     }
 }
 
-/// `sns.<region>.amazonaws.com` (or `.amazonaws.com.cn`).
+/// Exactly `sns.<region>.<the region's partition's suffix>`: `sns.us-east-1.amazonaws.com`,
+/// `sns.cn-north-1.amazonaws.com.cn`.
 fn is_aws_sns_host(host: &str) -> bool {
     let Some(rest) = host.strip_prefix("sns.") else { return false };
-    let region =
-        rest.strip_suffix(".amazonaws.com").or_else(|| rest.strip_suffix(".amazonaws.com.cn"));
-    region.is_some_and(|r| {
-        !r.is_empty()
-            && r.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    })
+    let Some((region, suffix)) = rest.split_once('.') else { return false };
+    Partition::of_region(region).is_some_and(|p| p.dns_suffix() == suffix)
+}
+
+/// Whether a message dated `timestamp` (SNS's ISO 8601 `Timestamp`) may be taken at `now`.
+fn check_fresh(timestamp: &str, now: DateTime<Utc>) -> Result<(), SnsError> {
+    let at = DateTime::parse_from_rfc3339(timestamp)
+        .map_err(|_| SnsError::Refused(format!("Timestamp {timestamp:?} is not a date")))?;
+    let age = now.signed_duration_since(at);
+    let max_age = chrono::Duration::from_std(MAX_AGE).unwrap_or(chrono::Duration::MAX);
+    let max_ahead = chrono::Duration::from_std(MAX_AHEAD).unwrap_or(chrono::Duration::MAX);
+    if age > max_age {
+        return Err(SnsError::Refused(format!(
+            "the message is dated {timestamp}, more than {} minutes ago: a replay",
+            MAX_AGE.as_secs() / 60
+        )));
+    }
+    if -age > max_ahead {
+        return Err(SnsError::Refused(format!(
+            "the message is dated {timestamp}, more than {} minutes ahead of this server's clock",
+            MAX_AHEAD.as_secs() / 60
+        )));
+    }
+    Ok(())
 }
 
 /// Checks SNS messages' signatures, caching certificates; confirms subscriptions.
@@ -191,8 +226,10 @@ impl SnsVerifier {
         if aws { Ok(url) } else { Err(refused()) }
     }
 
-    /// Checks `envelope`'s signature.
+    /// Checks `envelope`'s date (not a replay) and signature.
     pub async fn verify(&self, envelope: &Envelope) -> Result<(), SnsError> {
+        // before anything is fetched; the date is one of the signed fields
+        check_fresh(&envelope.timestamp, Utc::now())?;
         let algorithm: &'static dyn VerificationAlgorithm =
             match envelope.signature_version.as_str() {
                 "1" => &signature::RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY,
@@ -328,15 +365,34 @@ mod tests {
         let ok = |url: &str| verifier.allowed_url(url, "url").is_ok();
         assert!(ok("https://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem"));
         assert!(ok("https://sns.cn-north-1.amazonaws.com.cn/x.pem"));
+        assert!(ok("https://sns.us-gov-west-1.amazonaws.com/x.pem"));
+        assert!(ok("https://SNS.EU-WEST-1.amazonaws.com:443/x.pem"));
         assert!(ok("http://127.0.0.1:9911/cert.pem"));
         assert!(ok("https://sns.local:8443/cert.pem"));
         for bad in [
             "http://sns.us-east-1.amazonaws.com/x.pem",
             "https://sns.us-east-1.amazonaws.com.evil.com/x.pem",
+            "https://sns.evil.amazonaws.com.attacker.com/x.pem",
             "https://evil.com/sns.us-east-1.amazonaws.com/x.pem",
             "https://user@sns.us-east-1.amazonaws.com/x.pem",
+            "https://user:pw@sns.us-east-1.amazonaws.com/x.pem",
             "https://sns.us-east-1.amazonaws.com:8443/x.pem",
             "https://s3.amazonaws.com/x.pem",
+            // under amazonaws.com, but not SNS in a real region
+            "https://sns.evil.amazonaws.com/x.pem",
+            "https://sns.s3-us-west-2.amazonaws.com/x.pem",
+            "https://sns.s3-website-us-east-1.amazonaws.com/x.pem",
+            "https://sns.my-bucket.amazonaws.com/x.pem",
+            "https://sns.us-east-1a.amazonaws.com/x.pem",
+            "https://sns-foo.amazonaws.com/x.pem",
+            "https://sns.amazonaws.com/x.pem",
+            "https://x.sns.us-east-1.amazonaws.com/x.pem",
+            "https://sns.x.us-east-1.amazonaws.com/x.pem",
+            "https://sns.us-east-1.s3.amazonaws.com/x.pem",
+            "https://sns.us-east-1.amazonaws.com./x.pem",
+            // a region under another partition's domain
+            "https://sns.us-east-1.amazonaws.com.cn/x.pem",
+            "https://sns.cn-north-1.amazonaws.com/x.pem",
             "http://127.0.0.1:9912/cert.pem",
             "file:///etc/passwd",
             "not a url",
@@ -346,6 +402,29 @@ mod tests {
         assert_eq!(TrustedHost::parse("[::1]:80").map(|t| t.port), Some(Some(80)));
         for bad in ["", "http://x", "a b", "x/y", "host:port"] {
             assert!(TrustedHost::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn old_and_far_future_messages_are_refused() {
+        let now = DateTime::parse_from_rfc3339("2026-12-05T12:00:00Z").unwrap().to_utc();
+        for ok in [
+            "2026-12-05T12:00:00.000Z",
+            "2026-12-05T11:00:00.000Z",
+            "2026-12-05T11:30:00+00:00",
+            "2026-12-05T12:15:00.000Z",
+        ] {
+            assert!(check_fresh(ok, now).is_ok(), "{ok}");
+        }
+        for bad in [
+            "2026-12-05T10:59:59.999Z",
+            "2026-11-27T10:00:00.000Z",
+            "2026-12-05T12:15:00.001Z",
+            "2027-01-01T00:00:00.000Z",
+            "2026-12-05 12:00:00",
+            "",
+        ] {
+            assert!(matches!(check_fresh(bad, now), Err(SnsError::Refused(_))), "{bad}");
         }
     }
 }

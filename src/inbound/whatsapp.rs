@@ -239,6 +239,8 @@ pub async fn statuses(
             Receipt {
                 organization_id: &row.organization_id,
                 channel: &row.channel,
+                // any of the organization's: the app's one webhook URL reports all its numbers
+                credential_id: None,
                 provider_message_id: &status.id,
                 from: &[SENT],
                 to,

@@ -101,11 +101,13 @@ async fn app_with_overrides(trusted: Option<String>) -> TestApp {
     .await
 }
 
+/// An SES credential taking the receipts of [`TOPIC`].
 fn ses_provider(endpoint: &str, from: &str) -> Value {
     json!({
         "name": "SES", "channel": "email", "providerType": "ses",
         "credentials": {"accessKeyId": "AKIDTEST", "secretAccessKey": "test-secret"},
-        "config": {"region": "us-east-1", "fromAddress": from, "endpointUrl": endpoint}
+        "config": {"region": "us-east-1", "fromAddress": from, "endpointUrl": endpoint,
+                   "snsTopicArns": [TOPIC]}
     })
 }
 
@@ -376,14 +378,35 @@ fn signed(key: &SigningKey, cert_url: &str, version: &str, mut fields: Value) ->
 
 const TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:ses-events";
 
+/// An SNS `Timestamp`, `minutes` from now.
+fn timestamp(minutes: i64) -> String {
+    (chrono::Utc::now() + chrono::Duration::minutes(minutes))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// A notification of [`TOPIC`] carrying `event`, published just now.
 fn notification(event: Value) -> Value {
     json!({
         "Type": "Notification",
         "MessageId": uuid::Uuid::now_v7().to_string(),
         "TopicArn": TOPIC,
         "Message": event.to_string(),
-        "Timestamp": "2026-11-27T10:00:00.000Z",
+        "Timestamp": timestamp(0),
     })
+}
+
+/// A subscription confirmation of `topic`, signed, whose SubscribeURL is the stub's `/confirm`.
+fn confirmation(key: &SigningKey, stub: &Stub, topic: &str, token: &str) -> Value {
+    let addr = stub.addr;
+    signed(
+        key,
+        &format!("http://{addr}/cert.pem"),
+        "1",
+        json!({"Type": "SubscriptionConfirmation", "MessageId": uuid::Uuid::now_v7().to_string(),
+               "TopicArn": topic, "Token": token, "Message": "You have chosen to subscribe...",
+               "SubscribeURL": format!("http://{addr}/confirm?Action=ConfirmSubscription&Token={token}"),
+               "Timestamp": timestamp(0)}),
+    )
 }
 
 fn ses_event(kind: &str, ses_id: &str) -> Value {
@@ -440,15 +463,7 @@ async fn signed_ses_receipts_move_messages_and_forgeries_change_nothing() {
     let cert_url = format!("http://{stub_addr}/cert.pem");
 
     // the subscription is confirmed at its SubscribeURL
-    let confirmation = signed(
-        &key_pair,
-        &cert_url,
-        "1",
-        json!({"Type": "SubscriptionConfirmation", "MessageId": "c-1", "TopicArn": TOPIC,
-               "Token": "token-1", "Message": "You have chosen to subscribe...",
-               "SubscribeURL": format!("http://{stub_addr}/confirm?Action=ConfirmSubscription&Token=token-1"),
-               "Timestamp": "2026-11-27T10:00:00.000Z"}),
-    );
+    let confirmation = confirmation(&key_pair, &stub, TOPIC, "token-1");
     let (status, answer) = post_sns(&app, &credential, &confirmation).await;
     assert_eq!((status, answer["result"].as_str()), (200, Some("confirmed")), "{answer}");
     assert_eq!(requests_at(&stub, "/confirm"), ["Action=ConfirmSubscription&Token=token-1"]);
@@ -557,5 +572,169 @@ async fn signed_ses_receipts_move_messages_and_forgeries_change_nothing() {
     let (status, answer) = post_sns(&app, &credential, &json!({"Type": 1})).await;
     assert_eq!(status, 400, "{answer}");
 
+    stub.stop().await;
+}
+
+/// The error message of a refusal.
+fn refusal(status: u16, answer: &Value) -> String {
+    assert_eq!(status, 403, "{answer}");
+    assert_eq!(answer["error"]["code"], "forbidden", "{answer}");
+    answer["error"]["message"].as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_credentials_own_topics_and_recent_messages_are_taken() {
+    let key_pair = SigningKey::new();
+    let stub = sns_stub(key_pair.certificate()).await;
+    let cert_url = format!("http://{}/cert.pem", stub.addr);
+    let moto = Moto::start().await;
+    let app = app_with_overrides(Some(stub.addr.to_string())).await;
+    let (owner, key) = app.sender("Sender").await;
+    moto.verify_identity("sender@example.com").await;
+    let credential =
+        app.create_provider(&owner.token, ses_provider(&moto.url, "sender@example.com")).await;
+
+    // anyone's topic, validly signed by SNS, subscribed to the credential's URL: refused, and
+    // the subscription is never confirmed
+    let foreign_topic = "arn:aws:sns:us-east-1:999999999999:ses-events";
+    let (status, answer) =
+        post_sns(&app, &credential, &confirmation(&key_pair, &stub, foreign_topic, "t-1")).await;
+    let message = refusal(status, &answer);
+    assert!(message.contains(foreign_topic), "{message}");
+    assert!(message.contains("is not one of this credential's snsTopicArns"), "{message}");
+    assert!(requests_at(&stub, "/confirm").is_empty());
+
+    let id = app
+        .send_message(
+            &key,
+            json!({"channel": "email", "to": "a@example.com", "content": {"subject": "Hi", "text": "x"}}),
+        )
+        .await;
+    let sent = app.wait_for_status(&key, &id, "sent").await;
+    let ses_id = sent["providerMessageId"].as_str().unwrap().to_owned();
+    let events = event_count(&app, &key, &id).await;
+
+    // that topic's events for the message (its SES id read from a recipient's headers)
+    let mut bounce = notification(ses_event("Bounce", &ses_id));
+    bounce["TopicArn"] = json!(foreign_topic);
+    let bounce = signed(&key_pair, &cert_url, "2", bounce);
+    let (status, answer) = post_sns(&app, &credential, &bounce).await;
+    assert!(refusal(status, &answer).contains("snsTopicArns"));
+
+    // the credential's own topic, but a message older than an hour (a replay) or dated well
+    // ahead of our clock
+    for minutes in [-61, -24 * 60, 16] {
+        let mut old = notification(ses_event("Bounce", &ses_id));
+        old["Timestamp"] = json!(timestamp(minutes));
+        let old = signed(&key_pair, &cert_url, "2", old);
+        let (status, answer) = post_sns(&app, &credential, &old).await;
+        let message = refusal(status, &answer);
+        assert!(message.contains("minutes"), "{minutes}: {message}");
+    }
+    let (_, message) = app.get_as(&key, &format!("/v1/messages/{id}")).await;
+    assert_eq!(message["status"], "sent");
+    assert_eq!(event_count(&app, &key, &id).await, events);
+
+    // a credential that lists no topic takes no SNS message, not even its organization's topic's
+    let mut bare = ses_provider(&moto.url, "sender@example.com");
+    bare["name"] = json!("SES without topics");
+    bare["config"].as_object_mut().unwrap().remove("snsTopicArns");
+    let bare = app.create_provider(&owner.token, bare).await;
+    let (status, answer) =
+        post_sns(&app, &bare, &confirmation(&key_pair, &stub, TOPIC, "t-2")).await;
+    assert!(refusal(status, &answer).contains("lists no snsTopicArns"));
+    assert!(requests_at(&stub, "/confirm").is_empty());
+
+    // SNS retrying a delivery within the hour, from the credential's topic: taken
+    let mut retried = notification(ses_event("Delivery", &ses_id));
+    retried["Timestamp"] = json!(timestamp(-50));
+    let retried = signed(&key_pair, &cert_url, "2", retried);
+    let (status, answer) = post_sns(&app, &credential, &retried).await;
+    assert_eq!((status, answer["result"].as_str()), (200, Some("applied")), "{answer}");
+    let (status, answer) =
+        post_sns(&app, &credential, &confirmation(&key_pair, &stub, TOPIC, "t-3")).await;
+    assert_eq!((status, answer["result"].as_str()), (200, Some("confirmed")), "{answer}");
+    assert_eq!(requests_at(&stub, "/confirm"), ["Action=ConfirmSubscription&Token=t-3"]);
+
+    // topics must be SNS topic ARNs
+    let mut body = ses_provider(&moto.url, "sender@example.com");
+    body["config"]["snsTopicArns"] =
+        json!([TOPIC, "arn:aws:sqs:us-east-1:123456789012:ses-events"]);
+    let (status, answer) = app.post_as(&owner.token, "/v1/providers", body).await;
+    assert_eq!(crate::harness::validation_fields(status, &answer), ["config.snsTopicArns.1"]);
+    stub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_move_only_the_messages_their_credential_sent() {
+    let key_pair = SigningKey::new();
+    let stub = sns_stub(key_pair.certificate()).await;
+    let cert_url = format!("http://{}/cert.pem", stub.addr);
+    let moto = Moto::start().await;
+    let trusted = stub.addr.to_string();
+    let app = TestApp::spawn_with(|c| {
+        c.providers.allow_endpoint_overrides = true;
+        c.providers.sns_trusted_hosts = vec![trusted];
+        c.delivery.sweep_interval = Duration::from_millis(100);
+    })
+    .await;
+    let (owner, key) = app.sender("Sender").await;
+    moto.verify_identity("sender@example.com").await;
+    // two credentials of one organization, both taking the same topic's receipts
+    let mut credentials = Vec::new();
+    for slug in ["ses-a", "ses-b"] {
+        let mut body = ses_provider(&moto.url, "sender@example.com");
+        body["name"] = json!(slug);
+        body["slug"] = json!(slug);
+        credentials.push(app.create_provider(&owner.token, body).await);
+    }
+    let (a, b) = (&credentials[0], &credentials[1]);
+    let send = async |text: &str| {
+        let id = app
+            .send_message(
+                &key,
+                json!({"channel": "email", "to": "a@example.com", "provider": "ses-a",
+                       "content": {"subject": "Hi", "text": text}}),
+            )
+            .await;
+        let message = app.wait_for_status(&key, &id, "sent").await;
+        (id, message["providerMessageId"].as_str().unwrap().to_owned())
+    };
+
+    // a receipt for A's message at B's URL changes nothing; at A's, it applies
+    let (first, first_ses) = send("one").await;
+    let delivery =
+        signed(&key_pair, &cert_url, "2", notification(ses_event("Delivery", &first_ses)));
+    let (status, answer) = post_sns(&app, b, &delivery).await;
+    assert_eq!((status, answer["result"].as_str()), (200, Some("ignored")), "{answer}");
+    let (_, message) = app.get_as(&key, &format!("/v1/messages/{first}")).await;
+    assert_eq!(message["status"], "sent");
+    let (status, answer) = post_sns(&app, a, &delivery).await;
+    assert_eq!((status, answer["result"].as_str()), (200, Some("applied")), "{answer}");
+
+    // receipts that come before the send is recorded are held with their credential: B's
+    // bounce (held first) does not touch A's message once it carries the id, A's delivery does
+    let early = "0100018f-early-ses-id";
+    for (credential, kind) in [(b, "Bounce"), (a, "Delivery")] {
+        let receipt = signed(&key_pair, &cert_url, "2", notification(ses_event(kind, early)));
+        let (status, answer) = post_sns(&app, credential, &receipt).await;
+        assert_eq!((status, answer["result"].as_str()), (200, Some("held")), "{answer}");
+    }
+    let (second, _) = send("two").await;
+    // as the worker's write of `sent` would, had SES been quicker to report than it to record
+    app.sql(&format!("UPDATE messages SET provider_message_id = '{early}' WHERE id = '{second}'"))
+        .await;
+    let message = app.wait_for_status(&key, &second, "delivered").await;
+    let statuses: Vec<&str> =
+        message["events"].as_array().unwrap().iter().filter_map(|e| e["status"].as_str()).collect();
+    assert_eq!(statuses, ["received", "queued", "processing", "sent", "delivered"]);
+    // both released: B's found a message, of another credential, and moved nothing
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while app.count("held_receipts").await > 0 {
+        assert!(Instant::now() < deadline, "held receipts were never released");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, message) = app.get_as(&key, &format!("/v1/messages/{second}")).await;
+    assert_eq!(message["status"], "delivered");
     stub.stop().await;
 }

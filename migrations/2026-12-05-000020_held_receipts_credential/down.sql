@@ -1,0 +1,1 @@
+ALTER TABLE held_receipts DROP COLUMN provider_credential_id;
