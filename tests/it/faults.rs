@@ -98,8 +98,9 @@ impl Proxy {
 }
 
 /// Copies both ways until either side closes; while `swallowing`, drops the server's bytes,
-/// and closes both sides half a second after the client sent something (time for the server
-/// to act on it).
+/// and closes both sides once the server has answered what the client sent (its
+/// ReadyForQuery: a statement on its own has then committed), or 30 s after the client sent
+/// something.
 async fn forward(client: TcpStream, server: TcpStream, swallowing: watch::Receiver<bool>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (mut client_read, mut client_write) = client.into_split();
@@ -117,7 +118,7 @@ async fn forward(client: TcpStream, server: TcpStream, swallowing: watch::Receiv
                     return;
                 }
                 if *swallowing.borrow() {
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    tokio::time::sleep(Duration::from_secs(30)).await;
                     return;
                 }
             }
@@ -130,7 +131,14 @@ async fn forward(client: TcpStream, server: TcpStream, swallowing: watch::Receiv
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
-            if !*swallowing.borrow() && client_write.write_all(&buffer[..n]).await.is_err() {
+            if *swallowing.borrow() {
+                // ReadyForQuery ('Z', length 5, transaction status) ends the server's answer
+                if n >= 6 && buffer[n - 6] == b'Z' && buffer[n - 5..n - 1] == [0, 0, 0, 5] {
+                    return;
+                }
+                continue;
+            }
+            if client_write.write_all(&buffer[..n]).await.is_err() {
                 return;
             }
         }
