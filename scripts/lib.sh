@@ -437,14 +437,17 @@ ensure_redis() {
 }
 
 # --- the tests' other tools ---------------------------------------------------------------
-# moto_server (tests/aws.rs starts its own, as SES and SNS) and the openssl CLI (certificates
-# for signed SNS notifications).
+# moto_server (tests/aws.rs starts its own, as SES and SNS), the openssl CLI (certificates
+# for signed SNS notifications), and Debian's Chromium with its chromedriver (the dashboard's
+# browser tests; nothing downloads a browser of its own).
 test_tool_packages() {
   if ! command -v moto_server >/dev/null || ! python3 -c 'import moto' 2>/dev/null; then
     command -v python3 >/dev/null || echo python3
     python3 -m pip --version >/dev/null 2>&1 || echo python3-pip
   fi
   command -v openssl >/dev/null || echo openssl
+  [ -x /usr/bin/chromium ] || echo chromium
+  [ -x /usr/bin/chromedriver ] || echo chromium-driver
 }
 
 ensure_moto() {
@@ -482,5 +485,5 @@ ensure_test_services() {
   ensure_redis "$redis"
   export TEST_REDIS_URL=$redis
   ensure_moto
-  log "moto_server and openssl are installed"
+  log "moto_server, openssl, chromium and chromedriver are installed"
 }

@@ -24,4 +24,5 @@ pub mod server;
 pub mod ssrf;
 pub mod state;
 pub mod telemetry;
+pub mod web;
 pub mod webhooks;

@@ -1,21 +1,17 @@
 //! `/v1/auth`: sign-up, sign-in, sign-out, the current session and its active organization,
 //! and the user's sessions (listed, and revoked one by one or all but the current one).
 
-use actix_web::cookie::{Cookie, SameSite};
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
-use diesel_async::AsyncConnection;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::api::json::Json;
 use crate::api::pagination::{ListQuery, Page};
-use crate::auth::{Principal, SESSION_COOKIE, SessionLifetime, password, throttle, tokens};
-use crate::db::users::{self, NewSession, NewUser, SessionListing, User};
+use crate::auth::accounts::{self, Client, session_cookie};
+use crate::auth::{Principal, SessionLifetime};
+use crate::db::users::{self, SessionListing, User};
 use crate::db::{Cursor, organizations};
-use crate::domain::ids;
-use crate::domain::recipient::normalize_email;
-use crate::domain::validate::Validator;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -76,65 +72,6 @@ pub struct SignIn {
     pub password: String,
 }
 
-fn session_cookie(req: &HttpRequest, state: &AppState, token: &str) -> Cookie<'static> {
-    let https = req.connection_info().scheme() == "https"
-        || state.config.server.public_url.starts_with("https://");
-    // the session itself may end sooner (unused for auth.session_ttl), never later
-    let max_age = actix_web::cookie::time::Duration::seconds(
-        state.config.auth.session_max_lifetime.as_secs().min(i64::MAX as u64) as i64,
-    );
-    Cookie::build(SESSION_COOKIE, token.to_owned())
-        .path("/")
-        .http_only(true)
-        .same_site(SameSite::Lax)
-        .secure(https)
-        .max_age(max_age)
-        .finish()
-}
-
-/// Where a sign-in came from, recorded on the session.
-struct Client {
-    ip: String,
-    agent: Option<String>,
-}
-
-impl Client {
-    fn of(req: &HttpRequest, state: &AppState) -> Client {
-        let agent = req.headers().get("user-agent").and_then(|v| v.to_str().ok()).map(|a| {
-            // bounded: the header is the client's to fill
-            a.chars().take(512).collect()
-        });
-        Client { ip: crate::auth::client_ip(req, &state.config.server), agent }
-    }
-}
-
-/// Opens a session for `user_id`, returning its token.
-async fn open_session(
-    conn: &mut diesel_async::AsyncPgConnection,
-    state: &AppState,
-    client: &Client,
-    user_id: &str,
-    active_org: Option<&str>,
-) -> diesel::QueryResult<String> {
-    let token = tokens::new_token();
-    let hash = tokens::hash(&token);
-    let id = ids::new_id(ids::SESSION);
-    let now = Utc::now();
-    let session = NewSession {
-        id: &id,
-        user_id,
-        token_hash: &hash,
-        active_organization_id: active_org,
-        expires_at: SessionLifetime::of(&state.config.auth).expiry(now, now),
-        ip_address: Some(&client.ip),
-        user_agent: client.agent.as_deref(),
-        created_at: now,
-        last_seen_at: now,
-    };
-    users::create_session(conn, session).await?;
-    Ok(token)
-}
-
 /// Creates a user with an organization of their own (owner) and its `default` project.
 #[utoipa::path(post, path = "/v1/auth/sign-up", tag = "auth", request_body = SignUp,
     responses((status = 201, body = SignedIn), (status = 403, body = crate::error::ErrorBody),
@@ -146,70 +83,12 @@ pub async fn sign_up(
     body: Json<SignUp>,
 ) -> Result<HttpResponse, ApiError> {
     crate::auth::check_credentials_request(&req, &state)?;
-    if !state.config.auth.allow_signup {
-        return Err(ApiError::forbidden("sign-up is disabled on this server"));
-    }
-    let body = body.0;
-    let email = normalize_email(&body.email);
-    let mut check = Validator::new();
-    check.email("email", &email);
-    password::check(&mut check, "password", &body.password);
-    check.name("name", &body.name);
-    check.finish()?;
-
+    let SignUp { email, password, name } = body.0;
     let client = Client::of(&req, &state);
-    let counted = throttle::reserve_sign_up(&state, &client.ip).await?;
-    let hash = match state.passwords.hash(body.password).await {
-        Ok(hash) => hash,
-        Err(busy) => {
-            give_back(counted.untested(&state).await);
-            return Err(busy.into());
-        }
-    };
-    let name = body.name.trim().to_owned();
-    let mut conn = state.db.get().await?;
-    // Two sign-ups racing for the same derived organization slug: the loser retries.
-    let mut attempt = 0;
-    let (user, token) = loop {
-        attempt += 1;
-        let result = conn
-            .transaction::<(User, String), diesel::result::Error, _>(async |conn| {
-                let user_id = ids::new_id(ids::USER);
-                let new = NewUser {
-                    id: &user_id,
-                    email: &email,
-                    name: &name,
-                    password_hash: Some(&hash),
-                };
-                let user = users::insert(conn, new).await?;
-                let org_name = format!("{name}'s Organization");
-                let (org, _) =
-                    organizations::create_with_owner(conn, &org_name, None, &user.id).await?;
-                let token = open_session(conn, &state, &client, &user.id, Some(&org.id)).await?;
-                Ok((user, token))
-            })
-            .await;
-        match result {
-            Ok(done) => break done,
-            Err(e) if unique_violation_on(&e, "users_email_key") => {
-                return Err(ApiError::conflict("an account with this email already exists"));
-            }
-            Err(e) if attempt < 3 && unique_violation_on(&e, "organizations_slug_key") => continue,
-            Err(e) => return Err(e.into()),
-        }
-    };
+    let (user, token) = accounts::sign_up(&state, &client, &email, password, &name).await?;
     Ok(HttpResponse::Created()
         .cookie(session_cookie(&req, &state, &token))
         .json(SignedIn { user: user.into(), token }))
-}
-
-/// Whether `error` is a unique violation of constraint `name`.
-pub fn unique_violation_on(error: &diesel::result::Error, name: &str) -> bool {
-    matches!(
-        error,
-        diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, info)
-            if info.constraint_name() == Some(name)
-    )
 }
 
 /// Signs in with email and password; repeated failures from one address are throttled (429),
@@ -224,58 +103,12 @@ pub async fn sign_in(
     body: Json<SignIn>,
 ) -> Result<HttpResponse, ApiError> {
     crate::auth::check_credentials_request(&req, &state)?;
-    let body = body.0;
-    let email = normalize_email(&body.email);
+    let SignIn { email, password } = body.0;
     let client = Client::of(&req, &state);
-    let guess = throttle::reserve(&state, &email, &client.ip).await?;
-    let delay = guess.delay(&state.config.auth);
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
-    }
-    let user = match check_password(&state, &email, body.password).await {
-        Ok(Some(user)) => {
-            guess.succeeded(&state).await?;
-            user
-        }
-        Ok(None) => {
-            guess.failed(&state).await?;
-            return Err(ApiError::new(
-                actix_web::http::StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "invalid email or password",
-            ));
-        }
-        Err(unchecked) => {
-            give_back(guess.untested(&state).await);
-            return Err(unchecked);
-        }
-    };
-    let mut conn = state.db.get().await?;
-    let active = organizations::first_for_user(&mut conn, &user.id).await?.map(|(org, _)| org.id);
-    let token = open_session(&mut conn, &state, &client, &user.id, active.as_deref()).await?;
+    let (user, token) = accounts::sign_in(&state, &client, &email, password).await?;
     Ok(HttpResponse::Ok()
         .cookie(session_cookie(&req, &state, &token))
         .json(SignedIn { user: user.into(), token }))
-}
-
-/// The user with `email` when `password` is theirs. No database connection is held while the
-/// password is verified (which may wait for a hashing slot).
-async fn check_password(
-    state: &AppState,
-    email: &str,
-    password: String,
-) -> Result<Option<User>, ApiError> {
-    let user = users::find_by_email(&mut *state.db.get().await?, email).await?;
-    let stored = user.as_ref().and_then(|u| u.password_hash.clone());
-    Ok(if state.passwords.verify(password, stored).await? { user } else { None })
-}
-
-/// Giving a throttle count back is a courtesy to the client: when Redis fails there, the
-/// answer is still the original error, and the count expires with its window.
-fn give_back(result: Result<(), ApiError>) {
-    if let Err(e) = result {
-        tracing::warn!(error = %e, "could not give a throttle count back");
-    }
 }
 
 /// Revokes the current session.

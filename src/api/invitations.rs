@@ -11,11 +11,11 @@ use diesel_async::AsyncConnection;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::api::auth::unique_violation_on;
 use crate::api::json::Json;
 use crate::api::organizations::org_access;
 use crate::api::pagination::ListQuery;
 use crate::api::pagination::Page;
+use crate::auth::accounts::unique_violation_on;
 use crate::auth::{Action, Principal, Role, tokens};
 use crate::db::invitations::{self, Invitation, NewInvitation};
 use crate::db::organizations::{self, NewMember};

@@ -195,6 +195,7 @@ pub fn app(
         .configure(|cfg| {
             if api_role {
                 v1_routes(cfg);
+                crate::web::routes(cfg);
             }
         })
         .default_service(web::to(|| async { ApiError::not_found("route").error_response() }))
@@ -219,14 +220,14 @@ fn v1_routes(cfg: &mut web::ServiceConfig) {
     );
 }
 
-/// Gives error responses that are not already JSON (actix's own 404/405/413 and the like) the
-/// contract's error body, keeping their status.
+/// Gives error responses that are neither JSON nor a dashboard page (actix's own 404/405/413
+/// and the like) the contract's error body, keeping their status.
 fn json_error_body<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
-    let is_json = res
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if is_json {
+    // JSON already, or a dashboard page
+    let answered = res.headers().get(header::CONTENT_TYPE).is_some_and(|v| {
+        v.as_bytes().starts_with(b"application/json") || v.as_bytes().starts_with(b"text/html")
+    });
+    if answered {
         return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
     }
     let (req, old) = res.into_parts();

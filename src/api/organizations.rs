@@ -6,9 +6,9 @@ use diesel_async::AsyncConnection;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::api::auth::unique_violation_on;
 use crate::api::json::Json;
 use crate::api::pagination::{ListQuery, Page};
+use crate::auth::accounts::unique_violation_on;
 use crate::auth::{Access, Action, Principal, Role};
 use crate::db::organizations::{self, Member, MemberUser, Organization, OrganizationChanges};
 use crate::db::{Cursor, PooledConnection};

@@ -10,6 +10,7 @@
 //! principal does not belong to is "not found", never "forbidden", so ids of other tenants leak
 //! nothing.
 
+pub mod accounts;
 pub mod cache;
 pub mod keys;
 pub mod password;
@@ -176,9 +177,10 @@ fn is_safe(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
-/// Cookie-authenticated writes must come from our own origin: the `Origin` header must match
-/// the configured public URL, or else the host the request was addressed to.
-fn check_origin(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
+/// Cookie-authenticated writes, and the dashboard's forms, must come from our own origin: the
+/// `Origin` header must match the configured public URL, or else the host the request was
+/// addressed to.
+pub fn check_origin(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
     let refuse = || ApiError::forbidden("cross-site request refused: Origin does not match");
     let origin =
         req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()).ok_or_else(refuse)?;

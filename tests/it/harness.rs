@@ -5,6 +5,7 @@
 //! `TEST_DATABASE_URL` (an admin connection, default postgres://postgres@127.0.0.1:5432/postgres)
 //! and `TEST_REDIS_URL` (default redis://127.0.0.1:6379) point the tests at other servers.
 
+pub mod browser;
 pub mod process;
 pub mod smtp_sink;
 pub mod stub;

@@ -1,0 +1,208 @@
+//! Signing up and signing in, once for every surface that offers them: the JSON API
+//! (`/v1/auth/...`) and the dashboard's forms. Each surface checks that the request is its
+//! kind (JSON, or a form from our own origin) and turns the result into its answer; the rules
+//! (validation, throttles, the hashing bound, the organization a new user gets, the session)
+//! are here.
+
+use actix_web::HttpRequest;
+use actix_web::cookie::{Cookie, SameSite};
+use chrono::Utc;
+use diesel_async::{AsyncConnection, AsyncPgConnection};
+
+use crate::auth::{SESSION_COOKIE, SessionLifetime, password, throttle, tokens};
+use crate::db::organizations;
+use crate::db::users::{self, NewSession, NewUser, User};
+use crate::domain::ids;
+use crate::domain::recipient::normalize_email;
+use crate::domain::validate::Validator;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Where a sign-in came from, recorded on the session.
+pub struct Client {
+    pub ip: String,
+    pub agent: Option<String>,
+}
+
+impl Client {
+    pub fn of(req: &HttpRequest, state: &AppState) -> Client {
+        let agent = req.headers().get("user-agent").and_then(|v| v.to_str().ok()).map(|a| {
+            // bounded: the header is the client's to fill
+            a.chars().take(512).collect()
+        });
+        Client { ip: crate::auth::client_ip(req, &state.config.server), agent }
+    }
+}
+
+/// The session cookie carrying `token` (empty, with [`Cookie::make_removal`], to sign out).
+pub fn session_cookie(req: &HttpRequest, state: &AppState, token: &str) -> Cookie<'static> {
+    let https = req.connection_info().scheme() == "https"
+        || state.config.server.public_url.starts_with("https://");
+    // the session itself may end sooner (unused for auth.session_ttl), never later
+    let max_age = actix_web::cookie::time::Duration::seconds(
+        state.config.auth.session_max_lifetime.as_secs().min(i64::MAX as u64) as i64,
+    );
+    Cookie::build(SESSION_COOKIE, token.to_owned())
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .secure(https)
+        .max_age(max_age)
+        .finish()
+}
+
+/// Opens a session for `user_id`, returning its token.
+async fn open_session(
+    conn: &mut AsyncPgConnection,
+    state: &AppState,
+    client: &Client,
+    user_id: &str,
+    active_org: Option<&str>,
+) -> diesel::QueryResult<String> {
+    let token = tokens::new_token();
+    let hash = tokens::hash(&token);
+    let id = ids::new_id(ids::SESSION);
+    let now = Utc::now();
+    let session = NewSession {
+        id: &id,
+        user_id,
+        token_hash: &hash,
+        active_organization_id: active_org,
+        expires_at: SessionLifetime::of(&state.config.auth).expiry(now, now),
+        ip_address: Some(&client.ip),
+        user_agent: client.agent.as_deref(),
+        created_at: now,
+        last_seen_at: now,
+    };
+    users::create_session(conn, session).await?;
+    Ok(token)
+}
+
+/// Creates a user with an organization of their own (owner) and its `default` project, and
+/// opens their first session: the user and the session's token.
+pub async fn sign_up(
+    state: &AppState,
+    client: &Client,
+    email: &str,
+    password: String,
+    name: &str,
+) -> Result<(User, String), ApiError> {
+    if !state.config.auth.allow_signup {
+        return Err(ApiError::forbidden("sign-up is disabled on this server"));
+    }
+    let email = normalize_email(email);
+    let mut check = Validator::new();
+    check.email("email", &email);
+    password::check(&mut check, "password", &password);
+    check.name("name", name);
+    check.finish()?;
+
+    let counted = throttle::reserve_sign_up(state, &client.ip).await?;
+    let hash = match state.passwords.hash(password).await {
+        Ok(hash) => hash,
+        Err(busy) => {
+            give_back(counted.untested(state).await);
+            return Err(busy.into());
+        }
+    };
+    let name = name.trim().to_owned();
+    let mut conn = state.db.get().await?;
+    // Two sign-ups racing for the same derived organization slug: the loser retries.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let result = conn
+            .transaction::<(User, String), diesel::result::Error, _>(async |conn| {
+                let user_id = ids::new_id(ids::USER);
+                let new = NewUser {
+                    id: &user_id,
+                    email: &email,
+                    name: &name,
+                    password_hash: Some(&hash),
+                };
+                let user = users::insert(conn, new).await?;
+                let org_name = format!("{name}'s Organization");
+                let (org, _) =
+                    organizations::create_with_owner(conn, &org_name, None, &user.id).await?;
+                let token = open_session(conn, state, client, &user.id, Some(&org.id)).await?;
+                Ok((user, token))
+            })
+            .await;
+        match result {
+            Ok(done) => return Ok(done),
+            Err(e) if unique_violation_on(&e, "users_email_key") => {
+                return Err(ApiError::conflict("an account with this email already exists"));
+            }
+            Err(e) if attempt < 3 && unique_violation_on(&e, "organizations_slug_key") => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Signs in with email and password: the user and the new session's token. Repeated failures
+/// from one address are throttled (429), failures from anywhere slow the email's sign-ins down
+/// (see `auth::throttle`).
+pub async fn sign_in(
+    state: &AppState,
+    client: &Client,
+    email: &str,
+    password: String,
+) -> Result<(User, String), ApiError> {
+    let email = normalize_email(email);
+    let guess = throttle::reserve(state, &email, &client.ip).await?;
+    let delay = guess.delay(&state.config.auth);
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let user = match check_password(state, &email, password).await {
+        Ok(Some(user)) => {
+            guess.succeeded(state).await?;
+            user
+        }
+        Ok(None) => {
+            guess.failed(state).await?;
+            return Err(ApiError::new(
+                actix_web::http::StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "invalid email or password",
+            ));
+        }
+        Err(unchecked) => {
+            give_back(guess.untested(state).await);
+            return Err(unchecked);
+        }
+    };
+    let mut conn = state.db.get().await?;
+    let active = organizations::first_for_user(&mut conn, &user.id).await?.map(|(org, _)| org.id);
+    let token = open_session(&mut conn, state, client, &user.id, active.as_deref()).await?;
+    Ok((user, token))
+}
+
+/// Whether `error` is a unique violation of constraint `name`.
+pub fn unique_violation_on(error: &diesel::result::Error, name: &str) -> bool {
+    matches!(
+        error,
+        diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, info)
+            if info.constraint_name() == Some(name)
+    )
+}
+
+/// The user with `email` when `password` is theirs. No database connection is held while the
+/// password is verified (which may wait for a hashing slot).
+async fn check_password(
+    state: &AppState,
+    email: &str,
+    password: String,
+) -> Result<Option<User>, ApiError> {
+    let user = users::find_by_email(&mut *state.db.get().await?, email).await?;
+    let stored = user.as_ref().and_then(|u| u.password_hash.clone());
+    Ok(if state.passwords.verify(password, stored).await? { user } else { None })
+}
+
+/// Giving a throttle count back is a courtesy to the client: when Redis fails there, the
+/// answer is still the original error, and the count expires with its window.
+fn give_back(result: Result<(), ApiError>) {
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "could not give a throttle count back");
+    }
+}

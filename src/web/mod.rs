@@ -1,0 +1,142 @@
+//! The dashboard: server-rendered pages for people, served by every process with the `api`
+//! role beside the JSON API (`crate::api`).
+//!
+//! Pages are maud templates (compiled with the binary, and everything interpolated is escaped),
+//! styled by one stylesheet (`assets`). They work through the same rules as the API, never a
+//! second copy of them: the session and organization come from `Access`, signing up and in
+//! from `auth::accounts`, data from the queries of `crate::db`. Writes are HTML forms, taken
+//! only from our own origin (the `Origin` check of cookie-authenticated requests). Every page
+//! carries a Content-Security-Policy that allows nothing from elsewhere and no inline script,
+//! and may not be framed.
+
+pub mod assets;
+pub mod auth;
+pub mod overview;
+
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpResponse, ResponseError, web};
+use maud::{DOCTYPE, Markup, html};
+
+use crate::error::ApiError;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.configure(assets::routes).configure(auth::routes).configure(overview::routes);
+}
+
+/// Nothing from elsewhere, no inline script or style, no framing.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+    style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; \
+    frame-ancestors 'none'; base-uri 'none'";
+
+/// A page answer, with the headers every page carries.
+pub fn page(status: StatusCode, markup: Markup) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("text/html; charset=utf-8")
+        .insert_header((header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY))
+        .insert_header((header::X_FRAME_OPTIONS, "DENY"))
+        .insert_header((header::REFERRER_POLICY, "same-origin"))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(markup.into_string())
+}
+
+/// A 303 to `location`: after a form is taken, the browser loads the next page with a GET.
+pub fn see_other(location: &str) -> HttpResponse {
+    HttpResponse::SeeOther().insert_header((header::LOCATION, location)).finish()
+}
+
+/// Who is looking, for the page's header.
+pub struct Viewer<'a> {
+    pub name: &'a str,
+    pub organization: &'a str,
+    pub role: &'a str,
+}
+
+/// The frame of every page: `title`, the header (with the viewer's navigation when signed
+/// in), and `body`.
+pub fn layout(title: &str, viewer: Option<&Viewer<'_>>, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · RelayIt" }
+                link rel="stylesheet" href=(assets::STYLESHEET.path());
+            }
+            body {
+                header.top {
+                    a.brand href="/" { "RelayIt" }
+                    @if let Some(viewer) = viewer {
+                        nav {
+                            a href="/" { "Overview" }
+                        }
+                        span.muted { (viewer.organization) " · " (viewer.name) " (" (viewer.role) ")" }
+                        form method="post" action="/sign-out" {
+                            button.link type="submit" { "Sign out" }
+                        }
+                    }
+                }
+                (body)
+            }
+        }
+    }
+}
+
+/// An API rule refused the request: the page says why, with the status the API would give.
+/// Not signed in (or the session ended): to the sign-in page.
+#[derive(Debug)]
+pub struct WebError(ApiError);
+
+impl From<ApiError> for WebError {
+    fn from(error: ApiError) -> Self {
+        WebError(error)
+    }
+}
+
+impl std::fmt::Display for WebError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl ResponseError for WebError {
+    fn status_code(&self) -> StatusCode {
+        self.0.status_code()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if self.status_code() == StatusCode::UNAUTHORIZED {
+            return see_other("/sign-in");
+        }
+        let body = html! {
+            main.narrow {
+                h1 { (self.status_code().canonical_reason().unwrap_or("Error")) }
+                p.error { (self.0.message()) }
+                p { a href="/" { "Back to the overview" } }
+            }
+        };
+        page(self.status_code(), layout("Error", None, body))
+    }
+}
+
+/// The page for an address that names nothing.
+pub fn not_found() -> HttpResponse {
+    WebError(ApiError::not_found("page")).error_response()
+}
+
+/// An error's message and its fields' messages, for the top of a form.
+pub fn form_error(error: &ApiError) -> Markup {
+    html! {
+        div.error role="alert" {
+            (error.message())
+            @if !error.details().is_empty() {
+                ul {
+                    @for detail in error.details() {
+                        li { (detail.field) ": " (detail.message) }
+                    }
+                }
+            }
+        }
+    }
+}

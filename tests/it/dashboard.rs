@@ -1,0 +1,159 @@
+//! The dashboard's pages, as HTTP answers: signing up, in and out through forms, the overview
+//! of the active organization, the headers every page carries, escaping of what tenants write,
+//! and the static files. `browser.rs` drives the same pages in a real browser.
+
+use crate::harness::TestApp;
+use reqwest::header;
+use reqwest::redirect::Policy;
+
+/// A client that keeps cookies and shows redirects instead of following them.
+fn browser_like() -> reqwest::Client {
+    reqwest::Client::builder().cookie_store(true).redirect(Policy::none()).build().expect("client")
+}
+
+/// The `Origin` a browser sends with the app's forms.
+fn origin(app: &TestApp) -> String {
+    app.url("")
+}
+
+async fn post_form(
+    client: &reqwest::Client,
+    app: &TestApp,
+    path: &str,
+    form: &[(&str, &str)],
+    origin: Option<&str>,
+) -> reqwest::Response {
+    let mut request = client.post(app.url(path)).form(form);
+    if let Some(origin) = origin {
+        request = request.header(header::ORIGIN, origin);
+    }
+    request.send().await.expect("request")
+}
+
+async fn sign_up(client: &reqwest::Client, app: &TestApp, name: &str, email: &str) {
+    let form = [("name", name), ("email", email), ("password", "correct horse battery")];
+    let response = post_form(client, app, "/sign-up", &form, Some(&origin(app))).await;
+    assert_eq!(response.status(), 303, "{}", response.text().await.unwrap_or_default());
+    assert_eq!(response.headers()[header::LOCATION], "/");
+}
+
+fn assert_page_headers(response: &reqwest::Response) {
+    let headers = response.headers();
+    assert!(headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/html"));
+    let csp = headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+    for directive in ["default-src 'none'", "script-src 'self'", "frame-ancestors 'none'"] {
+        assert!(csp.contains(directive), "{csp}");
+    }
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert_eq!(headers[header::X_FRAME_OPTIONS], "DENY");
+    assert_eq!(headers[header::REFERRER_POLICY], "same-origin");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_up_in_the_browser_lands_on_the_overview_of_a_new_organization() {
+    let app = TestApp::spawn().await;
+    let client = browser_like();
+
+    let form = client.get(app.url("/sign-up")).send().await.unwrap();
+    assert_eq!(form.status(), 200);
+    assert_page_headers(&form);
+    assert!(form.text().await.unwrap().contains(r#"action="/sign-up""#));
+
+    sign_up(&client, &app, "Ada", "ada@example.com").await;
+    let overview = client.get(app.url("/")).send().await.unwrap();
+    assert_eq!(overview.status(), 200);
+    assert_page_headers(&overview);
+    let html = overview.text().await.unwrap();
+    assert!(
+        html.contains("Ada&#39;s Organization") || html.contains("Ada's Organization"),
+        "{html}"
+    );
+    assert!(html.contains("<code>default</code>"), "the default project: {html}");
+    assert!(html.contains("(owner)"), "{html}");
+
+    // signing out ends the session: the overview sends to the sign-in page again
+    let out = post_form(&client, &app, "/sign-out", &[], Some(&origin(&app))).await;
+    assert_eq!(out.status(), 303);
+    assert_eq!(out.headers()[header::LOCATION], "/sign-in");
+    let after = client.get(app.url("/")).send().await.unwrap();
+    assert_eq!(after.status(), 303);
+    assert_eq!(after.headers()[header::LOCATION], "/sign-in");
+
+    // and signing in again opens a new one
+    let form = [("email", "ada@example.com"), ("password", "correct horse battery")];
+    let back = post_form(&client, &app, "/sign-in", &form, Some(&origin(&app))).await;
+    assert_eq!(back.status(), 303);
+    assert_eq!(client.get(app.url("/")).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forms_from_other_sites_and_bad_input_are_refused_on_the_page() {
+    let app = TestApp::spawn().await;
+    let client = browser_like();
+    let fields = [("name", "Eve"), ("email", "eve@example.com"), ("password", "correct horse b")];
+
+    // login CSRF: a form on another site, or one without Origin
+    for origin in [Some("https://evil.example"), None] {
+        let refused = post_form(&client, &app, "/sign-up", &fields, origin).await;
+        assert_eq!(refused.status(), 403, "{origin:?}");
+        assert_page_headers(&refused);
+        assert!(refused.text().await.unwrap().contains("Origin does not match"));
+    }
+    assert_eq!(app.count("users").await, 0, "nobody signed up");
+
+    // validation: the page names the fields, keeps what was typed, escaped
+    let hostile = r#"<script>alert("x")</script>"#;
+    let bad = [("name", hostile), ("email", "not an email"), ("password", "short")];
+    let page = post_form(&client, &app, "/sign-up", &bad, Some(&origin(&app))).await;
+    assert_eq!(page.status(), 400);
+    let html = page.text().await.unwrap();
+    for field in ["email:", "password:"] {
+        assert!(html.contains(field), "{field} in {html}");
+    }
+    assert!(!html.contains("<script>"), "{html}");
+    assert!(html.contains("&lt;script&gt;"), "{html}");
+
+    // a wrong password: 401 on the page, not a redirect
+    sign_up(&client, &app, "Eve", "eve@example.com").await;
+    let wrong = [("email", "eve@example.com"), ("password", "wrong password!")];
+    let page = post_form(&browser_like(), &app, "/sign-in", &wrong, Some(&origin(&app))).await;
+    assert_eq!(page.status(), 401);
+    assert!(page.text().await.unwrap().contains("invalid email or password"));
+
+    // signing out needs our Origin too
+    let out = post_form(&client, &app, "/sign-out", &[], Some("https://evil.example")).await;
+    assert_eq!(out.status(), 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_tenant_wrote_is_escaped_on_the_overview() {
+    let app = TestApp::spawn().await;
+    let client = browser_like();
+    let hostile = r#"<img src=x onerror="alert(1)">'"&"#;
+    sign_up(&client, &app, hostile, "mallory@example.com").await;
+    let html = client.get(app.url("/")).send().await.unwrap().text().await.unwrap();
+    assert!(!html.contains("<img"), "{html}");
+    assert!(html.contains("&lt;img src=x onerror=&quot;alert(1)&quot;&gt;"), "{html}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stylesheet_is_served_under_its_content_hash_for_a_year() {
+    let app = TestApp::spawn().await;
+    let html = app.get("/sign-in").await.text().await.unwrap();
+    let href = html
+        .split(r#"rel="stylesheet" href=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a stylesheet link");
+    assert!(href.starts_with("/assets/app.") && href.ends_with(".css"), "{href}");
+    let css = app.get(href).await;
+    assert_eq!(css.status(), 200);
+    assert!(css.headers()[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/css"));
+    assert_eq!(css.headers()[header::CACHE_CONTROL], "public, max-age=31536000, immutable");
+    assert!(css.text().await.unwrap().contains("--accent"));
+
+    // another version's name is not this file
+    let stale = app.get("/assets/app.000000000000.css").await;
+    assert_eq!(stale.status(), 404);
+    assert!(stale.headers()[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/html"));
+}

@@ -1,0 +1,121 @@
+//! A real browser for the dashboard's tests: Debian's headless Chromium driven through the
+//! system's chromedriver (WebDriver), one of each per test. Nothing is downloaded: without
+//! `/usr/bin/chromedriver` and `/usr/bin/chromium` (the packages `chromium-driver` and
+//! `chromium`, which `scripts/test` installs) the test fails, saying so. `CHROMEDRIVER` and
+//! `CHROMIUM` point elsewhere.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::json;
+
+/// How long a page may take to show what a test waits for.
+const WAIT: Duration = Duration::from_secs(20);
+
+pub struct Browser {
+    driver: Child,
+    pub client: Client,
+}
+
+fn program(variable: &str, default: &str) -> String {
+    let path = std::env::var(variable).unwrap_or_else(|_| default.to_owned());
+    assert!(
+        std::path::Path::new(&path).exists(),
+        "{path} is missing: install Debian's chromium and chromium-driver (scripts/test does), \
+         or set {variable}"
+    );
+    path
+}
+
+impl Browser {
+    pub async fn start() -> Browser {
+        let driver_path = program("CHROMEDRIVER", "/usr/bin/chromedriver");
+        let chromium = program("CHROMIUM", "/usr/bin/chromium");
+        let port = super::free_port();
+        let driver = Command::new(driver_path)
+            .arg(format!("--port={port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed() < WAIT, "chromedriver does not listen on {port}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let options = json!({
+            "binary": chromium,
+            "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                     "--window-size=1280,900", "--lang=en-US"],
+        });
+        let capabilities = serde_json::Map::from_iter([("goog:chromeOptions".to_owned(), options)]);
+        // the driver is on loopback: plain HTTP, no TLS stack to choose
+        let client = ClientBuilder::new(HttpConnector::new())
+            .capabilities(capabilities)
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+            .expect("a Chromium session");
+        Browser { driver, client }
+    }
+
+    pub async fn goto(&self, url: &str) {
+        self.client.goto(url).await.unwrap_or_else(|e| panic!("open {url}: {e}"));
+    }
+
+    /// Waits for the element `css` to be on the page.
+    pub async fn find(&self, css: &str) -> fantoccini::elements::Element {
+        self.client
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no {css} on the page: {e}"))
+    }
+
+    pub async fn fill(&self, css: &str, text: &str) {
+        self.find(css).await.send_keys(text).await.unwrap_or_else(|e| panic!("type in {css}: {e}"));
+    }
+
+    pub async fn click(&self, css: &str) {
+        self.find(css).await.click().await.unwrap_or_else(|e| panic!("click {css}: {e}"));
+    }
+
+    /// The text of the element `css`, once it is on the page.
+    pub async fn text(&self, css: &str) -> String {
+        self.find(css).await.text().await.unwrap_or_else(|e| panic!("text of {css}: {e}"))
+    }
+
+    pub async fn path(&self) -> String {
+        self.client.current_url().await.expect("the current URL").path().to_owned()
+    }
+
+    /// Saves what the browser shows as `<name>.png` in the tests' screenshot folder
+    /// (`target/tmp/screenshots`, where `scripts/screenshots` takes the README's from).
+    pub async fn screenshot(&self, name: &str) {
+        let png = self.client.screenshot().await.expect("a screenshot");
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+        std::fs::create_dir_all(&dir).expect("the screenshot folder");
+        std::fs::write(dir.join(format!("{name}.png")), png).expect("save the screenshot");
+    }
+
+    /// Ends the browser session (Chromium quits) and the driver.
+    pub async fn close(mut self) {
+        let client = self.client.clone();
+        if let Err(e) = client.close().await {
+            eprintln!("closing the browser: {e}");
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // a test that failed midway: the driver takes its browser with it
+        let _ = self.driver.kill();
+    }
+}
