@@ -9,7 +9,7 @@ use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use crate::db::CacheStatement;
-use crate::db::schema::{message_events, messages};
+use crate::db::schema::{message_events, messages, projects};
 use crate::domain::status::{CANCELED, FAILED, FINAL, QUEUED};
 
 #[derive(Debug, Clone, Queryable, QueryableByName, Selectable, Identifiable)]
@@ -499,4 +499,78 @@ mod log_tests {
         assert_eq!(contains_pattern("bob"), "%bob%");
         assert_eq!(contains_pattern("50%_off\\"), "%50\\%\\_off\\\\%");
     }
+}
+
+/// Messages of one hour (UTC), status and channel, for the dashboard's overview.
+#[derive(Debug, Clone, QueryableByName)]
+pub struct HourCount {
+    #[diesel(sql_type = diesel::sql_types::Timestamptz)]
+    pub hour: DateTime<Utc>,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub status: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub channel: String,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub count: i64,
+}
+
+/// The organization's messages created since `since`, counted by hour, status and channel.
+/// Through its projects, so each project's index on its messages' creation time serves.
+pub async fn counts_by_hour(
+    conn: &mut AsyncPgConnection,
+    organization_id: &str,
+    since: DateTime<Utc>,
+) -> QueryResult<Vec<HourCount>> {
+    diesel::sql_query(
+        "SELECT date_trunc('hour', created_at, 'UTC') AS hour, status, channel, count(*) AS count
+         FROM messages
+         WHERE project_id IN (SELECT id FROM projects WHERE organization_id = $1)
+           AND created_at >= $2
+         GROUP BY 1, 2, 3",
+    )
+    .bind::<diesel::sql_types::Text, _>(organization_id)
+    .bind::<diesel::sql_types::Timestamptz, _>(since)
+    .load(conn)
+    .await
+}
+
+/// How many of the organization's messages wait for a delivery attempt (`queued`, or
+/// `retrying`), and since when the oldest of them was accepted.
+#[derive(Debug, Clone, QueryableByName)]
+pub struct Waiting {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub count: i64,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>)]
+    pub oldest: Option<DateTime<Utc>>,
+}
+
+pub async fn waiting(conn: &mut AsyncPgConnection, organization_id: &str) -> QueryResult<Waiting> {
+    diesel::sql_query(
+        "SELECT count(*) AS count, min(created_at) AS oldest
+         FROM messages
+         WHERE project_id IN (SELECT id FROM projects WHERE organization_id = $1)
+           AND status IN ('queued', 'retrying')",
+    )
+    .bind::<diesel::sql_types::Text, _>(organization_id)
+    .get_result(conn)
+    .await
+}
+
+/// The organization's `limit` latest failed messages.
+pub async fn recent_failures(
+    conn: &mut AsyncPgConnection,
+    organization_id: &str,
+    limit: i64,
+) -> QueryResult<Vec<Message>> {
+    // through its projects, for the index on (project, status, creation time)
+    let projects =
+        projects::table.filter(projects::organization_id.eq(organization_id)).select(projects::id);
+    messages::table
+        .filter(messages::project_id.eq_any(projects))
+        .filter(messages::status.eq(FAILED))
+        .order((messages::created_at.desc(), messages::id.desc()))
+        .limit(limit)
+        .select(Message::as_select())
+        .load(conn)
+        .await
 }

@@ -115,6 +115,27 @@ pub async fn list(
         .await
 }
 
+/// The organization's endpoints that are disabled or failing (every attempt failing since
+/// `failing_since`), at most `limit`, the longest failing first.
+pub async fn troubled(
+    conn: &mut AsyncPgConnection,
+    organization_id: &str,
+    limit: i64,
+) -> QueryResult<Vec<WebhookEndpoint>> {
+    webhook_endpoints::table
+        .filter(webhook_endpoints::organization_id.eq(organization_id))
+        .filter(
+            webhook_endpoints::is_active
+                .eq(false)
+                .or(webhook_endpoints::failing_since.is_not_null()),
+        )
+        .select(WebhookEndpoint::as_select())
+        .order((webhook_endpoints::failing_since.asc().nulls_last(), webhook_endpoints::id.asc()))
+        .limit(limit)
+        .load(conn)
+        .await
+}
+
 pub async fn update(
     conn: &mut AsyncPgConnection,
     organization_id: &str,

@@ -157,3 +157,89 @@ async fn the_stylesheet_is_served_under_its_content_hash_for_a_year() {
     assert_eq!(stale.status(), 404);
     assert!(stale.headers()[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/html"));
 }
+
+/// The overview as the owner behind `token` sees it.
+async fn overview_html(app: &TestApp, token: &str) -> String {
+    let response =
+        reqwest::Client::new().get(app.url("/")).bearer_auth(token).send().await.expect("request");
+    assert_eq!(response.status(), 200);
+    response.text().await.unwrap()
+}
+
+/// The rows of the table `id` on `html`, each as its cells' text.
+fn rows(html: &str, id: &str) -> Vec<Vec<String>> {
+    let table = html
+        .split(&format!(r#"<table id="{id}">"#))
+        .nth(1)
+        .and_then(|rest| rest.split("</table>").next())
+        .unwrap_or_else(|| panic!("no table {id} in {html}"));
+    let body = table.split("<tbody>").nth(1).unwrap_or_default();
+    body.split("<tr>")
+        .skip(1)
+        .map(|row| {
+            row.split("<td>")
+                .skip(1)
+                .map(|cell| cell.split("</td>").next().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_counts_the_days_messages_and_shows_what_went_wrong() {
+    use serde_json::json;
+    let app = TestApp::spawn().await;
+    let (owner, key) = app.sender("Owner").await;
+    let sandbox = |channel: &str, config: serde_json::Value| {
+        json!({"name": format!("Sandbox {channel}"), "channel": channel, "providerType": "sandbox",
+               "credentials": {}, "config": config})
+    };
+    // every email is refused for good, every SMS sent
+    app.create_provider(
+        &owner.token,
+        sandbox("email", json!({"failFirst": 1, "failMode": "permanent"})),
+    )
+    .await;
+    app.create_provider(&owner.token, sandbox("sms", json!({}))).await;
+    let mut ids = Vec::new();
+    for n in 0..2 {
+        let email = json!({"channel": "email", "to": format!("user{n}@example.com"),
+                           "content": {"subject": "Hi", "text": "Hello"}});
+        ids.push((app.send_message(&key, email).await, "failed"));
+    }
+    for n in 0..3 {
+        let sms =
+            json!({"channel": "sms", "to": format!("+1555000000{n}"), "content": {"text": "Hi"}});
+        ids.push((app.send_message(&key, sms).await, "sent"));
+    }
+    for (id, status) in &ids {
+        app.wait_for_status(&key, id, status).await;
+    }
+    // one endpoint disabled, with its reason
+    let hooks = format!("/v1/projects/{}/webhooks", owner.project_id);
+    let body = json!({"url": "https://hooks.example.com/<b>", "eventTypes": ["message.sent"]});
+    let (status, _) = app.post_as(&owner.token, &hooks, body).await;
+    assert_eq!(status, 201);
+    app.sql("UPDATE webhook_endpoints SET is_active = false, disabled_reason = 'gone <for> good'")
+        .await;
+
+    let html = overview_html(&app, &owner.token).await;
+    let cells = |id: &str| rows(&html, id);
+    assert_eq!(cells("by-status"), [["sent", "3"], ["failed", "2"]]);
+    assert_eq!(cells("by-channel"), [["sms", "3"], ["email", "2"]]);
+    assert!(html.contains("<svg class=\"chart\""), "{html}");
+    let failures = html.split(r#"id="failures""#).nth(1).unwrap();
+    assert!(failures.contains("user1@example.com") && failures.contains("simulated rejection"));
+    let endpoints = html.split(r#"id="endpoints""#).nth(1).unwrap();
+    assert!(endpoints.contains("disabled: gone &lt;for&gt; good"), "{endpoints}");
+    // stored normalized: the angle brackets percent-encoded
+    assert!(endpoints.contains("https://hooks.example.com/%3Cb%3E"), "{endpoints}");
+    let waiting = html.split(r#"id="waiting""#).nth(1).unwrap();
+    assert!(waiting.contains("<strong>0</strong> messages"), "{waiting}");
+
+    // another organization sees none of it
+    let stranger = app.sign_up("Stranger").await;
+    let theirs = overview_html(&app, &stranger.token).await;
+    assert!(theirs.contains("No message in the last 24 hours."), "{theirs}");
+    assert!(!theirs.contains("user1@example.com") && !theirs.contains("gone &lt;for&gt; good"));
+}
