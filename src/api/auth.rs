@@ -16,7 +16,7 @@ use crate::db::{Cursor, organizations};
 use crate::domain::ids;
 use crate::domain::recipient::normalize_email;
 use crate::domain::validate::Validator;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -137,9 +137,13 @@ async fn open_session(
 
 /// Creates a user with an organization of their own (owner) and its `default` project.
 #[utoipa::path(post, path = "/v1/auth/sign-up", tag = "auth", request_body = SignUp,
-    responses((status = 201, body = SignedIn), (status = 403, body = crate::error::ErrorBody),
-        (status = 409, body = crate::error::ErrorBody), (status = 415, body = crate::error::ErrorBody),
-        (status = 429, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
+    responses((status = 201, body = SignedIn, headers(("Set-Cookie" = String, description = "the session cookie"))),
+        (status = 403, description = "`forbidden`: sign-up is disabled on this server \
+            (`auth.allow_signup`), or the request comes from another site (`Origin`)", body = ErrorBody),
+        (status = 409, description = "`conflict`: an account with this email exists", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: not `application/json`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many sign-ups from this address", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "seconds to wait")))))]
 pub async fn sign_up(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -215,9 +219,13 @@ pub fn unique_violation_on(error: &diesel::result::Error, name: &str) -> bool {
 /// Signs in with email and password; repeated failures from one address are throttled (429),
 /// failures from anywhere slow the email's sign-ins down (see `auth::throttle`).
 #[utoipa::path(post, path = "/v1/auth/sign-in", tag = "auth", request_body = SignIn,
-    responses((status = 200, body = SignedIn), (status = 401, body = crate::error::ErrorBody),
-        (status = 403, body = crate::error::ErrorBody), (status = 415, body = crate::error::ErrorBody),
-        (status = 429, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
+    responses((status = 200, body = SignedIn, headers(("Set-Cookie" = String, description = "the session cookie"))),
+        (status = 401, description = "`unauthorized`: wrong email or password (the same answer \
+            whether the email exists or not)", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the request comes from another site (`Origin`)", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: not `application/json`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many failed sign-ins from this address", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "seconds to wait")))))]
 pub async fn sign_in(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -279,7 +287,8 @@ fn give_back(result: Result<(), ApiError>) {
 }
 
 /// Revokes the current session.
-#[utoipa::path(post, path = "/v1/auth/sign-out", tag = "auth", responses((status = 204)))]
+#[utoipa::path(post, path = "/v1/auth/sign-out", tag = "auth", security(("session" = []), ("sessionCookie" = [])),
+    responses((status = 204, description = "signed out; the cookie is removed")))]
 pub async fn sign_out(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -320,7 +329,7 @@ pub struct SessionView {
 }
 
 /// The signed-in user, the session, and the organizations the user belongs to.
-#[utoipa::path(get, path = "/v1/auth/session", tag = "auth",
+#[utoipa::path(get, path = "/v1/auth/session", tag = "auth", security(("session" = []), ("sessionCookie" = [])),
     responses((status = 200, body = SessionView)))]
 pub async fn session(
     state: web::Data<AppState>,
@@ -365,8 +374,10 @@ pub struct ActiveOrganization {
 }
 
 /// Chooses the organization that management routes address by default.
-#[utoipa::path(post, path = "/v1/auth/active-organization", tag = "auth",
-    request_body = ActiveOrganization, responses((status = 204), (status = 404, body = crate::error::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/auth/active-organization", tag = "auth", security(("session" = []), ("sessionCookie" = [])),
+    request_body = ActiveOrganization,
+    responses((status = 204, description = "chosen"),
+        (status = 404, description = "`not_found`: not one of the user's organizations", body = ErrorBody)))]
 pub async fn set_active_organization(
     state: web::Data<AppState>,
     principal: Principal,
@@ -401,9 +412,8 @@ pub struct SessionListView {
 }
 
 /// The signed-in user's live sessions, newest first (a session, not an API key: 403).
-#[utoipa::path(get, path = "/v1/auth/sessions", tag = "auth", params(ListQuery),
-    responses((status = 200, body = Page<SessionListView>), (status = 401, body = crate::error::ErrorBody),
-        (status = 403, body = crate::error::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/auth/sessions", tag = "auth", params(ListQuery), security(("session" = []), ("sessionCookie" = [])),
+    responses((status = 200, body = Page<SessionListView>)))]
 pub async fn list_sessions(
     state: web::Data<AppState>,
     principal: Principal,
@@ -438,9 +448,8 @@ pub async fn list_sessions(
 
 /// Revokes every session of the signed-in user but the current one (signs out everywhere
 /// else).
-#[utoipa::path(delete, path = "/v1/auth/sessions", tag = "auth",
-    responses((status = 204), (status = 401, body = crate::error::ErrorBody),
-        (status = 403, body = crate::error::ErrorBody)))]
+#[utoipa::path(delete, path = "/v1/auth/sessions", tag = "auth", security(("session" = []), ("sessionCookie" = [])),
+    responses((status = 204, description = "every other session revoked")))]
 pub async fn revoke_other_sessions(
     state: web::Data<AppState>,
     principal: Principal,
@@ -453,10 +462,9 @@ pub async fn revoke_other_sessions(
 
 /// Revokes one of the signed-in user's sessions; the current one signs out. Another user's
 /// session is not found (404).
-#[utoipa::path(delete, path = "/v1/auth/sessions/{sessionId}", tag = "auth",
-    params(("sessionId" = String, Path)),
-    responses((status = 204), (status = 401, body = crate::error::ErrorBody),
-        (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
+#[utoipa::path(delete, path = "/v1/auth/sessions/{sessionId}", tag = "auth", security(("session" = []), ("sessionCookie" = [])),
+    params(("sessionId" = String, Path, example = "ses_01jf3q6zvqe3f7m1s9gkxw5h2c")),
+    responses((status = 204, description = "revoked")))]
 pub async fn revoke_session(
     req: HttpRequest,
     state: web::Data<AppState>,

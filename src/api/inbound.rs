@@ -13,7 +13,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::inbound::ses::{self, InboundResult};
 use crate::inbound::whatsapp::{self, CallbackResult};
 use crate::state::AppState;
@@ -33,9 +33,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 #[utoipa::path(post, path = "/v1/inbound/ses/{credentialId}", tag = "inbound",
     params(("credentialId" = String, Path, description = "The SES credential that sends the messages")),
     request_body(content = String, description = "An SNS message (JSON, sent as text/plain)"),
-    responses((status = 200, body = InboundResult), (status = 400, body = crate::error::ErrorBody),
-        (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
-        (status = 503, body = crate::error::ErrorBody)))]
+    responses((status = 200, body = InboundResult),
+        (status = 403, description = "`forbidden`: the SNS signature does not verify", body = ErrorBody)))]
 pub async fn ses_events(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -62,8 +61,8 @@ pub struct Handshake {
 /// credential's `verifyToken`.
 #[utoipa::path(get, path = "/v1/inbound/whatsapp/{credentialId}", tag = "inbound",
     params(("credentialId" = String, Path), Handshake),
-    responses((status = 200, description = "the challenge, as text/plain"),
-        (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
+    responses((status = 200, description = "the challenge", content_type = "text/plain", body = String),
+        (status = 403, description = "`forbidden`: the token is not the credential's `verifyToken`", body = ErrorBody)))]
 pub async fn whatsapp_handshake(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -86,8 +85,9 @@ pub async fn whatsapp_handshake(
     params(("credentialId" = String, Path)),
     request_body(content = Object, content_type = "application/json",
         description = "a Cloud API webhook notification (`entry[].changes[].value.statuses[]`)"),
-    responses((status = 200, body = CallbackResult), (status = 401, body = crate::error::ErrorBody),
-        (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
+    responses((status = 200, body = CallbackResult),
+        (status = 401, description = "`unauthorized`: no `X-Hub-Signature-256`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the signature does not verify", body = ErrorBody)))]
 pub async fn whatsapp_statuses(
     state: web::Data<AppState>,
     path: web::Path<String>,

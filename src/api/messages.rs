@@ -19,7 +19,7 @@ use crate::domain::channel::Channel;
 use crate::domain::status;
 use crate::domain::status::STATUSES;
 use crate::domain::validate::Validator;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::queue::deliveries;
 use crate::state::AppState;
 
@@ -278,9 +278,8 @@ fn wrong_status(current: &Message, action: &str, needed: &str) -> ApiError {
 }
 
 /// One message with its history (events oldest first).
-#[utoipa::path(get, path = "/v1/messages/{messageId}", tag = "messages",
-    params(("messageId" = String, Path)),
-    responses((status = 200, body = MessageDetail), (status = 404, body = crate::error::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/messages/{messageId}", tag = "messages", security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])),
+    params(("messageId" = String, Path, example = "msg_01jf3q6zvqe3f7m1s9gkxw5h2c"), crate::api::openapi::OrganizationHeader), responses((status = 200, body = MessageDetail)))]
 pub async fn get(
     state: web::Data<AppState>,
     access: Access,
@@ -292,9 +291,8 @@ pub async fn get(
 }
 
 /// The project's messages, newest first, filtered and searched.
-#[utoipa::path(get, path = "/v1/projects/{projectId}/messages", tag = "messages",
-    params(("projectId" = String, Path), LogQuery),
-    responses((status = 200, body = Page<MessageView>), (status = 400, body = crate::error::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/projects/{projectId}/messages", tag = "messages", security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])),
+    params(("projectId" = String, Path, description = "id or slug", example = "prj_01jf3q6zvqe3f7m1s9gkxw5h2c"), LogQuery, crate::api::openapi::OrganizationHeader), responses((status = 200, body = Page<MessageView>)))]
 pub async fn list(
     state: web::Data<AppState>,
     access: Access,
@@ -320,9 +318,10 @@ pub async fn list(
 
 /// Sends a failed message again: back to `queued` with attempts reset (owner, admin or a
 /// `manage` key).
-#[utoipa::path(post, path = "/v1/messages/{messageId}/retry", tag = "messages",
-    params(("messageId" = String, Path)),
-    responses((status = 200, body = MessageDetail), (status = 409, body = crate::error::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/messages/{messageId}/retry", tag = "messages", security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])),
+    params(("messageId" = String, Path, example = "msg_01jf3q6zvqe3f7m1s9gkxw5h2c"), crate::api::openapi::OrganizationHeader),
+    responses((status = 200, body = MessageDetail),
+        (status = 409, description = "`conflict`: the message is not `failed`", body = ErrorBody)))]
 pub async fn retry(
     state: web::Data<AppState>,
     access: Access,
@@ -344,9 +343,10 @@ pub async fn retry(
 }
 
 /// Cancels a scheduled message that is not queued yet (owner, admin or a `manage` key).
-#[utoipa::path(post, path = "/v1/messages/{messageId}/cancel", tag = "messages",
-    params(("messageId" = String, Path)),
-    responses((status = 200, body = MessageDetail), (status = 409, body = crate::error::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/messages/{messageId}/cancel", tag = "messages", security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])),
+    params(("messageId" = String, Path, example = "msg_01jf3q6zvqe3f7m1s9gkxw5h2c"), crate::api::openapi::OrganizationHeader),
+    responses((status = 200, body = MessageDetail),
+        (status = 409, description = "`conflict`: the message is not `received` (scheduled)", body = ErrorBody)))]
 pub async fn cancel(
     state: web::Data<AppState>,
     access: Access,

@@ -12,6 +12,7 @@ pub mod inbound;
 pub mod invitations;
 pub mod json;
 pub mod messages;
+pub mod openapi;
 pub mod organizations;
 pub mod pagination;
 pub mod projects;
@@ -30,6 +31,7 @@ use utoipa::OpenApi;
 use crate::domain::validate::FieldError;
 use crate::error::{ApiError, ErrorBody, ErrorDetail};
 use crate::state::AppState;
+use openapi::{ErrorResponses, SecuritySchemes};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -97,7 +99,7 @@ use crate::state::AppState;
         inbound::whatsapp_statuses,
     ),
     components(schemas(ErrorBody, ErrorDetail, FieldError)),
-    modifiers(&UniqueOperationIds)
+    modifiers(&UniqueOperationIds, &SecuritySchemes, &ErrorResponses)
 )]
 pub struct ApiDoc;
 

@@ -12,8 +12,8 @@ use crate::db::projects::{self, NewProject, Project, ProjectChanges};
 use crate::db::{Cursor, PooledConnection};
 use crate::domain::validate::Validator;
 use crate::domain::{ids, slug};
-use crate::error::ApiError;
 use crate::error::conflict_on_unique;
+use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 
 const MAX_METADATA_BYTES: usize = 16 * 1024;
@@ -125,8 +125,8 @@ async fn free_slug(
 }
 
 /// Suggests a free slug for a project name.
-#[utoipa::path(post, path = "/v1/projects/generate-slug", tag = "projects",
-    request_body = GenerateSlug, responses((status = 200, body = SlugView)))]
+#[utoipa::path(post, path = "/v1/projects/generate-slug", tag = "projects", security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])),
+    params(crate::api::openapi::OrganizationHeader), request_body = GenerateSlug, responses((status = 200, body = SlugView)))]
 pub async fn generate_slug(
     state: web::Data<AppState>,
     access: Access,
@@ -140,7 +140,9 @@ pub async fn generate_slug(
 
 /// Creates a project (owner or admin).
 #[utoipa::path(post, path = "/v1/projects", tag = "projects", request_body = CreateProject,
-    responses((status = 201, body = ProjectView), (status = 409, body = crate::error::ErrorBody)))]
+    security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])), params(crate::api::openapi::OrganizationHeader),
+    responses((status = 201, body = ProjectView),
+        (status = 409, description = "`conflict`: the slug is taken", body = ErrorBody)))]
 pub async fn create(
     state: web::Data<AppState>,
     access: Access,
@@ -181,8 +183,8 @@ pub async fn create(
 }
 
 /// Lists the organization's projects, newest first.
-#[utoipa::path(get, path = "/v1/projects", tag = "projects", params(ListQuery),
-    responses((status = 200, body = Page<ProjectView>)))]
+#[utoipa::path(get, path = "/v1/projects", tag = "projects", params(ListQuery, crate::api::openapi::OrganizationHeader),
+    security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])), responses((status = 200, body = Page<ProjectView>)))]
 pub async fn list(
     state: web::Data<AppState>,
     access: Access,
@@ -204,8 +206,8 @@ pub async fn list(
 }
 
 /// One project, by id or slug.
-#[utoipa::path(get, path = "/v1/projects/{projectId}", tag = "projects",
-    params(("projectId" = String, Path)), responses((status = 200, body = ProjectView)))]
+#[utoipa::path(get, path = "/v1/projects/{projectId}", tag = "projects", security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])),
+    params(("projectId" = String, Path, description = "id or slug", example = "prj_01jf3q6zvqe3f7m1s9gkxw5h2c"), crate::api::openapi::OrganizationHeader), responses((status = 200, body = ProjectView)))]
 pub async fn get(
     state: web::Data<AppState>,
     access: Access,
@@ -219,9 +221,10 @@ pub async fn get(
 
 /// Renames a project, changes its slug, replaces its metadata or changes how long its messages
 /// are kept (owner or admin).
-#[utoipa::path(patch, path = "/v1/projects/{projectId}", tag = "projects",
-    params(("projectId" = String, Path)), request_body = UpdateProject,
-    responses((status = 200, body = ProjectView)))]
+#[utoipa::path(patch, path = "/v1/projects/{projectId}", tag = "projects", security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])),
+    params(("projectId" = String, Path, description = "id or slug", example = "prj_01jf3q6zvqe3f7m1s9gkxw5h2c"), crate::api::openapi::OrganizationHeader), request_body = UpdateProject,
+    responses((status = 200, body = ProjectView),
+        (status = 409, description = "`conflict`: the slug is taken", body = ErrorBody)))]
 pub async fn update(
     state: web::Data<AppState>,
     access: Access,
@@ -262,8 +265,8 @@ pub async fn update(
 }
 
 /// Deletes a project and everything in it (owner or admin).
-#[utoipa::path(delete, path = "/v1/projects/{projectId}", tag = "projects",
-    params(("projectId" = String, Path)), responses((status = 204)))]
+#[utoipa::path(delete, path = "/v1/projects/{projectId}", tag = "projects", security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])),
+    params(("projectId" = String, Path, description = "id or slug", example = "prj_01jf3q6zvqe3f7m1s9gkxw5h2c"), crate::api::openapi::OrganizationHeader), responses((status = 204, description = "deleted")))]
 pub async fn delete(
     state: web::Data<AppState>,
     access: Access,

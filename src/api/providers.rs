@@ -28,8 +28,8 @@ use crate::domain::channel::Channel;
 use crate::domain::provider_types::ProviderType;
 use crate::domain::validate::Validator;
 use crate::domain::{ids, slug};
-use crate::error::ApiError;
 use crate::error::conflict_on_unique;
+use crate::error::{ApiError, ErrorBody};
 use crate::providers::connector::OpenedCredential;
 use crate::providers::credentials;
 use crate::state::AppState;
@@ -215,8 +215,9 @@ fn check_name_and_slug(check: &mut Validator, name: Option<&str>, slug: Option<&
 
 /// Stores credentials for a provider (owner or admin).
 #[utoipa::path(post, path = "/v1/providers", tag = "providers", request_body = CreateProvider,
-    responses((status = 201, body = ProviderView), (status = 400, body = crate::error::ErrorBody),
-        (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
+    security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])), params(crate::api::openapi::OrganizationHeader),
+    responses((status = 201, body = ProviderView),
+        (status = 409, description = "`conflict`: the slug is taken", body = ErrorBody)))]
 pub async fn create(
     state: web::Data<AppState>,
     access: Access,
@@ -277,8 +278,8 @@ pub async fn create(
 }
 
 /// Lists the credentials visible to the caller, newest first.
-#[utoipa::path(get, path = "/v1/providers", tag = "providers", params(ListQuery),
-    responses((status = 200, body = Page<ProviderView>)))]
+#[utoipa::path(get, path = "/v1/providers", tag = "providers", params(ListQuery, crate::api::openapi::OrganizationHeader),
+    security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])), responses((status = 200, body = Page<ProviderView>)))]
 pub async fn list(
     state: web::Data<AppState>,
     access: Access,
@@ -311,8 +312,8 @@ pub async fn list(
 }
 
 /// One provider's credentials (redacted), by id or slug.
-#[utoipa::path(get, path = "/v1/providers/{providerId}", tag = "providers",
-    params(("providerId" = String, Path)), responses((status = 200, body = ProviderView)))]
+#[utoipa::path(get, path = "/v1/providers/{providerId}", tag = "providers", security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])),
+    params(("providerId" = String, Path, description = "id or slug", example = "prv_01jf3q6zvqe3f7m1s9gkxw5h2c"), crate::api::openapi::OrganizationHeader), responses((status = 200, body = ProviderView)))]
 pub async fn get(
     state: web::Data<AppState>,
     access: Access,
@@ -326,9 +327,10 @@ pub async fn get(
 
 /// Changes a provider's settings or credentials (owner or admin). `channel`, `providerType`
 /// and `projectId` cannot change.
-#[utoipa::path(patch, path = "/v1/providers/{providerId}", tag = "providers",
-    params(("providerId" = String, Path)), request_body = UpdateProvider,
-    responses((status = 200, body = ProviderView), (status = 400, body = crate::error::ErrorBody)))]
+#[utoipa::path(patch, path = "/v1/providers/{providerId}", tag = "providers", security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])),
+    params(("providerId" = String, Path, description = "id or slug", example = "prv_01jf3q6zvqe3f7m1s9gkxw5h2c"), crate::api::openapi::OrganizationHeader), request_body = UpdateProvider,
+    responses((status = 200, body = ProviderView),
+        (status = 409, description = "`conflict`: the slug is taken", body = ErrorBody)))]
 pub async fn update(
     state: web::Data<AppState>,
     access: Access,
@@ -397,8 +399,8 @@ pub async fn update(
 }
 
 /// Deletes a provider's credentials (owner or admin).
-#[utoipa::path(delete, path = "/v1/providers/{providerId}", tag = "providers",
-    params(("providerId" = String, Path)), responses((status = 204)))]
+#[utoipa::path(delete, path = "/v1/providers/{providerId}", tag = "providers", security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])),
+    params(("providerId" = String, Path, description = "id or slug", example = "prv_01jf3q6zvqe3f7m1s9gkxw5h2c"), crate::api::openapi::OrganizationHeader), responses((status = 204, description = "deleted")))]
 pub async fn delete(
     state: web::Data<AppState>,
     access: Access,
@@ -417,10 +419,8 @@ pub async fn delete(
 /// SMTP NOOP after authentication. A refusal by the provider, or no answer from it, is
 /// `200 {ok: false, detail}`, the detail led by the error's kind (`credential: ...`). A key
 /// bound to a project verifies its project's credentials only (403 for the organization's).
-#[utoipa::path(post, path = "/v1/providers/{providerId}/verify", tag = "providers",
-    params(("providerId" = String, Path)),
-    responses((status = 200, body = VerifyResult), (status = 403, body = crate::error::ErrorBody),
-        (status = 404, body = crate::error::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/providers/{providerId}/verify", tag = "providers", security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])),
+    params(("providerId" = String, Path, description = "id or slug", example = "prv_01jf3q6zvqe3f7m1s9gkxw5h2c"), crate::api::openapi::OrganizationHeader), responses((status = 200, body = VerifyResult)))]
 pub async fn verify(
     state: web::Data<AppState>,
     access: Access,

@@ -13,7 +13,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::api::json;
 use crate::auth::Principal;
@@ -28,7 +28,7 @@ use crate::domain::recipient::check_recipient;
 use crate::domain::status;
 use crate::domain::validate::Validator;
 use crate::domain::validate::parse_object;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, ErrorDetail};
 use crate::ingest::{IngestError, Outcome, Submission};
 use crate::queue::rate_limit;
 use crate::state::AppState;
@@ -96,6 +96,38 @@ pub struct Accepted {
     pub id: String,
     /// `queued`, or `received` when scheduled with `sendAt`.
     pub status: &'static str,
+}
+
+/// The answer of a batch: one item per message, in order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchAccepted {
+    pub data: Vec<BatchItem>,
+}
+
+/// A message of a batch: accepted, or refused with the error a single send would have had.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum BatchItem {
+    Accepted(Accepted),
+    Refused(ErrorBody),
+}
+
+/// `Idempotency-Key`, on both send routes.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IdempotencyHeader {
+    /// Makes a retry safe: the same key with the same body within 24 hours answers the first
+    /// answer again (with `Idempotency-Replayed: true`) and sends nothing; with another body,
+    /// 422. Printable ASCII, at most 255 characters.
+    #[param(
+        rename = "Idempotency-Key",
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[!-~]([\t !-~]*[!-~])?$",
+        example = "welcome-alice"
+    )]
+    #[allow(dead_code)]
+    key: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -201,11 +233,18 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
 }
 
 /// Sends one message.
-#[utoipa::path(post, path = "/v1/send", tag = "sending", request_body = SendRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "at most 255 characters")),
-    responses((status = 202, body = Accepted), (status = 400, body = ErrorBody),
-        (status = 409, body = ErrorBody), (status = 413, body = ErrorBody),
-        (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/send", tag = "sending", request_body = SendRequest, security(("apiKey" = []), ("apiKeyHeader" = [])),
+    params(IdempotencyHeader),
+    responses((status = 202, body = Accepted, headers(
+            ("Idempotency-Replayed" = String, description = "`true` on the answer of a replayed request"),
+            ("RateLimit-Limit" = u32, description = "sends per second allowed to this key, when limited"),
+            ("RateLimit-Remaining" = u32, description = "sends left in this second"),
+            ("RateLimit-Reset" = u32, description = "seconds until the window resets"))),
+        (status = 409, description = "`conflict`: a request with this `Idempotency-Key` is still in flight", body = ErrorBody),
+        (status = 422, description = "`idempotency_mismatch`: this `Idempotency-Key` came with another body \
+            in the last 24 hours", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: over the key's send rate", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "seconds to wait")))))]
 pub async fn send(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -231,10 +270,18 @@ pub async fn send(
 
 /// Sends up to 1000 messages; each item is answered in order, valid ones accepted even when
 /// others are not.
-#[utoipa::path(post, path = "/v1/send/batch", tag = "sending", request_body = BatchRequest,
-    params(("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 202, description = "`{data: [{id, status} | {error}]}` in order"),
-        (status = 400, body = ErrorBody), (status = 413, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/send/batch", tag = "sending", request_body = BatchRequest, security(("apiKey" = []), ("apiKeyHeader" = [])),
+    params(IdempotencyHeader),
+    responses((status = 202, body = BatchAccepted, headers(
+            ("Idempotency-Replayed" = String, description = "`true` on the answer of a replayed request"),
+            ("RateLimit-Limit" = u32, description = "sends per second allowed to this key, when limited"),
+            ("RateLimit-Remaining" = u32, description = "sends left in this second"),
+            ("RateLimit-Reset" = u32, description = "seconds until the window resets"))),
+        (status = 409, description = "`conflict`: a request with this `Idempotency-Key` is still in flight", body = ErrorBody),
+        (status = 422, description = "`idempotency_mismatch`: this `Idempotency-Key` came with another body \
+            in the last 24 hours", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: over the key's send rate (each message counts)", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "seconds to wait")))))]
 pub async fn send_batch(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -258,16 +305,21 @@ pub async fn send_batch(
     for item in &batch.messages {
         match prepare(&mut sender, item, now).await {
             Ok(prepared) => {
-                data.push(json!({"id": prepared.message.id, "status": prepared.message.status}));
+                let id = prepared.message.id.clone();
+                data.push(BatchItem::Accepted(Accepted { id, status: prepared.message.status }));
                 prepared.add_to(&mut submission);
             }
-            Err(error) => data.push(json!({"error": {
-                "code": error.code(), "message": error.message(), "details": error.details()
-            }})),
+            Err(error) => data.push(BatchItem::Refused(ErrorBody {
+                error: ErrorDetail {
+                    code: error.code(),
+                    message: error.message().to_owned(),
+                    details: error.details().to_vec(),
+                },
+            })),
         }
     }
     drop(sender);
-    let response = json!({ "data": data });
+    let response = serde_json::to_value(BatchAccepted { data }).map_err(ApiError::internal)?;
     // A batch's idempotency record lives in the project of its keys' scope, or its first
     // accepted message's.
     let project = key

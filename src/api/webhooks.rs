@@ -20,7 +20,7 @@ use crate::db::webhook_endpoints::{
 use crate::db::webhooks::{self as deliveries, Delivery, Job};
 use crate::domain::ids;
 use crate::domain::validate::Validator;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::ssrf;
 use crate::state::AppState;
 use crate::webhooks::{EVENT_TYPES, secret};
@@ -196,10 +196,9 @@ async fn endpoint_of(
 }
 
 /// Creates an endpoint and returns it with its secret (owner or admin).
-#[utoipa::path(post, path = "/v1/projects/{projectId}/webhooks", tag = "webhooks",
-    params(("projectId" = String, Path)), request_body = CreateWebhook,
-    responses((status = 201, body = WebhookWithSecret),
-        (status = 400, body = crate::error::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/projects/{projectId}/webhooks", tag = "webhooks", security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])),
+    params(("projectId" = String, Path, description = "id or slug", example = "prj_01jf3q6zvqe3f7m1s9gkxw5h2c"), crate::api::openapi::OrganizationHeader), request_body = CreateWebhook,
+    responses((status = 201, body = WebhookWithSecret)))]
 pub async fn create(
     state: web::Data<AppState>,
     access: Access,
@@ -241,8 +240,8 @@ pub async fn create(
 }
 
 /// Lists the project's endpoints, newest first.
-#[utoipa::path(get, path = "/v1/projects/{projectId}/webhooks", tag = "webhooks",
-    params(("projectId" = String, Path), ListQuery),
+#[utoipa::path(get, path = "/v1/projects/{projectId}/webhooks", tag = "webhooks", security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])),
+    params(("projectId" = String, Path, description = "id or slug", example = "prj_01jf3q6zvqe3f7m1s9gkxw5h2c"), ListQuery, crate::api::openapi::OrganizationHeader),
     responses((status = 200, body = Page<WebhookView>)))]
 pub async fn list(
     state: web::Data<AppState>,
@@ -267,8 +266,8 @@ pub async fn list(
 }
 
 /// One endpoint, without its secret.
-#[utoipa::path(get, path = "/v1/projects/{projectId}/webhooks/{webhookId}", tag = "webhooks",
-    params(("projectId" = String, Path), ("webhookId" = String, Path)),
+#[utoipa::path(get, path = "/v1/projects/{projectId}/webhooks/{webhookId}", tag = "webhooks", security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])),
+    params(("projectId" = String, Path, description = "id or slug", example = "prj_01jf3q6zvqe3f7m1s9gkxw5h2c"), ("webhookId" = String, Path, example = "whk_01jf3q6zvqe3f7m1s9gkxw5h2c"), crate::api::openapi::OrganizationHeader),
     responses((status = 200, body = WebhookView)))]
 pub async fn get(
     state: web::Data<AppState>,
@@ -284,8 +283,8 @@ pub async fn get(
 
 /// Changes an endpoint's URL, events or description, or disables or re-enables it (owner or
 /// admin). Re-enabling clears the reason it was disabled and its failure streak.
-#[utoipa::path(patch, path = "/v1/projects/{projectId}/webhooks/{webhookId}", tag = "webhooks",
-    params(("projectId" = String, Path), ("webhookId" = String, Path)),
+#[utoipa::path(patch, path = "/v1/projects/{projectId}/webhooks/{webhookId}", tag = "webhooks", security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])),
+    params(("projectId" = String, Path, description = "id or slug", example = "prj_01jf3q6zvqe3f7m1s9gkxw5h2c"), ("webhookId" = String, Path, example = "whk_01jf3q6zvqe3f7m1s9gkxw5h2c"), crate::api::openapi::OrganizationHeader),
     request_body = UpdateWebhook, responses((status = 200, body = WebhookView)))]
 pub async fn update(
     state: web::Data<AppState>,
@@ -345,9 +344,9 @@ pub async fn update(
 }
 
 /// Deletes an endpoint (owner or admin).
-#[utoipa::path(delete, path = "/v1/projects/{projectId}/webhooks/{webhookId}", tag = "webhooks",
-    params(("projectId" = String, Path), ("webhookId" = String, Path)),
-    responses((status = 204)))]
+#[utoipa::path(delete, path = "/v1/projects/{projectId}/webhooks/{webhookId}", tag = "webhooks", security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])),
+    params(("projectId" = String, Path, description = "id or slug", example = "prj_01jf3q6zvqe3f7m1s9gkxw5h2c"), ("webhookId" = String, Path, example = "whk_01jf3q6zvqe3f7m1s9gkxw5h2c"), crate::api::openapi::OrganizationHeader),
+    responses((status = 204, description = "deleted")))]
 pub async fn delete(
     state: web::Data<AppState>,
     access: Access,
@@ -366,7 +365,7 @@ pub async fn delete(
 /// Replaces the endpoint's secret and returns the new one; the old secret keeps signing beside
 /// it for 24 hours (owner or admin). The body, `{secret?}`, may be left out.
 #[utoipa::path(post, path = "/v1/projects/{projectId}/webhooks/{webhookId}/rotate-secret",
-    tag = "webhooks", params(("projectId" = String, Path), ("webhookId" = String, Path)),
+    tag = "webhooks", security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])), params(("projectId" = String, Path, description = "id or slug", example = "prj_01jf3q6zvqe3f7m1s9gkxw5h2c"), ("webhookId" = String, Path, example = "whk_01jf3q6zvqe3f7m1s9gkxw5h2c"), crate::api::openapi::OrganizationHeader),
     request_body(content = Option<RotateSecret>),
     responses((status = 200, body = WebhookWithSecret)))]
 pub async fn rotate_secret(
@@ -476,7 +475,7 @@ fn require_active(endpoint: &WebhookEndpoint) -> Result<(), ApiError> {
 
 /// The endpoint's delivery attempts, newest first.
 #[utoipa::path(get, path = "/v1/projects/{projectId}/webhooks/{webhookId}/deliveries",
-    tag = "webhooks", params(("projectId" = String, Path), ("webhookId" = String, Path), ListQuery),
+    tag = "webhooks", security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])), params(("projectId" = String, Path, description = "id or slug", example = "prj_01jf3q6zvqe3f7m1s9gkxw5h2c"), ("webhookId" = String, Path, example = "whk_01jf3q6zvqe3f7m1s9gkxw5h2c"), ListQuery, crate::api::openapi::OrganizationHeader),
     responses((status = 200, body = Page<DeliveryView>)))]
 pub async fn list_deliveries(
     state: web::Data<AppState>,
@@ -505,10 +504,10 @@ pub async fn list_deliveries(
 /// admin).
 #[utoipa::path(post,
     path = "/v1/projects/{projectId}/webhooks/{webhookId}/deliveries/{deliveryId}/retry",
-    tag = "webhooks",
-    params(("projectId" = String, Path), ("webhookId" = String, Path),
-        ("deliveryId" = String, Path)),
-    responses((status = 202, body = Queued), (status = 409, body = crate::error::ErrorBody)))]
+    tag = "webhooks", security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])),
+    params(("projectId" = String, Path, description = "id or slug", example = "prj_01jf3q6zvqe3f7m1s9gkxw5h2c"), ("webhookId" = String, Path, example = "whk_01jf3q6zvqe3f7m1s9gkxw5h2c"), ("deliveryId" = String, Path, example = "whd_01jf3q6zvqe3f7m1s9gkxw5h2c"), crate::api::openapi::OrganizationHeader),
+    responses((status = 202, body = Queued),
+        (status = 409, description = "`conflict`: the endpoint is disabled", body = ErrorBody)))]
 pub async fn retry_delivery(
     state: web::Data<AppState>,
     access: Access,
@@ -537,10 +536,10 @@ pub async fn retry_delivery(
 /// Delivers again every event of the project in `[since, until)` of the given types (the
 /// endpoint's when absent), oldest first, at most 10,000 per call (owner or admin).
 #[utoipa::path(post, path = "/v1/projects/{projectId}/webhooks/{webhookId}/replay",
-    tag = "webhooks", params(("projectId" = String, Path), ("webhookId" = String, Path)),
+    tag = "webhooks", security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])), params(("projectId" = String, Path, description = "id or slug", example = "prj_01jf3q6zvqe3f7m1s9gkxw5h2c"), ("webhookId" = String, Path, example = "whk_01jf3q6zvqe3f7m1s9gkxw5h2c"), crate::api::openapi::OrganizationHeader),
     request_body = Replay,
-    responses((status = 202, body = Queued), (status = 400, body = crate::error::ErrorBody),
-        (status = 409, body = crate::error::ErrorBody)))]
+    responses((status = 202, body = Queued),
+        (status = 409, description = "`conflict`: the endpoint is disabled", body = ErrorBody)))]
 pub async fn replay(
     state: web::Data<AppState>,
     access: Access,
