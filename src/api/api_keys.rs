@@ -63,12 +63,17 @@ impl From<ApiKey> for ApiKeyView {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreateApiKey {
+    #[schema(value_type = crate::domain::schema::DisplayName)]
     pub name: String,
-    /// Binds the key to one project; absent for an organization-wide key.
+    /// Binds the key to one project (id or slug); absent for an organization-wide key.
     pub project_id: Option<String>,
-    /// Any of `send`, `read`, `manage`; default `["send"]`.
+    /// Default `["send"]`.
+    #[schema(value_type = Option<Vec<crate::auth::keys::Scope>>, min_items = 1)]
     pub scopes: Option<Vec<String>>,
+    /// When the key stops working; must be in the future. Absent: never.
     pub expires_at: Option<DateTime<Utc>>,
+    /// Sends per second on `/v1/send`; absent for the server's `api.send_rate_limit`.
+    #[schema(minimum = 1)]
     pub rate_limit: Option<i32>,
 }
 

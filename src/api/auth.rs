@@ -64,8 +64,12 @@ pub struct SignedIn {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignUp {
+    /// Compared trimmed and lower-cased.
+    #[schema(value_type = crate::domain::schema::EmailAddress)]
     pub email: String,
+    #[schema(value_type = crate::auth::password::Password)]
     pub password: String,
+    #[schema(value_type = crate::domain::schema::DisplayName)]
     pub name: String,
 }
 
@@ -312,7 +316,7 @@ pub struct SessionInfo {
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct MembershipView {
+pub struct SessionOrganization {
     pub id: String,
     pub name: String,
     pub slug: String,
@@ -325,7 +329,7 @@ pub struct SessionView {
     pub user: UserView,
     pub session: SessionInfo,
     pub active_organization_id: Option<String>,
-    pub organizations: Vec<MembershipView>,
+    pub organizations: Vec<SessionOrganization>,
 }
 
 /// The signed-in user, the session, and the organizations the user belongs to.
@@ -339,10 +343,10 @@ pub async fn session(
     let mut conn = state.db.get().await?;
     // a user belongs to few organizations; 1000 bounds a pathological account
     let memberships = organizations::list_for_user(&mut conn, &user.id, None, 1000).await?;
-    let organizations: Vec<MembershipView> = memberships
+    let organizations: Vec<SessionOrganization> = memberships
         .into_iter()
         .rev() // oldest first: the order the user joined them
-        .map(|(org, member)| MembershipView {
+        .map(|(org, member)| SessionOrganization {
             id: org.id,
             name: org.name,
             slug: org.slug,

@@ -32,7 +32,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 /// Receives SES events through an SNS subscription (SNS signs every message).
 #[utoipa::path(post, path = "/v1/inbound/ses/{credentialId}", tag = "inbound",
     params(("credentialId" = String, Path, description = "The SES credential that sends the messages")),
-    request_body(content = String, description = "An SNS message (JSON, sent as text/plain)"),
+    request_body(content((crate::inbound::sns::Envelope = "text/plain"),
+        (crate::inbound::sns::Envelope = "application/json")),
+        description = "An SNS message, as SNS posts it (JSON, as `text/plain`)"),
     responses((status = 200, body = InboundResult),
         (status = 403, description = "`forbidden`: the SNS signature does not verify", body = ErrorBody)))]
 pub async fn ses_events(
@@ -44,17 +46,30 @@ pub async fn ses_events(
     Ok(HttpResponse::Ok().json(result))
 }
 
+/// The handshake's query: without `hub.challenge` 400; a mode or token that does not match 403.
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct Handshake {
     #[serde(rename = "hub.mode")]
-    #[param(rename = "hub.mode")]
+    #[param(rename = "hub.mode", required, value_type = SubscribeMode, inline)]
     pub mode: Option<String>,
+    /// The credential's `verifyToken`.
     #[serde(rename = "hub.verify_token")]
-    #[param(rename = "hub.verify_token")]
+    #[param(rename = "hub.verify_token", required)]
     pub verify_token: Option<String>,
+    /// What to answer.
     #[serde(rename = "hub.challenge")]
-    #[param(rename = "hub.challenge")]
+    #[param(rename = "hub.challenge", required, value_type = Challenge, inline)]
     pub challenge: Option<String>,
+}
+
+crate::json_schema! {
+    /// `hub.mode`.
+    SubscribeMode => crate::domain::schema::one_of(&["subscribe"])
+}
+
+crate::json_schema! {
+    /// `hub.challenge`.
+    Challenge => crate::domain::schema::text(1, whatsapp::MAX_CHALLENGE_CHARS)
 }
 
 /// Meta's webhook verification: answers `hub.challenge` when `hub.verify_token` is the

@@ -73,8 +73,10 @@ impl From<Invitation> for InvitationView {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateInvitation {
+    /// Compared trimmed and lower-cased.
+    #[schema(value_type = crate::domain::schema::EmailAddress)]
     pub email: String,
-    /// `owner`, `admin` or `member`.
+    #[schema(value_type = crate::auth::RoleName)]
     pub role: String,
 }
 

@@ -25,6 +25,12 @@ use crate::state::AppState;
 
 /// Longest `search` accepted, in characters (after trimming).
 const MAX_SEARCH_CHARS: usize = 200;
+crate::json_schema! {
+    /// `?search=`.
+    SearchText => crate::domain::schema::text(0, MAX_SEARCH_CHARS)
+        .description(Some(format!("At most {MAX_SEARCH_CHARS} characters.")))
+}
+
 /// `statusReason` of a message canceled through the API.
 const CANCELED_BY_REQUEST: &str = "canceled through the API";
 
@@ -123,23 +129,25 @@ pub struct MessageDetail {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct LogQuery {
-    /// Comma-separated statuses (`failed,canceled`).
+    /// Comma-separated statuses (`failed,canceled`); any when absent.
+    #[param(value_type = Option<Vec<crate::domain::schema::MessageStatus>>, style = Form, explode = false, inline)]
     pub status: Option<String>,
-    /// Comma-separated channels (`email,sms`).
+    /// Comma-separated channels (`email,sms`); any when absent.
+    #[param(value_type = Option<Vec<Channel>>, style = Form, explode = false, inline)]
     pub channel: Option<String>,
     /// An exact message id or provider message id, or part of the recipient or of the email
-    /// subject (case-insensitive); at most 200 characters.
+    /// subject (case-insensitive, trimmed; blank is no search).
+    #[param(value_type = Option<SearchText>, inline)]
     pub search: Option<String>,
-    /// RFC 3339: messages created at or after this instant.
-    #[param(value_type = Option<DateTime<Utc>>)]
+    /// Messages created at or after this instant.
+    #[param(value_type = Option<DateTime<Utc>>, inline)]
     pub since: Option<String>,
-    /// RFC 3339: messages created before this instant.
-    #[param(value_type = Option<DateTime<Utc>>)]
+    /// Messages created before this instant (none when it is before `since`).
+    #[param(value_type = Option<DateTime<Utc>>, inline)]
     pub until: Option<String>,
-    /// 1 to 100, default 50.
-    #[param(value_type = Option<i64>)]
+    #[param(value_type = Option<crate::api::pagination::PageLimit>, inline)]
     pub limit: Option<String>,
-    /// `nextCursor` of the previous page.
+    #[param(value_type = Option<crate::api::pagination::PageCursor>, inline)]
     pub cursor: Option<String>,
 }
 
@@ -154,17 +162,14 @@ impl LogQuery {
             self.channel.as_deref(),
             &Channel::ALL.map(Channel::as_str),
         );
-        let search = self.search.as_deref().map(str::trim).filter(|s| !s.is_empty());
-        if search.is_some_and(|s| s.chars().count() > MAX_SEARCH_CHARS) {
+        // the length as sent, as the document states it; blank is no search
+        if self.search.as_deref().is_some_and(|s| s.chars().count() > MAX_SEARCH_CHARS) {
             check.error("search", format!("must be at most {MAX_SEARCH_CHARS} characters"));
         }
+        let search = self.search.as_deref().map(str::trim).filter(|s| !s.is_empty());
+        // `since` after `until` is a range of no message: an empty page, not an error
         let since = instant(&mut check, "since", self.since.as_deref());
         let until = instant(&mut check, "until", self.until.as_deref());
-        if let (Some(since), Some(until)) = (since, until)
-            && since > until
-        {
-            check.error("since", "must not be after until");
-        }
         let limit = match self.limit.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(text) => match text.parse::<i64>() {

@@ -170,6 +170,17 @@ pub fn app(
             web::PathConfig::default()
                 .error_handler(|e, _| ApiError::invalid_field("path", e.to_string()).into()),
         )
+        .wrap_fn(|req, srv| {
+            let refused = nul_in_uri(&req);
+            let response = refused.is_none().then(|| srv.call(req));
+            async move {
+                match (response, refused) {
+                    (Some(response), _) => Ok(response.await?.map_into_boxed_body()),
+                    (None, Some(refused)) => Ok(refused),
+                    (None, None) => Err(ApiError::internal("no response").into()),
+                }
+            }
+        })
         .wrap(ErrorHandlers::new().default_handler(json_error_body))
         .wrap_fn(|req, srv| {
             // the route pattern, not the path: ids must not become label values
@@ -200,6 +211,22 @@ pub fn app(
             }
         })
         .default_service(web::to(|| async { ApiError::not_found("route").error_response() }))
+}
+
+/// A path or query string that carries U+0000 (`%00`) is refused (400, naming which), before it
+/// reaches a handler: PostgreSQL stores no U+0000, and no id or parameter value holds one.
+fn nul_in_uri(req: &ServiceRequest) -> Option<ServiceResponse> {
+    let holds_nul = |text: &str| text.as_bytes().windows(3).any(|w| w.eq_ignore_ascii_case(b"%00"));
+    let uri = req.uri();
+    let field = if holds_nul(uri.path()) {
+        "path"
+    } else if uri.query().is_some_and(holds_nul) {
+        "query"
+    } else {
+        return None;
+    };
+    let error = ApiError::invalid_field(field, json::NUL_REFUSED);
+    Some(ServiceResponse::new(req.request().clone(), error.error_response()))
 }
 
 /// The `/v1` routes of the contract, one module per resource.

@@ -86,21 +86,26 @@ impl MemberView {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrganization {
+    #[schema(value_type = crate::domain::schema::DisplayName)]
     pub name: String,
+    /// Derived from the name when absent.
+    #[schema(value_type = Option<crate::domain::schema::Slug>)]
     pub slug: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateOrganization {
+    #[schema(value_type = Option<crate::domain::schema::DisplayName>)]
     pub name: Option<String>,
+    #[schema(value_type = Option<crate::domain::schema::Slug>)]
     pub slug: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateMember {
-    /// `owner`, `admin` or `member`.
+    #[schema(value_type = crate::auth::RoleName)]
     pub role: String,
 }
 

@@ -68,29 +68,50 @@ pub struct SlugView {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreateProject {
+    #[schema(value_type = crate::domain::schema::DisplayName)]
     pub name: String,
+    /// Derived from the name when absent.
+    #[schema(value_type = Option<crate::domain::schema::Slug>)]
     pub slug: Option<String>,
+    /// At most 16 KiB.
+    #[schema(value_type = Option<crate::domain::schema::JsonObject>)]
     pub metadata: Option<serde_json::Value>,
-    /// Days its messages are kept once final, 0 to 36500; `0` keeps them for ever. Absent or
-    /// `null`: the server's `retention.messages` (30 days by default).
+    /// Absent or `null`: the server's `retention.messages` (30 days by default).
+    #[schema(value_type = Option<RetentionDays>)]
     pub message_retention_days: Option<i32>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct UpdateProject {
+    #[schema(value_type = Option<crate::domain::schema::DisplayName>)]
     pub name: Option<String>,
+    #[schema(value_type = Option<crate::domain::schema::Slug>)]
     pub slug: Option<String>,
+    /// Replaces the metadata; at most 16 KiB.
+    #[schema(value_type = Option<crate::domain::schema::JsonObject>)]
     pub metadata: Option<serde_json::Value>,
     /// As on create; `null` returns to the server's `retention.messages`.
     #[serde(default, deserialize_with = "crate::api::json::present")]
-    #[schema(value_type = Option<i32>)]
+    #[schema(value_type = Option<RetentionDays>)]
     pub message_retention_days: Option<Option<i32>>,
 }
 
 /// The longest message retention a project may ask for, in days (a hundred years; 0 is for
 /// ever anyway).
 const MAX_RETENTION_DAYS: i32 = 36_500;
+
+crate::json_schema! {
+    /// `messageRetentionDays`, as [`check_retention`] takes it.
+    RetentionDays => utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::Integer)
+        .minimum(Some(0))
+        .maximum(Some(MAX_RETENTION_DAYS))
+        .description(Some(format!(
+            "Days its messages are kept once final (sent, delivered, failed or canceled), \
+             0 to {MAX_RETENTION_DAYS}; 0 keeps them for ever."
+        )))
+}
 
 fn check_retention(check: &mut Validator, days: Option<i32>) {
     if days.is_some_and(|d| !(0..=MAX_RETENTION_DAYS).contains(&d)) {

@@ -148,10 +148,13 @@ pub struct UpdateProvider {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ListQuery {
     /// Only credentials of this channel.
+    #[param(value_type = Option<Channel>, inline)]
     pub channel: Option<String>,
     /// Only credentials of this project (id or slug).
     pub project_id: Option<String>,
+    #[param(value_type = Option<crate::api::pagination::PageLimit>, inline)]
     pub limit: Option<i64>,
+    #[param(value_type = Option<crate::api::pagination::PageCursor>, inline)]
     pub cursor: Option<String>,
 }
 

@@ -133,8 +133,17 @@ pub struct IdempotencyHeader {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
-    /// Up to 1000 send bodies.
+    #[schema(value_type = BatchMessages)]
     pub messages: Vec<Value>,
+}
+
+crate::json_schema! {
+    /// The messages of a batch.
+    BatchMessages => utoipa::openapi::schema::ArrayBuilder::new()
+        .items(utoipa::openapi::Ref::from_schema_name("SendRequest"))
+        .min_items(Some(1))
+        .max_items(Some(MAX_BATCH))
+        .description(Some(format!("1 to {MAX_BATCH} send bodies.")))
 }
 
 /// The sending key, with what it resolves per request (projects, credentials), so that a
@@ -253,7 +262,7 @@ pub async fn send(
 ) -> Result<HttpResponse, ApiError> {
     let key = sending_key(&principal)?;
     let idempotency = idempotency_key(&req)?;
-    let value: Value = json::parse(&body)?;
+    let value = json::parse_value(&body)?;
     let limit_headers = rate_limit(&state, key, 1).await?;
     let mut sender = Sender::new(&state, key);
     let now = Utc::now();

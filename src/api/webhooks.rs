@@ -26,6 +26,12 @@ use crate::state::AppState;
 use crate::webhooks::{EVENT_TYPES, secret};
 
 const MAX_DESCRIPTION_CHARS: usize = 500;
+
+crate::json_schema! {
+    /// An endpoint's description, as [`check_description`] takes it.
+    Description => crate::domain::schema::text(0, MAX_DESCRIPTION_CHARS)
+        .description(Some(format!("At most {MAX_DESCRIPTION_CHARS} characters.")))
+}
 /// `disabledReason` of an endpoint switched off with `isActive: false` (the webhook worker
 /// writes its own reasons when it disables one).
 const DISABLED_BY_REQUEST: &str = "disabled through the API";
@@ -100,22 +106,31 @@ pub struct WebhookWithSecret {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreateWebhook {
+    /// Private, loopback and link-local targets are refused unless the server allows them
+    /// (`webhooks.allow_private_targets`).
+    #[schema(value_type = crate::ssrf::HttpUrl)]
     pub url: String,
+    #[schema(value_type = Vec<crate::webhooks::EventType>, min_items = 1)]
     pub event_types: Vec<String>,
+    #[schema(value_type = Option<Description>)]
     pub description: Option<String>,
-    /// `whsec_` + standard base64 of 24 to 64 bytes; generated when absent.
+    /// Generated when absent.
+    #[schema(value_type = Option<crate::webhooks::secret::WebhookSecret>)]
     pub secret: Option<String>,
+    /// Default `true`; `false` creates it disabled.
     pub is_active: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct UpdateWebhook {
+    #[schema(value_type = Option<crate::ssrf::HttpUrl>)]
     pub url: Option<String>,
+    #[schema(value_type = Option<Vec<crate::webhooks::EventType>>, min_items = 1)]
     pub event_types: Option<Vec<String>>,
     /// `null` removes the description.
     #[serde(default, deserialize_with = "crate::api::json::present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<Description>)]
     pub description: Option<Option<String>>,
     /// `true` re-enables a disabled endpoint.
     pub is_active: Option<bool>,
@@ -125,6 +140,7 @@ pub struct UpdateWebhook {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RotateSecret {
     /// The new secret; generated when absent.
+    #[schema(value_type = Option<crate::webhooks::secret::WebhookSecret>)]
     pub secret: Option<String>,
 }
 
@@ -366,7 +382,8 @@ pub async fn delete(
 /// it for 24 hours (owner or admin). The body, `{secret?}`, may be left out.
 #[utoipa::path(post, path = "/v1/projects/{projectId}/webhooks/{webhookId}/rotate-secret",
     tag = "webhooks", security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])), params(("projectId" = String, Path, description = "id or slug", example = "prj_01jf3q6zvqe3f7m1s9gkxw5h2c"), ("webhookId" = String, Path, example = "whk_01jf3q6zvqe3f7m1s9gkxw5h2c"), crate::api::openapi::OrganizationHeader),
-    request_body(content = Option<RotateSecret>),
+    request_body(content = Option<RotateSecret>, description = "may be left out (or `null`): a \
+        secret is then generated"),
     responses((status = 200, body = WebhookWithSecret)))]
 pub async fn rotate_secret(
     state: web::Data<AppState>,
@@ -379,11 +396,13 @@ pub async fn rotate_secret(
     if body.len() > DEFAULT_BODY_LIMIT {
         return Err(ApiError::payload_too_large(DEFAULT_BODY_LIMIT));
     }
-    let body: RotateSecret = if body.iter().all(u8::is_ascii_whitespace) {
-        RotateSecret::default()
-    } else {
-        json::parse(&body)?
-    };
+    // no body, or `null`: nothing asked for, a secret is generated
+    let body: RotateSecret =
+        if body.iter().all(u8::is_ascii_whitespace) || body.trim_ascii() == b"null" {
+            RotateSecret::default()
+        } else {
+            json::parse(&body)?
+        };
     let mut check = Validator::new();
     let secret = secret_or_new(&mut check, body.secret)?;
     check.finish()?;
@@ -453,11 +472,14 @@ pub struct Queued {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Replay {
-    /// RFC 3339; events at or after it.
+    /// Events at or after it.
+    #[schema(value_type = DateTime<Utc>)]
     pub since: String,
-    /// RFC 3339; events before it.
+    /// Events before it (none when it is not after `since`).
+    #[schema(value_type = DateTime<Utc>)]
     pub until: String,
     /// The event types to redeliver; the endpoint's own when absent.
+    #[schema(value_type = Option<Vec<crate::webhooks::EventType>>, min_items = 1)]
     pub event_types: Option<Vec<String>>,
 }
 
@@ -557,13 +579,9 @@ pub async fn replay(
             None
         }
     };
+    // `until` not after `since` is a range of no event: nothing to queue, not an error
     let since = instant("since", &body.since);
     let until = instant("until", &body.until);
-    if let (Some(since), Some(until)) = (since, until)
-        && since >= until
-    {
-        check.error("until", "must be after since");
-    }
     let event_types = body.event_types.as_deref().map(|t| check_event_types(&mut check, t));
     check.finish()?;
     let (Some(since), Some(until)) = (since, until) else {
