@@ -40,3 +40,4 @@ def map_case(context, case):
         for message in body.get("messages") or []:
             _send_body(message)
     return case
+

@@ -133,8 +133,10 @@ impl utoipa::Modify for UniqueOperationIds {
 /// The OpenAPI document of this server, generated from the handlers.
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",
     responses((status = 200, description = "OpenAPI 3.1 document")))]
-pub async fn openapi_json() -> HttpResponse {
-    HttpResponse::Ok().json(ApiDoc::openapi())
+pub async fn openapi_json(state: web::Data<AppState>) -> HttpResponse {
+    let mut doc = ApiDoc::openapi();
+    openapi::for_server(&mut doc, &state.config);
+    HttpResponse::Ok().json(doc)
 }
 
 /// Prometheus metrics of this process and of the shared queues.

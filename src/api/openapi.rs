@@ -15,9 +15,11 @@ use utoipa::openapi::{
     ContentBuilder, HeaderBuilder, Ref, RefOr, Response, ResponseBuilder, Schema, Type,
 };
 use utoipa::openapi::{ObjectBuilder, OpenApi};
-use utoipa::{IntoParams, Modify};
+use utoipa::{IntoParams, Modify, ToSchema};
 
 use crate::auth::{ORGANIZATION_HEADER, SESSION_COOKIE};
+use crate::config::Config;
+use crate::domain::provider_types::EndpointUrl;
 
 /// The security scheme of a session token sent as `Authorization: Bearer`.
 pub const SESSION: &str = "session";
@@ -83,6 +85,26 @@ pub struct OrganizationHeader {
     )]
     #[allow(dead_code)]
     organization: Option<String>,
+}
+
+/// Fits the document to this server's configuration: without
+/// `providers.allow_endpoint_overrides`, the provider configs' endpoint fields (which the server
+/// then refuses) are not listed.
+pub fn for_server(openapi: &mut OpenApi, config: &Config) {
+    if config.providers.allow_endpoint_overrides {
+        return;
+    }
+    let Some(components) = openapi.components.as_mut() else { return };
+    let endpoint = Ref::from_schema_name(EndpointUrl::name());
+    let names_endpoint = |schema: &RefOr<Schema>| {
+        serde_json::to_string(schema).is_ok_and(|text| text.contains(&endpoint.ref_location))
+    };
+    for schema in components.schemas.values_mut() {
+        if let RefOr::T(Schema::Object(object)) = schema {
+            object.properties.retain(|_, property| !names_endpoint(property));
+        }
+    }
+    components.schemas.remove(EndpointUrl::name().as_ref());
 }
 
 /// One error answer shared by many operations: `#/components/responses/<name>`.

@@ -12,7 +12,11 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
 use utoipa::{IntoParams, ToSchema};
+
+use crate::domain::schema::one_of;
 
 use crate::api::json::Json;
 use crate::api::pagination::{Page, PageRequest};
@@ -103,8 +107,10 @@ impl ProviderView {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreateProvider {
+    #[schema(value_type = crate::domain::schema::DisplayName)]
     pub name: String,
     /// Generated from the name when absent; unique in the organization.
+    #[schema(value_type = Option<crate::domain::schema::Slug>)]
     pub slug: Option<String>,
     pub channel: Channel,
     pub provider_type: ProviderType,
@@ -128,10 +134,69 @@ pub struct CreateProvider {
     pub priority: Option<i32>,
 }
 
+/// The body of `POST /v1/providers` as the document states it: the fields of
+/// [`CreateProvider`], one alternative per provider type, each with the type's own
+/// `credentials` and `config` and the channels it serves.
+pub struct CreateProviderBody;
+
+impl utoipa::PartialSchema for CreateProviderBody {
+    fn schema() -> RefOr<Schema> {
+        let base = match <CreateProvider as utoipa::PartialSchema>::schema() {
+            RefOr::T(Schema::Object(object)) => object,
+            other => return other,
+        };
+        let alternatives = ProviderType::ALL.map(|provider_type| {
+            let mut object = base.clone();
+            let channels: Vec<&str> = match provider_type.channel() {
+                Some(channel) => vec![channel.as_str()],
+                None => Channel::ALL.map(Channel::as_str).to_vec(),
+            };
+            let config = if provider_type.config_required() {
+                object.required.push("config".to_owned());
+                provider_type.config_schema()
+            } else {
+                OneOfBuilder::new()
+                    .item(ObjectBuilder::new().schema_type(Type::Null))
+                    .item(provider_type.config_schema())
+                    .into()
+            };
+            let properties = [
+                ("providerType", one_of(&[provider_type.as_str()]).into()),
+                ("channel", one_of(&channels).into()),
+                ("credentials", provider_type.credentials_schema()),
+                ("config", config),
+            ];
+            for (name, schema) in properties {
+                object.properties.insert(name.to_owned(), schema);
+            }
+            object.title = Some(provider_type.as_str().to_owned());
+            object
+        });
+        let mut one_of_types = OneOfBuilder::new();
+        for alternative in alternatives {
+            one_of_types = one_of_types.item(alternative);
+        }
+        one_of_types.into()
+    }
+}
+
+impl ToSchema for CreateProviderBody {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "CreateProvider".into()
+    }
+
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        <CreateProvider as ToSchema>::schemas(schemas);
+        ProviderType::schemas(schemas);
+    }
+}
+
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct UpdateProvider {
+    #[schema(value_type = Option<crate::domain::schema::DisplayName>)]
     pub name: Option<String>,
+    #[schema(value_type = Option<crate::domain::schema::Slug>)]
     pub slug: Option<String>,
     /// Merged into the stored credentials: fields given replace theirs, `null` removes one,
     /// fields left out keep their sealed value.
@@ -217,7 +282,7 @@ fn check_name_and_slug(check: &mut Validator, name: Option<&str>, slug: Option<&
 }
 
 /// Stores credentials for a provider (owner or admin).
-#[utoipa::path(post, path = "/v1/providers", tag = "providers", request_body = CreateProvider,
+#[utoipa::path(post, path = "/v1/providers", tag = "providers", request_body = CreateProviderBody,
     security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])), params(crate::api::openapi::OrganizationHeader),
     responses((status = 201, body = ProviderView),
         (status = 409, description = "`conflict`: the slug is taken", body = ErrorBody)))]
