@@ -239,6 +239,35 @@ mod tests {
     }
 
     #[test]
+    fn integral_floats_are_integers() {
+        #[derive(Debug, Deserialize)]
+        struct Numbers {
+            port: u16,
+            priority: i32,
+        }
+        let numbers: Numbers = parse(br#"{"port": 587.0, "priority": -3.0}"#).unwrap();
+        assert_eq!((numbers.port, numbers.priority), (587, -3));
+        for body in [r#"{"port": 587.5, "priority": 1}"#, r#"{"port": 1e30, "priority": 1}"#] {
+            let (code, details) = error_of_numbers(body);
+            assert_eq!((code.as_str(), details[0].field.as_str()), ("validation_failed", "port"));
+        }
+        // other values keep what they are
+        let value = parse_value(br#"{"a": 1.5, "b": [2.0, "3.0"], "c": 1e300}"#).unwrap();
+        assert_eq!(value, serde_json::json!({"a": 1.5, "b": [2, "3.0"], "c": 1e300}));
+    }
+
+    fn error_of_numbers(body: &str) -> (String, Vec<crate::domain::validate::FieldError>) {
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Numbers {
+            port: u16,
+            priority: i32,
+        }
+        let error = parse::<Numbers>(body.as_bytes()).unwrap_err();
+        (error.code().to_owned(), error.details().to_vec())
+    }
+
+    #[test]
     fn valid_bodies_parse() {
         let body: Body = parse(br#"{"channel": "sms", "content": {"subject": "x"}}"#).unwrap();
         assert_eq!(body.channel, "sms");
