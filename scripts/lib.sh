@@ -465,6 +465,135 @@ ensure_moto() {
   command -v moto_server >/dev/null || die "moto_server is not on PATH after installing moto"
 }
 
+# The pinned schemathesis (scripts/api-fuzz): a new release may add checks, which should come
+# with a change of this line rather than break CI on its own.
+SCHEMATHESIS_VERSION=4.32.5
+
+ensure_schemathesis() {
+  case ":$PATH:" in *":$HOME/.local/bin:"*) ;; *) export PATH="$PATH:$HOME/.local/bin" ;; esac
+  if [ "$(schemathesis --version 2>/dev/null)" != "schemathesis, version $SCHEMATHESIS_VERSION" ]; then
+    command -v python3 >/dev/null || install_packages python3
+    python3 -m pip --version >/dev/null 2>&1 || install_packages python3-pip
+    log "installing schemathesis $SCHEMATHESIS_VERSION with pip"
+    python3 -m pip install --quiet "schemathesis==$SCHEMATHESIS_VERSION" \
+      || python3 -m pip install --quiet --break-system-packages "schemathesis==$SCHEMATHESIS_VERSION" \
+      || die "could not install schemathesis with pip"
+    if command -v pyenv >/dev/null; then pyenv rehash; fi
+    hash -r
+  fi
+  command -v schemathesis >/dev/null || die "schemathesis is not on PATH after installing it"
+}
+
+# --- a scratch server -------------------------------------------------------------------
+# For the scripts that drive a real server from outside (scripts/walkthrough, scripts/api-fuzz):
+# relayit started on a free port of this machine with a database and a Redis key prefix of its
+# own, all of it undone afterwards.
+#
+# scratch_server_start BIN DIR [ROLES]: starts `BIN serve --role=ROLES` (default all) in DIR
+# (its log: DIR/server.log, its data dir: DIR/data) with a scratch database, which the server
+# creates, on the server of TEST_DATABASE_URL (an admin connection, default
+# postgres://postgres@127.0.0.1:5432/postgres) and a fresh key prefix on TEST_REDIS_URL (default
+# redis://127.0.0.1:6379). Its settings are exported as RELAYIT_* variables, so the caller's
+# `relayit` commands reach the same database; other settings can be exported before the call.
+# Waits until /readyz answers, then sets SCRATCH_URL (http://127.0.0.1:PORT).
+# scratch_server_stop STATUS: stops the server (showing the end of its log when STATUS is not
+# 0), drops the database and deletes the keys; safe to call when nothing was started, so it
+# belongs in an EXIT trap.
+SCRATCH_PID=""
+SCRATCH_DB=""
+SCRATCH_DIR=""
+
+# A free TCP port on 127.0.0.1 below the kernel's ephemeral range (32768 and up by default),
+# where the outgoing connections of whatever else runs here (the server's own, to PostgreSQL,
+# among them) take their local ports: a port free of listeners there can still be taken by the
+# time the server binds it.
+free_port() {
+  local low candidate
+  low=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+  ((low > 21000)) || low=32768
+  for _ in $(seq 1 50); do
+    candidate=$((20000 + RANDOM % (low - 20000)))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$candidate") 2>/dev/null; then
+      echo "$candidate"
+      return 0
+    fi
+  done
+  return 1
+}
+
+scratch_server_start() {
+  local bin=$1 dir=$2 roles=${3:-all} port suffix admin_url
+  admin_url=${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+  SCRATCH_DIR=$dir
+  port=$(free_port) || die "found no free port"
+  suffix="$$_$RANDOM$RANDOM"
+  unset RELAYIT_CONFIG DATABASE_URL REDIS_URL
+  RELAYIT_DATABASE__URL=$(ADMIN="$admin_url" DB="relayit_scratch_$suffix" awk 'BEGIN {
+    url = ENVIRON["ADMIN"]; q = ""
+    if (match(url, /\?.*/)) { q = substr(url, RSTART); url = substr(url, 1, RSTART - 1) }
+    # scheme://authority/path: replace the path (the database) with ours
+    if (match(url, /^[a-z]+:\/\/[^\/]*/)) url = substr(url, 1, RLENGTH)
+    print url "/" ENVIRON["DB"] q
+  }')
+  export RELAYIT_DATABASE__URL
+  export RELAYIT_REDIS__URL=${TEST_REDIS_URL:-redis://127.0.0.1:6379}
+  export RELAYIT_REDIS__KEY_PREFIX="scratch-$suffix:"
+  export RELAYIT_SERVER__BIND=127.0.0.1:$port
+  export RELAYIT_SERVER__SHUTDOWN_GRACE=5s
+  export RELAYIT_DATA_DIR=$dir/data
+  RELAYIT_SECURITY__ENCRYPTION_KEY=$("$bin" generate-key) || die "$bin generate-key failed"
+  export RELAYIT_SECURITY__ENCRYPTION_KEY
+
+  log "starting relayit serve --role=$roles on 127.0.0.1:$port (database relayit_scratch_$suffix)"
+  SCRATCH_DB=relayit_scratch_$suffix # the server creates it: dropped whatever happens from here on
+  (cd "$dir" && NO_COLOR=1 exec "$bin" serve --role="$roles") >"$dir/server.log" 2>&1 &
+  SCRATCH_PID=$!
+  for _ in $(seq 1 240); do
+    kill -0 "$SCRATCH_PID" 2>/dev/null || die "relayit exited before it was ready"
+    if curl -fsS -o /dev/null "http://127.0.0.1:$port/readyz" 2>/dev/null; then
+      # shellcheck disable=SC2034 # for the scripts that source this file
+      SCRATCH_URL=http://127.0.0.1:$port
+      return 0
+    fi
+    sleep 0.5
+  done
+  die "relayit was not ready (GET /readyz) within 120 s"
+}
+
+scratch_server_stop() {
+  local status=${1:-0} admin_url psql
+  admin_url=${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+  if [ -n "$SCRATCH_PID" ] && kill -0 "$SCRATCH_PID" 2>/dev/null; then
+    kill -TERM "$SCRATCH_PID" 2>/dev/null || true
+    for _ in $(seq 1 100); do
+      kill -0 "$SCRATCH_PID" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "$SCRATCH_PID" 2>/dev/null || true
+    wait "$SCRATCH_PID" 2>/dev/null || true
+  fi
+  SCRATCH_PID=""
+  if [ "$status" -ne 0 ] && [ -n "$SCRATCH_DIR" ] && [ -s "$SCRATCH_DIR/server.log" ]; then
+    echo "----- server log (last 400 lines) -----" >&2
+    tail -n 400 "$SCRATCH_DIR/server.log" >&2
+    echo "----- end of server log -----" >&2
+  fi
+  if [ -n "$SCRATCH_DB" ]; then
+    if psql=$(psql_cmd); then
+      "$psql" "$admin_url" -qAtX -v ON_ERROR_STOP=1 \
+        -c "DROP DATABASE IF EXISTS \"$SCRATCH_DB\" WITH (FORCE)" >/dev/null 2>&1 \
+        || warn "could not drop the scratch database $SCRATCH_DB"
+    else
+      warn "psql not found: the scratch database $SCRATCH_DB was left behind"
+    fi
+    if command -v redis-cli >/dev/null; then
+      redis-cli -u "$RELAYIT_REDIS__URL" --scan --pattern "${RELAYIT_REDIS__KEY_PREFIX}*" 2>/dev/null \
+        | xargs -r redis-cli -u "$RELAYIT_REDIS__URL" del >/dev/null 2>&1 || true
+    fi
+  fi
+  SCRATCH_DB=""
+}
+
 # --- everything the tests need ----------------------------------------------------------
 # ensure_test_services: PostgreSQL at TEST_DATABASE_URL, Redis at TEST_REDIS_URL, the
 # redis-server binary, moto_server and openssl; exports TEST_DATABASE_URL (with the password

@@ -21,6 +21,15 @@ use url::{Host, Url};
 /// The longest webhook URL accepted, in characters.
 pub const MAX_URL_CHARS: usize = 2048;
 
+crate::json_schema! {
+    /// A URL as [`parse_url`] takes it.
+    HttpUrl => crate::domain::schema::text(1, MAX_URL_CHARS)
+        .format(Some(utoipa::openapi::SchemaFormat::Custom("uri".to_owned())))
+        .pattern(Some("^[Hh][Tt][Tt][Pp][Ss]?://[^/?#]"))
+        .description(Some(format!("An http(s) URL with a host, at most {MAX_URL_CHARS} characters.")))
+        .examples(["https://example.com/relayit-events"])
+}
+
 /// How long the API waits for DNS when checking a host name.
 pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
 

@@ -63,18 +63,23 @@ impl From<ApiKey> for ApiKeyView {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreateApiKey {
+    #[schema(value_type = crate::domain::schema::DisplayName)]
     pub name: String,
-    /// Binds the key to one project; absent for an organization-wide key.
+    /// Binds the key to one project (id or slug); absent for an organization-wide key.
     pub project_id: Option<String>,
-    /// Any of `send`, `read`, `manage`; default `["send"]`.
+    /// Default `["send"]`.
+    #[schema(value_type = Option<Vec<crate::auth::keys::Scope>>, min_items = 1)]
     pub scopes: Option<Vec<String>>,
+    /// When the key stops working; must be in the future. Absent: never.
     pub expires_at: Option<DateTime<Utc>>,
+    /// Sends per second on `/v1/send`; absent for the server's `api.send_rate_limit`.
+    #[schema(minimum = 1)]
     pub rate_limit: Option<i32>,
 }
 
 /// Creates a key (owner or admin). The full key is in this response only.
 #[utoipa::path(post, path = "/v1/api-keys", tag = "api-keys", request_body = CreateApiKey,
-    responses((status = 201, body = ApiKeyView)))]
+    security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])), params(crate::api::openapi::OrganizationHeader), responses((status = 201, body = ApiKeyView)))]
 pub async fn create(
     state: web::Data<AppState>,
     access: Access,
@@ -99,8 +104,8 @@ pub async fn create(
 }
 
 /// The organization's live keys, newest first (no secrets).
-#[utoipa::path(get, path = "/v1/api-keys", tag = "api-keys", params(ListQuery),
-    responses((status = 200, body = Page<ApiKeyView>)))]
+#[utoipa::path(get, path = "/v1/api-keys", tag = "api-keys", params(ListQuery, crate::api::openapi::OrganizationHeader),
+    security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])), responses((status = 200, body = Page<ApiKeyView>)))]
 pub async fn list(
     state: web::Data<AppState>,
     access: Access,
@@ -116,8 +121,9 @@ pub async fn list(
 }
 
 /// Revokes a key at once (owner or admin).
-#[utoipa::path(delete, path = "/v1/api-keys/{keyId}", tag = "api-keys",
-    params(("keyId" = String, Path)), responses((status = 204)))]
+#[utoipa::path(delete, path = "/v1/api-keys/{keyId}", tag = "api-keys", security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])),
+    params(("keyId" = String, Path, example = "key_01jf3q6zvqe3f7m1s9gkxw5h2c"), crate::api::openapi::OrganizationHeader),
+    responses((status = 204, description = "revoked")))]
 pub async fn revoke(
     state: web::Data<AppState>,
     access: Access,

@@ -12,7 +12,7 @@ use crate::auth::accounts::{self, Client, session_cookie};
 use crate::auth::{Principal, SessionLifetime};
 use crate::db::users::{self, SessionListing, User};
 use crate::db::{Cursor, organizations};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -60,8 +60,12 @@ pub struct SignedIn {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignUp {
+    /// Compared trimmed and lower-cased.
+    #[schema(value_type = crate::domain::schema::EmailAddress)]
     pub email: String,
+    #[schema(value_type = crate::auth::password::Password)]
     pub password: String,
+    #[schema(value_type = crate::domain::schema::DisplayName)]
     pub name: String,
 }
 
@@ -74,9 +78,13 @@ pub struct SignIn {
 
 /// Creates a user with an organization of their own (owner) and its `default` project.
 #[utoipa::path(post, path = "/v1/auth/sign-up", tag = "auth", request_body = SignUp,
-    responses((status = 201, body = SignedIn), (status = 403, body = crate::error::ErrorBody),
-        (status = 409, body = crate::error::ErrorBody), (status = 415, body = crate::error::ErrorBody),
-        (status = 429, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
+    responses((status = 201, body = SignedIn, headers(("Set-Cookie" = String, description = "the session cookie"))),
+        (status = 403, description = "`forbidden`: sign-up is disabled on this server \
+            (`auth.allow_signup`), or the request comes from another site (`Origin`)", body = ErrorBody),
+        (status = 409, description = "`conflict`: an account with this email exists", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: not `application/json`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many sign-ups from this address", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "seconds to wait")))))]
 pub async fn sign_up(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -94,9 +102,13 @@ pub async fn sign_up(
 /// Signs in with email and password; repeated failures from one address are throttled (429),
 /// failures from anywhere slow the email's sign-ins down (see `auth::throttle`).
 #[utoipa::path(post, path = "/v1/auth/sign-in", tag = "auth", request_body = SignIn,
-    responses((status = 200, body = SignedIn), (status = 401, body = crate::error::ErrorBody),
-        (status = 403, body = crate::error::ErrorBody), (status = 415, body = crate::error::ErrorBody),
-        (status = 429, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
+    responses((status = 200, body = SignedIn, headers(("Set-Cookie" = String, description = "the session cookie"))),
+        (status = 401, description = "`unauthorized`: wrong email or password (the same answer \
+            whether the email exists or not)", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the request comes from another site (`Origin`)", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: not `application/json`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many failed sign-ins from this address", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "seconds to wait")))))]
 pub async fn sign_in(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -112,7 +124,8 @@ pub async fn sign_in(
 }
 
 /// Revokes the current session.
-#[utoipa::path(post, path = "/v1/auth/sign-out", tag = "auth", responses((status = 204)))]
+#[utoipa::path(post, path = "/v1/auth/sign-out", tag = "auth", security(("session" = []), ("sessionCookie" = [])),
+    responses((status = 204, description = "signed out; the cookie is removed")))]
 pub async fn sign_out(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -136,7 +149,7 @@ pub struct SessionInfo {
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct MembershipView {
+pub struct SessionOrganization {
     pub id: String,
     pub name: String,
     pub slug: String,
@@ -149,11 +162,11 @@ pub struct SessionView {
     pub user: UserView,
     pub session: SessionInfo,
     pub active_organization_id: Option<String>,
-    pub organizations: Vec<MembershipView>,
+    pub organizations: Vec<SessionOrganization>,
 }
 
 /// The signed-in user, the session, and the organizations the user belongs to.
-#[utoipa::path(get, path = "/v1/auth/session", tag = "auth",
+#[utoipa::path(get, path = "/v1/auth/session", tag = "auth", security(("session" = []), ("sessionCookie" = [])),
     responses((status = 200, body = SessionView)))]
 pub async fn session(
     state: web::Data<AppState>,
@@ -163,10 +176,10 @@ pub async fn session(
     let mut conn = state.db.get().await?;
     // a user belongs to few organizations; 1000 bounds a pathological account
     let memberships = organizations::list_for_user(&mut conn, &user.id, None, 1000).await?;
-    let organizations: Vec<MembershipView> = memberships
+    let organizations: Vec<SessionOrganization> = memberships
         .into_iter()
         .rev() // oldest first: the order the user joined them
-        .map(|(org, member)| MembershipView {
+        .map(|(org, member)| SessionOrganization {
             id: org.id,
             name: org.name,
             slug: org.slug,
@@ -198,8 +211,10 @@ pub struct ActiveOrganization {
 }
 
 /// Chooses the organization that management routes address by default.
-#[utoipa::path(post, path = "/v1/auth/active-organization", tag = "auth",
-    request_body = ActiveOrganization, responses((status = 204), (status = 404, body = crate::error::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/auth/active-organization", tag = "auth", security(("session" = []), ("sessionCookie" = [])),
+    request_body = ActiveOrganization,
+    responses((status = 204, description = "chosen"),
+        (status = 404, description = "`not_found`: not one of the user's organizations", body = ErrorBody)))]
 pub async fn set_active_organization(
     state: web::Data<AppState>,
     principal: Principal,
@@ -234,9 +249,8 @@ pub struct SessionListView {
 }
 
 /// The signed-in user's live sessions, newest first (a session, not an API key: 403).
-#[utoipa::path(get, path = "/v1/auth/sessions", tag = "auth", params(ListQuery),
-    responses((status = 200, body = Page<SessionListView>), (status = 401, body = crate::error::ErrorBody),
-        (status = 403, body = crate::error::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/auth/sessions", tag = "auth", params(ListQuery), security(("session" = []), ("sessionCookie" = [])),
+    responses((status = 200, body = Page<SessionListView>)))]
 pub async fn list_sessions(
     state: web::Data<AppState>,
     principal: Principal,
@@ -271,9 +285,8 @@ pub async fn list_sessions(
 
 /// Revokes every session of the signed-in user but the current one (signs out everywhere
 /// else).
-#[utoipa::path(delete, path = "/v1/auth/sessions", tag = "auth",
-    responses((status = 204), (status = 401, body = crate::error::ErrorBody),
-        (status = 403, body = crate::error::ErrorBody)))]
+#[utoipa::path(delete, path = "/v1/auth/sessions", tag = "auth", security(("session" = []), ("sessionCookie" = [])),
+    responses((status = 204, description = "every other session revoked")))]
 pub async fn revoke_other_sessions(
     state: web::Data<AppState>,
     principal: Principal,
@@ -286,10 +299,9 @@ pub async fn revoke_other_sessions(
 
 /// Revokes one of the signed-in user's sessions; the current one signs out. Another user's
 /// session is not found (404).
-#[utoipa::path(delete, path = "/v1/auth/sessions/{sessionId}", tag = "auth",
-    params(("sessionId" = String, Path)),
-    responses((status = 204), (status = 401, body = crate::error::ErrorBody),
-        (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
+#[utoipa::path(delete, path = "/v1/auth/sessions/{sessionId}", tag = "auth", security(("session" = []), ("sessionCookie" = [])),
+    params(("sessionId" = String, Path, example = "ses_01jf3q6zvqe3f7m1s9gkxw5h2c")),
+    responses((status = 204, description = "revoked")))]
 pub async fn revoke_session(
     req: HttpRequest,
     state: web::Data<AppState>,

@@ -13,7 +13,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::inbound::ses::{self, InboundResult};
 use crate::inbound::whatsapp::{self, CallbackResult};
 use crate::state::AppState;
@@ -32,10 +32,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 /// Receives SES events through an SNS subscription (SNS signs every message).
 #[utoipa::path(post, path = "/v1/inbound/ses/{credentialId}", tag = "inbound",
     params(("credentialId" = String, Path, description = "The SES credential that sends the messages")),
-    request_body(content = String, description = "An SNS message (JSON, sent as text/plain)"),
-    responses((status = 200, body = InboundResult), (status = 400, body = crate::error::ErrorBody),
-        (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
-        (status = 503, body = crate::error::ErrorBody)))]
+    request_body(content((crate::inbound::sns::Envelope = "text/plain"),
+        (crate::inbound::sns::Envelope = "application/json")),
+        description = "An SNS message, as SNS posts it (JSON, as `text/plain`)"),
+    responses((status = 200, body = InboundResult),
+        (status = 403, description = "`forbidden`: the SNS signature does not verify", body = ErrorBody)))]
 pub async fn ses_events(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -45,25 +46,38 @@ pub async fn ses_events(
     Ok(HttpResponse::Ok().json(result))
 }
 
+/// The handshake's query: without `hub.challenge` 400; a mode or token that does not match 403.
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct Handshake {
     #[serde(rename = "hub.mode")]
-    #[param(rename = "hub.mode")]
+    #[param(rename = "hub.mode", required, value_type = SubscribeMode, inline)]
     pub mode: Option<String>,
+    /// The credential's `verifyToken`.
     #[serde(rename = "hub.verify_token")]
-    #[param(rename = "hub.verify_token")]
+    #[param(rename = "hub.verify_token", required)]
     pub verify_token: Option<String>,
+    /// What to answer.
     #[serde(rename = "hub.challenge")]
-    #[param(rename = "hub.challenge")]
+    #[param(rename = "hub.challenge", required, value_type = Challenge, inline)]
     pub challenge: Option<String>,
+}
+
+crate::json_schema! {
+    /// `hub.mode`.
+    SubscribeMode => crate::domain::schema::one_of(&["subscribe"])
+}
+
+crate::json_schema! {
+    /// `hub.challenge`.
+    Challenge => crate::domain::schema::text(1, whatsapp::MAX_CHALLENGE_CHARS)
 }
 
 /// Meta's webhook verification: answers `hub.challenge` when `hub.verify_token` is the
 /// credential's `verifyToken`.
 #[utoipa::path(get, path = "/v1/inbound/whatsapp/{credentialId}", tag = "inbound",
     params(("credentialId" = String, Path), Handshake),
-    responses((status = 200, description = "the challenge, as text/plain"),
-        (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
+    responses((status = 200, description = "the challenge", content_type = "text/plain", body = String),
+        (status = 403, description = "`forbidden`: the token is not the credential's `verifyToken`", body = ErrorBody)))]
 pub async fn whatsapp_handshake(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -86,8 +100,9 @@ pub async fn whatsapp_handshake(
     params(("credentialId" = String, Path)),
     request_body(content = Object, content_type = "application/json",
         description = "a Cloud API webhook notification (`entry[].changes[].value.statuses[]`)"),
-    responses((status = 200, body = CallbackResult), (status = 401, body = crate::error::ErrorBody),
-        (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
+    responses((status = 200, body = CallbackResult),
+        (status = 401, description = "`unauthorized`: no `X-Hub-Signature-256`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the signature does not verify", body = ErrorBody)))]
 pub async fn whatsapp_statuses(
     state: web::Data<AppState>,
     path: web::Path<String>,

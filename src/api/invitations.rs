@@ -23,7 +23,7 @@ use crate::db::{Cursor, users};
 use crate::domain::ids;
 use crate::domain::recipient::normalize_email;
 use crate::domain::validate::Validator;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 
 const VALID_FOR: chrono::Duration = chrono::Duration::days(7);
@@ -73,8 +73,10 @@ impl From<Invitation> for InvitationView {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateInvitation {
+    /// Compared trimmed and lower-cased.
+    #[schema(value_type = crate::domain::schema::EmailAddress)]
     pub email: String,
-    /// `owner`, `admin` or `member`.
+    #[schema(value_type = crate::auth::RoleName)]
     pub role: String,
 }
 
@@ -89,9 +91,11 @@ pub struct MembershipView {
 }
 
 /// Invites an email address to the organization (owner or admin; only owners invite owners).
-#[utoipa::path(post, path = "/v1/organizations/{orgId}/invitations", tag = "invitations",
-    params(("orgId" = String, Path)), request_body = CreateInvitation,
-    responses((status = 201, body = InvitationView), (status = 409, body = crate::error::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/organizations/{orgId}/invitations", tag = "invitations", security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])),
+    params(("orgId" = String, Path, description = "id or slug", example = "org_01jf3q6zvqe3f7m1s9gkxw5h2c")), request_body = CreateInvitation,
+    responses((status = 201, body = InvitationView),
+        (status = 409, description = "`conflict`: already a member, or a pending invitation for \
+            this email exists", body = ErrorBody)))]
 pub async fn create(
     state: web::Data<AppState>,
     principal: Principal,
@@ -144,8 +148,8 @@ pub async fn create(
 }
 
 /// The organization's invitations, newest first.
-#[utoipa::path(get, path = "/v1/organizations/{orgId}/invitations", tag = "invitations",
-    params(("orgId" = String, Path), ListQuery), responses((status = 200, body = Page<InvitationView>)))]
+#[utoipa::path(get, path = "/v1/organizations/{orgId}/invitations", tag = "invitations", security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])),
+    params(("orgId" = String, Path, description = "id or slug", example = "org_01jf3q6zvqe3f7m1s9gkxw5h2c"), ListQuery), responses((status = 200, body = Page<InvitationView>)))]
 pub async fn list(
     state: web::Data<AppState>,
     principal: Principal,
@@ -163,8 +167,9 @@ pub async fn list(
 
 /// Cancels a pending invitation (owner or admin); 409 once it was accepted or canceled.
 #[utoipa::path(delete, path = "/v1/organizations/{orgId}/invitations/{invitationId}", tag = "invitations",
-    params(("orgId" = String, Path), ("invitationId" = String, Path)),
-    responses((status = 204), (status = 409, body = crate::error::ErrorBody)))]
+    security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])), params(("orgId" = String, Path, description = "id or slug", example = "org_01jf3q6zvqe3f7m1s9gkxw5h2c"), ("invitationId" = String, Path, example = "inv_01jf3q6zvqe3f7m1s9gkxw5h2c")),
+    responses((status = 204, description = "canceled"),
+        (status = 409, description = "`conflict`: no longer pending", body = ErrorBody)))]
 pub async fn cancel(
     state: web::Data<AppState>,
     principal: Principal,
@@ -187,10 +192,11 @@ pub async fn cancel(
 }
 
 /// Accepts an invitation as the signed-in user it was sent to.
-#[utoipa::path(post, path = "/v1/invitations/{token}/accept", tag = "invitations",
-    params(("token" = String, Path)),
-    responses((status = 200, body = MembershipView), (status = 409, body = crate::error::ErrorBody),
-        (status = 410, body = crate::error::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/invitations/{token}/accept", tag = "invitations", security(("session" = []), ("sessionCookie" = [])),
+    params(("token" = String, Path, description = "the invitation's `token`")),
+    responses((status = 200, body = MembershipView),
+        (status = 409, description = "`conflict`: accepted or canceled already, or already a member", body = ErrorBody),
+        (status = 410, description = "`gone`: the invitation has expired", body = ErrorBody)))]
 pub async fn accept(
     state: web::Data<AppState>,
     principal: Principal,

@@ -67,38 +67,64 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
 
 /// Parses a JSON document into `T`, mapping every failure to the contract's errors.
 pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    // serde lets a struct be written as an array of its fields; request bodies are objects.
-    let first = body.iter().find(|b| !b.is_ascii_whitespace());
-    if first.is_some_and(|b| *b != b'{')
-        && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
-    {
-        return Err(ApiError::invalid_field("body", "must be a JSON object"));
-    }
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+    let value = parse_value(body)?;
+    serde_path_to_error::deserialize(value).map_err(|error| {
         let path = dotted_path(error.path());
-        let inner = error.into_inner();
-        // A shape error can come before a syntax error later in the body; the body is only
-        // "of the wrong shape" if it is JSON at all.
-        if !inner.is_data() {
-            return ApiError::malformed_json(format!(
-                "the body is not valid JSON: {}",
-                bare(&inner)
-            ));
-        }
-        if let Err(syntax) = serde_json::from_slice::<serde::de::IgnoredAny>(body) {
-            return ApiError::malformed_json(format!(
-                "the body is not valid JSON: {}",
-                bare(&syntax)
-            ));
-        }
-        let message = bare(&inner);
-        ApiError::validation(vec![field_error(&path, &message)])
-    })?;
-    deserializer.end().map_err(|e| {
+        ApiError::validation(vec![field_error(&path, &bare(error.inner()))])
+    })
+}
+
+/// Parses a JSON object, as [`parse`] does before it reads it as a type: not JSON is
+/// `malformed_json`; not an object, or text holding U+0000, `validation_failed`. Numbers
+/// written with a zero fraction (`5.0`) become integers, which they are to JSON Schema (and so
+/// to the OpenAPI document): an integer field takes them.
+pub fn parse_value(body: &[u8]) -> Result<serde_json::Value, ApiError> {
+    let mut value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
         ApiError::malformed_json(format!("the body is not valid JSON: {}", bare(&e)))
     })?;
+    // serde lets a struct be written as an array of its fields; request bodies are objects.
+    if !value.is_object() {
+        return Err(ApiError::invalid_field("body", "must be a JSON object"));
+    }
+    if let Some(mut path) = tidy(&mut value) {
+        path.reverse();
+        return Err(ApiError::invalid_field(path.join("."), NUL_REFUSED));
+    }
     Ok(value)
+}
+
+/// What a request's text may not hold: PostgreSQL stores no U+0000 in text or jsonb.
+pub const NUL_REFUSED: &str = "must not contain the character U+0000";
+
+/// Turns integral floats that an `i64` or `u64` holds exactly into integers, and finds the
+/// first string or key holding U+0000: returns its path, innermost segment first.
+fn tidy(value: &mut serde_json::Value) -> Option<Vec<String>> {
+    use serde_json::Value;
+    match value {
+        Value::String(text) => text.contains('\0').then(Vec::new),
+        Value::Number(number) => {
+            if let Some(float) = number.as_f64().filter(|f| number.is_f64() && f.fract() == 0.0) {
+                // 2^63 and 2^64 are exact as floats; the bounds are exclusive
+                if (-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&float) {
+                    *value = Value::from(float as i64);
+                } else if (0.0..1.844_674_407_370_955_2e19).contains(&float) {
+                    *value = Value::from(float as u64);
+                }
+            }
+            None
+        }
+        Value::Object(fields) => fields.iter_mut().find_map(|(key, field)| {
+            let mut path = if key.contains('\0') { Vec::new() } else { tidy(field)? };
+            path.push(key.clone());
+            Some(path)
+        }),
+        Value::Array(items) => items.iter_mut().enumerate().find_map(|(i, item)| {
+            let mut path = tidy(item)?;
+            path.push(i.to_string());
+            Some(path)
+        }),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -210,6 +236,35 @@ mod tests {
                 assert!(json["error"]["details"].is_array());
             }
         }
+    }
+
+    #[test]
+    fn integral_floats_are_integers() {
+        #[derive(Debug, Deserialize)]
+        struct Numbers {
+            port: u16,
+            priority: i32,
+        }
+        let numbers: Numbers = parse(br#"{"port": 587.0, "priority": -3.0}"#).unwrap();
+        assert_eq!((numbers.port, numbers.priority), (587, -3));
+        for body in [r#"{"port": 587.5, "priority": 1}"#, r#"{"port": 1e30, "priority": 1}"#] {
+            let (code, details) = error_of_numbers(body);
+            assert_eq!((code.as_str(), details[0].field.as_str()), ("validation_failed", "port"));
+        }
+        // other values keep what they are
+        let value = parse_value(br#"{"a": 1.5, "b": [2.0, "3.0"], "c": 1e300}"#).unwrap();
+        assert_eq!(value, serde_json::json!({"a": 1.5, "b": [2, "3.0"], "c": 1e300}));
+    }
+
+    fn error_of_numbers(body: &str) -> (String, Vec<crate::domain::validate::FieldError>) {
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Numbers {
+            port: u16,
+            priority: i32,
+        }
+        let error = parse::<Numbers>(body.as_bytes()).unwrap_err();
+        (error.code().to_owned(), error.details().to_vec())
     }
 
     #[test]

@@ -19,12 +19,18 @@ use crate::domain::channel::Channel;
 use crate::domain::status;
 use crate::domain::status::STATUSES;
 use crate::domain::validate::Validator;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::queue::deliveries;
 use crate::state::AppState;
 
 /// Longest `search` accepted, in characters (after trimming).
 const MAX_SEARCH_CHARS: usize = 200;
+crate::json_schema! {
+    /// `?search=`.
+    SearchText => crate::domain::schema::text(0, MAX_SEARCH_CHARS)
+        .description(Some(format!("At most {MAX_SEARCH_CHARS} characters.")))
+}
+
 /// `statusReason` of a message canceled through the API.
 const CANCELED_BY_REQUEST: &str = "canceled through the API";
 
@@ -123,23 +129,25 @@ pub struct MessageDetail {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct LogQuery {
-    /// Comma-separated statuses (`failed,canceled`).
+    /// Comma-separated statuses (`failed,canceled`); any when absent.
+    #[param(value_type = Option<Vec<crate::domain::schema::MessageStatus>>, style = Form, explode = false, inline)]
     pub status: Option<String>,
-    /// Comma-separated channels (`email,sms`).
+    /// Comma-separated channels (`email,sms`); any when absent.
+    #[param(value_type = Option<Vec<Channel>>, style = Form, explode = false, inline)]
     pub channel: Option<String>,
     /// An exact message id or provider message id, or part of the recipient or of the email
-    /// subject (case-insensitive); at most 200 characters.
+    /// subject (case-insensitive, trimmed; blank is no search).
+    #[param(value_type = Option<SearchText>, inline)]
     pub search: Option<String>,
-    /// RFC 3339: messages created at or after this instant.
-    #[param(value_type = Option<DateTime<Utc>>)]
+    /// Messages created at or after this instant.
+    #[param(value_type = Option<DateTime<Utc>>, inline)]
     pub since: Option<String>,
-    /// RFC 3339: messages created before this instant.
-    #[param(value_type = Option<DateTime<Utc>>)]
+    /// Messages created before this instant (none when it is before `since`).
+    #[param(value_type = Option<DateTime<Utc>>, inline)]
     pub until: Option<String>,
-    /// 1 to 100, default 50.
-    #[param(value_type = Option<i64>)]
+    #[param(value_type = Option<crate::api::pagination::PageLimit>, inline)]
     pub limit: Option<String>,
-    /// `nextCursor` of the previous page.
+    #[param(value_type = Option<crate::api::pagination::PageCursor>, inline)]
     pub cursor: Option<String>,
 }
 
@@ -154,17 +162,14 @@ impl LogQuery {
             self.channel.as_deref(),
             &Channel::ALL.map(Channel::as_str),
         );
-        let search = self.search.as_deref().map(str::trim).filter(|s| !s.is_empty());
-        if search.is_some_and(|s| s.chars().count() > MAX_SEARCH_CHARS) {
+        // the length as sent, as the document states it; blank is no search
+        if self.search.as_deref().is_some_and(|s| s.chars().count() > MAX_SEARCH_CHARS) {
             check.error("search", format!("must be at most {MAX_SEARCH_CHARS} characters"));
         }
+        let search = self.search.as_deref().map(str::trim).filter(|s| !s.is_empty());
+        // `since` after `until` is a range of no message: an empty page, not an error
         let since = instant(&mut check, "since", self.since.as_deref());
         let until = instant(&mut check, "until", self.until.as_deref());
-        if let (Some(since), Some(until)) = (since, until)
-            && since > until
-        {
-            check.error("since", "must not be after until");
-        }
         let limit = match self.limit.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(text) => match text.parse::<i64>() {
@@ -278,9 +283,8 @@ fn wrong_status(current: &Message, action: &str, needed: &str) -> ApiError {
 }
 
 /// One message with its history (events oldest first).
-#[utoipa::path(get, path = "/v1/messages/{messageId}", tag = "messages",
-    params(("messageId" = String, Path)),
-    responses((status = 200, body = MessageDetail), (status = 404, body = crate::error::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/messages/{messageId}", tag = "messages", security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])),
+    params(("messageId" = String, Path, example = "msg_01jf3q6zvqe3f7m1s9gkxw5h2c"), crate::api::openapi::OrganizationHeader), responses((status = 200, body = MessageDetail)))]
 pub async fn get(
     state: web::Data<AppState>,
     access: Access,
@@ -292,9 +296,8 @@ pub async fn get(
 }
 
 /// The project's messages, newest first, filtered and searched.
-#[utoipa::path(get, path = "/v1/projects/{projectId}/messages", tag = "messages",
-    params(("projectId" = String, Path), LogQuery),
-    responses((status = 200, body = Page<MessageView>), (status = 400, body = crate::error::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/projects/{projectId}/messages", tag = "messages", security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])),
+    params(("projectId" = String, Path, description = "id or slug", example = "prj_01jf3q6zvqe3f7m1s9gkxw5h2c"), LogQuery, crate::api::openapi::OrganizationHeader), responses((status = 200, body = Page<MessageView>)))]
 pub async fn list(
     state: web::Data<AppState>,
     access: Access,
@@ -320,9 +323,10 @@ pub async fn list(
 
 /// Sends a failed message again: back to `queued` with attempts reset (owner, admin or a
 /// `manage` key).
-#[utoipa::path(post, path = "/v1/messages/{messageId}/retry", tag = "messages",
-    params(("messageId" = String, Path)),
-    responses((status = 200, body = MessageDetail), (status = 409, body = crate::error::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/messages/{messageId}/retry", tag = "messages", security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])),
+    params(("messageId" = String, Path, example = "msg_01jf3q6zvqe3f7m1s9gkxw5h2c"), crate::api::openapi::OrganizationHeader),
+    responses((status = 200, body = MessageDetail),
+        (status = 409, description = "`conflict`: the message is not `failed`", body = ErrorBody)))]
 pub async fn retry(
     state: web::Data<AppState>,
     access: Access,
@@ -344,9 +348,10 @@ pub async fn retry(
 }
 
 /// Cancels a scheduled message that is not queued yet (owner, admin or a `manage` key).
-#[utoipa::path(post, path = "/v1/messages/{messageId}/cancel", tag = "messages",
-    params(("messageId" = String, Path)),
-    responses((status = 200, body = MessageDetail), (status = 409, body = crate::error::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/messages/{messageId}/cancel", tag = "messages", security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])),
+    params(("messageId" = String, Path, example = "msg_01jf3q6zvqe3f7m1s9gkxw5h2c"), crate::api::openapi::OrganizationHeader),
+    responses((status = 200, body = MessageDetail),
+        (status = 409, description = "`conflict`: the message is not `received` (scheduled)", body = ErrorBody)))]
 pub async fn cancel(
     state: web::Data<AppState>,
     access: Access,

@@ -12,6 +12,7 @@ pub mod inbound;
 pub mod invitations;
 pub mod json;
 pub mod messages;
+pub mod openapi;
 pub mod organizations;
 pub mod pagination;
 pub mod projects;
@@ -30,6 +31,7 @@ use utoipa::OpenApi;
 use crate::domain::validate::FieldError;
 use crate::error::{ApiError, ErrorBody, ErrorDetail};
 use crate::state::AppState;
+use openapi::{ErrorResponses, SecuritySchemes};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -97,7 +99,7 @@ use crate::state::AppState;
         inbound::whatsapp_statuses,
     ),
     components(schemas(ErrorBody, ErrorDetail, FieldError)),
-    modifiers(&UniqueOperationIds)
+    modifiers(&UniqueOperationIds, &SecuritySchemes, &ErrorResponses)
 )]
 pub struct ApiDoc;
 
@@ -131,8 +133,10 @@ impl utoipa::Modify for UniqueOperationIds {
 /// The OpenAPI document of this server, generated from the handlers.
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",
     responses((status = 200, description = "OpenAPI 3.1 document")))]
-pub async fn openapi_json() -> HttpResponse {
-    HttpResponse::Ok().json(ApiDoc::openapi())
+pub async fn openapi_json(state: web::Data<AppState>) -> HttpResponse {
+    let mut doc = ApiDoc::openapi();
+    openapi::for_server(&mut doc, &state.config);
+    HttpResponse::Ok().json(doc)
 }
 
 /// Prometheus metrics of this process and of the shared queues.
@@ -168,6 +172,17 @@ pub fn app(
             web::PathConfig::default()
                 .error_handler(|e, _| ApiError::invalid_field("path", e.to_string()).into()),
         )
+        .wrap_fn(|req, srv| {
+            let refused = nul_in_uri(&req);
+            let response = refused.is_none().then(|| srv.call(req));
+            async move {
+                match (response, refused) {
+                    (Some(response), _) => Ok(response.await?.map_into_boxed_body()),
+                    (None, Some(refused)) => Ok(refused),
+                    (None, None) => Err(ApiError::internal("no response").into()),
+                }
+            }
+        })
         .wrap(ErrorHandlers::new().default_handler(json_error_body))
         .wrap_fn(|req, srv| {
             // the route pattern, not the path: ids must not become label values
@@ -199,6 +214,25 @@ pub fn app(
             }
         })
         .default_service(web::to(|| async { ApiError::not_found("route").error_response() }))
+}
+
+/// A path or query string that carries U+0000 (`%00`) is refused (400, naming which), before it
+/// reaches a handler: PostgreSQL stores no U+0000, and no id or parameter value holds one.
+fn nul_in_uri(req: &ServiceRequest) -> Option<ServiceResponse> {
+    let holds_nul = |text: &str| text.as_bytes().windows(3).any(|w| w.eq_ignore_ascii_case(b"%00"));
+    let uri = req.uri();
+    // only the routes that take ids and parameters to the database
+    let field = if !uri.path().starts_with("/v1/") {
+        return None;
+    } else if holds_nul(uri.path()) {
+        "path"
+    } else if uri.query().is_some_and(holds_nul) {
+        "query"
+    } else {
+        return None;
+    };
+    let error = ApiError::invalid_field(field, json::NUL_REFUSED);
+    Some(ServiceResponse::new(req.request().clone(), error.error_response()))
 }
 
 /// The `/v1` routes of the contract, one module per resource.

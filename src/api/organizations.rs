@@ -13,8 +13,8 @@ use crate::auth::{Access, Action, Principal, Role};
 use crate::db::organizations::{self, Member, MemberUser, Organization, OrganizationChanges};
 use crate::db::{Cursor, PooledConnection};
 use crate::domain::validate::Validator;
-use crate::error::ApiError;
 use crate::error::conflict_on_unique;
+use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -86,21 +86,26 @@ impl MemberView {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrganization {
+    #[schema(value_type = crate::domain::schema::DisplayName)]
     pub name: String,
+    /// Derived from the name when absent.
+    #[schema(value_type = Option<crate::domain::schema::Slug>)]
     pub slug: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateOrganization {
+    #[schema(value_type = Option<crate::domain::schema::DisplayName>)]
     pub name: Option<String>,
+    #[schema(value_type = Option<crate::domain::schema::Slug>)]
     pub slug: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateMember {
-    /// `owner`, `admin` or `member`.
+    #[schema(value_type = crate::auth::RoleName)]
     pub role: String,
 }
 
@@ -116,8 +121,10 @@ fn check_name_and_slug(name: Option<&str>, slug: Option<&str>) -> Result<(), Api
 }
 
 /// Creates an organization; the caller becomes its owner. It starts with a `default` project.
-#[utoipa::path(post, path = "/v1/organizations", tag = "organizations",
-    request_body = CreateOrganization, responses((status = 201, body = OrganizationView)))]
+#[utoipa::path(post, path = "/v1/organizations", tag = "organizations", security(("session" = []), ("sessionCookie" = [])),
+    request_body = CreateOrganization,
+    responses((status = 201, body = OrganizationView),
+        (status = 409, description = "`conflict`: the slug is taken", body = ErrorBody)))]
 pub async fn create(
     state: web::Data<AppState>,
     principal: Principal,
@@ -157,7 +164,7 @@ pub async fn create(
 }
 
 /// The caller's organizations (an API key's: its own), newest first.
-#[utoipa::path(get, path = "/v1/organizations", tag = "organizations", params(ListQuery),
+#[utoipa::path(get, path = "/v1/organizations", tag = "organizations", params(ListQuery), security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])),
     responses((status = 200, body = Page<OrganizationView>)))]
 pub async fn list(
     state: web::Data<AppState>,
@@ -206,9 +213,8 @@ pub(crate) async fn org_access(
 }
 
 /// One organization.
-#[utoipa::path(get, path = "/v1/organizations/{orgId}", tag = "organizations",
-    params(("orgId" = String, Path, description = "id or slug")),
-    responses((status = 200, body = OrganizationView)))]
+#[utoipa::path(get, path = "/v1/organizations/{orgId}", tag = "organizations", security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])),
+    params(("orgId" = String, Path, description = "id or slug", example = "org_01jf3q6zvqe3f7m1s9gkxw5h2c")), responses((status = 200, body = OrganizationView)))]
 pub async fn get(
     state: web::Data<AppState>,
     principal: Principal,
@@ -219,9 +225,10 @@ pub async fn get(
 }
 
 /// Renames an organization or changes its slug (owner or admin).
-#[utoipa::path(patch, path = "/v1/organizations/{orgId}", tag = "organizations",
-    params(("orgId" = String, Path)), request_body = UpdateOrganization,
-    responses((status = 200, body = OrganizationView)))]
+#[utoipa::path(patch, path = "/v1/organizations/{orgId}", tag = "organizations", security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])),
+    params(("orgId" = String, Path, description = "id or slug", example = "org_01jf3q6zvqe3f7m1s9gkxw5h2c")), request_body = UpdateOrganization,
+    responses((status = 200, body = OrganizationView),
+        (status = 409, description = "`conflict`: the slug is taken", body = ErrorBody)))]
 pub async fn update(
     state: web::Data<AppState>,
     principal: Principal,
@@ -245,8 +252,8 @@ pub async fn update(
 }
 
 /// Deletes an organization and everything it owns (owner only).
-#[utoipa::path(delete, path = "/v1/organizations/{orgId}", tag = "organizations",
-    params(("orgId" = String, Path)), responses((status = 204)))]
+#[utoipa::path(delete, path = "/v1/organizations/{orgId}", tag = "organizations", security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])),
+    params(("orgId" = String, Path, description = "id or slug", example = "org_01jf3q6zvqe3f7m1s9gkxw5h2c")), responses((status = 204, description = "deleted")))]
 pub async fn delete(
     state: web::Data<AppState>,
     principal: Principal,
@@ -260,8 +267,8 @@ pub async fn delete(
 }
 
 /// The organization's members, newest first.
-#[utoipa::path(get, path = "/v1/organizations/{orgId}/members", tag = "organizations",
-    params(("orgId" = String, Path), ListQuery), responses((status = 200, body = Page<MemberView>)))]
+#[utoipa::path(get, path = "/v1/organizations/{orgId}/members", tag = "organizations", security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])),
+    params(("orgId" = String, Path, description = "id or slug", example = "org_01jf3q6zvqe3f7m1s9gkxw5h2c"), ListQuery), responses((status = 200, body = Page<MemberView>)))]
 pub async fn list_members(
     state: web::Data<AppState>,
     principal: Principal,
@@ -323,8 +330,9 @@ async fn find_member(
 
 /// Changes a member's role. Owners manage owners; the last owner cannot be demoted (409).
 #[utoipa::path(patch, path = "/v1/organizations/{orgId}/members/{memberId}", tag = "organizations",
-    params(("orgId" = String, Path), ("memberId" = String, Path)), request_body = UpdateMember,
-    responses((status = 200, body = MemberView), (status = 409, body = crate::error::ErrorBody)))]
+    security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])), params(("orgId" = String, Path, description = "id or slug", example = "org_01jf3q6zvqe3f7m1s9gkxw5h2c"), ("memberId" = String, Path, example = "mem_01jf3q6zvqe3f7m1s9gkxw5h2c")), request_body = UpdateMember,
+    responses((status = 200, body = MemberView),
+        (status = 409, description = "`conflict`: the last owner cannot be demoted", body = ErrorBody)))]
 pub async fn update_member(
     state: web::Data<AppState>,
     principal: Principal,
@@ -350,8 +358,9 @@ pub async fn update_member(
 
 /// Removes a member (or lets a member leave). The last owner cannot be removed (409).
 #[utoipa::path(delete, path = "/v1/organizations/{orgId}/members/{memberId}", tag = "organizations",
-    params(("orgId" = String, Path), ("memberId" = String, Path)),
-    responses((status = 204), (status = 409, body = crate::error::ErrorBody)))]
+    security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])), params(("orgId" = String, Path, description = "id or slug", example = "org_01jf3q6zvqe3f7m1s9gkxw5h2c"), ("memberId" = String, Path, example = "mem_01jf3q6zvqe3f7m1s9gkxw5h2c")),
+    responses((status = 204, description = "removed"),
+        (status = 409, description = "`conflict`: the last owner cannot be removed", body = ErrorBody)))]
 pub async fn remove_member(
     state: web::Data<AppState>,
     principal: Principal,

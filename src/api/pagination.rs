@@ -13,13 +13,31 @@ use crate::error::ApiError;
 pub const DEFAULT_LIMIT: i64 = 50;
 pub const MAX_LIMIT: i64 = 100;
 
+crate::json_schema! {
+    /// `?limit=`.
+    PageLimit => utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::Integer)
+        .minimum(Some(1))
+        .maximum(Some(MAX_LIMIT))
+        .default(Some(DEFAULT_LIMIT.into()))
+        .description(Some(format!("Rows per page, 1 to {MAX_LIMIT} (default {DEFAULT_LIMIT}).")))
+}
+
+crate::json_schema! {
+    /// `?cursor=`: a `nextCursor`.
+    PageCursor => utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .pattern(Some(crate::db::CURSOR_PATTERN))
+        .description(Some("The `nextCursor` of the previous page; empty for the first page."))
+}
+
 /// The query string of a list without filters: `?limit=&cursor=`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
-    /// 1 to 100, default 50.
+    #[param(value_type = Option<PageLimit>, inline)]
     pub limit: Option<i64>,
-    /// `nextCursor` of the previous page.
+    #[param(value_type = Option<PageCursor>, inline)]
     pub cursor: Option<String>,
 }
 

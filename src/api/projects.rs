@@ -12,8 +12,8 @@ use crate::db::projects::{self, NewProject, Project, ProjectChanges};
 use crate::db::{Cursor, PooledConnection};
 use crate::domain::validate::Validator;
 use crate::domain::{ids, slug};
-use crate::error::ApiError;
 use crate::error::conflict_on_unique;
+use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 
 const MAX_METADATA_BYTES: usize = 16 * 1024;
@@ -68,29 +68,50 @@ pub struct SlugView {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreateProject {
+    #[schema(value_type = crate::domain::schema::DisplayName)]
     pub name: String,
+    /// Derived from the name when absent.
+    #[schema(value_type = Option<crate::domain::schema::Slug>)]
     pub slug: Option<String>,
+    /// At most 16 KiB.
+    #[schema(value_type = Option<crate::domain::schema::JsonObject>)]
     pub metadata: Option<serde_json::Value>,
-    /// Days its messages are kept once final, 0 to 36500; `0` keeps them for ever. Absent or
-    /// `null`: the server's `retention.messages` (30 days by default).
+    /// Absent or `null`: the server's `retention.messages` (30 days by default).
+    #[schema(value_type = Option<RetentionDays>)]
     pub message_retention_days: Option<i32>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct UpdateProject {
+    #[schema(value_type = Option<crate::domain::schema::DisplayName>)]
     pub name: Option<String>,
+    #[schema(value_type = Option<crate::domain::schema::Slug>)]
     pub slug: Option<String>,
+    /// Replaces the metadata; at most 16 KiB.
+    #[schema(value_type = Option<crate::domain::schema::JsonObject>)]
     pub metadata: Option<serde_json::Value>,
     /// As on create; `null` returns to the server's `retention.messages`.
     #[serde(default, deserialize_with = "crate::api::json::present")]
-    #[schema(value_type = Option<i32>)]
+    #[schema(value_type = Option<RetentionDays>)]
     pub message_retention_days: Option<Option<i32>>,
 }
 
 /// The longest message retention a project may ask for, in days (a hundred years; 0 is for
 /// ever anyway).
 const MAX_RETENTION_DAYS: i32 = 36_500;
+
+crate::json_schema! {
+    /// `messageRetentionDays`, as [`check_retention`] takes it.
+    RetentionDays => utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::Integer)
+        .minimum(Some(0))
+        .maximum(Some(MAX_RETENTION_DAYS))
+        .description(Some(format!(
+            "Days its messages are kept once final (sent, delivered, failed or canceled), \
+             0 to {MAX_RETENTION_DAYS}; 0 keeps them for ever."
+        )))
+}
 
 fn check_retention(check: &mut Validator, days: Option<i32>) {
     if days.is_some_and(|d| !(0..=MAX_RETENTION_DAYS).contains(&d)) {
@@ -125,8 +146,8 @@ async fn free_slug(
 }
 
 /// Suggests a free slug for a project name.
-#[utoipa::path(post, path = "/v1/projects/generate-slug", tag = "projects",
-    request_body = GenerateSlug, responses((status = 200, body = SlugView)))]
+#[utoipa::path(post, path = "/v1/projects/generate-slug", tag = "projects", security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])),
+    params(crate::api::openapi::OrganizationHeader), request_body = GenerateSlug, responses((status = 200, body = SlugView)))]
 pub async fn generate_slug(
     state: web::Data<AppState>,
     access: Access,
@@ -140,7 +161,9 @@ pub async fn generate_slug(
 
 /// Creates a project (owner or admin).
 #[utoipa::path(post, path = "/v1/projects", tag = "projects", request_body = CreateProject,
-    responses((status = 201, body = ProjectView), (status = 409, body = crate::error::ErrorBody)))]
+    security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])), params(crate::api::openapi::OrganizationHeader),
+    responses((status = 201, body = ProjectView),
+        (status = 409, description = "`conflict`: the slug is taken", body = ErrorBody)))]
 pub async fn create(
     state: web::Data<AppState>,
     access: Access,
@@ -181,8 +204,8 @@ pub async fn create(
 }
 
 /// Lists the organization's projects, newest first.
-#[utoipa::path(get, path = "/v1/projects", tag = "projects", params(ListQuery),
-    responses((status = 200, body = Page<ProjectView>)))]
+#[utoipa::path(get, path = "/v1/projects", tag = "projects", params(ListQuery, crate::api::openapi::OrganizationHeader),
+    security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])), responses((status = 200, body = Page<ProjectView>)))]
 pub async fn list(
     state: web::Data<AppState>,
     access: Access,
@@ -204,8 +227,8 @@ pub async fn list(
 }
 
 /// One project, by id or slug.
-#[utoipa::path(get, path = "/v1/projects/{projectId}", tag = "projects",
-    params(("projectId" = String, Path)), responses((status = 200, body = ProjectView)))]
+#[utoipa::path(get, path = "/v1/projects/{projectId}", tag = "projects", security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])),
+    params(("projectId" = String, Path, description = "id or slug", example = "prj_01jf3q6zvqe3f7m1s9gkxw5h2c"), crate::api::openapi::OrganizationHeader), responses((status = 200, body = ProjectView)))]
 pub async fn get(
     state: web::Data<AppState>,
     access: Access,
@@ -219,9 +242,10 @@ pub async fn get(
 
 /// Renames a project, changes its slug, replaces its metadata or changes how long its messages
 /// are kept (owner or admin).
-#[utoipa::path(patch, path = "/v1/projects/{projectId}", tag = "projects",
-    params(("projectId" = String, Path)), request_body = UpdateProject,
-    responses((status = 200, body = ProjectView)))]
+#[utoipa::path(patch, path = "/v1/projects/{projectId}", tag = "projects", security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])),
+    params(("projectId" = String, Path, description = "id or slug", example = "prj_01jf3q6zvqe3f7m1s9gkxw5h2c"), crate::api::openapi::OrganizationHeader), request_body = UpdateProject,
+    responses((status = 200, body = ProjectView),
+        (status = 409, description = "`conflict`: the slug is taken", body = ErrorBody)))]
 pub async fn update(
     state: web::Data<AppState>,
     access: Access,
@@ -262,8 +286,8 @@ pub async fn update(
 }
 
 /// Deletes a project and everything in it (owner or admin).
-#[utoipa::path(delete, path = "/v1/projects/{projectId}", tag = "projects",
-    params(("projectId" = String, Path)), responses((status = 204)))]
+#[utoipa::path(delete, path = "/v1/projects/{projectId}", tag = "projects", security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])),
+    params(("projectId" = String, Path, description = "id or slug", example = "prj_01jf3q6zvqe3f7m1s9gkxw5h2c"), crate::api::openapi::OrganizationHeader), responses((status = 204, description = "deleted")))]
 pub async fn delete(
     state: web::Data<AppState>,
     access: Access,

@@ -12,7 +12,11 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
 use utoipa::{IntoParams, ToSchema};
+
+use crate::domain::schema::one_of;
 
 use crate::api::json::Json;
 use crate::api::pagination::{Page, PageRequest};
@@ -28,8 +32,8 @@ use crate::domain::channel::Channel;
 use crate::domain::provider_types::ProviderType;
 use crate::domain::validate::Validator;
 use crate::domain::{ids, slug};
-use crate::error::ApiError;
 use crate::error::conflict_on_unique;
+use crate::error::{ApiError, ErrorBody};
 use crate::providers::connector::OpenedCredential;
 use crate::providers::credentials;
 use crate::state::AppState;
@@ -103,8 +107,10 @@ impl ProviderView {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreateProvider {
+    #[schema(value_type = crate::domain::schema::DisplayName)]
     pub name: String,
     /// Generated from the name when absent; unique in the organization.
+    #[schema(value_type = Option<crate::domain::schema::Slug>)]
     pub slug: Option<String>,
     pub channel: Channel,
     pub provider_type: ProviderType,
@@ -128,10 +134,69 @@ pub struct CreateProvider {
     pub priority: Option<i32>,
 }
 
+/// The body of `POST /v1/providers` as the document states it: the fields of
+/// [`CreateProvider`], one alternative per provider type, each with the type's own
+/// `credentials` and `config` and the channels it serves.
+pub struct CreateProviderBody;
+
+impl utoipa::PartialSchema for CreateProviderBody {
+    fn schema() -> RefOr<Schema> {
+        let base = match <CreateProvider as utoipa::PartialSchema>::schema() {
+            RefOr::T(Schema::Object(object)) => object,
+            other => return other,
+        };
+        let alternatives = ProviderType::ALL.map(|provider_type| {
+            let mut object = base.clone();
+            let channels: Vec<&str> = match provider_type.channel() {
+                Some(channel) => vec![channel.as_str()],
+                None => Channel::ALL.map(Channel::as_str).to_vec(),
+            };
+            let config = if provider_type.config_required() {
+                object.required.push("config".to_owned());
+                provider_type.config_schema()
+            } else {
+                OneOfBuilder::new()
+                    .item(ObjectBuilder::new().schema_type(Type::Null))
+                    .item(provider_type.config_schema())
+                    .into()
+            };
+            let properties = [
+                ("providerType", one_of(&[provider_type.as_str()]).into()),
+                ("channel", one_of(&channels).into()),
+                ("credentials", provider_type.credentials_schema()),
+                ("config", config),
+            ];
+            for (name, schema) in properties {
+                object.properties.insert(name.to_owned(), schema);
+            }
+            object.title = Some(provider_type.as_str().to_owned());
+            object
+        });
+        let mut one_of_types = OneOfBuilder::new();
+        for alternative in alternatives {
+            one_of_types = one_of_types.item(alternative);
+        }
+        one_of_types.into()
+    }
+}
+
+impl ToSchema for CreateProviderBody {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "CreateProvider".into()
+    }
+
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        <CreateProvider as ToSchema>::schemas(schemas);
+        ProviderType::schemas(schemas);
+    }
+}
+
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct UpdateProvider {
+    #[schema(value_type = Option<crate::domain::schema::DisplayName>)]
     pub name: Option<String>,
+    #[schema(value_type = Option<crate::domain::schema::Slug>)]
     pub slug: Option<String>,
     /// Merged into the stored credentials: fields given replace theirs, `null` removes one,
     /// fields left out keep their sealed value.
@@ -148,10 +213,13 @@ pub struct UpdateProvider {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ListQuery {
     /// Only credentials of this channel.
+    #[param(value_type = Option<Channel>, inline)]
     pub channel: Option<String>,
     /// Only credentials of this project (id or slug).
     pub project_id: Option<String>,
+    #[param(value_type = Option<crate::api::pagination::PageLimit>, inline)]
     pub limit: Option<i64>,
+    #[param(value_type = Option<crate::api::pagination::PageCursor>, inline)]
     pub cursor: Option<String>,
 }
 
@@ -214,9 +282,10 @@ fn check_name_and_slug(check: &mut Validator, name: Option<&str>, slug: Option<&
 }
 
 /// Stores credentials for a provider (owner or admin).
-#[utoipa::path(post, path = "/v1/providers", tag = "providers", request_body = CreateProvider,
-    responses((status = 201, body = ProviderView), (status = 400, body = crate::error::ErrorBody),
-        (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/providers", tag = "providers", request_body = CreateProviderBody,
+    security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])), params(crate::api::openapi::OrganizationHeader),
+    responses((status = 201, body = ProviderView),
+        (status = 409, description = "`conflict`: the slug is taken", body = ErrorBody)))]
 pub async fn create(
     state: web::Data<AppState>,
     access: Access,
@@ -277,8 +346,8 @@ pub async fn create(
 }
 
 /// Lists the credentials visible to the caller, newest first.
-#[utoipa::path(get, path = "/v1/providers", tag = "providers", params(ListQuery),
-    responses((status = 200, body = Page<ProviderView>)))]
+#[utoipa::path(get, path = "/v1/providers", tag = "providers", params(ListQuery, crate::api::openapi::OrganizationHeader),
+    security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])), responses((status = 200, body = Page<ProviderView>)))]
 pub async fn list(
     state: web::Data<AppState>,
     access: Access,
@@ -311,8 +380,8 @@ pub async fn list(
 }
 
 /// One provider's credentials (redacted), by id or slug.
-#[utoipa::path(get, path = "/v1/providers/{providerId}", tag = "providers",
-    params(("providerId" = String, Path)), responses((status = 200, body = ProviderView)))]
+#[utoipa::path(get, path = "/v1/providers/{providerId}", tag = "providers", security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])),
+    params(("providerId" = String, Path, description = "id or slug", example = "prv_01jf3q6zvqe3f7m1s9gkxw5h2c"), crate::api::openapi::OrganizationHeader), responses((status = 200, body = ProviderView)))]
 pub async fn get(
     state: web::Data<AppState>,
     access: Access,
@@ -326,9 +395,10 @@ pub async fn get(
 
 /// Changes a provider's settings or credentials (owner or admin). `channel`, `providerType`
 /// and `projectId` cannot change.
-#[utoipa::path(patch, path = "/v1/providers/{providerId}", tag = "providers",
-    params(("providerId" = String, Path)), request_body = UpdateProvider,
-    responses((status = 200, body = ProviderView), (status = 400, body = crate::error::ErrorBody)))]
+#[utoipa::path(patch, path = "/v1/providers/{providerId}", tag = "providers", security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])),
+    params(("providerId" = String, Path, description = "id or slug", example = "prv_01jf3q6zvqe3f7m1s9gkxw5h2c"), crate::api::openapi::OrganizationHeader), request_body = UpdateProvider,
+    responses((status = 200, body = ProviderView),
+        (status = 409, description = "`conflict`: the slug is taken", body = ErrorBody)))]
 pub async fn update(
     state: web::Data<AppState>,
     access: Access,
@@ -397,8 +467,8 @@ pub async fn update(
 }
 
 /// Deletes a provider's credentials (owner or admin).
-#[utoipa::path(delete, path = "/v1/providers/{providerId}", tag = "providers",
-    params(("providerId" = String, Path)), responses((status = 204)))]
+#[utoipa::path(delete, path = "/v1/providers/{providerId}", tag = "providers", security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])),
+    params(("providerId" = String, Path, description = "id or slug", example = "prv_01jf3q6zvqe3f7m1s9gkxw5h2c"), crate::api::openapi::OrganizationHeader), responses((status = 204, description = "deleted")))]
 pub async fn delete(
     state: web::Data<AppState>,
     access: Access,
@@ -417,10 +487,8 @@ pub async fn delete(
 /// SMTP NOOP after authentication. A refusal by the provider, or no answer from it, is
 /// `200 {ok: false, detail}`, the detail led by the error's kind (`credential: ...`). A key
 /// bound to a project verifies its project's credentials only (403 for the organization's).
-#[utoipa::path(post, path = "/v1/providers/{providerId}/verify", tag = "providers",
-    params(("providerId" = String, Path)),
-    responses((status = 200, body = VerifyResult), (status = 403, body = crate::error::ErrorBody),
-        (status = 404, body = crate::error::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/providers/{providerId}/verify", tag = "providers", security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])),
+    params(("providerId" = String, Path, description = "id or slug", example = "prv_01jf3q6zvqe3f7m1s9gkxw5h2c"), crate::api::openapi::OrganizationHeader), responses((status = 200, body = VerifyResult)))]
 pub async fn verify(
     state: web::Data<AppState>,
     access: Access,

@@ -13,7 +13,11 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use utoipa::ToSchema;
+use utoipa::openapi::schema::{
+    KnownFormat, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, SchemaType, Type,
+};
+use utoipa::openapi::{Ref, RefOr};
+use utoipa::{IntoParams, PartialSchema, ToSchema};
 
 use crate::api::json;
 use crate::auth::Principal;
@@ -24,11 +28,12 @@ use crate::db::{PooledConnection, delivery, projects};
 use crate::domain::channel::Channel;
 use crate::domain::content;
 use crate::domain::ids;
-use crate::domain::recipient::check_recipient;
+use crate::domain::recipient::{self, check_recipient};
+use crate::domain::schema;
 use crate::domain::status;
-use crate::domain::validate::Validator;
 use crate::domain::validate::parse_object;
-use crate::error::{ApiError, ErrorBody};
+use crate::domain::validate::{FieldError, Validator};
+use crate::error::{ApiError, ErrorBody, ErrorDetail};
 use crate::ingest::{IngestError, Outcome, Submission};
 use crate::queue::rate_limit;
 use crate::state::AppState;
@@ -51,7 +56,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// The body of `/v1/send` (and of each batch item).
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SendRequest {
     /// `email`, `sms`, `whatsapp` or `discord`.
@@ -69,6 +74,141 @@ pub struct SendRequest {
     pub metadata: Option<Value>,
     /// RFC 3339, at most 30 days ahead.
     pub send_at: Option<String>,
+}
+
+/// The body of `/v1/send` (and of each batch item) as the document states it: one alternative
+/// per channel, with that channel's `to` and `content`, and one per channel of the original
+/// RelayIt body.
+pub struct SendBody;
+
+impl utoipa::PartialSchema for SendBody {
+    fn schema() -> RefOr<Schema> {
+        let text = || ObjectBuilder::new().schema_type(Type::String);
+        let nullable_text =
+            || ObjectBuilder::new().schema_type(SchemaType::from_iter([Type::String, Type::Null]));
+        let metadata = || {
+            OneOfBuilder::new()
+                .item(ObjectBuilder::new().schema_type(Type::Null))
+                .item(schema::object())
+                .description(Some(format!(
+                    "Echoed in webhooks; at most {} KiB.",
+                    MAX_METADATA_BYTES / 1024
+                )))
+        };
+        let send_at = || {
+            OneOfBuilder::new()
+                .item(ObjectBuilder::new().schema_type(Type::Null))
+                .item(text().format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime))))
+                .description(Some("RFC 3339, at most 30 days ahead; absent: now."))
+        };
+        let mut alternatives = OneOfBuilder::new();
+        for channel in Channel::ALL {
+            let object = content::closed(
+                ObjectBuilder::new()
+                    .title(Some(channel.as_str()))
+                    .property("channel", schema::one_of(&[channel.as_str()]))
+                    .required("channel")
+                    .property("to", recipient_schema(channel))
+                    .required("to")
+                    .property("project", nullable_text().description(Some(
+                        "Project id or slug; required only for organization-wide keys.",
+                    )))
+                    .property("provider", nullable_text().description(Some(
+                        "Slug of the provider credential to use (404 when there is no active one \
+                         for the channel and project).",
+                    )))
+                    .property("content", content::content_schema(channel))
+                    .required("content")
+                    .property("metadata", metadata())
+                    .property("sendAt", send_at()),
+            );
+            alternatives = alternatives.item(object);
+        }
+        for channel in Channel::ALL {
+            alternatives = alternatives.item(legacy_schema(channel));
+        }
+        alternatives.into()
+    }
+}
+
+impl ToSchema for SendBody {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "SendRequest".into()
+    }
+
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        for (name, schema) in [
+            (schema::EmailAddress::name(), schema::EmailAddress::schema()),
+            (schema::PhoneNumber::name(), schema::PhoneNumber::schema()),
+        ] {
+            schemas.push((name.into_owned(), schema));
+        }
+    }
+}
+
+/// `to` (`recipient` in the original body) as [`check_recipient`] takes it for `channel`.
+fn recipient_schema(channel: Channel) -> RefOr<Schema> {
+    match channel {
+        Channel::Email => RefOr::Ref(Ref::from_schema_name(schema::EmailAddress::name())),
+        Channel::Sms | Channel::Whatsapp => {
+            RefOr::Ref(Ref::from_schema_name(schema::PhoneNumber::name()))
+        }
+        Channel::Discord => ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(recipient::DISCORD_TARGET_PATTERN))
+            .description(Some("A channel id (snowflake), or `user:<id>` for a direct message."))
+            .into(),
+    }
+}
+
+/// The original RelayIt body for `channel`: its `payload.body` becomes the content's text (or
+/// html, with `type: "html"`); an email needs a `subject`.
+fn legacy_schema(channel: Channel) -> ObjectBuilder {
+    let max = match channel {
+        Channel::Email => None,
+        Channel::Sms => Some(content::MAX_SMS_CHARS),
+        Channel::Whatsapp => Some(content::MAX_WHATSAPP_TEXT_CHARS),
+        Channel::Discord => Some(content::MAX_DISCORD_TEXT_CHARS),
+    };
+    let body = match max {
+        Some(max) => content::blank_refused(max),
+        None => ObjectBuilder::new().schema_type(Type::String),
+    };
+    let mut payload = ObjectBuilder::new().property("body", body).required("body").property(
+        "type",
+        OneOfBuilder::new()
+            .item(ObjectBuilder::new().schema_type(Type::Null))
+            .item(schema::one_of(&["text", "html"])),
+    );
+    payload = if channel == Channel::Email {
+        payload
+            .property("subject", content::blank_refused(content::MAX_SUBJECT_CHARS))
+            .required("subject")
+    } else {
+        payload.property(
+            "subject",
+            ObjectBuilder::new().schema_type(SchemaType::from_iter([Type::String, Type::Null])),
+        )
+    };
+    content::closed(
+        ObjectBuilder::new()
+            .title(Some(format!("{} (original body)", channel.as_str())))
+            .deprecated(Some(utoipa::openapi::Deprecated::True))
+            .property("channel", schema::one_of(&[channel.as_str()]))
+            .required("channel")
+            .property("recipient", recipient_schema(channel))
+            .required("recipient")
+            .property("projectSlug", ObjectBuilder::new().schema_type(Type::String))
+            .required("projectSlug")
+            .property(
+                "providerType",
+                OneOfBuilder::new()
+                    .item(ObjectBuilder::new().schema_type(Type::Null))
+                    .item(RefOr::Ref(Ref::from_schema_name("ProviderType"))),
+            )
+            .property("payload", content::closed(payload))
+            .required("payload"),
+    )
 }
 
 /// The original RelayIt body.
@@ -98,11 +238,56 @@ pub struct Accepted {
     pub status: &'static str,
 }
 
+/// The answer of a batch: one item per message, in order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchAccepted {
+    pub data: Vec<BatchItem>,
+}
+
+/// A message of a batch: accepted, or refused with the error a single send would have had.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum BatchItem {
+    Accepted(Accepted),
+    Refused(ErrorBody),
+}
+
+/// `Idempotency-Key`, on both send routes.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IdempotencyHeader {
+    /// Makes a retry safe: the same key with the same body within 24 hours answers the first
+    /// answer again (with `Idempotency-Replayed: true`) and sends nothing; with another body,
+    /// 422. Printable ASCII, at most 255 characters.
+    #[param(
+        rename = "Idempotency-Key",
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[!-~]([\t !-~]*[!-~])?$",
+        example = "welcome-alice"
+    )]
+    #[allow(dead_code)]
+    key: Option<String>,
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
-    /// Up to 1000 send bodies.
+    #[schema(value_type = BatchMessages)]
     pub messages: Vec<Value>,
+}
+
+crate::json_schema! {
+    /// The messages of a batch.
+    BatchMessages => utoipa::openapi::schema::ArrayBuilder::new()
+        .items(ObjectBuilder::new().schema_type(SchemaType::AnyValue))
+        .min_items(Some(1))
+        .max_items(Some(MAX_BATCH))
+        .description(Some(format!(
+            "1 to {MAX_BATCH} bodies of `POST /v1/send` (`SendRequest`). Each is checked on its \
+             own: one that is not valid is answered with its error in `data`, at its place, and \
+             does not stop the others."
+        )))
 }
 
 /// The sending key, with what it resolves per request (projects, credentials), so that a
@@ -201,11 +386,20 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
 }
 
 /// Sends one message.
-#[utoipa::path(post, path = "/v1/send", tag = "sending", request_body = SendRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "at most 255 characters")),
-    responses((status = 202, body = Accepted), (status = 400, body = ErrorBody),
-        (status = 409, body = ErrorBody), (status = 413, body = ErrorBody),
-        (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/send", tag = "sending", request_body = SendBody, security(("apiKey" = []), ("apiKeyHeader" = [])),
+    params(IdempotencyHeader),
+    responses((status = 202, body = Accepted, headers(
+            ("Idempotency-Replayed" = String, description = "`true` on the answer of a replayed request"),
+            ("RateLimit-Limit" = u32, description = "sends per second allowed to this key, when limited"),
+            ("RateLimit-Remaining" = u32, description = "sends left in this second"),
+            ("RateLimit-Reset" = u32, description = "seconds until the window resets"))),
+        (status = 404, description = "`not_found`: the `project`, or the `provider` credential (an \
+            active one of the channel, for the project), does not exist", body = ErrorBody),
+        (status = 409, description = "`conflict`: a request with this `Idempotency-Key` is still in flight", body = ErrorBody),
+        (status = 422, description = "`idempotency_mismatch`: this `Idempotency-Key` came with another body \
+            in the last 24 hours", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: over the key's send rate", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "seconds to wait")))))]
 pub async fn send(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -214,7 +408,7 @@ pub async fn send(
 ) -> Result<HttpResponse, ApiError> {
     let key = sending_key(&principal)?;
     let idempotency = idempotency_key(&req)?;
-    let value: Value = json::parse(&body)?;
+    let value = json::parse_value(&body)?;
     let limit_headers = rate_limit(&state, key, 1).await?;
     let mut sender = Sender::new(&state, key);
     let now = Utc::now();
@@ -231,10 +425,18 @@ pub async fn send(
 
 /// Sends up to 1000 messages; each item is answered in order, valid ones accepted even when
 /// others are not.
-#[utoipa::path(post, path = "/v1/send/batch", tag = "sending", request_body = BatchRequest,
-    params(("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 202, description = "`{data: [{id, status} | {error}]}` in order"),
-        (status = 400, body = ErrorBody), (status = 413, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/send/batch", tag = "sending", request_body = BatchRequest, security(("apiKey" = []), ("apiKeyHeader" = [])),
+    params(IdempotencyHeader),
+    responses((status = 202, body = BatchAccepted, headers(
+            ("Idempotency-Replayed" = String, description = "`true` on the answer of a replayed request"),
+            ("RateLimit-Limit" = u32, description = "sends per second allowed to this key, when limited"),
+            ("RateLimit-Remaining" = u32, description = "sends left in this second"),
+            ("RateLimit-Reset" = u32, description = "seconds until the window resets"))),
+        (status = 409, description = "`conflict`: a request with this `Idempotency-Key` is still in flight", body = ErrorBody),
+        (status = 422, description = "`idempotency_mismatch`: this `Idempotency-Key` came with another body \
+            in the last 24 hours", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: over the key's send rate (each message counts)", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "seconds to wait")))))]
 pub async fn send_batch(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -258,16 +460,21 @@ pub async fn send_batch(
     for item in &batch.messages {
         match prepare(&mut sender, item, now).await {
             Ok(prepared) => {
-                data.push(json!({"id": prepared.message.id, "status": prepared.message.status}));
+                let id = prepared.message.id.clone();
+                data.push(BatchItem::Accepted(Accepted { id, status: prepared.message.status }));
                 prepared.add_to(&mut submission);
             }
-            Err(error) => data.push(json!({"error": {
-                "code": error.code(), "message": error.message(), "details": error.details()
-            }})),
+            Err(error) => data.push(BatchItem::Refused(ErrorBody {
+                error: ErrorDetail {
+                    code: error.code(),
+                    message: error.message().to_owned(),
+                    details: error.details().to_vec(),
+                },
+            })),
         }
     }
     drop(sender);
-    let response = json!({ "data": data });
+    let response = serde_json::to_value(BatchAccepted { data }).map_err(ApiError::internal)?;
     // A batch's idempotency record lives in the project of its keys' scope, or its first
     // accepted message's.
     let project = key
@@ -560,7 +767,8 @@ async fn check_provider(
     if sender.credentials.get(&cache_key).copied().unwrap_or(false) {
         Ok(())
     } else {
-        Err(ApiError::invalid_field(
+        // a reference to what does not exist, like an unknown `project`: 404
+        Err(unknown_credential(
             "provider",
             format!("no active {} credential with this slug for this project", channel.as_str()),
         ))
@@ -581,9 +789,16 @@ async fn provider_of_type(
         .find(|c| c.provider_type == kind)
         .map(|c| c.slug)
         .ok_or_else(|| {
-            ApiError::invalid_field(
+            unknown_credential(
                 "providerType",
                 format!("no active {kind} credential for this project"),
             )
         })
+}
+
+/// 404 for a named credential that the message cannot use, naming the field.
+fn unknown_credential(field: &str, message: String) -> ApiError {
+    ApiError::not_found("provider credential")
+        .with_message(format!("{field}: {message}"))
+        .with_details(vec![FieldError::new(field, message)])
 }

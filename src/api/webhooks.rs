@@ -20,12 +20,18 @@ use crate::db::webhook_endpoints::{
 use crate::db::webhooks::{self as deliveries, Delivery, Job};
 use crate::domain::ids;
 use crate::domain::validate::Validator;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::ssrf;
 use crate::state::AppState;
 use crate::webhooks::{EVENT_TYPES, secret};
 
 const MAX_DESCRIPTION_CHARS: usize = 500;
+
+crate::json_schema! {
+    /// An endpoint's description, as [`check_description`] takes it.
+    Description => crate::domain::schema::text(0, MAX_DESCRIPTION_CHARS)
+        .description(Some(format!("At most {MAX_DESCRIPTION_CHARS} characters.")))
+}
 /// `disabledReason` of an endpoint switched off with `isActive: false` (the webhook worker
 /// writes its own reasons when it disables one).
 const DISABLED_BY_REQUEST: &str = "disabled through the API";
@@ -100,22 +106,31 @@ pub struct WebhookWithSecret {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreateWebhook {
+    /// Private, loopback and link-local targets are refused unless the server allows them
+    /// (`webhooks.allow_private_targets`).
+    #[schema(value_type = crate::ssrf::HttpUrl)]
     pub url: String,
+    #[schema(value_type = Vec<crate::webhooks::EventType>, min_items = 1)]
     pub event_types: Vec<String>,
+    #[schema(value_type = Option<Description>)]
     pub description: Option<String>,
-    /// `whsec_` + standard base64 of 24 to 64 bytes; generated when absent.
+    /// Generated when absent.
+    #[schema(value_type = Option<crate::webhooks::secret::WebhookSecret>)]
     pub secret: Option<String>,
+    /// Default `true`; `false` creates it disabled.
     pub is_active: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct UpdateWebhook {
+    #[schema(value_type = Option<crate::ssrf::HttpUrl>)]
     pub url: Option<String>,
+    #[schema(value_type = Option<Vec<crate::webhooks::EventType>>, min_items = 1)]
     pub event_types: Option<Vec<String>>,
     /// `null` removes the description.
     #[serde(default, deserialize_with = "crate::api::json::present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<Description>)]
     pub description: Option<Option<String>>,
     /// `true` re-enables a disabled endpoint.
     pub is_active: Option<bool>,
@@ -125,6 +140,7 @@ pub struct UpdateWebhook {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RotateSecret {
     /// The new secret; generated when absent.
+    #[schema(value_type = Option<crate::webhooks::secret::WebhookSecret>)]
     pub secret: Option<String>,
 }
 
@@ -196,10 +212,9 @@ async fn endpoint_of(
 }
 
 /// Creates an endpoint and returns it with its secret (owner or admin).
-#[utoipa::path(post, path = "/v1/projects/{projectId}/webhooks", tag = "webhooks",
-    params(("projectId" = String, Path)), request_body = CreateWebhook,
-    responses((status = 201, body = WebhookWithSecret),
-        (status = 400, body = crate::error::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/projects/{projectId}/webhooks", tag = "webhooks", security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])),
+    params(("projectId" = String, Path, description = "id or slug", example = "prj_01jf3q6zvqe3f7m1s9gkxw5h2c"), crate::api::openapi::OrganizationHeader), request_body = CreateWebhook,
+    responses((status = 201, body = WebhookWithSecret)))]
 pub async fn create(
     state: web::Data<AppState>,
     access: Access,
@@ -241,8 +256,8 @@ pub async fn create(
 }
 
 /// Lists the project's endpoints, newest first.
-#[utoipa::path(get, path = "/v1/projects/{projectId}/webhooks", tag = "webhooks",
-    params(("projectId" = String, Path), ListQuery),
+#[utoipa::path(get, path = "/v1/projects/{projectId}/webhooks", tag = "webhooks", security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])),
+    params(("projectId" = String, Path, description = "id or slug", example = "prj_01jf3q6zvqe3f7m1s9gkxw5h2c"), ListQuery, crate::api::openapi::OrganizationHeader),
     responses((status = 200, body = Page<WebhookView>)))]
 pub async fn list(
     state: web::Data<AppState>,
@@ -267,8 +282,8 @@ pub async fn list(
 }
 
 /// One endpoint, without its secret.
-#[utoipa::path(get, path = "/v1/projects/{projectId}/webhooks/{webhookId}", tag = "webhooks",
-    params(("projectId" = String, Path), ("webhookId" = String, Path)),
+#[utoipa::path(get, path = "/v1/projects/{projectId}/webhooks/{webhookId}", tag = "webhooks", security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])),
+    params(("projectId" = String, Path, description = "id or slug", example = "prj_01jf3q6zvqe3f7m1s9gkxw5h2c"), ("webhookId" = String, Path, example = "whk_01jf3q6zvqe3f7m1s9gkxw5h2c"), crate::api::openapi::OrganizationHeader),
     responses((status = 200, body = WebhookView)))]
 pub async fn get(
     state: web::Data<AppState>,
@@ -284,8 +299,8 @@ pub async fn get(
 
 /// Changes an endpoint's URL, events or description, or disables or re-enables it (owner or
 /// admin). Re-enabling clears the reason it was disabled and its failure streak.
-#[utoipa::path(patch, path = "/v1/projects/{projectId}/webhooks/{webhookId}", tag = "webhooks",
-    params(("projectId" = String, Path), ("webhookId" = String, Path)),
+#[utoipa::path(patch, path = "/v1/projects/{projectId}/webhooks/{webhookId}", tag = "webhooks", security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])),
+    params(("projectId" = String, Path, description = "id or slug", example = "prj_01jf3q6zvqe3f7m1s9gkxw5h2c"), ("webhookId" = String, Path, example = "whk_01jf3q6zvqe3f7m1s9gkxw5h2c"), crate::api::openapi::OrganizationHeader),
     request_body = UpdateWebhook, responses((status = 200, body = WebhookView)))]
 pub async fn update(
     state: web::Data<AppState>,
@@ -345,9 +360,9 @@ pub async fn update(
 }
 
 /// Deletes an endpoint (owner or admin).
-#[utoipa::path(delete, path = "/v1/projects/{projectId}/webhooks/{webhookId}", tag = "webhooks",
-    params(("projectId" = String, Path), ("webhookId" = String, Path)),
-    responses((status = 204)))]
+#[utoipa::path(delete, path = "/v1/projects/{projectId}/webhooks/{webhookId}", tag = "webhooks", security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])),
+    params(("projectId" = String, Path, description = "id or slug", example = "prj_01jf3q6zvqe3f7m1s9gkxw5h2c"), ("webhookId" = String, Path, example = "whk_01jf3q6zvqe3f7m1s9gkxw5h2c"), crate::api::openapi::OrganizationHeader),
+    responses((status = 204, description = "deleted")))]
 pub async fn delete(
     state: web::Data<AppState>,
     access: Access,
@@ -366,8 +381,9 @@ pub async fn delete(
 /// Replaces the endpoint's secret and returns the new one; the old secret keeps signing beside
 /// it for 24 hours (owner or admin). The body, `{secret?}`, may be left out.
 #[utoipa::path(post, path = "/v1/projects/{projectId}/webhooks/{webhookId}/rotate-secret",
-    tag = "webhooks", params(("projectId" = String, Path), ("webhookId" = String, Path)),
-    request_body(content = Option<RotateSecret>),
+    tag = "webhooks", security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])), params(("projectId" = String, Path, description = "id or slug", example = "prj_01jf3q6zvqe3f7m1s9gkxw5h2c"), ("webhookId" = String, Path, example = "whk_01jf3q6zvqe3f7m1s9gkxw5h2c"), crate::api::openapi::OrganizationHeader),
+    request_body(content = Option<RotateSecret>, description = "may be left out (or `null`): a \
+        secret is then generated"),
     responses((status = 200, body = WebhookWithSecret)))]
 pub async fn rotate_secret(
     state: web::Data<AppState>,
@@ -380,11 +396,13 @@ pub async fn rotate_secret(
     if body.len() > DEFAULT_BODY_LIMIT {
         return Err(ApiError::payload_too_large(DEFAULT_BODY_LIMIT));
     }
-    let body: RotateSecret = if body.iter().all(u8::is_ascii_whitespace) {
-        RotateSecret::default()
-    } else {
-        json::parse(&body)?
-    };
+    // no body, or `null`: nothing asked for, a secret is generated
+    let body: RotateSecret =
+        if body.iter().all(u8::is_ascii_whitespace) || body.trim_ascii() == b"null" {
+            RotateSecret::default()
+        } else {
+            json::parse(&body)?
+        };
     let mut check = Validator::new();
     let secret = secret_or_new(&mut check, body.secret)?;
     check.finish()?;
@@ -454,11 +472,14 @@ pub struct Queued {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Replay {
-    /// RFC 3339; events at or after it.
+    /// Events at or after it.
+    #[schema(value_type = DateTime<Utc>)]
     pub since: String,
-    /// RFC 3339; events before it.
+    /// Events before it (none when it is not after `since`).
+    #[schema(value_type = DateTime<Utc>)]
     pub until: String,
     /// The event types to redeliver; the endpoint's own when absent.
+    #[schema(value_type = Option<Vec<crate::webhooks::EventType>>, min_items = 1)]
     pub event_types: Option<Vec<String>>,
 }
 
@@ -476,7 +497,7 @@ fn require_active(endpoint: &WebhookEndpoint) -> Result<(), ApiError> {
 
 /// The endpoint's delivery attempts, newest first.
 #[utoipa::path(get, path = "/v1/projects/{projectId}/webhooks/{webhookId}/deliveries",
-    tag = "webhooks", params(("projectId" = String, Path), ("webhookId" = String, Path), ListQuery),
+    tag = "webhooks", security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])), params(("projectId" = String, Path, description = "id or slug", example = "prj_01jf3q6zvqe3f7m1s9gkxw5h2c"), ("webhookId" = String, Path, example = "whk_01jf3q6zvqe3f7m1s9gkxw5h2c"), ListQuery, crate::api::openapi::OrganizationHeader),
     responses((status = 200, body = Page<DeliveryView>)))]
 pub async fn list_deliveries(
     state: web::Data<AppState>,
@@ -505,10 +526,10 @@ pub async fn list_deliveries(
 /// admin).
 #[utoipa::path(post,
     path = "/v1/projects/{projectId}/webhooks/{webhookId}/deliveries/{deliveryId}/retry",
-    tag = "webhooks",
-    params(("projectId" = String, Path), ("webhookId" = String, Path),
-        ("deliveryId" = String, Path)),
-    responses((status = 202, body = Queued), (status = 409, body = crate::error::ErrorBody)))]
+    tag = "webhooks", security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])),
+    params(("projectId" = String, Path, description = "id or slug", example = "prj_01jf3q6zvqe3f7m1s9gkxw5h2c"), ("webhookId" = String, Path, example = "whk_01jf3q6zvqe3f7m1s9gkxw5h2c"), ("deliveryId" = String, Path, example = "whd_01jf3q6zvqe3f7m1s9gkxw5h2c"), crate::api::openapi::OrganizationHeader),
+    responses((status = 202, body = Queued),
+        (status = 409, description = "`conflict`: the endpoint is disabled", body = ErrorBody)))]
 pub async fn retry_delivery(
     state: web::Data<AppState>,
     access: Access,
@@ -537,10 +558,10 @@ pub async fn retry_delivery(
 /// Delivers again every event of the project in `[since, until)` of the given types (the
 /// endpoint's when absent), oldest first, at most 10,000 per call (owner or admin).
 #[utoipa::path(post, path = "/v1/projects/{projectId}/webhooks/{webhookId}/replay",
-    tag = "webhooks", params(("projectId" = String, Path), ("webhookId" = String, Path)),
+    tag = "webhooks", security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])), params(("projectId" = String, Path, description = "id or slug", example = "prj_01jf3q6zvqe3f7m1s9gkxw5h2c"), ("webhookId" = String, Path, example = "whk_01jf3q6zvqe3f7m1s9gkxw5h2c"), crate::api::openapi::OrganizationHeader),
     request_body = Replay,
-    responses((status = 202, body = Queued), (status = 400, body = crate::error::ErrorBody),
-        (status = 409, body = crate::error::ErrorBody)))]
+    responses((status = 202, body = Queued),
+        (status = 409, description = "`conflict`: the endpoint is disabled", body = ErrorBody)))]
 pub async fn replay(
     state: web::Data<AppState>,
     access: Access,
@@ -558,13 +579,9 @@ pub async fn replay(
             None
         }
     };
+    // `until` not after `since` is a range of no event: nothing to queue, not an error
     let since = instant("since", &body.since);
     let until = instant("until", &body.until);
-    if let (Some(since), Some(until)) = (since, until)
-        && since >= until
-    {
-        check.error("until", "must be after since");
-    }
     let event_types = body.event_types.as_deref().map(|t| check_event_types(&mut check, t));
     check.finish()?;
     let (Some(since), Some(until)) = (since, until) else {

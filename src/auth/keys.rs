@@ -11,6 +11,11 @@ use crate::domain::validate::{ValidationError, Validator};
 
 pub const SCOPES: &[&str] = &["send", "read", "manage"];
 
+crate::json_schema! {
+    /// An API key scope.
+    Scope => crate::domain::schema::one_of(SCOPES)
+}
+
 /// A validated key request.
 pub struct KeySpec {
     pub name: String,

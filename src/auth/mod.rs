@@ -223,6 +223,14 @@ pub enum Role {
     Owner,
 }
 
+crate::json_schema! {
+    /// A role's name, as [`Role::parse`] reads it.
+    RoleName => crate::domain::schema::one_of(
+        &[Role::Owner, Role::Admin, Role::Member].map(Role::as_str),
+    )
+    .description(Some("`owner` > `admin` > `member`."))
+}
+
 impl Role {
     pub fn parse(text: &str) -> Option<Role> {
         match text {

@@ -21,6 +21,13 @@ use crate::domain::validate::Validator;
 pub const MIN_LENGTH: usize = 10;
 pub const MAX_LENGTH: usize = 256;
 
+crate::json_schema! {
+    /// A new password, as [`check`] takes it.
+    Password => crate::domain::schema::text(MIN_LENGTH, MAX_LENGTH)
+        .description(Some(format!("{MIN_LENGTH} to {MAX_LENGTH} characters.")))
+        .examples(["correct horse battery staple"])
+}
+
 /// A new password: `MIN_LENGTH` to `MAX_LENGTH` characters.
 pub fn check(check: &mut Validator, field: &str, password: &str) {
     let chars = password.chars().count();

@@ -36,8 +36,6 @@ pub mod webhooks;
 
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 
 use diesel::pg::Pg;
@@ -290,24 +288,38 @@ fn connect_or_create(url: &str) -> Result<SyncPgConnection, DbError> {
     }
 }
 
-/// A position in a list ordered newest first: the last row's `(created_at, id)`. Opaque to
-/// clients (base64url).
+/// A position in a list ordered newest first: the last row's `(created_at, id)`, written
+/// `<created_at in Unix microseconds>.<id>`. Opaque to clients, but of a shape the OpenAPI
+/// document can state ([`CURSOR_PATTERN`]), so that what it calls a cursor is one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cursor {
     pub created_at: DateTime<Utc>,
     pub id: String,
 }
 
+/// The longest id a cursor carries; ids are far shorter.
+const MAX_CURSOR_ID: usize = 100;
+
+/// What [`Cursor::decode`] accepts, as a regular expression: 1 to 17 digits (until the year
+/// 5000), a dot, then the id in printable ASCII. Empty is no cursor (the first page).
+pub const CURSOR_PATTERN: &str = r"^([0-9]{1,17}\.[!-~]{1,100})?$";
+
 impl Cursor {
     pub fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(format!("{}.{}", self.created_at.timestamp_micros(), self.id))
+        format!("{}.{}", self.created_at.timestamp_micros(), self.id)
     }
 
     pub fn decode(text: &str) -> Option<Cursor> {
-        let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(text).ok()?).ok()?;
-        let (micros, id) = raw.split_once('.')?;
+        let (micros, id) = text.split_once('.')?;
+        let micros_ok =
+            (1..=17).contains(&micros.len()) && micros.bytes().all(|b| b.is_ascii_digit());
+        let id_ok =
+            (1..=MAX_CURSOR_ID).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic());
+        if !(micros_ok && id_ok) {
+            return None;
+        }
         let created_at = DateTime::from_timestamp_micros(micros.parse().ok()?)?;
-        (!id.is_empty()).then(|| Cursor { created_at, id: id.to_owned() })
+        Some(Cursor { created_at, id: id.to_owned() })
     }
 }
 

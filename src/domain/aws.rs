@@ -58,6 +58,19 @@ impl Partition {
 /// SNS's limit on a topic's name.
 const MAX_TOPIC_NAME_CHARS: usize = 256;
 
+/// What [`is_sns_topic_arn`] accepts, as a regular expression (for the OpenAPI document): the
+/// region's partition spelled out (`cn-*` is `aws-cn`, `us-gov-*` `aws-us-gov`, any other
+/// `aws`) without look-ahead, which not every regex engine has.
+pub const SNS_TOPIC_ARN_PATTERN: &str = concat!(
+    "^arn:(?:",
+    // aws: two letters but `cn`, and after `us` a word but `gov`
+    "aws:sns:(?:(?:[abd-tv-z][a-z]|c[a-mo-z]|u[a-rt-z])(?:-[a-z]+){1,2}",
+    "|us-(?:[a-fh-z][a-z]*|g(?:[a-np-z][a-z]*)?|go(?:[a-uw-z][a-z]*)?|gov[a-z]+)(?:-[a-z]+)?)",
+    "|aws-cn:sns:cn(?:-[a-z]+){1,2}",
+    "|aws-us-gov:sns:us-gov(?:-[a-z]+)?",
+    ")-[0-9]{1,2}:[0-9]{12}:[A-Za-z0-9_-]{1,256}(?:\\.fifo)?$"
+);
+
 /// Whether `arn` is the ARN of an SNS topic:
 /// `arn:<partition>:sns:<region>:<12-digit account>:<name>`, the partition the region's, the
 /// name SNS's letters, digits, `-` and `_` (a FIFO topic's ending in `.fifo`).

@@ -5,9 +5,15 @@
 //! re-validating.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa::openapi::schema::{
+    AdditionalProperties, ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, SchemaType, Type,
+};
+use utoipa::openapi::{Ref, RefOr};
 
 use crate::domain::channel::Channel;
 use crate::domain::recipient::is_email;
+use crate::domain::schema;
 use crate::domain::validate::Validator;
 
 pub const MAX_SMS_CHARS: usize = 1600;
@@ -17,6 +23,7 @@ pub const MAX_SUBJECT_CHARS: usize = 998;
 /// Per-field bound on email bodies; the request body limit (256 KiB) bounds the rest.
 pub const MAX_EMAIL_BODY_BYTES: usize = 200 * 1024;
 pub const MAX_RECIPIENTS: usize = 50;
+pub const MAX_WHATSAPP_TEXT_CHARS: usize = 4096;
 
 /// One address or several (`replyTo`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -85,6 +92,130 @@ pub struct DiscordContent {
     pub text: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub embeds: Vec<serde_json::Value>,
+}
+
+/// The OpenAPI schema of `content` for `channel`, as [`check_content`] takes it: alternatives
+/// of whole objects where one of two fields is required.
+pub fn content_schema(channel: Channel) -> RefOr<Schema> {
+    let one_of = |alternatives: [ObjectBuilder; 2]| -> RefOr<Schema> {
+        let mut builder = OneOfBuilder::new();
+        for alternative in alternatives {
+            builder = builder.item(closed(alternative));
+        }
+        builder.into()
+    };
+    match channel {
+        Channel::Email => {
+            let address = || RefOr::Ref(Ref::from_schema_name(schema::EmailAddress::name()));
+            let addresses = || ArrayBuilder::new().items(address()).max_items(Some(MAX_RECIPIENTS));
+            let body = || {
+                ObjectBuilder::new().schema_type(Type::String).description(Some(format!(
+                    "At most {} KiB (UTF-8).",
+                    MAX_EMAIL_BODY_BYTES / 1024
+                )))
+            };
+            let common = || {
+                ObjectBuilder::new()
+                    .property("subject", blank_refused(MAX_SUBJECT_CHARS))
+                    .required("subject")
+                    .property("from", OneOfBuilder::new().item(null()).item(address()))
+                    .property(
+                        "replyTo",
+                        OneOfBuilder::new().item(null()).item(address()).item(addresses()),
+                    )
+                    .property("cc", addresses())
+                    .property("bcc", addresses())
+            };
+            one_of([
+                common()
+                    .property("text", body())
+                    .required("text")
+                    .property("html", nullable(body())),
+                common().property("text", null()).property("html", body()).required("html"),
+            ])
+        }
+        Channel::Sms => closed(
+            ObjectBuilder::new().property("text", blank_refused(MAX_SMS_CHARS)).required("text"),
+        )
+        .into(),
+        Channel::Whatsapp => {
+            let template = ObjectBuilder::new()
+                .property(
+                    "name",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .pattern(Some(schema::not_blank())),
+                )
+                .required("name")
+                .property(
+                    "language",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .pattern(Some("^[A-Za-z0-9_-]{2,15}$"))
+                        .examples(["en_US"]),
+                )
+                .required("language")
+                .property(
+                    "components",
+                    nullable_array(
+                        ArrayBuilder::new()
+                            .items(ObjectBuilder::new().schema_type(SchemaType::AnyValue)),
+                    ),
+                );
+            one_of([
+                ObjectBuilder::new()
+                    .property("text", blank_refused(MAX_WHATSAPP_TEXT_CHARS))
+                    .required("text")
+                    .property("template", null()),
+                ObjectBuilder::new()
+                    .property("text", null())
+                    .property("template", closed(template))
+                    .required("template"),
+            ])
+        }
+        Channel::Discord => {
+            let embeds = |least: usize| {
+                ArrayBuilder::new()
+                    .items(schema::object())
+                    .min_items(Some(least))
+                    .max_items(Some(MAX_DISCORD_EMBEDS))
+            };
+            one_of([
+                ObjectBuilder::new()
+                    .property("text", blank_refused(MAX_DISCORD_TEXT_CHARS))
+                    .required("text")
+                    .property("embeds", embeds(0)),
+                ObjectBuilder::new()
+                    .property("text", null())
+                    .property("embeds", embeds(1))
+                    .required("embeds"),
+            ])
+        }
+    }
+}
+
+/// Text of 1 to `max` characters, not blank.
+pub fn blank_refused(max: usize) -> ObjectBuilder {
+    schema::text(1, max).pattern(Some(schema::not_blank()))
+}
+
+fn null() -> ObjectBuilder {
+    ObjectBuilder::new().schema_type(Type::Null)
+}
+
+fn nullable(string: ObjectBuilder) -> ObjectBuilder {
+    string.schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+}
+
+fn nullable_array(array: ArrayBuilder) -> OneOfBuilder {
+    OneOfBuilder::new().item(null()).item(array)
+}
+
+/// An object without other fields.
+pub fn closed(object: ObjectBuilder) -> ObjectBuilder {
+    object
+        .schema_type(Type::Object)
+        .additional_properties(Some(AdditionalProperties::FreeForm(false)))
 }
 
 fn chars(text: &str) -> usize {
@@ -165,8 +296,13 @@ pub fn check_content(
             match (&whatsapp.text, &whatsapp.template) {
                 (Some(_), Some(_)) => check.error(prefix, "give either text or template, not both"),
                 (None, None) => check.error(field("text"), "text or template is required"),
-                (Some(text), None) if text.trim().is_empty() || chars(text) > 4096 => {
-                    check.error(field("text"), "must be 1 to 4096 characters")
+                (Some(text), None)
+                    if text.trim().is_empty() || chars(text) > MAX_WHATSAPP_TEXT_CHARS =>
+                {
+                    check.error(
+                        field("text"),
+                        format!("must be 1 to {MAX_WHATSAPP_TEXT_CHARS} characters"),
+                    )
                 }
                 (None, Some(template)) => {
                     if template.name.trim().is_empty() {

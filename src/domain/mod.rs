@@ -9,6 +9,7 @@ pub mod content;
 pub mod ids;
 pub mod provider_types;
 pub mod recipient;
+pub mod schema;
 pub mod slug;
 pub mod status;
 pub mod validate;

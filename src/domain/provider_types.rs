@@ -12,10 +12,16 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use utoipa::openapi::schema::{
+    AdditionalProperties, ObjectBuilder, OneOfBuilder, Schema as JsonSchema, Type,
+};
+use utoipa::openapi::{Ref, RefOr};
+
 use crate::config::ProvidersConfig;
 use crate::domain::aws::is_sns_topic_arn;
 use crate::domain::channel::Channel;
 use crate::domain::recipient::is_e164;
+use crate::domain::schema;
 use crate::domain::validate::Validator;
 
 /// Which service delivers, and so which credentials and config it needs.
@@ -125,48 +131,62 @@ impl ProviderType {
 }
 
 /// `ses` and `sns`: an IAM access key.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AwsCredentials {
+    #[schema(value_type = AccessKeyId)]
     pub access_key_id: String,
+    #[schema(value_type = Token)]
     pub secret_access_key: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SesConfig {
+    #[schema(value_type = Region)]
     pub region: String,
+    #[schema(value_type = crate::domain::schema::EmailAddress)]
     pub from_address: String,
+    #[schema(value_type = Option<Token>)]
     pub configuration_set: Option<String>,
+    #[schema(value_type = Option<EndpointUrl>)]
     pub endpoint_url: Option<String>,
     /// Provider calls per second with this credential; see [`rate_limit()`].
+    #[schema(value_type = Option<RateLimit>)]
     pub rate_limit: Option<u32>,
     /// The SNS topics the credential's delivery receipts come from: an SNS message from any
     /// other topic is refused, and none is taken while the list is absent or empty
     /// (`crate::inbound::ses`).
+    #[schema(value_type = Option<SnsTopicArns>)]
     pub sns_topic_arns: Option<Vec<String>>,
 }
 
 /// `smtp`: both or neither (servers that relay without authentication).
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SmtpCredentials {
+    #[schema(value_type = Option<Text>)]
     pub username: Option<String>,
+    #[schema(value_type = Option<Text>)]
     pub password: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SmtpConfig {
+    #[schema(value_type = Token)]
     pub host: String,
+    #[schema(value_type = Port)]
     pub port: u16,
     pub tls: SmtpTls,
+    #[schema(value_type = crate::domain::schema::EmailAddress)]
     pub from_address: String,
     /// Provider calls per second with this credential; see [`rate_limit()`].
+    #[schema(value_type = Option<RateLimit>)]
     pub rate_limit: Option<u32>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SmtpTls {
     Starttls,
@@ -174,83 +194,104 @@ pub enum SmtpTls {
     None,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SnsConfig {
+    #[schema(value_type = Region)]
     pub region: String,
+    #[schema(value_type = Option<SenderId>)]
     pub sender_id: Option<String>,
+    #[schema(value_type = Option<crate::domain::schema::PhoneNumber>)]
     pub origination_number: Option<String>,
     pub sms_type: Option<SmsType>,
+    #[schema(value_type = Option<EndpointUrl>)]
     pub endpoint_url: Option<String>,
     /// Provider calls per second with this credential; see [`rate_limit()`].
+    #[schema(value_type = Option<RateLimit>)]
     pub rate_limit: Option<u32>,
 }
 
 /// SNS's own spelling.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
 pub enum SmsType {
     Transactional,
     Promotional,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct WhatsappCredentials {
+    #[schema(value_type = Token)]
     pub access_token: String,
     /// Verifies the signature of incoming status callbacks.
+    #[schema(value_type = Option<Token>)]
     pub app_secret: Option<String>,
     /// What Meta's webhook set-up sends back (`hub.verify_token`) to prove the callback URL
     /// is this credential's.
+    #[schema(value_type = Option<Token>)]
     pub verify_token: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct WhatsappConfig {
+    #[schema(value_type = PhoneNumberId)]
     pub phone_number_id: String,
+    #[schema(value_type = Option<GraphVersion>)]
     pub api_version: Option<String>,
+    #[schema(value_type = Option<EndpointUrl>)]
     pub base_url: Option<String>,
     /// Provider calls per second with this credential; see [`rate_limit()`].
+    #[schema(value_type = Option<RateLimit>)]
     pub rate_limit: Option<u32>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct DiscordCredentials {
+    #[schema(value_type = Token)]
     pub bot_token: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct DiscordConfig {
+    #[schema(value_type = Option<EndpointUrl>)]
     pub base_url: Option<String>,
     /// Provider calls per second with this credential; see [`rate_limit()`].
+    #[schema(value_type = Option<RateLimit>)]
     pub rate_limit: Option<u32>,
 }
 
 /// The sandbox has no secrets: `{}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SandboxCredentials {}
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SandboxConfig {
+    /// How long each attempt takes.
+    #[schema(value_type = Option<SandboxLatency>)]
     pub latency_ms: Option<u64>,
     /// Share of attempts that fail, 0 to 1.
+    #[schema(minimum = 0, maximum = 1)]
     pub fail_rate: Option<f64>,
     /// How attempts fail (default `retryable`).
     pub fail_mode: Option<FailMode>,
     /// Fail every message's first N attempts, then succeed: a deterministic failure pattern for
     /// tests. Counted by the message's attempts, which throttling does not spend.
+    #[schema(value_type = Option<SandboxFailFirst>)]
     pub fail_first: Option<u32>,
-    /// With `failMode: "throttled"`: the Retry-After the sandbox answers with.
+    /// With `failMode: "throttled"` only: the Retry-After the sandbox answers with.
+    #[schema(value_type = Option<SandboxRetryAfter>)]
     pub retry_after_ms: Option<u64>,
     /// Provider calls per second with this credential; see [`rate_limit()`].
+    #[schema(value_type = Option<RateLimit>)]
     pub rate_limit: Option<u32>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum FailMode {
     Retryable,
@@ -275,6 +316,10 @@ const MAX_RATE_LIMIT: u32 = 100_000;
 /// usually one.
 const MAX_SNS_TOPICS: usize = 20;
 
+/// The longest AWS region name.
+const MAX_REGION_CHARS: usize = 32;
+/// The longest WhatsApp phone number id.
+const MAX_PHONE_NUMBER_ID_DIGITS: usize = 32;
 /// Longest text a setting or secret may be; far beyond any real one, short of abuse.
 const MAX_TEXT_CHARS: usize = 4096;
 /// A sandbox delay beyond this would only stall workers; below the default
@@ -284,6 +329,217 @@ const MAX_SANDBOX_LATENCY_MS: u64 = 10_000;
 const MAX_SANDBOX_FAIL_FIRST: u32 = 100;
 /// A real provider's Retry-After is rarely longer.
 const MAX_SANDBOX_RETRY_AFTER_MS: u64 = 3_600_000;
+
+crate::json_schema! {
+    /// A key, token or identifier, as `Part::token` takes it.
+    Token => schema::text(1, MAX_TEXT_CHARS)
+        .pattern(Some(schema::no_whitespace()))
+        .description(Some(format!("At most {MAX_TEXT_CHARS} characters, no whitespace.")))
+}
+
+/// The longest IAM access key id.
+const MAX_ACCESS_KEY_ID_CHARS: usize = 128;
+
+crate::json_schema! {
+    /// An IAM access key id, as `AwsCredentials::check` takes it.
+    AccessKeyId => schema::text(1, MAX_ACCESS_KEY_ID_CHARS)
+        .pattern(Some("^[A-Za-z0-9_]+$"))
+        .examples(["AKIAIOSFODNN7EXAMPLE"])
+}
+
+crate::json_schema! {
+    /// A setting or secret that may hold spaces, as `Part::text` takes it.
+    Text => schema::text(1, MAX_TEXT_CHARS)
+        .pattern(Some(schema::not_blank()))
+        .description(Some(format!("Not blank, at most {MAX_TEXT_CHARS} characters.")))
+}
+
+crate::json_schema! {
+    /// An AWS region, as `Part::region` takes it.
+    Region => schema::text(1, MAX_REGION_CHARS)
+        .pattern(Some("^[a-z][a-z0-9]*(-[a-z0-9]+)+$"))
+        .examples(["us-east-1"])
+}
+
+crate::json_schema! {
+    /// `endpointUrl`/`baseUrl`, as `Part::endpoint` takes them.
+    EndpointUrl => schema::text(1, crate::ssrf::MAX_URL_CHARS)
+        .pattern(Some("^[Hh][Tt][Tt][Pp][Ss]?://[^/?#]"))
+        .description(Some(
+            "Where to send the provider calls instead of the provider's own API (an http(s) \
+             URL). Only on servers with `providers.allow_endpoint_overrides`; the document of \
+             a server without it does not list this field.",
+        ))
+}
+
+crate::json_schema! {
+    /// An SMTP port.
+    Port => ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(1)).maximum(Some(u16::MAX))
+}
+
+crate::json_schema! {
+    /// `snsTopicArns` of an `ses` config.
+    SnsTopicArns => utoipa::openapi::schema::ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(crate::domain::aws::SNS_TOPIC_ARN_PATTERN))
+                .examples(["arn:aws:sns:us-east-1:123456789012:ses-events"]),
+        )
+        .max_items(Some(MAX_SNS_TOPICS))
+        .description(Some(format!("At most {MAX_SNS_TOPICS} SNS topic ARNs.")))
+}
+
+crate::json_schema! {
+    /// An SNS sender id.
+    SenderId => schema::text(1, 11)
+        .pattern(Some("^[A-Za-z0-9]*[A-Za-z][A-Za-z0-9]*$"))
+        .description(Some("1 to 11 letters and digits, at least one letter."))
+}
+
+crate::json_schema! {
+    /// A WhatsApp Business phone number id.
+    PhoneNumberId => schema::text(1, MAX_PHONE_NUMBER_ID_DIGITS).pattern(Some("^[0-9]+$"))
+}
+
+crate::json_schema! {
+    /// A Graph API version, as `is_graph_version` takes it.
+    GraphVersion => ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(r"^v[0-9]+(\.[0-9]+)?$"))
+        .examples(["v21.0"])
+}
+
+crate::json_schema! {
+    /// `rateLimit` of any type's config.
+    RateLimit => ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .minimum(Some(1))
+        .maximum(Some(MAX_RATE_LIMIT))
+        .description(Some(format!(
+            "Provider calls per second with this credential, 1 to {MAX_RATE_LIMIT}, instead of \
+             the server's default for its type."
+        )))
+}
+
+crate::json_schema! {
+    /// The sandbox's `latencyMs`.
+    SandboxLatency => ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .minimum(Some(0))
+        .maximum(Some(MAX_SANDBOX_LATENCY_MS))
+}
+
+crate::json_schema! {
+    /// The sandbox's `failFirst`.
+    SandboxFailFirst => ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .minimum(Some(0))
+        .maximum(Some(MAX_SANDBOX_FAIL_FIRST))
+}
+
+crate::json_schema! {
+    /// The sandbox's `retryAfterMs`.
+    SandboxRetryAfter => ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .minimum(Some(0))
+        .maximum(Some(MAX_SANDBOX_RETRY_AFTER_MS))
+}
+
+impl ProviderType {
+    /// The OpenAPI schema of this type's `credentials`, with what its checks add to the shape.
+    pub fn credentials_schema(self) -> RefOr<JsonSchema> {
+        match self {
+            ProviderType::Ses | ProviderType::Sns => reference::<AwsCredentials>(),
+            ProviderType::Smtp => smtp_credentials(),
+            ProviderType::WhatsappCloud => reference::<WhatsappCredentials>(),
+            ProviderType::DiscordBot => reference::<DiscordCredentials>(),
+            ProviderType::Sandbox => reference::<SandboxCredentials>(),
+        }
+    }
+
+    /// The OpenAPI schema of this type's `config`, with what its checks add to the shape.
+    pub fn config_schema(self) -> RefOr<JsonSchema> {
+        match self {
+            ProviderType::Ses => reference::<SesConfig>(),
+            ProviderType::Smtp => reference::<SmtpConfig>(),
+            ProviderType::Sns => reference::<SnsConfig>(),
+            ProviderType::WhatsappCloud => reference::<WhatsappConfig>(),
+            ProviderType::DiscordBot => reference::<DiscordConfig>(),
+            ProviderType::Sandbox => sandbox_config(),
+        }
+    }
+
+    /// Whether this type's config has required fields (so `config` itself is required).
+    pub fn config_required(self) -> bool {
+        !matches!(self, ProviderType::DiscordBot | ProviderType::Sandbox)
+    }
+
+    /// The component schemas that [`Self::credentials_schema`] and [`Self::config_schema`]
+    /// refer to, and those they refer to.
+    pub fn schemas(schemas: &mut Vec<(String, RefOr<JsonSchema>)>) {
+        fn add<T: ToSchema>(schemas: &mut Vec<(String, RefOr<JsonSchema>)>) {
+            schemas.push((T::name().into_owned(), T::schema()));
+            T::schemas(schemas);
+        }
+        add::<AwsCredentials>(schemas);
+        add::<Text>(schemas);
+        add::<WhatsappCredentials>(schemas);
+        add::<DiscordCredentials>(schemas);
+        add::<SandboxCredentials>(schemas);
+        add::<SesConfig>(schemas);
+        add::<SmtpConfig>(schemas);
+        add::<SnsConfig>(schemas);
+        add::<WhatsappConfig>(schemas);
+        add::<DiscordConfig>(schemas);
+        SandboxConfig::schemas(schemas);
+    }
+}
+
+/// `smtp` credentials: `username` and `password` both, or neither. Alternatives of whole
+/// objects rather than conditions beside the struct's schema, which generators handle poorly.
+fn smtp_credentials() -> RefOr<JsonSchema> {
+    let text = || RefOr::Ref(Ref::from_schema_name(Text::name()));
+    let null = || ObjectBuilder::new().schema_type(Type::Null);
+    let both = ObjectBuilder::new()
+        .property("username", text())
+        .property("password", text())
+        .required("username")
+        .required("password");
+    let neither = ObjectBuilder::new().property("username", null()).property("password", null());
+    let mut alternatives = OneOfBuilder::new().description(Some(
+        "`username` and `password` (both), or neither for a relay that takes mail without \
+         authentication.",
+    ));
+    for object in [both, neither] {
+        alternatives = alternatives.item(
+            object
+                .schema_type(Type::Object)
+                .additional_properties(Some(AdditionalProperties::FreeForm(false))),
+        );
+    }
+    alternatives.into()
+}
+
+/// `sandbox` config: `retryAfterMs` only with `failMode: "throttled"`, as two whole objects.
+fn sandbox_config() -> RefOr<JsonSchema> {
+    let RefOr::T(JsonSchema::Object(config)) = <SandboxConfig as utoipa::PartialSchema>::schema()
+    else {
+        return reference::<SandboxConfig>();
+    };
+    let mut any_mode = config.clone();
+    any_mode
+        .properties
+        .insert("retryAfterMs".to_owned(), ObjectBuilder::new().schema_type(Type::Null).into());
+    let mut throttled = config;
+    throttled.properties.insert("failMode".to_owned(), schema::one_of(&["throttled"]).into());
+    throttled.required.extend(["failMode".to_owned(), "retryAfterMs".to_owned()]);
+    OneOfBuilder::new().item(any_mode).item(throttled).into()
+}
+
+fn reference<T: ToSchema>() -> RefOr<JsonSchema> {
+    RefOr::Ref(Ref::from_schema_name(T::name()))
+}
 
 /// The checks of values that parsed: what serde's shapes cannot say.
 trait Schema: DeserializeOwned {
@@ -348,7 +604,7 @@ impl Part<'_> {
     }
 
     fn region(&mut self, name: &str, value: &str) {
-        let valid = value.len() <= 32
+        let valid = value.len() <= MAX_REGION_CHARS
             && value.starts_with(|c: char| c.is_ascii_lowercase())
             && value.contains('-')
             && crate::domain::slug::is_valid(value);
@@ -380,7 +636,17 @@ impl Part<'_> {
 
 impl Schema for AwsCredentials {
     fn check(&self, part: &mut Part<'_>) {
-        part.token("accessKeyId", &self.access_key_id);
+        // it goes into the Authorization header of every request (the SDK panics on one that
+        // cannot be a header value): IAM's own alphabet
+        let id = &self.access_key_id;
+        let valid = (1..=MAX_ACCESS_KEY_ID_CHARS).contains(&id.len())
+            && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !valid {
+            part.error(
+                "accessKeyId",
+                format!("must be 1 to {MAX_ACCESS_KEY_ID_CHARS} letters, digits and underscores"),
+            );
+        }
         part.token("secretAccessKey", &self.secret_access_key);
     }
 }
@@ -472,7 +738,10 @@ impl Schema for WhatsappConfig {
     fn check(&self, part: &mut Part<'_>) {
         part.rate_limit(self.rate_limit);
         let id = &self.phone_number_id;
-        if id.is_empty() || id.len() > 32 || !id.bytes().all(|b| b.is_ascii_digit()) {
+        if id.is_empty()
+            || id.len() > MAX_PHONE_NUMBER_ID_DIGITS
+            || !id.bytes().all(|b| b.is_ascii_digit())
+        {
             part.error("phoneNumberId", "must be the numeric id of a WhatsApp Business number");
         }
         if let Some(version) = &self.api_version
@@ -578,6 +847,21 @@ mod tests {
         assert_eq!(fields(ProviderType::Smtp, json!({"username": "u"})), ["credentials.password"]);
         assert!(fields(ProviderType::Smtp, json!({})).is_empty());
         assert_eq!(fields(ProviderType::Sandbox, json!({"x": 1})), ["credentials.x"]);
+    }
+
+    #[test]
+    fn aws_access_key_ids_can_go_into_a_header() {
+        // the SDK panics signing a request whose key id is no header value
+        for bad in ["AKIA\u{e9}", "AKIA-1", "AKIA 1", ""] {
+            let credentials = json!({"accessKeyId": bad, "secretAccessKey": "s"});
+            assert_eq!(
+                fields(ProviderType::Ses, credentials),
+                ["credentials.accessKeyId"],
+                "{bad}"
+            );
+        }
+        let credentials = json!({"accessKeyId": "AKIA_EXAMPLE_01", "secretAccessKey": "s"});
+        assert!(fields(ProviderType::Sns, credentials).is_empty());
     }
 
     #[test]

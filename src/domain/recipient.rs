@@ -9,9 +9,18 @@ pub fn normalize_email(email: &str) -> String {
     email.trim().to_lowercase()
 }
 
-/// An RFC 5322 addr-spec (`alice@example.com`) of at most 254 bytes.
+/// The longest email address, in bytes (RFC 5321's limit on a path).
+pub const MAX_EMAIL_BYTES: usize = 254;
+
+/// What [`is_e164`] accepts, as a regular expression (for the OpenAPI document).
+pub const E164_PATTERN: &str = r"^\+[1-9][0-9]{6,14}$";
+
+/// What [`is_snowflake`], optionally after `user:`, accepts as a regular expression.
+pub const DISCORD_TARGET_PATTERN: &str = "^(user:)?[0-9]{17,20}$";
+
+/// An RFC 5322 addr-spec (`alice@example.com`) of at most `MAX_EMAIL_BYTES` bytes.
 pub fn is_email_address(addr: &str) -> bool {
-    addr.len() <= 254 && email_address::EmailAddress::is_valid(addr)
+    addr.len() <= MAX_EMAIL_BYTES && email_address::EmailAddress::is_valid(addr)
 }
 
 /// One RFC 5322 address: an addr-spec, optionally as `Display Name <addr-spec>`.

@@ -42,7 +42,7 @@ pub const MAX_AGE: Duration = Duration::from_secs(3600);
 pub const MAX_AHEAD: Duration = Duration::from_secs(15 * 60);
 
 /// An SNS message as SNS posts it to HTTP subscribers.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct Envelope {
     #[serde(rename = "Type")]
     pub kind: String,

@@ -30,7 +30,7 @@ use crate::state::AppState;
 /// Meta batches status updates; their bodies stay well below this.
 pub const MAX_CALLBACK_BYTES: usize = 1024 * 1024;
 /// A challenge is a short number; anything longer is not Meta's.
-const MAX_CHALLENGE_CHARS: usize = 256;
+pub const MAX_CHALLENGE_CHARS: usize = 256;
 
 /// The WhatsApp credential `id` with its secrets; any other credential is not found.
 async fn credential(

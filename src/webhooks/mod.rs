@@ -40,6 +40,11 @@ pub const EVENT_TYPES: [&str; 7] = [
     "message.canceled",
 ];
 
+crate::json_schema! {
+    /// An event type.
+    EventType => crate::domain::schema::one_of(&EVENT_TYPES)
+}
+
 pub async fn run(state: AppState, shutdown: CancellationToken) -> anyhow::Result<()> {
     let keys = state.redis.keys().clone();
     let config = &state.config.webhooks;

@@ -23,6 +23,37 @@ pub const GENERATED_BYTES: usize = 32;
 pub const MIN_BYTES: usize = 24;
 pub const MAX_BYTES: usize = 64;
 
+crate::json_schema! {
+    /// A signing secret as [`key_bytes`] takes it.
+    WebhookSecret => utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .pattern(Some(pattern()))
+        .description(Some(format!(
+            "`{PREFIX}` and the standard base64 (padded) of {MIN_BYTES} to {MAX_BYTES} bytes."
+        )))
+        .examples(["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"])
+}
+
+/// What [`key_bytes`] accepts, as a regular expression: `PREFIX`, then canonical padded
+/// base64 of `MIN_BYTES` to `MAX_BYTES` bytes (whole groups of 4, the last one possibly
+/// padded, with no bits set past the data, as the decoder requires).
+fn pattern() -> String {
+    const ANY: &str = "[A-Za-z0-9+/]";
+    // bytes = 3 * groups + tail, for tail 0, 1 ("xx==") and 2 ("xxx=")
+    let endings =
+        ["".to_owned(), format!("{ANY}[AQgw]=="), format!("{ANY}{{2}}[AEIMQUYcgkosw048]=")];
+    let alternatives: Vec<String> = endings
+        .iter()
+        .enumerate()
+        .map(|(tail, ending)| {
+            let least = MIN_BYTES.saturating_sub(tail).div_ceil(3);
+            let most = (MAX_BYTES - tail) / 3;
+            format!("(?:{ANY}{{4}}){{{least},{most}}}{ending}")
+        })
+        .collect();
+    format!("^{PREFIX}(?:{})$", alternatives.join("|"))
+}
+
 /// How long a replaced secret keeps signing after a rotation.
 pub const PREVIOUS_SECRET_TTL: Duration = Duration::hours(24);
 

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::harness::{TestApp, error_body};
+use crate::harness::{TestApp, error_body, validation_fields};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_and_readyz_answer() {
@@ -150,4 +150,121 @@ async fn shutdown_lets_in_flight_requests_finish() {
     assert_eq!(body["error"]["details"][0]["field"], "postgres");
     assert!(started.elapsed() < Duration::from_secs(5), "within the grace period");
     drop(silent);
+}
+
+/// The operations of `/openapi.json` with their path and method, filled-in path and body.
+fn operations(doc: &serde_json::Value) -> Vec<(String, String, serde_json::Value)> {
+    let mut found = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().expect("a path item") {
+            found.push((path.clone(), method.clone(), operation.clone()));
+        }
+    }
+    found
+}
+
+/// What the document says about who may call each operation holds for every route: one that
+/// lists security answers 401 to a request without credentials, one that lists none does not
+/// ask for them; and whatever a route answers is among the statuses the document lists for it,
+/// every error with the error body. (scripts/api-fuzz checks far more against a started
+/// server; this keeps the hand-written parts honest on every `cargo test`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_document_says_which_routes_need_credentials_and_what_they_answer() {
+    let app = TestApp::spawn().await;
+    let doc: serde_json::Value = app.get("/openapi.json").await.json().await.unwrap();
+    let error_body = "#/components/schemas/ErrorBody";
+    for (path, method, operation) in operations(&doc) {
+        let secured = operation["security"].as_array().is_some_and(|s| !s.is_empty());
+        let concrete = path.split('/').map(|s| if s.starts_with('{') { "x" } else { s });
+        let url = concrete.collect::<Vec<_>>().join("/");
+        let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+        let mut request = app.client.request(method.clone(), app.url(&url));
+        if operation["requestBody"].is_object() {
+            request = request.json(&serde_json::json!({}));
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let documented = &operation["responses"][status.to_string()];
+        assert!(documented.is_object(), "{method} {path}: {status} is not documented");
+        if secured {
+            assert_eq!(status, 401, "{method} {path} lists security but answered {status}");
+        } else if status == 401 {
+            // a route without credentials may still refuse a request it cannot verify (a
+            // missing signature), and says so itself
+            assert!(
+                documented["$ref"].is_null(),
+                "{method} {path} lists no security but asked for credentials"
+            );
+        }
+        for (code, response) in operation["responses"].as_object().unwrap() {
+            if !code.starts_with('4') && !code.starts_with('5') {
+                continue;
+            }
+            let response = match response["$ref"].as_str() {
+                Some(name) => &doc["components"]["responses"][name.rsplit('/').next().unwrap()],
+                None => response,
+            };
+            let schema = &response["content"]["application/json"]["schema"]["$ref"];
+            assert_eq!(schema, error_body, "{method} {path}: {code} without the error body");
+        }
+    }
+}
+
+/// PostgreSQL stores no U+0000: a path, query or body that carries one is refused, naming
+/// where, before it reaches the database (which answered 500).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_holding_nul_is_refused_naming_where() {
+    let app = TestApp::spawn().await;
+    let owner = app.sign_up("Owner").await;
+    let cases = [
+        (reqwest::Method::GET, "/v1/projects/a%00b", None, "path"),
+        (reqwest::Method::GET, "/v1/projects/default/messages?search=a%00", None, "query"),
+        (
+            reqwest::Method::POST,
+            "/v1/projects",
+            Some(serde_json::json!({"name": "a\u{0}b"})),
+            "name",
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/projects",
+            Some(serde_json::json!({"name": "P", "metadata": {"tags": ["ok", "\u{0}"]}})),
+            "metadata.tags.1",
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/projects",
+            Some(serde_json::json!({"name": "P", "metadata": {"a\u{0}": 1}})),
+            "metadata.a\u{0}",
+        ),
+    ];
+    for (method, path, body, field) in cases {
+        let (status, answer) = app.call(method, path, Some(&owner.token), body).await;
+        assert_eq!(validation_fields(status, &answer), [field], "{path}: {answer}");
+    }
+    // a backslash and the text `u0000` is no NUL
+    let (status, answer) =
+        app.post_as(&owner.token, "/v1/projects", serde_json::json!({"name": "\\u0000"})).await;
+    assert_eq!(status, 201, "{answer}");
+}
+
+/// Without `providers.allow_endpoint_overrides` the server refuses the provider configs'
+/// endpoint fields, and its document does not list them; with it, it does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_fields_are_documented_where_the_server_takes_them() {
+    for allowed in [false, true] {
+        let app = TestApp::spawn_with(|c| c.providers.allow_endpoint_overrides = allowed).await;
+        let doc: serde_json::Value = app.get("/openapi.json").await.json().await.unwrap();
+        let schemas = &doc["components"]["schemas"];
+        for (config, field) in [
+            ("SesConfig", "endpointUrl"),
+            ("SnsConfig", "endpointUrl"),
+            ("WhatsappConfig", "baseUrl"),
+            ("DiscordConfig", "baseUrl"),
+        ] {
+            assert!(schemas[config]["properties"]["region"].is_object() || config != "SesConfig");
+            let listed = schemas[config]["properties"][field].is_object();
+            assert_eq!(listed, allowed, "{config}.{field} with overrides allowed: {allowed}");
+        }
+    }
 }

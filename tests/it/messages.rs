@@ -619,7 +619,6 @@ async fn every_invalid_parameter_is_named() {
         ("since=yesterday".into(), vec!["since"]),
         ("since=2026-01-01".into(), vec!["since"]),
         ("until=2026-13-01T00:00:00Z".into(), vec!["until"]),
-        ("since=2026-02-01T00:00:00Z&until=2026-01-01T00:00:00Z".into(), vec!["since"]),
         ("limit=0".into(), vec!["limit"]),
         ("limit=101".into(), vec!["limit"]),
         ("limit=-1".into(), vec!["limit"]),
@@ -642,6 +641,19 @@ async fn every_invalid_parameter_is_named() {
         let (status, body) = app.get_as(&owner.token, &log(&owner.project_id, query)).await;
         assert_eq!(status, 200, "{query}: {body}");
     }
+    // 200 characters as sent, spaces included (what the OpenAPI document says)
+    let padded = format!("search=%20{}", "x".repeat(200));
+    let (status, body) = app.get_as(&owner.token, &log(&owner.project_id, &padded)).await;
+    assert_eq!(validation_fields(status, &body), ["search"], "{body}");
+    // A range that ends before it starts holds no message: an empty page, not an error.
+    let (status, body) = app
+        .get_as(
+            &owner.token,
+            &log(&owner.project_id, "since=2030-02-01T00:00:00Z&until=2026-01-01T00:00:00Z"),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"], json!([]), "{body}");
     // An unknown parameter is refused rather than silently ignored.
     let (status, body) = app.get_as(&owner.token, &log(&owner.project_id, "statuses=sent")).await;
     assert_eq!(status, 400, "{body}");

@@ -90,10 +90,6 @@ async fn every_invalid_field_is_named_and_nothing_is_stored() {
             "priority",
         ),
         (json!({"channel": "sms", "content": {"text": "t"}}), "to"),
-        (
-            json!({"channel": "sms", "to": "+14155550123", "content": {"text": "t"}, "provider": "nope"}),
-            "provider",
-        ),
         (json!({"channel": "sms", "to": 5, "content": {"text": "t"}}), "to"),
     ];
     for (body, field) in cases {
@@ -108,6 +104,11 @@ async fn every_invalid_field_is_named_and_nothing_is_stored() {
             .collect();
         assert!(fields.contains(&field), "{body}: {fields:?}");
     }
+    // a credential that does not exist is not found, like a project, naming the field
+    let unknown = json!({"channel": "sms", "to": "+14155550123", "content": {"text": "t"}, "provider": "nope"});
+    let (status, answer) = app.post_as(&key, "/v1/send", unknown).await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (404, Some("not_found")), "{answer}");
+    assert_eq!(answer["error"]["details"][0]["field"], "provider", "{answer}");
     let response = app
         .client
         .post(app.url("/v1/send"))
