@@ -144,3 +144,22 @@ async fn a_statement_past_the_timeout_is_answered_503() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["name"], "Renamed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_numbers_at_the_edges_of_a_double_come_back_as_sent() {
+    // PostgreSQL gives 1.7976931348623157e308 back as a 309-digit integer; parsed without
+    // exact rounding it overflowed, and every read of the project answered 500
+    let app = crate::harness::TestApp::spawn().await;
+    let owner = app.sign_up("Owner").await;
+    let metadata = serde_json::json!({"max": f64::MAX, "tiny": 5e-324, "neg": -3.402823466e38});
+    let body = serde_json::json!({"name": "Edges", "metadata": metadata});
+    let (status, created) = app.post_as(&owner.token, "/v1/projects", body).await;
+    assert_eq!(status, 201, "{created}");
+    let (status, list) = app.get_as(&owner.token, "/v1/projects").await;
+    assert_eq!(status, 200, "{list}");
+    let stored = list["data"]
+        .as_array()
+        .and_then(|projects| projects.iter().find(|p| p["name"] == "Edges"))
+        .expect("the project is listed");
+    assert_eq!(stored["metadata"], metadata);
+}
