@@ -31,12 +31,16 @@ pub static STYLESHEET: LazyLock<Asset> = LazyLock::new(|| {
     Asset::new("app", "css", "text/css; charset=utf-8", include_bytes!("assets/app.css"))
 });
 
+pub static SCRIPT: LazyLock<Asset> = LazyLock::new(|| {
+    Asset::new("app", "js", "text/javascript; charset=utf-8", include_bytes!("assets/app.js"))
+});
+
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/assets/{name}").get(serve));
 }
 
 async fn serve(name: web::Path<String>) -> HttpResponse {
-    let asset = [&*STYLESHEET].into_iter().find(|asset| asset.name == *name);
+    let asset = [&*STYLESHEET, &*SCRIPT].into_iter().find(|asset| asset.name == *name);
     match asset {
         Some(asset) => HttpResponse::Ok()
             .content_type(asset.content_type)

@@ -2,7 +2,8 @@
 //! role beside the JSON API (`crate::api`).
 //!
 //! Pages are maud templates (compiled with the binary, and everything interpolated is escaped),
-//! styled by one stylesheet (`assets`). They work through the same rules as the API, never a
+//! styled by one stylesheet, with one small script for what HTML cannot do (copying a new
+//! key) (`assets`). They work through the same rules as the API, never a
 //! second copy of them: the session and organization come from `Access`, signing up and in
 //! from `auth::accounts`, data from the queries of `crate::db`. Writes are HTML forms, taken
 //! only from our own origin (the `Origin` check of cookie-authenticated requests). Every page
@@ -11,6 +12,7 @@
 
 pub mod assets;
 pub mod auth;
+pub mod keys;
 pub mod overview;
 
 use actix_web::http::{StatusCode, header};
@@ -20,7 +22,10 @@ use maud::{DOCTYPE, Markup, html};
 use crate::error::ApiError;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.configure(assets::routes).configure(auth::routes).configure(overview::routes);
+    cfg.configure(assets::routes)
+        .configure(auth::routes)
+        .configure(overview::routes)
+        .configure(keys::routes);
 }
 
 /// Nothing from elsewhere, no inline script or style, no framing.
@@ -63,6 +68,7 @@ pub fn layout(title: &str, viewer: Option<&Viewer<'_>>, body: Markup) -> Markup 
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · RelayIt" }
                 link rel="stylesheet" href=(assets::STYLESHEET.path());
+                script src=(assets::SCRIPT.path()) defer {}
             }
             body {
                 header.top {
@@ -70,6 +76,7 @@ pub fn layout(title: &str, viewer: Option<&Viewer<'_>>, body: Markup) -> Markup 
                     @if let Some(viewer) = viewer {
                         nav {
                             a href="/" { "Overview" }
+                            a href="/keys" { "API keys" }
                         }
                         span.muted { (viewer.organization) " · " (viewer.name) " (" (viewer.role) ")" }
                         form method="post" action="/sign-out" {

@@ -5,7 +5,7 @@ use crate::harness::TestApp;
 use crate::harness::browser::Browser;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_new_user_signs_up_sees_their_organization_signs_out_and_in_again() {
+async fn a_new_user_signs_up_sees_their_organization_creates_a_key_signs_out_and_in_again() {
     let app = TestApp::spawn().await;
     let browser = Browser::start().await;
 
@@ -26,6 +26,21 @@ async fn a_new_user_signs_up_sees_their_organization_signs_out_and_in_again() {
     let projects = browser.text("#projects").await;
     assert!(projects.contains("default"), "{projects}");
     browser.screenshot("overview").await;
+
+    // an API key: created, shown once, copied with the button (the page's own script)
+    browser.click("nav a[href='/keys']").await;
+    browser.fill("#name", "Production").await;
+    browser.click("input[name=scope_read]").await;
+    browser.click("form[action='/keys'] button[type=submit]").await;
+    let key = browser.text("#new-key").await;
+    assert!(key.len() > 20, "{key}");
+    browser.click("button[data-copy]").await;
+    let copied = browser.text("button[data-copy]").await;
+    assert_ne!(copied, "Copy", "the copy button did nothing");
+    let listed = browser.text("#keys").await;
+    assert!(listed.contains("Production") && listed.contains("send, read"), "{listed}");
+    browser.screenshot("keys").await;
+    assert_eq!(app.get_as(&key, "/v1/projects").await.0, 200, "the key shown works");
 
     // signing out, then in again
     browser.click("header form button").await;

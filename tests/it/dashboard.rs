@@ -243,3 +243,109 @@ async fn the_overview_counts_the_days_messages_and_shows_what_went_wrong() {
     assert!(theirs.contains("No message in the last 24 hours."), "{theirs}");
     assert!(!theirs.contains("user1@example.com") && !theirs.contains("gone &lt;for&gt; good"));
 }
+
+/// A form post as the signed-in `token` (a session token, sent as the browser's cookie).
+async fn post_as(
+    app: &TestApp,
+    token: &str,
+    path: &str,
+    form: &[(&str, &str)],
+) -> reqwest::Response {
+    browser_like()
+        .post(app.url(path))
+        .header(header::COOKIE, format!("relayit_session={token}"))
+        .header(header::ORIGIN, origin(app))
+        .form(form)
+        .send()
+        .await
+        .expect("request")
+}
+
+async fn get_page(app: &TestApp, token: &str, path: &str) -> (u16, String) {
+    let response = browser_like()
+        .get(app.url(path))
+        .header(header::COOKIE, format!("relayit_session={token}"))
+        .send()
+        .await
+        .expect("request");
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_created_shown_once_and_revoked_from_the_keys_page() {
+    let app = TestApp::spawn().await;
+    let owner = app.sign_up("Owner").await;
+    let (_, html) = get_page(&app, &owner.token, "/keys").await;
+    assert!(html.contains("No key yet. Create one above"), "{html}");
+
+    let form = [("name", "CI <deploy>"), ("scope_read", "on"), ("project", ""), ("expires", "")];
+    let created = post_as(&app, &owner.token, "/keys", &form).await;
+    assert_eq!(created.status(), 201);
+    let html = created.text().await.unwrap();
+    let key = html
+        .split(r#"<code id="new-key">"#)
+        .nth(1)
+        .and_then(|rest| rest.split("</code>").next())
+        .expect("the new key, shown once")
+        .to_owned();
+    assert!(html.contains(r##"data-copy="#new-key""##), "{html}");
+    assert!(html.contains("CI &lt;deploy&gt;"), "{html}");
+    // the key works, with the scopes chosen
+    let (status, _) = app.get_as(&key, "/v1/projects").await;
+    assert_eq!(status, 200, "a read key reads");
+    // and is never shown again
+    let (_, listed) = get_page(&app, &owner.token, "/keys").await;
+    assert!(!listed.contains(&key) && !listed.contains("new-key"), "{listed}");
+    let row = rows(&listed, "keys").pop().expect("one key");
+    assert_eq!(row[0], "CI &lt;deploy&gt;");
+    assert_eq!(row[2], "read");
+    assert_eq!(row[3], "every project");
+
+    // bad input: named on the page, nothing created
+    let bad = [("name", ""), ("expires", "yesterday")];
+    let refused = post_as(&app, &owner.token, "/keys", &bad).await;
+    assert_eq!(refused.status(), 400);
+    assert!(refused.text().await.unwrap().contains("expires"));
+
+    // revoked: gone from the list, and refused at once
+    let id = listed
+        .split(r#"action="/keys/"#)
+        .nth(1)
+        .and_then(|rest| rest.split("/revoke").next())
+        .expect("a revoke form")
+        .to_owned();
+    let revoked = post_as(&app, &owner.token, &format!("/keys/{id}/revoke"), &[]).await;
+    assert_eq!(revoked.status(), 303);
+    let (status, _) = app.get_as(&key, "/v1/projects").await;
+    assert_eq!(status, 401, "a revoked key");
+    let (_, listed) = get_page(&app, &owner.token, "/keys").await;
+    assert!(listed.contains("No key yet"), "{listed}");
+
+    // another tenant's key: 404, and it stays
+    let stranger = app.sign_up("Stranger").await;
+    let theirs = app.create_api_key(&stranger, &["send"], None).await;
+    let (status, keys) = app.get_as(&stranger.token, "/v1/api-keys").await;
+    assert_eq!(status, 200);
+    let their_id = keys["data"][0]["id"].as_str().expect("their key").to_owned();
+    let refused = post_as(&app, &owner.token, &format!("/keys/{their_id}/revoke"), &[]).await;
+    assert_eq!(refused.status(), 404);
+    let (status, _) = app.get_as(&theirs, "/v1/messages/msg_x").await;
+    assert_ne!(status, 401, "their key still works");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_sees_the_keys_without_any_control_and_cannot_write() {
+    let app = TestApp::spawn().await;
+    let owner = app.sign_up("Owner").await;
+    app.create_api_key(&owner, &["send"], None).await;
+    let member = app.add_member(&owner, "Member", "member").await;
+    let (status, html) = get_page(&app, &member.token, "/keys").await;
+    assert_eq!(status, 200);
+    assert_eq!(rows(&html, "keys").len(), 1, "{html}");
+    assert!(!html.contains("<form method=\"post\" action=\"/keys"), "no control: {html}");
+    // the server refuses the writes anyway
+    let form = [("name", "mine"), ("scope_send", "on")];
+    let refused = post_as(&app, &member.token, "/keys", &form).await;
+    assert_eq!(refused.status(), 403);
+    assert!(refused.text().await.unwrap().contains("admin"));
+}
