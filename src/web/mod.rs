@@ -13,6 +13,7 @@
 pub mod assets;
 pub mod auth;
 pub mod keys;
+pub mod messages;
 pub mod overview;
 
 use actix_web::http::{StatusCode, header};
@@ -25,7 +26,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.configure(assets::routes)
         .configure(auth::routes)
         .configure(overview::routes)
-        .configure(keys::routes);
+        .configure(keys::routes)
+        .configure(messages::routes);
 }
 
 /// Nothing from elsewhere, no inline script or style, no framing.

@@ -134,7 +134,7 @@ async fn overview(
                         tbody {
                             @for project in &projects {
                                 tr {
-                                    td { (project.name) }
+                                    td { a href=(format!("/projects/{}/messages", project.id)) { (project.name) } }
                                     td { code { (project.slug) } }
                                     td { (project.created_at.format("%Y-%m-%d %H:%M UTC")) }
                                 }

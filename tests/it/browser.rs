@@ -1,8 +1,24 @@
 //! The dashboard in a real browser (headless Chromium, `harness::browser`): a person's journey
 //! through the pages, clicking and typing as they would, with a screenshot of each step.
 
-use crate::harness::TestApp;
+use std::time::{Duration, Instant};
+
 use crate::harness::browser::Browser;
+use crate::harness::{PASSWORD, TestApp};
+use serde_json::json;
+
+/// A session token for `email` (the API's sign-in), for what the dashboard cannot do yet.
+async fn sign_in_token(app: &TestApp, email: &str) -> String {
+    let response = reqwest::Client::new()
+        .post(app.url("/v1/auth/sign-in"))
+        .json(&json!({"email": email, "password": PASSWORD}))
+        .send()
+        .await
+        .expect("sign in");
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.expect("a JSON answer");
+    body["token"].as_str().expect("a token").to_owned()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_user_signs_up_sees_their_organization_creates_a_key_signs_out_and_in_again() {
@@ -16,7 +32,7 @@ async fn a_new_user_signs_up_sees_their_organization_creates_a_key_signs_out_and
     browser.click("a[href='/sign-up']").await;
     browser.fill("#name", "Grace Hopper").await;
     browser.fill("#email", "grace@example.com").await;
-    browser.fill("#password", "correct horse battery").await;
+    browser.fill("#password", PASSWORD).await;
     browser.screenshot("sign-up").await;
     browser.click("button[type=submit]").await;
 
@@ -31,6 +47,7 @@ async fn a_new_user_signs_up_sees_their_organization_creates_a_key_signs_out_and
     browser.click("nav a[href='/keys']").await;
     browser.fill("#name", "Production").await;
     browser.click("input[name=scope_read]").await;
+    browser.click("#project option:nth-child(2)").await;
     browser.click("form[action='/keys'] button[type=submit]").await;
     let key = browser.text("#new-key").await;
     assert!(key.len() > 20, "{key}");
@@ -39,8 +56,44 @@ async fn a_new_user_signs_up_sees_their_organization_creates_a_key_signs_out_and
     assert_ne!(copied, "Copy", "the copy button did nothing");
     let listed = browser.text("#keys").await;
     assert!(listed.contains("Production") && listed.contains("send, read"), "{listed}");
+    assert!(listed.contains("Default"), "bound to the default project: {listed}");
     browser.screenshot("keys").await;
     assert_eq!(app.get_as(&key, "/v1/projects").await.0, 200, "the key shown works");
+
+    // messages sent with it through a slow provider appear in the project's log, still on
+    // their way, and the open page follows them to `sent` without being reloaded
+    let token = sign_in_token(&app, "grace@example.com").await;
+    let sandbox = json!({"name": "Sandbox", "channel": "email", "providerType": "sandbox",
+                         "credentials": {}, "config": {"latencyMs": 1500}});
+    app.create_provider(&token, sandbox).await;
+    for n in 0..2 {
+        let email = json!({"channel": "email", "to": format!("reader{n}@example.com"),
+                           "content": {"subject": "Welcome aboard", "text": "Hi"}});
+        app.send_message(&key, email).await;
+    }
+    browser.click("nav a[href='/']").await;
+    browser.click("#projects a").await;
+    let first = browser.text("#messages tbody").await;
+    assert!(!first.contains("sent"), "already settled when the page loaded: {first}");
+    let settled = Instant::now();
+    loop {
+        let rows = browser.text("#messages tbody").await;
+        if rows.matches("sent").count() == 2 {
+            break;
+        }
+        assert!(
+            settled.elapsed() < Duration::from_secs(30),
+            "the log never showed them sent: {rows}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    browser.screenshot("messages").await;
+    browser.click("#messages tbody a").await;
+    let timeline = browser.text("#timeline").await;
+    for status in ["received", "queued", "processing", "sent"] {
+        assert!(timeline.contains(status), "{status}: {timeline}");
+    }
+    browser.screenshot("message").await;
 
     // signing out, then in again
     browser.click("header form button").await;
@@ -51,7 +104,7 @@ async fn a_new_user_signs_up_sees_their_organization_creates_a_key_signs_out_and
     browser.click("button[type=submit]").await;
     let error = browser.text("[role=alert]").await;
     assert!(error.contains("invalid email or password"), "{error}");
-    browser.fill("#password", "correct horse battery").await;
+    browser.fill("#password", PASSWORD).await;
     browser.click("button[type=submit]").await;
     assert_eq!(browser.text("h1").await, "Grace Hopper's Organization");
     browser.close().await;

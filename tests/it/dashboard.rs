@@ -349,3 +349,73 @@ async fn a_member_sees_the_keys_without_any_control_and_cannot_write() {
     assert_eq!(refused.status(), 403);
     assert!(refused.text().await.unwrap().contains("admin"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_message_log_filters_pages_and_opens_a_message_with_its_timeline() {
+    use serde_json::json;
+    let app = TestApp::spawn().await;
+    let (owner, key) = app.sender("Owner").await;
+    let sandbox = json!({"name": "Sandbox", "channel": "email", "providerType": "sandbox",
+                         "credentials": {}, "config": {}});
+    app.create_provider(&owner.token, sandbox).await;
+    let mut ids = Vec::new();
+    for n in 0..55 {
+        let email = json!({"channel": "email", "to": format!("user{n}@example.com"),
+                           "content": {"subject": format!("Hello <{n}>"), "text": "Hi"}});
+        ids.push(app.send_message(&key, email).await);
+    }
+    let sms = json!({"channel": "sms", "to": "+15550000001", "content": {"text": "no provider"}});
+    app.send_message(&key, sms).await;
+    for id in &ids {
+        app.wait_for_status(&key, id, "sent").await;
+    }
+
+    // newest first, fifty a page, then the rest
+    let log = format!("/projects/{}/messages", owner.project_id);
+    let (status, html) = get_page(&app, &owner.token, &log).await;
+    assert_eq!(status, 200, "{html}");
+    let first = rows(&html, "messages");
+    assert_eq!(first.len(), 50);
+    assert!(first[0][2].contains("+15550000001"), "{:?}", first[0]);
+    assert!(first[1][3].contains("Hello &lt;54&gt;"), "{:?}", first[1]);
+    let older = html
+        .split(r#"class="next" href=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a link to older messages")
+        .replace("&amp;", "&");
+    let (_, html) = get_page(&app, &owner.token, &format!("{log}{older}")).await;
+    assert_eq!(rows(&html, "messages").len(), 6);
+
+    // filters: channel, status, search
+    let (_, html) = get_page(&app, &owner.token, &format!("{log}?channel=sms")).await;
+    assert_eq!(rows(&html, "messages").len(), 1);
+    let (_, html) =
+        get_page(&app, &owner.token, &format!("{log}?status=sent&search=user7%40")).await;
+    let found = rows(&html, "messages");
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0][2].contains("user7@example.com"));
+    let (status, html) = get_page(&app, &owner.token, &format!("{log}?status=lost")).await;
+    assert_eq!(status, 400);
+    assert!(html.contains("status"), "{html}");
+
+    // the message page: content (escaped), routing, the timeline
+    let (status, html) = get_page(&app, &owner.token, &format!("/messages/{}", ids[3])).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("Hello &lt;3&gt;"), "{html}");
+    let timeline = html.split(r#"id="timeline""#).nth(1).expect("a timeline");
+    for status in ["received", "queued", "processing", "sent"] {
+        assert!(timeline.contains(&format!(r#"class="status {status}""#)), "{status}: {timeline}");
+    }
+    // every message on the page has settled: nothing to refresh (the browser test watches a
+    // page that has some on their way)
+    let (_, html) = get_page(&app, &owner.token, &format!("{log}?channel=email")).await;
+    assert!(!html.contains("data-refresh"), "{html}");
+
+    // another tenant's project and message: 404
+    let stranger = app.sign_up("Stranger").await;
+    for path in [log.clone(), format!("/messages/{}", ids[0])] {
+        let (status, _) = get_page(&app, &stranger.token, &path).await;
+        assert_eq!(status, 404, "{path}");
+    }
+}

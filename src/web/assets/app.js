@@ -16,3 +16,22 @@ document.addEventListener("click", async (event) => {
     button.textContent = "Press Ctrl+C";
   }
 });
+
+// <table data-refresh>: its rows are still on their way; reload them every few seconds, from
+// the same address, until none is.
+const refreshing = document.querySelector("table[data-refresh]");
+if (refreshing) {
+  const timer = setInterval(async () => {
+    try {
+      const answer = await fetch(window.location.href, { credentials: "same-origin" });
+      if (!answer.ok) return;
+      const fresh = new DOMParser().parseFromString(await answer.text(), "text/html");
+      const table = fresh.getElementById(refreshing.id);
+      if (!table) return;
+      refreshing.tBodies[0].replaceWith(table.tBodies[0]);
+      if (!table.hasAttribute("data-refresh")) clearInterval(timer);
+    } catch {
+      // offline for a moment: the next tick tries again
+    }
+  }, 2000);
+}
