@@ -13,6 +13,7 @@
 pub mod assets;
 pub mod auth;
 pub mod keys;
+pub mod members;
 pub mod messages;
 pub mod overview;
 
@@ -27,7 +28,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .configure(auth::routes)
         .configure(overview::routes)
         .configure(keys::routes)
-        .configure(messages::routes);
+        .configure(messages::routes)
+        .configure(members::routes);
 }
 
 /// Nothing from elsewhere, no inline script or style, no framing.
@@ -79,6 +81,7 @@ pub fn layout(title: &str, viewer: Option<&Viewer<'_>>, body: Markup) -> Markup 
                         nav {
                             a href="/" { "Overview" }
                             a href="/keys" { "API keys" }
+                            a href="/members" { "Members" }
                         }
                         span.muted { (viewer.organization) " · " (viewer.name) " (" (viewer.role) ")" }
                         form method="post" action="/sign-out" {
