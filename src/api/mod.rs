@@ -110,17 +110,7 @@ struct UniqueOperationIds;
 impl utoipa::Modify for UniqueOperationIds {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         for item in openapi.paths.paths.values_mut() {
-            let operations = [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
-                &mut item.head,
-                &mut item.options,
-                &mut item.trace,
-            ];
-            for operation in operations.into_iter().flatten() {
+            for operation in openapi::operations(item) {
                 let tag = operation.tags.as_ref().and_then(|t| t.first()).cloned();
                 if let (Some(tag), Some(id)) = (tag, operation.operation_id.as_mut()) {
                     *id = format!("{}_{id}", tag.replace('-', "_"));

@@ -181,17 +181,7 @@ impl Modify for ErrorResponses {
             components.responses.insert(shared.name.to_owned(), RefOr::T(response_of(shared)));
         }
         for (path, item) in openapi.paths.paths.iter_mut() {
-            let operations = [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
-                &mut item.head,
-                &mut item.options,
-                &mut item.trace,
-            ];
-            for operation in operations.into_iter().flatten() {
+            for operation in operations(item) {
                 for status in implied_errors(path, operation) {
                     let shared = SHARED
                         .iter()
@@ -211,6 +201,22 @@ impl Modify for ErrorResponses {
 }
 
 /// The error statuses `operation` of `path` can answer for the reasons shared by its class.
+/// Every operation of a path.
+pub fn operations(item: &mut utoipa::openapi::PathItem) -> impl Iterator<Item = &mut Operation> {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.patch,
+        &mut item.head,
+        &mut item.options,
+        &mut item.trace,
+    ]
+    .into_iter()
+    .flatten()
+}
+
 fn implied_errors(path: &str, operation: &Operation) -> Vec<&'static str> {
     let parameters = operation.parameters.as_deref().unwrap_or_default();
     let has_body = operation.request_body.is_some();

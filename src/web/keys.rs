@@ -17,7 +17,7 @@ use crate::auth::{Access, Action};
 use crate::db::{api_keys, projects};
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::web::{Viewer, WebError, form_error, layout, page, see_other};
+use crate::web::{WebError, form_error, layout, page, reader, see_other};
 
 /// Keys listed at most (newest first).
 const KEYS_SHOWN: i64 = 200;
@@ -126,8 +126,7 @@ async fn keys_page(
     shown: Option<&str>,
     error: Option<&ApiError>,
 ) -> Result<Markup, ApiError> {
-    access.require(Action::Read)?;
-    let user = access.user().ok_or_else(|| ApiError::forbidden("the dashboard is for people"))?;
+    let viewer = reader(access)?;
     let mut conn = state.db.get().await?;
     let keys = api_keys::list(&mut conn, &access.org.id, None, KEYS_SHOWN).await?;
     let projects = projects::list(&mut conn, &access.org.id, None, None, KEYS_SHOWN).await?;
@@ -136,8 +135,6 @@ async fn keys_page(
         projects.iter().map(|p| (p.id.as_str(), p.name.as_str())).collect();
     let may_write = access.require(Action::Write).is_ok();
     let now = Utc::now();
-    let viewer =
-        Viewer { name: &user.name, organization: &access.org.name, role: access.role.as_str() };
     let body = html! {
         main {
             h1 { "API keys" }

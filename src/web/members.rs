@@ -10,7 +10,7 @@ use crate::auth::{Access, Action};
 use crate::db::{invitations, organizations};
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::web::{Viewer, WebError, layout, page};
+use crate::web::{WebError, layout, page, reader};
 
 /// Members and invitations listed at most.
 const SHOWN: i64 = 200;
@@ -24,8 +24,8 @@ async fn members(
     access: Result<Access, ApiError>,
 ) -> Result<HttpResponse, WebError> {
     let access = access?;
-    access.require(Action::Read)?;
-    let user = access.user().ok_or_else(|| ApiError::forbidden("the dashboard is for people"))?;
+    let viewer = reader(&access)?;
+    let me = access.user().map(|u| u.id.as_str());
     let mut conn = state.db.get().await.map_err(ApiError::from)?;
     let members = organizations::list_members(&mut conn, &access.org.id, None, SHOWN)
         .await
@@ -35,8 +35,6 @@ async fn members(
     drop(conn);
     let pending: Vec<_> = invitations.iter().filter(|i| i.status == "pending").collect();
     let may_write = access.require(Action::Write).is_ok();
-    let viewer =
-        Viewer { name: &user.name, organization: &access.org.name, role: access.role.as_str() };
     let body = html! {
         main {
             h1 { "Members" }
@@ -48,7 +46,7 @@ async fn members(
                 tbody {
                     @for (member, person) in &members {
                         tr {
-                            td { (person.name) @if member.user_id == user.id { " (you)" } }
+                            td { (person.name) @if Some(member.user_id.as_str()) == me { " (you)" } }
                             td { (person.email) }
                             td { (member.role) }
                             td { (member.created_at.format("%Y-%m-%d")) }

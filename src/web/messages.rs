@@ -11,14 +11,14 @@ use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use crate::auth::{Access, Action};
+use crate::auth::Access;
 use crate::db::messages::{self, LogFilter, WithProvider};
 use crate::db::{Cursor, projects};
 use crate::domain::channel::Channel;
 use crate::domain::status::{FINAL, STATUSES};
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::web::{Viewer, WebError, layout, page};
+use crate::web::{WebError, layout, page, reader};
 
 /// Messages per page of the log.
 const PAGE: i64 = 50;
@@ -98,11 +98,6 @@ impl LogForm {
     }
 }
 
-fn viewer(access: &Access) -> Result<Viewer<'_>, ApiError> {
-    let user = access.user().ok_or_else(|| ApiError::forbidden("the dashboard is for people"))?;
-    Ok(Viewer { name: &user.name, organization: &access.org.name, role: access.role.as_str() })
-}
-
 async fn log(
     state: web::Data<AppState>,
     access: Result<Access, ApiError>,
@@ -110,8 +105,7 @@ async fn log(
     form: web::Query<LogForm>,
 ) -> Result<HttpResponse, WebError> {
     let access = access?;
-    access.require(Action::Read)?;
-    let viewer = viewer(&access)?;
+    let viewer = reader(&access)?;
     let mut conn = state.db.get().await.map_err(ApiError::from)?;
     let project = projects::find(&mut conn, &access.org.id, &path)
         .await
@@ -198,8 +192,7 @@ async fn message(
     path: web::Path<String>,
 ) -> Result<HttpResponse, WebError> {
     let access = access?;
-    access.require(Action::Read)?;
-    let viewer = viewer(&access)?;
+    let viewer = reader(&access)?;
     let mut conn = state.db.get().await.map_err(ApiError::from)?;
     let (message, provider) = messages::find_with_provider(&mut conn, &access.org.id, &path)
         .await

@@ -21,6 +21,7 @@ use actix_web::http::{StatusCode, header};
 use actix_web::{HttpResponse, ResponseError, web};
 use maud::{DOCTYPE, Markup, html};
 
+use crate::auth::{Access, Action};
 use crate::error::ApiError;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -59,6 +60,13 @@ pub struct Viewer<'a> {
     pub name: &'a str,
     pub organization: &'a str,
     pub role: &'a str,
+}
+
+/// The person looking, who may read their active organization: for the page's header.
+pub fn reader(access: &Access) -> Result<Viewer<'_>, ApiError> {
+    access.require(Action::Read)?;
+    let user = access.user().ok_or_else(|| ApiError::forbidden("the dashboard is for people"))?;
+    Ok(Viewer { name: &user.name, organization: &access.org.name, role: access.role.as_str() })
 }
 
 /// The frame of every page: `title`, the header (with the viewer's navigation when signed

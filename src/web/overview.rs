@@ -10,13 +10,13 @@ use actix_web::{HttpResponse, web};
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use maud::{Markup, html};
 
-use crate::auth::{Access, Action};
+use crate::auth::Access;
 use crate::db::messages::{self, HourCount};
 use crate::db::{projects, webhook_endpoints};
 use crate::domain::status::{DELIVERED, FAILED, SENT};
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::web::{Viewer, WebError, layout, page};
+use crate::web::{WebError, layout, page, reader};
 
 /// Projects shown at most; the projects page (to come) pages through the rest.
 const PROJECTS_SHOWN: i64 = 50;
@@ -33,8 +33,7 @@ async fn overview(
     access: Result<Access, ApiError>,
 ) -> Result<HttpResponse, WebError> {
     let access = access?;
-    access.require(Action::Read)?;
-    let user = access.user().ok_or_else(|| ApiError::forbidden("the dashboard is for people"))?;
+    let viewer = reader(&access)?;
     let org = &access.org.id;
     let now = Utc::now();
     let first_hour = hour_of(now) - TimeDelta::hours(HOURS - 1);
@@ -51,8 +50,6 @@ async fn overview(
         projects::list(&mut conn, org, None, None, PROJECTS_SHOWN).await.map_err(ApiError::from)?;
     drop(conn);
 
-    let viewer =
-        Viewer { name: &user.name, organization: &access.org.name, role: access.role.as_str() };
     let by_status = totals(&counts, |c| &c.status);
     let by_channel = totals(&counts, |c| &c.channel);
     let body = html! {
