@@ -495,11 +495,20 @@ async fn a_commit_whose_answer_is_lost_is_answered_outcome_unknown() {
     let app = TestApp::spawn_roles(Roles { api: true, worker: false, webhook: false }, |c| {
         c.database.url = through(&c.database.url, proxy.port);
         c.database.connect_timeout = Duration::from_secs(1);
+        // One connection, and nothing else using it: the send then runs the statement the
+        // warm-up below prepared on it, in one round trip, whose answer (ending with
+        // ReadyForQuery) is the one swallowed. With more connections, the send could take one
+        // where its statement is still to prepare (the preparation's answer would be the one
+        // swallowed, and the insert never sent), or a periodic write's answer could close the
+        // connection the send was to use.
+        c.database.max_connections = 1;
+        c.api.search_merge_interval = Duration::from_secs(3600);
+        c.auth.key_usage_flush = Duration::from_secs(3600);
     })
     .await;
     let (_, key) = setup(&app, json!({})).await;
-    // connections are open and idle in the pool
-    send_batch(&app, &key, 1).await;
+    let (status, body) = app.post_as(&key, "/v1/send", email(0)).await;
+    assert_eq!(status, 202, "{body}");
 
     // the insert reaches Postgres and commits; its answer never comes back
     proxy.swallow();
