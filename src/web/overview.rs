@@ -1,7 +1,8 @@
 //! The overview of the active organization, what a signed-in person sees first: its messages
 //! of the last 24 hours by status and channel (with an hourly chart, drawn on the server as
 //! SVG), how many wait for delivery and since when, the latest failures with their reasons,
-//! the webhook endpoints that fail or were disabled, and its projects.
+//! the webhook endpoints that fail or were disabled, and its projects; and, for people in
+//! several organizations, the choice of the active one.
 
 use std::collections::BTreeMap;
 
@@ -9,14 +10,15 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use maud::{Markup, html};
+use serde::Deserialize;
 
-use crate::auth::Access;
+use crate::auth::{Access, Principal};
 use crate::db::messages::{self, HourCount};
-use crate::db::{projects, webhook_endpoints};
+use crate::db::{organizations, projects, users, webhook_endpoints};
 use crate::domain::status::{DELIVERED, FAILED, SENT};
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::web::{WebError, layout, page, reader};
+use crate::web::{WebError, layout, page, reader, see_other};
 
 /// Projects shown at most; the projects page (to come) pages through the rest.
 const PROJECTS_SHOWN: i64 = 50;
@@ -24,8 +26,37 @@ const PROJECTS_SHOWN: i64 = 50;
 const TROUBLES_SHOWN: i64 = 10;
 const HOURS: i64 = 24;
 
+/// Organizations offered in the switcher at most.
+const ORGANIZATIONS_SHOWN: i64 = 100;
+
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/").get(overview));
+    cfg.service(web::resource("/").get(overview))
+        .service(web::resource("/organization").post(switch_organization));
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct SwitchForm {
+    organization: String,
+}
+
+/// Makes another of the user's organizations the session's active one (as
+/// `POST /v1/auth/active-organization` does); 404 for one that is not theirs.
+async fn switch_organization(
+    state: web::Data<AppState>,
+    principal: Principal,
+    form: web::Form<SwitchForm>,
+) -> Result<HttpResponse, WebError> {
+    let (user, session) = principal.user()?;
+    let mut conn = state.db.get().await.map_err(ApiError::from)?;
+    let (org, _) = organizations::find_membership(&mut conn, &form.organization, &user.id)
+        .await
+        .map_err(ApiError::from)?
+        .ok_or_else(|| ApiError::not_found("organization"))?;
+    users::set_active_organization(&mut conn, &session.id, &org.id)
+        .await
+        .map_err(ApiError::from)?;
+    Ok(see_other("/"))
 }
 
 async fn overview(
@@ -48,6 +79,12 @@ async fn overview(
         .map_err(ApiError::from)?;
     let projects =
         projects::list(&mut conn, org, None, None, PROJECTS_SHOWN).await.map_err(ApiError::from)?;
+    let memberships = match access.user() {
+        Some(user) => organizations::list_for_user(&mut conn, &user.id, None, ORGANIZATIONS_SHOWN)
+            .await
+            .map_err(ApiError::from)?,
+        None => Vec::new(),
+    };
     drop(conn);
 
     let by_status = totals(&counts, |c| &c.status);
@@ -55,6 +92,19 @@ async fn overview(
     let body = html! {
         main {
             h1 { (access.org.name) }
+            @if memberships.len() > 1 {
+                form.switch method="post" action="/organization" {
+                    label for="organization" { "Switch to" }
+                    select #organization name="organization" {
+                        @for (other, member) in &memberships {
+                            option value=(other.id) selected[other.id == access.org.id] {
+                                (other.name) " (" (member.role) ")"
+                            }
+                        }
+                    }
+                    button.small type="submit" { "Switch" }
+                }
+            }
             section #last-day {
                 h2 { "Last 24 hours" }
                 @if counts.is_empty() {

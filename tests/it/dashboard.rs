@@ -437,3 +437,32 @@ async fn the_members_page_lists_the_organizations_people_only() {
     let (_, theirs) = get_page(&app, &stranger.token, "/members").await;
     assert_eq!(rows(&theirs, "members").len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_in_several_organizations_switches_between_them_on_the_overview() {
+    let app = TestApp::spawn().await;
+    let owner = app.sign_up("Owner").await;
+    let (_, html) = get_page(&app, &owner.token, "/").await;
+    assert!(!html.contains(r#"action="/organization""#), "one organization, no switcher");
+    let (status, second) = app
+        .post_as(&owner.token, "/v1/organizations", serde_json::json!({"name": "Second & Co"}))
+        .await;
+    assert_eq!(status, 201, "{second}");
+    let second_id = second["id"].as_str().expect("an id").to_owned();
+
+    let (_, html) = get_page(&app, &owner.token, "/").await;
+    assert!(html.contains(r#"action="/organization""#) && html.contains("Second &amp; Co (owner)"));
+    let switched =
+        post_as(&app, &owner.token, "/organization", &[("organization", &second_id)]).await;
+    assert_eq!(switched.status(), 303);
+    let (_, html) = get_page(&app, &owner.token, "/").await;
+    assert!(html.contains("<h1>Second &amp; Co</h1>"), "{html}");
+
+    // an organization that is not theirs: 404, and nothing changes
+    let stranger = app.sign_up("Stranger").await;
+    let refused =
+        post_as(&app, &owner.token, "/organization", &[("organization", &stranger.org_id)]).await;
+    assert_eq!(refused.status(), 404);
+    let (_, html) = get_page(&app, &owner.token, "/").await;
+    assert!(html.contains("<h1>Second &amp; Co</h1>"), "{html}");
+}
