@@ -10,6 +10,7 @@
 //! carries a Content-Security-Policy that allows nothing from elsewhere and no inline script,
 //! and may not be framed.
 
+pub mod account;
 pub mod assets;
 pub mod auth;
 pub mod keys;
@@ -26,6 +27,7 @@ use crate::error::ApiError;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.configure(assets::routes)
+        .configure(account::routes)
         .configure(auth::routes)
         .configure(overview::routes)
         .configure(keys::routes)
@@ -92,6 +94,7 @@ pub fn layout(title: &str, viewer: Option<&Viewer<'_>>, body: Markup) -> Markup 
                             a href="/members" { "Members" }
                         }
                         span.muted { (viewer.organization) " · " (viewer.name) " (" (viewer.role) ")" }
+                        a href="/account/sessions" { "Sessions" }
                         form method="post" action="/sign-out" {
                             button.link type="submit" { "Sign out" }
                         }

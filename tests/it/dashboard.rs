@@ -466,3 +466,42 @@ async fn a_person_in_several_organizations_switches_between_them_on_the_overview
     let (_, html) = get_page(&app, &owner.token, "/").await;
     assert!(html.contains("<h1>Second &amp; Co</h1>"), "{html}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_lists_their_sessions_and_ends_the_others() {
+    let app = TestApp::spawn().await;
+    let first = app.sign_up("Owner").await;
+    // a second session, in a browser
+    let form = [("email", first.email.as_str()), ("password", crate::harness::PASSWORD)];
+    let signed_in = post_form(&browser_like(), &app, "/sign-in", &form, Some(&origin(&app))).await;
+    assert_eq!(signed_in.status(), 303);
+    let cookie = signed_in.headers()[header::SET_COOKIE].to_str().unwrap().to_owned();
+    let browser_token = cookie
+        .split(';')
+        .next()
+        .and_then(|pair| pair.strip_prefix("relayit_session="))
+        .expect("the session cookie")
+        .to_owned();
+
+    let (status, html) = get_page(&app, &browser_token, "/account/sessions").await;
+    assert_eq!(status, 200);
+    let sessions = rows(&html, "sessions");
+    assert_eq!(sessions.len(), 2, "{sessions:?}");
+    assert_eq!(sessions.iter().filter(|row| row[5].contains("this one")).count(), 1);
+
+    // another person's session: 404
+    let stranger = app.sign_up("Stranger").await;
+    let (_, theirs) = app.get_as(&stranger.token, "/v1/auth/sessions").await;
+    let their_id = theirs["data"][0]["id"].as_str().expect("their session").to_owned();
+    let refused =
+        post_as(&app, &browser_token, &format!("/account/sessions/{their_id}/revoke"), &[]).await;
+    assert_eq!(refused.status(), 404);
+    assert_eq!(app.get_as(&stranger.token, "/v1/auth/session").await.0, 200);
+
+    // every other one: the first session ends, this one stays
+    let ended = post_as(&app, &browser_token, "/account/sessions/others/revoke", &[]).await;
+    assert_eq!(ended.status(), 303);
+    assert_eq!(app.get_as(&first.token, "/v1/auth/session").await.0, 401);
+    let (_, html) = get_page(&app, &browser_token, "/account/sessions").await;
+    assert_eq!(rows(&html, "sessions").len(), 1);
+}
