@@ -17,6 +17,7 @@ pub mod keys;
 pub mod members;
 pub mod messages;
 pub mod overview;
+pub mod providers;
 
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpResponse, ResponseError, web};
@@ -32,7 +33,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .configure(overview::routes)
         .configure(keys::routes)
         .configure(messages::routes)
-        .configure(members::routes);
+        .configure(members::routes)
+        .configure(providers::routes);
 }
 
 /// Nothing from elsewhere, no inline script or style, no framing.
@@ -91,6 +93,7 @@ pub fn layout(title: &str, viewer: Option<&Viewer<'_>>, body: Markup) -> Markup 
                         nav {
                             a href="/" { "Overview" }
                             a href="/keys" { "API keys" }
+                            a href="/providers" { "Providers" }
                             a href="/members" { "Members" }
                         }
                         span.muted { (viewer.organization) " · " (viewer.name) " (" (viewer.role) ")" }
