@@ -37,7 +37,7 @@ async fn a_new_user_signs_up_sees_their_organization_creates_a_key_signs_out_and
     browser.click("button[type=submit]").await;
 
     // the overview of the organization sign-up made, with its default project
-    assert_eq!(browser.text("h1").await, "Grace Hopper's Organization");
+    browser.wait_for_text("h1", "Grace Hopper's Organization").await;
     assert_eq!(browser.path().await, "/");
     let projects = browser.text("#projects").await;
     assert!(projects.contains("default"), "{projects}");
@@ -64,7 +64,7 @@ async fn a_new_user_signs_up_sees_their_organization_creates_a_key_signs_out_and
     // their way, and the open page follows them to `sent` without being reloaded
     let token = sign_in_token(&app, "grace@example.com").await;
     let sandbox = json!({"name": "Sandbox", "channel": "email", "providerType": "sandbox",
-                         "credentials": {}, "config": {"latencyMs": 1500}});
+                         "credentials": {}, "config": {"latencyMs": 3000}});
     app.create_provider(&token, sandbox).await;
     for n in 0..2 {
         let email = json!({"channel": "email", "to": format!("reader{n}@example.com"),
@@ -75,16 +75,10 @@ async fn a_new_user_signs_up_sees_their_organization_creates_a_key_signs_out_and
     browser.click("#projects a").await;
     let first = browser.text("#messages tbody").await;
     assert!(!first.contains("sent"), "already settled when the page loaded: {first}");
+    browser.wait_for_text("#messages tbody", "sent").await;
     let settled = Instant::now();
-    loop {
-        let rows = browser.text("#messages tbody").await;
-        if rows.matches("sent").count() == 2 {
-            break;
-        }
-        assert!(
-            settled.elapsed() < Duration::from_secs(30),
-            "the log never showed them sent: {rows}"
-        );
+    while browser.text("#messages tbody").await.matches("sent").count() < 2 {
+        assert!(settled.elapsed() < Duration::from_secs(30), "the log never showed both sent");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     browser.screenshot("messages").await;
@@ -102,10 +96,9 @@ async fn a_new_user_signs_up_sees_their_organization_creates_a_key_signs_out_and
     browser.fill("#email", "grace@example.com").await;
     browser.fill("#password", "not her password").await;
     browser.click("button[type=submit]").await;
-    let error = browser.text("[role=alert]").await;
-    assert!(error.contains("invalid email or password"), "{error}");
+    browser.wait_for_text("[role=alert]", "invalid email or password").await;
     browser.fill("#password", PASSWORD).await;
     browser.click("button[type=submit]").await;
-    assert_eq!(browser.text("h1").await, "Grace Hopper's Organization");
+    browser.wait_for_text("h1", "Grace Hopper's Organization").await;
     browser.close().await;
 }

@@ -77,16 +77,55 @@ impl Browser {
     }
 
     pub async fn fill(&self, css: &str, text: &str) {
-        self.find(css).await.send_keys(text).await.unwrap_or_else(|e| panic!("type in {css}: {e}"));
+        self.retrying(css, |element| async move { element.send_keys(text).await }).await
     }
 
+    /// Clicks the element `css`, once it is on the page (again, if the page replaced it
+    /// meanwhile).
     pub async fn click(&self, css: &str) {
-        self.find(css).await.click().await.unwrap_or_else(|e| panic!("click {css}: {e}"));
+        self.retrying(css, |element| async move { element.click().await.map(|_| ()) }).await
     }
 
     /// The text of the element `css`, once it is on the page.
     pub async fn text(&self, css: &str) -> String {
-        self.find(css).await.text().await.unwrap_or_else(|e| panic!("text of {css}: {e}"))
+        self.retrying(css, |element| async move { element.text().await }).await
+    }
+
+    /// Waits until the element `css` shows a text containing `expected` (a page loaded after a
+    /// click, a row the page refreshed); returns that text.
+    pub async fn wait_for_text(&self, css: &str, expected: &str) -> String {
+        let started = Instant::now();
+        loop {
+            let text = match self.client.find(Locator::Css(css)).await {
+                Ok(element) => element.text().await.ok(),
+                Err(_) => None,
+            };
+            if let Some(text) = text.as_ref().filter(|t| t.contains(expected)) {
+                return text.clone();
+            }
+            assert!(started.elapsed() < WAIT, "{css} never showed {expected:?}: {text:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// `act` on the element `css`, found again while the page replaces it under our feet (a
+    /// navigation, the log's refresh): a stale element is not a failure, until `WAIT`.
+    async fn retrying<T, F, Fut>(&self, css: &str, act: F) -> T
+    where
+        F: Fn(fantoccini::elements::Element) -> Fut,
+        Fut: std::future::Future<Output = Result<T, fantoccini::error::CmdError>>,
+    {
+        let started = Instant::now();
+        loop {
+            let element = self.find(css).await;
+            match act(element).await {
+                Ok(done) => return done,
+                Err(e) if e.to_string().contains("stale") && started.elapsed() < WAIT => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("{css}: {e}"),
+            }
+        }
     }
 
     pub async fn path(&self) -> String {
