@@ -450,17 +450,22 @@ test_tool_packages() {
   [ -x /usr/bin/chromedriver ] || echo chromium-driver
 }
 
+# pip_install SPEC: installs a Python package with pip, and makes its commands findable.
+pip_install() {
+  log "installing $1 with pip"
+  # a Debian python refuses system-wide installs unless told (PEP 668)
+  python3 -m pip install --quiet "$1" \
+    || python3 -m pip install --quiet --break-system-packages "$1" \
+    || die "could not install $1 with pip"
+  if command -v pyenv >/dev/null; then pyenv rehash; fi
+  hash -r
+}
+
 ensure_moto() {
   # pip --user puts it here
   case ":$PATH:" in *":$HOME/.local/bin:"*) ;; *) export PATH="$PATH:$HOME/.local/bin" ;; esac
   if ! command -v moto_server >/dev/null || ! python3 -c 'import moto' 2>/dev/null; then
-    log "installing moto[server] with pip"
-    # a Debian python refuses system-wide installs unless told (PEP 668)
-    python3 -m pip install --quiet 'moto[server]' \
-      || python3 -m pip install --quiet --break-system-packages 'moto[server]' \
-      || die "could not install moto[server] with pip"
-    if command -v pyenv >/dev/null; then pyenv rehash; fi
-    hash -r
+    pip_install 'moto[server]'
   fi
   command -v moto_server >/dev/null || die "moto_server is not on PATH after installing moto"
 }
@@ -474,12 +479,7 @@ ensure_schemathesis() {
   if [ "$(schemathesis --version 2>/dev/null)" != "schemathesis, version $SCHEMATHESIS_VERSION" ]; then
     command -v python3 >/dev/null || install_packages python3
     python3 -m pip --version >/dev/null 2>&1 || install_packages python3-pip
-    log "installing schemathesis $SCHEMATHESIS_VERSION with pip"
-    python3 -m pip install --quiet "schemathesis==$SCHEMATHESIS_VERSION" \
-      || python3 -m pip install --quiet --break-system-packages "schemathesis==$SCHEMATHESIS_VERSION" \
-      || die "could not install schemathesis with pip"
-    if command -v pyenv >/dev/null; then pyenv rehash; fi
-    hash -r
+    pip_install "schemathesis==$SCHEMATHESIS_VERSION"
   fi
   command -v schemathesis >/dev/null || die "schemathesis is not on PATH after installing it"
 }

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 
 use crate::api::json::Json;
 use crate::api::pagination::{ListQuery, Page};
-use crate::auth::accounts::{self, Client, session_cookie};
+use crate::auth::accounts::{self, Client, removal_cookie, session_cookie};
 use crate::auth::{Principal, SessionLifetime};
 use crate::db::users::{self, SessionListing, User};
 use crate::db::{Cursor, organizations};
@@ -134,9 +134,7 @@ pub async fn sign_out(
     let (_, session) = principal.user()?;
     let mut conn = state.db.get().await?;
     users::delete_session(&mut conn, &session.id).await?;
-    let mut gone = session_cookie(&req, &state, "");
-    gone.make_removal();
-    Ok(HttpResponse::NoContent().cookie(gone).finish())
+    Ok(HttpResponse::NoContent().cookie(removal_cookie(&req, &state)).finish())
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -221,11 +219,8 @@ pub async fn set_active_organization(
     body: Json<ActiveOrganization>,
 ) -> Result<HttpResponse, ApiError> {
     let (user, session) = principal.user()?;
-    let mut conn = state.db.get().await?;
-    let (org, _) = organizations::find_membership(&mut conn, &body.0.organization_id, &user.id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("organization"))?;
-    users::set_active_organization(&mut conn, &session.id, &org.id).await?;
+    accounts::set_active_organization(&state, &user.id, &session.id, &body.0.organization_id)
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -309,15 +304,10 @@ pub async fn revoke_session(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let (user, current) = principal.user()?;
-    let mut conn = state.db.get().await?;
-    if !users::delete_user_session(&mut conn, &user.id, &path).await? {
-        return Err(ApiError::not_found("session"));
-    }
+    accounts::end_session(&state, &user.id, &path).await?;
     let mut answer = HttpResponse::NoContent();
     if *path == current.id {
-        let mut gone = session_cookie(&req, &state, "");
-        gone.make_removal();
-        answer.cookie(gone);
+        answer.cookie(removal_cookie(&req, &state));
     }
     Ok(answer.finish())
 }

@@ -13,7 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::api::pagination::{MAX_LIMIT, Page, PageRequest};
 use crate::api::projects::visible;
 use crate::auth::{Access, Action, Principal};
-use crate::db::messages::{self, Event, LogFilter, Message, WithProvider};
+use crate::db::messages::{self, Event, LogFilter, MAX_SEARCH_CHARS, Message, WithProvider};
 use crate::db::{Cursor, PooledConnection};
 use crate::domain::channel::Channel;
 use crate::domain::status;
@@ -23,8 +23,6 @@ use crate::error::{ApiError, ErrorBody};
 use crate::queue::deliveries;
 use crate::state::AppState;
 
-/// Longest `search` accepted, in characters (after trimming).
-const MAX_SEARCH_CHARS: usize = 200;
 crate::json_schema! {
     /// `?search=`.
     SearchText => crate::domain::schema::text(0, MAX_SEARCH_CHARS)

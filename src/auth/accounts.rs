@@ -1,5 +1,5 @@
-//! Signing up and signing in, once for every surface that offers them: the JSON API
-//! (`/v1/auth/...`) and the dashboard's forms. Each surface checks that the request is its
+//! Signing up and in, choosing the active organization and ending sessions, once for every
+//! surface that offers them: the JSON API (`/v1/auth/...`) and the dashboard's forms. Each surface checks that the request is its
 //! kind (JSON, or a form from our own origin) and turns the result into its answer; the rules
 //! (validation, throttles, the hashing bound, the organization a new user gets, the session)
 //! are here.
@@ -49,6 +49,43 @@ pub fn session_cookie(req: &HttpRequest, state: &AppState, token: &str) -> Cooki
         .secure(https)
         .max_age(max_age)
         .finish()
+}
+
+/// The cookie that takes the session cookie away (signing out, ending the current session).
+pub fn removal_cookie(req: &HttpRequest, state: &AppState) -> Cookie<'static> {
+    let mut gone = session_cookie(req, state, "");
+    gone.make_removal();
+    gone
+}
+
+/// Makes `organization` (an id or slug), one the user belongs to, the active organization of
+/// their session `session_id`; 404 for any other.
+pub async fn set_active_organization(
+    state: &AppState,
+    user_id: &str,
+    session_id: &str,
+    organization: &str,
+) -> Result<(), ApiError> {
+    let mut conn = state.db.get().await?;
+    let (org, _) = organizations::find_membership(&mut conn, organization, user_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("organization"))?;
+    users::set_active_organization(&mut conn, session_id, &org.id).await?;
+    Ok(())
+}
+
+/// Ends the session `session_id` of `user_id`; 404 for another user's, or one already ended.
+pub async fn end_session(
+    state: &AppState,
+    user_id: &str,
+    session_id: &str,
+) -> Result<(), ApiError> {
+    let mut conn = state.db.get().await?;
+    if users::delete_user_session(&mut conn, user_id, session_id).await? {
+        Ok(())
+    } else {
+        Err(ApiError::not_found("session"))
+    }
 }
 
 /// Opens a session for `user_id`, returning its token.

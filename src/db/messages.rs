@@ -279,6 +279,9 @@ use diesel_async::AsyncConnection;
 use crate::db::Cursor;
 use crate::db::schema::provider_credentials;
 
+/// The longest search a message log takes, in characters.
+pub const MAX_SEARCH_CHARS: usize = 200;
+
 /// What a message list asks for; an empty list or `None` means "any".
 #[derive(Debug, Clone, Default)]
 pub struct LogFilter {

@@ -20,6 +20,7 @@
 //! more entries than twice the worker's slots (their ids only).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -41,6 +42,9 @@ pub struct Shares {
     /// Deliveries one organization may have in flight at once.
     slots: usize,
     orgs: Mutex<HashMap<String, Org>>,
+    /// Messages waiting in the worker, over all organizations (changed under the lock): the
+    /// reader asks on every read, and mostly nothing waits.
+    waiting: AtomicUsize,
 }
 
 /// A message read from the stream (its id, its entry's id).
@@ -84,7 +88,11 @@ impl Org {
 
 impl Shares {
     pub fn new(slots: usize) -> Arc<Self> {
-        Arc::new(Self { slots: slots.max(1), orgs: Mutex::new(HashMap::new()) })
+        Arc::new(Self {
+            slots: slots.max(1),
+            orgs: Mutex::new(HashMap::new()),
+            waiting: AtomicUsize::new(0),
+        })
     }
 
     fn orgs(&self) -> MutexGuard<'_, HashMap<String, Org>> {
@@ -118,6 +126,7 @@ impl Shares {
                 admission.admitted.push(message);
             } else if org.waiting.len() < WAITING * self.slots {
                 org.waiting.push_back(message);
+                self.waiting.fetch_add(1, Ordering::Relaxed);
             } else {
                 let spacing = org.spacing(self.slots, now).as_millis() as i64;
                 org.next_due_ms = org.next_due_ms.max(now_ms) + spacing.max(1);
@@ -132,10 +141,14 @@ impl Shares {
     /// afresh.
     pub fn ready(&self, max: usize) -> Vec<Read> {
         let mut ready = Vec::new();
+        if !self.holds_back() {
+            return ready;
+        }
         for org in self.orgs().values_mut() {
             let room = self.slots.saturating_sub(org.in_flight);
             let take = room.min(org.waiting.len()).min(max - ready.len());
             ready.extend(org.waiting.drain(..take));
+            self.waiting.fetch_sub(take, Ordering::Relaxed);
             if ready.len() == max {
                 break;
             }
@@ -145,7 +158,7 @@ impl Shares {
 
     /// Whether messages wait in the worker for their organization's deliveries to end.
     pub fn holds_back(&self) -> bool {
-        self.orgs().values().any(|org| !org.waiting.is_empty())
+        self.waiting.load(Ordering::Relaxed) > 0
     }
 
     /// Counts a delivery of `org` in flight until the returned guard is dropped.

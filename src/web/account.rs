@@ -6,7 +6,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::Utc;
 use maud::html;
 
-use crate::auth::accounts::session_cookie;
+use crate::auth::accounts::{self, removal_cookie};
 use crate::auth::{Access, Principal, SessionLifetime};
 use crate::db::users;
 use crate::error::ApiError;
@@ -90,16 +90,13 @@ async fn revoke(
     path: web::Path<String>,
 ) -> Result<HttpResponse, WebError> {
     let (user, current) = principal.user()?;
-    let mut conn = state.db.get().await.map_err(ApiError::from)?;
-    if !users::delete_user_session(&mut conn, &user.id, &path).await.map_err(ApiError::from)? {
-        return Err(ApiError::not_found("session").into());
-    }
+    accounts::end_session(&state, &user.id, &path).await?;
     if *path != current.id {
         return Ok(see_other("/account/sessions"));
     }
-    let mut gone = session_cookie(&req, &state, "");
-    gone.make_removal();
     let mut response = see_other("/sign-in");
-    response.add_cookie(&gone).map_err(|_| ApiError::internal("cannot clear the cookie"))?;
+    response
+        .add_cookie(&removal_cookie(&req, &state))
+        .map_err(|_| ApiError::internal("cannot clear the cookie"))?;
     Ok(response)
 }

@@ -7,7 +7,7 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use crate::auth::accounts::{self, Client, session_cookie};
+use crate::auth::accounts::{self, Client, removal_cookie, session_cookie};
 use crate::auth::{Principal, check_origin};
 use crate::db::users;
 use crate::error::ApiError;
@@ -94,10 +94,10 @@ async fn sign_out(
     let (_, session) = principal.user()?;
     let mut conn = state.db.get().await.map_err(ApiError::from)?;
     users::delete_session(&mut conn, &session.id).await.map_err(ApiError::from)?;
-    let mut gone = session_cookie(&req, &state, "");
-    gone.make_removal();
     let mut response = see_other("/sign-in");
-    response.add_cookie(&gone).map_err(|_| ApiError::internal("cannot clear the cookie"))?;
+    response
+        .add_cookie(&removal_cookie(&req, &state))
+        .map_err(|_| ApiError::internal("cannot clear the cookie"))?;
     Ok(response)
 }
 

@@ -12,7 +12,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use crate::auth::Access;
-use crate::db::messages::{self, LogFilter, WithProvider};
+use crate::db::messages::{self, LogFilter, MAX_SEARCH_CHARS, WithProvider};
 use crate::db::{Cursor, projects};
 use crate::domain::channel::Channel;
 use crate::domain::status::{FINAL, STATUSES};
@@ -65,10 +65,14 @@ impl LogForm {
             Ok(date.and_hms_opt(0, 0, 0).map(|t| t.and_utc()))
         };
         let search = self.search.trim();
+        if self.search.chars().count() > MAX_SEARCH_CHARS {
+            let message = format!("must be at most {MAX_SEARCH_CHARS} characters");
+            return Err(ApiError::invalid_field("search", message));
+        }
         let filter = LogFilter {
             statuses: one_of("status", &self.status, STATUSES)?,
             channels: one_of("channel", &self.channel, &channels)?,
-            search: (!search.is_empty()).then(|| search.chars().take(200).collect()),
+            search: (!search.is_empty()).then(|| search.to_owned()),
             since: day("since", &self.since)?,
             until: day("until", &self.until)?.map(|start| start + TimeDelta::days(1)),
         };

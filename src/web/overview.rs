@@ -12,9 +12,10 @@ use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use maud::{Markup, html};
 use serde::Deserialize;
 
+use crate::auth::accounts;
 use crate::auth::{Access, Principal};
 use crate::db::messages::{self, HourCount};
-use crate::db::{organizations, projects, users, webhook_endpoints};
+use crate::db::{organizations, projects, webhook_endpoints};
 use crate::domain::status::{DELIVERED, FAILED, SENT};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -48,14 +49,7 @@ async fn switch_organization(
     form: web::Form<SwitchForm>,
 ) -> Result<HttpResponse, WebError> {
     let (user, session) = principal.user()?;
-    let mut conn = state.db.get().await.map_err(ApiError::from)?;
-    let (org, _) = organizations::find_membership(&mut conn, &form.organization, &user.id)
-        .await
-        .map_err(ApiError::from)?
-        .ok_or_else(|| ApiError::not_found("organization"))?;
-    users::set_active_organization(&mut conn, &session.id, &org.id)
-        .await
-        .map_err(ApiError::from)?;
+    accounts::set_active_organization(&state, &user.id, &session.id, &form.organization).await?;
     Ok(see_other("/"))
 }
 

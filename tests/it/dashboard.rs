@@ -398,6 +398,11 @@ async fn the_message_log_filters_pages_and_opens_a_message_with_its_timeline() {
     let (status, html) = get_page(&app, &owner.token, &format!("{log}?status=lost")).await;
     assert_eq!(status, 400);
     assert!(html.contains("status"), "{html}");
+    // the API's limit on a search, named on the page
+    let long = "x".repeat(201);
+    let (status, html) = get_page(&app, &owner.token, &format!("{log}?search={long}")).await;
+    assert_eq!(status, 400);
+    assert!(html.contains("search: must be at most 200 characters"), "{html}");
 
     // the message page: content (escaped), routing, the timeline
     let (status, html) = get_page(&app, &owner.token, &format!("/messages/{}", ids[3])).await;
