@@ -16,6 +16,7 @@ pub mod domain;
 pub mod error;
 pub mod inbound;
 pub mod ingest;
+pub mod manage;
 pub mod metrics;
 pub mod providers;
 pub mod queue;

@@ -92,6 +92,7 @@ pub fn layout(title: &str, viewer: Option<&Viewer<'_>>, body: Markup) -> Markup 
                     @if let Some(viewer) = viewer {
                         nav {
                             a href="/" { "Overview" }
+                            a href="/projects" { "Projects" }
                             a href="/keys" { "API keys" }
                             a href="/providers" { "Providers" }
                             a href="/members" { "Members" }

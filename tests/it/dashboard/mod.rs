@@ -1,22 +1,23 @@
 //! The dashboard's pages, as HTTP answers: signing up, in and out through forms, the overview
 //! of the active organization, the headers every page carries, escaping of what tenants write,
-//! and the static files. `browser.rs` drives the same pages in a real browser.
+//! and the static files. `browser.rs` drives the same pages in a real browser. The helpers here serve the
+//! files beside this one, one per page family.
 
 use crate::harness::TestApp;
 use reqwest::header;
 use reqwest::redirect::Policy;
 
 /// A client that keeps cookies and shows redirects instead of following them.
-fn browser_like() -> reqwest::Client {
+pub(crate) fn browser_like() -> reqwest::Client {
     reqwest::Client::builder().cookie_store(true).redirect(Policy::none()).build().expect("client")
 }
 
 /// The `Origin` a browser sends with the app's forms.
-fn origin(app: &TestApp) -> String {
+pub(crate) fn origin(app: &TestApp) -> String {
     app.url("")
 }
 
-async fn post_form(
+pub(crate) async fn post_form(
     client: &reqwest::Client,
     app: &TestApp,
     path: &str,
@@ -30,14 +31,14 @@ async fn post_form(
     request.send().await.expect("request")
 }
 
-async fn sign_up(client: &reqwest::Client, app: &TestApp, name: &str, email: &str) {
+pub(crate) async fn sign_up(client: &reqwest::Client, app: &TestApp, name: &str, email: &str) {
     let form = [("name", name), ("email", email), ("password", "correct horse battery")];
     let response = post_form(client, app, "/sign-up", &form, Some(&origin(app))).await;
     assert_eq!(response.status(), 303, "{}", response.text().await.unwrap_or_default());
     assert_eq!(response.headers()[header::LOCATION], "/");
 }
 
-fn assert_page_headers(response: &reqwest::Response) {
+pub(crate) fn assert_page_headers(response: &reqwest::Response) {
     let headers = response.headers();
     assert!(headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/html"));
     let csp = headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
@@ -159,7 +160,7 @@ async fn the_stylesheet_is_served_under_its_content_hash_for_a_year() {
 }
 
 /// The overview as the owner behind `token` sees it.
-async fn overview_html(app: &TestApp, token: &str) -> String {
+pub(crate) async fn overview_html(app: &TestApp, token: &str) -> String {
     let response =
         reqwest::Client::new().get(app.url("/")).bearer_auth(token).send().await.expect("request");
     assert_eq!(response.status(), 200);
@@ -167,7 +168,7 @@ async fn overview_html(app: &TestApp, token: &str) -> String {
 }
 
 /// The rows of the table `id` on `html`, each as its cells' text.
-fn rows(html: &str, id: &str) -> Vec<Vec<String>> {
+pub(crate) fn rows(html: &str, id: &str) -> Vec<Vec<String>> {
     let table = html
         .split(&format!(r#"<table id="{id}">"#))
         .nth(1)
@@ -245,7 +246,7 @@ async fn the_overview_counts_the_days_messages_and_shows_what_went_wrong() {
 }
 
 /// A form post as the signed-in `token` (a session token, sent as the browser's cookie).
-async fn post_as(
+pub(crate) async fn post_as(
     app: &TestApp,
     token: &str,
     path: &str,
@@ -261,7 +262,7 @@ async fn post_as(
         .expect("request")
 }
 
-async fn get_page(app: &TestApp, token: &str, path: &str) -> (u16, String) {
+pub(crate) async fn get_page(app: &TestApp, token: &str, path: &str) -> (u16, String) {
     let response = browser_like()
         .get(app.url(path))
         .header(header::COOKIE, format!("relayit_session={token}"))
