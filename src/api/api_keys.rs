@@ -11,12 +11,12 @@ use utoipa::ToSchema;
 use crate::api::json::Json;
 use crate::api::pagination::ListQuery;
 use crate::api::pagination::Page;
-use crate::api::projects;
 use crate::auth::keys::KeySpec;
 use crate::auth::{Access, Action};
 use crate::db::Cursor;
 use crate::db::api_keys::{self, ApiKey};
 use crate::error::ApiError;
+use crate::manage::projects;
 use crate::state::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {

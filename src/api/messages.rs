@@ -11,16 +11,15 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::api::pagination::{MAX_LIMIT, Page, PageRequest};
-use crate::api::projects::visible;
-use crate::auth::{Access, Action, Principal};
-use crate::db::messages::{self, Event, LogFilter, MAX_SEARCH_CHARS, Message, WithProvider};
+use crate::auth::{Access, Action};
+use crate::db::messages::{self, Event, LogFilter, MAX_SEARCH_CHARS, WithProvider};
 use crate::db::{Cursor, PooledConnection};
 use crate::domain::channel::Channel;
-use crate::domain::status;
 use crate::domain::status::STATUSES;
 use crate::domain::validate::Validator;
 use crate::error::{ApiError, ErrorBody};
-use crate::queue::deliveries;
+use crate::manage::messages as manage;
+use crate::manage::projects::visible;
 use crate::state::AppState;
 
 crate::json_schema! {
@@ -28,9 +27,6 @@ crate::json_schema! {
     SearchText => crate::domain::schema::text(0, MAX_SEARCH_CHARS)
         .description(Some(format!("At most {MAX_SEARCH_CHARS} characters.")))
 }
-
-/// `statusReason` of a message canceled through the API.
-const CANCELED_BY_REQUEST: &str = "canceled through the API";
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/projects/{projectId}/messages").get(list))
@@ -232,52 +228,18 @@ fn instant(check: &mut Validator, field: &str, text: Option<&str>) -> Option<Dat
 
 /// The message `id` as `access` may see it: another organization's message, or another
 /// project's for a project-bound API key, is not found.
-async fn visible_message(
-    conn: &mut PooledConnection,
-    access: &Access,
-    id: &str,
-) -> Result<WithProvider, ApiError> {
-    messages::find_with_provider(conn, &access.org.id, id)
-        .await?
-        .filter(|(m, _)| access.project_scope().is_none_or(|only| only == m.project_id))
-        .ok_or_else(|| ApiError::not_found("message"))
-}
-
 /// The message with its history, as the single-message routes answer.
 async fn detail(
     conn: &mut PooledConnection,
     access: &Access,
     id: &str,
 ) -> Result<MessageDetail, ApiError> {
-    let message = visible_message(conn, access, id).await?;
+    let message = manage::visible(conn, access, id).await?;
     let events = messages::events(conn, id).await?;
     Ok(MessageDetail {
         message: MessageView::from(message),
         events: events.into_iter().map(EventView::from).collect(),
     })
-}
-
-/// Who did it, for the event's `by`: the user's id or the API key's.
-fn actor(access: &Access) -> &str {
-    match &access.principal {
-        Principal::User { user, .. } => &user.id,
-        Principal::Key(key) => &key.id,
-    }
-}
-
-/// 409 for a message whose status does not allow `action`; `current` is its status as last
-/// read, which a concurrent change may have made stale.
-fn wrong_status(current: &Message, action: &str, needed: &str) -> ApiError {
-    if current.status == needed {
-        ApiError::conflict(format!(
-            "the message changed meanwhile; only a {needed} message can be {action}"
-        ))
-    } else {
-        ApiError::conflict(format!(
-            "only a {needed} message can be {action}; this one is {}",
-            current.status
-        ))
-    }
 }
 
 /// One message with its history (events oldest first).
@@ -330,19 +292,9 @@ pub async fn retry(
     access: Access,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    access.require(Action::Write)?;
+    let id = manage::retry(&state, &access, &path).await?;
     let mut conn = state.db.get().await?;
-    let (current, _) = visible_message(&mut conn, &access, &path).await?;
-    let details = serde_json::json!({"retry": true, "by": actor(&access)});
-    messages::requeue_failed(&mut conn, &access.org.id, &current.id, details)
-        .await?
-        .ok_or_else(|| wrong_status(&current, "retried", status::FAILED))?;
-    // The row is committed as `queued`: should Redis fail now, the sweeper re-enqueues rows
-    // left in `queued` (design: nothing is lost), so the retry has happened either way.
-    if let Err(e) = deliveries::enqueue(&state.redis, std::slice::from_ref(&current.id)).await {
-        tracing::warn!(message_id = %current.id, error = %e, "retry not enqueued; the sweeper will");
-    }
-    Ok(HttpResponse::Ok().json(detail(&mut conn, &access, &current.id).await?))
+    Ok(HttpResponse::Ok().json(detail(&mut conn, &access, &id).await?))
 }
 
 /// Cancels a scheduled message that is not queued yet (owner, admin or a `manage` key).
@@ -355,12 +307,7 @@ pub async fn cancel(
     access: Access,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    access.require(Action::Write)?;
+    let id = manage::cancel(&state, &access, &path).await?;
     let mut conn = state.db.get().await?;
-    let (current, _) = visible_message(&mut conn, &access, &path).await?;
-    let details = serde_json::json!({"by": actor(&access)});
-    messages::cancel_received(&mut conn, &access.org.id, &current.id, CANCELED_BY_REQUEST, details)
-        .await?
-        .ok_or_else(|| wrong_status(&current, "canceled", status::RECEIVED))?;
-    Ok(HttpResponse::Ok().json(detail(&mut conn, &access, &current.id).await?))
+    Ok(HttpResponse::Ok().json(detail(&mut conn, &access, &id).await?))
 }

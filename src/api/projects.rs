@@ -8,15 +8,11 @@ use utoipa::ToSchema;
 use crate::api::json::Json;
 use crate::api::pagination::{ListQuery, Page};
 use crate::auth::{Access, Action};
-use crate::db::projects::{self, NewProject, Project, ProjectChanges};
-use crate::db::{Cursor, PooledConnection};
-use crate::domain::validate::Validator;
-use crate::domain::{ids, slug};
-use crate::error::conflict_on_unique;
+use crate::db::Cursor;
+use crate::db::projects::{self, Project};
 use crate::error::{ApiError, ErrorBody};
+use crate::manage::projects::{self as manage, MAX_RETENTION_DAYS, NewProjectInput, ProjectUpdate};
 use crate::state::AppState;
-
-const MAX_METADATA_BYTES: usize = 16 * 1024;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/projects/generate-slug").post(generate_slug))
@@ -97,12 +93,8 @@ pub struct UpdateProject {
     pub message_retention_days: Option<Option<i32>>,
 }
 
-/// The longest message retention a project may ask for, in days (a hundred years; 0 is for
-/// ever anyway).
-const MAX_RETENTION_DAYS: i32 = 36_500;
-
 crate::json_schema! {
-    /// `messageRetentionDays`, as [`check_retention`] takes it.
+    /// `messageRetentionDays`, as `manage::projects` takes it.
     RetentionDays => utoipa::openapi::ObjectBuilder::new()
         .schema_type(utoipa::openapi::Type::Integer)
         .minimum(Some(0))
@@ -111,38 +103,6 @@ crate::json_schema! {
             "Days its messages are kept once final (sent, delivered, failed or canceled), \
              0 to {MAX_RETENTION_DAYS}; 0 keeps them for ever."
         )))
-}
-
-fn check_retention(check: &mut Validator, days: Option<i32>) {
-    if days.is_some_and(|d| !(0..=MAX_RETENTION_DAYS).contains(&d)) {
-        check.error(
-            "messageRetentionDays",
-            format!("must be between 0 (keep for ever) and {MAX_RETENTION_DAYS} days, or null"),
-        );
-    }
-}
-
-/// The project `id_or_slug` as `access` may see it: another organization's project, or another
-/// project than an API key's own, is not found.
-pub async fn visible(
-    conn: &mut PooledConnection,
-    access: &Access,
-    id_or_slug: &str,
-) -> Result<Project, ApiError> {
-    projects::find(conn, &access.org.id, id_or_slug)
-        .await?
-        .filter(|p| access.project_scope().is_none_or(|only| only == p.id))
-        .ok_or_else(|| ApiError::not_found("project"))
-}
-
-async fn free_slug(
-    conn: &mut PooledConnection,
-    org_id: &str,
-    name: &str,
-) -> Result<String, ApiError> {
-    let base = slug::slugify(name, "project");
-    let taken = projects::slugs_like(conn, org_id, &base).await?;
-    Ok(slug::first_free(&base, &taken))
 }
 
 /// Suggests a free slug for a project name.
@@ -155,7 +115,7 @@ pub async fn generate_slug(
 ) -> Result<HttpResponse, ApiError> {
     access.require(Action::Read)?;
     let mut conn = state.db.get().await?;
-    let slug = free_slug(&mut conn, &access.org.id, &body.0.name).await?;
+    let slug = manage::free_slug(&mut conn, &access.org.id, &body.0.name).await?;
     Ok(HttpResponse::Ok().json(SlugView { slug }))
 }
 
@@ -169,37 +129,14 @@ pub async fn create(
     access: Access,
     body: Json<CreateProject>,
 ) -> Result<HttpResponse, ApiError> {
-    access.require(Action::Write)?;
-    access.require_org_wide()?;
     let body = body.0;
-    let mut check = Validator::new();
-    check.name("name", &body.name);
-    if let Some(slug) = &body.slug {
-        check.slug("slug", slug);
-    }
-    let metadata = body.metadata.unwrap_or_else(|| serde_json::json!({}));
-    check.object("metadata", &metadata, MAX_METADATA_BYTES);
-    check_retention(&mut check, body.message_retention_days);
-    check.finish()?;
-
-    let mut conn = state.db.get().await?;
-    let slug = match body.slug {
-        Some(slug) => slug,
-        None => free_slug(&mut conn, &access.org.id, &body.name).await?,
-    };
-    let id = ids::new_id(ids::PROJECT);
-    let new = NewProject {
-        id: &id,
-        organization_id: &access.org.id,
-        name: body.name.trim(),
-        slug: &slug,
-        metadata: &metadata,
+    let input = NewProjectInput {
+        name: body.name,
+        slug: body.slug,
+        metadata: body.metadata,
         message_retention_days: body.message_retention_days,
     };
-    let project = conflict_on_unique(
-        projects::insert(&mut conn, new).await,
-        "a project with this slug already exists",
-    )?;
+    let project = manage::create(&state, &access, input).await?;
     Ok(HttpResponse::Created().json(ProjectView::from(project)))
 }
 
@@ -236,7 +173,7 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     access.require(Action::Read)?;
     let mut conn = state.db.get().await?;
-    let project = visible(&mut conn, &access, &path).await?;
+    let project = manage::visible(&mut conn, &access, &path).await?;
     Ok(HttpResponse::Ok().json(ProjectView::from(project)))
 }
 
@@ -252,36 +189,14 @@ pub async fn update(
     path: web::Path<String>,
     body: Json<UpdateProject>,
 ) -> Result<HttpResponse, ApiError> {
-    access.require(Action::Write)?;
     let body = body.0;
-    let mut check = Validator::new();
-    if let Some(name) = &body.name {
-        check.name("name", name);
-    }
-    if let Some(slug) = &body.slug {
-        check.slug("slug", slug);
-    }
-    if let Some(metadata) = &body.metadata {
-        check.object("metadata", metadata, MAX_METADATA_BYTES);
-    }
-    check_retention(&mut check, body.message_retention_days.flatten());
-    check.finish()?;
-    let mut conn = state.db.get().await?;
-    let project = visible(&mut conn, &access, &path).await?;
-    let changes = ProjectChanges {
-        name: body.name.map(|n| n.trim().to_owned()),
+    let changes = ProjectUpdate {
+        name: body.name,
         slug: body.slug,
         metadata: body.metadata,
         message_retention_days: body.message_retention_days,
-        updated_at: Utc::now(),
     };
-    let updated = conflict_on_unique(
-        projects::update(&mut conn, &access.org.id, &project.id, changes).await,
-        "a project with this slug already exists",
-    )?
-    .ok_or_else(|| ApiError::not_found("project"))?;
-    // its old slug may be cached as a name for it
-    state.tenants.invalidate_everywhere(&state.redis).await;
+    let updated = manage::update(&state, &access, &path, changes).await?;
     Ok(HttpResponse::Ok().json(ProjectView::from(updated)))
 }
 
@@ -293,10 +208,6 @@ pub async fn delete(
     access: Access,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    access.require(Action::Write)?;
-    let mut conn = state.db.get().await?;
-    let project = visible(&mut conn, &access, &path).await?;
-    projects::delete(&mut conn, &access.org.id, &project.id).await?;
-    state.tenants.invalidate_everywhere(&state.redis).await;
+    manage::delete(&state, &access, &path).await?;
     Ok(HttpResponse::NoContent().finish())
 }

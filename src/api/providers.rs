@@ -20,7 +20,6 @@ use crate::domain::schema::one_of;
 
 use crate::api::json::Json;
 use crate::api::pagination::{Page, PageRequest};
-use crate::api::projects;
 use crate::auth::{Access, Action};
 use crate::config::REDACTED;
 use crate::crypto::MasterKeys;
@@ -34,6 +33,7 @@ use crate::domain::validate::Validator;
 use crate::domain::{ids, slug};
 use crate::error::conflict_on_unique;
 use crate::error::{ApiError, ErrorBody};
+use crate::manage::projects;
 use crate::providers::connector::OpenedCredential;
 use crate::providers::credentials;
 use crate::state::AppState;

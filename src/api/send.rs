@@ -6,13 +6,11 @@
 //! when others are not. The original RelayIt body (`recipient`, `projectSlug`, `payload`) is
 //! accepted too and translated to the current one.
 
-use std::collections::HashMap;
-
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use utoipa::openapi::schema::{
     KnownFormat, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, SchemaType, Type,
 };
@@ -23,27 +21,20 @@ use crate::api::json;
 use crate::auth::Principal;
 use crate::db::api_keys::ApiKey;
 use crate::db::idempotency::NewRecord;
-use crate::db::messages::{Event, NewMessage};
-use crate::db::{PooledConnection, delivery, projects};
 use crate::domain::channel::Channel;
 use crate::domain::content;
-use crate::domain::ids;
-use crate::domain::recipient::{self, check_recipient};
+use crate::domain::recipient;
 use crate::domain::schema;
-use crate::domain::status;
-use crate::domain::validate::parse_object;
-use crate::domain::validate::{FieldError, Validator};
 use crate::error::{ApiError, ErrorBody, ErrorDetail};
-use crate::ingest::{IngestError, Outcome, Submission};
+use crate::ingest::{Outcome, Submission};
+use crate::manage::sending::{self, MAX_METADATA_BYTES, Sender, prepare};
 use crate::queue::rate_limit;
 use crate::state::AppState;
 
 pub const SEND_LIMIT: usize = 256 * 1024;
 pub const BATCH_LIMIT: usize = 8 * 1024 * 1024;
 pub const MAX_BATCH: usize = 1000;
-const MAX_METADATA_BYTES: usize = 4 * 1024;
 const MAX_IDEMPOTENCY_KEY: usize = 255;
-const MAX_SCHEDULE_AHEAD: chrono::Duration = chrono::Duration::days(30);
 const IDEMPOTENCY_TTL: chrono::Duration = chrono::Duration::hours(24);
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -53,27 +44,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .app_data(web::PayloadConfig::new(BATCH_LIMIT))
                 .post(send_batch),
         );
-}
-
-/// The body of `/v1/send` (and of each batch item).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct SendRequest {
-    /// `email`, `sms`, `whatsapp` or `discord`.
-    pub channel: String,
-    /// Email address, E.164 phone number, or Discord channel id / `user:<id>`.
-    pub to: String,
-    /// Project id or slug; required only for organization-wide keys.
-    pub project: Option<String>,
-    /// Slug of the provider credential to use.
-    pub provider: Option<String>,
-    /// Per channel: email `{subject, text?, html?, from?, replyTo?, cc?, bcc?}`, sms `{text}`,
-    /// whatsapp `{text}` or `{template}`, discord `{text?, embeds?}`.
-    pub content: Value,
-    /// Up to 4 KiB, echoed in webhooks.
-    pub metadata: Option<Value>,
-    /// RFC 3339, at most 30 days ahead.
-    pub send_at: Option<String>,
 }
 
 /// The body of `/v1/send` (and of each batch item) as the document states it: one alternative
@@ -211,26 +181,6 @@ fn legacy_schema(channel: Channel) -> ObjectBuilder {
     )
 }
 
-/// The original RelayIt body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct LegacyRequest {
-    channel: String,
-    recipient: String,
-    project_slug: String,
-    provider_type: Option<String>,
-    payload: LegacyPayload,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LegacyPayload {
-    subject: Option<String>,
-    body: String,
-    #[serde(rename = "type")]
-    kind: Option<String>,
-}
-
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Accepted {
     pub id: String,
@@ -288,30 +238,6 @@ crate::json_schema! {
              own: one that is not valid is answered with its error in `data`, at its place, and \
              does not stop the others."
         )))
-}
-
-/// The sending key, with what it resolves per request (projects, credentials), so that a
-/// batch looks each up once. A database connection is taken only when something must be
-/// looked up: a project-bound key sending without `provider` needs none before the commit.
-struct Sender<'a> {
-    state: &'a AppState,
-    key: &'a ApiKey,
-    conn: Option<PooledConnection>,
-    projects: HashMap<String, Option<String>>,
-    credentials: HashMap<(String, String), bool>,
-}
-
-impl<'a> Sender<'a> {
-    fn new(state: &'a AppState, key: &'a ApiKey) -> Self {
-        Self { state, key, conn: None, projects: HashMap::new(), credentials: HashMap::new() }
-    }
-
-    async fn conn(&mut self) -> Result<&mut PooledConnection, ApiError> {
-        match &mut self.conn {
-            Some(conn) => Ok(conn),
-            none => Ok(none.insert(self.state.db.get().await?)),
-        }
-    }
 }
 
 fn sending_key(principal: &Principal) -> Result<&ApiKey, ApiError> {
@@ -410,7 +336,7 @@ pub async fn send(
     let idempotency = idempotency_key(&req)?;
     let value = json::parse_value(&body)?;
     let limit_headers = rate_limit(&state, key, 1).await?;
-    let mut sender = Sender::new(&state, key);
+    let mut sender = Sender::key(&state, key);
     let now = Utc::now();
     let prepared = prepare(&mut sender, &value, now).await?;
     drop(sender);
@@ -453,7 +379,7 @@ pub async fn send_batch(
         ));
     }
     let limit_headers = rate_limit(&state, key, batch.messages.len()).await?;
-    let mut sender = Sender::new(&state, key);
+    let mut sender = Sender::key(&state, key);
     let now = Utc::now();
     let mut submission = Submission::default();
     let mut data = Vec::with_capacity(batch.messages.len());
@@ -517,288 +443,18 @@ async fn answer(
         // a batch without one valid message: nothing to commit
         return Ok(HttpResponse::Accepted().json(response));
     }
-    // one counter update per channel, not per message (a batch holds up to 1000)
-    let mut accepted: Vec<(String, u64)> = Vec::new();
-    for message in &submission.messages {
-        match accepted.iter_mut().find(|(channel, _)| *channel == message.channel) {
-            Some((_, count)) => *count += 1,
-            None => accepted.push((message.channel.clone(), 1)),
-        }
-    }
-    match state.ingest.submit(submission).await {
-        Ok(Outcome::Committed) => {
-            for (channel, count) in accepted {
-                state.metrics.messages_accepted.with_label_values(&[&channel]).inc_by(count);
-            }
-            Ok(HttpResponse::Accepted().json(response))
-        }
-        Ok(Outcome::Replay { status, body }) => {
+    match sending::commit(state, submission).await? {
+        Outcome::Committed => Ok(HttpResponse::Accepted().json(response)),
+        Outcome::Replay { status, body } => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED);
             Ok(HttpResponse::build(status)
                 .insert_header(("Idempotency-Replayed", "true"))
                 .json(body))
         }
-        Ok(Outcome::Mismatch) => Err(ApiError::new(
+        Outcome::Mismatch => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "idempotency_mismatch",
             "this Idempotency-Key was used with a different request in the last 24 hours",
         )),
-        Err(IngestError::Unavailable(cause)) => {
-            tracing::warn!(%cause, "send refused: cannot commit");
-            Err(ApiError::unavailable("the database is unavailable; nothing was accepted, retry"))
-        }
-        Err(IngestError::OutcomeUnknown(cause)) => {
-            tracing::warn!(%cause, "send outcome unknown: the connection broke during the commit");
-            Err(ApiError::unavailable(
-                "the outcome is unknown: the database connection broke during the commit, which \
-                 may have succeeded; retry with the same Idempotency-Key",
-            ))
-        }
-        Err(IngestError::ProjectBusy) => Err(ApiError::unavailable(
-            "the project is being deleted or changed; nothing was accepted, retry",
-        )),
-        Err(IngestError::Stopped) => {
-            Err(ApiError::unavailable("shutting down; retry on another instance"))
-        }
     }
-}
-
-/// A validated message, ready to commit.
-struct Prepared {
-    message: NewMessage,
-    events: Vec<Event>,
-    queued: bool,
-}
-
-impl Prepared {
-    fn add_to(self, submission: &mut Submission) {
-        if self.queued {
-            submission.enqueue.push(self.message.id.clone());
-        }
-        submission.events.extend(self.events);
-        submission.messages.push(self.message);
-    }
-}
-
-/// Validates one send body (either shape) and builds its rows.
-async fn prepare(
-    sender: &mut Sender<'_>,
-    value: &Value,
-    now: DateTime<Utc>,
-) -> Result<Prepared, ApiError> {
-    let Some(object) = value.as_object() else {
-        return Err(ApiError::invalid_field("body", "must be a JSON object"));
-    };
-    let legacy = ["recipient", "projectSlug", "payload"].iter().any(|k| object.contains_key(*k));
-    let (request, provider_type) = if legacy {
-        let legacy: LegacyRequest = parse_object(value, "")?;
-        let provider_type = legacy.provider_type.clone();
-        (from_legacy(legacy)?, provider_type)
-    } else {
-        (parse_object::<SendRequest>(value, "")?, None)
-    };
-
-    let mut check = Validator::new();
-    let channel = Channel::parse(&request.channel);
-    let mut content = None;
-    match channel {
-        None => check.error("channel", "must be email, sms, whatsapp or discord"),
-        Some(channel) => {
-            check_recipient(
-                &mut check,
-                if legacy { "recipient" } else { "to" },
-                channel,
-                &request.to,
-            );
-            content = content::check_content(
-                &mut check,
-                if legacy { "payload" } else { "content" },
-                channel,
-                &request.content,
-            );
-        }
-    }
-    let metadata = request.metadata.clone().unwrap_or_else(|| json!({}));
-    check.object("metadata", &metadata, MAX_METADATA_BYTES);
-    let send_at = match &request.send_at {
-        None => None,
-        Some(text) => match DateTime::parse_from_rfc3339(text) {
-            Err(_) => {
-                check.error("sendAt", "must be an RFC 3339 timestamp");
-                None
-            }
-            Ok(at) if at.with_timezone(&Utc) > now + MAX_SCHEDULE_AHEAD => {
-                check.error("sendAt", "must be at most 30 days ahead");
-                None
-            }
-            Ok(at) => Some(at.with_timezone(&Utc)),
-        },
-    };
-    check.finish()?;
-    let (Some(channel), Some(content)) = (channel, content) else {
-        return Err(ApiError::internal("validated content missing"));
-    };
-
-    let project_field = if legacy { "projectSlug" } else { "project" };
-    let project_id = resolve_project(sender, request.project.as_deref(), project_field).await?;
-    let requested_provider = match (&request.provider, provider_type) {
-        (Some(slug), _) => {
-            check_provider(sender, &project_id, channel, slug).await?;
-            Some(slug.clone())
-        }
-        (None, Some(kind)) => Some(provider_of_type(sender, &project_id, channel, &kind).await?),
-        (None, None) => None,
-    };
-
-    let id = ids::new_id(ids::MESSAGE);
-    let scheduled = send_at.is_some_and(|at| at > now);
-    let status = if scheduled { status::RECEIVED } else { status::QUEUED };
-    let mut events = vec![Event::new(&id, status::RECEIVED, json!({}), now)];
-    if !scheduled {
-        events.push(Event::new(&id, status::QUEUED, json!({}), now));
-    }
-    let message = NewMessage {
-        id,
-        organization_id: sender.key.organization_id.clone(),
-        project_id,
-        api_key_id: Some(sender.key.id.clone()),
-        channel: channel.as_str().to_owned(),
-        recipient: request.to,
-        requested_provider,
-        status,
-        content,
-        metadata,
-        idempotency_key: None,
-        send_at,
-        created_at: now,
-        updated_at: now,
-    };
-    Ok(Prepared { message, events, queued: !scheduled })
-}
-
-fn from_legacy(legacy: LegacyRequest) -> Result<SendRequest, ApiError> {
-    let html = match legacy.payload.kind.as_deref() {
-        None | Some("text") => false,
-        Some("html") => true,
-        Some(_) => return Err(ApiError::invalid_field("payload.type", "must be text or html")),
-    };
-    let content = match legacy.channel.as_str() {
-        "email" => {
-            let body_field = if html { "html" } else { "text" };
-            json!({"subject": legacy.payload.subject.unwrap_or_default(), body_field: legacy.payload.body})
-        }
-        _ => json!({"text": legacy.payload.body}),
-    };
-    Ok(SendRequest {
-        channel: legacy.channel,
-        to: legacy.recipient,
-        project: Some(legacy.project_slug),
-        provider: None,
-        content,
-        metadata: None,
-        send_at: None,
-    })
-}
-
-/// The project a message goes to: the key's own, or the one named (id or slug) within the
-/// key's organization. Another organization's project is not found (404).
-async fn resolve_project(
-    sender: &mut Sender<'_>,
-    named: Option<&str>,
-    field: &str,
-) -> Result<String, ApiError> {
-    let named = match (named, &sender.key.project_id) {
-        (None, Some(own)) => return Ok(own.clone()),
-        (None, None) => {
-            return Err(ApiError::invalid_field(
-                field,
-                "is required for organization-wide API keys",
-            ));
-        }
-        (Some(named), _) => named,
-    };
-    if !sender.projects.contains_key(named) {
-        let organization_id = sender.key.organization_id.clone();
-        let tenants = &sender.state.tenants;
-        let found = match tenants.project(&organization_id, named) {
-            Some(id) => Some(id),
-            None => {
-                let since = tenants.generation();
-                let found = projects::find(sender.conn().await?, &organization_id, named)
-                    .await?
-                    .map(|p| p.id);
-                if let Some(id) = &found {
-                    sender.state.tenants.insert_project(since, &organization_id, named, id.clone());
-                }
-                found
-            }
-        };
-        sender.projects.insert(named.to_owned(), found);
-    }
-    match (sender.projects.get(named).cloned().flatten(), &sender.key.project_id) {
-        (Some(id), Some(own)) if &id != own => Err(ApiError::not_found("project")),
-        (Some(id), _) => Ok(id),
-        (None, _) => Err(ApiError::not_found("project")),
-    }
-}
-
-/// The named credential must exist, be active, serve the channel and be visible to the project.
-async fn check_provider(
-    sender: &mut Sender<'_>,
-    project_id: &str,
-    channel: Channel,
-    slug: &str,
-) -> Result<(), ApiError> {
-    let cache_key = (project_id.to_owned(), format!("{}:{slug}", channel.as_str()));
-    if !sender.credentials.contains_key(&cache_key) {
-        let organization_id = sender.key.organization_id.clone();
-        let usable = delivery::routes(
-            sender.conn().await?,
-            &organization_id,
-            project_id,
-            channel.as_str(),
-            None,
-        )
-        .await?
-        .iter()
-        .any(|c| c.slug == slug);
-        sender.credentials.insert(cache_key.clone(), usable);
-    }
-    if sender.credentials.get(&cache_key).copied().unwrap_or(false) {
-        Ok(())
-    } else {
-        // a reference to what does not exist, like an unknown `project`: 404
-        Err(unknown_credential(
-            "provider",
-            format!("no active {} credential with this slug for this project", channel.as_str()),
-        ))
-    }
-}
-
-/// The original body names a provider type: the highest-priority usable credential of it.
-async fn provider_of_type(
-    sender: &mut Sender<'_>,
-    project_id: &str,
-    channel: Channel,
-    kind: &str,
-) -> Result<String, ApiError> {
-    let organization_id = sender.key.organization_id.clone();
-    delivery::routes(sender.conn().await?, &organization_id, project_id, channel.as_str(), None)
-        .await?
-        .into_iter()
-        .find(|c| c.provider_type == kind)
-        .map(|c| c.slug)
-        .ok_or_else(|| {
-            unknown_credential(
-                "providerType",
-                format!("no active {kind} credential for this project"),
-            )
-        })
-}
-
-/// 404 for a named credential that the message cannot use, naming the field.
-fn unknown_credential(field: &str, message: String) -> ApiError {
-    ApiError::not_found("provider credential")
-        .with_message(format!("{field}: {message}"))
-        .with_details(vec![FieldError::new(field, message)])
 }

@@ -11,7 +11,6 @@ use utoipa::ToSchema;
 
 use crate::api::json::{self, DEFAULT_BODY_LIMIT, Json};
 use crate::api::pagination::{ListQuery, Page};
-use crate::api::projects::visible;
 use crate::auth::{Access, Action};
 use crate::db::Cursor;
 use crate::db::webhook_endpoints::{
@@ -21,6 +20,7 @@ use crate::db::webhooks::{self as deliveries, Delivery, Job};
 use crate::domain::ids;
 use crate::domain::validate::Validator;
 use crate::error::{ApiError, ErrorBody};
+use crate::manage::projects::visible;
 use crate::ssrf;
 use crate::state::AppState;
 use crate::webhooks::{EVENT_TYPES, secret};
