@@ -146,3 +146,47 @@ pub async fn message_retention(
         .load(conn)
         .await
 }
+
+/// What deleting a project deletes with it, counted for the confirmation that names it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Contents {
+    pub messages: i64,
+    pub webhook_endpoints: i64,
+    pub provider_credentials: i64,
+    /// Live keys bound to the project (revoked ones go too, unnoticed).
+    pub api_keys: i64,
+}
+
+pub async fn contents(
+    conn: &mut AsyncPgConnection,
+    organization_id: &str,
+    id: &str,
+) -> QueryResult<Contents> {
+    use crate::db::schema::{api_keys, messages, provider_credentials, webhook_endpoints};
+    let messages = messages::table
+        .filter(messages::organization_id.eq(organization_id))
+        .filter(messages::project_id.eq(id))
+        .count()
+        .get_result(conn)
+        .await?;
+    let webhook_endpoints = webhook_endpoints::table
+        .filter(webhook_endpoints::organization_id.eq(organization_id))
+        .filter(webhook_endpoints::project_id.eq(id))
+        .count()
+        .get_result(conn)
+        .await?;
+    let provider_credentials = provider_credentials::table
+        .filter(provider_credentials::organization_id.eq(organization_id))
+        .filter(provider_credentials::project_id.eq(id))
+        .count()
+        .get_result(conn)
+        .await?;
+    let api_keys = api_keys::table
+        .filter(api_keys::organization_id.eq(organization_id))
+        .filter(api_keys::project_id.eq(id))
+        .filter(api_keys::revoked_at.is_null())
+        .count()
+        .get_result(conn)
+        .await?;
+    Ok(Contents { messages, webhook_endpoints, provider_credentials, api_keys })
+}

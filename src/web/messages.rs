@@ -6,26 +6,58 @@
 //! reads through (`db::messages::list_log`, `find_with_provider`, `events`).
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpResponse, ResponseError, web};
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use maud::{Markup, html};
 use serde::Deserialize;
+use serde_json::json;
 
-use crate::auth::Access;
+use crate::auth::{Access, Action};
+use crate::db::Cursor;
 use crate::db::messages::{self, LogFilter, MAX_SEARCH_CHARS, WithProvider};
-use crate::db::{Cursor, projects};
 use crate::domain::channel::Channel;
-use crate::domain::status::{FINAL, STATUSES};
+use crate::domain::status::{self, FINAL, STATUSES};
 use crate::error::ApiError;
+use crate::ingest::Submission;
+use crate::manage::messages as manage;
+use crate::manage::projects::visible as visible_project;
+use crate::manage::sending::{self, Sender};
 use crate::state::AppState;
-use crate::web::{WebError, layout, page, reader};
+use crate::web::{WebError, form_error, layout, page, reader, see_other};
 
 /// Messages per page of the log.
 const PAGE: i64 = 50;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/projects/{projectId}/messages").get(log))
-        .service(web::resource("/messages/{messageId}").get(message));
+        .service(web::resource("/projects/{projectId}/messages/test").post(send_test))
+        .service(web::resource("/messages/{messageId}").get(message))
+        .service(web::resource("/messages/{messageId}/retry").post(retry))
+        .service(web::resource("/messages/{messageId}/cancel").post(cancel));
+}
+
+/// The test message form: one message to one recipient, routed as a send through the API
+/// would be.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct TestForm {
+    channel: String,
+    to: String,
+    /// Email only.
+    subject: String,
+    text: String,
+}
+
+impl TestForm {
+    /// The send body it stands for, as `/v1/send` takes it.
+    fn body(&self, project_id: &str) -> serde_json::Value {
+        let content = if self.channel == "email" {
+            json!({"subject": self.subject, "text": self.text})
+        } else {
+            json!({"text": self.text})
+        };
+        json!({"channel": self.channel, "to": self.to.trim(), "project": project_id, "content": content})
+    }
 }
 
 /// The log's filter form, as the browser sends it (every field optional).
@@ -86,6 +118,13 @@ impl LogForm {
         Ok((filter, cursor))
     }
 
+    /// Whether nothing narrows the log.
+    fn is_empty(&self) -> bool {
+        [&self.status, &self.channel, &self.search, &self.since, &self.until, &self.cursor]
+            .iter()
+            .all(|field| field.is_empty())
+    }
+
     /// This filter's query string, with `cursor`.
     fn query(&self, cursor: &str) -> String {
         let fields = [
@@ -109,12 +148,69 @@ async fn log(
     form: web::Query<LogForm>,
 ) -> Result<HttpResponse, WebError> {
     let access = access?;
-    let viewer = reader(&access)?;
+    Ok(page(StatusCode::OK, log_page(&state, &access, &path, &form, None).await?))
+}
+
+async fn send_test(
+    state: web::Data<AppState>,
+    access: Result<Access, ApiError>,
+    path: web::Path<String>,
+    form: web::Form<TestForm>,
+) -> Result<HttpResponse, WebError> {
+    let access = access?;
+    access.require(Action::Write)?;
     let mut conn = state.db.get().await.map_err(ApiError::from)?;
-    let project = projects::find(&mut conn, &access.org.id, &path)
-        .await
-        .map_err(ApiError::from)?
-        .ok_or_else(|| ApiError::not_found("project"))?;
+    let project = visible_project(&mut conn, &access, &path).await?;
+    drop(conn);
+    let sent = async {
+        let mut sender = Sender::person(&state, &access.org.id);
+        let prepared = sending::prepare(&mut sender, &form.body(&project.id), Utc::now()).await?;
+        drop(sender);
+        let mut submission = Submission::default();
+        prepared.add_to(&mut submission);
+        sending::commit(&state, submission).await
+    };
+    match sent.await {
+        Ok(_) => Ok(see_other(&format!("/projects/{}/messages", project.id))),
+        Err(error) => {
+            let markup =
+                log_page(&state, &access, &project.id, &LogForm::default(), Some((&form, &error)))
+                    .await?;
+            Ok(page(error.status_code(), markup))
+        }
+    }
+}
+
+async fn retry(
+    state: web::Data<AppState>,
+    access: Result<Access, ApiError>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, WebError> {
+    let id = manage::retry(&state, &access?, &path).await?;
+    Ok(see_other(&format!("/messages/{id}")))
+}
+
+async fn cancel(
+    state: web::Data<AppState>,
+    access: Result<Access, ApiError>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, WebError> {
+    let id = manage::cancel(&state, &access?, &path).await?;
+    Ok(see_other(&format!("/messages/{id}")))
+}
+
+/// The log of the project `project` with the filters of `form`, and the test message form
+/// (for those who may write) with what was typed in it and why it was refused.
+async fn log_page(
+    state: &AppState,
+    access: &Access,
+    project: &str,
+    form: &LogForm,
+    refused: Option<(&TestForm, &ApiError)>,
+) -> Result<Markup, ApiError> {
+    let viewer = reader(access)?;
+    let mut conn = state.db.get().await?;
+    let project = visible_project(&mut conn, access, project).await?;
     let (filter, cursor) = form.filter()?;
     let mut rows = messages::list_log(
         &mut conn,
@@ -124,8 +220,7 @@ async fn log(
         cursor.as_ref(),
         PAGE + 1,
     )
-    .await
-    .map_err(ApiError::from)?;
+    .await?;
     drop(conn);
     let next = (rows.len() as i64 > PAGE).then(|| {
         rows.truncate(PAGE as usize);
@@ -133,9 +228,11 @@ async fn log(
     });
     let in_flight = rows.iter().any(|(m, _)| !FINAL.contains(&m.status.as_str()));
     let channels: Vec<&str> = Channel::ALL.iter().map(|c| c.as_str()).collect();
+    let may_write = access.require(Action::Write).is_ok();
     let body = html! {
         main.wide {
             h1 { (project.name) ": messages" }
+            @if may_write { (test_form(&project.id, &channels, refused)) }
             form.filters method="get" {
                 (select("status", "Status", STATUSES, &form.status))
                 (select("channel", "Channel", &channels, &form.channel))
@@ -147,7 +244,12 @@ async fn log(
             @if rows.is_empty() {
                 div.card.empty {
                     @if cursor.is_some() { "No older message." }
-                    @else { "No message matches. Messages sent with this project's API keys appear here." }
+                    @else if form.is_empty() {
+                        "No message yet. Send one with an API key of this project ("
+                        a href="/keys" { "create a key" } "), or a test message above; a "
+                        a href="/providers" { "provider" } " must be set up to deliver it."
+                    }
+                    @else { "No message matches." }
                 }
             } @else {
                 table #messages data-refresh[in_flight] {
@@ -160,7 +262,37 @@ async fn log(
             }
         }
     };
-    Ok(page(StatusCode::OK, layout("Messages", Some(&viewer), body)))
+    Ok(layout("Messages", Some(&viewer), body))
+}
+
+/// The form that sends one test message; open, with what was typed, when it was refused.
+fn test_form(project: &str, channels: &[&str], refused: Option<(&TestForm, &ApiError)>) -> Markup {
+    let empty = TestForm::default();
+    let (typed, error) = match refused {
+        Some((typed, error)) => (typed, Some(error)),
+        None => (&empty, None),
+    };
+    html! {
+        details.card #send-test open[error.is_some()] {
+            summary { "Send a test message" }
+            @if let Some(error) = error { (form_error(error)) }
+            form method="post" action=(format!("/projects/{project}/messages/test")) {
+                label for="test-channel" { "Channel" }
+                select #test-channel name="channel" {
+                    @for channel in channels {
+                        option value=(channel) selected[*channel == typed.channel] { (channel) }
+                    }
+                }
+                label for="test-to" { "To (an email address, a phone number in E.164, a Discord channel id)" }
+                input #test-to type="text" name="to" required value=(typed.to);
+                label for="test-subject" { "Subject (email)" }
+                input #test-subject type="text" name="subject" value=(typed.subject);
+                label for="test-text" { "Text" }
+                textarea #test-text name="text" rows="3" required { (typed.text) }
+                button type="submit" { "Send" }
+            }
+        }
+    }
 }
 
 fn select(name: &str, title: &str, options: &[&str], chosen: &str) -> Markup {
@@ -198,18 +330,26 @@ async fn message(
     let access = access?;
     let viewer = reader(&access)?;
     let mut conn = state.db.get().await.map_err(ApiError::from)?;
-    let (message, provider) = messages::find_with_provider(&mut conn, &access.org.id, &path)
-        .await
-        .map_err(ApiError::from)?
-        .ok_or_else(|| ApiError::not_found("message"))?;
+    let (message, provider) = manage::visible(&mut conn, &access, &path).await?;
     let events = messages::events(&mut conn, &message.id).await.map_err(ApiError::from)?;
     drop(conn);
+    let may_write = access.require(Action::Write).is_ok();
     let pretty =
         |value: &serde_json::Value| serde_json::to_string_pretty(value).unwrap_or_default();
     let body = html! {
         main.wide {
             p { a href=(format!("/projects/{}/messages", message.project_id)) { "← the project's messages" } }
             h1 { "Message " code { (message.id) } }
+            @if may_write && message.status == status::FAILED {
+                form method="post" action=(format!("/messages/{}/retry", message.id)) {
+                    button type="submit" { "Send again" }
+                }
+            }
+            @if may_write && message.status == status::RECEIVED {
+                form method="post" action=(format!("/messages/{}/cancel", message.id)) {
+                    button.danger type="submit" { "Cancel this scheduled message" }
+                }
+            }
             dl.facts {
                 dt { "Status" } dd { span class=(format!("status {}", message.status)) { (message.status) }
                     @if let Some(reason) = &message.status_reason { " — " (reason) } }

@@ -17,6 +17,7 @@ pub mod keys;
 pub mod members;
 pub mod messages;
 pub mod overview;
+pub mod projects;
 pub mod providers;
 
 use actix_web::http::{StatusCode, header};
@@ -31,6 +32,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .configure(account::routes)
         .configure(auth::routes)
         .configure(overview::routes)
+        .configure(projects::routes)
         .configure(keys::routes)
         .configure(messages::routes)
         .configure(members::routes)

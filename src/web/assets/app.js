@@ -35,3 +35,27 @@ if (refreshing) {
     }
   }, 2000);
 }
+
+// <input data-slug-for="id">: as a name is typed, the input with that id shows the slug the
+// server would derive from it (POST /v1/projects/generate-slug), as its placeholder.
+for (const name of document.querySelectorAll("input[data-slug-for]")) {
+  const slug = document.getElementById(name.dataset.slugFor);
+  let pending;
+  name.addEventListener("input", () => {
+    clearTimeout(pending);
+    pending = setTimeout(async () => {
+      if (!slug || !name.value.trim()) return;
+      try {
+        const answer = await fetch("/v1/projects/generate-slug", {
+          method: "POST",
+          credentials: "same-origin",
+          headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({ name: name.value }),
+        });
+        if (answer.ok) slug.placeholder = (await answer.json()).slug;
+      } catch {
+        // the suggestion is a convenience: without it the server still derives the slug
+      }
+    }, 250);
+  });
+}

@@ -3,6 +3,8 @@
 //! and the static files. `browser.rs` drives the same pages in a real browser. The helpers here serve the
 //! files beside this one, one per page family.
 
+mod projects;
+
 use crate::harness::TestApp;
 use reqwest::header;
 use reqwest::redirect::Policy;
@@ -167,10 +169,11 @@ pub(crate) async fn overview_html(app: &TestApp, token: &str) -> String {
     response.text().await.unwrap()
 }
 
-/// The rows of the table `id` on `html`, each as its cells' text.
+/// The rows of the table `id` on `html` (whatever other attributes it has), each as its
+/// cells' text.
 pub(crate) fn rows(html: &str, id: &str) -> Vec<Vec<String>> {
     let table = html
-        .split(&format!(r#"<table id="{id}">"#))
+        .split(&format!(r#"<table id="{id}""#))
         .nth(1)
         .and_then(|rest| rest.split("</table>").next())
         .unwrap_or_else(|| panic!("no table {id} in {html}"));
