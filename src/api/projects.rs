@@ -122,18 +122,7 @@ fn check_retention(check: &mut Validator, days: Option<i32>) {
     }
 }
 
-/// The project `id_or_slug` as `access` may see it: another organization's project, or another
-/// project than an API key's own, is not found.
-pub async fn visible(
-    conn: &mut PooledConnection,
-    access: &Access,
-    id_or_slug: &str,
-) -> Result<Project, ApiError> {
-    projects::find(conn, &access.org.id, id_or_slug)
-        .await?
-        .filter(|p| access.project_scope().is_none_or(|only| only == p.id))
-        .ok_or_else(|| ApiError::not_found("project"))
-}
+pub use crate::manage::projects::visible;
 
 async fn free_slug(
     conn: &mut PooledConnection,
