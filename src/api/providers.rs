@@ -4,12 +4,11 @@
 //! under the master key and never shown again: every read lists the stored credentials' fields
 //! with each value redacted, while `config` reads back as stored. Members read; admins (and
 //! `manage` keys) write and verify. Keys bound to a project see the organization's credentials
-//! and their project's, and change only their project's.
+//! and their project's, and change only their project's. The rules live in
+//! `crate::manage::providers`, which the dashboard's pages apply too.
 
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
-use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use diesel_async::{AsyncConnection, AsyncPgConnection};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::openapi::RefOr;
@@ -24,21 +23,13 @@ use crate::auth::{Access, Action};
 use crate::config::REDACTED;
 use crate::crypto::MasterKeys;
 use crate::db::Cursor;
-use crate::db::providers::{
-    self, ListFilter, NewProviderCredential, ProviderChanges, ProviderCredential,
-};
+use crate::db::providers::{self, ListFilter, ProviderCredential};
 use crate::domain::channel::Channel;
 use crate::domain::provider_types::ProviderType;
-use crate::domain::validate::Validator;
-use crate::domain::{ids, slug};
-use crate::error::conflict_on_unique;
 use crate::error::{ApiError, ErrorBody};
 use crate::manage::projects;
-use crate::providers::connector::OpenedCredential;
-use crate::providers::credentials;
+use crate::manage::providers::{self as manage, NewProvider, ProviderEdit, Verification};
 use crate::state::AppState;
-
-const SLUG_TAKEN: &str = "a provider with this slug already exists";
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/providers").get(list).post(create))
@@ -74,15 +65,11 @@ pub struct ProviderView {
 
 impl ProviderView {
     fn of(row: ProviderCredential, keys: &MasterKeys) -> Self {
-        let credentials = match credentials::open(keys, &row) {
-            Ok(fields) => fields.into_iter().map(|(k, _)| (k, Value::from(REDACTED))).collect(),
-            Err(reason) => {
-                // The row stays readable (its config, its state) even when its secrets do not
-                // open; the fields are then unknown.
-                tracing::warn!(provider = %row.id, %reason, "cannot open provider credentials");
-                Map::new()
-            }
-        };
+        let credentials = manage::stored_secrets(keys, &row)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|name| (name, Value::from(REDACTED)))
+            .collect();
         Self {
             id: row.id,
             organization_id: row.organization_id,
@@ -230,57 +217,6 @@ pub struct VerifyResult {
     pub detail: String,
 }
 
-/// The credential `id_or_slug` as `access` may see it: another organization's, or another
-/// project's than a project-bound key's own, is not found.
-async fn visible(
-    conn: &mut AsyncPgConnection,
-    access: &Access,
-    id_or_slug: &str,
-    for_update: bool,
-) -> Result<ProviderCredential, ApiError> {
-    providers::find(conn, &access.org.id, id_or_slug, for_update)
-        .await?
-        .filter(|p| {
-            access
-                .project_scope()
-                .is_none_or(|only| p.project_id.as_deref().is_none_or(|id| id == only))
-        })
-        .ok_or_else(|| ApiError::not_found("provider"))
-}
-
-/// A project-bound key reads the organization's credentials but changes only its project's.
-fn require_writable(access: &Access, row: &ProviderCredential) -> Result<(), ApiError> {
-    match row.project_id {
-        Some(_) => Ok(()),
-        None => access.require_org_wide(),
-    }
-}
-
-fn stored_type(row: &ProviderCredential) -> Result<ProviderType, ApiError> {
-    ProviderType::parse(&row.provider_type).ok_or_else(|| {
-        ApiError::internal(format!("provider {}: unknown type {}", row.id, row.provider_type))
-    })
-}
-
-async fn free_slug(
-    conn: &mut AsyncPgConnection,
-    org_id: &str,
-    name: &str,
-) -> Result<String, ApiError> {
-    let base = slug::slugify(name, "provider");
-    let taken = providers::slugs_like(conn, org_id, &base).await?;
-    Ok(slug::first_free(&base, &taken))
-}
-
-fn check_name_and_slug(check: &mut Validator, name: Option<&str>, slug: Option<&str>) {
-    if let Some(name) = name {
-        check.name("name", name);
-    }
-    if let Some(slug) = slug {
-        check.slug("slug", slug);
-    }
-}
-
 /// Stores credentials for a provider (owner or admin).
 #[utoipa::path(post, path = "/v1/providers", tag = "providers", request_body = CreateProviderBody,
     security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])), params(crate::api::openapi::OrganizationHeader),
@@ -291,57 +227,19 @@ pub async fn create(
     access: Access,
     body: Json<CreateProvider>,
 ) -> Result<HttpResponse, ApiError> {
-    access.require(Action::Write)?;
     let body = body.0;
-    let config = body.config.unwrap_or_else(|| Value::Object(Map::new()));
-    let provider_type = body.provider_type;
-    let mut check = Validator::new();
-    check_name_and_slug(&mut check, Some(&body.name), body.slug.as_deref());
-    if let Some(channel) = provider_type.channel().filter(|c| *c != body.channel) {
-        check.error(
-            "channel",
-            format!("must be {} for providerType {}", channel.as_str(), provider_type.as_str()),
-        );
-    }
-    provider_type.check_credentials(&body.credentials, &mut check);
-    provider_type.check_config(&config, &state.config.providers, &mut check);
-    check.finish()?;
-
-    let mut conn = state.db.get().await?;
-    let project_id = match &body.project_id {
-        Some(project) => Some(projects::visible(&mut conn, &access, project).await?.id),
-        None => {
-            access.require_org_wide()?;
-            None
-        }
+    let new = NewProvider {
+        name: body.name,
+        slug: body.slug,
+        channel: body.channel,
+        provider_type: body.provider_type,
+        project_id: body.project_id,
+        credentials: body.credentials,
+        config: body.config,
+        is_active: body.is_active,
+        priority: body.priority,
     };
-    let slug = match body.slug {
-        Some(slug) => slug,
-        None => free_slug(&mut conn, &access.org.id, &body.name).await?,
-    };
-    let id = ids::new_id(ids::PROVIDER);
-    let sealed = credentials::seal(&state.keys, &access.org.id, &id, &body.credentials);
-    let new = NewProviderCredential {
-        id: &id,
-        organization_id: &access.org.id,
-        project_id: project_id.as_deref(),
-        name: body.name.trim(),
-        slug: &slug,
-        channel: body.channel.as_str(),
-        provider_type: provider_type.as_str(),
-        sealed_secrets: &sealed.bytes,
-        secrets_key_id: &sealed.key_id,
-        config: &config,
-        is_active: body.is_active.unwrap_or(true),
-        priority: body.priority.unwrap_or(0),
-    };
-    let row = match providers::insert(&mut conn, new).await {
-        // the project was deleted since it was looked up
-        Err(DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _)) => {
-            Err(ApiError::not_found("project"))
-        }
-        other => conflict_on_unique(other, SLUG_TAKEN),
-    }?;
+    let row = manage::create(&state, &access, new).await?;
     Ok(HttpResponse::Created().json(ProviderView::of(row, &state.keys)))
 }
 
@@ -387,9 +285,7 @@ pub async fn get(
     access: Access,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    access.require(Action::Read)?;
-    let mut conn = state.db.get().await?;
-    let row = visible(&mut conn, &access, &path, false).await?;
+    let row = manage::get(&state, &access, &path).await?;
     Ok(HttpResponse::Ok().json(ProviderView::of(row, &state.keys)))
 }
 
@@ -405,64 +301,16 @@ pub async fn update(
     path: web::Path<String>,
     body: Json<UpdateProvider>,
 ) -> Result<HttpResponse, ApiError> {
-    access.require(Action::Write)?;
     let body = body.0;
-    let mut conn = state.db.get().await?;
-    // Merging credentials reads, opens and re-seals them: the row stays locked meanwhile so
-    // that concurrent merges each keep the other's fields.
-    let updated = conn
-        .transaction::<_, ApiError, _>(async |conn| {
-            let row = visible(conn, &access, &path, true).await?;
-            require_writable(&access, &row)?;
-            let provider_type = stored_type(&row)?;
-            let mut check = Validator::new();
-            check_name_and_slug(&mut check, body.name.as_deref(), body.slug.as_deref());
-            if let Some(config) = &body.config {
-                provider_type.check_config(config, &state.config.providers, &mut check);
-            }
-            let credentials = match &body.credentials {
-                None => None,
-                Some(Value::Object(patch)) => {
-                    let mut fields = credentials::open(&state.keys, &row).map_err(|reason| {
-                        ApiError::internal(format!("provider {}: {reason}", row.id))
-                    })?;
-                    for (field, value) in patch {
-                        if value.is_null() {
-                            fields.remove(field);
-                        } else {
-                            fields.insert(field.clone(), value.clone());
-                        }
-                    }
-                    let merged = Value::Object(fields);
-                    provider_type.check_credentials(&merged, &mut check);
-                    Some(merged)
-                }
-                Some(_) => {
-                    check.error("credentials", "must be a JSON object");
-                    None
-                }
-            };
-            check.finish()?;
-            let sealed = credentials
-                .map(|c| credentials::seal(&state.keys, &row.organization_id, &row.id, &c));
-            let (sealed_secrets, secrets_key_id) = sealed.map(|s| (s.bytes, s.key_id)).unzip();
-            let changes = ProviderChanges {
-                name: body.name.as_deref().map(|n| n.trim().to_owned()),
-                slug: body.slug.clone(),
-                sealed_secrets,
-                secrets_key_id,
-                config: body.config.clone(),
-                is_active: body.is_active,
-                priority: body.priority,
-                updated_at: Utc::now(),
-            };
-            conflict_on_unique(
-                providers::update(conn, &access.org.id, &row.id, changes).await,
-                SLUG_TAKEN,
-            )?
-            .ok_or_else(|| ApiError::not_found("provider"))
-        })
-        .await?;
+    let edit = ProviderEdit {
+        name: body.name,
+        slug: body.slug,
+        credentials: body.credentials,
+        config: body.config,
+        is_active: body.is_active,
+        priority: body.priority,
+    };
+    let updated = manage::update(&state, &access, &path, edit).await?;
     Ok(HttpResponse::Ok().json(ProviderView::of(updated, &state.keys)))
 }
 
@@ -474,11 +322,7 @@ pub async fn delete(
     access: Access,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    access.require(Action::Write)?;
-    let mut conn = state.db.get().await?;
-    let row = visible(&mut conn, &access, &path, false).await?;
-    require_writable(&access, &row)?;
-    providers::delete(&mut conn, &access.org.id, &row.id).await?;
+    manage::delete(&state, &access, &path).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -494,32 +338,6 @@ pub async fn verify(
     access: Access,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    access.require(Action::Write)?;
-    let mut conn = state.db.get().await?;
-    let row = visible(&mut conn, &access, &path, false).await?;
-    // verifying calls the provider with the secrets: a project's key may not use the
-    // organization's for that, as it may not change them
-    require_writable(&access, &row)?;
-    let provider_type = stored_type(&row)?;
-    // Whatever the provider says, the stored secrets must open first.
-    let secrets = credentials::open(&state.keys, &row)
-        .map_err(|reason| ApiError::internal(format!("provider {}: {reason}", row.id)))?;
-    // the pooled connection is not held across the provider call
-    drop(conn);
-    let credential = OpenedCredential::new(row.id, row.slug, provider_type, row.config, secrets);
-    // the process's connectors, whose clients (cached per credential) the worker shares
-    let check = state.connectors.connector(provider_type).verify(&credential);
-    let timeout = state.config.delivery.provider_timeout;
-    let result = match tokio::time::timeout(timeout, check).await {
-        Ok(Ok(detail)) => VerifyResult { ok: true, detail },
-        Ok(Err(error)) => VerifyResult { ok: false, detail: format!("{}: {error}", error.kind()) },
-        Err(_) => VerifyResult {
-            ok: false,
-            detail: format!(
-                "no answer from the provider within {}",
-                humantime::format_duration(timeout)
-            ),
-        },
-    };
-    Ok(HttpResponse::Ok().json(result))
+    let Verification { ok, detail } = manage::verify(&state, &access, &path).await?;
+    Ok(HttpResponse::Ok().json(VerifyResult { ok, detail }))
 }

@@ -7,6 +7,7 @@ pub mod aws;
 pub mod channel;
 pub mod content;
 pub mod ids;
+pub mod provider_fields;
 pub mod provider_types;
 pub mod recipient;
 pub mod schema;

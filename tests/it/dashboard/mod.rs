@@ -4,6 +4,7 @@
 //! files beside this one, one per page family.
 
 mod projects;
+mod providers;
 
 use crate::harness::TestApp;
 use reqwest::header;
@@ -513,42 +514,4 @@ async fn a_person_lists_their_sessions_and_ends_the_others() {
     assert_eq!(app.get_as(&first.token, "/v1/auth/session").await.0, 401);
     let (_, html) = get_page(&app, &browser_token, "/account/sessions").await;
     assert_eq!(rows(&html, "sessions").len(), 1);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_providers_page_lists_credentials_without_their_secrets() {
-    use serde_json::json;
-    let app = TestApp::spawn().await;
-    let owner = app.sign_up("Owner").await;
-    let (_, html) = get_page(&app, &owner.token, "/providers").await;
-    assert!(html.contains("No provider yet"), "{html}");
-
-    let secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
-    let ses = json!({"name": "Mail", "channel": "email", "providerType": "ses",
-        "credentials": {"accessKeyId": "AKIAIOSFODNN7EXAMPLE", "secretAccessKey": secret},
-        "config": {"region": "eu-west-1", "fromAddress": "noreply@example.com"}});
-    app.create_provider(&owner.token, ses).await;
-    let sandbox = json!({"name": "<b>Try</b>", "channel": "sms", "providerType": "sandbox",
-                         "credentials": {}, "config": {}});
-    app.create_provider(&owner.token, sandbox).await;
-    app.sql(
-        "UPDATE provider_credentials SET last_error = 'refused: <bad key>', \
-             last_error_at = now() WHERE provider_type = 'ses'",
-    )
-    .await;
-
-    let (status, html) = get_page(&app, &owner.token, "/providers").await;
-    assert_eq!(status, 200);
-    let listed = rows(&html, "providers");
-    assert_eq!(listed.len(), 2, "{listed:?}");
-    let mail = listed.iter().find(|row| row[1] == "ses").expect("the SES credential");
-    assert_eq!(mail[2], "email");
-    assert_eq!(mail[3], "every project");
-    assert!(mail[6].starts_with("refused: &lt;bad key&gt;"), "{mail:?}");
-    assert!(html.contains("&lt;b&gt;Try&lt;/b&gt;"), "{html}");
-    assert!(!html.contains(secret) && !html.contains("AKIAIOSFODNN7EXAMPLE"), "no secret");
-
-    let stranger = app.sign_up("Stranger").await;
-    let (_, theirs) = get_page(&app, &stranger.token, "/providers").await;
-    assert!(theirs.contains("No provider yet"), "{theirs}");
 }
