@@ -4,10 +4,8 @@
 //! The token is shown once, in the creation response (for the inviter to pass on); only its
 //! hash is stored.
 
-use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
-use diesel_async::AsyncConnection;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -15,18 +13,12 @@ use crate::api::json::Json;
 use crate::api::organizations::org_access;
 use crate::api::pagination::ListQuery;
 use crate::api::pagination::Page;
-use crate::auth::accounts::unique_violation_on;
-use crate::auth::{Action, Principal, Role, tokens};
-use crate::db::invitations::{self, Invitation, NewInvitation};
-use crate::db::organizations::{self, NewMember};
-use crate::db::{Cursor, users};
-use crate::domain::ids;
-use crate::domain::recipient::normalize_email;
-use crate::domain::validate::Validator;
+use crate::auth::{Action, Principal};
+use crate::db::Cursor;
+use crate::db::invitations::{self, Invitation};
 use crate::error::{ApiError, ErrorBody};
+use crate::manage::members;
 use crate::state::AppState;
-
-const VALID_FOR: chrono::Duration = chrono::Duration::days(7);
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/organizations/{orgId}/invitations").get(list).post(create))
@@ -103,45 +95,7 @@ pub async fn create(
     body: Json<CreateInvitation>,
 ) -> Result<HttpResponse, ApiError> {
     let access = org_access(&state, principal, &path, Action::Write).await?;
-    let body = body.0;
-    let email = normalize_email(&body.email);
-    let mut check = Validator::new();
-    check.email("email", &email);
-    let role = Role::parse(&body.role);
-    if role.is_none() {
-        check.error("role", "must be owner, admin or member");
-    }
-    check.finish()?;
-    let role = role.ok_or_else(|| ApiError::internal("role checked above"))?;
-    if role == Role::Owner {
-        access.require(Action::Own)?;
-    }
-    let mut conn = state.db.get().await?;
-    if let Some(user) = users::find_by_email(&mut conn, &email).await?
-        && organizations::is_member(&mut conn, &access.org.id, &user.id).await?
-    {
-        return Err(ApiError::conflict("this person is already a member"));
-    }
-    let token = tokens::new_token();
-    let hash = tokens::hash(&token);
-    let id = ids::new_id(ids::INVITATION);
-    let new = NewInvitation {
-        id: &id,
-        organization_id: &access.org.id,
-        email: &email,
-        role: role.as_str(),
-        token_hash: &hash,
-        inviter_id: access.user().map(|u| u.id.as_str()),
-        expires_at: Utc::now() + VALID_FOR,
-    };
-    let invitation = match invitations::insert(&mut conn, new).await {
-        Err(e) if unique_violation_on(&e, "invitations_pending_email_idx") => {
-            return Err(ApiError::conflict(
-                "a pending invitation for this email exists; cancel it first",
-            ));
-        }
-        other => other?,
-    };
+    let (invitation, token) = members::invite(&state, &access, &body.0.email, &body.0.role).await?;
     let mut view = InvitationView::from(invitation);
     view.token = Some(token);
     Ok(HttpResponse::Created().json(view))
@@ -177,18 +131,8 @@ pub async fn cancel(
 ) -> Result<HttpResponse, ApiError> {
     let (org_id, invitation_id) = path.into_inner();
     let access = org_access(&state, principal, &org_id, Action::Write).await?;
-    let mut conn = state.db.get().await?;
-    let org_id = access.org.id.clone();
-    let canceled = conn
-        .transaction::<_, ApiError, _>(async |conn| {
-            Ok(invitations::cancel(conn, &org_id, &invitation_id).await?)
-        })
-        .await?;
-    match canceled {
-        None => Err(ApiError::not_found("invitation")),
-        Some(false) => Err(ApiError::conflict("the invitation is no longer pending")),
-        Some(true) => Ok(HttpResponse::NoContent().finish()),
-    }
+    members::cancel_invitation(&state, &access, &invitation_id).await?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 /// Accepts an invitation as the signed-in user it was sent to.
@@ -203,46 +147,7 @@ pub async fn accept(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let (user, _) = principal.user()?;
-    let hash = tokens::hash(&path);
-    let mut conn = state.db.get().await?;
-    let member = conn
-        .transaction::<_, ApiError, _>(async |conn| {
-            let invitation = invitations::find_by_token_for_update(conn, &hash)
-                .await?
-                .ok_or_else(|| ApiError::not_found("invitation"))?;
-            match invitation.status.as_str() {
-                "pending" => {}
-                "accepted" => {
-                    return Err(ApiError::conflict("the invitation was already accepted"));
-                }
-                _ => return Err(ApiError::conflict("the invitation was canceled")),
-            }
-            if invitation.expires_at <= Utc::now() {
-                return Err(ApiError::new(StatusCode::GONE, "gone", "the invitation has expired"));
-            }
-            if invitation.email != user.email {
-                return Err(ApiError::forbidden(
-                    "the invitation was sent to another email address",
-                ));
-            }
-            if organizations::is_member(conn, &invitation.organization_id, &user.id).await? {
-                return Err(ApiError::conflict("you are already a member of this organization"));
-            }
-            let id = ids::new_id(ids::MEMBER);
-            let member = organizations::insert_member(
-                conn,
-                NewMember {
-                    id: &id,
-                    organization_id: &invitation.organization_id,
-                    user_id: &user.id,
-                    role: &invitation.role,
-                },
-            )
-            .await?;
-            invitations::mark_accepted(conn, &invitation.id).await?;
-            Ok(member)
-        })
-        .await?;
+    let member = members::accept(&state, user, &path).await?;
     Ok(HttpResponse::Ok().json(MembershipView {
         id: member.id,
         organization_id: member.organization_id,

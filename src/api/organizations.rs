@@ -10,11 +10,12 @@ use crate::api::json::Json;
 use crate::api::pagination::{ListQuery, Page};
 use crate::auth::accounts::unique_violation_on;
 use crate::auth::{Access, Action, Principal, Role};
+use crate::db::Cursor;
 use crate::db::organizations::{self, Member, MemberUser, Organization, OrganizationChanges};
-use crate::db::{Cursor, PooledConnection};
 use crate::domain::validate::Validator;
 use crate::error::conflict_on_unique;
 use crate::error::{ApiError, ErrorBody};
+use crate::manage::members;
 use crate::state::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -285,49 +286,6 @@ pub async fn list_members(
     Ok(HttpResponse::Ok().json(page.page(rows, key, |(m, u)| MemberView::new(m, u))))
 }
 
-/// What a change to a member needs: any change to an owner, or making one, is for owners;
-/// other changes for admins. Leaving (removing oneself) needs nothing.
-fn member_change_allowed(
-    access: &Access,
-    target: &Member,
-    new_role: Option<Role>,
-) -> Result<(), ApiError> {
-    let leaving = new_role.is_none() && access.user().is_some_and(|u| u.id == target.user_id);
-    if leaving {
-        return Ok(());
-    }
-    let touches_owner = target.role == "owner" || new_role == Some(Role::Owner);
-    access.require(if touches_owner { Action::Own } else { Action::Write })
-}
-
-/// Within the caller's transaction: refuses (409) when `target` is the last owner and is about
-/// to stop being one.
-async fn keep_an_owner(
-    conn: &mut diesel_async::AsyncPgConnection,
-    org_id: &str,
-    target: &Member,
-    new_role: Option<Role>,
-) -> Result<(), ApiError> {
-    if target.role != "owner" || new_role == Some(Role::Owner) {
-        return Ok(());
-    }
-    organizations::lock(conn, org_id).await?;
-    if organizations::count_owners(conn, org_id).await? <= 1 {
-        return Err(ApiError::conflict("an organization must keep at least one owner"));
-    }
-    Ok(())
-}
-
-async fn find_member(
-    conn: &mut PooledConnection,
-    org_id: &str,
-    member_id: &str,
-) -> Result<(Member, MemberUser), ApiError> {
-    organizations::find_member(conn, org_id, member_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("member"))
-}
-
 /// Changes a member's role. Owners manage owners; the last owner cannot be demoted (409).
 #[utoipa::path(patch, path = "/v1/organizations/{orgId}/members/{memberId}", tag = "organizations",
     security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])), params(("orgId" = String, Path, description = "id or slug", example = "org_01jf3q6zvqe3f7m1s9gkxw5h2c"), ("memberId" = String, Path, example = "mem_01jf3q6zvqe3f7m1s9gkxw5h2c")), request_body = UpdateMember,
@@ -341,18 +299,7 @@ pub async fn update_member(
 ) -> Result<HttpResponse, ApiError> {
     let (org_id, member_id) = path.into_inner();
     let access = org_access(&state, principal, &org_id, Action::Write).await?;
-    let role = Role::parse(&body.0.role)
-        .ok_or_else(|| ApiError::invalid_field("role", "must be owner, admin or member"))?;
-    let mut conn = state.db.get().await?;
-    let (target, user) = find_member(&mut conn, &access.org.id, &member_id).await?;
-    member_change_allowed(&access, &target, Some(role))?;
-    let org_id = access.org.id.clone();
-    let updated = conn
-        .transaction::<_, ApiError, _>(async |conn| {
-            keep_an_owner(conn, &org_id, &target, Some(role)).await?;
-            Ok(organizations::set_role(conn, &target.id, role.as_str()).await?)
-        })
-        .await?;
+    let (updated, user) = members::set_role(&state, &access, &member_id, &body.0.role).await?;
     Ok(HttpResponse::Ok().json(MemberView::new(updated, user)))
 }
 
@@ -368,14 +315,6 @@ pub async fn remove_member(
 ) -> Result<HttpResponse, ApiError> {
     let (org_id, member_id) = path.into_inner();
     let access = org_access(&state, principal, &org_id, Action::Read).await?;
-    let mut conn = state.db.get().await?;
-    let (target, _) = find_member(&mut conn, &access.org.id, &member_id).await?;
-    member_change_allowed(&access, &target, None)?;
-    let org_id = access.org.id.clone();
-    conn.transaction::<_, ApiError, _>(async |conn| {
-        keep_an_owner(conn, &org_id, &target, None).await?;
-        Ok(organizations::delete_member(conn, &target.id).await?)
-    })
-    .await?;
+    members::remove(&state, &access, &member_id).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -1,8 +1,8 @@
-//! Signing up and in, choosing the active organization and ending sessions, once for every
-//! surface that offers them: the JSON API (`/v1/auth/...`) and the dashboard's forms. Each surface checks that the request is its
-//! kind (JSON, or a form from our own origin) and turns the result into its answer; the rules
-//! (validation, throttles, the hashing bound, the organization a new user gets, the session)
-//! are here.
+//! Signing up and in, changing a password, choosing the active organization and ending
+//! sessions, once for every surface that offers them: the JSON API (`/v1/auth/...`) and the
+//! dashboard's forms. Each surface checks that the request is its kind (JSON, or a form from
+//! our own origin) and turns the result into its answer; the rules (validation, throttles, the
+//! hashing bound, the organization a new user gets, the session) are here.
 
 use actix_web::HttpRequest;
 use actix_web::cookie::{Cookie, SameSite};
@@ -186,33 +186,82 @@ pub async fn sign_in(
     password: String,
 ) -> Result<(User, String), ApiError> {
     let email = normalize_email(email);
-    let guess = throttle::reserve(state, &email, &client.ip).await?;
-    let delay = guess.delay(&state.config.auth);
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
-    }
-    let user = match check_password(state, &email, password).await {
-        Ok(Some(user)) => {
-            guess.succeeded(state).await?;
-            user
-        }
-        Ok(None) => {
-            guess.failed(state).await?;
-            return Err(ApiError::new(
-                actix_web::http::StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "invalid email or password",
-            ));
-        }
-        Err(unchecked) => {
-            give_back(guess.untested(state).await);
-            return Err(unchecked);
-        }
-    };
+    let checked = throttled(state, client, &email, check_password(state, &email, password)).await?;
+    let user = checked.ok_or_else(|| {
+        ApiError::new(
+            actix_web::http::StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "invalid email or password",
+        )
+    })?;
     let mut conn = state.db.get().await?;
     let active = organizations::first_for_user(&mut conn, &user.id).await?.map(|(org, _)| org.id);
     let token = open_session(&mut conn, state, client, &user.id, active.as_deref()).await?;
     Ok((user, token))
+}
+
+/// Changes `user`'s password from `current` to `new` (checked as sign-up checks a password),
+/// and ends every session of theirs but `keep`: whoever else was signed in must sign in with
+/// the new one. A wrong `current` counts as a failed sign-in of their email (the same
+/// throttle), so a session cannot be used to guess the password.
+pub async fn change_password(
+    state: &AppState,
+    client: &Client,
+    user: &User,
+    keep: &str,
+    current: String,
+    new: String,
+) -> Result<(), ApiError> {
+    let mut check = Validator::new();
+    password::check(&mut check, "new_password", &new);
+    if new == current {
+        check.error("new_password", "must differ from the current password");
+    }
+    check.finish()?;
+    let stored = user.password_hash.clone();
+    let verified = async { Ok(state.passwords.verify(current, stored).await?.then_some(())) };
+    throttled(state, client, &user.email, verified)
+        .await?
+        .ok_or_else(|| ApiError::invalid_field("current_password", "is not your password"))?;
+    let hash = state.passwords.hash(new).await?;
+    let mut conn = state.db.get().await?;
+    conn.transaction::<_, diesel::result::Error, _>(async |conn| {
+        users::set_password(conn, &user.id, &hash).await?;
+        users::delete_other_sessions(conn, &user.id, keep).await?;
+        Ok(())
+    })
+    .await?;
+    Ok(())
+}
+
+/// Runs `check`, a password check for `email` (`Some` when the password was right), under the
+/// sign-in throttle: 429 when the client is over its limit, held back after the email's
+/// recent failures, and settled with the outcome.
+async fn throttled<T>(
+    state: &AppState,
+    client: &Client,
+    email: &str,
+    check: impl Future<Output = Result<Option<T>, ApiError>>,
+) -> Result<Option<T>, ApiError> {
+    let guess = throttle::reserve(state, email, &client.ip).await?;
+    let delay = guess.delay(&state.config.auth);
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    match check.await {
+        Ok(Some(found)) => {
+            guess.succeeded(state).await?;
+            Ok(Some(found))
+        }
+        Ok(None) => {
+            guess.failed(state).await?;
+            Ok(None)
+        }
+        Err(unchecked) => {
+            give_back(guess.untested(state).await);
+            Err(unchecked)
+        }
+    }
 }
 
 /// Whether `error` is a unique violation of constraint `name`.

@@ -184,14 +184,19 @@ pub fn check_origin(req: &HttpRequest, state: &AppState) -> Result<(), ApiError>
     let refuse = || ApiError::forbidden("cross-site request refused: Origin does not match");
     let origin =
         req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()).ok_or_else(refuse)?;
-    let expected = match url::Url::parse(&state.config.server.public_url) {
+    if origin.eq_ignore_ascii_case(&own_origin(req, state)) { Ok(()) } else { Err(refuse()) }
+}
+
+/// Our own origin (`https://relayit.example.com`): the configured public URL's, or else the
+/// one the request was addressed to.
+pub fn own_origin(req: &HttpRequest, state: &AppState) -> String {
+    match url::Url::parse(&state.config.server.public_url) {
         Ok(url) => url.origin().ascii_serialization(),
         Err(_) => {
             let info = req.connection_info();
             format!("{}://{}", info.scheme(), info.host())
         }
-    };
-    if origin.eq_ignore_ascii_case(&expected) { Ok(()) } else { Err(refuse()) }
+    }
 }
 
 /// Sign-in and sign-up take JSON only, and no cross-site request (login CSRF: a page elsewhere

@@ -90,6 +90,19 @@ pub async fn cancel(
     }
 }
 
+/// The invitation with this token hash.
+pub async fn find_by_token(
+    conn: &mut AsyncPgConnection,
+    token_hash: &[u8],
+) -> QueryResult<Option<Invitation>> {
+    invitations::table
+        .filter(invitations::token_hash.eq(token_hash))
+        .select(Invitation::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
 /// The invitation with this token hash, locked for acceptance.
 pub async fn find_by_token_for_update(
     conn: &mut AsyncPgConnection,

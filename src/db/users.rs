@@ -55,6 +55,19 @@ pub async fn find(conn: &mut AsyncPgConnection, id: &str) -> QueryResult<Option<
     users::table.find(id).select(User::as_select()).first(conn).await.optional()
 }
 
+/// Replaces the user's password hash.
+pub async fn set_password(
+    conn: &mut AsyncPgConnection,
+    id: &str,
+    password_hash: &str,
+) -> QueryResult<()> {
+    diesel::update(users::table.find(id))
+        .set((users::password_hash.eq(password_hash), users::updated_at.eq(diesel::dsl::now)))
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
 #[derive(Debug, Clone, Queryable, Selectable, Identifiable)]
 #[diesel(table_name = sessions, check_for_backend(diesel::pg::Pg))]
 pub struct Session {

@@ -5,6 +5,7 @@
 //! writes through the queries of `crate::db` and invalidates what caches the change, so a rule
 //! lives here once and neither door can skip it.
 
+pub mod members;
 pub mod messages;
 pub mod projects;
 pub mod providers;

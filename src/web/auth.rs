@@ -1,6 +1,10 @@
 //! Signing up, in and out in the browser. The forms post to the dashboard, which takes them
 //! only from our own origin (login CSRF), and signs up and in through `auth::accounts`: the
 //! same validation, throttles and hashing bound as `/v1/auth`.
+//!
+//! A page that needs a signed-in person (an invitation's) sends there with `next`, the page to
+//! come back to; only a path of this site is followed ([`local_path`]), so a link cannot use
+//! the sign-in to send someone elsewhere (an open redirect).
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
@@ -25,6 +29,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 pub struct SignInForm {
     email: String,
     password: String,
+    next: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -33,14 +38,44 @@ pub struct SignUpForm {
     name: String,
     email: String,
     password: String,
+    next: String,
 }
 
-async fn sign_in_page() -> HttpResponse {
-    page(StatusCode::OK, sign_in_form("", None))
+/// The page to return to after signing in or up.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Next {
+    next: String,
 }
 
-async fn sign_up_page(state: web::Data<AppState>) -> HttpResponse {
-    page(StatusCode::OK, sign_up_form(&state, "", "", None))
+/// `next` when it is a path of this site: it starts with one `/` (`//host` and `/\host` are
+/// other hosts to a browser) and holds no backslash or control character.
+pub fn local_path(next: &str) -> Option<&str> {
+    let local = next.starts_with('/')
+        && !next.starts_with("//")
+        && !next.chars().any(|c| c == '\\' || c.is_control());
+    local.then_some(next)
+}
+
+/// `page` (the sign-in or sign-up page) asked to come back to `next` afterwards.
+pub fn with_next(page: &str, next: &str) -> String {
+    match local_path(next) {
+        Some(next) => {
+            let query: String = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("next", next)
+                .finish();
+            format!("{page}?{query}")
+        }
+        None => page.to_owned(),
+    }
+}
+
+async fn sign_in_page(next: web::Query<Next>) -> HttpResponse {
+    page(StatusCode::OK, sign_in_form("", &next.next, None))
+}
+
+async fn sign_up_page(state: web::Data<AppState>, next: web::Query<Next>) -> HttpResponse {
+    page(StatusCode::OK, sign_up_form(&state, "", "", &next.next, None))
 }
 
 async fn sign_in(
@@ -48,14 +83,14 @@ async fn sign_in(
     state: web::Data<AppState>,
     form: web::Form<SignInForm>,
 ) -> HttpResponse {
-    let SignInForm { email, password } = form.into_inner();
+    let SignInForm { email, password, next } = form.into_inner();
     let signed_in = async {
         check_origin(&req, &state)?;
         accounts::sign_in(&state, &Client::of(&req, &state), &email, password).await
     };
     match signed_in.await {
-        Ok((_, token)) => signed_in_response(&req, &state, &token),
-        Err(error) => page(error.status_code(), sign_in_form(&email, Some(&error))),
+        Ok((_, token)) => signed_in_response(&req, &state, &token, &next),
+        Err(error) => page(error.status_code(), sign_in_form(&email, &next, Some(&error))),
     }
 }
 
@@ -64,19 +99,27 @@ async fn sign_up(
     state: web::Data<AppState>,
     form: web::Form<SignUpForm>,
 ) -> HttpResponse {
-    let SignUpForm { name, email, password } = form.into_inner();
+    let SignUpForm { name, email, password, next } = form.into_inner();
     let signed_up = async {
         check_origin(&req, &state)?;
         accounts::sign_up(&state, &Client::of(&req, &state), &email, password, &name).await
     };
     match signed_up.await {
-        Ok((_, token)) => signed_in_response(&req, &state, &token),
-        Err(error) => page(error.status_code(), sign_up_form(&state, &name, &email, Some(&error))),
+        Ok((_, token)) => signed_in_response(&req, &state, &token, &next),
+        Err(error) => {
+            page(error.status_code(), sign_up_form(&state, &name, &email, &next, Some(&error)))
+        }
     }
 }
 
-fn signed_in_response(req: &HttpRequest, state: &AppState, token: &str) -> HttpResponse {
-    let mut response = see_other("/");
+/// Signed in: the session cookie, and on to `next` (when local) or the overview.
+fn signed_in_response(
+    req: &HttpRequest,
+    state: &AppState,
+    token: &str,
+    next: &str,
+) -> HttpResponse {
+    let mut response = see_other(local_path(next).unwrap_or("/"));
     if let Err(error) = response.add_cookie(&session_cookie(req, state, token)) {
         tracing::error!(%error, "cannot set the session cookie");
         return WebError::from(ApiError::internal("cannot set the session cookie"))
@@ -101,13 +144,26 @@ async fn sign_out(
     Ok(response)
 }
 
-fn sign_in_form(email: &str, error: Option<&ApiError>) -> Markup {
+/// The hidden field that carries `next` through a form, when it is local.
+fn next_field(next: &str) -> Markup {
+    html! {
+        @if let Some(next) = local_path(next) {
+            input type="hidden" name="next" value=(next);
+        }
+    }
+}
+
+fn sign_in_form(email: &str, next: &str, error: Option<&ApiError>) -> Markup {
     let body = html! {
         main.narrow {
             h1 { "Sign in" }
+            @if local_path(next).is_some() {
+                p.muted { "Sign in, or sign up, to continue." }
+            }
             div.card {
                 @if let Some(error) = error { (form_error(error)) }
                 form method="post" action="/sign-in" {
+                    (next_field(next))
                     label for="email" { "Email" }
                     input #email type="email" name="email" value=(email) required autocomplete="username";
                     label for="password" { "Password" }
@@ -115,13 +171,19 @@ fn sign_in_form(email: &str, error: Option<&ApiError>) -> Markup {
                     button type="submit" { "Sign in" }
                 }
             }
-            p.muted { "No account yet? " a href="/sign-up" { "Sign up" } }
+            p.muted { "No account yet? " a href=(with_next("/sign-up", next)) { "Sign up" } }
         }
     };
     layout("Sign in", None, body)
 }
 
-fn sign_up_form(state: &AppState, name: &str, email: &str, error: Option<&ApiError>) -> Markup {
+fn sign_up_form(
+    state: &AppState,
+    name: &str,
+    email: &str,
+    next: &str,
+    error: Option<&ApiError>,
+) -> Markup {
     let body = html! {
         main.narrow {
             h1 { "Create your account" }
@@ -131,6 +193,7 @@ fn sign_up_form(state: &AppState, name: &str, email: &str, error: Option<&ApiErr
                 } @else {
                     @if let Some(error) = error { (form_error(error)) }
                     form method="post" action="/sign-up" {
+                        (next_field(next))
                         label for="name" { "Your name" }
                         input #name type="text" name="name" value=(name) required autocomplete="name";
                         label for="email" { "Email" }
@@ -141,7 +204,7 @@ fn sign_up_form(state: &AppState, name: &str, email: &str, error: Option<&ApiErr
                     }
                 }
             }
-            p.muted { "Already have an account? " a href="/sign-in" { "Sign in" } }
+            p.muted { "Already have an account? " a href=(with_next("/sign-in", next)) { "Sign in" } }
         }
     };
     layout("Sign up", None, body)

@@ -13,6 +13,7 @@
 pub mod account;
 pub mod assets;
 pub mod auth;
+pub mod invitations;
 pub mod keys;
 pub mod members;
 pub mod messages;
@@ -36,6 +37,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .configure(keys::routes)
         .configure(messages::routes)
         .configure(members::routes)
+        .configure(invitations::routes)
         .configure(providers::routes);
 }
 

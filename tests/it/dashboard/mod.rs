@@ -3,6 +3,7 @@
 //! and the static files. `browser.rs` drives the same pages in a real browser. The helpers here serve the
 //! files beside this one, one per page family.
 
+mod members;
 mod projects;
 mod providers;
 
@@ -428,24 +429,6 @@ async fn the_message_log_filters_pages_and_opens_a_message_with_its_timeline() {
         let (status, _) = get_page(&app, &stranger.token, &path).await;
         assert_eq!(status, 404, "{path}");
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_members_page_lists_the_organizations_people_only() {
-    let app = TestApp::spawn().await;
-    let owner = app.sign_up("Owner").await;
-    let member = app.add_member(&owner, "Member", "member").await;
-    let stranger = app.sign_up("Stranger").await;
-    let (status, html) = get_page(&app, &member.token, "/members").await;
-    assert_eq!(status, 200);
-    let people = rows(&html, "members");
-    assert_eq!(people.len(), 2, "{people:?}");
-    assert!(people.iter().any(|row| row[0] == "Owner" && row[2] == "owner"));
-    assert!(people.iter().any(|row| row[0] == "Member (you)" && row[2] == "member"));
-    assert!(!html.contains("Stranger"), "{html}");
-    assert!(!html.contains("Invite people"), "no hint of writes for a member: {html}");
-    let (_, theirs) = get_page(&app, &stranger.token, "/members").await;
-    assert_eq!(rows(&theirs, "members").len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
