@@ -4,3 +4,5 @@
 //! checks the caller's `Access`, validates (errors name the field as the API spells it),
 //! writes through the queries of `crate::db` and invalidates what caches the change, so a rule
 //! lives here once and neither door can skip it.
+
+pub mod webhook_endpoints;
