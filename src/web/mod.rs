@@ -18,6 +18,7 @@ pub mod members;
 pub mod messages;
 pub mod overview;
 pub mod providers;
+pub mod webhooks;
 
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpResponse, ResponseError, web};
@@ -34,7 +35,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .configure(keys::routes)
         .configure(messages::routes)
         .configure(members::routes)
-        .configure(providers::routes);
+        .configure(providers::routes)
+        .configure(webhooks::routes);
 }
 
 /// Nothing from elsewhere, no inline script or style, no framing.

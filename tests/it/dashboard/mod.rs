@@ -3,6 +3,8 @@
 //! and the static files. `browser.rs` drives the same pages in a real browser. The helpers here serve the
 //! files beside this one, one per page family.
 
+mod webhooks;
+
 use crate::harness::TestApp;
 use reqwest::header;
 use reqwest::redirect::Policy;
