@@ -1,8 +1,8 @@
 //! `/v1/projects/{projectId}/webhooks`: the endpoints a project's message events are POSTed to.
 //!
 //! The signing secret is shown twice only: when an endpoint is created and when its secret is
-//! rotated; reads omit it. URLs are checked against private and metadata targets here, when
-//! saved, so a tenant learns at once that a URL will never be called (see `crate::ssrf`).
+//! rotated; reads omit it. The rules (validation, who may, disabled endpoints refusing retries)
+//! live in `crate::manage::webhook_endpoints`; these handlers parse JSON and render the answers.
 
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
@@ -13,28 +13,20 @@ use crate::api::json::{self, DEFAULT_BODY_LIMIT, Json};
 use crate::api::pagination::{ListQuery, Page};
 use crate::auth::{Access, Action};
 use crate::db::Cursor;
-use crate::db::webhook_endpoints::{
-    self, NewWebhookEndpoint, WebhookEndpoint, WebhookEndpointChanges,
-};
-use crate::db::webhooks::{self as deliveries, Delivery, Job};
-use crate::domain::ids;
-use crate::domain::validate::Validator;
+use crate::db::webhook_endpoints::{self, WebhookEndpoint};
+use crate::db::webhooks::{self as deliveries, Delivery};
 use crate::error::{ApiError, ErrorBody};
-use crate::manage::projects::visible;
-use crate::ssrf;
+use crate::manage::projects::visible as visible_project;
+use crate::manage::webhook_endpoints::{
+    self as manage, EndpointChanges, MAX_DESCRIPTION_CHARS, NewEndpoint, ReplayRange,
+};
 use crate::state::AppState;
-use crate::webhooks::{EVENT_TYPES, secret};
-
-const MAX_DESCRIPTION_CHARS: usize = 500;
 
 crate::json_schema! {
-    /// An endpoint's description, as [`check_description`] takes it.
+    /// An endpoint's description, as `manage::webhook_endpoints` takes it.
     Description => crate::domain::schema::text(0, MAX_DESCRIPTION_CHARS)
         .description(Some(format!("At most {MAX_DESCRIPTION_CHARS} characters.")))
 }
-/// `disabledReason` of an endpoint switched off with `isActive: false` (the webhook worker
-/// writes its own reasons when it disables one).
-const DISABLED_BY_REQUEST: &str = "disabled through the API";
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/projects/{projectId}/webhooks").get(list).post(create))
@@ -144,73 +136,6 @@ pub struct RotateSecret {
     pub secret: Option<String>,
 }
 
-/// Checks `eventTypes` and returns them without duplicates, in their first order.
-fn check_event_types(check: &mut Validator, types: &[String]) -> Vec<String> {
-    if types.is_empty() {
-        check.error("eventTypes", "must list at least one event type");
-    }
-    let mut unique: Vec<String> = Vec::with_capacity(types.len());
-    for (i, event_type) in types.iter().enumerate() {
-        if !EVENT_TYPES.contains(&event_type.as_str()) {
-            check.error(
-                format!("eventTypes.{i}"),
-                format!("is not an event type (one of {})", EVENT_TYPES.join(", ")),
-            );
-        } else if !unique.contains(event_type) {
-            unique.push(event_type.clone());
-        }
-    }
-    unique
-}
-
-/// Checks a URL (resolving its host unless private targets are allowed) and returns it
-/// normalized, as it is stored and later called.
-async fn check_url(check: &mut Validator, text: &str, allow_private: bool) -> Option<String> {
-    let url = match ssrf::parse_url(text) {
-        Ok(url) => url,
-        Err(message) => {
-            check.error("url", message);
-            return None;
-        }
-    };
-    if !allow_private && let Err(message) = ssrf::check_target(&url).await {
-        check.error("url", message);
-        return None;
-    }
-    Some(url.into())
-}
-
-fn check_description(check: &mut Validator, description: Option<&str>) {
-    if description.is_some_and(|d| d.chars().count() > MAX_DESCRIPTION_CHARS) {
-        check.error("description", format!("must be at most {MAX_DESCRIPTION_CHARS} characters"));
-    }
-}
-
-/// A given secret, checked, or a new one.
-fn secret_or_new(check: &mut Validator, given: Option<String>) -> Result<String, ApiError> {
-    match given {
-        Some(secret) => {
-            if let Err(message) = secret::key_bytes(&secret) {
-                check.error("secret", message);
-            }
-            Ok(secret)
-        }
-        None => secret::generate().map_err(|_| ApiError::internal("the system RNG failed")),
-    }
-}
-
-async fn endpoint_of(
-    conn: &mut crate::db::PooledConnection,
-    access: &Access,
-    project_id: &str,
-    webhook_id: &str,
-) -> Result<WebhookEndpoint, ApiError> {
-    let project = visible(conn, access, project_id).await?;
-    webhook_endpoints::find(conn, &access.org.id, &project.id, webhook_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("webhook endpoint"))
-}
-
 /// Creates an endpoint and returns it with its secret (owner or admin).
 #[utoipa::path(post, path = "/v1/projects/{projectId}/webhooks", tag = "webhooks", security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])),
     params(("projectId" = String, Path, description = "id or slug", example = "prj_01jf3q6zvqe3f7m1s9gkxw5h2c"), crate::api::openapi::OrganizationHeader), request_body = CreateWebhook,
@@ -221,36 +146,15 @@ pub async fn create(
     path: web::Path<String>,
     body: Json<CreateWebhook>,
 ) -> Result<HttpResponse, ApiError> {
-    access.require(Action::Write)?;
     let body = body.0;
-    let mut check = Validator::new();
-    let url = check_url(&mut check, &body.url, state.config.webhooks.allow_private_targets).await;
-    let event_types = check_event_types(&mut check, &body.event_types);
-    check_description(&mut check, body.description.as_deref());
-    let secret = secret_or_new(&mut check, body.secret)?;
-    check.finish()?;
-    // finish() has already refused a URL that did not pass; this cannot fail
-    let url = url.ok_or_else(|| ApiError::internal("checked URL missing"))?;
-
-    let mut conn = state.db.get().await?;
-    let project = visible(&mut conn, &access, &path).await?;
-    let id = ids::new_id(ids::WEBHOOK);
-    let sealed = secret::seal(&state.keys, &access.org.id, &id, &secret);
-    let is_active = body.is_active.unwrap_or(true);
-    let new = NewWebhookEndpoint {
-        id: &id,
-        organization_id: &access.org.id,
-        project_id: &project.id,
-        url: &url,
-        description: body.description.as_deref(),
-        event_types: &event_types,
-        sealed_secret: &sealed.bytes,
-        secret_key_id: &sealed.key_id,
-        is_active,
-        disabled_reason: (!is_active).then_some(DISABLED_BY_REQUEST),
-        disabled_at: (!is_active).then(Utc::now),
+    let new = NewEndpoint {
+        url: body.url,
+        event_types: body.event_types,
+        description: body.description,
+        secret: body.secret,
+        is_active: body.is_active,
     };
-    let endpoint = webhook_endpoints::insert(&mut conn, new).await?;
+    let (endpoint, secret) = manage::create(&state, &access, &path, new).await?;
     Ok(HttpResponse::Created()
         .json(WebhookWithSecret { endpoint: WebhookView::from(endpoint), secret }))
 }
@@ -268,7 +172,7 @@ pub async fn list(
     access.require(Action::Read)?;
     let page = query.page()?;
     let mut conn = state.db.get().await?;
-    let project = visible(&mut conn, &access, &path).await?;
+    let project = visible_project(&mut conn, &access, &path).await?;
     let rows = webhook_endpoints::list(
         &mut conn,
         &access.org.id,
@@ -293,7 +197,7 @@ pub async fn get(
     access.require(Action::Read)?;
     let (project_id, webhook_id) = path.into_inner();
     let mut conn = state.db.get().await?;
-    let endpoint = endpoint_of(&mut conn, &access, &project_id, &webhook_id).await?;
+    let endpoint = manage::endpoint(&mut conn, &access, &project_id, &webhook_id).await?;
     Ok(HttpResponse::Ok().json(WebhookView::from(endpoint)))
 }
 
@@ -308,54 +212,15 @@ pub async fn update(
     path: web::Path<(String, String)>,
     body: Json<UpdateWebhook>,
 ) -> Result<HttpResponse, ApiError> {
-    access.require(Action::Write)?;
     let (project_id, webhook_id) = path.into_inner();
     let body = body.0;
-    let mut check = Validator::new();
-    let url = match &body.url {
-        Some(text) => {
-            check_url(&mut check, text, state.config.webhooks.allow_private_targets).await
-        }
-        None => None,
-    };
-    let event_types = body.event_types.as_deref().map(|t| check_event_types(&mut check, t));
-    check_description(&mut check, body.description.as_ref().and_then(Option::as_deref));
-    check.finish()?;
-
-    let mut conn = state.db.get().await?;
-    let endpoint = endpoint_of(&mut conn, &access, &project_id, &webhook_id).await?;
-    let now = Utc::now();
-    let mut changes = WebhookEndpointChanges {
-        url,
+    let changes = EndpointChanges {
+        url: body.url,
+        event_types: body.event_types,
         description: body.description,
-        event_types,
-        updated_at: Some(now),
-        ..WebhookEndpointChanges::default()
+        is_active: body.is_active,
     };
-    match body.is_active {
-        Some(true) => {
-            changes.is_active = Some(true);
-            changes.disabled_reason = Some(None);
-            changes.disabled_at = Some(None);
-            changes.failing_since = Some(None);
-        }
-        // an endpoint already disabled keeps the reason and time it was disabled first
-        Some(false) if endpoint.is_active => {
-            changes.is_active = Some(false);
-            changes.disabled_reason = Some(Some(DISABLED_BY_REQUEST.to_owned()));
-            changes.disabled_at = Some(Some(now));
-        }
-        Some(false) | None => {}
-    }
-    let updated = webhook_endpoints::update(
-        &mut conn,
-        &access.org.id,
-        &endpoint.project_id,
-        &endpoint.id,
-        changes,
-    )
-    .await?
-    .ok_or_else(|| ApiError::not_found("webhook endpoint"))?;
+    let updated = manage::update(&state, &access, &project_id, &webhook_id, changes).await?;
     Ok(HttpResponse::Ok().json(WebhookView::from(updated)))
 }
 
@@ -368,13 +233,8 @@ pub async fn delete(
     access: Access,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    access.require(Action::Write)?;
     let (project_id, webhook_id) = path.into_inner();
-    let mut conn = state.db.get().await?;
-    let project = visible(&mut conn, &access, &project_id).await?;
-    if !webhook_endpoints::delete(&mut conn, &access.org.id, &project.id, &webhook_id).await? {
-        return Err(ApiError::not_found("webhook endpoint"));
-    }
+    manage::delete(&state, &access, &project_id, &webhook_id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -391,6 +251,7 @@ pub async fn rotate_secret(
     path: web::Path<(String, String)>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
+    // a member is refused before their body is even parsed
     access.require(Action::Write)?;
     let (project_id, webhook_id) = path.into_inner();
     if body.len() > DEFAULT_BODY_LIMIT {
@@ -403,24 +264,8 @@ pub async fn rotate_secret(
         } else {
             json::parse(&body)?
         };
-    let mut check = Validator::new();
-    let secret = secret_or_new(&mut check, body.secret)?;
-    check.finish()?;
-
-    let mut conn = state.db.get().await?;
-    let endpoint = endpoint_of(&mut conn, &access, &project_id, &webhook_id).await?;
-    let sealed = secret::seal(&state.keys, &access.org.id, &endpoint.id, &secret);
-    let rotated = webhook_endpoints::rotate_secret(
-        &mut conn,
-        &access.org.id,
-        &endpoint.project_id,
-        &endpoint.id,
-        &sealed.bytes,
-        &sealed.key_id,
-        Utc::now() + secret::PREVIOUS_SECRET_TTL,
-    )
-    .await?
-    .ok_or_else(|| ApiError::not_found("webhook endpoint"))?;
+    let (rotated, secret) =
+        manage::rotate_secret(&state, &access, &project_id, &webhook_id, body.secret).await?;
     Ok(HttpResponse::Ok().json(WebhookWithSecret { endpoint: WebhookView::from(rotated), secret }))
 }
 
@@ -483,18 +328,6 @@ pub struct Replay {
     pub event_types: Option<Vec<String>>,
 }
 
-/// Events one replay queues at most; a longer range is replayed in several calls.
-pub const REPLAY_MAX_EVENTS: i64 = 10_000;
-
-/// An endpoint that takes new deliveries: retry and replay are refused while it is disabled.
-fn require_active(endpoint: &WebhookEndpoint) -> Result<(), ApiError> {
-    if endpoint.is_active {
-        Ok(())
-    } else {
-        Err(ApiError::conflict("the webhook endpoint is disabled; re-enable it first"))
-    }
-}
-
 /// The endpoint's delivery attempts, newest first.
 #[utoipa::path(get, path = "/v1/projects/{projectId}/webhooks/{webhookId}/deliveries",
     tag = "webhooks", security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])), params(("projectId" = String, Path, description = "id or slug", example = "prj_01jf3q6zvqe3f7m1s9gkxw5h2c"), ("webhookId" = String, Path, example = "whk_01jf3q6zvqe3f7m1s9gkxw5h2c"), ListQuery, crate::api::openapi::OrganizationHeader),
@@ -509,7 +342,7 @@ pub async fn list_deliveries(
     let (project_id, webhook_id) = path.into_inner();
     let page = query.page()?;
     let mut conn = state.db.get().await?;
-    let endpoint = endpoint_of(&mut conn, &access, &project_id, &webhook_id).await?;
+    let endpoint = manage::endpoint(&mut conn, &access, &project_id, &webhook_id).await?;
     let rows = deliveries::list_deliveries(
         &mut conn,
         &access.org.id,
@@ -535,24 +368,10 @@ pub async fn retry_delivery(
     access: Access,
     path: web::Path<(String, String, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    access.require(Action::Write)?;
     let (project_id, webhook_id, delivery_id) = path.into_inner();
-    let mut conn = state.db.get().await?;
-    let endpoint = endpoint_of(&mut conn, &access, &project_id, &webhook_id).await?;
-    let delivery = deliveries::find_delivery(&mut conn, &access.org.id, &endpoint.id, &delivery_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("webhook delivery"))?;
-    require_active(&endpoint)?;
-    let job = Job {
-        organization_id: delivery.organization_id,
-        webhook_endpoint_id: delivery.webhook_endpoint_id,
-        message_id: delivery.message_id,
-        event_id: delivery.event_id,
-        event_type: delivery.event_type,
-        tries: 0,
-    };
-    deliveries::insert_job(&mut conn, &job).await?;
-    Ok(HttpResponse::Accepted().json(Queued { queued: 1 }))
+    let queued =
+        manage::retry_delivery(&state, &access, &project_id, &webhook_id, &delivery_id).await?;
+    Ok(HttpResponse::Accepted().json(Queued { queued }))
 }
 
 /// Delivers again every event of the project in `[since, until)` of the given types (the
@@ -568,32 +387,9 @@ pub async fn replay(
     path: web::Path<(String, String)>,
     body: Json<Replay>,
 ) -> Result<HttpResponse, ApiError> {
-    access.require(Action::Write)?;
     let (project_id, webhook_id) = path.into_inner();
     let body = body.0;
-    let mut check = Validator::new();
-    let mut instant = |field: &str, text: &str| match DateTime::parse_from_rfc3339(text) {
-        Ok(at) => Some(at.to_utc()),
-        Err(_) => {
-            check.error(field, "must be an RFC 3339 date-time such as 2026-11-27T10:00:00Z");
-            None
-        }
-    };
-    // `until` not after `since` is a range of no event: nothing to queue, not an error
-    let since = instant("since", &body.since);
-    let until = instant("until", &body.until);
-    let event_types = body.event_types.as_deref().map(|t| check_event_types(&mut check, t));
-    check.finish()?;
-    let (Some(since), Some(until)) = (since, until) else {
-        return Err(ApiError::internal("checked instants missing"));
-    };
-
-    let mut conn = state.db.get().await?;
-    let endpoint = endpoint_of(&mut conn, &access, &project_id, &webhook_id).await?;
-    require_active(&endpoint)?;
-    let event_types = event_types.unwrap_or_else(|| endpoint.event_types.clone());
-    let queued =
-        deliveries::replay(&mut conn, &endpoint, since, until, &event_types, REPLAY_MAX_EVENTS)
-            .await?;
+    let range = ReplayRange { since: body.since, until: body.until, event_types: body.event_types };
+    let queued = manage::replay(&state, &access, &project_id, &webhook_id, range).await?;
     Ok(HttpResponse::Accepted().json(Queued { queued }))
 }

@@ -165,7 +165,7 @@ pub async fn load_target(
 }
 
 /// A delivery attempt, as listed by the API.
-#[derive(Debug, Clone, Queryable, Selectable)]
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = webhook_deliveries, check_for_backend(diesel::pg::Pg))]
 pub struct Delivery {
     pub id: String,
@@ -324,6 +324,28 @@ pub async fn list_deliveries(
         .limit(limit)
         .into_boxed();
     after_cursor!(query, d::created_at, d::id, after).load(conn).await
+}
+
+/// The latest attempt at each of `endpoint_ids` that has one (the dashboard's list of
+/// endpoints): one probe of the endpoint's list index each, however long its log.
+pub async fn latest_deliveries(
+    conn: &mut AsyncPgConnection,
+    organization_id: &str,
+    endpoint_ids: &[String],
+) -> QueryResult<Vec<Delivery>> {
+    diesel::sql_query(
+        "SELECT d.id, d.organization_id, d.webhook_endpoint_id, d.message_id, d.event_id, \
+             d.event_type, d.attempt, d.succeeded, d.status_code, d.duration_ms, \
+             d.response_body, d.error, d.created_at \
+         FROM unnest($2::text[]) AS e(id) CROSS JOIN LATERAL ( \
+             SELECT * FROM webhook_deliveries w \
+             WHERE w.webhook_endpoint_id = e.id AND w.organization_id = $1 \
+             ORDER BY w.created_at DESC, w.id DESC LIMIT 1) d",
+    )
+    .bind::<Text, _>(organization_id)
+    .bind::<Array<Text>, _>(endpoint_ids)
+    .load(conn)
+    .await
 }
 
 pub async fn find_delivery(

@@ -10,3 +10,4 @@ pub mod messages;
 pub mod projects;
 pub mod providers;
 pub mod sending;
+pub mod webhook_endpoints;

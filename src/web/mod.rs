@@ -20,6 +20,7 @@ pub mod messages;
 pub mod overview;
 pub mod projects;
 pub mod providers;
+pub mod webhooks;
 
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpResponse, ResponseError, web};
@@ -38,7 +39,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .configure(messages::routes)
         .configure(members::routes)
         .configure(invitations::routes)
-        .configure(providers::routes);
+        .configure(providers::routes)
+        .configure(webhooks::routes);
 }
 
 /// Nothing from elsewhere, no inline script or style, no framing.

@@ -6,6 +6,7 @@
 mod members;
 mod projects;
 mod providers;
+mod webhooks;
 
 use crate::harness::TestApp;
 use reqwest::header;
