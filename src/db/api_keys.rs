@@ -118,3 +118,19 @@ pub async fn touch_many(
     .await
     .map(drop)
 }
+
+/// Whether the organization has a key that works now: the overview's second step.
+pub async fn any_live(
+    conn: &mut AsyncPgConnection,
+    organization_id: &str,
+    now: DateTime<Utc>,
+) -> QueryResult<bool> {
+    diesel::select(diesel::dsl::exists(
+        api_keys::table
+            .filter(api_keys::organization_id.eq(organization_id))
+            .filter(api_keys::revoked_at.is_null())
+            .filter(api_keys::expires_at.is_null().or(api_keys::expires_at.gt(now))),
+    ))
+    .get_result(conn)
+    .await
+}

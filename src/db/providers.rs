@@ -260,3 +260,14 @@ pub async fn replace_sealed(
     .await
     .map(|n| n == 1)
 }
+
+/// Whether the organization has an active credential: the overview's first step.
+pub async fn any_active(conn: &mut AsyncPgConnection, organization_id: &str) -> QueryResult<bool> {
+    diesel::select(diesel::dsl::exists(
+        provider_credentials::table
+            .filter(provider_credentials::organization_id.eq(organization_id))
+            .filter(provider_credentials::is_active),
+    ))
+    .get_result(conn)
+    .await
+}

@@ -13,15 +13,15 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use crate::auth::accounts;
-use crate::auth::{Access, Principal};
+use crate::auth::{Access, Action, Principal};
 use crate::db::messages::{self, HourCount};
-use crate::db::{organizations, projects, webhook_endpoints};
+use crate::db::{api_keys, organizations, projects, providers, webhook_endpoints};
 use crate::domain::status::{DELIVERED, FAILED, SENT};
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::web::{WebError, layout, page, reader, see_other};
 
-/// Projects shown at most; the projects page (to come) pages through the rest.
+/// Projects shown at most; the projects page lists more.
 const PROJECTS_SHOWN: i64 = 50;
 /// Failures and troubled endpoints shown at most.
 const TROUBLES_SHOWN: i64 = 10;
@@ -73,6 +73,8 @@ async fn overview(
         .map_err(ApiError::from)?;
     let projects =
         projects::list(&mut conn, org, None, None, PROJECTS_SHOWN).await.map_err(ApiError::from)?;
+    let has_provider = providers::any_active(&mut conn, org).await.map_err(ApiError::from)?;
+    let has_key = api_keys::any_live(&mut conn, org, now).await.map_err(ApiError::from)?;
     let memberships = match access.user() {
         Some(user) => organizations::list_for_user(&mut conn, &user.id, None, ORGANIZATIONS_SHOWN)
             .await
@@ -83,9 +85,28 @@ async fn overview(
 
     let by_status = totals(&counts, |c| &c.status);
     let by_channel = totals(&counts, |c| &c.channel);
+    let may_write = access.require(Action::Write).is_ok();
     let body = html! {
         main {
             h1 { (access.org.name) }
+            @if !has_provider || !has_key {
+                section.card.empty #next-steps {
+                    h2 { "Getting started" }
+                    ol {
+                        @if !has_provider {
+                            li { "No provider yet: "
+                                @if may_write { a href="/providers" { "add one" } " (the sandbox one delivers nowhere, to try RelayIt out)." }
+                                @else { "an admin or owner adds one on the " a href="/providers" { "providers page" } "." } }
+                        }
+                        @if !has_key {
+                            li { "No API key yet: "
+                                @if may_write { a href="/keys" { "create one" } " for your application to send with." }
+                                @else { "an admin or owner creates one on the " a href="/keys" { "keys page" } "." } }
+                        }
+                        li { "Send a first message from a project's " a href="/projects" { "message log" } ", or with the key through " code { "POST /v1/send" } "." }
+                    }
+                }
+            }
             @if memberships.len() > 1 {
                 form.switch method="post" action="/organization" {
                     label for="organization" { "Switch to" }

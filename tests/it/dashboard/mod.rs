@@ -499,3 +499,23 @@ async fn a_person_lists_their_sessions_and_ends_the_others() {
     let (_, html) = get_page(&app, &browser_token, "/account/sessions").await;
     assert_eq!(rows(&html, "sessions").len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_says_what_to_do_next_until_a_provider_and_a_key_exist() {
+    let app = TestApp::spawn().await;
+    let owner = app.sign_up("Owner").await;
+    let member = app.add_member(&owner, "Member", "member").await;
+    let html = overview_html(&app, &owner.token).await;
+    let steps = html.split(r#"id="next-steps""#).nth(1).expect("the next steps");
+    assert!(steps.contains(r#"No provider yet: <a href="/providers">add one</a>"#), "{steps}");
+    assert!(steps.contains(r#"No API key yet: <a href="/keys">create one</a>"#), "{steps}");
+    let theirs = overview_html(&app, &member.token).await;
+    assert!(theirs.contains("an admin or owner adds one"), "a member is told who can: {theirs}");
+
+    app.create_provider(&owner.token, crate::harness::sandbox_provider("S", "email")).await;
+    let html = overview_html(&app, &owner.token).await;
+    assert!(!html.contains("No provider yet") && html.contains("No API key yet"), "{html}");
+    app.create_api_key(&owner, &["send"], None).await;
+    let html = overview_html(&app, &owner.token).await;
+    assert!(!html.contains("next-steps"), "{html}");
+}
