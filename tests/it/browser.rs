@@ -1,86 +1,103 @@
 //! The dashboard in a real browser (headless Chromium, `harness::browser`): a person's journey
-//! through the pages, clicking and typing as they would, with a screenshot of each step.
+//! through the pages, clicking and typing as they would, with a screenshot of each step
+//! (`scripts/screenshots` copies the README's from them).
 
 use std::time::{Duration, Instant};
 
-use crate::harness::browser::Browser;
-use crate::harness::{PASSWORD, TestApp};
+use fantoccini::Locator;
 use serde_json::json;
 
-/// A session token for `email` (the API's sign-in), for what the dashboard cannot do yet.
-async fn sign_in_token(app: &TestApp, email: &str) -> String {
-    let response = reqwest::Client::new()
-        .post(app.url("/v1/auth/sign-in"))
-        .json(&json!({"email": email, "password": PASSWORD}))
-        .send()
-        .await
-        .expect("sign in");
-    assert_eq!(response.status(), 200);
-    let body: serde_json::Value = response.json().await.expect("a JSON answer");
-    body["token"].as_str().expect("a token").to_owned()
-}
+use crate::harness::browser::Browser;
+use crate::harness::stub::{Reply, Stub};
+use crate::harness::{Account, PASSWORD, TestApp};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_new_user_signs_up_sees_their_organization_creates_a_key_signs_out_and_in_again() {
-    let app = TestApp::spawn().await;
+async fn a_team_sets_relayit_up_and_sends_a_first_message_entirely_in_the_browser() {
+    let app = TestApp::spawn_with(|c| {
+        // the webhook receiver of the journey listens on 127.0.0.1
+        c.webhooks.allow_private_targets = true;
+    })
+    .await;
+    let receiver = Stub::start(|_| Reply::text(200, "thanks")).await;
     let browser = Browser::start().await;
 
     // the dashboard sends a stranger to sign in, and from there to sign up
     browser.goto(&app.url("/")).await;
     assert_eq!(browser.path().await, "/sign-in");
     browser.screenshot("sign-in").await;
-    browser.click("a[href='/sign-up']").await;
+    browser.click("a[href^='/sign-up']").await;
     browser.fill("#name", "Grace Hopper").await;
     browser.fill("#email", "grace@example.com").await;
     browser.fill("#password", PASSWORD).await;
     browser.screenshot("sign-up").await;
     browser.click("button[type=submit]").await;
 
-    // the overview of the organization sign-up made, with its default project
+    // the overview of the organization sign-up made, saying what to do first
     browser.wait_for_text("h1", "Grace Hopper's Organization").await;
     assert_eq!(browser.path().await, "/");
-    let projects = browser.text("#projects").await;
-    assert!(projects.contains("default"), "{projects}");
-    browser.screenshot("overview").await;
+    let steps = browser.text("#next-steps").await;
+    assert!(steps.contains("No provider yet") && steps.contains("No API key yet"), "{steps}");
 
-    // an API key: created, shown once, copied with the button (the page's own script)
+    // a project, its slug suggested by the page's script as the name is typed
+    browser.click("nav a[href='/projects']").await;
+    browser.fill("#name", "Web Shop").await;
+    wait_for_attribute(&browser, "#slug", "placeholder", "web-shop").await;
+    browser.click("form[action='/projects'] button[type=submit]").await;
+    browser.wait_for_text("h1", "Web Shop").await;
+    let project = browser.path().await.trim_start_matches("/projects/").to_owned();
+    assert!(project.starts_with("prj_"), "{project}");
+
+    // an API key for it: created, shown once, copied with the button
     browser.click("nav a[href='/keys']").await;
     browser.fill("#name", "Production").await;
     browser.click("input[name=scope_read]").await;
-    browser.click("#project option:nth-child(2)").await;
+    browser.click(&format!("#project option[value='{project}']")).await;
     browser.click("form[action='/keys'] button[type=submit]").await;
     let key = browser.text("#new-key").await;
     assert!(key.len() > 20, "{key}");
     browser.click("button[data-copy]").await;
-    let copied = browser.text("button[data-copy]").await;
-    assert_ne!(copied, "Copy", "the copy button did nothing");
+    assert_ne!(browser.text("button[data-copy]").await, "Copy", "the copy button did nothing");
     let listed = browser.text("#keys").await;
     assert!(listed.contains("Production") && listed.contains("send, read"), "{listed}");
-    assert!(listed.contains("Default"), "bound to the default project: {listed}");
+    assert!(listed.contains("Web Shop"), "bound to the project: {listed}");
     browser.screenshot("keys").await;
     assert_eq!(app.get_as(&key, "/v1/projects").await.0, 200, "the key shown works");
 
-    // messages sent with it through a slow provider appear in the project's log, still on
-    // their way, and the open page follows them to `sent` without being reloaded
-    let token = sign_in_token(&app, "grace@example.com").await;
-    let sandbox = json!({"name": "Sandbox", "channel": "email", "providerType": "sandbox",
-                         "credentials": {}, "config": {"latencyMs": 3000}});
-    app.create_provider(&token, sandbox).await;
-    for n in 0..2 {
-        let email = json!({"channel": "email", "to": format!("reader{n}@example.com"),
-                           "content": {"subject": "Welcome aboard", "text": "Hi"}});
-        app.send_message(&key, email).await;
-    }
-    browser.click("nav a[href='/']").await;
-    browser.click("#projects a").await;
-    let first = browser.text("#messages tbody").await;
+    // a sandbox provider, slow enough that the log shows messages on their way; verified
+    browser.click("nav a[href='/providers']").await;
+    browser.click("a[href='/providers/new?type=sandbox']").await;
+    browser.fill("#provider-form input[name=name]", "Sandbox").await;
+    browser.fill("input[name='config.latencyMs']", "3000").await;
+    browser.click("#provider-form button[type=submit]").await;
+    browser.wait_for_text("#state", "active").await;
+    browser.click("form[action$='/verify'] button").await;
+    browser.wait_for_text("#verified", "Verified").await;
+    browser.screenshot("provider").await;
+
+    // a webhook endpoint for the project's sent messages, its secret shown once
+    browser.goto(&app.url(&format!("/projects/{project}/webhooks"))).await;
+    browser.fill("#url", &format!("{}/hooks", receiver.url())).await;
+    browser.click("input[name=eventTypes][value='message.sent']").await;
+    browser
+        .click(&format!("form[action='/projects/{project}/webhooks'] button[type=submit]"))
+        .await;
+    let secret = browser.text("#new-secret").await;
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    let endpoint = format!("/projects/{project}/webhooks/");
+    browser.click(&format!("main a[href^='{endpoint}']")).await;
+    browser.find("#state").await;
+    let endpoint_page = browser.path().await;
+
+    // a test message from the project's log, followed to `sent` without reloading the page
+    browser.goto(&app.url(&format!("/projects/{project}/messages"))).await;
+    browser.click("#send-test summary").await;
+    browser.fill("#test-to", "ada@example.com").await;
+    browser.fill("#test-subject", "Welcome aboard").await;
+    browser.fill("#test-text", "Hi").await;
+    browser.click("#send-test button[type=submit]").await;
+    let first = browser.wait_for_text("#messages tbody", "ada@example.com").await;
     assert!(!first.contains("sent"), "already settled when the page loaded: {first}");
     browser.wait_for_text("#messages tbody", "sent").await;
-    let settled = Instant::now();
-    while browser.text("#messages tbody").await.matches("sent").count() < 2 {
-        assert!(settled.elapsed() < Duration::from_secs(30), "the log never showed both sent");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
     browser.screenshot("messages").await;
     browser.click("#messages tbody a").await;
     let timeline = browser.text("#timeline").await;
@@ -89,16 +106,99 @@ async fn a_new_user_signs_up_sees_their_organization_creates_a_key_signs_out_and
     }
     browser.screenshot("message").await;
 
-    // signing out, then in again
+    // the endpoint's delivery log shows the signed event the receiver got
+    let deliveries = wait_for_deliveries(&browser, &app.url(&endpoint_page)).await;
+    assert!(deliveries.contains("message.sent") && deliveries.contains("200"), "{deliveries}");
+    browser.scroll_to("#deliveries").await;
+    browser.screenshot("webhook").await;
+    assert!(!receiver.requests().is_empty(), "the receiver got nothing");
+
+    // the overview now has nothing left to ask for
+    browser.click("nav a[href='/']").await;
+    browser.wait_for_text("h1", "Grace Hopper's Organization").await;
+    assert!(browser.client.find(Locator::Css("#next-steps")).await.is_err());
+    browser.screenshot("overview").await;
+
+    // a member sees the same pages without one control to change them
+    let owner = account(&app, "grace@example.com").await;
+    let member = app.add_member(&owner, "Member", "member").await;
     browser.click("header form button").await;
     browser.find("#email").await;
-    assert_eq!(browser.path().await, "/sign-in");
-    browser.fill("#email", "grace@example.com").await;
-    browser.fill("#password", "not her password").await;
+    browser.fill("#email", &member.email).await;
+    browser.fill("#password", "not their password").await;
     browser.click("button[type=submit]").await;
     browser.wait_for_text("[role=alert]", "invalid email or password").await;
     browser.fill("#password", PASSWORD).await;
     browser.click("button[type=submit]").await;
+    // signed in to their own organization: they switch to Grace's
+    browser.wait_for_text("h1", "Member's Organization").await;
+    browser.click(&format!("#organization option[value='{}']", owner.org_id)).await;
+    browser.click("form.switch button").await;
     browser.wait_for_text("h1", "Grace Hopper's Organization").await;
+    for page in [
+        "/projects".to_owned(),
+        format!("/projects/{project}"),
+        "/keys".to_owned(),
+        "/providers".to_owned(),
+        format!("/projects/{project}/messages"),
+        format!("/projects/{project}/webhooks"),
+        endpoint_page.clone(),
+        "/members".to_owned(),
+    ] {
+        browser.goto(&app.url(&page)).await;
+        browser.find("main h1").await;
+        let controls = browser.client.find_all(Locator::Css("main form[method=post]")).await;
+        let controls = controls.expect("a query of the page");
+        assert!(controls.is_empty(), "{page}: {} controls for a member", controls.len());
+    }
+    browser.screenshot("member").await;
     browser.close().await;
+}
+
+/// Waits until the element `css` has `name` = `expected` (what the page's script set).
+async fn wait_for_attribute(browser: &Browser, css: &str, name: &str, expected: &str) {
+    let started = Instant::now();
+    loop {
+        let value = browser.find(css).await.attr(name).await.ok().flatten();
+        if value.as_deref() == Some(expected) {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "{css} {name}: {value:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Reloads the endpoint's page until its delivery log shows an attempt; returns the log.
+async fn wait_for_deliveries(browser: &Browser, url: &str) -> String {
+    let started = Instant::now();
+    loop {
+        browser.goto(url).await;
+        browser.find("#state").await;
+        if let Ok(table) = browser.client.find(Locator::Css("#deliveries")).await {
+            return table.text().await.expect("the delivery log");
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "no delivery in the log");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Grace, as the harness knows accounts: her session (the API's sign-in) and organization.
+async fn account(app: &TestApp, email: &str) -> Account {
+    let response = reqwest::Client::new()
+        .post(app.url("/v1/auth/sign-in"))
+        .json(&json!({"email": email, "password": PASSWORD}))
+        .send()
+        .await
+        .expect("sign in");
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.expect("a JSON answer");
+    let token = body["token"].as_str().expect("a token").to_owned();
+    let (_, session) = app.get_as(&token, "/v1/auth/session").await;
+    Account {
+        user_id: session["user"]["id"].as_str().unwrap_or_default().to_owned(),
+        org_id: session["activeOrganizationId"].as_str().expect("an organization").to_owned(),
+        project_id: String::new(),
+        email: email.to_owned(),
+        token,
+    }
 }

@@ -128,6 +128,16 @@ impl Browser {
         }
     }
 
+    /// Scrolls the element `css` into view (for a screenshot of what is further down).
+    pub async fn scroll_to(&self, css: &str) {
+        let element = self.find(css).await;
+        let argument = serde_json::to_value(element).expect("an element reference");
+        self.client
+            .execute("arguments[0].scrollIntoView({block: 'center'})", vec![argument])
+            .await
+            .unwrap_or_else(|e| panic!("scroll to {css}: {e}"));
+    }
+
     pub async fn path(&self) -> String {
         self.client.current_url().await.expect("the current URL").path().to_owned()
     }
