@@ -175,6 +175,10 @@ pub fn app(
         })
         .wrap(ErrorHandlers::new().default_handler(json_error_body))
         .wrap_fn(|req, srv| {
+            let response = srv.call(req);
+            async move { Ok(crate::web::back_after_sign_in(response.await?)) }
+        })
+        .wrap_fn(|req, srv| {
             // the route pattern, not the path: ids must not become label values
             let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
             let method = req.method().to_string();

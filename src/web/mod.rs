@@ -22,7 +22,8 @@ pub mod projects;
 pub mod providers;
 pub mod webhooks;
 
-use actix_web::http::{StatusCode, header};
+use actix_web::dev::ServiceResponse;
+use actix_web::http::{Method, StatusCode, header};
 use actix_web::{HttpResponse, ResponseError, web};
 use maud::{DOCTYPE, Markup, html};
 
@@ -140,7 +141,9 @@ impl ResponseError for WebError {
 
     fn error_response(&self) -> HttpResponse {
         if self.status_code() == StatusCode::UNAUTHORIZED {
-            return see_other("/sign-in");
+            let mut response = see_other("/sign-in");
+            response.extensions_mut().insert(SignInFirst);
+            return response;
         }
         let body = html! {
             main.narrow {
@@ -156,6 +159,25 @@ impl ResponseError for WebError {
 /// The page for an address that names nothing.
 pub fn not_found() -> HttpResponse {
     WebError(ApiError::not_found("page")).error_response()
+}
+
+/// Marks the 303 to the sign-in page of someone not signed in, for [`back_after_sign_in`].
+#[derive(Debug, Clone, Copy)]
+struct SignInFirst;
+
+/// Someone not signed in who asked for a page is sent to sign in with it as `next`, to come
+/// back to it afterwards (the error above cannot know which page was asked for; this sees the
+/// request).
+pub fn back_after_sign_in<B>(mut response: ServiceResponse<B>) -> ServiceResponse<B> {
+    let marked = response.response().extensions().get::<SignInFirst>().is_some();
+    if marked && response.request().method() == Method::GET {
+        let asked = response.request().uri().path_and_query().map_or("/", |p| p.as_str());
+        let location = auth::with_next("/sign-in", asked);
+        if let Ok(location) = header::HeaderValue::from_str(&location) {
+            response.headers_mut().insert(header::LOCATION, location);
+        }
+    }
+    response
 }
 
 /// An error's message and its fields' messages, for the top of a form.

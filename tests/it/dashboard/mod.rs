@@ -83,12 +83,24 @@ async fn signing_up_in_the_browser_lands_on_the_overview_of_a_new_organization()
     assert_eq!(out.headers()[header::LOCATION], "/sign-in");
     let after = client.get(app.url("/")).send().await.unwrap();
     assert_eq!(after.status(), 303);
-    assert_eq!(after.headers()[header::LOCATION], "/sign-in");
+    assert_eq!(after.headers()[header::LOCATION], "/sign-in?next=%2F");
+    // a deeper page is named as where to come back to
+    let asked = client.get(app.url("/projects?x=1")).send().await.unwrap();
+    assert_eq!(asked.status(), 303);
+    let location = asked.headers()[header::LOCATION].to_str().unwrap().to_owned();
+    assert_eq!(location, "/sign-in?next=%2Fprojects%3Fx%3D1");
+    let form = client.get(app.url(&location)).send().await.unwrap().text().await.unwrap();
+    assert!(form.contains(r#"name="next" value="/projects?x=1""#), "{form}");
 
-    // and signing in again opens a new one
-    let form = [("email", "ada@example.com"), ("password", "correct horse battery")];
+    // and signing in again opens a new one, back on the page asked for
+    let form = [
+        ("email", "ada@example.com"),
+        ("password", "correct horse battery"),
+        ("next", "/projects?x=1"),
+    ];
     let back = post_form(&client, &app, "/sign-in", &form, Some(&origin(&app))).await;
     assert_eq!(back.status(), 303);
+    assert_eq!(back.headers()[header::LOCATION], "/projects?x=1");
     assert_eq!(client.get(app.url("/")).send().await.unwrap().status(), 200);
 }
 
