@@ -22,7 +22,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/invitations/{token}/accept").post(accept));
 }
 
-/// For someone not signed in: to sign in (or up), and back to `token`'s page.
+/// For someone not signed in who posted the form: to sign in (or up), and back to `token`'s
+/// page.
 fn to_sign_in(token: &str) -> HttpResponse {
     see_other(&with_next("/sign-in", &format!("/invitations/{token}")))
 }
@@ -32,12 +33,8 @@ async fn show(
     principal: Result<Principal, ApiError>,
     token: web::Path<String>,
 ) -> Result<HttpResponse, WebError> {
-    let principal = match principal {
-        Err(error) if error.status_code() == StatusCode::UNAUTHORIZED => {
-            return Ok(to_sign_in(&token));
-        }
-        principal => principal?,
-    };
+    // not signed in: to sign in, and back here (`web::back_after_sign_in`)
+    let principal = principal?;
     let (user, _) = principal.user()?;
     Ok(match members::invitation_for(&state, user, &token).await {
         Ok((invitation, org)) => {
