@@ -31,13 +31,17 @@ use crate::runtime::retry::after;
 /// worker's liveness key expired: no call may start, or still run, by then.
 pub struct Lease<'a> {
     pub liveness: &'a Liveness,
+    /// The liveness term the claim was made under (`None`: made while it had lapsed). Once it
+    /// lapsed, proving the worker alive again does not give the claim back: another worker may
+    /// have taken it over meanwhile.
+    pub term: Option<u64>,
     /// No call starts after this: it could outlast the visibility timeout.
     pub calls_until: DateTime<Utc>,
 }
 
 impl Lease<'_> {
     fn held(&self) -> bool {
-        Utc::now() < self.calls_until && self.liveness.held()
+        Utc::now() < self.calls_until && self.liveness.holds(self.term)
     }
 }
 
@@ -112,7 +116,7 @@ async fn call(
     let send = registry.connector(credential.provider_type).send(message, credential);
     let lost = async {
         match lease {
-            Some(lease) => lease.liveness.lost().await,
+            Some(lease) => lease.liveness.lost(lease.term).await,
             None => std::future::pending().await,
         }
     };

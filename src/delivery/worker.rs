@@ -126,6 +126,8 @@ impl Worker {
             (wanted, deferred) = (admission.admitted, admission.deferred);
         }
         let ids: Vec<String> = wanted.iter().map(|(message_id, _)| message_id.clone()).collect();
+        // taken before the claims: they are this worker's only while this term lasts
+        let term = self.liveness.term();
         let claimed =
             until_ok_or_stopped("claiming messages", stop, || self.claim(&ids, &dead, taken_over))
                 .await;
@@ -157,7 +159,7 @@ impl Worker {
             let held = self.shares.hold(&message.organization_id);
             let (worker, done) = (self.clone(), done.clone());
             tasks.spawn(async move {
-                let outcome = worker.deliver(&message).await;
+                let outcome = worker.deliver(&message, term).await;
                 drop(held);
                 // the recorder only stops once every sender is gone
                 let _ = done.send(Done { outcome, entry_id, slot }).await;
@@ -178,16 +180,17 @@ impl Worker {
         Ok(queries::claim(&mut conn, ids, now, stale_before, consumer, dead, taken_over).await?)
     }
 
-    /// One claimed message's attempt. Routing waits for Postgres as long as it takes; at
-    /// shutdown, the grace period bounds that wait (the message is then taken over once this
-    /// worker's liveness key is withdrawn).
-    async fn deliver(&self, message: &Message) -> Outcome {
+    /// One claimed message's attempt, claimed under the liveness `term`. Routing waits for
+    /// Postgres as long as it takes; at shutdown, the grace period bounds that wait (the message
+    /// is then taken over once this worker's liveness key is withdrawn).
+    async fn deliver(&self, message: &Message, term: Option<u64>) -> Outcome {
         let db = &self.state.db;
         let config = &self.state.config.delivery;
         let route = until_ok("routing a message", || self.router.route(db, message)).await;
         let started = std::time::Instant::now();
         let lease = Lease {
             liveness: &self.liveness,
+            term,
             // a call started later might still run when the visibility timeout lets another
             // worker claim the message
             calls_until: after(

@@ -431,6 +431,20 @@ pub async fn close(client: Client) {
     let _ = client.quit().await;
 }
 
+/// The longest wait between two reconnection attempts: half the command timeout, at most a
+/// second. Each client of the pool reconnects on its own schedule, and a command given to one
+/// still waiting to reconnect waits for it, up to the command timeout. With a cap of seconds
+/// (it was 5 s), a Redis back after a 2 s restart was seen by some clients only 1 to 4 s later:
+/// `/readyz` (one client) said ready while sends' enqueues (another) timed out, leaving those
+/// messages to the sweeper's `delivery.requeue_after`; and a worker whose refreshes of its
+/// liveness key went to a client still waiting lost its lease while its deliveries, through
+/// the others, ran again, abandoning their provider calls (`runtime::liveness`). Below the
+/// command timeout, a command waits out any client's reconnection once Redis is back.
+fn reconnect_cap_ms(config: &RedisConfig) -> u32 {
+    let cap = (config.command_timeout / 2).min(Duration::from_secs(1));
+    u32::try_from(cap.as_millis()).unwrap_or(1_000).max(1)
+}
+
 fn builder(config: &RedisConfig) -> Result<Builder, QueueError> {
     let mut builder = Builder::from_config(FredConfig::from_url(&config.url)?);
     builder
@@ -441,7 +455,7 @@ fn builder(config: &RedisConfig) -> Result<Builder, QueueError> {
         .with_performance_config(|p| p.default_command_timeout = config.command_timeout)
         // Reconnect forever with capped exponential backoff: a Redis restart must not need a
         // RelayIt restart.
-        .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2));
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, reconnect_cap_ms(config), 2));
     Ok(builder)
 }
 

@@ -10,8 +10,12 @@
 //! provider call and abandons those in flight ([`Liveness::held`], [`Liveness::lost`]). It
 //! counts from when it *sent* each refresh, before Redis set the expiry, so its own view ends
 //! first, by [`MARGIN`] at least.
+//!
+//! A lease that lapsed and was proven again is a new one ([`Liveness::term`]): while it had
+//! lapsed, another worker may have taken this one's claims over, so the claims made under the
+//! old term start no call even once the key holds again ([`Liveness::holds`]).
 
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -27,34 +31,68 @@ const MARGIN: Duration = Duration::from_secs(1);
 pub struct Liveness {
     consumer: String,
     timeout: Duration,
+    lease: Mutex<Lease>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Lease {
     /// When the last refresh that Redis acknowledged was sent.
-    confirmed: Mutex<Option<Instant>>,
+    confirmed: Option<Instant>,
+    /// Which unbroken stretch of holding the lease this is: counts the refreshes acknowledged
+    /// after the lease had lapsed (or before any).
+    term: u64,
 }
 
 impl Liveness {
     pub fn new(consumer: String, timeout: Duration) -> Self {
-        Self { consumer, timeout, confirmed: Mutex::new(None) }
+        Self { consumer, timeout, lease: Mutex::new(Lease::default()) }
     }
 
     pub fn consumer(&self) -> &str {
         &self.consumer
     }
 
+    fn lease(&self) -> MutexGuard<'_, Lease> {
+        self.lease.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Until when the lease holds, if it was ever confirmed.
-    fn until(&self) -> Option<Instant> {
-        let confirmed = *self.confirmed.lock().unwrap_or_else(|e| e.into_inner());
-        confirmed.map(|at| at + self.timeout.saturating_sub(MARGIN))
+    fn until(&self, lease: &Lease) -> Option<Instant> {
+        lease.confirmed.map(|at| at + self.timeout.saturating_sub(MARGIN))
+    }
+
+    /// Whether `lease` holds now.
+    fn holding(&self, lease: &Lease) -> bool {
+        self.until(lease).is_some_and(|until| Instant::now() < until)
     }
 
     /// Whether no other worker can have taken this one's work over.
     pub fn held(&self) -> bool {
-        self.until().is_some_and(|until| Instant::now() < until)
+        self.term().is_some()
     }
 
-    /// Resolves once the lease is gone (at once if it is).
-    pub async fn lost(&self) {
-        while let Some(until) = self.until().filter(|until| Instant::now() < *until) {
-            tokio::time::sleep_until(until).await;
+    /// The current term of the lease, if it holds: what a claim made now is under.
+    pub fn term(&self) -> Option<u64> {
+        let lease = *self.lease();
+        self.holding(&lease).then_some(lease.term)
+    }
+
+    /// Whether the lease holds, without a break since `term` (a claim made under it is still
+    /// this worker's alone).
+    pub fn holds(&self, term: Option<u64>) -> bool {
+        term.is_some() && self.term() == term
+    }
+
+    /// Resolves once the lease of `term` is gone (at once if it is): expired, or broken and
+    /// proven again since.
+    pub async fn lost(&self, term: Option<u64>) {
+        loop {
+            let lease = *self.lease();
+            let until = self.until(&lease).filter(|until| Instant::now() < *until);
+            match until {
+                Some(until) if term == Some(lease.term) => tokio::time::sleep_until(until).await,
+                _ => return,
+            }
         }
     }
 
@@ -63,7 +101,7 @@ impl Liveness {
         let sent = Instant::now();
         match queue::prove_alive(redis, &self.consumer, self.timeout).await {
             Ok(()) => {
-                *self.confirmed.lock().unwrap_or_else(|e| e.into_inner()) = Some(sent);
+                self.acknowledged(sent);
                 true
             }
             Err(error) => {
@@ -71,6 +109,17 @@ impl Liveness {
                 false
             }
         }
+    }
+
+    /// Notes a refresh sent at `sent` that Redis acknowledged just now.
+    fn acknowledged(&self, sent: Instant) {
+        let mut lease = self.lease();
+        // Acknowledged after the lease ended (in this worker's view, which ends first): the
+        // key may have been gone meanwhile, and this worker taken for dead, so it is a new term.
+        if !self.holding(&lease) {
+            lease.term += 1;
+        }
+        lease.confirmed = Some(sent);
     }
 
     /// Refreshes the key every [`REFRESH`] until `stop`.
@@ -97,11 +146,39 @@ mod tests {
     async fn the_lease_ends_a_margin_before_the_key() {
         let liveness = Liveness::new("w".into(), Duration::from_secs(5));
         assert!(!liveness.held(), "never confirmed");
-        *liveness.confirmed.lock().unwrap() = Some(Instant::now());
+        assert_eq!(liveness.term(), None);
+        liveness.acknowledged(Instant::now());
         assert!(liveness.held());
+        let term = liveness.term();
         let start = Instant::now();
-        liveness.lost().await;
+        liveness.lost(term).await;
         assert_eq!(start.elapsed(), Duration::from_secs(4));
         assert!(!liveness.held());
+        assert!(!liveness.holds(term));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_proven_again_after_it_lapsed_is_a_new_term() {
+        let liveness = Liveness::new("w".into(), Duration::from_secs(5));
+        liveness.acknowledged(Instant::now());
+        let claimed = liveness.term();
+        // refreshed in time: the same term
+        tokio::time::advance(Duration::from_secs(3)).await;
+        liveness.acknowledged(Instant::now());
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert!(liveness.holds(claimed), "refreshed before it ended");
+        // not refreshed for longer than the lease, then refreshed: held, but not for the
+        // claims made before the break (another worker may have taken them over)
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(!liveness.held());
+        liveness.acknowledged(Instant::now());
+        assert!(liveness.held());
+        assert!(!liveness.holds(claimed), "a claim of the lapsed term");
+        assert!(liveness.holds(liveness.term()), "a claim made since");
+        // and a call of the lapsed term is abandoned at once
+        tokio::time::timeout(Duration::from_millis(1), liveness.lost(claimed))
+            .await
+            .expect("lost at once");
+        assert!(!liveness.holds(None), "a claim made while it had lapsed");
     }
 }

@@ -244,21 +244,33 @@ async fn wait_ready(app: &TestApp) {
 /// Waits until every message is `sent`, then checks that each accepted one was sent exactly
 /// once: one `sent` event, one successful provider call (in its history and in the worker's
 /// count), one attempt. Messages the service committed without answering 202 (a request cut
-/// off after its commit) would be there too, and are held to the same.
+/// off after its commit) would be there too, and are held to the same. A failure names the
+/// messages at fault and shows their histories, so that one seen once (in CI) can be told.
 async fn assert_each_sent_once(app: &TestApp, accepted: &[String]) {
     wait_all_sent(app, Instant::now() + WAIT).await;
     let mut conn = app.connect().await;
     let rows: Vec<(String, i32)> =
         m::table.select((m::id, m::attempts)).load(&mut conn).await.unwrap();
     let ids: HashSet<&String> = rows.iter().map(|(id, _)| id).collect();
-    let accepted: HashSet<&String> = accepted.iter().collect();
-    assert!(accepted.is_subset(&ids), "accepted messages are missing");
-    assert!(rows.iter().all(|(_, attempts)| *attempts == 1), "an attempt failed");
+    let missing: Vec<&String> = accepted.iter().filter(|id| !ids.contains(id)).collect();
+    assert!(missing.is_empty(), "accepted messages are missing: {missing:?}");
 
     let (sent_events, calls) = histories(&mut conn).await;
-    for id in &ids {
-        assert_eq!(sent_events.get(id.as_str()), Some(&1), "{id}: sent events");
-        assert_eq!(calls.get(id.as_str()), Some(&1), "{id}: provider calls in its history");
+    let faults: Vec<(&String, String)> = rows
+        .iter()
+        .filter_map(|(id, attempts)| {
+            let sent = sent_events.get(id.as_str()).copied().unwrap_or(0);
+            let called = calls.get(id.as_str()).copied().unwrap_or(0);
+            ((*attempts, sent, called) != (1, 1, 1))
+                .then(|| (id, format!("{attempts} attempts, {sent} sent events, {called} calls")))
+        })
+        .collect();
+    if !faults.is_empty() {
+        let mut shown = Vec::new();
+        for (id, _) in faults.iter().take(3) {
+            shown.push((id, history(&mut conn, id).await));
+        }
+        panic!("{} not sent exactly once: {faults:#?}; e.g. {shown:#?}", faults.len());
     }
     assert_eq!(sent_calls(app), ids.len() as u64, "successful provider calls");
     if ids.len() > accepted.len() {
@@ -281,6 +293,20 @@ async fn histories(
         *calls.entry(event.message_id.clone()).or_default() += tries;
     }
     (sent_events, calls)
+}
+
+/// A message's events, in order: status, time, details.
+async fn history(
+    conn: &mut AsyncPgConnection,
+    id: &str,
+) -> Vec<(String, chrono::DateTime<chrono::Utc>, Value)> {
+    e::table
+        .filter(e::message_id.eq(id))
+        .order(e::created_at)
+        .select((e::status, e::created_at, e::details))
+        .load(conn)
+        .await
+        .unwrap()
 }
 
 /// Waits until every message of the database is `sent`; fails, showing what is left and its
@@ -309,14 +335,7 @@ async fn wait_all_sent(app: &TestApp, deadline: Instant) {
                 .unwrap();
             let mut histories = Vec::new();
             for (id, _, _) in &stuck {
-                let events: Vec<(String, chrono::DateTime<chrono::Utc>, Value)> = e::table
-                    .filter(e::message_id.eq(id))
-                    .order(e::created_at)
-                    .select((e::status, e::created_at, e::details))
-                    .load(&mut conn)
-                    .await
-                    .unwrap();
-                histories.push(events);
+                histories.push(history(&mut conn, id).await);
             }
             panic!("{sent} of {total} sent: {by_status:?}; e.g. {stuck:#?} {histories:#?}");
         }
@@ -368,6 +387,11 @@ async fn a_redis_outage_mid_burst_loses_nothing_and_sends_each_message_once() {
         c.delivery.visibility_timeout = Config::default().delivery.visibility_timeout;
         c.redis.url = format!("redis://127.0.0.1:{port}");
         c.redis.command_timeout = Duration::from_millis(500);
+        // A liveness lease well beyond the outage. Cut off from Redis for longer than its lease
+        // (4 s by default: on a busy machine the outage below can come close), the worker
+        // abandons the provider calls in flight when it lapses, as it must (another worker
+        // could take its claims over), and their messages' histories then list a second call.
+        c.server.liveness_timeout = Duration::from_secs(30);
     })
     .await;
     // a rate limit far above the burst's pace: checked on every call, and let through while
