@@ -7,6 +7,11 @@
 //! measures the raw ceilings of the same Postgres and Redis (multi-row INSERT, pipelined XADD),
 //! so each RelayIt number can be read as a fraction of what the storage allows.
 //!
+//! Then the message log: it seeds one project with a million messages straight into Postgres
+//! (`--log-messages`) and times the log's pages, first and filtered, on the dashboard and
+//! through the API, against `relayit serve --role=api`. `--only send` or `--only log` runs one
+//! of the two halves.
+//!
 //! Every phase is bounded in count and time; all traffic goes to 127.0.0.1.
 //!
 //! `cargo run --release --bin relayit-bench [-- --seconds 5]`; `TEST_DATABASE_URL` and
@@ -27,15 +32,30 @@ use serde_json::{Value, json};
 /// Measures RelayIt on this machine and prints one report (Markdown tables): `/v1/send` and
 /// `/v1/send/batch` through the API alone, a worker alone draining the backlog, and everything
 /// in one process end to end, with the peak memory of each and the raw ceilings of the same
-/// Postgres and Redis. Run the release build (`cargo build --release`); it starts the
-/// `relayit` binary built beside it. TEST_DATABASE_URL (an admin connection) and TEST_REDIS_URL
-/// point it at other servers than the local ones.
+/// Postgres and Redis; then the message log of a project holding a million messages, first
+/// and filtered pages on the dashboard and through the API. Run the release build (`cargo
+/// build --release`); it starts the `relayit` binary built beside it. TEST_DATABASE_URL (an
+/// admin connection) and TEST_REDIS_URL point it at other servers than the local ones.
 #[derive(Debug, clap::Parser)]
 #[command(name = "relayit-bench", version)]
 struct Options {
     /// How long each measured load runs, in seconds (1 to 60)
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=60))]
     seconds: u64,
+    /// Messages seeded into one project for the message-log phase (0 skips it; at most 10
+    /// million). Seeding a million takes about a minute
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
+    log_messages: u64,
+    /// Runs only one half: `send` (sending and delivery) or `log` (the message log)
+    #[arg(long, value_enum)]
+    only: Option<Half>,
+}
+
+/// The two halves of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Half {
+    Send,
+    Log,
 }
 
 fn admin_url() -> String {
@@ -144,11 +164,19 @@ async fn start_server(db_url: &str, prefix: &str, role: &str) -> anyhow::Result<
     Ok(server)
 }
 
-/// Signs up, creates a sandbox credential for email, and returns a send key.
-async fn provision(client: &reqwest::Client, base: &str) -> anyhow::Result<String> {
+/// A new user's organization: its owner's session token, its default project and a sandbox
+/// credential for email.
+struct Tenant {
+    token: String,
+    project: String,
+    credential: String,
+}
+
+/// Signs up `email` and creates a sandbox credential for email.
+async fn sign_up(client: &reqwest::Client, base: &str, email: &str) -> anyhow::Result<Tenant> {
     let signed: Value = client
         .post(format!("{base}/v1/auth/sign-up"))
-        .json(&json!({"email": "bench@example.com", "password": "benchmark password", "name": "Bench"}))
+        .json(&json!({"email": email, "password": "benchmark password", "name": "Bench"}))
         .send()
         .await?
         .json()
@@ -163,9 +191,17 @@ async fn provision(client: &reqwest::Client, base: &str) -> anyhow::Result<Strin
     if !provider.status().is_success() {
         bail!("cannot create the sandbox provider: {}", provider.text().await?);
     }
+    let provider: Value = provider.json().await?;
+    let credential = provider["id"].as_str().context("provider id")?.to_owned();
     let projects: Value =
         client.get(format!("{base}/v1/projects")).bearer_auth(&token).send().await?.json().await?;
-    let project = projects["data"][0]["id"].as_str().context("default project")?;
+    let project = projects["data"][0]["id"].as_str().context("default project")?.to_owned();
+    Ok(Tenant { token, project, credential })
+}
+
+/// Signs up, creates a sandbox credential for email, and returns a send key.
+async fn provision(client: &reqwest::Client, base: &str) -> anyhow::Result<String> {
+    let Tenant { token, project, .. } = sign_up(client, base, "bench@example.com").await?;
     let key: Value = client
         .post(format!("{base}/v1/api-keys"))
         .bearer_auth(&token)
@@ -513,19 +549,30 @@ async fn ceilings(db_url: &str, prefix: &str) -> anyhow::Result<(f64, f64)> {
     Ok((insert_rate, xadd_rate))
 }
 
-/// Three servers in turn on one database: the API alone (what an API process accepts), then a
-/// worker alone draining what it accepted (what a worker process delivers), then everything in
-/// one process under sustained load (the end-to-end rate, send to `sent`).
+/// The sending half, then the message log, on one database.
 async fn run(options: &Options, db_name: &str, prefix: &str) -> anyhow::Result<()> {
     let db_url = database_url(db_name)?;
     let started = Instant::now();
-    let seconds = options.seconds;
     println!(
-        "# relayit-bench ({seconds} s per phase, {} cores)\n",
+        "# relayit-bench ({} s per phase, {} cores)\n",
+        options.seconds,
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
+    if options.only != Some(Half::Log) {
+        sending(options.seconds, &db_url, prefix).await?;
+    }
+    if options.only != Some(Half::Send) && options.log_messages > 0 {
+        message_log(options.log_messages, &db_url, prefix).await?;
+    }
+    println!("\nTotal time {:.0} s", started.elapsed().as_secs_f64());
+    Ok(relayit::queue::clear_prefix(&redis_url(), prefix).await?)
+}
 
-    let api = start_server(&db_url, prefix, "api").await?;
+/// Three servers in turn on one database: the API alone (what an API process accepts), then a
+/// worker alone draining what it accepted (what a worker process delivers), then everything in
+/// one process under sustained load (the end-to-end rate, send to `sent`).
+async fn sending(seconds: u64, db_url: &str, prefix: &str) -> anyhow::Result<()> {
+    let api = start_server(db_url, prefix, "api").await?;
     let client = reqwest::Client::new();
     let key = provision(&client, &api.base).await?;
     let since = chrono::Utc::now();
@@ -544,8 +591,8 @@ async fn run(options: &Options, db_name: &str, prefix: &str) -> anyhow::Result<(
 
     println!("\n## Delivery worker alone (`serve --role=worker`), draining that backlog\n");
     let (postgres_cpu, redis_cpu) = (cpu_seconds_of("postgres"), cpu_seconds_of("redis-server"));
-    let worker = start_server(&db_url, prefix, "worker").await?;
-    let drained = wait_for_delivery(&db_url, since, Duration::from_secs(seconds * 40)).await?;
+    let worker = start_server(db_url, prefix, "worker").await?;
+    let drained = wait_for_delivery(db_url, since, Duration::from_secs(seconds * 40)).await?;
     let micros = |cpu: f64| cpu / (drained.sent as f64).max(1.0) * 1e6;
     println!(
         "{} of {} messages `sent`, {:.0} messages/s; CPU µs per message: relayit {:.0} / Postgres {:.0} / Redis {:.0}",
@@ -560,13 +607,13 @@ async fn run(options: &Options, db_name: &str, prefix: &str) -> anyhow::Result<(
     worker.stop();
 
     println!("\n## Everything in one process (`serve --role=all`), 64 connections sending\n");
-    let all = start_server(&db_url, prefix, "all").await?;
+    let all = start_server(db_url, prefix, "all").await?;
     let since = chrono::Utc::now();
     let (sustained, readings) =
         measured(&client, &all, load(&all.base, &key, 64, seconds * 2, 2_000_000, 1)).await;
     println!("{TABLE_HEAD}");
     print_load("/v1/send, 64 connections, worker running", &sustained, 1, readings);
-    let e2e = wait_for_delivery(&db_url, since, Duration::from_secs(seconds * 40)).await?;
+    let e2e = wait_for_delivery(db_url, since, Duration::from_secs(seconds * 40)).await?;
     println!(
         "\nEnd to end (sandbox): {} of {} accepted messages `sent`, {:.0} messages/s from the first send to the last `sent`; send-to-sent p50 {:.0} ms, p99 {:.0} ms",
         e2e.sent,
@@ -581,10 +628,203 @@ async fn run(options: &Options, db_name: &str, prefix: &str) -> anyhow::Result<(
         "Peak RSS of relayit: API {api_rss:.0} MiB, worker {worker_rss:.0} MiB, all roles {all_rss:.0} MiB"
     );
 
-    let (insert_rate, xadd_rate) = ceilings(&db_url, prefix).await?;
+    let (insert_rate, xadd_rate) = ceilings(db_url, prefix).await?;
     println!(
         "\nRaw ceilings on this machine: multi-row INSERT {insert_rate:.0} rows/s; pipelined XADD {xadd_rate:.0} entries/s"
     );
-    println!("Total time {:.0} s", started.elapsed().as_secs_f64());
-    Ok(relayit::queue::clear_prefix(&redis_url(), prefix).await?)
+    Ok(())
+}
+
+/// One project's message log: `$4` messages over the last 30 days, in the order they were
+/// created, for the organization `$1`, project `$2` and sandbox credential `$3`. Email (60%),
+/// SMS (25%), WhatsApp (10%) and Discord (5%), each to one of many recipients; 55% delivered,
+/// 37% sent, 5% failed, and among the newest 2,000 (the last hour or so) a few queued or
+/// retrying, the rest of those 3% canceled. Ids are UUIDv7 of their creation time, as the
+/// server writes them. The triggers of messages write the search rows, as on any insert;
+/// events are left out: the log does not read them.
+const SEED_LOG: &str = "
+INSERT INTO messages (id, organization_id, project_id, channel, recipient, provider_credential_id,
+    provider_type, status, status_reason, attempts, content, provider_message_id, created_at,
+    updated_at, due_at)
+SELECT 'msg_' || lpad(to_hex((extract(epoch FROM at) * 1000)::bigint), 12, '0') || '7'
+           || substr(h, 1, 3) || '8' || substr(h, 4, 15),
+       $1, $2, channel,
+       CASE channel
+           WHEN 'email' THEN 'user' || (g * 7919 % 200000) || '@example' || (g % 40) || '.com'
+           WHEN 'discord' THEN (100000000000000000 + g * 7919 % 5000)::text
+           ELSE '+1555' || lpad((g * 7919 % 2000000)::text, 7, '0')
+       END,
+       CASE WHEN status IN ('sent', 'delivered', 'failed', 'retrying') THEN $3 END,
+       CASE WHEN status IN ('sent', 'delivered', 'failed', 'retrying') THEN 'sandbox' END,
+       status,
+       CASE status WHEN 'failed' THEN 'the provider refused the recipient' END,
+       CASE status WHEN 'failed' THEN 3 WHEN 'queued' THEN 0 WHEN 'canceled' THEN 0 ELSE 1 END,
+       CASE channel
+           WHEN 'email' THEN jsonb_build_object(
+               'subject', (ARRAY['Your order #' || g || ' has shipped', 'Reset your password',
+                   'Welcome to Acme', 'Invoice ' || (g % 100000) || ' is ready',
+                   'Your weekly summary', 'Sign-in from a new device'])[1 + g % 6],
+               'text', 'Hello, this is message ' || g)
+           ELSE jsonb_build_object('text', 'Your code is ' || (g * 7919 % 1000000))
+       END,
+       CASE WHEN status IN ('sent', 'delivered', 'failed') THEN 'sbx_' || h END,
+       at, at + interval '2 seconds',
+       CASE WHEN status IN ('queued', 'retrying') THEN at END
+FROM (
+    SELECT g, md5(g::text) AS h,
+           now() - interval '30 days' * (($4 - g)::float8 / $4) AS at,
+           CASE WHEN g % 20 < 12 THEN 'email' WHEN g % 20 < 17 THEN 'sms'
+                WHEN g % 20 < 19 THEN 'whatsapp' ELSE 'discord' END AS channel,
+           CASE WHEN g % 100 < 55 THEN 'delivered' WHEN g % 100 < 92 THEN 'sent'
+                WHEN g % 100 < 97 THEN 'failed' WHEN g <= $4 - 2000 THEN 'canceled'
+                WHEN g % 100 = 97 THEN 'retrying' ELSE 'queued' END AS status
+    FROM generate_series(1::bigint, $4) g
+) s
+ORDER BY at";
+
+/// Seeds the project's log (see [`SEED_LOG`]) and leaves the tables as a live server's would
+/// be: the search entries merged, the rows vacuumed (hint bits set, the visibility map
+/// written) and analyzed.
+async fn seed_log(
+    conn: &mut AsyncPgConnection,
+    tenant: &Tenant,
+    messages: u64,
+) -> anyhow::Result<()> {
+    use diesel::sql_types::{BigInt, Text};
+    #[derive(QueryableByName)]
+    struct Organization {
+        #[diesel(sql_type = Text)]
+        organization_id: String,
+    }
+    let organization: Organization =
+        diesel::sql_query("SELECT organization_id FROM projects WHERE id = $1")
+            .bind::<Text, _>(&tenant.project)
+            .get_result(conn)
+            .await?;
+    diesel::sql_query(SEED_LOG)
+        .bind::<Text, _>(&organization.organization_id)
+        .bind::<Text, _>(&tenant.project)
+        .bind::<Text, _>(&tenant.credential)
+        .bind::<BigInt, _>(i64::try_from(messages)?)
+        .execute(conn)
+        .await
+        .context("seed the message log")?;
+    // None while the server's merger holds the lock: then it is merging them itself
+    while relayit::db::messages::merge_search_pending(conn).await?.is_none() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    diesel::sql_query("VACUUM (ANALYZE) messages, message_search").execute(conn).await?;
+    Ok(())
+}
+
+/// Requests timed per log request, each after [`LOG_WARM_UP`] untimed ones.
+const LOG_REQUESTS: usize = 50;
+const LOG_WARM_UP: usize = 5;
+
+/// Times `LOG_REQUESTS` GETs of `path`, one at a time on one keep-alive connection, as the
+/// session `token` (the dashboard's cookie, or the API's bearer token); returns the sorted
+/// latencies and the rows of the last answer (table rows of a page, or `data` of the API).
+async fn timed_gets(
+    client: &reqwest::Client,
+    base: &str,
+    path: &str,
+    token: &str,
+    dashboard: bool,
+) -> anyhow::Result<(Vec<Duration>, usize)> {
+    let mut latencies = Vec::with_capacity(LOG_REQUESTS);
+    let mut rows = 0;
+    for i in 0..LOG_WARM_UP + LOG_REQUESTS {
+        let request = client.get(format!("{base}{path}"));
+        let request = if dashboard {
+            request.header("Cookie", format!("{}={token}", relayit::auth::SESSION_COOKIE))
+        } else {
+            request.bearer_auth(token)
+        };
+        let sent = Instant::now();
+        let response = request.send().await?;
+        let status = response.status();
+        let body = response.text().await?;
+        let elapsed = sent.elapsed();
+        if !status.is_success() {
+            bail!("GET {path}: {status}: {body}");
+        }
+        if i >= LOG_WARM_UP {
+            latencies.push(elapsed);
+        }
+        rows = if dashboard {
+            // a row of the log's table; the head's row has th, not td
+            body.matches("<tr><td").count()
+        } else {
+            let page: Value = serde_json::from_str(&body)?;
+            page["data"].as_array().map_or(0, Vec::len)
+        };
+    }
+    latencies.sort_unstable();
+    Ok((latencies, rows))
+}
+
+/// The message log of one project holding `messages` messages, seeded straight into Postgres:
+/// its first page and filtered pages, on the dashboard and through the API, timed by the client
+/// over loopback (a request's time on the server, for practical purposes).
+async fn message_log(messages: u64, db_url: &str, prefix: &str) -> anyhow::Result<()> {
+    println!("\n## The message log of a project of {messages} messages (`serve --role=api`)\n");
+    let api = start_server(db_url, prefix, "api").await?;
+    let client = reqwest::Client::new();
+    let tenant = sign_up(&client, &api.base, "log-bench@example.com").await?;
+    let mut conn = AsyncPgConnection::establish(db_url).await?;
+    let seeding = Instant::now();
+    seed_log(&mut conn, &tenant, messages).await?;
+    println!(
+        "Seeded in {:.0} s (INSERT ... SELECT, search merge, VACUUM ANALYZE). {LOG_REQUESTS} requests each, one at a time, after {LOG_WARM_UP} untimed:\n",
+        seeding.elapsed().as_secs_f64()
+    );
+    let dashboard = format!("/projects/{}/messages", tenant.project);
+    let api_log = format!("/v1/projects/{}/messages", tenant.project);
+    // recipients of the seed: `user119000@` is one address (5 messages in a million), and
+    // `5550012` a thousand phone numbers (about 180 messages in a million)
+    let requests = [
+        ("dashboard, first page", dashboard.clone(), true),
+        (
+            "dashboard, `?status=failed&channel=sms`",
+            format!("{dashboard}?status=failed&channel=sms"),
+            true,
+        ),
+        (
+            "dashboard, `?status=queued` (a status not final)",
+            format!("{dashboard}?status=queued"),
+            true,
+        ),
+        (
+            "dashboard, `?search=user119000@` (part of a recipient)",
+            format!("{dashboard}?search=user119000%40"),
+            true,
+        ),
+        (
+            "dashboard, `?search=5550012` (part of phone numbers)",
+            format!("{dashboard}?search=5550012"),
+            true,
+        ),
+        ("API, first page", api_log.clone(), false),
+        (
+            "API, `?status=failed&channel=sms`",
+            format!("{api_log}?status=failed&channel=sms"),
+            false,
+        ),
+        ("API, `?search=user119000@`", format!("{api_log}?search=user119000%40"), false),
+    ];
+    println!("| request | rows | p50 ms | p95 ms | max ms |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    for (label, path, on_dashboard) in requests {
+        let (latencies, rows) =
+            timed_gets(&client, &api.base, &path, &tenant.token, on_dashboard).await?;
+        println!(
+            "| {label} | {rows} | {:.1} | {:.1} | {:.1} |",
+            ms(percentile(&latencies, 0.5)),
+            ms(percentile(&latencies, 0.95)),
+            ms(latencies.last().copied().unwrap_or_default()),
+        );
+    }
+    api.stop();
+    Ok(())
 }
