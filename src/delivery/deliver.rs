@@ -154,8 +154,18 @@ pub struct Refused {
     pub error: String,
 }
 
-/// Makes `message`'s attempt over `route` and returns its outcome, and the credentials the
-/// providers refused along the way. Without a `limiter`, no rate limit applies; without a
+/// What an attempt leaves for the worker besides its outcome.
+#[derive(Default)]
+pub struct Aside {
+    /// The credentials the providers refused along the way.
+    pub refused: Vec<Refused>,
+    /// How long its provider calls took together, if it made any: the length of a delivery
+    /// that is the provider's, not the time it waited on our own Redis or Postgres.
+    pub calling: Option<Duration>,
+}
+
+/// Makes `message`'s attempt over `route` and returns its outcome, with what the worker learns
+/// aside. Without a `limiter`, no rate limit applies; without a
 /// `lease`, nothing fences the calls (a caller that claimed nothing).
 pub async fn attempt(
     registry: &Registry,
@@ -164,10 +174,10 @@ pub async fn attempt(
     message: &Message,
     route: &[Candidate],
     lease: Option<&Lease<'_>>,
-) -> (Outcome, Vec<Refused>) {
+) -> (Outcome, Aside) {
     let started = Instant::now();
     let mut tries = Vec::new();
-    let mut refused = Vec::new();
+    let mut aside = Aside::default();
     let mut retryable = None;
     let mut last_error = None;
     // the first credential passed over for its rate limit, and the soonest slot promised
@@ -192,7 +202,9 @@ pub async fn attempt(
         }
         let (call_started, call_started_at) = (Instant::now(), Utc::now());
         let result = call(registry, config, message, candidate, lease).await;
-        tries.push(try_record(candidate, &result, call_started_at, call_started.elapsed()));
+        let took = call_started.elapsed();
+        aside.calling = Some(aside.calling.unwrap_or_default() + took);
+        tries.push(try_record(candidate, &result, call_started_at, took));
         match result {
             Ok(receipt) => ending = Some(Ending::Sent(receipt)),
             Err(ProviderError::Permanent(text)) => {
@@ -205,7 +217,7 @@ pub async fn attempt(
             Err(ProviderError::Retryable(text)) => retryable = Some(text),
             Err(ProviderError::Credential(text)) => {
                 if matches!(candidate, Candidate::Ready(_)) {
-                    refused.push(Refused {
+                    aside.refused.push(Refused {
                         credential_id: candidate.id().to_owned(),
                         error: text.clone(),
                     });
@@ -293,7 +305,7 @@ pub async fn attempt(
         }
     }
     outcome.details = details;
-    (outcome, refused)
+    (outcome, aside)
 }
 
 fn retry_at(
@@ -416,13 +428,12 @@ mod tests {
             sandbox("prv_b", json!({"failRate": 1})),
             sandbox("prv_c", json!({})),
         ];
-        let (outcome, refused) =
-            attempt(&registry, None, &config(), &message(0), &route, None).await;
+        let (outcome, aside) = attempt(&registry, None, &config(), &message(0), &route, None).await;
         assert_eq!(outcome.status, SENT);
         assert_eq!(outcome.attempts, 1);
         assert_eq!(outcome.provider_credential_id.as_deref(), Some("prv_c"));
         assert_eq!(outcome.details["tries"].as_array().unwrap().len(), 3);
-        assert_eq!(refused.len(), 1);
+        assert_eq!(aside.refused.len(), 1);
 
         // a retryable error anywhere keeps the message alive; exhaustion fails it
         let (outcome, _) =

@@ -11,9 +11,11 @@
 //!   organization's deliveries end ([`Shares::ready`]), so a tenant with a backlog keeps its
 //!   share busy;
 //! - the others wait in the delayed set, their return paced at the rate the organization's
-//!   deliveries complete (its share of slots over the average length of its deliveries). A
+//!   deliveries complete (its share of slots over the average length of its provider calls). A
 //!   fixed short wait would bring a whole backlog back at once, to be deferred again but for
-//!   the few that found room.
+//!   the few that found room. Only the provider's time counts: a delivery that waited on our
+//!   own Redis or Postgres (an outage) says nothing of the tenant's pace, and counting it
+//!   would pace the tenant's backlog slowly long after the outage ended.
 //!
 //! Waiting in the worker is bounded: an organization waits there only while it has its share
 //! in flight, so at most `1 / share` organizations do, each with at most twice its share: no
@@ -68,7 +70,7 @@ struct Org {
     /// Since when its deliveries have been in flight without a break: until one completes,
     /// the time since is the best guess of their length.
     busy_since: Option<Instant>,
-    /// The running average length of its deliveries, once one completed.
+    /// The running average length of its deliveries' provider calls, once one was timed.
     average: Option<Duration>,
     /// When its last deferred message is due back (Unix ms).
     next_due_ms: i64,
@@ -176,7 +178,7 @@ impl Shares {
             entry.busy_since = Some(started);
         }
         entry.in_flight += 1;
-        Held { shares: self.clone(), org: org.to_owned(), started }
+        Held { shares: self.clone(), org: org.to_owned(), took: None }
     }
 }
 
@@ -184,19 +186,27 @@ impl Shares {
 pub struct Held {
     shares: Arc<Shares>,
     org: String,
-    started: Instant,
+    took: Option<Duration>,
+}
+
+impl Held {
+    /// Records how long the delivery's provider calls took, for the pacing.
+    pub fn took(&mut self, length: Duration) {
+        self.took = Some(length);
+    }
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
-        let length = self.started.elapsed();
         let mut orgs = self.shares.orgs();
         let Some(org) = orgs.get_mut(&self.org) else { return };
         org.in_flight = org.in_flight.saturating_sub(1);
-        org.average = Some(match org.average {
-            Some(average) => average.mul_f64(1.0 - WEIGHT) + length.mul_f64(WEIGHT),
-            None => length,
-        });
+        if let Some(length) = self.took {
+            org.average = Some(match org.average {
+                Some(average) => average.mul_f64(1.0 - WEIGHT) + length.mul_f64(WEIGHT),
+                None => length,
+            });
+        }
         if org.in_flight == 0 {
             org.busy_since = None;
         }
@@ -264,9 +274,9 @@ mod tests {
         let shares = Shares::new(2);
         let orgs = owners(&[("a", 10)]);
         let now_ms = chrono::Utc::now().timestamp_millis();
-        // two in flight that took 200 ms each: one slot frees every 100 ms
-        let held = [shares.hold("org_a"), shares.hold("org_a")];
-        std::thread::sleep(Duration::from_millis(200));
+        // two in flight whose calls took 200 ms each: one slot frees every 100 ms
+        let mut held = [shares.hold("org_a"), shares.hold("org_a")];
+        held.iter_mut().for_each(|held| held.took(Duration::from_millis(200)));
         drop(held);
         let _busy = [shares.hold("org_a"), shares.hold("org_a")];
         let admission = shares.admit(read(ids(10, "a")), &orgs, now_ms);
@@ -284,13 +294,34 @@ mod tests {
     }
 
     #[test]
+    fn time_spent_waiting_on_our_own_services_does_not_slow_the_pace() {
+        let shares = Shares::new(1);
+        let orgs = owners(&[("a", 4)]);
+        let mut held = shares.hold("org_a");
+        held.took(Duration::from_millis(10));
+        drop(held);
+        // a delivery that waited out a Redis outage and made no call, and one whose call was
+        // quick after a long wait: neither tells of the provider's pace
+        let stalled = shares.hold("org_a");
+        std::thread::sleep(Duration::from_millis(300));
+        drop(stalled);
+        let mut waited = shares.hold("org_a");
+        std::thread::sleep(Duration::from_millis(300));
+        waited.took(Duration::from_millis(10));
+        drop(waited);
+        let _busy = shares.hold("org_a");
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let deferred = shares.admit(read(ids(4, "a")), &orgs, now_ms).deferred;
+        assert_eq!(deferred.len(), 2);
+        assert!(deferred[1].1 - now_ms <= 2 * MIN_ESTIMATE.as_millis() as i64, "{deferred:?}");
+    }
+
+    #[test]
     fn no_message_waits_longer_than_the_longest_deferral() {
         let shares = Shares::new(1);
         let orgs = owners(&[("a", 5)]);
         let now_ms = chrono::Utc::now().timestamp_millis();
-        let held = shares.hold("org_a");
-        std::thread::sleep(Duration::from_millis(20));
-        drop(held);
+        drop(shares.hold("org_a"));
         // a provider that got slow: the estimate says a minute per delivery
         if let Some(org) = shares.orgs().get_mut("org_a") {
             org.average = Some(Duration::from_secs(60));

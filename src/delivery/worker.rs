@@ -21,6 +21,7 @@
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::Utc;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
@@ -156,10 +157,13 @@ impl Worker {
         for (message, entry_id) in claimed {
             // one slot per entry read, so there is always one left
             let slot = free.split(1);
-            let held = self.shares.hold(&message.organization_id);
+            let mut held = self.shares.hold(&message.organization_id);
             let (worker, done) = (self.clone(), done.clone());
             tasks.spawn(async move {
-                let outcome = worker.deliver(&message, term).await;
+                let (outcome, calling) = worker.deliver(&message, term).await;
+                if let Some(calling) = calling {
+                    held.took(calling);
+                }
                 drop(held);
                 // the recorder only stops once every sender is gone
                 let _ = done.send(Done { outcome, entry_id, slot }).await;
@@ -182,8 +186,9 @@ impl Worker {
 
     /// One claimed message's attempt, claimed under the liveness `term`. Routing waits for
     /// Postgres as long as it takes; at shutdown, the grace period bounds that wait (the message
-    /// is then taken over once this worker's liveness key is withdrawn).
-    async fn deliver(&self, message: &Message, term: Option<u64>) -> Outcome {
+    /// is then taken over once this worker's liveness key is withdrawn). Returns its outcome and
+    /// how long its provider calls took, if it made any.
+    async fn deliver(&self, message: &Message, term: Option<u64>) -> (Outcome, Option<Duration>) {
         let db = &self.state.db;
         let config = &self.state.config.delivery;
         let route = until_ok("routing a message", || self.router.route(db, message)).await;
@@ -198,7 +203,7 @@ impl Worker {
                 config.visibility_timeout - config.provider_timeout,
             ),
         };
-        let (outcome, refused) = attempt(
+        let (outcome, aside) = attempt(
             &self.state.connectors,
             Some(&self.limiter),
             config,
@@ -215,7 +220,7 @@ impl Worker {
             .provider_duration
             .with_label_values(&[provider])
             .observe(started.elapsed().as_secs_f64());
-        for refusal in refused {
+        for refusal in aside.refused {
             // best effort: the flag only informs the tenant
             let flagged = async {
                 let mut conn = db.get().await?;
@@ -228,7 +233,7 @@ impl Worker {
                 tracing::warn!(%error, credential = %refusal.credential_id, "cannot flag a refused credential");
             }
         }
-        outcome
+        (outcome, aside.calling)
     }
 
     /// Writes outcomes as they come, in batches, until every delivery has ended.
