@@ -43,7 +43,13 @@ pub async fn create_user(
     let id = ids::new_id(ids::USER);
     users::insert(
         &mut conn,
-        users::NewUser { id: &id, email: &email, name: name.trim(), password_hash: Some(&hash) },
+        users::NewUser {
+            id: &id,
+            email: &email,
+            name: name.trim(),
+            password_hash: Some(&hash),
+            email_verified: false,
+        },
     )
     .await?;
     Ok(id)

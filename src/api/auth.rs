@@ -161,6 +161,8 @@ pub struct SessionView {
     pub session: SessionInfo,
     pub active_organization_id: Option<String>,
     pub organizations: Vec<SessionOrganization>,
+    /// The ways the user can sign in.
+    pub methods: accounts::Methods,
 }
 
 /// The signed-in user, the session, and the organizations the user belongs to.
@@ -184,6 +186,7 @@ pub async fn session(
             role: member.role,
         })
         .collect();
+    let methods = accounts::Methods::of(&mut conn, user).await?;
     let active = session
         .active_organization_id
         .clone()
@@ -198,6 +201,7 @@ pub async fn session(
         },
         active_organization_id: active,
         organizations,
+        methods,
     }))
 }
 

@@ -2,7 +2,9 @@
 //! sessions, once for every surface that offers them: the JSON API (`/v1/auth/...`) and the
 //! dashboard's forms. Each surface checks that the request is its kind (JSON, or a form from
 //! our own origin) and turns the result into its answer; the rules (validation, throttles, the
-//! hashing bound, the organization a new user gets, the session) are here.
+//! hashing bound, the organization a new user gets, the session) are here, and so are those
+//! every way of signing in shares: a new user's organization, opening a session, and the rule
+//! that a user always keeps one way to sign in ([`remove_method`]).
 
 use actix_web::HttpRequest;
 use actix_web::cookie::{Cookie, SameSite};
@@ -10,8 +12,8 @@ use chrono::Utc;
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 
 use crate::auth::{SESSION_COOKIE, SessionLifetime, password, throttle, tokens};
-use crate::db::organizations;
 use crate::db::users::{self, NewSession, NewUser, User};
+use crate::db::{linked_accounts, organizations, passkeys};
 use crate::domain::ids;
 use crate::domain::recipient::normalize_email;
 use crate::domain::validate::Validator;
@@ -88,6 +90,18 @@ pub async fn end_session(
     }
 }
 
+/// Opens a session for `user`, who has just proved who they are (a password, a provider, a
+/// passkey), in their first organization: the new session's token.
+pub async fn open_session_for(
+    state: &AppState,
+    client: &Client,
+    user: &User,
+) -> Result<String, ApiError> {
+    let mut conn = state.db.get().await?;
+    let active = organizations::first_for_user(&mut conn, &user.id).await?.map(|(org, _)| org.id);
+    Ok(open_session(&mut conn, state, client, &user.id, active.as_deref()).await?)
+}
+
 /// Opens a session for `user_id`, returning its token.
 async fn open_session(
     conn: &mut AsyncPgConnection,
@@ -142,7 +156,65 @@ pub async fn sign_up(
             return Err(busy.into());
         }
     };
-    let name = name.trim().to_owned();
+    let new = NewAccount {
+        email: &email,
+        name,
+        password_hash: Some(&hash),
+        email_verified: false,
+        linked: None,
+    };
+    create_user(state, client, new).await
+}
+
+/// A user about to be created.
+pub struct NewAccount<'a> {
+    /// Normalized (`normalize_email`) and valid.
+    pub email: &'a str,
+    pub name: &'a str,
+    pub password_hash: Option<&'a str>,
+    pub email_verified: bool,
+    /// The provider account they signed up with, linked in the same transaction.
+    pub linked: Option<LinkTo<'a>>,
+}
+
+/// An OAuth / OpenID Connect account to link to a user.
+#[derive(Clone, Copy)]
+pub struct LinkTo<'a> {
+    pub provider_id: &'a str,
+    pub subject: &'a str,
+    pub email: &'a str,
+    pub kind: &'a str,
+}
+
+impl LinkTo<'_> {
+    /// Links the account to `user_id`.
+    pub async fn insert(
+        self,
+        conn: &mut AsyncPgConnection,
+        user_id: &str,
+    ) -> diesel::QueryResult<linked_accounts::LinkedAccount> {
+        let id = ids::new_id(ids::ACCOUNT);
+        let row = linked_accounts::NewLinkedAccount {
+            id: &id,
+            user_id,
+            provider_id: self.provider_id,
+            account_id: self.subject,
+            email: self.email,
+            kind: self.kind,
+        };
+        linked_accounts::insert(conn, row).await
+    }
+}
+
+/// Creates a user with an organization of their own (owner) and its `default` project, links
+/// the account they signed up with if any, and opens their first session: the user and the
+/// session's token. 409 when the email is taken.
+pub async fn create_user(
+    state: &AppState,
+    client: &Client,
+    new: NewAccount<'_>,
+) -> Result<(User, String), ApiError> {
+    let name = new.name.trim();
     let mut conn = state.db.get().await?;
     // Two sign-ups racing for the same derived organization slug: the loser retries.
     let mut attempt = 0;
@@ -151,16 +223,20 @@ pub async fn sign_up(
         let result = conn
             .transaction::<(User, String), diesel::result::Error, _>(async |conn| {
                 let user_id = ids::new_id(ids::USER);
-                let new = NewUser {
+                let row = NewUser {
                     id: &user_id,
-                    email: &email,
-                    name: &name,
-                    password_hash: Some(&hash),
+                    email: new.email,
+                    name,
+                    password_hash: new.password_hash,
+                    email_verified: new.email_verified,
                 };
-                let user = users::insert(conn, new).await?;
+                let user = users::insert(conn, row).await?;
                 let org_name = format!("{name}'s Organization");
                 let (org, _) =
                     organizations::create_with_owner(conn, &org_name, None, &user.id).await?;
+                if let Some(link) = new.linked {
+                    link.insert(conn, &user.id).await?;
+                }
                 let token = open_session(conn, state, client, &user.id, Some(&org.id)).await?;
                 Ok((user, token))
             })
@@ -174,6 +250,70 @@ pub async fn sign_up(
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// The ways a user can sign in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct Methods {
+    /// Whether they have a password.
+    pub password: bool,
+    /// How many passkeys they have.
+    pub passkeys: i64,
+    /// How many OAuth / OpenID Connect accounts are linked to them.
+    pub accounts: i64,
+}
+
+impl Methods {
+    pub async fn of(conn: &mut AsyncPgConnection, user: &User) -> diesel::QueryResult<Methods> {
+        Ok(Methods {
+            password: user.password_hash.is_some(),
+            passkeys: passkeys::count(conn, &user.id).await?,
+            accounts: linked_accounts::count(conn, &user.id).await?,
+        })
+    }
+
+    fn total(self) -> i64 {
+        i64::from(self.password) + self.passkeys + self.accounts
+    }
+}
+
+/// A way of signing in to remove.
+pub enum Method<'a> {
+    /// A linked account, by id.
+    Account(&'a str),
+    /// A passkey, by id.
+    Passkey(&'a str),
+}
+
+/// Removes one of `user_id`'s ways of signing in: 404 when they have no such one, 409 when it
+/// is their last (no password, no other account, no passkey would be left). The user's row is
+/// locked meanwhile, so two removals at once cannot both pass the check.
+pub async fn remove_method(
+    state: &AppState,
+    user_id: &str,
+    method: Method<'_>,
+) -> Result<(), ApiError> {
+    let mut conn = state.db.get().await?;
+    conn.transaction::<_, ApiError, _>(async |conn| {
+        users::lock(conn, user_id).await?;
+        let user = users::find(conn, user_id).await?.ok_or_else(|| ApiError::not_found("user"))?;
+        let (removed, what) = match method {
+            Method::Account(id) => (linked_accounts::delete(conn, user_id, id).await?, "account"),
+            Method::Passkey(id) => (passkeys::delete(conn, user_id, id).await?, "passkey"),
+        };
+        if !removed {
+            return Err(ApiError::not_found(what));
+        }
+        // counted after the removal, in the same transaction: none left rolls it back
+        if Methods::of(conn, &user).await?.total() == 0 {
+            return Err(ApiError::conflict(format!(
+                "this {what} is your last way to sign in: set a password, link an account or \
+                 add a passkey first"
+            )));
+        }
+        Ok(())
+    })
+    .await
 }
 
 /// Signs in with email and password: the user and the new session's token. Repeated failures
@@ -194,9 +334,7 @@ pub async fn sign_in(
             "invalid email or password",
         )
     })?;
-    let mut conn = state.db.get().await?;
-    let active = organizations::first_for_user(&mut conn, &user.id).await?.map(|(org, _)| org.id);
-    let token = open_session(&mut conn, state, client, &user.id, active.as_deref()).await?;
+    let token = open_session_for(state, client, &user).await?;
     Ok((user, token))
 }
 

@@ -12,6 +12,8 @@ diesel::table! {
         scope -> Nullable<Text>,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        email -> Text,
+        kind -> Text,
     }
 }
 

@@ -32,6 +32,9 @@ pub struct NewUser<'a> {
     pub email: &'a str,
     pub name: &'a str,
     pub password_hash: Option<&'a str>,
+    /// Whether someone vouched for the email: an OAuth / OpenID Connect provider that says it
+    /// verified it.
+    pub email_verified: bool,
 }
 
 pub async fn insert(conn: &mut AsyncPgConnection, user: NewUser<'_>) -> QueryResult<User> {
@@ -53,6 +56,12 @@ pub async fn find_by_email(conn: &mut AsyncPgConnection, email: &str) -> QueryRe
 
 pub async fn find(conn: &mut AsyncPgConnection, id: &str) -> QueryResult<Option<User>> {
     users::table.find(id).select(User::as_select()).first(conn).await.optional()
+}
+
+/// Locks the user's row until the end of the transaction, serializing changes to their ways of
+/// signing in (so two removals at once cannot leave none).
+pub async fn lock(conn: &mut AsyncPgConnection, id: &str) -> QueryResult<()> {
+    users::table.find(id).select(users::id).for_update().first::<String>(conn).await.map(drop)
 }
 
 /// Replaces the user's password hash.

@@ -31,6 +31,7 @@ async fn sign_up_creates_user_organization_and_default_project() {
     assert_eq!(orgs[0]["role"], "owner");
     assert_eq!(session["activeOrganizationId"], orgs[0]["id"]);
     assert_eq!(session["user"]["email"], "ada@example.com");
+    assert_eq!(session["methods"], json!({"password": true, "passkeys": 0, "accounts": 0}));
 
     let (_, projects) = app.get_as(token, "/v1/projects").await;
     assert_eq!(projects["data"].as_array().unwrap().len(), 1);
