@@ -194,6 +194,9 @@ pub struct AuthConfig {
     /// 0 looks every request up in Postgres.
     #[serde(with = "humantime_serde")]
     pub key_cache_ttl: Duration,
+    /// Offers passkeys (WebAuthn) to sign in. They need `server.public_url`, whose host is
+    /// the relying party id and whose origin the browser must be on: without it, none.
+    pub passkeys: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -441,6 +444,7 @@ impl Default for AuthConfig {
             hash_wait: Duration::from_secs(2),
             key_usage_flush: Duration::from_secs(5),
             key_cache_ttl: Duration::from_secs(10),
+            passkeys: true,
         }
     }
 }
@@ -536,6 +540,11 @@ impl ConfigError {
 }
 
 impl Config {
+    /// Whether passkeys can be used: switched on, and a public URL to bind them to.
+    pub fn passkeys_enabled(&self) -> bool {
+        self.auth.passkeys && !self.server.public_url.is_empty()
+    }
+
     /// The layered sources: defaults, then the file, then the environment.
     ///
     /// An explicit `path` must exist; without one, `./config.toml` is read when present.
