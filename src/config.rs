@@ -540,9 +540,11 @@ impl ConfigError {
 }
 
 impl Config {
-    /// Whether passkeys can be used: switched on, and a public URL to bind them to.
+    /// Whether passkeys can be used: switched on, and a public URL to bind them to. WebAuthn
+    /// binds credentials to a domain name: a public URL with an IP address allows none.
     pub fn passkeys_enabled(&self) -> bool {
-        self.auth.passkeys && !self.server.public_url.is_empty()
+        self.auth.passkeys
+            && url::Url::parse(&self.server.public_url).is_ok_and(|u| u.domain().is_some())
     }
 
     /// The layered sources: defaults, then the file, then the environment.

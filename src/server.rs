@@ -103,6 +103,7 @@ pub async fn start(config: Config, roles: Roles) -> anyhow::Result<Running> {
     let passwords = Hasher::new(config.auth.max_concurrent_hashes, config.auth.hash_wait);
     let connectors = Arc::new(Registry::new(&config.providers)?);
     let sns_verifier = Arc::new(SnsVerifier::new(&config.providers.sns_trusted_hosts));
+    let passkeys = crate::auth::passkeys::Passkeys::for_config(&config, &keys)?.map(Arc::new);
     let state = AppState {
         config: Arc::new(config),
         db: pool,
@@ -115,6 +116,7 @@ pub async fn start(config: Config, roles: Roles) -> anyhow::Result<Running> {
         metrics: Arc::new(crate::metrics::Metrics::new()?),
         connectors,
         sns_verifier,
+        passkeys,
     };
     let shutdown = CancellationToken::new();
     let grace = state.config.server.shutdown_grace;

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use crate::auth::cache::TenantCache;
+use crate::auth::passkeys::Passkeys;
 use crate::auth::password::Hasher;
 use crate::auth::usage::KeyUsage;
 use crate::config::Config;
@@ -34,4 +35,6 @@ pub struct AppState {
     pub connectors: Arc<Registry>,
     /// Checks the signatures of SNS messages (delivery receipts), caching certificates.
     pub sns_verifier: Arc<SnsVerifier>,
+    /// The WebAuthn relying party; `None` when this server offers no passkeys.
+    pub passkeys: Option<Arc<Passkeys>>,
 }

@@ -15,6 +15,7 @@ pub mod messages;
 pub mod openapi;
 pub mod organizations;
 pub mod pagination;
+pub mod passkeys;
 pub mod projects;
 pub mod providers;
 pub mod send;
@@ -52,6 +53,13 @@ use openapi::{ErrorResponses, SecuritySchemes};
         auth::list_sessions,
         auth::revoke_other_sessions,
         auth::revoke_session,
+        passkeys::register_start,
+        passkeys::register_finish,
+        passkeys::list,
+        passkeys::rename,
+        passkeys::remove,
+        passkeys::sign_in_start,
+        passkeys::sign_in_finish,
         organizations::create,
         organizations::list,
         organizations::get,
@@ -237,6 +245,7 @@ fn v1_routes(cfg: &mut web::ServiceConfig) {
         web::scope("/v1")
             .configure(send::routes)
             .configure(auth::routes)
+            .configure(passkeys::routes)
             .configure(organizations::routes)
             .configure(invitations::routes)
             .configure(projects::routes)

@@ -382,6 +382,17 @@ async fn throttled<T>(
     check: impl Future<Output = Result<Option<T>, ApiError>>,
 ) -> Result<Option<T>, ApiError> {
     let guess = throttle::reserve(state, email, &client.ip).await?;
+    settle_guess(state, guess, check).await
+}
+
+/// Runs `check`, a sign-in check (`Some` when it passed), for the reserved `guess`: held back
+/// after its email's recent failures, and settled with the outcome. Every way of signing in
+/// with a secret the user proves (password, passkey) goes through here.
+pub async fn settle_guess<T>(
+    state: &AppState,
+    guess: throttle::Guess,
+    check: impl Future<Output = Result<Option<T>, ApiError>>,
+) -> Result<Option<T>, ApiError> {
     let delay = guess.delay(&state.config.auth);
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;

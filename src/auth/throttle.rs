@@ -11,6 +11,9 @@
 //! that email down ([`slowdown`]), never to refuse them: a refusal per email would let a
 //! stranger who hammers an account lock its owner out.
 //!
+//! A passkey sign-in without an email (the credential names its user) counts against the
+//! address only, with the address's limit over all emails.
+//!
 //! Sign-ups (each one hashes a password) are limited per client address the same way.
 
 use std::time::Duration;
@@ -87,23 +90,26 @@ async fn eval(
     Ok(reply)
 }
 
-/// The Redis keys of one sign-in: (email, address), address, email.
+/// The Redis keys of one sign-in: (email, address), address, email; only the address when
+/// the email is not known (a passkey sign-in without one).
 struct SignInKeys {
-    pair: String,
+    pair: Option<String>,
     address: String,
-    email: String,
+    email: Option<String>,
 }
 
 impl SignInKeys {
-    fn new(state: &AppState, email: &str, ip: &str) -> SignInKeys {
-        // the email is never stored in Redis, only a digest of it
-        let digest = crate::auth::tokens::hash(email);
-        let email_key: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+    fn new(state: &AppState, email: Option<&str>, ip: &str) -> SignInKeys {
         let keys = state.redis.keys();
+        // the email is never stored in Redis, only a digest of it
+        let email_key = email.map(|email| {
+            let digest = crate::auth::tokens::hash(email);
+            digest[..12].iter().map(|b| format!("{b:02x}")).collect::<String>()
+        });
         SignInKeys {
-            pair: keys.sign_in("pair", &format!("{email_key}:{ip}")),
+            pair: email_key.as_ref().map(|e| keys.sign_in("pair", &format!("{e}:{ip}"))),
             address: keys.sign_in("ip", ip),
-            email: keys.sign_in("email", &email_key),
+            email: email_key.map(|e| keys.sign_in("email", &e)),
         }
     }
 }
@@ -128,22 +134,30 @@ fn refused(ms: i64, message: &str) -> ApiError {
 /// Reserves a sign-in guess for `email` from client address `ip`; 429 with `Retry-After` when
 /// the address is over its limit for this email or for all emails.
 pub async fn reserve(state: &AppState, email: &str, ip: &str) -> Result<Guess, ApiError> {
+    reserve_keys(state, SignInKeys::new(state, Some(email), ip)).await
+}
+
+/// Reserves a sign-in guess for no particular email (a passkey that names its user only once
+/// checked) from client address `ip`: counted against the address's limit over all emails.
+pub async fn reserve_address(state: &AppState, ip: &str) -> Result<Guess, ApiError> {
+    reserve_keys(state, SignInKeys::new(state, None, ip)).await
+}
+
+async fn reserve_keys(state: &AppState, keys: SignInKeys) -> Result<Guess, ApiError> {
     let config = &state.config.auth;
     let limit = u64::from(config.sign_in_max_failures);
-    let keys = SignInKeys::new(state, email, ip);
-    let reply = eval(
-        state,
-        RESERVE,
-        vec![keys.pair.clone(), keys.address.clone(), keys.email.clone()],
-        vec![
-            window_ms(config.sign_in_window),
-            limit.to_string(),
-            (limit * ADDRESS_FACTOR).to_string(),
-        ],
-    )
-    .await?;
+    let window = window_ms(config.sign_in_window);
+    let (script_keys, args) = match (&keys.pair, &keys.email) {
+        (Some(pair), Some(email)) => (
+            vec![pair.clone(), keys.address.clone(), email.clone()],
+            vec![window, limit.to_string(), (limit * ADDRESS_FACTOR).to_string()],
+        ),
+        _ => (vec![keys.address.clone()], vec![window, (limit * ADDRESS_FACTOR).to_string()]),
+    };
+    let reply = eval(state, RESERVE, script_keys, args).await?;
     match reply[..] {
         [1, email_failures] => Ok(Guess { keys, email_failures: email_failures.max(0) as u64 }),
+        [1] => Ok(Guess { keys, email_failures: 0 }),
         [0, ms] => Err(refused(ms, "too many failed sign-in attempts; try again later")),
         _ => Err(ApiError::internal("unexpected sign-in throttle reply")),
     }
@@ -157,22 +171,27 @@ impl Guess {
 
     /// A wrong password: the reservation stands, and the email's failures grow by one.
     pub async fn failed(self, state: &AppState) -> Result<(), ApiError> {
-        let window = window_ms(state.config.auth.sign_in_window);
-        eval(state, COUNT, vec![self.keys.email], vec![window]).await?;
+        if let Some(email) = self.keys.email {
+            let window = window_ms(state.config.auth.sign_in_window);
+            eval(state, COUNT, vec![email], vec![window]).await?;
+        }
         Ok(())
     }
 
     /// The right password: the email's failures (from this address and from all) are
     /// forgiven, and the address gets its reservation back.
     pub async fn succeeded(self, state: &AppState) -> Result<(), ApiError> {
-        let keys = vec![self.keys.pair, self.keys.email, self.keys.address];
-        eval(state, SETTLE, keys, vec!["2".into()]).await?;
+        let forgiven: Vec<String> = self.keys.pair.into_iter().chain(self.keys.email).collect();
+        let deleted = forgiven.len().to_string();
+        let keys = forgiven.into_iter().chain([self.keys.address]).collect();
+        eval(state, SETTLE, keys, vec![deleted]).await?;
         Ok(())
     }
 
     /// The password was never checked: the reservation is given back.
     pub async fn untested(self, state: &AppState) -> Result<(), ApiError> {
-        eval(state, SETTLE, vec![self.keys.pair, self.keys.address], vec!["0".into()]).await?;
+        let keys = self.keys.pair.into_iter().chain([self.keys.address]).collect();
+        eval(state, SETTLE, keys, vec!["0".into()]).await?;
         Ok(())
     }
 }

@@ -70,3 +70,78 @@ pub async fn delete(conn: &mut AsyncPgConnection, user_id: &str, id: &str) -> Qu
     .await?;
     Ok(deleted > 0)
 }
+
+/// Every passkey of the user, oldest first: the credentials to allow at sign-in and to
+/// exclude at registration. A user has a handful; 100 bounds a pathological account.
+pub async fn all_of_user(
+    conn: &mut AsyncPgConnection,
+    user_id: &str,
+) -> QueryResult<Vec<StoredPasskey>> {
+    passkeys::table
+        .filter(passkeys::user_id.eq(user_id))
+        .select(StoredPasskey::as_select())
+        .order((passkeys::created_at.asc(), passkeys::id.asc()))
+        .limit(100)
+        .load(conn)
+        .await
+}
+
+/// The passkey with this credential id, whoever's it is, locked until the transaction ends
+/// (so two sign-ins with the same credential check and move its sign counter one at a time).
+pub async fn lock_by_credential_id(
+    conn: &mut AsyncPgConnection,
+    credential_id: &[u8],
+) -> QueryResult<Option<StoredPasskey>> {
+    passkeys::table
+        .filter(passkeys::credential_id.eq(credential_id))
+        .select(StoredPasskey::as_select())
+        .for_update()
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// Rewrites the credential after a sign-in with it (sign counter, backup flags) and marks it
+/// used at `now`.
+pub async fn record_use(
+    conn: &mut AsyncPgConnection,
+    id: &str,
+    passkey: &serde_json::Value,
+    now: DateTime<Utc>,
+) -> QueryResult<()> {
+    diesel::update(passkeys::table.filter(passkeys::id.eq(id)))
+        .set((passkeys::passkey.eq(passkey), passkeys::last_used_at.eq(now)))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Renames the user's passkey `id`; `None` when the user has no such passkey.
+pub async fn rename(
+    conn: &mut AsyncPgConnection,
+    user_id: &str,
+    id: &str,
+    name: Option<&str>,
+) -> QueryResult<Option<StoredPasskey>> {
+    diesel::update(
+        passkeys::table.filter(passkeys::id.eq(id)).filter(passkeys::user_id.eq(user_id)),
+    )
+    .set(passkeys::name.eq(name))
+    .returning(StoredPasskey::as_returning())
+    .get_result(conn)
+    .await
+    .optional()
+}
+
+/// The passkey with this credential id, whoever's it is.
+pub async fn find_by_credential_id(
+    conn: &mut AsyncPgConnection,
+    credential_id: &[u8],
+) -> QueryResult<Option<StoredPasskey>> {
+    passkeys::table
+        .filter(passkeys::credential_id.eq(credential_id))
+        .select(StoredPasskey::as_select())
+        .first(conn)
+        .await
+        .optional()
+}

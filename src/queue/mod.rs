@@ -70,6 +70,11 @@ impl Keys {
     pub fn sign_in(&self, kind: &str, subject: &str) -> String {
         self.key(&format!("signin:{kind}:{subject}"))
     }
+    /// A passkey ceremony between its two requests: `reg:<user id>:<challenge id>` for a
+    /// registration (only its user can find it), `auth:<challenge id>` for a sign-in.
+    pub fn passkey_challenge(&self, scope: &str) -> String {
+        self.key(&format!("passkey:{scope}"))
+    }
     /// The liveness key of a stream consumer (a worker of one role in one process).
     pub fn alive(&self, consumer: &str) -> String {
         self.key(&format!("alive:{consumer}"))

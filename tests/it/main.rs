@@ -22,6 +22,7 @@ mod load;
 mod messages;
 mod migrations;
 mod organizations;
+mod passkeys;
 mod projects;
 mod providers;
 mod readiness;
