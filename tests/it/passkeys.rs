@@ -370,8 +370,8 @@ async fn sign_in_by_email_does_not_tell_who_has_passkeys() {
     let (app, _) = spawn().await;
     let without = app.sign_up("Plain").await;
     let allowed = |options: &Value| {
+        // possibly none: some people have no passkey (webauthn-rs's distribution of them)
         let list = options["publicKey"]["allowCredentials"].as_array().unwrap().clone();
-        assert!(!list.is_empty(), "{options}");
         assert!(options.get("mediation").is_none(), "{options}");
         assert_eq!(options["publicKey"]["userVerification"], "required");
         list
@@ -383,7 +383,15 @@ async fn sign_in_by_email_does_not_tell_who_has_passkeys() {
     // made up, but the same ones every time
     assert_eq!(allowed(&a), allowed(&b));
     let (_, c) = start_sign_in(&app, json!({"email": without.email})).await;
-    assert_ne!(allowed(&a), allowed(&c));
+    let (_, again) = start_sign_in(&app, json!({"email": without.email})).await;
+    assert_eq!(allowed(&c), allowed(&again));
+    // and other emails get others
+    let mut seen = std::collections::HashSet::new();
+    for n in 0..8 {
+        let (_, options) = start_sign_in(&app, json!({"email": format!("p{n}@example.com")})).await;
+        seen.insert(Value::Array(allowed(&options)).to_string());
+    }
+    assert!(seen.len() > 1, "every email got the same made-up ids: {seen:?}");
     // and answering them signs no one in
     let (status, _) = finish_sign_in(
         &app,
