@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::cache::TenantCache;
+use crate::auth::oauth::OAuth;
 use crate::auth::password::Hasher;
 use crate::config::Config;
 use crate::crypto::{self, KeySource};
@@ -115,6 +116,7 @@ pub async fn start(config: Config, roles: Roles) -> anyhow::Result<Running> {
         metrics: Arc::new(crate::metrics::Metrics::new()?),
         connectors,
         sns_verifier,
+        oauth: Arc::new(OAuth::new()),
     };
     let shutdown = CancellationToken::new();
     let grace = state.config.server.shutdown_grace;

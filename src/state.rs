@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use crate::auth::cache::TenantCache;
+use crate::auth::oauth::OAuth;
 use crate::auth::password::Hasher;
 use crate::auth::usage::KeyUsage;
 use crate::config::Config;
@@ -34,4 +35,6 @@ pub struct AppState {
     pub connectors: Arc<Registry>,
     /// Checks the signatures of SNS messages (delivery receipts), caching certificates.
     pub sns_verifier: Arc<SnsVerifier>,
+    /// Signs in with OAuth / OpenID Connect providers, caching what discovery found.
+    pub oauth: Arc<OAuth>,
 }

@@ -12,6 +12,7 @@ pub mod inbound;
 pub mod invitations;
 pub mod json;
 pub mod messages;
+pub mod oauth;
 pub mod openapi;
 pub mod organizations;
 pub mod pagination;
@@ -52,6 +53,11 @@ use openapi::{ErrorResponses, SecuritySchemes};
         auth::list_sessions,
         auth::revoke_other_sessions,
         auth::revoke_session,
+        oauth::methods,
+        oauth::start,
+        oauth::callback,
+        oauth::list_accounts,
+        oauth::unlink_account,
         organizations::create,
         organizations::list,
         organizations::get,
@@ -237,6 +243,7 @@ fn v1_routes(cfg: &mut web::ServiceConfig) {
         web::scope("/v1")
             .configure(send::routes)
             .configure(auth::routes)
+            .configure(oauth::routes)
             .configure(organizations::routes)
             .configure(invitations::routes)
             .configure(projects::routes)

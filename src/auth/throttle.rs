@@ -177,6 +177,41 @@ impl Guess {
     }
 }
 
+/// A sign-in without a password (a provider's callback) reserved against the client address's
+/// limit, the one password sign-ins count against over all emails: a failure keeps the count,
+/// [`AddressAttempt::succeeded`] and [`AddressAttempt::untested`] give it back.
+pub struct AddressAttempt {
+    key: String,
+}
+
+/// Reserves a sign-in attempt from client address `ip`; 429 with `Retry-After` when the
+/// address is over its limit.
+pub async fn reserve_address(state: &AppState, ip: &str) -> Result<AddressAttempt, ApiError> {
+    let config = &state.config.auth;
+    let limit = u64::from(config.sign_in_max_failures) * ADDRESS_FACTOR;
+    let key = state.redis.keys().sign_in("ip", ip);
+    let args = vec![window_ms(config.sign_in_window), limit.to_string()];
+    let reply = eval(state, RESERVE, vec![key.clone()], args).await?;
+    match reply[..] {
+        [1] => Ok(AddressAttempt { key }),
+        [0, ms] => Err(refused(ms, "too many failed sign-in attempts; try again later")),
+        _ => Err(ApiError::internal("unexpected sign-in throttle reply")),
+    }
+}
+
+impl AddressAttempt {
+    /// Signed in: the count is given back.
+    pub async fn succeeded(self, state: &AppState) -> Result<(), ApiError> {
+        eval(state, SETTLE, vec![self.key], vec!["0".into()]).await?;
+        Ok(())
+    }
+
+    /// Never decided (a database or provider outage): the count is given back.
+    pub async fn untested(self, state: &AppState) -> Result<(), ApiError> {
+        self.succeeded(state).await
+    }
+}
+
 /// The delay for a sign-in to an email that failed `failures` times within the window: none
 /// up to `limit` failures (a user who mistypes is not slowed), then [`FIRST_DELAY`] doubling
 /// with each further failure, at most `max`.
