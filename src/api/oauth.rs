@@ -157,7 +157,6 @@ fn binding_cookie(req: &HttpRequest, state: &AppState, value: &str) -> Cookie<'s
 /// the user instead; a browser must then come from this server's own pages (`Sec-Fetch-Site`).
 #[utoipa::path(get, path = "/v1/auth/oauth/{providerId}/start", tag = "auth",
     params(("providerId" = String, Path, description = "An `id` of `GET /v1/auth/methods`", example = "github"), StartQuery),
-    security((), ("session" = []), ("sessionCookie" = [])),
     responses(
         (status = 302, description = "to the provider's authorization page (with `state`, a PKCE \
             S256 `code_challenge` and, for OpenID Connect, a `nonce`)",
@@ -165,7 +164,8 @@ fn binding_cookie(req: &HttpRequest, state: &AppState, value: &str) -> Cookie<'s
                 ("Set-Cookie" = String, description = "`relayit_oauth`: binds the sign-in to this browser"))),
         (status = 400, description = "`validation_failed`: `redirectTo` is not a path on this server, \
             or `link` is not a boolean", body = ErrorBody),
-        (status = 401, description = "`unauthorized`: `link=true` without a session", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: `link=true` without a session (the session \
+            token as `Authorization: Bearer`, or the session cookie; nothing else needs one)", body = ErrorBody),
         (status = 403, description = "`forbidden`: `link=true` with an API key, or from another \
             site's page", body = ErrorBody),
         (status = 404, description = "`not_found`: no provider with this id is configured", body = ErrorBody),

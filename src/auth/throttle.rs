@@ -11,6 +11,9 @@
 //! that email down ([`slowdown`]), never to refuse them: a refusal per email would let a
 //! stranger who hammers an account lock its owner out.
 //!
+//! Sign-ins without a password (a provider's callback, `auth::oauth`) count against the limit
+//! per client address: a failure keeps its count, a success gives it back.
+//!
 //! Sign-ups (each one hashes a password) are limited per client address the same way.
 
 use std::time::Duration;
