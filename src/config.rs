@@ -197,6 +197,229 @@ pub struct AuthConfig {
     /// Offers passkeys (WebAuthn) to sign in. They need `server.public_url`, whose host is
     /// the relying party id and whose origin the browser must be on: without it, none.
     pub passkeys: bool,
+    /// The OAuth 2 / OpenID Connect providers people may sign in with (`[[auth.oauth]]`).
+    /// Last: TOML writes tables after plain keys.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub oauth: Vec<OAuthProviderConfig>,
+}
+
+/// What kind of provider an `[[auth.oauth]]` entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OAuthKind {
+    /// GitHub (or GitHub Enterprise with `api_url` and the endpoint URLs): OAuth 2 and its
+    /// REST API for the user and their emails.
+    Github,
+    /// Google: OpenID Connect with the issuer `https://accounts.google.com`.
+    Google,
+    /// Any OpenID Connect provider, found by discovery from its `issuer`.
+    Oidc,
+}
+
+impl OAuthKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OAuthKind::Github => "github",
+            OAuthKind::Google => "google",
+            OAuthKind::Oidc => "oidc",
+        }
+    }
+}
+
+/// One `[[auth.oauth]]` provider.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthProviderConfig {
+    /// The operator's id for the provider: in URLs (`/v1/auth/oauth/{id}/...`) and on linked
+    /// accounts, so it must not change once people have signed in with it.
+    pub id: String,
+    pub kind: OAuthKind,
+    /// The button label; by default "GitHub", "Google", or the id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub client_id: String,
+    /// The client secret itself; prefer `client_secret_env`, which keeps it out of the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+    /// The environment variable holding the client secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_env: Option<String>,
+    /// The OpenID Connect issuer (required for `oidc`; `google` uses Google's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// Endpoint overrides: GitHub Enterprise, providers whose discovery is wrong, tests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub userinfo_url: Option<String>,
+    /// GitHub's REST API (GitHub Enterprise: `https://HOST/api/v3`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_url: Option<String>,
+    /// The scopes asked for; by default `openid email profile` (OpenID Connect) or
+    /// `read:user user:email` (GitHub).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
+}
+
+impl fmt::Debug for OAuthProviderConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OAuthProviderConfig")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .field("name", &self.name)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &self.client_secret.as_ref().map(|_| REDACTED))
+            .field("client_secret_env", &self.client_secret_env)
+            .field("issuer", &self.issuer)
+            .field("authorization_url", &self.authorization_url)
+            .field("token_url", &self.token_url)
+            .field("userinfo_url", &self.userinfo_url)
+            .field("api_url", &self.api_url)
+            .field("scopes", &self.scopes)
+            .finish()
+    }
+}
+
+/// Google's OpenID Connect issuer.
+pub const GOOGLE_ISSUER: &str = "https://accounts.google.com";
+pub const GITHUB_AUTHORIZATION_URL: &str = "https://github.com/login/oauth/authorize";
+pub const GITHUB_TOKEN_URL: &str = "https://github.com/login/oauth/access_token";
+pub const GITHUB_API_URL: &str = "https://api.github.com";
+
+impl OAuthProviderConfig {
+    /// The button label.
+    pub fn display_name(&self) -> &str {
+        match (&self.name, self.kind) {
+            (Some(name), _) => name,
+            (None, OAuthKind::Github) => "GitHub",
+            (None, OAuthKind::Google) => "Google",
+            (None, OAuthKind::Oidc) => &self.id,
+        }
+    }
+
+    /// The OpenID Connect issuer (none for GitHub).
+    pub fn issuer_url(&self) -> Option<&str> {
+        match self.kind {
+            OAuthKind::Github => None,
+            OAuthKind::Google => Some(self.issuer.as_deref().unwrap_or(GOOGLE_ISSUER)),
+            OAuthKind::Oidc => self.issuer.as_deref(),
+        }
+    }
+
+    /// The scopes to ask for.
+    pub fn scopes(&self) -> Vec<String> {
+        match (&self.scopes, self.kind) {
+            (Some(scopes), _) => scopes.clone(),
+            (None, OAuthKind::Github) => vec!["read:user".into(), "user:email".into()],
+            (None, _) => vec!["openid".into(), "email".into(), "profile".into()],
+        }
+    }
+
+    /// The client secret, from the file or from the environment variable it names.
+    pub fn secret(&self, key: &str) -> Result<String, ConfigError> {
+        match (&self.client_secret, &self.client_secret_env) {
+            (Some(secret), None) if !secret.is_empty() => Ok(secret.clone()),
+            (None, Some(var)) => match std::env::var(var) {
+                Ok(secret) if !secret.trim().is_empty() => Ok(secret.trim().to_owned()),
+                _ => Err(ConfigError::invalid(
+                    &format!("{key}.client_secret_env"),
+                    format!("environment variable `{var}` is not set (or empty)"),
+                )),
+            },
+            (Some(_), Some(_)) => Err(ConfigError::invalid(
+                &format!("{key}.client_secret"),
+                "give either client_secret or client_secret_env, not both",
+            )),
+            _ => Err(ConfigError::invalid(
+                &format!("{key}.client_secret"),
+                "is required: the client secret, or client_secret_env naming the environment \
+                 variable that holds it",
+            )),
+        }
+    }
+
+    fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        let id_ok = !self.id.is_empty()
+            && self.id.len() <= 64
+            && self.id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !id_ok {
+            return Err(ConfigError::invalid(
+                &format!("{key}.id"),
+                "must be 1 to 64 lower-case letters, digits and `-`, e.g. \"github\"",
+            ));
+        }
+        if self.name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+            return Err(ConfigError::invalid(&format!("{key}.name"), "must not be blank"));
+        }
+        if self.client_id.trim().is_empty() {
+            return Err(ConfigError::invalid(&format!("{key}.client_id"), "is required"));
+        }
+        self.secret(key)?;
+        match self.kind {
+            OAuthKind::Oidc if self.issuer.is_none() => {
+                return Err(ConfigError::invalid(
+                    &format!("{key}.issuer"),
+                    "is required for kind = \"oidc\": the provider's issuer URL, e.g. \
+                     https://login.example.com",
+                ));
+            }
+            OAuthKind::Github if self.issuer.is_some() || self.userinfo_url.is_some() => {
+                return Err(ConfigError::invalid(
+                    &format!("{key}.issuer"),
+                    "is for OpenID Connect providers; GitHub takes authorization_url, token_url \
+                     and api_url",
+                ));
+            }
+            OAuthKind::Google | OAuthKind::Oidc if self.api_url.is_some() => {
+                return Err(ConfigError::invalid(
+                    &format!("{key}.api_url"),
+                    "is for kind = \"github\" only",
+                ));
+            }
+            _ => {}
+        }
+        let urls = [
+            ("issuer", &self.issuer),
+            ("authorization_url", &self.authorization_url),
+            ("token_url", &self.token_url),
+            ("userinfo_url", &self.userinfo_url),
+            ("api_url", &self.api_url),
+        ];
+        for (name, value) in urls {
+            if let Some(value) = value
+                && !provider_url_ok(value)
+            {
+                return Err(ConfigError::invalid(
+                    &format!("{key}.{name}"),
+                    format!(
+                        "`{value}` is not an https URL (http only for localhost and loopback \
+                         addresses)"
+                    ),
+                ));
+            }
+        }
+        if self.scopes.as_ref().is_some_and(|s| s.iter().any(|s| s.is_empty() || s.contains(' '))) {
+            return Err(ConfigError::invalid(
+                &format!("{key}.scopes"),
+                "must list scopes one by one, none empty or with spaces",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// An https URL, or http on localhost or a loopback address (a provider on this host, tests).
+fn provider_url_ok(raw: &str) -> bool {
+    let Ok(url) = url::Url::parse(raw) else { return false };
+    let loopback = match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    url.host().is_some() && (url.scheme() == "https" || (url.scheme() == "http" && loopback))
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -445,6 +668,7 @@ impl Default for AuthConfig {
             key_usage_flush: Duration::from_secs(5),
             key_cache_ttl: Duration::from_secs(10),
             passkeys: true,
+            oauth: Vec::new(),
         }
     }
 }
@@ -726,6 +950,20 @@ impl Config {
                 ));
             }
         }
+        let mut ids = std::collections::HashSet::new();
+        for (i, provider) in self.auth.oauth.iter().enumerate() {
+            let key = format!("auth.oauth.{i}");
+            provider.validate(&key)?;
+            if !ids.insert(provider.id.as_str()) {
+                return Err(ConfigError::invalid(
+                    &format!("{key}.id"),
+                    format!(
+                        "`{}` names another [[auth.oauth]] provider too; ids are unique",
+                        provider.id
+                    ),
+                ));
+            }
+        }
         for (i, key) in self.security.previous_keys.iter().enumerate() {
             MasterKey::from_base64(key).map_err(|e| {
                 ConfigError::invalid(
@@ -754,6 +992,11 @@ impl Config {
         }
         for key in &mut shown.security.previous_keys {
             *key = REDACTED.into();
+        }
+        for provider in &mut shown.auth.oauth {
+            if provider.client_secret.is_some() {
+                provider.client_secret = Some(REDACTED.into());
+            }
         }
         shown.database.url = redact_url(&shown.database.url);
         shown.redis.url = redact_url(&shown.redis.url);
@@ -1031,6 +1274,109 @@ mod tests {
                 assert_eq!(err.key(), Some(*key), "{var}={value}: {line}");
                 assert!(line.contains(hint), "{var}={value}: `{line}` lacks `{hint}`");
                 assert!(!line.contains('\n'), "one line: {line}");
+                Ok(())
+            });
+        }
+    }
+
+    #[test]
+    fn oauth_providers_are_read_and_validated() {
+        let good = r#"
+[[auth.oauth]]
+id = "github"
+kind = "github"
+client_id = "Iv1.abc"
+client_secret_env = "TEST_GITHUB_SECRET"
+
+[[auth.oauth]]
+id = "google"
+kind = "google"
+client_id = "123.apps.googleusercontent.com"
+client_secret = "g-secret-value"
+
+[[auth.oauth]]
+id = "corp-sso"
+kind = "oidc"
+name = "Corp SSO"
+issuer = "https://login.example.com/realms/corp"
+client_id = "relayit"
+client_secret = "s"
+scopes = ["openid", "email"]
+"#;
+        Jail::expect_with(|jail| {
+            jail.create_file("config.toml", good)?;
+            jail.set_env("TEST_GITHUB_SECRET", "gh-secret-value");
+            let config = load_in_jail(jail).unwrap();
+            let [github, google, corp] = &config.auth.oauth[..] else { panic!("three providers") };
+            assert_eq!(github.display_name(), "GitHub");
+            assert_eq!(github.secret("k").unwrap(), "gh-secret-value");
+            assert_eq!(github.scopes(), ["read:user", "user:email"]);
+            assert_eq!(google.issuer_url(), Some(GOOGLE_ISSUER));
+            assert_eq!(google.scopes(), ["openid", "email", "profile"]);
+            assert_eq!(corp.display_name(), "Corp SSO");
+            assert_eq!(corp.scopes(), ["openid", "email"]);
+            // the secret written in the file is never shown
+            let shown = config.to_redacted_toml();
+            assert!(!shown.contains("g-secret-value") && shown.contains("TEST_GITHUB_SECRET"));
+            assert!(!format!("{config:?}").contains("g-secret-value"));
+
+            jail.set_env("TEST_GITHUB_SECRET", "");
+            let err = load_in_jail(jail).unwrap_err();
+            assert_eq!(err.key(), Some("auth.oauth.0.client_secret_env"), "{err}");
+            Ok(())
+        });
+
+        let provider =
+            |extra: &str| format!("[[auth.oauth]]\nid = \"p\"\nclient_id = \"c\"\n{extra}\n");
+        let cases: &[(String, &str, &str)] = &[
+            (provider("kind = \"oidc\"\nclient_secret = \"s\""), "auth.oauth.0.issuer", "required"),
+            (
+                provider("kind = \"oidc\"\nclient_secret = \"s\"\nissuer = \"http://idp.example.com\""),
+                "auth.oauth.0.issuer",
+                "https",
+            ),
+            (
+                provider("kind = \"github\"\nclient_secret = \"s\"\napi_url = \"not a url\""),
+                "auth.oauth.0.api_url",
+                "https",
+            ),
+            (
+                provider("kind = \"google\"\nclient_secret = \"s\"\napi_url = \"https://x.example\""),
+                "auth.oauth.0.api_url",
+                "github",
+            ),
+            (provider("kind = \"github\""), "auth.oauth.0.client_secret", "client_secret_env"),
+            (
+                provider("kind = \"github\"\nclient_secret = \"s\"\nclient_secret_env = \"V\""),
+                "auth.oauth.0.client_secret",
+                "not both",
+            ),
+            (provider("kind = \"gitlab\"\nclient_secret = \"s\""), "auth.oauth.0.kind", "oidc"),
+            (
+                provider("kind = \"github\"\nclient_secret = \"s\"\nscopes = [\"a b\"]"),
+                "auth.oauth.0.scopes",
+                "spaces",
+            ),
+            (
+                provider("kind = \"github\"\nclient_secret = \"s\"")
+                    + &provider("kind = \"google\"\nclient_secret = \"s\""),
+                "auth.oauth.1.id",
+                "unique",
+            ),
+            (
+                "[[auth.oauth]]\nid = \"Git Hub\"\nkind = \"github\"\nclient_id = \"c\"\nclient_secret = \"s\"\n"
+                    .to_owned(),
+                "auth.oauth.0.id",
+                "lower-case",
+            ),
+        ];
+        for (file, key, hint) in cases {
+            Jail::expect_with(|jail| {
+                jail.create_file("config.toml", file)?;
+                let err = load_in_jail(jail).expect_err(file);
+                let line = err.to_string();
+                assert_eq!(err.key(), Some(*key), "{file}: {line}");
+                assert!(line.contains(hint), "{file}: `{line}` lacks `{hint}`");
                 Ok(())
             });
         }

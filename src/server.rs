@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::cache::TenantCache;
+use crate::auth::oauth::OAuth;
 use crate::auth::password::Hasher;
 use crate::config::Config;
 use crate::crypto::{self, KeySource};
@@ -117,6 +118,7 @@ pub async fn start(config: Config, roles: Roles) -> anyhow::Result<Running> {
         connectors,
         sns_verifier,
         passkeys,
+        oauth: Arc::new(OAuth::new()),
     };
     let shutdown = CancellationToken::new();
     let grace = state.config.server.shutdown_grace;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::auth::cache::TenantCache;
 use crate::auth::passkeys::Passkeys;
+use crate::auth::oauth::OAuth;
 use crate::auth::password::Hasher;
 use crate::auth::usage::KeyUsage;
 use crate::config::Config;
@@ -37,4 +38,6 @@ pub struct AppState {
     pub sns_verifier: Arc<SnsVerifier>,
     /// The WebAuthn relying party; `None` when this server offers no passkeys.
     pub passkeys: Option<Arc<Passkeys>>,
+    /// Signs in with OAuth / OpenID Connect providers, caching what discovery found.
+    pub oauth: Arc<OAuth>,
 }

@@ -12,6 +12,7 @@ pub mod inbound;
 pub mod invitations;
 pub mod json;
 pub mod messages;
+pub mod oauth;
 pub mod openapi;
 pub mod organizations;
 pub mod pagination;
@@ -60,6 +61,11 @@ use openapi::{ErrorResponses, SecuritySchemes};
         passkeys::remove,
         passkeys::sign_in_start,
         passkeys::sign_in_finish,
+        oauth::methods,
+        oauth::start,
+        oauth::callback,
+        oauth::list_accounts,
+        oauth::unlink_account,
         organizations::create,
         organizations::list,
         organizations::get,
@@ -246,6 +252,7 @@ fn v1_routes(cfg: &mut web::ServiceConfig) {
             .configure(send::routes)
             .configure(auth::routes)
             .configure(passkeys::routes)
+            .configure(oauth::routes)
             .configure(organizations::routes)
             .configure(invitations::routes)
             .configure(projects::routes)

@@ -13,6 +13,7 @@
 pub mod accounts;
 pub mod cache;
 pub mod keys;
+pub mod oauth;
 pub mod passkeys;
 pub mod password;
 pub mod throttle;

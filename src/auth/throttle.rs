@@ -11,8 +11,8 @@
 //! that email down ([`slowdown`]), never to refuse them: a refusal per email would let a
 //! stranger who hammers an account lock its owner out.
 //!
-//! A passkey sign-in without an email (the credential names its user) counts against the
-//! address only, with the address's limit over all emails.
+//! Sign-ins that name no email (a passkey that names its user, a provider's callback) count
+//! against the address only, with the address's limit over all emails.
 //!
 //! Sign-ups (each one hashes a password) are limited per client address the same way.
 

@@ -83,6 +83,10 @@ impl Keys {
     pub fn sign_up(&self, ip: &str) -> String {
         self.key(&format!("signup:ip:{ip}"))
     }
+    /// A started OAuth / OpenID Connect sign-in, by a digest of its `state`.
+    pub fn oauth_state(&self, digest: &str) -> String {
+        self.key(&format!("oauth:{digest}"))
+    }
     /// The pub/sub channel on which processes tell each other to drop cached tenant data.
     pub fn invalidations(&self) -> String {
         self.key("invalidations")

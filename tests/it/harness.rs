@@ -6,6 +6,7 @@
 //! and `TEST_REDIS_URL` (default redis://127.0.0.1:6379) point the tests at other servers.
 
 pub mod browser;
+pub mod identity_provider;
 pub mod process;
 pub mod smtp_sink;
 pub mod stub;

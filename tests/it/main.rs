@@ -21,6 +21,7 @@ mod layers;
 mod load;
 mod messages;
 mod migrations;
+mod oauth;
 mod organizations;
 mod passkeys;
 mod projects;
