@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use crate::auth::cache::TenantCache;
-use crate::auth::passkeys::Passkeys;
 use crate::auth::oauth::OAuth;
+use crate::auth::passkeys::Passkeys;
 use crate::auth::password::Hasher;
 use crate::auth::usage::KeyUsage;
 use crate::config::Config;

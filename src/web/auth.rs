@@ -70,8 +70,8 @@ pub fn with_next(page: &str, next: &str) -> String {
     }
 }
 
-async fn sign_in_page(next: web::Query<Next>) -> HttpResponse {
-    page(StatusCode::OK, sign_in_form("", &next.next, None))
+async fn sign_in_page(state: web::Data<AppState>, next: web::Query<Next>) -> HttpResponse {
+    page(StatusCode::OK, sign_in_form(&state, "", &next.next, None))
 }
 
 async fn sign_up_page(state: web::Data<AppState>, next: web::Query<Next>) -> HttpResponse {
@@ -90,7 +90,7 @@ async fn sign_in(
     };
     match signed_in.await {
         Ok((_, token)) => signed_in_response(&req, &state, &token, &next),
-        Err(error) => page(error.status_code(), sign_in_form(&email, &next, Some(&error))),
+        Err(error) => page(error.status_code(), sign_in_form(&state, &email, &next, Some(&error))),
     }
 }
 
@@ -153,7 +153,17 @@ fn next_field(next: &str) -> Markup {
     }
 }
 
-fn sign_in_form(email: &str, next: &str, error: Option<&ApiError>) -> Markup {
+/// Where signing in with the configured provider `id` starts, coming back to `next`.
+fn oauth_start(id: &str, next: &str) -> String {
+    let query: String = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("redirectTo", local_path(next).unwrap_or("/"))
+        .finish();
+    format!("/v1/auth/oauth/{id}/start?{query}")
+}
+
+fn sign_in_form(state: &AppState, email: &str, next: &str, error: Option<&ApiError>) -> Markup {
+    let passkeys = state.config.passkeys_enabled();
+    let providers = &state.config.auth.oauth;
     let body = html! {
         main.narrow {
             h1 { "Sign in" }
@@ -165,10 +175,25 @@ fn sign_in_form(email: &str, next: &str, error: Option<&ApiError>) -> Markup {
                 form method="post" action="/sign-in" {
                     (next_field(next))
                     label for="email" { "Email" }
-                    input #email type="email" name="email" value=(email) required autocomplete="username";
+                    // "webauthn": the browser may offer its passkeys in the field's autofill
+                    input #email type="email" name="email" value=(email) required
+                        autocomplete=(if passkeys { "username webauthn" } else { "username" });
                     label for="password" { "Password" }
                     input #password type="password" name="password" required autocomplete="current-password";
                     button type="submit" { "Sign in" }
+                }
+            }
+            @if passkeys || !providers.is_empty() {
+                div.card.alternatives {
+                    @if passkeys {
+                        div data-passkey-sign-in data-next=(local_path(next).unwrap_or("/")) {
+                            button type="button" { "Sign in with a passkey" }
+                            p.error role="alert" hidden data-passkey-error {}
+                        }
+                    }
+                    @for provider in providers {
+                        p { a.button href=(oauth_start(&provider.id, next)) { "Continue with " (provider.display_name()) } }
+                    }
                 }
             }
             p.muted { "No account yet? " a href=(with_next("/sign-up", next)) { "Sign up" } }

@@ -20,6 +20,7 @@ pub mod messages;
 pub mod overview;
 pub mod projects;
 pub mod providers;
+pub mod sign_in_methods;
 pub mod webhooks;
 
 use actix_web::dev::ServiceResponse;
@@ -41,6 +42,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .configure(members::routes)
         .configure(invitations::routes)
         .configure(providers::routes)
+        .configure(sign_in_methods::routes)
         .configure(webhooks::routes);
 }
 
@@ -105,6 +107,7 @@ pub fn layout(title: &str, viewer: Option<&Viewer<'_>>, body: Markup) -> Markup 
                             a href="/members" { "Members" }
                         }
                         span.muted { (viewer.organization) " · " (viewer.name) " (" (viewer.role) ")" }
+                        a href="/account/sign-in-methods" { "Sign-in methods" }
                         a href="/account/sessions" { "Sessions" }
                         form method="post" action="/sign-out" {
                             button.link type="submit" { "Sign out" }

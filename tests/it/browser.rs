@@ -156,6 +156,55 @@ async fn a_team_sets_relayit_up_and_sends_a_first_message_entirely_in_the_browse
 }
 
 /// Waits until the element `css` has `name` = `expected` (what the page's script set).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_adds_a_passkey_and_then_signs_in_with_it_alone() {
+    // passkeys are bound to a host name: browsers take no IP address as relying party
+    let port = crate::harness::free_port();
+    let site = format!("http://localhost:{port}");
+    let app = TestApp::spawn_with(|c| {
+        c.server.bind = format!("127.0.0.1:{port}");
+        c.server.public_url = site.clone();
+    })
+    .await;
+    let ada = app.sign_up("Ada").await;
+    let browser = Browser::start().await;
+    let authenticator = browser.add_virtual_authenticator().await;
+
+    // signed in with the password, a passkey is added on the sign-in methods page
+    browser.goto(&format!("{site}/sign-in")).await;
+    browser.fill("#email", &ada.email).await;
+    browser.fill("#password", PASSWORD).await;
+    browser.click("button[type=submit]").await;
+    browser.wait_for_text("h1", "Ada's Organization").await;
+    browser.click("a[href='/account/sign-in-methods']").await;
+    browser.wait_for_text("h1", "Sign-in methods").await;
+    browser.fill("#passkey-name", "Work laptop").await;
+    browser.click("[data-passkey-register] button").await;
+    browser.wait_for_text("#passkeys", "never").await;
+    wait_for_attribute(&browser, "#passkeys input[name=name]", "value", "Work laptop").await;
+    let held = browser.authenticator_credentials(&authenticator).await;
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0]["isResidentCredential"], true, "a discoverable credential: {held:?}");
+    browser.screenshot("passkeys").await;
+
+    // signed out, the sign-in page offers the passkey in the email field's autofill
+    // (conditional mediation), where the virtual authenticator picks it as its owner would:
+    // signed in again with no email typed, and back to the page asked for
+    let sessions = app.count("sessions").await;
+    browser.click("form[action='/sign-out'] button").await;
+    browser.wait_for_text("h1", "Ada's Organization").await;
+    assert_eq!(app.count("sessions").await, sessions, "one ended, one opened by the passkey");
+    browser.goto(&format!("{site}/sign-in?next=/account/sign-in-methods")).await;
+    browser.wait_for_text("h1", "Sign-in methods").await;
+    assert_eq!(app.count("sessions").await, sessions + 1);
+    let listed = browser.text("#passkeys").await;
+    assert!(!listed.contains("never"), "its last use is shown: {listed}");
+    let (_, keys) = app.get_as(&ada.token, "/v1/auth/passkeys").await;
+    assert_eq!(keys["data"][0]["name"], "Work laptop", "{keys}");
+    assert!(keys["data"][0]["lastUsedAt"].is_string(), "{keys}");
+    browser.close().await;
+}
+
 async fn wait_for_attribute(browser: &Browser, css: &str, name: &str, expected: &str) {
     let started = Instant::now();
     loop {

@@ -6,6 +6,7 @@
 mod members;
 mod projects;
 mod providers;
+mod sign_in_methods;
 mod webhooks;
 
 use crate::harness::TestApp;

@@ -128,6 +128,40 @@ impl Browser {
         }
     }
 
+    /// Gives the browser a virtual authenticator (WebDriver's WebAuthn extension): a platform
+    /// authenticator that keeps discoverable credentials, verifies its user and consents by
+    /// itself, as a laptop's fingerprint reader would with its owner's finger on it. Returns
+    /// its id.
+    pub async fn add_virtual_authenticator(&self) -> String {
+        let options = json!({
+            "protocol": "ctap2", "transport": "internal", "hasResidentKey": true,
+            "hasUserVerification": true, "isUserVerified": true,
+            "automaticPresenceSimulation": true,
+        });
+        let answer = self.webauthn(http::Method::POST, "authenticator", Some(options)).await;
+        answer.as_str().expect("the authenticator's id").to_owned()
+    }
+
+    /// The credentials the virtual authenticator `id` holds.
+    pub async fn authenticator_credentials(&self, id: &str) -> Vec<serde_json::Value> {
+        let path = format!("authenticator/{id}/credentials");
+        let answer = self.webauthn(http::Method::GET, &path, None).await;
+        answer.as_array().expect("a list of credentials").clone()
+    }
+
+    async fn webauthn(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> serde_json::Value {
+        let command = WebAuthn { method, path: path.to_owned(), body };
+        self.client
+            .issue_cmd(command)
+            .await
+            .unwrap_or_else(|e| panic!("WebDriver webauthn/{path}: {e}"))
+    }
+
     /// Scrolls the element `css` into view (for a screenshot of what is further down).
     pub async fn scroll_to(&self, css: &str) {
         let element = self.find(css).await;
@@ -159,6 +193,28 @@ impl Browser {
         }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
+    }
+}
+
+/// A command of WebDriver's WebAuthn extension, which fantoccini has no method for.
+#[derive(Debug)]
+struct WebAuthn {
+    method: http::Method,
+    path: String,
+    body: Option<serde_json::Value>,
+}
+
+impl fantoccini::wd::WebDriverCompatibleCommand for WebAuthn {
+    fn endpoint(
+        &self,
+        base: &url::Url,
+        session: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base.join(&format!("session/{}/webauthn/{}", session.unwrap_or_default(), self.path))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        (self.method.clone(), self.body.as_ref().map(|body| body.to_string()))
     }
 }
 
