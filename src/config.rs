@@ -179,6 +179,10 @@ pub struct AuthConfig {
     pub sign_up_max_per_address: u32,
     #[serde(with = "humantime_serde")]
     pub sign_up_window: Duration,
+    /// Sign-ins started without a password (a passkey challenge, a provider's redirect) per
+    /// client address within `sign_in_window`; more get 429. Each start keeps a few hundred
+    /// bytes in Redis until it is answered or expires, so a flood of them is bounded here.
+    pub sign_in_starts_per_address: u32,
     /// Password hashes (sign-in, sign-up) running at once in a process, 19 MiB each; 0 means
     /// one per CPU core.
     pub max_concurrent_hashes: usize,
@@ -663,6 +667,7 @@ impl Default for AuthConfig {
             sign_in_max_delay: Duration::from_secs(3),
             sign_up_max_per_address: 20,
             sign_up_window: Duration::from_secs(3600),
+            sign_in_starts_per_address: 100,
             max_concurrent_hashes: 0,
             hash_wait: Duration::from_secs(2),
             key_usage_flush: Duration::from_secs(5),
@@ -928,6 +933,7 @@ impl Config {
         positive("auth.sign_in_max_failures", self.auth.sign_in_max_failures as usize)?;
         positive("auth.sign_up_max_per_address", self.auth.sign_up_max_per_address as usize)?;
         nonzero_duration("auth.sign_up_window", self.auth.sign_up_window)?;
+        positive("auth.sign_in_starts_per_address", self.auth.sign_in_starts_per_address as usize)?;
         if self.delivery.retry_max_delay < self.delivery.retry_base_delay {
             return Err(ConfigError::invalid(
                 "delivery.retry_max_delay",

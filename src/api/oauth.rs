@@ -15,9 +15,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::api::pagination::{ListQuery, Page};
-use crate::auth::Principal;
 use crate::auth::accounts::{self, Client, Method, session_cookie};
 use crate::auth::oauth::{Callback, PENDING_TTL};
+use crate::auth::{Principal, throttle};
 use crate::config::{OAuthKind, OAuthProviderConfig};
 use crate::db::Cursor;
 use crate::db::linked_accounts::{self, LinkedAccount};
@@ -169,6 +169,9 @@ fn binding_cookie(req: &HttpRequest, state: &AppState, value: &str) -> Cookie<'s
         (status = 403, description = "`forbidden`: `link=true` with an API key, or from another \
             site's page", body = ErrorBody),
         (status = 404, description = "`not_found`: no provider with this id is configured", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many sign-ins started from this address \
+            (`auth.sign_in_starts_per_address`)", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "seconds to wait"))),
         (status = 503, description = "`unavailable`: the provider's discovery document cannot be \
             fetched, or Redis is away", body = ErrorBody)))]
 pub async fn start(
@@ -192,6 +195,7 @@ pub async fn start(
     } else {
         None
     };
+    throttle::count_start(&state, &Client::of(&req, &state).ip).await?;
     let callback = redirect_uri(&req, &state, provider);
     let started =
         state.oauth.start(&state, provider, &callback, &redirect_to, link_user.as_deref()).await?;

@@ -11,9 +11,9 @@ use utoipa::ToSchema;
 use crate::api::auth::SignedIn;
 use crate::api::json::Json;
 use crate::api::pagination::{ListQuery, Page};
-use crate::auth::Principal;
 use crate::auth::accounts::{Client, session_cookie};
 use crate::auth::passkeys::{self, CredentialFacts};
+use crate::auth::{Principal, throttle};
 use crate::db::Cursor;
 use crate::db::passkeys::StoredPasskey;
 use crate::error::{ApiError, ErrorBody};
@@ -217,13 +217,18 @@ pub async fn remove(
     responses((status = 200, body = Challenge),
         (status = 403, description = "`forbidden`: the request comes from another site (`Origin`)", body = ErrorBody),
         (status = 404, description = "`not_found`: this server offers no passkeys", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`: not `application/json`", body = ErrorBody)))]
+        (status = 415, description = "`unsupported_media_type`: not `application/json`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many sign-ins started from this address \
+            (`auth.sign_in_starts_per_address`)", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "seconds to wait")))))]
 pub async fn sign_in_start(
     req: HttpRequest,
     state: web::Data<AppState>,
     body: Json<SignInStart>,
 ) -> Result<HttpResponse, ApiError> {
     crate::auth::check_credentials_request(&req, &state)?;
+    let client = Client::of(&req, &state);
+    throttle::count_start(&state, &client.ip).await?;
     let (challenge_id, options) = passkeys::start_sign_in(&state, body.0.email.as_deref()).await?;
     Ok(HttpResponse::Ok().json(Challenge { challenge_id, options }))
 }

@@ -14,7 +14,9 @@
 //! Sign-ins that name no email (a passkey that names its user, a provider's callback) count
 //! against the address only, with the address's limit over all emails.
 //!
-//! Sign-ups (each one hashes a password) are limited per client address the same way.
+//! Sign-ups (each one hashes a password) are limited per client address the same way, and so
+//! are the starts of sign-ins without a password (a passkey challenge, a provider's redirect),
+//! each of which keeps its state in Redis until it is answered or expires.
 
 use std::time::Duration;
 
@@ -229,6 +231,21 @@ impl SignUp {
     pub async fn untested(self, state: &AppState) -> Result<(), ApiError> {
         eval(state, SETTLE, vec![self.key], vec!["0".into()]).await?;
         Ok(())
+    }
+}
+
+/// Counts a sign-in started from client address `ip` (a passkey challenge, a provider's
+/// redirect); 429 with `Retry-After` past `auth.sign_in_starts_per_address` within the window.
+pub async fn count_start(state: &AppState, ip: &str) -> Result<(), ApiError> {
+    let config = &state.config.auth;
+    let key = state.redis.keys().sign_in("start", ip);
+    let limit = config.sign_in_starts_per_address.to_string();
+    let reply =
+        eval(state, RESERVE, vec![key], vec![window_ms(config.sign_in_window), limit]).await?;
+    match reply[..] {
+        [1] => Ok(()),
+        [0, ms] => Err(refused(ms, "too many sign-ins started from this address; try again later")),
+        _ => Err(ApiError::internal("unexpected sign-in throttle reply")),
     }
 }
 

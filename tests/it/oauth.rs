@@ -475,3 +475,20 @@ async fn start_checks_its_parameters() {
         .await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_ins_started_are_limited_per_address() {
+    // each start keeps its state in Redis for minutes: a flood of them is refused
+    let (oidc, github) = (
+        IdentityProvider::start(Flavor::Oidc).await,
+        IdentityProvider::start(Flavor::Github).await,
+    );
+    let app = spawn(&oidc, &github, |c| c.auth.sign_in_starts_per_address = 2).await;
+    for _ in 0..2 {
+        let (status, body) = app.call(Method::GET, "/v1/auth/oauth/github/start", None, None).await;
+        assert_eq!(status, 302, "{body}");
+    }
+    let response = app.client.get(app.url("/v1/auth/oauth/corp/start")).send().await.unwrap();
+    assert_eq!(response.status(), 429);
+    assert!(response.headers().contains_key("retry-after"));
+}

@@ -511,3 +511,21 @@ async fn without_a_public_url_with_a_domain_there_are_no_passkeys() {
         }
     }
 }
+
+#[tokio::test]
+async fn sign_ins_started_are_limited_per_address() {
+    // each start keeps its challenge in Redis for minutes: a flood of them is refused
+    let (app, _) = spawn_with(|c| c.auth.sign_in_starts_per_address = 3).await;
+    for _ in 0..3 {
+        start_sign_in(&app, json!({})).await;
+    }
+    let response = app
+        .client
+        .post(app.url("/v1/auth/passkeys/sign-in/start"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    assert!(response.headers().contains_key("retry-after"));
+}
