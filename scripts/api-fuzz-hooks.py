@@ -12,6 +12,12 @@ a fresh one of the same form for each request. The examples phase applies no hoo
 sends the document's example key with each example body: a 422 `idempotency_mismatch` to a
 valid request is the server keeping that promise, so that failure is dropped (and only that
 one; the summary counts failures dropped).
+
+Nor can it state that the second half of a sign-in ceremony succeeds only with what its first
+half made: a provider's callback with the `state` the server keeps (and the browser's binding
+cookie), a passkey's answer signed by an authenticator over the server's challenge. No
+generated request can be one, so every one is refused (400, `oauth_failed` or the field named),
+and that refusal of a schema-valid request is dropped too, for these three operations only.
 """
 
 import re
@@ -67,12 +73,25 @@ _KEY = re.compile(r"^[!-~]([\t !-~]{0,253}[!-~])?$")
 
 
 
+# the second halves of sign-in ceremonies, and the refusal each gives a made-up answer
+_CEREMONY_ENDS = {
+    ("GET", "/v1/auth/oauth/{providerId}/callback"): "oauth_failed",
+    ("POST", "/v1/auth/passkeys/register/finish"): "validation_failed",
+    ("POST", "/v1/auth/passkeys/sign-in/finish"): "validation_failed",
+}
+
+
 @schemathesis.hook
 def filter_failure(context, failure, case, response):
-    if type(failure).__name__ != "RejectedPositiveData" or response.status_code != 422:
+    if type(failure).__name__ != "RejectedPositiveData":
         return True
     try:
         code = response.json()["error"]["code"]
     except (ValueError, KeyError, TypeError):
         return True
-    return code != "idempotency_mismatch"
+    if response.status_code == 422:
+        return code != "idempotency_mismatch"
+    operation = (case.operation.method.upper(), case.operation.path)
+    if response.status_code == 400 and operation in _CEREMONY_ENDS:
+        return code != _CEREMONY_ENDS[operation]
+    return True

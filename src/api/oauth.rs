@@ -95,7 +95,11 @@ pub async fn methods(state: web::Data<AppState>) -> HttpResponse {
 #[into_params(parameter_in = Query)]
 pub struct StartQuery {
     /// Where to go once signed in: a path on this server (`/projects`), default `/`.
-    #[param(example = "/projects", max_length = 2048)]
+    #[param(
+        example = "/projects",
+        max_length = 2048,
+        pattern = r"^/([^/\\\x00-\x1f\x7f-\x9f][^\\\x00-\x1f\x7f-\x9f]*)?$"
+    )]
     pub redirect_to: Option<String>,
     /// Link the provider's account to the signed-in user instead of signing in (needs a
     /// session).
@@ -116,12 +120,8 @@ fn provider<'a>(state: &'a AppState, id: &str) -> Result<&'a OAuthProviderConfig
 /// read as another host), no control characters.
 fn local_path(raw: Option<&str>) -> Result<String, ApiError> {
     let Some(path) = raw else { return Ok("/".to_owned()) };
-    let local = path.starts_with('/')
-        && !path.starts_with("//")
-        && !path.starts_with("/\\")
-        && !path.contains('\\')
-        && !path.chars().any(char::is_control)
-        && path.chars().count() <= MAX_REDIRECT_CHARS;
+    let local =
+        crate::web::auth::local_path(path).is_some() && path.chars().count() <= MAX_REDIRECT_CHARS;
     if local {
         Ok(path.to_owned())
     } else {

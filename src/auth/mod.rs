@@ -16,6 +16,7 @@ pub mod keys;
 pub mod oauth;
 pub mod passkeys;
 pub mod password;
+pub mod pending;
 pub mod throttle;
 pub mod tokens;
 pub mod usage;

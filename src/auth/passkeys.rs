@@ -28,7 +28,6 @@ use std::time::Duration;
 
 use chrono::Utc;
 use diesel_async::AsyncConnection;
-use fred::prelude::KeysInterface;
 use serde::{Deserialize, Serialize};
 use webauthn_rs::fake::{FakePasskeyDistribution, WebauthnFakeCredentialGenerator};
 use webauthn_rs::prelude::{
@@ -38,7 +37,7 @@ use webauthn_rs::prelude::{
 };
 
 use crate::auth::accounts::{self, Client};
-use crate::auth::{throttle, tokens};
+use crate::auth::{pending, throttle, tokens};
 use crate::config::Config;
 use crate::crypto::MasterKeys;
 use crate::db::passkeys::{self, NewPasskey, StoredPasskey};
@@ -47,7 +46,6 @@ use crate::domain::ids;
 use crate::domain::recipient::normalize_email;
 use crate::domain::validate::{Validator, parse_object};
 use crate::error::ApiError;
-use crate::queue::QueueError;
 use crate::state::AppState;
 
 /// How long a challenge may be answered: the time the authenticator is given (the WebAuthn
@@ -143,25 +141,13 @@ async fn keep(
 ) -> Result<String, ApiError> {
     let challenge_id = tokens::new_token();
     let key = state.redis.keys().passkey_challenge(&scope_of(&challenge_id));
-    let value = serde_json::to_string(pending).map_err(ApiError::internal)?;
-    let expire = fred::types::Expiration::EX(CHALLENGE_TTL.as_secs() as i64);
-    let () = state
-        .redis
-        .pool()
-        .next()
-        .set(key, value, Some(expire), None, false)
-        .await
-        .map_err(QueueError::from)?;
+    pending::keep(state, key, pending, CHALLENGE_TTL).await?;
     Ok(challenge_id)
 }
 
 /// Takes the ceremony kept in `scope`: gone once read, `None` when unknown, expired or taken.
 async fn take(state: &AppState, scope: &str) -> Result<Option<Pending>, ApiError> {
-    let key = state.redis.keys().passkey_challenge(scope);
-    let value: Option<String> =
-        state.redis.pool().next().getdel(key).await.map_err(QueueError::from)?;
-    // a state this version cannot read (kept by another version) is as good as expired
-    Ok(value.and_then(|v| serde_json::from_str(&v).ok()))
+    pending::take(state, state.redis.keys().passkey_challenge(scope)).await
 }
 
 /// The user handle of `user_id`: the UUID of `usr_<uuid in hex>`.

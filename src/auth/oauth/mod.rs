@@ -23,18 +23,16 @@ mod oidc;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
-use fred::prelude::KeysInterface;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::accounts::{self, Client, LinkTo, NewAccount};
-use crate::auth::{throttle, tokens};
+use crate::auth::{pending, throttle, tokens};
 use crate::config::{OAuthKind, OAuthProviderConfig};
 use crate::db::linked_accounts;
 use crate::db::users::{self, User};
 use crate::domain::recipient::{is_email_address, normalize_email};
 use crate::domain::validate::Validator;
 use crate::error::ApiError;
-use crate::queue::QueueError;
 use crate::state::AppState;
 
 /// How long a started sign-in may take before its `state` is forgotten.
@@ -176,16 +174,7 @@ impl OAuth {
             redirect_uri: redirect_uri.to_owned(),
             binding: hex(&tokens::hash(&binding)),
         };
-        let value = serde_json::to_string(&pending).map_err(ApiError::internal)?;
-        let expire = fred::types::Expiration::EX(PENDING_TTL.as_secs() as i64);
-        let key = pending_key(state, &csrf);
-        let () = state
-            .redis
-            .pool()
-            .next()
-            .set(key, value, Some(expire), None, false)
-            .await
-            .map_err(QueueError::from)?;
+        pending::keep(state, pending_key(state, &csrf), &pending, PENDING_TTL).await?;
         Ok(Started { url, binding })
     }
 
@@ -223,14 +212,8 @@ impl OAuth {
         let Some(csrf) = callback.state.filter(|s| !s.is_empty() && s.len() <= 256) else {
             return Err(refuse(id, "no state", restart));
         };
-        let taken: Option<String> = state
-            .redis
-            .pool()
-            .next()
-            .getdel(pending_key(state, &csrf))
-            .await
-            .map_err(QueueError::from)?;
-        let Some(pending) = taken.and_then(|v| serde_json::from_str::<Pending>(&v).ok()) else {
+        let taken: Option<Pending> = pending::take(state, pending_key(state, &csrf)).await?;
+        let Some(pending) = taken else {
             return Err(refuse(id, "unknown, expired or used state", restart));
         };
         if pending.provider != provider.id {
