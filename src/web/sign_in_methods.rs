@@ -12,6 +12,7 @@ use serde::Deserialize;
 use crate::auth::accounts::{self, Method};
 use crate::auth::{Access, passkeys};
 use crate::db::{linked_accounts, passkeys as stored};
+use crate::domain::validate::MAX_NAME_CHARS;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::web::{WebError, form_error, layout, page, reader, see_other};
@@ -168,10 +169,14 @@ async fn methods_page(
                             @for key in &keys {
                                 tr {
                                     td {
-                                        form.inline method="post" action=(format!("/account/passkeys/{}/rename", key.id)) {
-                                            input type="text" name="name" value=(key.name.as_deref().unwrap_or("")) aria-label="Name" maxlength="100";
-                                            " "
-                                            button.small type="submit" { "Rename" }
+                                        @if passkeys_on {
+                                            form.inline method="post" action=(format!("/account/passkeys/{}/rename", key.id)) {
+                                                input type="text" name="name" value=(key.name.as_deref().unwrap_or("")) aria-label="Name" maxlength=(MAX_NAME_CHARS);
+                                                " "
+                                                button.small type="submit" { "Rename" }
+                                            }
+                                        } @else {
+                                            (key.name.as_deref().unwrap_or(""))
                                         }
                                     }
                                     td { (key.created_at.format("%Y-%m-%d %H:%M UTC")) }
@@ -194,7 +199,7 @@ async fn methods_page(
                 @if passkeys_on {
                     div data-passkey-register {
                         label for="passkey-name" { "Name of the new passkey (optional)" }
-                        input #passkey-name type="text" maxlength="100" placeholder="This laptop";
+                        input #passkey-name type="text" maxlength=(MAX_NAME_CHARS) placeholder="This laptop";
                         button type="button" { "Add a passkey" }
                         p.error role="alert" hidden data-passkey-error {}
                     }
