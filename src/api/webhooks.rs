@@ -31,7 +31,7 @@ crate::json_schema! {
 
 crate::json_schema! {
     /// An endpoint's rate limit, as `manage::webhook_endpoints` takes it.
-    RateLimit => utoipa::openapi::ObjectBuilder::new()
+    WebhookRateLimit => utoipa::openapi::ObjectBuilder::new()
         .schema_type(utoipa::openapi::Type::Integer)
         .minimum(Some(1))
         .maximum(Some(MAX_RATE_LIMIT))
@@ -79,7 +79,7 @@ pub struct WebhookView {
     pub disabled_reason: Option<String>,
     pub disabled_at: Option<DateTime<Utc>>,
     /// Requests per second at most; `null`: no limit.
-    #[schema(value_type = Option<RateLimit>)]
+    #[schema(value_type = Option<WebhookRateLimit>)]
     pub rate_limit: Option<i32>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -129,7 +129,7 @@ pub struct CreateWebhook {
     /// Default `true`; `false` creates it disabled.
     pub is_active: Option<bool>,
     /// Requests per second at most; absent or `null`: no limit.
-    #[schema(value_type = Option<RateLimit>)]
+    #[schema(value_type = Option<WebhookRateLimit>)]
     pub rate_limit: Option<i64>,
 }
 
@@ -148,7 +148,7 @@ pub struct UpdateWebhook {
     pub is_active: Option<bool>,
     /// `null` removes the rate limit.
     #[serde(default, deserialize_with = "crate::api::json::present")]
-    #[schema(value_type = Option<RateLimit>)]
+    #[schema(value_type = Option<WebhookRateLimit>)]
     pub rate_limit: Option<Option<i64>>,
 }
 
