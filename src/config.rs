@@ -465,6 +465,25 @@ pub struct WebhooksConfig {
     /// lost it. Must exceed `visibility_timeout`.
     #[serde(with = "humantime_serde")]
     pub requeue_after: Duration,
+    /// Requests in flight to one endpoint at once per webhook worker process, at most half of
+    /// `concurrency` whatever is set, so one slow endpoint never holds every slot.
+    pub max_in_flight_per_endpoint: usize,
+    /// Consecutive failed attempts (timeouts, connection errors, 5xx, 429) after which an
+    /// endpoint is backed off: its jobs wait, without an attempt, until the backoff ends. 0
+    /// never backs off.
+    pub backoff_after_failures: u32,
+    /// The first backoff of a failing endpoint; each further one doubles, up to `backoff_max`.
+    #[serde(with = "humantime_serde")]
+    pub backoff_initial: Duration,
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+}
+
+impl WebhooksConfig {
+    /// Requests one endpoint may have in flight at once in a worker process.
+    pub fn endpoint_slots(&self) -> usize {
+        self.max_in_flight_per_endpoint.min(self.concurrency / 2).max(1)
+    }
 }
 
 /// A list of humantime durations (`["0s", "5s", "5m"]`).
@@ -698,6 +717,10 @@ impl Default for WebhooksConfig {
             disable_after: Duration::from_secs(5 * 24 * 3600),
             visibility_timeout: Duration::from_secs(60),
             requeue_after: Duration::from_secs(600),
+            max_in_flight_per_endpoint: 8,
+            backoff_after_failures: 5,
+            backoff_initial: Duration::from_secs(5),
+            backoff_max: Duration::from_secs(300),
         }
     }
 }
@@ -902,6 +925,14 @@ impl Config {
             ));
         }
         nonzero_duration("webhooks.timeout", self.webhooks.timeout)?;
+        positive("webhooks.max_in_flight_per_endpoint", self.webhooks.max_in_flight_per_endpoint)?;
+        nonzero_duration("webhooks.backoff_initial", self.webhooks.backoff_initial)?;
+        if self.webhooks.backoff_max < self.webhooks.backoff_initial {
+            return Err(ConfigError::invalid(
+                "webhooks.backoff_max",
+                "must be at least webhooks.backoff_initial",
+            ));
+        }
         nonzero_duration("webhooks.disable_after", self.webhooks.disable_after)?;
         if self.webhooks.timeout >= self.webhooks.visibility_timeout {
             return Err(ConfigError::invalid(

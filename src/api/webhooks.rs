@@ -18,7 +18,8 @@ use crate::db::webhooks::{self as deliveries, Delivery};
 use crate::error::{ApiError, ErrorBody};
 use crate::manage::projects::visible as visible_project;
 use crate::manage::webhook_endpoints::{
-    self as manage, EndpointChanges, MAX_DESCRIPTION_CHARS, NewEndpoint, ReplayRange,
+    self as manage, EndpointChanges, MAX_DESCRIPTION_CHARS, MAX_RATE_LIMIT, NewEndpoint,
+    ReplayRange,
 };
 use crate::state::AppState;
 
@@ -26,6 +27,18 @@ crate::json_schema! {
     /// An endpoint's description, as `manage::webhook_endpoints` takes it.
     Description => crate::domain::schema::text(0, MAX_DESCRIPTION_CHARS)
         .description(Some(format!("At most {MAX_DESCRIPTION_CHARS} characters.")))
+}
+
+crate::json_schema! {
+    /// An endpoint's rate limit, as `manage::webhook_endpoints` takes it.
+    WebhookRateLimit => utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::Integer)
+        .minimum(Some(1))
+        .maximum(Some(MAX_RATE_LIMIT))
+        .description(Some(
+            "Requests per second to the endpoint at most, over every webhook worker; its events \
+             over the rate wait their turn (no attempt spent).",
+        ))
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -65,6 +78,9 @@ pub struct WebhookView {
     /// Why the endpoint is disabled (set with `isActive: false`).
     pub disabled_reason: Option<String>,
     pub disabled_at: Option<DateTime<Utc>>,
+    /// Requests per second at most; `null`: no limit.
+    #[schema(value_type = Option<WebhookRateLimit>)]
+    pub rate_limit: Option<i32>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -80,6 +96,7 @@ impl From<WebhookEndpoint> for WebhookView {
             is_active: w.is_active,
             disabled_reason: w.disabled_reason,
             disabled_at: w.disabled_at,
+            rate_limit: w.rate_limit,
             created_at: w.created_at,
             updated_at: w.updated_at,
         }
@@ -111,6 +128,9 @@ pub struct CreateWebhook {
     pub secret: Option<String>,
     /// Default `true`; `false` creates it disabled.
     pub is_active: Option<bool>,
+    /// Requests per second at most; absent or `null`: no limit.
+    #[schema(value_type = Option<WebhookRateLimit>)]
+    pub rate_limit: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -126,6 +146,10 @@ pub struct UpdateWebhook {
     pub description: Option<Option<String>>,
     /// `true` re-enables a disabled endpoint.
     pub is_active: Option<bool>,
+    /// `null` removes the rate limit.
+    #[serde(default, deserialize_with = "crate::api::json::present")]
+    #[schema(value_type = Option<WebhookRateLimit>)]
+    pub rate_limit: Option<Option<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -153,6 +177,7 @@ pub async fn create(
         description: body.description,
         secret: body.secret,
         is_active: body.is_active,
+        rate_limit: body.rate_limit,
     };
     let (endpoint, secret) = manage::create(&state, &access, &path, new).await?;
     Ok(HttpResponse::Created()
@@ -219,6 +244,7 @@ pub async fn update(
         event_types: body.event_types,
         description: body.description,
         is_active: body.is_active,
+        rate_limit: body.rate_limit,
     };
     let updated = manage::update(&state, &access, &project_id, &webhook_id, changes).await?;
     Ok(HttpResponse::Ok().json(WebhookView::from(updated)))

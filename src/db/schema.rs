@@ -262,6 +262,7 @@ diesel::table! {
         failing_since -> Nullable<Timestamptz>,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        rate_limit -> Nullable<Int4>,
     }
 }
 

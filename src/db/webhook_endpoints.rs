@@ -29,6 +29,8 @@ pub struct WebhookEndpoint {
     pub failing_since: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Requests per second at most, over every webhook process; `None`: no limit.
+    pub rate_limit: Option<i32>,
 }
 
 #[derive(Debug, Insertable)]
@@ -45,6 +47,7 @@ pub struct NewWebhookEndpoint<'a> {
     pub is_active: bool,
     pub disabled_reason: Option<&'a str>,
     pub disabled_at: Option<DateTime<Utc>>,
+    pub rate_limit: Option<i32>,
 }
 
 /// A partial update; `None` leaves a column as it is, `Some(None)` sets it to NULL.
@@ -59,6 +62,7 @@ pub struct WebhookEndpointChanges {
     pub disabled_at: Option<Option<DateTime<Utc>>>,
     pub failing_since: Option<Option<DateTime<Utc>>>,
     pub updated_at: Option<DateTime<Utc>>,
+    pub rate_limit: Option<Option<i32>>,
 }
 
 /// Filters to one endpoint of one project of one organization.

@@ -101,6 +101,33 @@ pub async fn settle_job(
     }
 }
 
+/// Marks jobs put back in the delayed set without an attempt (their endpoint backed off, over
+/// its share of slots or over its rate) as due at their new time, `tries` unchanged: the relay
+/// then pushes them again only if they are still unsettled `requeue_after` past that time.
+pub async fn defer_jobs(
+    conn: &mut AsyncPgConnection,
+    jobs: &[(Job, DateTime<Utc>)],
+) -> QueryResult<()> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let events: Vec<&str> = jobs.iter().map(|(job, _)| job.event_id.as_str()).collect();
+    let endpoints: Vec<&str> =
+        jobs.iter().map(|(job, _)| job.webhook_endpoint_id.as_str()).collect();
+    let dues: Vec<DateTime<Utc>> = jobs.iter().map(|(_, due)| *due).collect();
+    diesel::sql_query(
+        "UPDATE webhook_jobs j SET pushed_at = d.due \
+         FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS d(event_id, endpoint_id, due) \
+         WHERE j.event_id = d.event_id AND j.webhook_endpoint_id = d.endpoint_id",
+    )
+    .bind::<Array<Text>, _>(events)
+    .bind::<Array<Text>, _>(endpoints)
+    .bind::<Array<Timestamptz>, _>(dues)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
 /// Up to `limit` jobs already pushed to Redis, after the job `after` (ids ascending), with the
 /// time they were pushed or are due: what a Redis that lost its data must be given again.
 pub async fn pushed_jobs(

@@ -5,7 +5,8 @@
 //! - `worker`: what a batch of entries becomes (claim, deliver, record, acknowledge);
 //! - `deliver` and `routing`: one message's attempt over its credentials, in routing order;
 //! - `limits`: per-credential rate limits, checked before each provider call;
-//! - `shares`: one organization's bound on a worker's slots, so a slow tenant cannot hold them all;
+//! - one organization's bound on a worker's slots, so a slow tenant cannot hold them all, is
+//!   `crate::runtime::shares`;
 //! - the connectors it calls are in `crate::providers`;
 //! - `queue`: the consuming side of the queue contract (`crate::queue::deliveries`);
 //! - `recovery`: the sweeper;
@@ -22,7 +23,6 @@ pub mod queue;
 pub mod recovery;
 pub mod retention;
 pub mod routing;
-pub mod shares;
 pub mod worker;
 
 use std::sync::Arc;

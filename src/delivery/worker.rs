@@ -5,7 +5,7 @@
 //! - It claims the batch's messages in one statement; entries whose message is not claimable
 //!   (duplicates, already handled, canceled, or in the hands of a live worker) are
 //!   acknowledged at once.
-//! - One organization's deliveries hold at most its share of the slots (`shares`): messages
+//! - One organization's deliveries hold at most its share of the slots (`crate::runtime::shares`): messages
 //!   over it are not claimed, and wait in the worker or in the delayed set.
 //! - Each claimed message is delivered in a task of its own, holding one slot. A claim is
 //!   fenced: the worker calls a provider only while no other worker can have claimed the
@@ -35,11 +35,11 @@ use crate::delivery::limits::RateLimiter;
 use crate::delivery::queue::{self, Settlement, entry};
 use crate::delivery::recovery;
 use crate::delivery::routing::Router;
-use crate::delivery::shares::Shares;
 use crate::domain::status::{FAILED, RETRYING};
 use crate::queue::RawEntry;
 use crate::queue::deliveries::MESSAGE_FIELD;
 use crate::runtime::retry::{after, before, until_ok, until_ok_or_stopped};
+use crate::runtime::shares::Shares;
 use crate::runtime::{Batch, Consumer, Liveness};
 use crate::state::AppState;
 

@@ -30,6 +30,9 @@ pub const MAX_DESCRIPTION_CHARS: usize = 500;
 /// reasons when it disables one).
 pub const DISABLED_BY_REQUEST: &str = "disabled through the API";
 
+/// The highest `rateLimit` (requests per second) an endpoint may be given.
+pub const MAX_RATE_LIMIT: i64 = 10_000;
+
 /// Events one replay queues at most; a longer range is replayed in several calls.
 pub const REPLAY_MAX_EVENTS: i64 = 10_000;
 
@@ -43,6 +46,8 @@ pub struct NewEndpoint {
     pub secret: Option<String>,
     /// Default `true`; `false` creates it disabled.
     pub is_active: Option<bool>,
+    /// Requests per second at most, over every webhook process; `None`: no limit.
+    pub rate_limit: Option<i64>,
 }
 
 /// Changes to an endpoint; `None` leaves a field as it is.
@@ -55,6 +60,8 @@ pub struct EndpointChanges {
     /// `true` re-enables a disabled endpoint (clearing its reason and failure streak); `false`
     /// disables it.
     pub is_active: Option<bool>,
+    /// `Some(None)` removes the rate limit.
+    pub rate_limit: Option<Option<i64>>,
 }
 
 /// Events to deliver again: those of `[since, until)` (RFC 3339 date-times) of `event_types`,
@@ -91,6 +98,7 @@ pub async fn create(
     let url = check_url(&mut check, &new.url, state.config.webhooks.allow_private_targets).await;
     let event_types = check_event_types(&mut check, &new.event_types);
     check_description(&mut check, new.description.as_deref());
+    let rate_limit = new.rate_limit.and_then(|rate| check_rate_limit(&mut check, rate));
     let secret = secret_or_new(&mut check, new.secret)?;
     check.finish()?;
     // finish() has already refused a URL that did not pass; this cannot fail
@@ -113,6 +121,7 @@ pub async fn create(
         is_active,
         disabled_reason: (!is_active).then_some(DISABLED_BY_REQUEST),
         disabled_at: (!is_active).then(Utc::now),
+        rate_limit,
     };
     let endpoint = webhook_endpoints::insert(&mut conn, row).await?;
     Ok((endpoint, secret))
@@ -137,6 +146,8 @@ pub async fn update(
     };
     let event_types = asked.event_types.as_deref().map(|t| check_event_types(&mut check, t));
     check_description(&mut check, asked.description.as_ref().and_then(Option::as_deref));
+    let rate_limit =
+        asked.rate_limit.map(|rate| rate.and_then(|rate| check_rate_limit(&mut check, rate)));
     check.finish()?;
 
     let mut conn = state.db.get().await?;
@@ -146,6 +157,7 @@ pub async fn update(
         url,
         description: asked.description,
         event_types,
+        rate_limit,
         updated_at: Some(now),
         ..WebhookEndpointChanges::default()
     };
@@ -336,6 +348,15 @@ fn check_description(check: &mut Validator, description: Option<&str>) {
     if description.is_some_and(|d| d.chars().count() > MAX_DESCRIPTION_CHARS) {
         check.error("description", format!("must be at most {MAX_DESCRIPTION_CHARS} characters"));
     }
+}
+
+/// Checks a `rateLimit` (requests per second) and returns it as stored.
+fn check_rate_limit(check: &mut Validator, rate: i64) -> Option<i32> {
+    if !(1..=MAX_RATE_LIMIT).contains(&rate) {
+        check.error("rateLimit", format!("must be an integer from 1 to {MAX_RATE_LIMIT}"));
+        return None;
+    }
+    i32::try_from(rate).ok()
 }
 
 /// A given secret, checked, or a new one.

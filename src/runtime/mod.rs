@@ -16,11 +16,13 @@
 //! - shutdown: reading stops, work in flight gets `server.shutdown_grace` to finish, what is
 //!   cut off stays pending and is taken over as soon as the liveness key is withdrawn, and a
 //!   consumer that left nothing pending leaves the group;
-//! - `retry`: waiting out Postgres or Redis; `duties`: periodic work beside the loop.
+//! - `retry`: waiting out Postgres or Redis; `duties`: periodic work beside the loop; `shares`:
+//!   one tenant's bound on a worker's slots (an organization's, a webhook endpoint's).
 
 pub mod duties;
 pub mod liveness;
 pub mod retry;
+pub mod shares;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -63,8 +65,8 @@ pub trait Consumer: Send + Sync + 'static {
     fn recover(&self) -> impl Future<Output = ()> + Send + 'static;
 
     /// Up to `max` entries read earlier whose work was held back and may start now (the
-    /// delivery worker's organizations over their share of slots, `delivery::shares`); read
-    /// before new ones.
+    /// delivery worker's organizations, the webhook worker's endpoints, over their share of
+    /// slots, `shares`); read before new ones.
     fn held_back(&self, _max: usize) -> Vec<RawEntry> {
         Vec::new()
     }

@@ -6,7 +6,7 @@
 //!
 //! Every write goes through `manage::webhook_endpoints`, the rules the JSON API applies, so the
 //! pages refuse what `/v1/projects/{projectId}/webhooks` refuses, with the same field names
-//! (`url`, `eventTypes`, `description`, `since`, `until`). Members see everything but the
+//! (`url`, `eventTypes`, `description`, `rateLimit`, `since`, `until`). Members see everything but the
 //! controls, and the server refuses their writes anyway. Tenant URLs are shown as text, never
 //! made links.
 
@@ -24,7 +24,9 @@ use crate::db::webhook_endpoints::{self, WebhookEndpoint};
 use crate::db::webhooks::{self as deliveries, Delivery};
 use crate::error::ApiError;
 use crate::manage::projects::visible as visible_project;
-use crate::manage::webhook_endpoints::{self as manage, EndpointChanges, NewEndpoint, ReplayRange};
+use crate::manage::webhook_endpoints::{
+    self as manage, EndpointChanges, MAX_RATE_LIMIT, NewEndpoint, ReplayRange,
+};
 use crate::state::AppState;
 use crate::web::{WebError, form_error, layout, page, reader, see_other};
 use crate::webhooks::EVENT_TYPES;
@@ -71,6 +73,7 @@ impl Fields {
             url: self.get("url").to_owned(),
             event_types: self.event_types(),
             description: (!description.is_empty()).then(|| description.to_owned()),
+            rate_limit: self.get("rateLimit").trim().to_owned(),
         }
     }
 }
@@ -81,6 +84,16 @@ struct Draft {
     url: String,
     event_types: Vec<String>,
     description: Option<String>,
+    /// Requests per second, as typed; empty for none.
+    rate_limit: String,
+}
+
+impl Draft {
+    /// The rate limit asked for: `None` when the field is empty; text that is no integer is
+    /// passed on as 0, which the rules refuse with the field's range.
+    fn rate_limit(&self) -> Option<i64> {
+        (!self.rate_limit.is_empty()).then(|| self.rate_limit.parse().unwrap_or(0))
+    }
 }
 
 impl From<&WebhookEndpoint> for Draft {
@@ -89,6 +102,7 @@ impl From<&WebhookEndpoint> for Draft {
             url: endpoint.url.clone(),
             event_types: endpoint.event_types.clone(),
             description: endpoint.description.clone(),
+            rate_limit: endpoint.rate_limit.map(|rate| rate.to_string()).unwrap_or_default(),
         }
     }
 }
@@ -145,6 +159,7 @@ async fn create(
         url: draft.url.clone(),
         event_types: draft.event_types.clone(),
         description: draft.description.clone(),
+        rate_limit: draft.rate_limit(),
         ..NewEndpoint::default()
     };
     Ok(match manage::create(&state, &access, &path, new).await {
@@ -196,6 +211,8 @@ async fn edit(
         // an emptied description is removed
         description: Some(draft.description.clone()),
         is_active: None,
+        // an emptied rate limit is removed
+        rate_limit: Some(draft.rate_limit()),
     };
     match manage::update(&state, &access, &project_id, &webhook_id, changes).await {
         Ok(endpoint) => Ok(see_other(&endpoint_path(&endpoint.project_id, &endpoint.id))),
@@ -482,6 +499,9 @@ async fn endpoint_page(
             dl.facts {
                 dt { "State" } dd #state { (state_text(&endpoint)) }
                 dt { "Events" } dd { (endpoint.event_types.join(", ")) }
+                dt { "Rate limit" } dd #rate-limit {
+                    @if let Some(rate) = endpoint.rate_limit { (rate) " requests per second" } @else { "none" }
+                }
                 dt { "Created" } dd { (endpoint.created_at.format(TIME)) }
                 dt { "Changed" } dd { (endpoint.updated_at.format(TIME)) }
             }
@@ -564,7 +584,7 @@ async fn endpoint_page(
     Ok(layout("Webhook endpoint", Some(&viewer), body))
 }
 
-/// The URL, event types and description fields of the create and edit forms.
+/// The URL, event types, description and rate limit fields of the create and edit forms.
 fn endpoint_fields(draft: &Draft) -> Markup {
     html! {
         label for="url" { "URL" }
@@ -581,6 +601,8 @@ fn endpoint_fields(draft: &Draft) -> Markup {
         }
         label for="description" { "Description (optional)" }
         input #description type="text" name="description" value=(draft.description.as_deref().unwrap_or_default());
+        label for="rateLimit" { "Rate limit, requests per second (optional)" }
+        input #rateLimit type="number" name="rateLimit" min="1" max=(MAX_RATE_LIMIT) step="1" value=(draft.rate_limit);
     }
 }
 

@@ -11,8 +11,11 @@
 //! 3. `worker` reads the stream as a member of the `workers` group, signs (`sign`, `secret`) and
 //!    POSTs each event through a client that refuses private targets at connect time (`client`,
 //!    `crate::ssrf`), records the attempt, and schedules the next one (`schedule`) or dead-letters it.
+//!    A slow or failing endpoint holds at most its bound of the worker's slots, a failing one is
+//!    backed off (`health`), and an endpoint's `rateLimit` is kept across processes.
 
 pub mod client;
+pub mod health;
 pub mod queue;
 pub mod relay;
 pub mod schedule;

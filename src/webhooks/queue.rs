@@ -65,6 +65,24 @@ pub async fn push(redis: &Redis, now: &[Job], later: &[(Job, i64)]) -> Result<()
     Ok(())
 }
 
+/// Puts entries whose jobs are not attempted now back in the delayed set, due at the time given
+/// (Unix ms), then acknowledges them, in one round trip; safe to repeat like [`settle`].
+pub async fn defer(redis: &Redis, deferred: &[(String, Job, i64)]) -> Result<(), QueueError> {
+    if deferred.is_empty() {
+        return Ok(());
+    }
+    let keys = redis.keys();
+    let pipeline = redis.pool().next().pipeline();
+    let members: Vec<(f64, String)> =
+        deferred.iter().map(|(_, job, due_ms)| (*due_ms as f64, encode(job))).collect();
+    let () = pipeline.zadd(keys.webhooks_delayed(), None, None, false, false, members).await?;
+    let ids: Vec<&str> = deferred.iter().map(|(id, _, _)| id.as_str()).collect();
+    let () = pipeline.xack(keys.webhooks(), CONSUMER_GROUP, ids.clone()).await?;
+    let () = pipeline.xdel(keys.webhooks(), ids).await?;
+    let _: Vec<Value> = pipeline.all().await?;
+    Ok(())
+}
+
 /// What becomes of a stream entry once its attempt is recorded.
 #[derive(Debug)]
 pub enum Settle {

@@ -157,6 +157,7 @@ mod tests {
             failing_since: None,
             created_at: now,
             updated_at: now,
+            rate_limit: None,
         }
     }
 

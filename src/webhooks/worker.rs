@@ -7,11 +7,20 @@
 //! between leaves the entry pending, and the job is attempted again: at least once, with the
 //! same `webhook-id`.
 //!
+//! Fair to receivers (docs/webhooks.md, "Slow and failing endpoints"): before a job takes a
+//! slot, its endpoint must not be backed off (`health`: it failed too often in a row; the job
+//! goes back to the delayed set, due when the backoff ends) nor at its bound of requests in
+//! flight (`webhooks.max_in_flight_per_endpoint`, `crate::runtime::shares`: the job waits in the
+//! worker, or past that in the delayed set, paced). An endpoint's `rateLimit` is checked once
+//! its job is loaded: a job over it goes back to the delayed set for the slot the limiter
+//! promised it. None of these spends an attempt; the job keeps its place in the retry schedule.
+//!
 //! The payload is built at delivery time: `type`, `status` and `occurredAt` come from the event
 //! (the status the message had then); `channel`, `to`, `attempts`, `providerMessageId` and
 //! `metadata` from the message as it is now; `statusReason` from the message while it still has
 //! the event's status, else null (it would explain another status).
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,37 +35,92 @@ use tokio_util::sync::CancellationToken;
 use crate::db::messages::{Event, Message};
 use crate::db::webhooks::{self as queries, EndpointEffect, Job, NewDelivery};
 use crate::domain::ids;
-use crate::runtime::retry::{after, before, until_ok};
+use crate::queue::{RawEntry, rate_limit};
+use crate::runtime::retry::{after, before, until_ok, until_ok_or_stopped};
+use crate::runtime::shares::{Held, Shares};
 use crate::runtime::{Batch, Consumer};
 use crate::state::AppState;
-use crate::webhooks::queue::{self, Entry, Settle, entry};
+use crate::webhooks::health::Health;
+use crate::webhooks::queue::{self, Entry, JOB_FIELD, Settle, entry};
 use crate::webhooks::{client, relay, schedule, secret, sign};
 
 /// How much of a receiver's answer the delivery log keeps.
 const RESPONSE_BODY_MAX: usize = 1024;
 
+/// How much the returns of an endpoint's jobs from a backoff are spread, so that a backlog does
+/// not come back in the same millisecond.
+const BACKOFF_SPREAD_MS: u64 = 1000;
+
 pub struct Worker {
     state: AppState,
     http: reqwest::Client,
+    /// Each endpoint's requests in flight, bounded, and the jobs waiting for room.
+    shares: Arc<Shares>,
+    health: Health,
 }
 
-/// Each entry's attempt runs in a task of its own, holding one slot.
+/// Each entry's attempt runs in a task of its own, holding one slot, unless its endpoint is
+/// backed off or at its bound.
 impl Consumer for Arc<Worker> {
     async fn dispatch(
         &self,
         batch: Batch,
         mut free: OwnedSemaphorePermit,
         tasks: &mut JoinSet<()>,
-        _stop: &CancellationToken,
+        stop: &CancellationToken,
     ) {
+        let now_ms = Utc::now().timestamp_millis();
+        let mut deferred: Vec<(String, Job, i64)> = Vec::new();
+        let mut read = Vec::new();
+        let mut endpoints = HashMap::new();
         // a job taken over is attempted again as it is: attempts are numbered in Postgres
-        for raw in batch.entries {
-            tasks.spawn(self.clone().handle(entry(raw), free.split(1)));
+        for (id, mut fields) in batch.entries {
+            let Some(text) = fields.remove(JOB_FIELD) else {
+                tasks.spawn(self.clone().handle(entry((id, fields)), free.split(1), None));
+                continue;
+            };
+            let Ok(job) = serde_json::from_str::<Job>(&text) else {
+                let raw = (id, HashMap::from([(JOB_FIELD.to_owned(), text)]));
+                tasks.spawn(self.clone().handle(entry(raw), free.split(1), None));
+                continue;
+            };
+            if let Some(until_ms) = self.health.backed_off_until(&job.webhook_endpoint_id, now_ms) {
+                let spread = fastrand::u64(..BACKOFF_SPREAD_MS) as i64;
+                deferred.push((id, job, until_ms + spread));
+                continue;
+            }
+            endpoints.insert(text.clone(), job.webhook_endpoint_id);
+            read.push((text, id));
         }
+        let admission = self.shares.admit(read, &endpoints, now_ms);
+        for ((text, id), due_ms) in admission.deferred {
+            if let Ok(job) = serde_json::from_str::<Job>(&text) {
+                deferred.push((id, job, due_ms));
+            }
+        }
+        for (text, id) in admission.admitted {
+            let held = endpoints.get(&text).map(|endpoint| self.shares.hold(endpoint));
+            let raw = (id, HashMap::from([(JOB_FIELD.to_owned(), text)]));
+            // one slot per entry read, so there is always one left
+            tasks.spawn(self.clone().handle(entry(raw), free.split(1), held));
+        }
+        self.defer(&deferred, stop).await;
     }
 
     fn recover(&self) -> impl Future<Output = ()> + Send + 'static {
         relay::recover(self.state.clone())
+    }
+
+    fn held_back(&self, max: usize) -> Vec<RawEntry> {
+        self.shares
+            .ready(max)
+            .into_iter()
+            .map(|(text, id)| (id, HashMap::from([(JOB_FIELD.to_owned(), text)])))
+            .collect()
+    }
+
+    fn holds_back(&self) -> bool {
+        self.shares.holds_back()
     }
 }
 
@@ -69,9 +133,13 @@ struct Attempt {
     retry_after: Option<Duration>,
     /// `success`, `failure`, `gone` or `refused`: the metrics label.
     outcome: &'static str,
+    /// Whether the receiver was found down or overwhelmed (no answer in time, no connection,
+    /// 5xx, 429), for its backoff; `None` when no request was made.
+    down: Option<bool>,
 }
 
 impl Attempt {
+    /// An attempt that made no request.
     fn failed(error: String, outcome: &'static str) -> Self {
         Self {
             succeeded: false,
@@ -80,6 +148,7 @@ impl Attempt {
             error: Some(error),
             retry_after: None,
             outcome,
+            down: None,
         }
     }
 }
@@ -88,14 +157,56 @@ impl Worker {
     pub fn new(state: AppState) -> reqwest::Result<Self> {
         let config = &state.config.webhooks;
         let http = client::build(config.timeout, config.allow_private_targets)?;
-        Ok(Self { state, http })
+        let shares = Shares::new(config.endpoint_slots());
+        let health =
+            Health::new(config.backoff_after_failures, config.backoff_initial, config.backoff_max);
+        Ok(Self { state, http, shares, health })
     }
 
-    /// One entry: its attempt, recorded, then settled. The slot is held throughout.
-    async fn handle(self: Arc<Self>, entry: Entry, _slot: Option<OwnedSemaphorePermit>) {
+    /// Puts jobs not attempted now back in the delayed set at their due time (Unix ms): in
+    /// Postgres first, like a settlement, then in Redis. At shutdown with Postgres or Redis
+    /// away, the entries stay pending and are taken over.
+    async fn defer(&self, deferred: &[(String, Job, i64)], stop: &CancellationToken) {
+        if deferred.is_empty() {
+            return;
+        }
+        let jobs: Vec<(Job, DateTime<Utc>)> = deferred
+            .iter()
+            .filter_map(|(_, job, due_ms)| {
+                DateTime::from_timestamp_millis(*due_ms).map(|due| (job.clone(), due))
+            })
+            .collect();
+        let db = &self.state.db;
+        let recorded =
+            until_ok_or_stopped("deferring webhook jobs in the outbox", stop, || async {
+                let mut conn = db.get().await?;
+                anyhow::Ok(queries::defer_jobs(&mut conn, &jobs).await?)
+            })
+            .await;
+        if recorded.is_none() {
+            return;
+        }
+        until_ok_or_stopped("deferring webhook entries", stop, || {
+            queue::defer(&self.state.redis, deferred)
+        })
+        .await;
+    }
+
+    /// One entry: its attempt, recorded, then settled. The slot is held throughout; `held`
+    /// counts the request in its endpoint's bound until it ends.
+    async fn handle(
+        self: Arc<Self>,
+        entry: Entry,
+        _slot: Option<OwnedSemaphorePermit>,
+        mut held: Option<Held>,
+    ) {
         let settle = match entry.job {
             Some(job) => {
-                let settle = self.deliver(job.clone()).await;
+                let (settle, took) = self.deliver(job.clone()).await;
+                if let (Some(held), Some(took)) = (held.as_mut(), took) {
+                    held.took(took);
+                }
+                drop(held);
                 // in Postgres first: the outbox row is what survives Redis losing the entry
                 let (job, next) = match &settle {
                     Settle::Retry(retried, due_ms) => {
@@ -121,8 +232,9 @@ impl Worker {
         .await;
     }
 
-    /// Attempts a job once and records the attempt; returns what becomes of the job.
-    async fn deliver(&self, job: Job) -> Settle {
+    /// Attempts a job once and records the attempt; returns what becomes of the job, and how
+    /// long its request took if one was made.
+    async fn deliver(&self, job: Job) -> (Settle, Option<Duration>) {
         let db = &self.state.db;
         let target = until_ok("loading a webhook job", || async {
             let mut conn = db.get().await?;
@@ -131,11 +243,16 @@ impl Worker {
         .await;
         let Some((endpoint, event, message)) = target else {
             tracing::debug!(event = %job.event_id, "webhook job dropped: its endpoint or event is gone");
-            return Settle::Done;
+            return (Settle::Done, None);
         };
         if !endpoint.is_active {
             tracing::debug!(event = %job.event_id, endpoint = %endpoint.id, "webhook job dropped: endpoint disabled");
-            return Settle::Done;
+            return (Settle::Done, None);
+        }
+        if let Some(wait) = self.over_rate(&endpoint.id, endpoint.rate_limit).await {
+            // no attempt spent: back for the slot the limiter promised
+            let due = after(Utc::now(), wait).timestamp_millis();
+            return (Settle::Retry(job, due), None);
         }
 
         let now = Utc::now();
@@ -154,6 +271,13 @@ impl Worker {
             }
         };
         let elapsed = started.elapsed();
+        let took = attempt.down.is_some().then_some(elapsed);
+        if let Some(down) = attempt.down {
+            let now_ms = Utc::now().timestamp_millis();
+            if let Some(backoff) = self.health.record(&endpoint.id, down, now_ms) {
+                tracing::info!(endpoint = %endpoint.id, ?backoff, "webhook endpoint failing: backed off");
+            }
+        }
         let metrics = &self.state.metrics;
         metrics.webhook_attempts.with_label_values(&[attempt.outcome]).inc();
         metrics
@@ -191,18 +315,18 @@ impl Worker {
             }
         })
         .await;
-        let Some(disabled) = recorded else { return Settle::Done };
+        let Some(disabled) = recorded else { return (Settle::Done, took) };
         if let Some(reason) = &disabled {
             tracing::info!(endpoint = %endpoint.id, %reason, "webhook endpoint disabled");
         }
         if attempt.succeeded {
-            return Settle::Done;
+            return (Settle::Done, took);
         }
         if let Some(reason) = disabled {
-            return Settle::Dead(job, format!("endpoint disabled: {reason}"));
+            return (Settle::Dead(job, format!("endpoint disabled: {reason}")), took);
         }
         let tries = job.tries.max(0) as usize + 1;
-        match schedule::next_delay(
+        let settle = match schedule::next_delay(
             &config.retry_schedule,
             tries,
             attempt.retry_after,
@@ -216,6 +340,22 @@ impl Worker {
                 Job { tries: tries as i32, ..job },
                 format!("{tries} attempt(s) failed"),
             ),
+        };
+        (settle, took)
+    }
+
+    /// How long a request to `endpoint` must wait for its `rate` (per second, over every
+    /// webhook process); `None` when it may go now. The limit protects the receiver, not
+    /// durability: when Redis cannot answer, the request goes ahead.
+    async fn over_rate(&self, endpoint: &str, rate: Option<i32>) -> Option<Duration> {
+        let rate = u32::try_from(rate?).ok().filter(|rate| *rate > 0)?;
+        match rate_limit::acquire(&self.state.redis, endpoint, rate).await {
+            Ok(decision) if decision.allowed => None,
+            Ok(decision) => Some(decision.retry_after),
+            Err(error) => {
+                tracing::warn!(%error, %endpoint, "webhook rate limit unavailable; not limiting");
+                None
+            }
         }
     }
 
@@ -260,9 +400,10 @@ impl Worker {
             Ok(response) => response,
             Err(error) => {
                 let text = error_chain(&error);
-                let outcome =
-                    if text.contains("refused: the target") { "refused" } else { "failure" };
-                return Attempt::failed(text, outcome);
+                if text.contains("refused: the target") {
+                    return Attempt::failed(text, "refused");
+                }
+                return Attempt { down: Some(true), ..Attempt::failed(text, "failure") };
             }
         };
         let status = response.status();
@@ -297,6 +438,7 @@ impl Worker {
                 (false, 410) => "gone",
                 _ => "failure",
             },
+            down: Some(status.is_server_error() || status.as_u16() == 429),
         }
     }
 }

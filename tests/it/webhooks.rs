@@ -5,6 +5,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,7 +25,8 @@ enum Reply {
     Status(u16),
     /// A status with extra header lines (`Name: value`).
     WithHeaders(u16, Vec<String>),
-    /// Never answers (the connection stays open until the client gives up).
+    /// Never answers (the connection stays open until the client gives up, which the
+    /// receiver sees).
     Hang,
 }
 
@@ -46,12 +48,23 @@ impl Hit {
 }
 
 /// A minimal HTTP/1.1 receiver on 127.0.0.1: answers requests with the scripted replies in
-/// order (200 once they run out) and keeps every request.
+/// order (200 once they run out), keeps every request, and counts the connections open at once.
 #[derive(Clone)]
 struct Receiver {
     addr: SocketAddr,
     hits: Arc<Mutex<Vec<Hit>>>,
     script: Arc<Mutex<VecDeque<Reply>>>,
+    open: Arc<AtomicUsize>,
+    most_open: Arc<AtomicUsize>,
+}
+
+/// One open connection, counted until dropped.
+struct Open(Arc<AtomicUsize>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Receiver {
@@ -61,6 +74,8 @@ impl Receiver {
             addr: listener.local_addr().unwrap(),
             hits: Arc::default(),
             script: Arc::new(Mutex::new(script.into())),
+            open: Arc::default(),
+            most_open: Arc::default(),
         };
         let serving = receiver.clone();
         tokio::spawn(async move {
@@ -79,6 +94,11 @@ impl Receiver {
         self.hits.lock().unwrap().clone()
     }
 
+    /// The most connections that were open at once.
+    fn most_open(&self) -> usize {
+        self.most_open.load(Ordering::SeqCst)
+    }
+
     async fn wait_for(&self, n: usize) -> Vec<Hit> {
         let start = Instant::now();
         loop {
@@ -92,6 +112,9 @@ impl Receiver {
     }
 
     async fn serve(self, mut stream: TcpStream) {
+        let open = self.open.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_open.fetch_max(open, Ordering::SeqCst);
+        let _open = Open(self.open.clone());
         let mut buffer = Vec::new();
         let mut chunk = [0u8; 4096];
         let head_end = loop {
@@ -128,7 +151,8 @@ impl Receiver {
             Reply::Status(status) => (status, vec![]),
             Reply::WithHeaders(status, extra) => (status, extra),
             Reply::Hang => {
-                tokio::time::sleep(Duration::from_secs(3600)).await;
+                // until the client gives up and closes the connection
+                while let Ok(1..) = stream.read(&mut chunk).await {}
                 return;
             }
         };
@@ -839,4 +863,148 @@ async fn a_job_redis_lost_is_pushed_again_from_the_outbox() {
     let hits = receiver.wait_for(1).await;
     assert_eq!(hits[0].json()["data"]["id"], id.as_str());
     wait_outbox_empty(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_endpoint_holds_no_more_than_its_bound_and_the_others_keep_flowing() {
+    let app = TestApp::spawn_with(|c| {
+        local(&["0s", "1m"])(c);
+        c.webhooks.concurrency = 8;
+        c.webhooks.max_in_flight_per_endpoint = 3;
+        c.webhooks.timeout = Duration::from_secs(8);
+        // the bound alone, without the backoff's help
+        c.webhooks.backoff_after_failures = 0;
+    })
+    .await;
+    let (owner, key) = sender(&app).await;
+    let dead = Receiver::start(vec![Reply::Hang; 100]).await;
+    let healthy = Receiver::start(vec![Reply::Status(204); 100]).await;
+    for receiver in [&dead, &healthy] {
+        endpoint(&app, &owner, json!({"url": receiver.url(), "eventTypes": ["message.sent"]}))
+            .await;
+    }
+    let start = Instant::now();
+    for _ in 0..40 {
+        send(&app, &key).await;
+    }
+    // behind the dead endpoint's requests, 40 of them 8 at a time taking 8 s each, the last
+    // healthy event would wait some 40 s
+    let bound = Duration::from_secs(15);
+    loop {
+        let got = healthy.hits().len();
+        if got >= 40 {
+            break;
+        }
+        assert!(start.elapsed() < bound, "{got} of 40 events reached the healthy endpoint");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // the dead one's requests pile up to the bound and no further
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!dead.hits().is_empty());
+    assert!(dead.most_open() <= 3, "{} requests in flight to one endpoint", dead.most_open());
+    assert_eq!(dead.most_open(), 3, "the dead endpoint used its bound");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_rate_limit_spreads_its_requests() {
+    let app = TestApp::spawn_with(local(&["0s"])).await;
+    let (owner, key) = sender(&app).await;
+    // the messages are sent first, and replayed to the limited endpoint all at once
+    let witness = Receiver::start(vec![]).await;
+    endpoint(&app, &owner, json!({"url": witness.url(), "eventTypes": ["message.sent"]})).await;
+    let since = chrono::Utc::now() - chrono::Duration::seconds(1);
+    for _ in 0..20 {
+        send(&app, &key).await;
+    }
+    witness.wait_for(20).await;
+    let limited = Receiver::start(vec![]).await;
+    let hook = endpoint(
+        &app,
+        &owner,
+        json!({"url": limited.url(), "eventTypes": ["message.sent"], "rateLimit": 5}),
+    )
+    .await;
+    assert_eq!(hook["rateLimit"], 5, "{hook}");
+    let hook_id = hook["id"].as_str().unwrap();
+    let until = chrono::Utc::now() + chrono::Duration::seconds(1);
+    let (status, body) = app
+        .post_as(
+            &owner.token,
+            &webhook_path(&owner, hook_id, "/replay"),
+            json!({"since": since, "until": until}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["queued"], 20);
+    let hits = limited.wait_for(20).await;
+    // five at once (a second's worth), then one every 200 ms: about 3 s
+    let spread = hits[19].at - hits[0].at;
+    assert!(spread >= Duration::from_millis(2500), "20 requests within {spread:?}");
+    assert!(spread <= Duration::from_secs(10), "20 requests over {spread:?}");
+    // waiting its turn spent no attempt
+    let rows = wait_deliveries(&app, &owner, hook_id, 20).await;
+    assert!(rows.iter().all(|r| r["attempt"] == 1 && r["succeeded"] == true), "{rows:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(limited.hits().len(), 20);
+
+    // the field is checked, changed and removed like the others
+    let path = webhook_path(&owner, hook_id, "");
+    for bad in [json!(0), json!(10_001), json!(-3), json!("5"), json!(1.5)] {
+        let (status, body) = app.patch_as(&owner.token, &path, json!({"rateLimit": bad})).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(body.to_string().contains("rateLimit"), "{bad}: {body}");
+    }
+    let (status, body) = app.patch_as(&owner.token, &path, json!({"rateLimit": 50})).await;
+    assert_eq!((status, &body["rateLimit"]), (200, &json!(50)), "{body}");
+    let (status, body) = app.patch_as(&owner.token, &path, json!({"rateLimit": null})).await;
+    assert_eq!((status, &body["rateLimit"]), (200, &json!(null)), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_endpoint_is_backed_off_and_tried_again_after() {
+    let app = TestApp::spawn_with(|c| {
+        local(&["0s"])(c);
+        // then a retry every 100 ms, forty times
+        c.webhooks.retry_schedule.extend([Duration::from_millis(100); 40]);
+        c.webhooks.backoff_after_failures = 3;
+        c.webhooks.backoff_initial = Duration::from_secs(3);
+        c.webhooks.backoff_max = Duration::from_secs(30);
+    })
+    .await;
+    let (owner, key) = sender(&app).await;
+    let receiver = Receiver::start(vec![Reply::Status(503); 1000]).await;
+    let hook =
+        endpoint(&app, &owner, json!({"url": receiver.url(), "eventTypes": ["message.sent"]}))
+            .await;
+    for _ in 0..3 {
+        send(&app, &key).await;
+    }
+    let first = receiver.wait_for(1).await[0].at;
+    tokio::time::sleep_until((first + Duration::from_millis(5500)).into()).await;
+    let offsets: Vec<Duration> = receiver.hits().iter().map(|h| h.at - first).collect();
+    let within = |from: u64, to: u64| {
+        let range = Duration::from_millis(from)..Duration::from_millis(to);
+        offsets.iter().filter(|at| range.contains(*at)).count()
+    };
+    // retried every 100 ms, three jobs would make some 50 requests in the window; backed off
+    // after three failures, none, and the jobs are tried again once the backoff ends
+    assert!(within(0, 1000) >= 3, "{offsets:?}");
+    assert_eq!(within(1000, 2800), 0, "{offsets:?}");
+    assert!(within(2800, 5500) >= 1, "{offsets:?}");
+    // the first failure after it backs off for twice as long
+    assert!(within(2800, 5500) <= 6, "{offsets:?}");
+    // every attempt made is in the log, numbered in order: none was spent on the backoff
+    let made = receiver.hits().len();
+    let rows = wait_deliveries(&app, &owner, hook["id"].as_str().unwrap(), made).await;
+    let mut per_event: std::collections::HashMap<String, Vec<i64>> = Default::default();
+    for row in &rows {
+        per_event
+            .entry(row["eventId"].as_str().unwrap_or_default().to_owned())
+            .or_default()
+            .push(row["attempt"].as_i64().unwrap());
+    }
+    for attempts in per_event.values() {
+        let expected: Vec<i64> = (1..=attempts.len() as i64).collect();
+        assert_eq!(attempts, &expected, "{rows:?}");
+    }
 }

@@ -1,25 +1,26 @@
-//! One organization's share of a worker's delivery slots (`delivery.organization_share` of
-//! `delivery.concurrency`). Tenants share the slots; without a bound, a tenant whose provider
-//! is slow (an SMTP server that stalls, a sandbox with a long latency) would soon hold every
-//! one, and every other tenant's messages would wait behind its calls.
+//! One tenant's share of a worker's slots: a bound on the work of one key (an organization for
+//! the delivery worker, `delivery.organization_share` of `delivery.concurrency`; a webhook
+//! endpoint for the webhook worker, `webhooks.max_in_flight_per_endpoint`). Tenants share the
+//! slots; without a bound, one whose far end is slow (an SMTP server that stalls, a webhook
+//! receiver that never answers) would soon hold every one, and everybody else's work would wait
+//! behind its calls.
 //!
-//! Only when a batch could take an organization past its share does the worker look up whose
-//! messages it read. Those over the share are not claimed (they stay `queued`, no attempt
-//! spent), and the reader goes on to the messages behind them:
+//! A worker gives [`Shares::admit`] the entries it read (each as what it carries and its entry
+//! id) with the tenant of each. Those over their tenant's share take no slot, and the reader
+//! goes on to the entries behind them:
 //!
 //! - up to twice its share wait in the worker, without a slot, and start as soon as the
-//!   organization's deliveries end ([`Shares::ready`]), so a tenant with a backlog keeps its
-//!   share busy;
-//! - the others wait in the delayed set, their return paced at the rate the organization's
-//!   deliveries complete (its share of slots over the average length of its provider calls). A
+//!   tenant's work ends ([`Shares::ready`]), so a tenant with a backlog keeps its share busy:
+//!   the waiting list is work-conserving;
+//! - the others go back to the worker's delayed set, their return paced at the rate the
+//!   tenant's work completes (its share of slots over the average length of its calls). A
 //!   fixed short wait would bring a whole backlog back at once, to be deferred again but for
-//!   the few that found room. Only the provider's time counts: a delivery that waited on our
-//!   own Redis or Postgres (an outage) says nothing of the tenant's pace, and counting it
-//!   would pace the tenant's backlog slowly long after the outage ended.
+//!   the few that found room. Only the far end's time counts: work that waited on our own Redis
+//!   or Postgres (an outage) says nothing of the tenant's pace, and counting it would pace the
+//!   tenant's backlog slowly long after the outage ended.
 //!
-//! Waiting in the worker is bounded: an organization waits there only while it has its share
-//! in flight, so at most `1 / share` organizations do, each with at most twice its share: no
-//! more entries than twice the worker's slots (their ids only).
+//! Waiting in the worker is bounded: a tenant waits there only while it has its share in
+//! flight, each with at most twice its share: no more entries than twice the worker's slots.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -49,7 +50,7 @@ pub struct Shares {
     waiting: AtomicUsize,
 }
 
-/// A message read from the stream (its id, its entry's id).
+/// An entry read from the stream: what it carries (a message id, a webhook job) and its id.
 pub type Read = (String, String);
 
 /// What becomes of the messages read in a batch.
@@ -108,9 +109,9 @@ impl Shares {
         busiest + more > self.slots
     }
 
-    /// Decides for each message `read` whether it is claimed now, waits in the worker, or is
-    /// deferred, given the organization of each (`orgs`; one without is claimed, and found to
-    /// be gone).
+    /// Decides for each entry `read` whether it starts now, waits in the worker, or is
+    /// deferred, given the tenant of each (`orgs`, by what the entry carries; one without
+    /// starts now).
     pub fn admit(&self, read: Vec<Read>, orgs: &HashMap<String, String>, now_ms: i64) -> Admission {
         let now = Instant::now();
         let mut known = self.orgs();
@@ -139,8 +140,7 @@ impl Shares {
         admission
     }
 
-    /// Up to `max` waiting messages whose organizations have room again, to be admitted
-    /// afresh.
+    /// Up to `max` waiting entries whose tenants have room again, to be admitted afresh.
     pub fn ready(&self, max: usize) -> Vec<Read> {
         let mut ready = Vec::new();
         if !self.holds_back() {
@@ -158,12 +158,13 @@ impl Shares {
         ready
     }
 
-    /// Whether messages wait in the worker for their organization's deliveries to end.
+    /// Whether entries wait in the worker for their tenant's work to end.
     pub fn holds_back(&self) -> bool {
         self.waiting.load(Ordering::Relaxed) > 0
     }
 
-    /// Counts a delivery of `org` in flight until the returned guard is dropped.
+    /// Counts a piece of work of `org` (a tenant) in flight until the returned guard is
+    /// dropped.
     pub fn hold(self: &Arc<Self>, org: &str) -> Held {
         let started = Instant::now();
         let mut orgs = self.orgs();
@@ -182,7 +183,7 @@ impl Shares {
     }
 }
 
-/// A delivery in flight, counted in its organization's share.
+/// Work in flight, counted in its tenant's share.
 pub struct Held {
     shares: Arc<Shares>,
     org: String,
@@ -190,7 +191,7 @@ pub struct Held {
 }
 
 impl Held {
-    /// Records how long the delivery's provider calls took, for the pacing.
+    /// Records how long the work's calls to the far end took, for the pacing.
     pub fn took(&mut self, length: Duration) {
         self.took = Some(length);
     }
