@@ -324,16 +324,24 @@ impl Access {
         let target = match (&principal, header) {
             (_, Some(org)) => org,
             (Principal::Key(key), None) => key.organization_id.clone(),
-            (Principal::User { session, user }, None) => match &session.active_organization_id {
-                Some(org) => org.clone(),
-                None => {
-                    let mut conn = state.db.get().await?;
-                    match organizations::first_for_user(&mut conn, &user.id).await? {
+            (Principal::User { session, user }, None) => {
+                let mut conn = state.db.get().await?;
+                // the session's organization while they still belong to it (they may have
+                // left it, or been removed), else their first
+                let active = match &session.active_organization_id {
+                    Some(org) => organizations::find_membership(&mut conn, org, &user.id)
+                        .await?
+                        .map(|(org, _)| org.id),
+                    None => None,
+                };
+                match active {
+                    Some(org) => org,
+                    None => match organizations::first_for_user(&mut conn, &user.id).await? {
                         Some((org, _)) => org.id,
                         None => return Err(ApiError::not_found("organization")),
-                    }
+                    },
                 }
-            },
+            }
         };
         Access::to_org(&state, principal, &target).await
     }

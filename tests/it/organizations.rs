@@ -195,6 +195,11 @@ async fn roles_decide_what_members_may_do() {
     // a member may leave; an unknown member id is 404
     assert_eq!(app.delete_as(&member.token, &format!("{org}/members/{member_mid}")).await.0, 204);
     assert_eq!(app.get_as(&member.token, &org).await.0, 404);
+    // the organization they left was their session's: requests go to their own one now
+    let (status, projects) = app.get_as(&member.token, "/v1/projects").await;
+    assert_eq!(status, 200, "{projects}");
+    let theirs = projects["data"][0]["organizationId"].as_str().expect("a project of theirs");
+    assert_ne!(theirs, owner.org_id);
     assert_eq!(app.delete_as(&admin.token, &format!("{org}/members/mem_nope")).await.0, 404);
 }
 
