@@ -105,6 +105,7 @@ pub async fn start(config: Config, roles: Roles) -> anyhow::Result<Running> {
     let connectors = Arc::new(Registry::new(&config.providers)?);
     let sns_verifier = Arc::new(SnsVerifier::new(&config.providers.sns_trusted_hosts));
     let passkeys = crate::auth::passkeys::Passkeys::for_config(&config, &keys)?.map(Arc::new);
+    let oauth = Arc::new(OAuth::new()?);
     let state = AppState {
         config: Arc::new(config),
         db: pool,
@@ -118,7 +119,7 @@ pub async fn start(config: Config, roles: Roles) -> anyhow::Result<Running> {
         connectors,
         sns_verifier,
         passkeys,
-        oauth: Arc::new(OAuth::new()),
+        oauth,
     };
     let shutdown = CancellationToken::new();
     let grace = state.config.server.shutdown_grace;

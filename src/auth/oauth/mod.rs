@@ -112,23 +112,20 @@ pub struct OAuth {
     discovery: oidc::Discovery,
 }
 
-impl Default for OAuth {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl OAuth {
-    pub fn new() -> OAuth {
+    pub fn new() -> anyhow::Result<OAuth> {
         let http = reqwest::Client::builder()
             // a redirect from a token endpoint would carry the code and secret elsewhere
             .redirect(reqwest::redirect::Policy::none())
             .timeout(PROVIDER_TIMEOUT)
             .connect_timeout(Duration::from_secs(5))
+            // Sign-ins are rare: a connection kept between them is more likely closed by the
+            // provider than reused, and a code sent down one the provider is closing that
+            // moment is lost (it cannot be sent again). A new connection each time.
+            .pool_max_idle_per_host(0)
             .user_agent(concat!("RelayIt/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .unwrap_or_default();
-        OAuth { http, discovery: oidc::Discovery::new(DISCOVERY_TTL) }
+            .build()?;
+        Ok(OAuth { http, discovery: oidc::Discovery::new(DISCOVERY_TTL) })
     }
 
     /// Starts signing in with `provider`, coming back to `redirect_uri` (our callback) and

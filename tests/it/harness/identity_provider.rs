@@ -129,8 +129,9 @@ fn s256(verifier: &str) -> String {
 
 impl IdentityProvider {
     pub async fn start(flavor: Flavor) -> IdentityProvider {
-        // made before the server answers: the first request must not wait for it
-        let _ = signing_key();
+        // made before the server answers: no request may wait for them (RSA key generation
+        // takes long and varies, and relayit gives a provider 10 s)
+        let _ = (signing_key(), foreign_key());
         let state = Arc::new(Mutex::new(State {
             flavor,
             issuer: String::new(),
