@@ -9,8 +9,13 @@
 //!
 //! Then the message log: it seeds one project with a million messages straight into Postgres
 //! (`--log-messages`) and times the log's pages, first and filtered, on the dashboard and
-//! through the API, against `relayit serve --role=api`. `--only send` or `--only log` runs one
-//! of the two halves.
+//! through the API, against `relayit serve --role=api`.
+//!
+//! Then outbound webhooks: a receiver inside the bench (a keep-alive HTTP/1.1 server on
+//! 127.0.0.1 answering 204) takes every event POSTed to one or ten endpoints while messages are
+//! sent, checks the Standard Webhooks signature of a sample, and the report gives deliveries
+//! per second, send-to-webhook latency and the CPU each webhook cost. `--only send`, `--only
+//! log` or `--only webhooks` runs one of the three parts.
 //!
 //! Every phase is bounded in count and time; all traffic goes to 127.0.0.1.
 //!
@@ -33,9 +38,11 @@ use serde_json::{Value, json};
 /// `/v1/send/batch` through the API alone, a worker alone draining the backlog, and everything
 /// in one process end to end, with the peak memory of each and the raw ceilings of the same
 /// Postgres and Redis; then the message log of a project holding a million messages, first
-/// and filtered pages on the dashboard and through the API. Run the release build (`cargo
-/// build --release`); it starts the `relayit` binary built beside it. TEST_DATABASE_URL (an
-/// admin connection) and TEST_REDIS_URL point it at other servers than the local ones.
+/// and filtered pages on the dashboard and through the API; then outbound webhooks to a
+/// receiver inside the bench (deliveries per second, send-to-webhook latency, CPU per webhook).
+/// Run the release build (`cargo build --release`); it starts the `relayit` binary built beside
+/// it. TEST_DATABASE_URL (an admin connection) and TEST_REDIS_URL point it at other servers than
+/// the local ones.
 #[derive(Debug, clap::Parser)]
 #[command(name = "relayit-bench", version)]
 struct Options {
@@ -46,16 +53,21 @@ struct Options {
     /// million). Seeding a million takes about a minute
     #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
     log_messages: u64,
-    /// Runs only one half: `send` (sending and delivery) or `log` (the message log)
+    /// Messages sent in each scenario of the webhook phase (0 skips it; at most a million)
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    webhook_messages: u64,
+    /// Runs only one part: `send` (sending and delivery), `log` (the message log) or
+    /// `webhooks` (outbound webhooks)
     #[arg(long, value_enum)]
-    only: Option<Half>,
+    only: Option<Part>,
 }
 
-/// The two halves of a run.
+/// The parts of a run, in the order a whole run takes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Half {
+enum Part {
     Send,
     Log,
+    Webhooks,
 }
 
 fn admin_url() -> String {
@@ -127,6 +139,16 @@ fn master_key() -> &'static str {
 }
 
 async fn start_server(db_url: &str, prefix: &str, role: &str) -> anyhow::Result<Server> {
+    start_server_with(db_url, prefix, role, &[]).await
+}
+
+/// [`start_server`] with more configuration (`RELAYIT_...` variables).
+async fn start_server_with(
+    db_url: &str,
+    prefix: &str,
+    role: &str,
+    config: &[(&str, &str)],
+) -> anyhow::Result<Server> {
     let exe: PathBuf = std::env::current_exe()?.with_file_name("relayit");
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let data = std::env::temp_dir().join(format!("relayit-bench-{port}"));
@@ -141,6 +163,7 @@ async fn start_server(db_url: &str, prefix: &str, role: &str) -> anyhow::Result<
         .env("RELAYIT_SECURITY__ENCRYPTION_KEY", master_key())
         .env("RELAYIT_LOG__LEVEL", "warn")
         .env("RELAYIT_DATABASE__MAX_CONNECTIONS", "32")
+        .envs(config.iter().copied())
         .stdout(Stdio::null())
         .spawn()
         .with_context(|| {
@@ -201,10 +224,16 @@ async fn sign_up(client: &reqwest::Client, base: &str, email: &str) -> anyhow::R
 
 /// Signs up, creates a sandbox credential for email, and returns a send key.
 async fn provision(client: &reqwest::Client, base: &str) -> anyhow::Result<String> {
-    let Tenant { token, project, .. } = sign_up(client, base, "bench@example.com").await?;
+    let tenant = sign_up(client, base, "bench@example.com").await?;
+    send_key(client, base, &tenant).await
+}
+
+/// A new API key of `tenant`'s project with the scope `send`.
+async fn send_key(client: &reqwest::Client, base: &str, tenant: &Tenant) -> anyhow::Result<String> {
+    let Tenant { token, project, .. } = tenant;
     let key: Value = client
         .post(format!("{base}/v1/api-keys"))
-        .bearer_auth(&token)
+        .bearer_auth(token)
         .json(&json!({"name": "bench", "scopes": ["send"], "projectId": project}))
         .send()
         .await?
@@ -256,7 +285,7 @@ async fn load(
             let head = format!(
                 "POST {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\n"
             );
-            let mut connection = Http1 { address: address.clone(), stream: None, buffer: Vec::new() };
+            let mut connection = Http1::new(&address);
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 let mut errors = 0;
@@ -303,9 +332,20 @@ struct Http1 {
     /// Opened on first use, and again after a failed exchange.
     stream: Option<tokio::net::TcpStream>,
     buffer: Vec<u8>,
+    /// Where the last answer's body is in `buffer`.
+    body: std::ops::Range<usize>,
 }
 
 impl Http1 {
+    fn new(address: &str) -> Http1 {
+        Http1 { address: address.to_owned(), stream: None, buffer: Vec::new(), body: 0..0 }
+    }
+
+    /// The body of the last answer.
+    fn body(&self) -> &[u8] {
+        self.buffer.get(self.body.clone()).unwrap_or_default()
+    }
+
     /// Sends a rendered request and reads the whole answer; returns its status.
     async fn post(&mut self, request: &[u8]) -> std::io::Result<u16> {
         let exchange = self.exchange(request).await;
@@ -347,6 +387,7 @@ impl Http1 {
                         return Err(invalid("closed mid-answer"));
                     }
                 }
+                self.body = head..head + length;
                 return Ok(status);
             }
             if stream.read_buf(&mut self.buffer).await? == 0 {
@@ -549,7 +590,7 @@ async fn ceilings(db_url: &str, prefix: &str) -> anyhow::Result<(f64, f64)> {
     Ok((insert_rate, xadd_rate))
 }
 
-/// The sending half, then the message log, on one database.
+/// The sending part, the message log, then webhooks, on one database.
 async fn run(options: &Options, db_name: &str, prefix: &str) -> anyhow::Result<()> {
     let db_url = database_url(db_name)?;
     let started = Instant::now();
@@ -558,11 +599,15 @@ async fn run(options: &Options, db_name: &str, prefix: &str) -> anyhow::Result<(
         options.seconds,
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
-    if options.only != Some(Half::Log) {
+    let runs = |part: Part| options.only.is_none_or(|only| only == part);
+    if runs(Part::Send) {
         sending(options.seconds, &db_url, prefix).await?;
     }
-    if options.only != Some(Half::Send) && options.log_messages > 0 {
+    if runs(Part::Log) && options.log_messages > 0 {
         message_log(options.log_messages, &db_url, prefix).await?;
+    }
+    if runs(Part::Webhooks) && options.webhook_messages > 0 {
+        webhooks(options.webhook_messages, &db_url, prefix).await?;
     }
     println!("\nTotal time {:.0} s", started.elapsed().as_secs_f64());
     Ok(relayit::queue::clear_prefix(&redis_url(), prefix).await?)
@@ -826,5 +871,532 @@ async fn message_log(messages: u64, db_url: &str, prefix: &str) -> anyhow::Resul
         );
     }
     api.stop();
+    Ok(())
+}
+
+/// How the endpoints of one webhook scenario subscribe.
+struct Scenario {
+    label: &'static str,
+    endpoints: usize,
+    event_types: &'static [&'static str],
+}
+
+/// The webhook scenarios, each against a fresh `serve --role=all` and a new organization.
+const SCENARIOS: [Scenario; 3] = [
+    Scenario { label: "1 endpoint, `message.sent`", endpoints: 1, event_types: &["message.sent"] },
+    Scenario {
+        label: "10 endpoints, `message.sent`",
+        endpoints: 10,
+        event_types: &["message.sent"],
+    },
+    Scenario {
+        label: "1 endpoint, every event type",
+        endpoints: 1,
+        event_types: &relayit::webhooks::EVENT_TYPES,
+    },
+];
+
+/// The receiver checks the signature of its first POST and of every `SIGNATURE_SAMPLE`th after
+/// it (the 1001st, the 2001st...).
+const SIGNATURE_SAMPLE: usize = 1000;
+
+/// How long the wait for the expected POSTs may go without a new one before the phase fails.
+const WEBHOOK_STALL: Duration = Duration::from_secs(60);
+
+/// One POST the receiver took.
+struct Hit {
+    /// When its whole request was in.
+    at: Instant,
+    /// The endpoint it was sent to (the receiver's path `/hook/{endpoint}`).
+    endpoint: usize,
+    event_type: String,
+    /// The body's `data.id`.
+    message_id: String,
+}
+
+/// What the receiver has taken so far.
+#[derive(Default)]
+struct Taken {
+    hits: Vec<Hit>,
+    /// (endpoint, `webhook-id`) of every POST: a redelivery has the same pair.
+    distinct: std::collections::HashSet<(usize, String)>,
+    signatures_checked: usize,
+    /// What went wrong (a malformed request, a signature that does not verify): any fails the
+    /// phase.
+    failures: Vec<String>,
+}
+
+struct ReceiverState {
+    /// Each endpoint's secret, by its index in the path; set once the endpoints exist.
+    secrets: std::sync::OnceLock<Vec<String>>,
+    taken: std::sync::Mutex<Taken>,
+}
+
+impl ReceiverState {
+    fn taken(&self) -> std::sync::MutexGuard<'_, Taken> {
+        // a handler that panicked holding the lock left nothing half-written that matters here
+        self.taken.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A webhook receiver on 127.0.0.1: keep-alive HTTP/1.1, 204 to every POST, every POST
+/// recorded. As light as the load generator, for the same reason: it shares the two cores.
+struct Receiver {
+    base: String,
+    state: Arc<ReceiverState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A request of the receiver, as far as the head goes.
+struct ReceivedHead {
+    head: usize,
+    length: usize,
+    endpoint: Option<usize>,
+    webhook_id: String,
+    timestamp: String,
+    signature: String,
+}
+
+impl Receiver {
+    async fn start() -> anyhow::Result<Receiver> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        let state = Arc::new(ReceiverState {
+            secrets: std::sync::OnceLock::new(),
+            taken: std::sync::Mutex::new(Taken::default()),
+        });
+        let shared = state.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let state = shared.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = Receiver::serve(stream, &state).await {
+                        state.taken().failures.push(format!("receiver connection: {error}"));
+                    }
+                });
+            }
+        });
+        Ok(Receiver { base, state, task })
+    }
+
+    /// Serves one connection, request after request, until the client closes it.
+    async fn serve(
+        mut stream: tokio::net::TcpStream,
+        state: &ReceiverState,
+    ) -> std::io::Result<()> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        stream.set_nodelay(true)?;
+        let mut buffer = Vec::with_capacity(8192);
+        loop {
+            let request = loop {
+                if let Some(request) = Receiver::parse_head(&buffer)? {
+                    break request;
+                }
+                if stream.read_buf(&mut buffer).await? == 0 {
+                    return if buffer.is_empty() {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::other("closed mid-request"))
+                    };
+                }
+            };
+            let end = request.head + request.length;
+            while buffer.len() < end {
+                if stream.read_buf(&mut buffer).await? == 0 {
+                    return Err(std::io::Error::other("closed mid-body"));
+                }
+            }
+            let at = Instant::now();
+            Receiver::take(state, at, &request, &buffer[request.head..end]);
+            buffer.drain(..end);
+            stream.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await?;
+        }
+    }
+
+    /// The head of the request at the start of `buffer`, once it is all there.
+    fn parse_head(buffer: &[u8]) -> std::io::Result<Option<ReceivedHead>> {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut request = httparse::Request::new(&mut headers);
+        let head = match request.parse(buffer) {
+            Ok(httparse::Status::Complete(head)) => head,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(e) => return Err(std::io::Error::other(format!("malformed request: {e}"))),
+        };
+        if request.method != Some("POST") {
+            return Err(std::io::Error::other(format!("{:?}, not a POST", request.method)));
+        }
+        let header = |name: &str| {
+            request
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case(name))
+                .and_then(|h| std::str::from_utf8(h.value).ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let length = header("content-length")
+            .parse::<usize>()
+            .map_err(|_| std::io::Error::other("a POST without Content-Length"))?;
+        let endpoint =
+            request.path.and_then(|p| p.strip_prefix("/hook/")).and_then(|i| i.parse().ok());
+        Ok(Some(ReceivedHead {
+            head,
+            length,
+            endpoint,
+            webhook_id: header("webhook-id"),
+            timestamp: header("webhook-timestamp"),
+            signature: header("webhook-signature"),
+        }))
+    }
+
+    /// Records one POST, and checks its signature if it is one of the sample.
+    fn take(state: &ReceiverState, at: Instant, request: &ReceivedHead, body: &[u8]) {
+        #[derive(serde::Deserialize)]
+        struct Event<'a> {
+            #[serde(rename = "type", borrow)]
+            kind: std::borrow::Cow<'a, str>,
+            data: Data<'a>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Data<'a> {
+            #[serde(borrow)]
+            id: std::borrow::Cow<'a, str>,
+        }
+        let Some(endpoint) = request.endpoint else {
+            state.taken().failures.push("a POST to a path that is no endpoint's".into());
+            return;
+        };
+        let event = match serde_json::from_slice::<Event>(body) {
+            Ok(event) => event,
+            Err(e) => {
+                state.taken().failures.push(format!("a body without `type` and `data.id`: {e}"));
+                return;
+            }
+        };
+        let mut taken = state.taken();
+        let number = taken.hits.len() + 1;
+        if number % SIGNATURE_SAMPLE == 1 {
+            let secret = state.secrets.get().and_then(|s| s.get(endpoint));
+            let checked = match secret {
+                None => Err(format!("a POST to endpoint {endpoint}, which the bench did not make")),
+                Some(secret) => check_signature(secret, request, body),
+            };
+            match checked {
+                Ok(()) => taken.signatures_checked += 1,
+                Err(e) => taken.failures.push(format!(
+                    "the signature of POST {} (webhook-id {}): {e}",
+                    number, request.webhook_id
+                )),
+            }
+        }
+        taken.distinct.insert((endpoint, request.webhook_id.clone()));
+        taken.hits.push(Hit {
+            at,
+            endpoint,
+            event_type: event.kind.into_owned(),
+            message_id: event.data.id.into_owned(),
+        });
+    }
+}
+
+/// Whether `body` carries a valid Standard Webhooks signature under `secret`: a `webhook-timestamp`
+/// within 5 minutes of now, and among the `webhook-signature` entries a `v1,` one equal to the
+/// base64 HMAC-SHA256, under the secret's key bytes, of `<webhook-id>.<webhook-timestamp>.<body>`.
+/// Computed twice: by hand here, from the specification, with ring's HMAC, and with RelayIt's
+/// own signer (`relayit::webhooks::sign`, itself tested against the specification's published
+/// vector); both must find their signature. The official `standardwebhooks` crate checks the
+/// same in the test suite, but as a dev-dependency it cannot be used by a binary. A tampered
+/// copy of the body must fail, so the check cannot pass whatever it is given.
+fn check_signature(secret: &str, request: &ReceivedHead, body: &[u8]) -> Result<(), String> {
+    use base64::Engine;
+    let timestamp: i64 = request
+        .timestamp
+        .parse()
+        .map_err(|_| format!("webhook-timestamp {:?} is not a number", request.timestamp))?;
+    let skew = (chrono::Utc::now().timestamp() - timestamp).abs();
+    if skew > 300 {
+        return Err(format!("webhook-timestamp {timestamp} is {skew} s from now"));
+    }
+    if request.webhook_id.is_empty() {
+        return Err("no webhook-id".into());
+    }
+    let key = secret
+        .strip_prefix("whsec_")
+        .and_then(|k| base64::engine::general_purpose::STANDARD.decode(k).ok())
+        .ok_or("the endpoint's secret is not `whsec_` and base64")?;
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key);
+    let by_hand = |body: &[u8]| {
+        let signed =
+            [request.webhook_id.as_bytes(), b".", request.timestamp.as_bytes(), b".", body]
+                .concat();
+        request.signature.split(' ').filter_map(|s| s.strip_prefix("v1,")).any(|s| {
+            base64::engine::general_purpose::STANDARD
+                .decode(s)
+                .is_ok_and(|tag| ring::hmac::verify(&key, &signed, &tag).is_ok())
+        })
+    };
+    if !by_hand(body) {
+        return Err(format!("no signature verifies: {:?}", request.signature));
+    }
+    let tampered = [body, b" "].concat();
+    if by_hand(&tampered) {
+        return Err("the signature also verifies a tampered body: the check is broken".into());
+    }
+    let ours = relayit::webhooks::sign::signature_header(
+        &[secret.to_owned()],
+        &request.webhook_id,
+        timestamp,
+        body,
+    )?;
+    if !request.signature.split(' ').any(|s| s == ours) {
+        return Err(format!("RelayIt's signer gives {ours}, not among {:?}", request.signature));
+    }
+    Ok(())
+}
+
+/// Sends `count` messages over `concurrency` keep-alive connections as fast as they are
+/// accepted; returns when each accepted message's request was sent (by the answer's id), how
+/// long the whole took, and how many were not accepted.
+async fn send_tracked(
+    base: &str,
+    key: &str,
+    concurrency: usize,
+    count: usize,
+) -> (Vec<(String, Instant)>, Duration, usize) {
+    #[derive(serde::Deserialize)]
+    struct Accepted {
+        id: String,
+    }
+    let address = base.trim_start_matches("http://").to_owned();
+    let counter = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let counter = counter.clone();
+            let head = format!(
+                "POST /v1/send HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\n"
+            );
+            let mut connection = Http1::new(&address);
+            tokio::spawn(async move {
+                let mut sent = Vec::new();
+                let mut errors = 0;
+                loop {
+                    let n = counter.fetch_add(1, Ordering::Relaxed);
+                    if n >= count {
+                        break;
+                    }
+                    let body = email(n);
+                    let request = format!("{head}Content-Length: {}\r\n\r\n{body}", body.len());
+                    let at = Instant::now();
+                    let accepted = match connection.post(request.as_bytes()).await {
+                        Ok(202) => serde_json::from_slice::<Accepted>(connection.body()).ok(),
+                        _ => None,
+                    };
+                    match accepted {
+                        Some(accepted) => sent.push((accepted.id, at)),
+                        None => errors += 1,
+                    }
+                }
+                (sent, errors)
+            })
+        })
+        .collect();
+    let mut sent = Vec::with_capacity(count);
+    let mut errors = 0;
+    for task in tasks {
+        match task.await {
+            Ok((s, e)) => {
+                sent.extend(s);
+                errors += e;
+            }
+            Err(_) => errors += 1,
+        }
+    }
+    (sent, started.elapsed(), errors)
+}
+
+#[derive(QueryableByName)]
+struct Expected {
+    /// Messages of the project not `sent` yet.
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pending: i64,
+    /// (event, endpoint) pairs of the project that a subscription matches: the POSTs due.
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    posts: i64,
+}
+
+/// The POSTs `project`'s events are due, once every message of it is `sent` (and so has all the
+/// events it will have; the sandbox sends no receipts). The same rule as the trigger that
+/// writes the jobs (migration `2026-11-27-000006_webhooks`).
+async fn expected_posts(
+    db_url: &str,
+    project: &str,
+    limit: Duration,
+) -> anyhow::Result<(i64, Duration)> {
+    let mut conn = AsyncPgConnection::establish(db_url).await?;
+    let started = Instant::now();
+    loop {
+        let expected: Expected = diesel::sql_query(
+            "SELECT (SELECT count(*) FROM messages WHERE project_id = $1 AND status <> 'sent') AS pending,
+                    (SELECT count(*)
+                     FROM messages m
+                     JOIN message_events e ON e.message_id = m.id
+                     JOIN webhook_endpoints w ON w.project_id = m.project_id AND w.is_active
+                         AND 'message.' || e.status = ANY (w.event_types)
+                     WHERE m.project_id = $1) AS posts",
+        )
+        .bind::<diesel::sql_types::Text, _>(project)
+        .get_result(&mut conn)
+        .await?;
+        if expected.pending == 0 {
+            return Ok((expected.posts, started.elapsed()));
+        }
+        if started.elapsed() > limit {
+            bail!("{} messages still not `sent` after {limit:?}", expected.pending);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Waits until the receiver has taken `expected` distinct POSTs; fails on any receiver failure,
+/// or when no new POST came for [`WEBHOOK_STALL`].
+async fn wait_for_posts(receiver: &Receiver, expected: usize) -> anyhow::Result<()> {
+    let mut last = (0, Instant::now());
+    loop {
+        let (distinct, posts) = {
+            let taken = receiver.state.taken();
+            if let Some(failure) = taken.failures.as_slice().first() {
+                bail!(
+                    "the webhook receiver failed ({} failures; {} POSTs taken): {failure}",
+                    taken.failures.len(),
+                    taken.hits.len()
+                );
+            }
+            (taken.distinct.len(), taken.hits.len())
+        };
+        if distinct >= expected {
+            return Ok(());
+        }
+        if posts > last.0 {
+            last = (posts, Instant::now());
+        } else if last.1.elapsed() > WEBHOOK_STALL {
+            bail!(
+                "only {distinct} of {expected} webhooks arrived ({posts} POSTs with redeliveries); none for {WEBHOOK_STALL:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One webhook scenario: a fresh `serve --role=all`, a new organization with its endpoints at a
+/// new receiver, `messages` sent at 64 connections, then every expected POST awaited.
+async fn webhook_scenario(
+    scenario: &Scenario,
+    number: usize,
+    messages: usize,
+    db_url: &str,
+    prefix: &str,
+) -> anyhow::Result<()> {
+    let server = start_server_with(
+        db_url,
+        prefix,
+        "all",
+        &[("RELAYIT_WEBHOOKS__ALLOW_PRIVATE_TARGETS", "true")],
+    )
+    .await?;
+    let client = reqwest::Client::new();
+    let tenant = sign_up(&client, &server.base, &format!("webhooks-{number}@example.com")).await?;
+    let key = send_key(&client, &server.base, &tenant).await?;
+    let receiver = Receiver::start().await?;
+    let mut secrets = Vec::new();
+    for endpoint in 0..scenario.endpoints {
+        let created = client
+            .post(format!("{}/v1/projects/{}/webhooks", server.base, tenant.project))
+            .bearer_auth(&tenant.token)
+            .json(&json!({"url": format!("{}/hook/{endpoint}", receiver.base), "eventTypes": scenario.event_types}))
+            .send()
+            .await?;
+        if created.status() != 201 {
+            bail!("cannot create a webhook endpoint: {}", created.text().await?);
+        }
+        let created: Value = created.json().await?;
+        secrets.push(created["secret"].as_str().context("the endpoint's secret")?.to_owned());
+    }
+    let _ = receiver.state.secrets.set(secrets);
+
+    let before = usage(&client, &server).await;
+    let (sent, sending, errors) = send_tracked(&server.base, &key, 64, messages).await;
+    let first_send = sent.iter().map(|(_, at)| *at).min().context("no message was accepted")?;
+    let (expected, _) = expected_posts(db_url, &tenant.project, Duration::from_secs(600)).await?;
+    let expected = usize::try_from(expected)?;
+    wait_for_posts(&receiver, expected).await?;
+    let after = usage(&client, &server).await;
+    let rss = server.peak_rss_mib().unwrap_or(0.0);
+    server.stop();
+
+    let taken = receiver.state.taken();
+    let last_post = taken.hits.iter().map(|h| h.at).max().context("no POST arrived")?;
+    let sent_at: std::collections::HashMap<&str, Instant> =
+        sent.iter().map(|(id, at)| (id.as_str(), *at)).collect();
+    // the `message.sent` POSTs, whatever else the endpoints take: the same event in each scenario
+    let mut latencies: Vec<Duration> = taken
+        .hits
+        .iter()
+        .filter(|h| h.event_type == "message.sent")
+        .filter_map(|h| Some(h.at.saturating_duration_since(*sent_at.get(h.message_id.as_str())?)))
+        .collect();
+    latencies.sort_unstable();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let micros =
+        |cpu: fn(&Usage) -> f64| (cpu(&after) - cpu(&before)) / expected.max(1) as f64 * 1e6;
+    let redelivered = taken.hits.len() - taken.distinct.len();
+    let spread = taken.hits.iter().fold(vec![0usize; scenario.endpoints], |mut counts, h| {
+        if let Some(count) = counts.get_mut(h.endpoint) {
+            *count += 1;
+        }
+        counts
+    });
+    println!(
+        "| {} | {} | {} | {:.0} | {} | {} | {:.0} | {:.0} | {:.0} | {} | {:.0} / {:.0} / {:.0} | {rss:.0} |",
+        scenario.label,
+        sent.len(),
+        errors,
+        sent.len() as f64 / sending.as_secs_f64(),
+        expected,
+        redelivered,
+        expected as f64 / last_post.duration_since(first_send).as_secs_f64(),
+        ms(percentile(&latencies, 0.5)),
+        ms(percentile(&latencies, 0.99)),
+        taken.signatures_checked,
+        micros(|u| u.relayit_cpu),
+        micros(|u| u.postgres_cpu),
+        micros(|u| u.redis_cpu),
+    );
+    if spread.contains(&0) {
+        bail!("an endpoint took no POST: {spread:?}");
+    }
+    Ok(())
+}
+
+/// Outbound webhooks: each scenario of [`SCENARIOS`] in turn.
+async fn webhooks(messages: u64, db_url: &str, prefix: &str) -> anyhow::Result<()> {
+    println!(
+        "\n## Outbound webhooks (`serve --role=all`, a fresh one per scenario), {messages} messages each, 64 connections sending\n"
+    );
+    println!(
+        "| scenario | messages | errors | accepted msg/s | webhooks | redelivered | webhooks/s | send-to-webhook p50 ms | p99 ms | signatures checked | CPU µs per webhook: relayit / Postgres / Redis | peak RSS MiB |"
+    );
+    println!(
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
+    for (number, scenario) in SCENARIOS.iter().enumerate() {
+        webhook_scenario(scenario, number, usize::try_from(messages)?, db_url, prefix).await?;
+    }
     Ok(())
 }
