@@ -42,29 +42,26 @@ async fn unlink(
     access: Result<Access, ApiError>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, WebError> {
-    let access = access?;
-    let (user, _) = access.principal.user()?;
-    after_change(
-        &state,
-        &access,
-        accounts::remove_method(&state, &user.id, Method::Account(&path)).await,
-    )
-    .await
+    remove(&state, access?, Method::Account(&path)).await
 }
 
+/// Deletes one of the person's passkeys, as [`unlink`] unlinks an account.
 async fn delete(
     state: web::Data<AppState>,
     access: Result<Access, ApiError>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, WebError> {
-    let access = access?;
+    remove(&state, access?, Method::Passkey(&path)).await
+}
+
+async fn remove(
+    state: &AppState,
+    access: Access,
+    method: Method<'_>,
+) -> Result<HttpResponse, WebError> {
     let (user, _) = access.principal.user()?;
-    after_change(
-        &state,
-        &access,
-        accounts::remove_method(&state, &user.id, Method::Passkey(&path)).await,
-    )
-    .await
+    let removed = accounts::remove_method(state, &user.id, method).await;
+    after_change(state, &access, removed).await
 }
 
 #[derive(Debug, Default, Deserialize)]
