@@ -278,6 +278,15 @@ pub struct Access {
     pub role: Role,
 }
 
+/// The id of the first organization `user_id` belongs to; 404 when none.
+async fn first_organization(state: &AppState, user_id: &str) -> Result<String, ApiError> {
+    let mut conn = state.db.get().await?;
+    match organizations::first_for_user(&mut conn, user_id).await? {
+        Some((org, _)) => Ok(org.id),
+        None => Err(ApiError::not_found("organization")),
+    }
+}
+
 impl Access {
     /// Places the principal in organization `id_or_slug`; 404 when it is not theirs.
     pub async fn to_org(
@@ -321,29 +330,26 @@ impl Access {
             .map(|v| v.to_str().map(str::to_owned))
             .transpose()
             .map_err(|_| ApiError::invalid_field("Relayit-Organization", "is not valid text"))?;
+        let from_session = header.is_none()
+            && matches!(&principal, Principal::User { session, .. }
+                if session.active_organization_id.is_some());
         let target = match (&principal, header) {
             (_, Some(org)) => org,
             (Principal::Key(key), None) => key.organization_id.clone(),
-            (Principal::User { session, user }, None) => {
-                let mut conn = state.db.get().await?;
-                // the session's organization while they still belong to it (they may have
-                // left it, or been removed), else their first
-                let active = match &session.active_organization_id {
-                    Some(org) => organizations::find_membership(&mut conn, org, &user.id)
-                        .await?
-                        .map(|(org, _)| org.id),
-                    None => None,
-                };
-                match active {
-                    Some(org) => org,
-                    None => match organizations::first_for_user(&mut conn, &user.id).await? {
-                        Some((org, _)) => org.id,
-                        None => return Err(ApiError::not_found("organization")),
-                    },
-                }
-            }
+            (Principal::User { session, user }, None) => match &session.active_organization_id {
+                Some(org) => org.clone(),
+                None => first_organization(&state, &user.id).await?,
+            },
         };
-        Access::to_org(&state, principal, &target).await
+        match Access::to_org(&state, principal.clone(), &target).await {
+            // the session's organization, which they have left (or were removed from) since:
+            // their first one instead
+            Err(e) if from_session && e.code() == "not_found" => {
+                let first = first_organization(&state, &principal.user()?.0.id).await?;
+                Access::to_org(&state, principal, &first).await
+            }
+            placed => placed,
+        }
     }
 
     /// Whether the contract's permission table allows `action`; 403 when it does not.

@@ -404,7 +404,7 @@ async fn verify_assertion(
             };
             let user_id = user_of_handle(handle);
             let mut conn = state.db.get().await?;
-            let row = passkeys::find_by_credential_id(&mut conn, credential_id).await?;
+            let row = passkeys::find_by_credential_id(&mut conn, credential_id, false).await?;
             drop(conn);
             let Some(row) = row.filter(|row| row.user_id == user_id) else { return Ok(None) };
             let passkey = stored_passkey(&row)?;
@@ -434,7 +434,7 @@ async fn record_use(
 ) -> Result<Option<User>, ApiError> {
     let mut conn = state.db.get().await?;
     conn.transaction::<_, ApiError, _>(async |conn| {
-        let row = passkeys::lock_by_credential_id(conn, result.cred_id().as_ref()).await?;
+        let row = passkeys::find_by_credential_id(conn, result.cred_id().as_ref(), true).await?;
         let Some(row) = row.filter(|row| row.user_id == user_id) else { return Ok(None) };
         let stored = CredentialFacts::of(&row.passkey)?.counter;
         if (result.counter() > 0 || stored > 0) && result.counter() <= stored {

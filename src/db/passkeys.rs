@@ -86,21 +86,6 @@ pub async fn all_of_user(
         .await
 }
 
-/// The passkey with this credential id, whoever's it is, locked until the transaction ends
-/// (so two sign-ins with the same credential check and move its sign counter one at a time).
-pub async fn lock_by_credential_id(
-    conn: &mut AsyncPgConnection,
-    credential_id: &[u8],
-) -> QueryResult<Option<StoredPasskey>> {
-    passkeys::table
-        .filter(passkeys::credential_id.eq(credential_id))
-        .select(StoredPasskey::as_select())
-        .for_update()
-        .first(conn)
-        .await
-        .optional()
-}
-
 /// Rewrites the credential after a sign-in with it (sign counter, backup flags) and marks it
 /// used at `now`.
 pub async fn record_use(
@@ -133,15 +118,20 @@ pub async fn rename(
     .optional()
 }
 
-/// The passkey with this credential id, whoever's it is.
+/// The passkey with this credential id, whoever's it is. `for_update` locks it until the
+/// transaction ends (so two sign-ins with the same credential check and move its sign counter
+/// one at a time).
 pub async fn find_by_credential_id(
     conn: &mut AsyncPgConnection,
     credential_id: &[u8],
+    for_update: bool,
 ) -> QueryResult<Option<StoredPasskey>> {
-    passkeys::table
+    let query = passkeys::table
         .filter(passkeys::credential_id.eq(credential_id))
-        .select(StoredPasskey::as_select())
-        .first(conn)
-        .await
-        .optional()
+        .select(StoredPasskey::as_select());
+    if for_update {
+        query.for_update().first(conn).await.optional()
+    } else {
+        query.first(conn).await.optional()
+    }
 }

@@ -271,10 +271,21 @@ pub(crate) async fn post_as(
     path: &str,
     form: &[(&str, &str)],
 ) -> reqwest::Response {
+    post_from(app, token, path, form, &origin(app)).await
+}
+
+/// [`post_as`] from a page of `origin` (the server's public URL, when it has one).
+pub(crate) async fn post_from(
+    app: &TestApp,
+    token: &str,
+    path: &str,
+    form: &[(&str, &str)],
+    origin: &str,
+) -> reqwest::Response {
     browser_like()
         .post(app.url(path))
         .header(header::COOKIE, format!("relayit_session={token}"))
-        .header(header::ORIGIN, origin(app))
+        .header(header::ORIGIN, origin)
         .form(form)
         .send()
         .await

@@ -4,9 +4,7 @@
 
 use relayit::config::{OAuthKind, OAuthProviderConfig};
 
-use reqwest::header;
-
-use super::{browser_like, get_page, rows};
+use super::{browser_like, get_page, post_from, rows};
 use crate::harness::TestApp;
 
 /// The server's public URL: passkeys need a host name, and forms come from its origin.
@@ -19,14 +17,7 @@ async fn post_as(
     path: &str,
     form: &[(&str, &str)],
 ) -> reqwest::Response {
-    browser_like()
-        .post(app.url(path))
-        .header(header::COOKIE, format!("relayit_session={token}"))
-        .header(header::ORIGIN, SITE)
-        .form(form)
-        .send()
-        .await
-        .expect("request")
+    post_from(app, token, path, form, SITE).await
 }
 
 fn github() -> OAuthProviderConfig {
