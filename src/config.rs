@@ -702,7 +702,7 @@ impl Default for WebhooksConfig {
         let minutes = |m: u64| Duration::from_secs(m * 60);
         Self {
             allow_private_targets: false,
-            concurrency: 64,
+            concurrency: 256,
             timeout: Duration::from_secs(15),
             retry_schedule: vec![
                 Duration::ZERO,
@@ -717,7 +717,7 @@ impl Default for WebhooksConfig {
             disable_after: Duration::from_secs(5 * 24 * 3600),
             visibility_timeout: Duration::from_secs(60),
             requeue_after: Duration::from_secs(600),
-            max_in_flight_per_endpoint: 8,
+            max_in_flight_per_endpoint: 32,
             backoff_after_failures: 5,
             backoff_initial: Duration::from_secs(5),
             backoff_max: Duration::from_secs(300),

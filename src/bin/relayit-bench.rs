@@ -164,7 +164,13 @@ async fn start_server_with(
         .env("RELAYIT_LOG__LEVEL", "warn")
         .env("RELAYIT_DATABASE__MAX_CONNECTIONS", "32")
         .envs(config.iter().copied())
-        .stdout(Stdio::null())
+        // RELAYIT_BENCH_SERVER_LOG=<level> shows the servers' logs, at that level
+        .envs(std::env::var("RELAYIT_BENCH_SERVER_LOG").map(|level| ("RELAYIT_LOG__LEVEL", level)))
+        .stdout(if std::env::var_os("RELAYIT_BENCH_SERVER_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
         .spawn()
         .with_context(|| {
             format!("start {} (build it first: cargo build --release)", exe.display())

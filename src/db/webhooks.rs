@@ -5,9 +5,11 @@
 //! onto the Redis stream. Every attempt of a job is a `webhook_deliveries` row. Every query here
 //! is scoped by organization, so an id from another tenant finds nothing.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Text, Timestamptz};
+use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text, Timestamptz};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use serde::{Deserialize, Serialize};
 
@@ -53,15 +55,22 @@ pub async fn take_jobs(
     stale_before: DateTime<Utc>,
     limit: i64,
 ) -> QueryResult<Vec<TakenJob>> {
+    // The outbox's statistics are rarely current (it fills and empties by the thousand): left
+    // to them, the planner reads every unpushed row to sort them, and scans the whole table to
+    // join the batch back. Walking the partial index in order reads only the batch, and the
+    // batch is updated through the primary key.
+    diesel::sql_query("SET LOCAL enable_bitmapscan = off").execute(conn).await?;
     diesel::sql_query(
-        "WITH new AS (SELECT id FROM webhook_jobs WHERE pushed_at IS NULL \
-                 ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED), \
-              stale AS (SELECT id FROM webhook_jobs WHERE pushed_at < $3 \
-                 ORDER BY pushed_at LIMIT $1 FOR UPDATE SKIP LOCKED), \
-              t AS (SELECT id, true AS fresh FROM new UNION ALL SELECT id, false FROM stale) \
-         UPDATE webhook_jobs j SET pushed_at = $2 FROM t WHERE j.id = t.id \
-         RETURNING j.organization_id, j.webhook_endpoint_id, j.message_id, j.event_id, \
-             j.event_type, j.tries, t.fresh",
+        "WITH new AS (SELECT ARRAY(SELECT id FROM webhook_jobs WHERE pushed_at IS NULL \
+                 ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) AS ids), \
+              stale AS (SELECT ARRAY(SELECT id FROM webhook_jobs WHERE pushed_at < $3 \
+                 ORDER BY pushed_at LIMIT $1 FOR UPDATE SKIP LOCKED) AS ids), \
+              taken AS (UPDATE webhook_jobs j SET pushed_at = $2 FROM new, stale \
+                 WHERE j.id = ANY (new.ids || stale.ids) \
+                 RETURNING j.id, j.organization_id, j.webhook_endpoint_id, j.message_id, \
+                     j.event_id, j.event_type, j.tries, j.id = ANY (new.ids) AS fresh) \
+         SELECT organization_id, webhook_endpoint_id, message_id, event_id, event_type, tries, \
+             fresh FROM taken ORDER BY id",
     )
     .bind::<BigInt, _>(limit)
     .bind::<Timestamptz, _>(now)
@@ -80,33 +89,34 @@ pub struct TakenJob {
     pub fresh: bool,
 }
 
-/// Settles a job in the outbox once its attempt is recorded: `next` is when its next attempt is
-/// due (it stays, and counts as pushed until then), `None` when it is done with (deleted).
-pub async fn settle_job(
-    conn: &mut AsyncPgConnection,
-    job: &Job,
-    next: Option<DateTime<Utc>>,
-) -> QueryResult<()> {
-    use webhook_jobs::dsl as j;
-    let rows = j::webhook_jobs
-        .filter(j::event_id.eq(&job.event_id))
-        .filter(j::webhook_endpoint_id.eq(&job.webhook_endpoint_id));
-    match next {
-        Some(due) => diesel::update(rows)
-            .set((j::pushed_at.eq(Some(due)), j::tries.eq(job.tries)))
-            .execute(conn)
-            .await
-            .map(|_| ()),
-        None => diesel::delete(rows).execute(conn).await.map(|_| ()),
+/// Removes settled jobs from the outbox (their attempt is recorded, or they have nothing left to
+/// deliver): one statement for a batch.
+pub async fn delete_jobs(conn: &mut AsyncPgConnection, jobs: &[&Job]) -> QueryResult<()> {
+    if jobs.is_empty() {
+        return Ok(());
     }
+    let events: Vec<&str> = jobs.iter().map(|job| job.event_id.as_str()).collect();
+    let endpoints: Vec<&str> = jobs.iter().map(|job| job.webhook_endpoint_id.as_str()).collect();
+    diesel::sql_query(
+        "DELETE FROM webhook_jobs j \
+         USING unnest($1::text[], $2::text[]) AS d(event_id, endpoint_id) \
+         WHERE j.event_id = d.event_id AND j.webhook_endpoint_id = d.endpoint_id",
+    )
+    .bind::<Array<Text>, _>(events)
+    .bind::<Array<Text>, _>(endpoints)
+    .cached()
+    .execute(conn)
+    .await
+    .map(|_| ())
 }
 
-/// Marks jobs put back in the delayed set without an attempt (their endpoint backed off, over
-/// its share of slots or over its rate) as due at their new time, `tries` unchanged: the relay
-/// then pushes them again only if they are still unsettled `requeue_after` past that time.
-pub async fn defer_jobs(
+/// Marks jobs as due at a new time, with the attempts they have made (`tries`): retries after a
+/// failed attempt, and jobs put back in the delayed set without one (their endpoint backed off,
+/// over its share of slots or over its rate). They count as pushed until then: the relay
+/// pushes them again only if they are still unsettled `requeue_after` past that time.
+pub async fn reschedule_jobs(
     conn: &mut AsyncPgConnection,
-    jobs: &[(Job, DateTime<Utc>)],
+    jobs: &[(&Job, DateTime<Utc>)],
 ) -> QueryResult<()> {
     if jobs.is_empty() {
         return Ok(());
@@ -114,15 +124,19 @@ pub async fn defer_jobs(
     let events: Vec<&str> = jobs.iter().map(|(job, _)| job.event_id.as_str()).collect();
     let endpoints: Vec<&str> =
         jobs.iter().map(|(job, _)| job.webhook_endpoint_id.as_str()).collect();
+    let tries: Vec<i32> = jobs.iter().map(|(job, _)| job.tries).collect();
     let dues: Vec<DateTime<Utc>> = jobs.iter().map(|(_, due)| *due).collect();
     diesel::sql_query(
-        "UPDATE webhook_jobs j SET pushed_at = d.due \
-         FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS d(event_id, endpoint_id, due) \
+        "UPDATE webhook_jobs j SET pushed_at = d.due, tries = d.tries \
+         FROM unnest($1::text[], $2::text[], $3::int[], $4::timestamptz[]) \
+             AS d(event_id, endpoint_id, tries, due) \
          WHERE j.event_id = d.event_id AND j.webhook_endpoint_id = d.endpoint_id",
     )
     .bind::<Array<Text>, _>(events)
     .bind::<Array<Text>, _>(endpoints)
+    .bind::<Array<Integer>, _>(tries)
     .bind::<Array<Timestamptz>, _>(dues)
+    .cached()
     .execute(conn)
     .await
     .map(|_| ())
@@ -162,33 +176,55 @@ pub async fn outbox_size(conn: &mut AsyncPgConnection) -> QueryResult<i64> {
     webhook_jobs::table.count().get_result(conn).await
 }
 
-/// What a job delivers: its endpoint, the event and the event's message, as they are now.
-/// `None` when any of them is gone (deleted since the job was made).
-pub async fn load_target(
-    conn: &mut AsyncPgConnection,
-    job: &Job,
-) -> QueryResult<Option<(WebhookEndpoint, Event, Message)>> {
+/// What a batch of jobs delivers, read once for the batch: their endpoints, and their events
+/// with each event's message, as they are now.
+#[derive(Debug, Default)]
+pub struct Targets {
+    endpoints: HashMap<String, WebhookEndpoint>,
+    events: HashMap<String, (Event, Message)>,
+}
+
+impl Targets {
+    /// The endpoint, event and message of `job`; `None` when any of them is gone (deleted since
+    /// the job was made).
+    pub fn of(&self, job: &Job) -> Option<(&WebhookEndpoint, &Event, &Message)> {
+        let endpoint = self
+            .endpoints
+            .get(&job.webhook_endpoint_id)
+            .filter(|endpoint| endpoint.organization_id == job.organization_id)?;
+        let (event, message) = self.events.get(&job.event_id).filter(|(_, message)| {
+            message.id == job.message_id && message.organization_id == job.organization_id
+        })?;
+        Some((endpoint, event, message))
+    }
+}
+
+/// Reads the [`Targets`] of `jobs`: two statements, however many jobs. Rows are found by id
+/// and matched to each job's organization by [`Targets::of`].
+pub async fn load_targets(conn: &mut AsyncPgConnection, jobs: &[&Job]) -> QueryResult<Targets> {
     use crate::db::schema::webhook_endpoints as w;
-    let Some(endpoint) = w::table
-        .filter(w::organization_id.eq(&job.organization_id))
-        .filter(w::id.eq(&job.webhook_endpoint_id))
+    let mut endpoint_ids: Vec<&str> =
+        jobs.iter().map(|job| job.webhook_endpoint_id.as_str()).collect();
+    endpoint_ids.sort_unstable();
+    endpoint_ids.dedup();
+    let mut event_ids: Vec<&str> = jobs.iter().map(|job| job.event_id.as_str()).collect();
+    event_ids.sort_unstable();
+    event_ids.dedup();
+    let endpoints: Vec<WebhookEndpoint> = w::table
+        .filter(w::id.eq_any(&endpoint_ids))
         .select(WebhookEndpoint::as_select())
-        .first(conn)
-        .await
-        .optional()?
-    else {
-        return Ok(None);
-    };
-    let found = message_events::table
+        .load(conn)
+        .await?;
+    let events: Vec<(Event, Message)> = message_events::table
         .inner_join(messages::table.on(messages::id.eq(message_events::message_id)))
-        .filter(message_events::id.eq(&job.event_id))
-        .filter(messages::id.eq(&job.message_id))
-        .filter(messages::organization_id.eq(&job.organization_id))
+        .filter(message_events::id.eq_any(&event_ids))
         .select((Event::as_select(), Message::as_select()))
-        .first::<(Event, Message)>(conn)
-        .await
-        .optional()?;
-    Ok(found.map(|(event, message)| (endpoint, event, message)))
+        .load(conn)
+        .await?;
+    Ok(Targets {
+        endpoints: endpoints.into_iter().map(|e| (e.id.clone(), e)).collect(),
+        events: events.into_iter().map(|(e, m)| (e.id.clone(), (e, m))).collect(),
+    })
 }
 
 /// A delivery attempt, as listed by the API.
@@ -236,52 +272,88 @@ pub enum EndpointEffect {
     Gone,
 }
 
-/// Records an attempt and its effect on the endpoint in one transaction; returns the reason
-/// the endpoint was disabled, if this attempt disabled it.
-pub async fn record_attempt(
+/// Logs a batch of attempts in one statement. Call it in a transaction: attempts of one event
+/// at one endpoint can be recorded concurrently (a replay beside a retry), and the
+/// transaction-long locks taken here (in one order, so two batches cannot deadlock) number
+/// them one batch at a time, keeping the numbers distinct.
+pub async fn insert_attempts(
     conn: &mut AsyncPgConnection,
-    attempt: &NewDelivery,
-    effect: EndpointEffect,
-) -> QueryResult<Option<String>> {
-    use diesel_async::AsyncConnection;
-    conn.transaction(async |conn| {
-        let job = &attempt.job;
-        // attempts of one event at one endpoint can be recorded concurrently (a replay beside a
-        // retry): numbering them one at a time keeps the numbers distinct
-        diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-            .bind::<Text, _>(format!("webhook:{}:{}", job.webhook_endpoint_id, job.event_id))
-            .cached()
-            .execute(conn)
-            .await?;
-        diesel::sql_query(
-            "INSERT INTO webhook_deliveries (id, organization_id, webhook_endpoint_id, \
-                     message_id, event_id, event_type, attempt, succeeded, status_code, \
-                     duration_ms, response_body, error, created_at) \
-                 SELECT $1, $2, $3, $4, $5, $6, COALESCE(max(attempt), 0) + 1, $7, $8, $9, $10, \
-                     $11, $12 \
-                 FROM webhook_deliveries WHERE event_id = $5 AND webhook_endpoint_id = $3",
-        )
-        .bind::<Text, _>(&attempt.id)
-        .bind::<Text, _>(&job.organization_id)
-        .bind::<Text, _>(&job.webhook_endpoint_id)
-        .bind::<Text, _>(&job.message_id)
-        .bind::<Text, _>(&job.event_id)
-        .bind::<Text, _>(&job.event_type)
-        .bind::<diesel::sql_types::Bool, _>(attempt.succeeded)
-        .bind::<diesel::sql_types::Nullable<diesel::sql_types::Integer>, _>(attempt.status_code)
-        .bind::<diesel::sql_types::Integer, _>(attempt.duration_ms)
-        .bind::<diesel::sql_types::Nullable<Text>, _>(&attempt.response_body)
-        .bind::<diesel::sql_types::Nullable<Text>, _>(&attempt.error)
-        .bind::<Timestamptz, _>(attempt.created_at)
-        .cached()
-        .execute(conn)
-        .await?;
-        apply_effect(conn, job, effect, attempt.created_at).await
-    })
+    attempts: &[&NewDelivery],
+) -> QueryResult<()> {
+    if attempts.is_empty() {
+        return Ok(());
+    }
+    let column =
+        |f: fn(&NewDelivery) -> &str| -> Vec<&str> { attempts.iter().map(|a| f(a)).collect() };
+    let endpoints = column(|a| &a.job.webhook_endpoint_id);
+    let events = column(|a| &a.job.event_id);
+    diesel::sql_query(
+        "SELECT pg_advisory_xact_lock(k) FROM ( \
+             SELECT DISTINCT hashtextextended('webhook:' || endpoint_id || ':' || event_id, 0) AS k \
+             FROM unnest($1::text[], $2::text[]) AS t(endpoint_id, event_id) ORDER BY k) locks",
+    )
+    .bind::<Array<Text>, _>(&endpoints)
+    .bind::<Array<Text>, _>(&events)
+    .cached()
+    .execute(conn)
+    .await?;
+    diesel::sql_query(
+        "INSERT INTO webhook_deliveries (id, organization_id, webhook_endpoint_id, message_id, \
+             event_id, event_type, attempt, succeeded, status_code, duration_ms, response_body, \
+             error, created_at) \
+         SELECT d.id, d.org, d.endpoint_id, d.message_id, d.event_id, d.event_type, \
+             COALESCE((SELECT max(w.attempt) FROM webhook_deliveries w \
+                 WHERE w.event_id = d.event_id AND w.webhook_endpoint_id = d.endpoint_id), 0) \
+                 + row_number() OVER (PARTITION BY d.event_id, d.endpoint_id ORDER BY d.n), \
+             d.succeeded, d.status_code, d.duration_ms, d.response_body, d.error, d.created_at \
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+             $7::bool[], $8::int[], $9::int[], $10::text[], $11::text[], $12::timestamptz[]) \
+             WITH ORDINALITY AS d(id, org, endpoint_id, message_id, event_id, event_type, \
+                 succeeded, status_code, duration_ms, response_body, error, created_at, n)",
+    )
+    .bind::<Array<Text>, _>(column(|a| &a.id))
+    .bind::<Array<Text>, _>(column(|a| &a.job.organization_id))
+    .bind::<Array<Text>, _>(&endpoints)
+    .bind::<Array<Text>, _>(column(|a| &a.job.message_id))
+    .bind::<Array<Text>, _>(&events)
+    .bind::<Array<Text>, _>(column(|a| &a.job.event_type))
+    .bind::<Array<Bool>, _>(attempts.iter().map(|a| a.succeeded).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Integer>>, _>(attempts.iter().map(|a| a.status_code).collect::<Vec<_>>())
+    .bind::<Array<Integer>, _>(attempts.iter().map(|a| a.duration_ms).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Text>>, _>(
+        attempts.iter().map(|a| a.response_body.as_deref()).collect::<Vec<_>>(),
+    )
+    .bind::<Array<Nullable<Text>>, _>(
+        attempts.iter().map(|a| a.error.as_deref()).collect::<Vec<_>>(),
+    )
+    .bind::<Array<Timestamptz>, _>(attempts.iter().map(|a| a.created_at).collect::<Vec<_>>())
+    .cached()
+    .execute(conn)
     .await
+    .map(|_| ())
 }
 
-async fn apply_effect(
+/// Ends the failure streak of each of `endpoint_ids` that has one (their latest attempt
+/// succeeded); writes nothing for the others.
+pub async fn clear_failures(
+    conn: &mut AsyncPgConnection,
+    endpoint_ids: &[&str],
+) -> QueryResult<()> {
+    use crate::db::schema::webhook_endpoints::dsl as w;
+    if endpoint_ids.is_empty() {
+        return Ok(());
+    }
+    diesel::update(w::webhook_endpoints.filter(w::id.eq_any(endpoint_ids)))
+        .filter(w::failing_since.is_not_null())
+        .set(w::failing_since.eq(None::<DateTime<Utc>>))
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+/// Applies a failed attempt's effect (made at `now`) to the endpoint of `job`; returns the
+/// reason the endpoint was disabled, if this disabled it.
+pub async fn apply_effect(
     conn: &mut AsyncPgConnection,
     job: &Job,
     effect: EndpointEffect,

@@ -76,7 +76,7 @@ impl Worker {
         let router = Router::new(state.keys.clone(), config.credential_cache_ttl);
         let limiter = RateLimiter::new(state.redis.clone(), config.rate_limits.clone());
         let (done, done_rx) = mpsc::channel(config.concurrency);
-        let shares = Shares::new(config.organization_slots());
+        let shares = Shares::new(config.organization_slots(), config.concurrency);
         let worker = Arc::new(Self { state, router, limiter, liveness, shares });
         let mut tasks = JoinSet::new();
         tasks.spawn(worker.clone().record(done_rx));
@@ -310,5 +310,14 @@ impl Consumer for Dispatch {
 
     fn holds_back(&self) -> bool {
         self.worker.shares.holds_back()
+    }
+
+    fn waits_full(&self) -> bool {
+        self.worker.shares.waits_full()
+    }
+
+    fn room(&self) -> impl Future<Output = ()> + Send {
+        let shares = self.worker.shares.clone();
+        async move { shares.ended().await }
     }
 }

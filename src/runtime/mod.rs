@@ -45,6 +45,9 @@ const READ_BLOCK_MS: u64 = 1000;
 const HOLDING_BACK_BLOCK_MS: u64 = 10;
 /// Pause after the stream could not be read.
 const READ_ERROR_PAUSE: Duration = Duration::from_secs(1);
+/// The longest the reader stops reading new entries while the consumer's waiting work is full:
+/// the entries of other tenants behind a backlog are read at least this often.
+pub const MAX_READ_PAUSE: Duration = Duration::from_millis(100);
 
 /// What a worker does with the entries it reads.
 pub trait Consumer: Send + Sync + 'static {
@@ -75,6 +78,18 @@ pub trait Consumer: Send + Sync + 'static {
     /// for new entries only briefly, so that it starts it soon.
     fn holds_back(&self) -> bool {
         false
+    }
+
+    /// Whether as much work waits as the consumer keeps: what the reader read now would only
+    /// be deferred (and read again later), so it waits for [`Consumer::room`] instead, for up
+    /// to [`MAX_READ_PAUSE`] since it last read.
+    fn waits_full(&self) -> bool {
+        false
+    }
+
+    /// Resolves when some work ended (some held back may start).
+    fn room(&self) -> impl Future<Output = ()> + Send {
+        std::future::pending()
     }
 }
 
@@ -173,6 +188,8 @@ struct Reclaim {
     cursor: String,
     due: Instant,
     every: Duration,
+    /// When new entries were last read.
+    read_at: Instant,
 }
 
 async fn consume<C: Consumer>(
@@ -192,6 +209,7 @@ async fn consume<C: Consumer>(
         // often enough that a stuck worker's entries wait little past the timeout
         every: (stream.visibility_timeout / 2)
             .clamp(Duration::from_millis(100), Duration::from_secs(30)),
+        read_at: Instant::now(),
     };
     loop {
         while tasks.try_join_next().is_some() {}
@@ -288,6 +306,12 @@ async fn next_entries(
     if !entries.is_empty() {
         return Ok(Batch { entries, ..Batch::default() });
     }
+    if consumer.waits_full() && reclaim.read_at.elapsed() < MAX_READ_PAUSE {
+        let pause = Duration::from_millis(HOLDING_BACK_BLOCK_MS);
+        let _ = tokio::time::timeout(pause, consumer.room()).await;
+        return Ok(Batch::default());
+    }
+    reclaim.read_at = Instant::now();
     let block = if consumer.holds_back() { HOLDING_BACK_BLOCK_MS } else { READ_BLOCK_MS };
     let entries = queue::read_group(client, &stream.key, name, count, block).await?;
     Ok(Batch { entries, ..Batch::default() })

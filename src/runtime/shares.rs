@@ -9,9 +9,11 @@
 //! id) with the tenant of each. Those over their tenant's share take no slot, and the reader
 //! goes on to the entries behind them:
 //!
-//! - up to twice its share wait in the worker, without a slot, and start as soon as the
-//!   tenant's work ends ([`Shares::ready`]), so a tenant with a backlog keeps its share busy:
-//!   the waiting list is work-conserving;
+//! - some wait in the worker, without a slot, and start as soon as the tenant's work ends
+//!   ([`Shares::ready`]), so a tenant with a backlog keeps its share busy: the waiting list is
+//!   work-conserving. As many wait as the tenant's pace starts within a second, and twice its
+//!   share at least, so a fast tenant's backlog waits here rather than going round the delayed
+//!   set; over all tenants, no more than twice the worker's slots;
 //! - the others go back to the worker's delayed set, their return paced at the rate the
 //!   tenant's work completes (its share of slots over the average length of its calls). A
 //!   fixed short wait would bring a whole backlog back at once, to be deferred again but for
@@ -20,23 +22,36 @@
 //!   tenant's backlog slowly long after the outage ended.
 //!
 //! Waiting in the worker is bounded: a tenant waits there only while it has its share in
-//! flight, each with at most twice its share: no more entries than twice the worker's slots.
+//! flight, and no more entries than twice the worker's slots wait in all. While that many wait,
+//! reading more would only defer them: the reader pauses ([`Shares::waits_full`],
+//! `crate::runtime::MAX_READ_PAUSE`) until some work ends.
+//!
+//! A worker that learns an entry's tenant only once it has started on it (the webhook worker,
+//! reading what a batch delivers) admits with [`Shares::admit_held`], which counts what it
+//! admits in flight at once, so concurrent admissions never share the same room.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use tokio::sync::Notify;
+
 /// The longest a message waits before it is read again, whatever the pacing says: an estimate
 /// gone stale (a provider that was slow and is fast again) costs at most this.
 const MAX_DEFER: Duration = Duration::from_secs(30);
-/// The shortest estimate of a delivery's length used for pacing.
-const MIN_ESTIMATE: Duration = Duration::from_millis(10);
+/// The shortest estimate of a delivery's length used for pacing (a provider or receiver that
+/// answers at once would bring a whole backlog back in the same instant).
+const MIN_ESTIMATE: Duration = Duration::from_millis(1);
 /// Weight of the latest delivery in the running average.
 const WEIGHT: f64 = 0.2;
-/// Messages that wait in the worker per organization, in multiples of its share: enough to
-/// start its next deliveries as soon as slots free, however its deferred ones are paced.
+/// Messages that wait in the worker per organization, in multiples of its share, at least:
+/// enough to start its next deliveries as soon as slots free, however its deferred ones are
+/// paced. Over all organizations, at most this many times the worker's slots wait.
 const WAITING: usize = 2;
+/// More wait when the organization's pace starts them within this long: a fast tenant's
+/// backlog then waits in the worker rather than going round the delayed set.
+const WAIT_HORIZON: Duration = Duration::from_secs(1);
 /// Organizations remembered (for the length of their deliveries) while idle, at most: past
 /// that, the idle ones are forgotten.
 const REMEMBERED: usize = 4096;
@@ -44,10 +59,14 @@ const REMEMBERED: usize = 4096;
 pub struct Shares {
     /// Deliveries one organization may have in flight at once.
     slots: usize,
+    /// Messages that may wait in the worker, over all organizations.
+    max_waiting: usize,
     orgs: Mutex<HashMap<String, Org>>,
     /// Messages waiting in the worker, over all organizations (changed under the lock): the
     /// reader asks on every read, and mostly nothing waits.
     waiting: AtomicUsize,
+    /// Told each time a piece of work ends.
+    ended: Notify,
 }
 
 /// An entry read from the stream: what it carries (a message id, a webhook job) and its id.
@@ -62,6 +81,12 @@ pub struct Admission {
     pub deferred: Vec<(Read, i64)>,
 }
 
+/// An [`Admission`] whose entries admitted are already counted in flight.
+pub struct HeldAdmission {
+    pub admitted: Vec<(Read, Option<Held>)>,
+    pub deferred: Vec<(Read, i64)>,
+}
+
 /// An organization with deliveries in flight, or messages waiting or deferred.
 #[derive(Debug, Default)]
 struct Org {
@@ -73,8 +98,9 @@ struct Org {
     busy_since: Option<Instant>,
     /// The running average length of its deliveries' provider calls, once one was timed.
     average: Option<Duration>,
-    /// When its last deferred message is due back (Unix ms).
-    next_due_ms: i64,
+    /// When its last deferred message is due back (Unix µs: a fast tenant's are spaced by
+    /// less than a millisecond).
+    next_due_us: i64,
 }
 
 impl Org {
@@ -87,14 +113,26 @@ impl Org {
             .max(MIN_ESTIMATE);
         length / slots as u32
     }
+
+    /// How many of its messages may wait in the worker: those its pace starts within
+    /// [`WAIT_HORIZON`], and twice its share at least.
+    fn may_wait(&self, slots: usize) -> usize {
+        let paced = self.average.map_or(0, |length| {
+            (WAIT_HORIZON.as_secs_f64() / length.as_secs_f64().max(1e-6) * slots as f64) as usize
+        });
+        paced.max(WAITING * slots)
+    }
 }
 
 impl Shares {
-    pub fn new(slots: usize) -> Arc<Self> {
+    /// Shares of `slots` each, in a worker of `worker_slots`.
+    pub fn new(slots: usize, worker_slots: usize) -> Arc<Self> {
         Arc::new(Self {
             slots: slots.max(1),
+            max_waiting: WAITING * worker_slots.max(slots).max(1),
             orgs: Mutex::new(HashMap::new()),
             waiting: AtomicUsize::new(0),
+            ended: Notify::new(),
         })
     }
 
@@ -113,8 +151,43 @@ impl Shares {
     /// deferred, given the tenant of each (`orgs`, by what the entry carries; one without
     /// starts now).
     pub fn admit(&self, read: Vec<Read>, orgs: &HashMap<String, String>, now_ms: i64) -> Admission {
+        self.admit_in(&mut self.orgs(), read, orgs, now_ms, false)
+    }
+
+    /// Like [`Shares::admit`], and each entry admitted is counted in flight at once, with the
+    /// guard [`Shares::hold`] would give (`None` for one without a tenant): for admissions made
+    /// concurrently, which must not each see the room the others are taking.
+    pub fn admit_held(
+        self: &Arc<Self>,
+        read: Vec<Read>,
+        orgs: &HashMap<String, String>,
+        now_ms: i64,
+    ) -> HeldAdmission {
+        let admission = self.admit_in(&mut self.orgs(), read, orgs, now_ms, true);
+        let admitted = admission
+            .admitted
+            .into_iter()
+            .map(|read| {
+                let held = orgs.get(&read.0).map(|org| Held {
+                    shares: self.clone(),
+                    org: org.clone(),
+                    took: None,
+                });
+                (read, held)
+            })
+            .collect();
+        HeldAdmission { admitted, deferred: admission.deferred }
+    }
+
+    fn admit_in(
+        &self,
+        known: &mut HashMap<String, Org>,
+        read: Vec<Read>,
+        orgs: &HashMap<String, String>,
+        now_ms: i64,
+        hold: bool,
+    ) -> Admission {
         let now = Instant::now();
-        let mut known = self.orgs();
         let mut admitted_per_org: HashMap<&str, usize> = HashMap::new();
         let mut admission = Admission::default();
         for message in read {
@@ -125,16 +198,23 @@ impl Shares {
             let taken = admitted_per_org.entry(org_id).or_default();
             let org = known.entry(org_id.clone()).or_default();
             if org.in_flight + *taken < self.slots {
-                *taken += 1;
+                if hold {
+                    org.busy_since = org.busy_since.or(Some(now));
+                    org.in_flight += 1;
+                } else {
+                    *taken += 1;
+                }
                 admission.admitted.push(message);
-            } else if org.waiting.len() < WAITING * self.slots {
+            } else if org.waiting.len() < org.may_wait(self.slots)
+                && self.waiting.load(Ordering::Relaxed) < self.max_waiting
+            {
                 org.waiting.push_back(message);
                 self.waiting.fetch_add(1, Ordering::Relaxed);
             } else {
-                let spacing = org.spacing(self.slots, now).as_millis() as i64;
-                org.next_due_ms = org.next_due_ms.max(now_ms) + spacing.max(1);
-                let due = org.next_due_ms.min(now_ms + MAX_DEFER.as_millis() as i64);
-                admission.deferred.push((message, due));
+                let spacing = org.spacing(self.slots, now).as_micros() as i64;
+                org.next_due_us = org.next_due_us.max(now_ms * 1000) + spacing.max(1);
+                let due = (org.next_due_us + 999) / 1000;
+                admission.deferred.push((message, due.min(now_ms + MAX_DEFER.as_millis() as i64)));
             }
         }
         admission
@@ -163,6 +243,16 @@ impl Shares {
         self.waiting.load(Ordering::Relaxed) > 0
     }
 
+    /// Whether as many entries wait in the worker as may: more read now would be deferred.
+    pub fn waits_full(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed) >= self.max_waiting
+    }
+
+    /// Resolves once a piece of work has ended since the last call.
+    pub async fn ended(&self) {
+        self.ended.notified().await
+    }
+
     /// Counts a piece of work of `org` (a tenant) in flight until the returned guard is
     /// dropped.
     pub fn hold(self: &Arc<Self>, org: &str) -> Held {
@@ -171,7 +261,7 @@ impl Shares {
         if orgs.len() >= REMEMBERED {
             let now_ms = chrono::Utc::now().timestamp_millis();
             orgs.retain(|_, org| {
-                org.in_flight > 0 || !org.waiting.is_empty() || org.next_due_ms > now_ms
+                org.in_flight > 0 || !org.waiting.is_empty() || org.next_due_us > now_ms * 1000
             });
         }
         let entry = orgs.entry(org.to_owned()).or_default();
@@ -211,6 +301,8 @@ impl Drop for Held {
         if org.in_flight == 0 {
             org.busy_since = None;
         }
+        drop(orgs);
+        self.shares.ended.notify_one();
     }
 }
 
@@ -240,7 +332,7 @@ mod tests {
 
     #[test]
     fn an_organization_gets_no_more_than_its_share() {
-        let shares = Shares::new(2);
+        let shares = Shares::new(2, 8);
         let orgs = owners(&[("a", 8), ("b", 1)]);
         assert!(!shares.may_exceed(2));
         assert!(shares.may_exceed(3));
@@ -271,13 +363,33 @@ mod tests {
     }
 
     #[test]
+    fn admissions_that_count_at_once_never_share_the_same_room() {
+        let shares = Shares::new(2, 8);
+        let orgs = owners(&[("a", 4)]);
+        // without counting, a second admission before the first's work starts sees its room
+        assert_eq!(shares.admit(read(ids(2, "a")), &orgs, 1_000).admitted.len(), 2);
+        assert_eq!(shares.admit(read(ids(2, "a")), &orgs, 1_000).admitted.len(), 2);
+        let shares = Shares::new(2, 8);
+        let first = shares.admit_held(read(ids(2, "a")), &orgs, 1_000);
+        assert_eq!(first.admitted.len(), 2);
+        assert!(first.admitted.iter().all(|(_, held)| held.is_some()));
+        let rest = vec!["a2".to_owned(), "a3".to_owned()];
+        let second = shares.admit_held(read(rest), &orgs, 1_000);
+        assert!(second.admitted.is_empty() && second.deferred.is_empty());
+        assert!(shares.ready(10).is_empty());
+        // the first's work ends: the second's start
+        drop(first);
+        assert_eq!(names(&shares.ready(10)), ["a2", "a3"]);
+    }
+
+    #[test]
     fn deferred_messages_come_back_at_the_pace_deliveries_complete() {
-        let shares = Shares::new(2);
+        let shares = Shares::new(2, 8);
         let orgs = owners(&[("a", 10)]);
         let now_ms = chrono::Utc::now().timestamp_millis();
-        // two in flight whose calls took 200 ms each: one slot frees every 100 ms
+        // two in flight whose calls took 2 s each: one slot frees every second
         let mut held = [shares.hold("org_a"), shares.hold("org_a")];
-        held.iter_mut().for_each(|held| held.took(Duration::from_millis(200)));
+        held.iter_mut().for_each(|held| held.took(Duration::from_secs(2)));
         drop(held);
         let _busy = [shares.hold("org_a"), shares.hold("org_a")];
         let admission = shares.admit(read(ids(10, "a")), &orgs, now_ms);
@@ -286,8 +398,8 @@ mod tests {
         // four wait in the worker, for the next free slots
         assert_eq!(dues.len(), 6);
         for (n, gap) in dues.iter().enumerate() {
-            let expected = 100 * (n as i64 + 1);
-            assert!((expected..expected + 60 * (n as i64 + 1)).contains(gap), "{dues:?}");
+            let expected = 1000 * (n as i64 + 1);
+            assert!((expected..expected + 600 * (n as i64 + 1)).contains(gap), "{dues:?}");
         }
         // the next batch is paced after those
         let later = shares.admit(read(ids(1, "a")), &orgs, now_ms).deferred;
@@ -295,8 +407,27 @@ mod tests {
     }
 
     #[test]
+    fn a_fast_tenants_backlog_waits_in_the_worker_up_to_its_bound() {
+        let shares = Shares::new(2, 8);
+        let orgs = owners(&[("a", 40)]);
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        // calls of a millisecond: two slots start 2,000 a second
+        let mut held = shares.hold("org_a");
+        held.took(Duration::from_millis(1));
+        drop(held);
+        let admission = shares.admit(read(ids(40, "a")), &orgs, now_ms);
+        assert_eq!(admission.admitted.len(), 2);
+        // the worker's bound on waiting (twice its 8 slots) is all that defers the rest, and
+        // those come back at the tenant's pace: half a millisecond apart
+        assert_eq!(admission.deferred.len(), 40 - 2 - 16);
+        let last = admission.deferred.last().map_or(0, |(_, due)| due - now_ms);
+        assert!((10..=12).contains(&last), "{last}");
+    }
+
+    #[test]
     fn time_spent_waiting_on_our_own_services_does_not_slow_the_pace() {
-        let shares = Shares::new(1);
+        // no more than two wait in the worker, however fast the pace
+        let shares = Shares::new(1, 1);
         let orgs = owners(&[("a", 4)]);
         let mut held = shares.hold("org_a");
         held.took(Duration::from_millis(10));
@@ -314,12 +445,13 @@ mod tests {
         let now_ms = chrono::Utc::now().timestamp_millis();
         let deferred = shares.admit(read(ids(4, "a")), &orgs, now_ms).deferred;
         assert_eq!(deferred.len(), 2);
-        assert!(deferred[1].1 - now_ms <= 2 * MIN_ESTIMATE.as_millis() as i64, "{deferred:?}");
+        // two calls of 10 ms, one slot
+        assert!(deferred[1].1 - now_ms <= 20, "{deferred:?}");
     }
 
     #[test]
     fn no_message_waits_longer_than_the_longest_deferral() {
-        let shares = Shares::new(1);
+        let shares = Shares::new(1, 8);
         let orgs = owners(&[("a", 5)]);
         let now_ms = chrono::Utc::now().timestamp_millis();
         drop(shares.hold("org_a"));
@@ -337,7 +469,7 @@ mod tests {
 
     #[test]
     fn idle_organizations_are_forgotten_past_a_bound() {
-        let shares = Shares::new(1);
+        let shares = Shares::new(1, 8);
         for n in 0..REMEMBERED {
             drop(shares.hold(&format!("org_{n}")));
         }

@@ -10,13 +10,15 @@
 //!    delayed set back to it (`queue` is the Redis side).
 //! 3. `worker` reads the stream as a member of the `workers` group, signs (`sign`, `secret`) and
 //!    POSTs each event through a client that refuses private targets at connect time (`client`,
-//!    `crate::ssrf`), records the attempt, and schedules the next one (`schedule`) or dead-letters it.
+//!    `crate::ssrf`); `record` logs the attempts in batches and schedules each job's next one
+//!    (`schedule`) or dead-letters it.
 //!    A slow or failing endpoint holds at most its bound of the worker's slots, a failing one is
 //!    backed off (`health`), and an endpoint's `rateLimit` is kept across processes.
 
 pub mod client;
 pub mod health;
 pub mod queue;
+pub mod record;
 pub mod relay;
 pub mod schedule;
 pub mod secret;
@@ -57,7 +59,7 @@ pub async fn run(state: AppState, shutdown: CancellationToken) -> anyhow::Result
         concurrency: config.concurrency,
         visibility_timeout: config.visibility_timeout,
     };
-    let worker = Arc::new(worker::Worker::new(state.clone()).context("webhook HTTP client")?);
+    let (worker, tasks) = worker::Worker::start(state.clone()).context("webhook HTTP client")?;
     let mut duties = JoinSet::new();
     duties.spawn(relay::relay(state.clone(), shutdown.clone()));
     duties.spawn(duties::move_due(
@@ -70,5 +72,5 @@ pub async fn run(state: AppState, shutdown: CancellationToken) -> anyhow::Result
     ));
     let consumer = format!("webhook-{}", runtime::consumer_name());
     let liveness = Arc::new(Liveness::new(consumer, state.config.server.liveness_timeout));
-    runtime::run(&state, stream, liveness, worker, JoinSet::new(), duties, shutdown).await
+    runtime::run(&state, stream, liveness, worker, tasks, duties, shutdown).await
 }

@@ -15,7 +15,7 @@ use fred::types::Value;
 use fred::types::streams::XCap;
 
 use crate::db::webhooks::Job;
-use crate::queue::{self, CONSUMER_GROUP, QueueError, RawEntry, Redis};
+use crate::queue::{self, CONSUMER_GROUP, QueueError, Redis};
 
 /// The stream field holding the job.
 pub const JOB_FIELD: &str = "job";
@@ -23,19 +23,6 @@ pub const JOB_FIELD: &str = "job";
 /// The dead-letter stream keeps about this many entries (the delivery log in Postgres holds
 /// every attempt anyway).
 const DEAD_LETTER_MAX_LEN: i64 = 100_000;
-
-/// One stream entry: its id and its job (`None` for an entry that is not a job, which is
-/// acknowledged and dropped).
-#[derive(Debug, Clone)]
-pub struct Entry {
-    pub id: String,
-    pub job: Option<Job>,
-}
-
-pub fn entry((id, mut fields): RawEntry) -> Entry {
-    let job = fields.remove(JOB_FIELD).and_then(|text| serde_json::from_str(&text).ok());
-    Entry { id, job }
-}
 
 pub fn encode(job: &Job) -> String {
     // a struct of strings and an integer always serializes
@@ -65,24 +52,6 @@ pub async fn push(redis: &Redis, now: &[Job], later: &[(Job, i64)]) -> Result<()
     Ok(())
 }
 
-/// Puts entries whose jobs are not attempted now back in the delayed set, due at the time given
-/// (Unix ms), then acknowledges them, in one round trip; safe to repeat like [`settle`].
-pub async fn defer(redis: &Redis, deferred: &[(String, Job, i64)]) -> Result<(), QueueError> {
-    if deferred.is_empty() {
-        return Ok(());
-    }
-    let keys = redis.keys();
-    let pipeline = redis.pool().next().pipeline();
-    let members: Vec<(f64, String)> =
-        deferred.iter().map(|(_, job, due_ms)| (*due_ms as f64, encode(job))).collect();
-    let () = pipeline.zadd(keys.webhooks_delayed(), None, None, false, false, members).await?;
-    let ids: Vec<&str> = deferred.iter().map(|(id, _, _)| id.as_str()).collect();
-    let () = pipeline.xack(keys.webhooks(), CONSUMER_GROUP, ids.clone()).await?;
-    let () = pipeline.xdel(keys.webhooks(), ids).await?;
-    let _: Vec<Value> = pipeline.all().await?;
-    Ok(())
-}
-
 /// What becomes of a stream entry once its attempt is recorded.
 #[derive(Debug)]
 pub enum Settle {
@@ -94,34 +63,34 @@ pub enum Settle {
     Dead(Job, String),
 }
 
-/// Applies a settlement for the entry `entry_id` in one round trip; safe to repeat: the next
-/// step is written before the entry is acknowledged, so a failure in between leaves a duplicate
-/// at worst, never a lost job.
-pub async fn settle(redis: &Redis, entry_id: &str, settle: &Settle) -> Result<(), QueueError> {
+/// Settles a batch of entries in one round trip: retries (and jobs put back without an
+/// attempt) into the delayed set, exhausted jobs onto the dead-letter stream, then every entry
+/// acknowledged and deleted. Safe to repeat: the next step is written before the entries are
+/// acknowledged, so a failure in between leaves a duplicate at worst, never a lost job.
+pub async fn settle(redis: &Redis, settled: &[(String, Settle)]) -> Result<(), QueueError> {
+    if settled.is_empty() {
+        return Ok(());
+    }
     let keys = redis.keys();
     let pipeline = redis.pool().next().pipeline();
-    match settle {
-        Settle::Done => {}
-        Settle::Retry(job, due_ms) => {
-            let () = pipeline
-                .zadd(
-                    keys.webhooks_delayed(),
-                    None,
-                    None,
-                    false,
-                    false,
-                    (*due_ms as f64, encode(job)),
-                )
-                .await?;
-        }
-        Settle::Dead(job, reason) => {
-            let cap = XCap::try_from(("MAXLEN", "~", DEAD_LETTER_MAX_LEN, None))?;
-            let fields = vec![(JOB_FIELD, encode(job)), ("reason", reason.clone())];
-            let () = pipeline.xadd(keys.webhooks_dead(), false, cap, "*", fields).await?;
+    let mut later = Vec::new();
+    for (_, settle) in settled {
+        match settle {
+            Settle::Done => {}
+            Settle::Retry(job, due_ms) => later.push((*due_ms as f64, encode(job))),
+            Settle::Dead(job, reason) => {
+                let cap = XCap::try_from(("MAXLEN", "~", DEAD_LETTER_MAX_LEN, None))?;
+                let fields = vec![(JOB_FIELD, encode(job)), ("reason", reason.clone())];
+                let () = pipeline.xadd(keys.webhooks_dead(), false, cap, "*", fields).await?;
+            }
         }
     }
-    let () = pipeline.xack(keys.webhooks(), CONSUMER_GROUP, entry_id).await?;
-    let () = pipeline.xdel(keys.webhooks(), entry_id).await?;
+    if !later.is_empty() {
+        let () = pipeline.zadd(keys.webhooks_delayed(), None, None, false, false, later).await?;
+    }
+    let ids: Vec<&str> = settled.iter().map(|(id, _)| id.as_str()).collect();
+    let () = pipeline.xack(keys.webhooks(), CONSUMER_GROUP, ids.clone()).await?;
+    let () = pipeline.xdel(keys.webhooks(), ids).await?;
     let _: Vec<Value> = pipeline.all().await?;
     Ok(())
 }

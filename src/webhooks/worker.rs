@@ -1,11 +1,17 @@
 //! What the webhook worker does with the entries the runtime reads (`crate::runtime`: as many
 //! as there are free slots of `webhooks.concurrency`, new ones and those a dead worker left
-//! pending past `webhooks.visibility_timeout`). Each job is attempted in a task of its own: it loads the
-//! endpoint, the event and its message, POSTs the signed event, records the attempt (and what it
-//! does to the endpoint) in Postgres, and only then settles its entry in Redis (retry in the
-//! delayed set, or the dead-letter stream, then acknowledge). A worker that dies anywhere in
-//! between leaves the entry pending, and the job is attempted again: at least once, with the
-//! same `webhook-id`.
+//! pending past `webhooks.visibility_timeout`):
+//!
+//! - It reads what the batch's jobs deliver in one go (`db::webhooks::load_targets`: the
+//!   endpoints, the events and their messages), opens each endpoint's signing secrets and
+//!   builds each event's body once, however many endpoints it goes to.
+//! - Each job is attempted in a task of its own, holding one slot: the signed POST.
+//! - The recorder (`record`) writes the attempts in batches (one transaction for many jobs: the
+//!   delivery log, the endpoints' failure streaks, the outbox rows settled), then settles
+//!   their entries in Redis in one round trip (retry in the delayed set, or the dead-letter
+//!   stream, then acknowledge), and only then frees their slots. A worker that dies anywhere in
+//!   between leaves the entries pending, and the jobs are attempted again: at least once, with
+//!   the same `webhook-id`.
 //!
 //! Fair to receivers (docs/webhooks.md, "Slow and failing endpoints"): before a job takes a
 //! slot, its endpoint must not be backed off (`health`: it failed too often in a row; the job
@@ -26,23 +32,24 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use serde_json::json;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::db::messages::{Event, Message};
+use crate::db::webhook_endpoints::WebhookEndpoint;
 use crate::db::webhooks::{self as queries, EndpointEffect, Job, NewDelivery};
 use crate::domain::ids;
 use crate::queue::{RawEntry, rate_limit};
-use crate::runtime::retry::{after, before, until_ok, until_ok_or_stopped};
+use crate::runtime::retry::{after, before, until_ok_or_stopped};
 use crate::runtime::shares::{Held, Shares};
 use crate::runtime::{Batch, Consumer};
 use crate::state::AppState;
 use crate::webhooks::health::Health;
-use crate::webhooks::queue::{self, Entry, JOB_FIELD, Settle, entry};
-use crate::webhooks::{client, relay, schedule, secret, sign};
+use crate::webhooks::queue::{self, JOB_FIELD, Settle};
+use crate::webhooks::record::{Attempted, Done, Outcome};
+use crate::webhooks::{client, record, relay, schedule, secret, sign};
 
 /// How much of a receiver's answer the delivery log keeps.
 const RESPONSE_BODY_MAX: usize = 1024;
@@ -52,67 +59,52 @@ const RESPONSE_BODY_MAX: usize = 1024;
 const BACKOFF_SPREAD_MS: u64 = 1000;
 
 pub struct Worker {
-    state: AppState,
+    pub(super) state: AppState,
     http: reqwest::Client,
     /// Each endpoint's requests in flight, bounded, and the jobs waiting for room.
     shares: Arc<Shares>,
     health: Health,
 }
 
-/// Each entry's attempt runs in a task of its own, holding one slot, unless its endpoint is
-/// backed off or at its bound.
-impl Consumer for Arc<Worker> {
+/// The worker as the runtime's consumer: attempts report to the recorder through `done`.
+pub struct Dispatch {
+    worker: Arc<Worker>,
+    done: mpsc::Sender<Done>,
+}
+
+/// A job read, with its entry as read (which is what waits in the worker) and its slot.
+struct Turn {
+    entry_id: String,
+    text: String,
+    job: Job,
+    slot: Option<OwnedSemaphorePermit>,
+}
+
+/// An endpoint as a batch's attempts need it, read and opened once per batch.
+struct Target {
+    endpoint: WebhookEndpoint,
+    /// Its signing secrets, or why they cannot be opened.
+    secrets: Result<Vec<String>, String>,
+}
+
+impl Consumer for Dispatch {
     async fn dispatch(
         &self,
         batch: Batch,
-        mut free: OwnedSemaphorePermit,
+        free: OwnedSemaphorePermit,
         tasks: &mut JoinSet<()>,
         stop: &CancellationToken,
     ) {
-        let now_ms = Utc::now().timestamp_millis();
-        let mut deferred: Vec<(String, Job, i64)> = Vec::new();
-        let mut read = Vec::new();
-        let mut endpoints = HashMap::new();
-        // a job taken over is attempted again as it is: attempts are numbered in Postgres
-        for (id, mut fields) in batch.entries {
-            let Some(text) = fields.remove(JOB_FIELD) else {
-                tasks.spawn(self.clone().handle(entry((id, fields)), free.split(1), None));
-                continue;
-            };
-            let Ok(job) = serde_json::from_str::<Job>(&text) else {
-                let raw = (id, HashMap::from([(JOB_FIELD.to_owned(), text)]));
-                tasks.spawn(self.clone().handle(entry(raw), free.split(1), None));
-                continue;
-            };
-            if let Some(until_ms) = self.health.backed_off_until(&job.webhook_endpoint_id, now_ms) {
-                let spread = fastrand::u64(..BACKOFF_SPREAD_MS) as i64;
-                deferred.push((id, job, until_ms + spread));
-                continue;
-            }
-            endpoints.insert(text.clone(), job.webhook_endpoint_id);
-            read.push((text, id));
-        }
-        let admission = self.shares.admit(read, &endpoints, now_ms);
-        for ((text, id), due_ms) in admission.deferred {
-            if let Ok(job) = serde_json::from_str::<Job>(&text) {
-                deferred.push((id, job, due_ms));
-            }
-        }
-        for (text, id) in admission.admitted {
-            let held = endpoints.get(&text).map(|endpoint| self.shares.hold(endpoint));
-            let raw = (id, HashMap::from([(JOB_FIELD.to_owned(), text)]));
-            // one slot per entry read, so there is always one left
-            tasks.spawn(self.clone().handle(entry(raw), free.split(1), held));
-        }
-        self.defer(&deferred, stop).await;
+        self.worker.dispatch(batch, free, tasks, &self.done, stop).await
     }
 
     fn recover(&self) -> impl Future<Output = ()> + Send + 'static {
-        relay::recover(self.state.clone())
+        relay::recover(self.worker.state.clone())
     }
 
     fn held_back(&self, max: usize) -> Vec<RawEntry> {
-        self.shares
+        self.worker
+            .shares
             .ready(max)
             .into_iter()
             .map(|(text, id)| (id, HashMap::from([(JOB_FIELD.to_owned(), text)])))
@@ -120,7 +112,16 @@ impl Consumer for Arc<Worker> {
     }
 
     fn holds_back(&self) -> bool {
-        self.shares.holds_back()
+        self.worker.shares.holds_back()
+    }
+
+    fn waits_full(&self) -> bool {
+        self.worker.shares.waits_full()
+    }
+
+    fn room(&self) -> impl Future<Output = ()> + Send {
+        let shares = self.worker.shares.clone();
+        async move { shares.ended().await }
     }
 }
 
@@ -154,124 +155,201 @@ impl Attempt {
 }
 
 impl Worker {
-    pub fn new(state: AppState) -> reqwest::Result<Self> {
+    /// The worker's consumer, and the recorder it reports to (which ends once the consumer and
+    /// every attempt it started are gone).
+    pub fn start(state: AppState) -> reqwest::Result<(Dispatch, JoinSet<()>)> {
         let config = &state.config.webhooks;
         let http = client::build(config.timeout, config.allow_private_targets)?;
-        let shares = Shares::new(config.endpoint_slots());
+        let shares = Shares::new(config.endpoint_slots(), config.concurrency);
         let health =
             Health::new(config.backoff_after_failures, config.backoff_initial, config.backoff_max);
-        Ok(Self { state, http, shares, health })
+        let (done, done_rx) = mpsc::channel(config.concurrency);
+        let worker = Arc::new(Self { state, http, shares, health });
+        let mut tasks = JoinSet::new();
+        tasks.spawn(record::record(worker.state.clone(), done_rx));
+        Ok((Dispatch { worker, done }, tasks))
+    }
+
+    /// Starts the work of `batch`: its jobs, each with one of the `free` slots, are loaded and
+    /// attempted in a task (off the reader's path: it reads on meanwhile); those of endpoints
+    /// backed off go back to the delayed set.
+    async fn dispatch(
+        self: &Arc<Self>,
+        batch: Batch,
+        mut free: OwnedSemaphorePermit,
+        tasks: &mut JoinSet<()>,
+        done: &mpsc::Sender<Done>,
+        stop: &CancellationToken,
+    ) {
+        let now_ms = Utc::now().timestamp_millis();
+        // entries that are not jobs are acknowledged and dropped
+        let mut dropped = Vec::new();
+        let mut deferred: Vec<(String, Job, i64)> = Vec::new();
+        let mut turns = Vec::new();
+        // a job taken over is attempted again as it is: attempts are numbered in Postgres
+        for (entry_id, mut fields) in batch.entries {
+            let job = fields
+                .remove(JOB_FIELD)
+                .and_then(|text| serde_json::from_str::<Job>(&text).ok().map(|job| (text, job)));
+            let Some((text, job)) = job else {
+                tracing::warn!(entry = %entry_id, "webhook stream entry without a job");
+                dropped.push((entry_id, Settle::Done));
+                continue;
+            };
+            if let Some(until_ms) = self.health.backed_off_until(&job.webhook_endpoint_id, now_ms) {
+                let spread = fastrand::u64(..BACKOFF_SPREAD_MS) as i64;
+                deferred.push((entry_id, job, until_ms + spread));
+                continue;
+            }
+            // one slot per entry read, so there is always one left
+            turns.push(Turn { entry_id, text, job, slot: free.split(1) });
+        }
+        if let Err(error) = queue::settle(&self.state.redis, &dropped).await {
+            // harmless: they are taken over later and dropped then
+            tracing::warn!(%error, "cannot acknowledge webhook entries without a job");
+        }
+        if !deferred.is_empty() {
+            tasks.spawn(self.clone().defer(deferred, stop.clone()));
+        }
+        if !turns.is_empty() {
+            tasks.spawn(self.clone().attempt_all(turns, done.clone(), stop.clone()));
+        }
+    }
+
+    /// Reads what a batch of jobs delivers, then attempts each whose endpoint has room for
+    /// another request (`shares`: the others wait in the worker without their slot, or go back
+    /// to the delayed set), each in a task of its own that reports to the recorder when it
+    /// ends. Admission comes after the reading, so that an endpoint's bound counts its
+    /// requests, not the time Postgres takes to answer.
+    async fn attempt_all(
+        self: Arc<Self>,
+        turns: Vec<Turn>,
+        done: mpsc::Sender<Done>,
+        stop: CancellationToken,
+    ) {
+        let db = &self.state.db;
+        let wanted: Vec<&Job> = turns.iter().map(|turn| &turn.job).collect();
+        let targets = until_ok_or_stopped("loading webhook jobs", &stop, || async {
+            let mut conn = db.get().await?;
+            anyhow::Ok(queries::load_targets(&mut conn, &wanted).await?)
+        })
+        .await;
+        // Shutting down while Postgres is unreachable: the entries stay pending.
+        let Some(targets) = targets else { return };
+
+        let now = Utc::now();
+        let mut opened: HashMap<&str, Arc<Target>> = HashMap::new();
+        let mut bodies: HashMap<&str, Arc<Vec<u8>>> = HashMap::new();
+        let mut attempts = JoinSet::new();
+        let mut ready = HashMap::new();
+        let mut read = Vec::new();
+        let mut endpoints = HashMap::new();
+        for turn in turns {
+            let target = targets.of(&turn.job).filter(|(endpoint, _, _)| endpoint.is_active);
+            let Some((endpoint, event, message)) = target else {
+                tracing::debug!(event = %turn.job.event_id, "webhook job dropped: its endpoint or event is gone, or the endpoint disabled");
+                let (entry_id, job, slot) = (turn.entry_id, turn.job, turn.slot);
+                let done = done.clone();
+                attempts.spawn(async move {
+                    let _ =
+                        done.send(Done { entry_id, job, outcome: Outcome::Dropped, slot }).await;
+                });
+                continue;
+            };
+            let target = opened.entry(endpoint.id.as_str()).or_insert_with(|| {
+                let secrets = secret::signing_secrets(&self.state.keys, endpoint, now)
+                    .map_err(|error| {
+                        tracing::warn!(%error, endpoint = %endpoint.id, "cannot open a webhook secret");
+                        format!("the endpoint's secret cannot be opened: {error}")
+                    });
+                Arc::new(Target { endpoint: endpoint.clone(), secrets })
+            });
+            let body = bodies
+                .entry(event.id.as_str())
+                .or_insert_with(|| Arc::new(payload(&turn.job, event, message)));
+            endpoints.insert(turn.text.clone(), endpoint.id.clone());
+            read.push((turn.text.clone(), turn.entry_id.clone()));
+            ready.insert(turn.entry_id.clone(), (turn, target.clone(), body.clone()));
+        }
+
+        let admission = self.shares.admit_held(read, &endpoints, Utc::now().timestamp_millis());
+        for ((_, entry_id), held) in admission.admitted {
+            let (Some((turn, target, body)), Some(held)) = (ready.remove(&entry_id), held) else {
+                continue;
+            };
+            let (worker, done) = (self.clone(), done.clone());
+            attempts.spawn(async move {
+                let Turn { entry_id, job, slot, .. } = turn;
+                let outcome = worker.attempt(&job, &target, &body, held).await;
+                // the recorder only stops once every sender is gone
+                let _ = done.send(Done { entry_id, job, outcome, slot }).await;
+            });
+        }
+        let deferred: Vec<(String, Job, i64)> = admission
+            .deferred
+            .into_iter()
+            .filter_map(|((_, entry_id), due_ms)| {
+                ready.remove(&entry_id).map(|(turn, _, _)| (entry_id, turn.job, due_ms))
+            })
+            .collect();
+        // what is left waits in the worker (`shares`), without its slot, and is read again
+        drop(ready);
+        if !deferred.is_empty() {
+            self.clone().defer(deferred, stop).await;
+        }
+        while attempts.join_next().await.is_some() {}
     }
 
     /// Puts jobs not attempted now back in the delayed set at their due time (Unix ms): in
     /// Postgres first, like a settlement, then in Redis. At shutdown with Postgres or Redis
     /// away, the entries stay pending and are taken over.
-    async fn defer(&self, deferred: &[(String, Job, i64)], stop: &CancellationToken) {
-        if deferred.is_empty() {
-            return;
-        }
-        let jobs: Vec<(Job, DateTime<Utc>)> = deferred
+    async fn defer(self: Arc<Self>, deferred: Vec<(String, Job, i64)>, stop: CancellationToken) {
+        let jobs: Vec<(&Job, DateTime<Utc>)> = deferred
             .iter()
             .filter_map(|(_, job, due_ms)| {
-                DateTime::from_timestamp_millis(*due_ms).map(|due| (job.clone(), due))
+                DateTime::from_timestamp_millis(*due_ms).map(|due| (job, due))
             })
             .collect();
         let db = &self.state.db;
         let recorded =
-            until_ok_or_stopped("deferring webhook jobs in the outbox", stop, || async {
+            until_ok_or_stopped("deferring webhook jobs in the outbox", &stop, || async {
                 let mut conn = db.get().await?;
-                anyhow::Ok(queries::defer_jobs(&mut conn, &jobs).await?)
+                anyhow::Ok(queries::reschedule_jobs(&mut conn, &jobs).await?)
             })
             .await;
         if recorded.is_none() {
             return;
         }
-        until_ok_or_stopped("deferring webhook entries", stop, || {
-            queue::defer(&self.state.redis, deferred)
+        let settled: Vec<(String, Settle)> = deferred
+            .iter()
+            .map(|(id, job, due_ms)| (id.clone(), Settle::Retry(job.clone(), *due_ms)))
+            .collect();
+        until_ok_or_stopped("deferring webhook entries", &stop, || {
+            queue::settle(&self.state.redis, &settled)
         })
         .await;
     }
 
-    /// One entry: its attempt, recorded, then settled. The slot is held throughout; `held`
-    /// counts the request in its endpoint's bound until it ends.
-    async fn handle(
-        self: Arc<Self>,
-        entry: Entry,
-        _slot: Option<OwnedSemaphorePermit>,
-        mut held: Option<Held>,
-    ) {
-        let settle = match entry.job {
-            Some(job) => {
-                let (settle, took) = self.deliver(job.clone()).await;
-                if let (Some(held), Some(took)) = (held.as_mut(), took) {
-                    held.took(took);
-                }
-                drop(held);
-                // in Postgres first: the outbox row is what survives Redis losing the entry
-                let (job, next) = match &settle {
-                    Settle::Retry(retried, due_ms) => {
-                        (retried, chrono::DateTime::from_timestamp_millis(*due_ms))
-                    }
-                    Settle::Done | Settle::Dead(..) => (&job, None),
-                };
-                until_ok("settling a webhook job in the outbox", || async {
-                    let mut conn = self.state.db.get().await?;
-                    anyhow::Ok(queries::settle_job(&mut conn, job, next).await?)
-                })
-                .await;
-                settle
-            }
-            None => {
-                tracing::warn!(entry = %entry.id, "webhook stream entry without a job");
-                Settle::Done
-            }
-        };
-        until_ok("settling a webhook entry", || {
-            queue::settle(&self.state.redis, &entry.id, &settle)
-        })
-        .await;
-    }
-
-    /// Attempts a job once and records the attempt; returns what becomes of the job, and how
-    /// long its request took if one was made.
-    async fn deliver(&self, job: Job) -> (Settle, Option<Duration>) {
-        let db = &self.state.db;
-        let target = until_ok("loading a webhook job", || async {
-            let mut conn = db.get().await?;
-            anyhow::Ok(queries::load_target(&mut conn, &job).await?)
-        })
-        .await;
-        let Some((endpoint, event, message)) = target else {
-            tracing::debug!(event = %job.event_id, "webhook job dropped: its endpoint or event is gone");
-            return (Settle::Done, None);
-        };
-        if !endpoint.is_active {
-            tracing::debug!(event = %job.event_id, endpoint = %endpoint.id, "webhook job dropped: endpoint disabled");
-            return (Settle::Done, None);
-        }
+    /// Attempts a job once, its request counted in its endpoint's bound (`held`) until it ends;
+    /// returns what the recorder is to write.
+    async fn attempt(&self, job: &Job, target: &Target, body: &[u8], mut held: Held) -> Outcome {
+        let endpoint = &target.endpoint;
         if let Some(wait) = self.over_rate(&endpoint.id, endpoint.rate_limit).await {
             // no attempt spent: back for the slot the limiter promised
-            let due = after(Utc::now(), wait).timestamp_millis();
-            return (Settle::Retry(job, due), None);
+            return Outcome::Later(after(Utc::now(), wait).timestamp_millis());
         }
 
         let now = Utc::now();
         let started = Instant::now();
-        let attempt = match secret::signing_secrets(&self.state.keys, &endpoint, now) {
-            Ok(secrets) => {
-                let body = payload(&job, &event, &message);
-                self.post(&endpoint.url, &job.event_id, &secrets, now, body).await
-            }
-            Err(error) => {
-                tracing::warn!(%error, endpoint = %endpoint.id, "cannot open a webhook secret");
-                Attempt::failed(
-                    format!("the endpoint's secret cannot be opened: {error}"),
-                    "failure",
-                )
-            }
+        let attempt = match &target.secrets {
+            Ok(secrets) => self.post(&endpoint.url, &job.event_id, secrets, now, body).await,
+            Err(error) => Attempt::failed(error.clone(), "failure"),
         };
         let elapsed = started.elapsed();
-        let took = attempt.down.is_some().then_some(elapsed);
+        if attempt.down.is_some() {
+            held.took(elapsed);
+        }
+        drop(held);
         if let Some(down) = attempt.down {
             let now_ms = Utc::now().timestamp_millis();
             if let Some(backoff) = self.health.record(&endpoint.id, down, now_ms) {
@@ -285,15 +363,14 @@ impl Worker {
             .with_label_values(&[attempt.outcome])
             .observe(elapsed.as_secs_f64());
 
-        let config = &self.state.config.webhooks;
         let effect = match (attempt.succeeded, attempt.status_code) {
             (true, _) => EndpointEffect::Succeeded,
             (false, Some(410)) => EndpointEffect::Gone,
             (false, _) => EndpointEffect::Failed {
-                disable_if_failing_since: before(now, config.disable_after),
+                disable_if_failing_since: before(now, self.state.config.webhooks.disable_after),
             },
         };
-        let record = NewDelivery {
+        let delivery = NewDelivery {
             id: ids::new_id(ids::WEBHOOK_DELIVERY),
             job: job.clone(),
             succeeded: attempt.succeeded,
@@ -303,45 +380,11 @@ impl Worker {
             error: attempt.error,
             created_at: now,
         };
-        let recorded = until_ok("recording a webhook attempt", || async {
-            let mut conn = db.get().await?;
-            match queries::record_attempt(&mut conn, &record, effect).await {
-                Ok(disabled) => anyhow::Ok(Some(disabled)),
-                // the message (and so the event) or the endpoint was deleted meanwhile
-                Err(DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _)) => {
-                    Ok(None)
-                }
-                Err(e) => Err(e.into()),
-            }
-        })
-        .await;
-        let Some(disabled) = recorded else { return (Settle::Done, took) };
-        if let Some(reason) = &disabled {
-            tracing::info!(endpoint = %endpoint.id, %reason, "webhook endpoint disabled");
-        }
-        if attempt.succeeded {
-            return (Settle::Done, took);
-        }
-        if let Some(reason) = disabled {
-            return (Settle::Dead(job, format!("endpoint disabled: {reason}")), took);
-        }
-        let tries = job.tries.max(0) as usize + 1;
-        let settle = match schedule::next_delay(
-            &config.retry_schedule,
-            tries,
-            attempt.retry_after,
-            schedule::random_jitter(),
-        ) {
-            Some(delay) => {
-                let due = after(Utc::now(), delay).timestamp_millis();
-                Settle::Retry(Job { tries: tries as i32, ..job }, due)
-            }
-            None => Settle::Dead(
-                Job { tries: tries as i32, ..job },
-                format!("{tries} attempt(s) failed"),
-            ),
-        };
-        (settle, took)
+        Outcome::Attempted(Box::new(Attempted {
+            delivery,
+            effect,
+            retry_after: attempt.retry_after,
+        }))
     }
 
     /// How long a request to `endpoint` must wait for its `rate` (per second, over every
@@ -366,7 +409,7 @@ impl Worker {
         webhook_id: &str,
         secrets: &[String],
         now: DateTime<Utc>,
-        body: Vec<u8>,
+        body: &[u8],
     ) -> Attempt {
         let allow_private = self.state.config.webhooks.allow_private_targets;
         let url = match url::Url::parse(url) {
@@ -377,7 +420,7 @@ impl Worker {
             return Attempt::failed(refusal.to_owned(), "refused");
         }
         let timestamp = now.timestamp();
-        let signature = match sign::signature_header(secrets, webhook_id, timestamp, &body) {
+        let signature = match sign::signature_header(secrets, webhook_id, timestamp, body) {
             Ok(signature) => signature,
             Err(e) => {
                 return Attempt::failed(
@@ -393,7 +436,7 @@ impl Worker {
             .header("webhook-id", webhook_id)
             .header("webhook-timestamp", timestamp.to_string())
             .header("webhook-signature", signature)
-            .body(body)
+            .body(body.to_vec())
             .send()
             .await;
         let mut response = match sent {

@@ -549,8 +549,15 @@ async fn list_queries_use_their_indexes() {
         ),
         ("DELETE FROM message_events WHERE message_id = 'm'", "message_events_message_idx"),
         ("DELETE FROM message_search WHERE message_id = 'm'", "message_search_pkey"),
-        ("DELETE FROM webhook_deliveries WHERE message_id = 'm'", "webhook_deliveries_message_idx"),
-        ("DELETE FROM webhook_deliveries WHERE event_id = 'e'", "webhook_deliveries_event_idx"),
+        (
+            "DELETE FROM webhook_deliveries WHERE event_id = 'e'",
+            "webhook_deliveries_event_endpoint_idx",
+        ),
+        // numbering an attempt (migration 000023)
+        (
+            "SELECT max(attempt) FROM webhook_deliveries WHERE event_id = 'e' AND webhook_endpoint_id = 'w'",
+            "webhook_deliveries_event_endpoint_idx",
+        ),
         (
             "DELETE FROM webhook_deliveries WHERE id = ANY (ARRAY (
                  SELECT id FROM webhook_deliveries
