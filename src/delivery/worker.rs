@@ -298,26 +298,11 @@ impl Consumer for Dispatch {
         recovery::recover(self.worker.state.clone())
     }
 
+    fn shares(&self) -> Option<&Arc<Shares>> {
+        Some(&self.worker.shares)
+    }
+
     fn held_back(&self, max: usize) -> Vec<RawEntry> {
-        let ready = self.worker.shares.ready(max);
-        ready
-            .into_iter()
-            .map(|(message_id, entry_id)| {
-                (entry_id, HashMap::from([(MESSAGE_FIELD.to_owned(), message_id)]))
-            })
-            .collect()
-    }
-
-    fn holds_back(&self) -> bool {
-        self.worker.shares.holds_back()
-    }
-
-    fn waits_full(&self) -> bool {
-        self.worker.shares.waits_full()
-    }
-
-    fn room(&self) -> impl Future<Output = ()> + Send {
-        let shares = self.worker.shares.clone();
-        async move { shares.ended().await }
+        self.worker.shares.ready_entries(max, MESSAGE_FIELD)
     }
 }

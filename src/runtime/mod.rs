@@ -38,6 +38,7 @@ use crate::queue::{self, QueueError, RawEntry, Redis};
 use crate::state::AppState;
 
 pub use liveness::Liveness;
+use shares::Shares;
 
 /// How long one XREADGROUP waits for entries; also how long shutdown may wait for it.
 const READ_BLOCK_MS: u64 = 1000;
@@ -67,29 +68,19 @@ pub trait Consumer: Send + Sync + 'static {
     /// `requeue_after`. Called by the one worker that recreated the group.
     fn recover(&self) -> impl Future<Output = ()> + Send + 'static;
 
-    /// Up to `max` entries read earlier whose work was held back and may start now (the
-    /// delivery worker's organizations, the webhook worker's endpoints, over their share of
-    /// slots, `shares`); read before new ones.
+    /// The tenants' shares of the consumer's slots, if it keeps them (`shares`: the delivery
+    /// worker's organizations, the webhook worker's endpoints). Work over a tenant's share is
+    /// held back, to start when the tenant's work ends; while some is, the reader waits for
+    /// new entries only briefly, and while as much waits as the consumer keeps, it reads none
+    /// (what it read would only be deferred) until work ends, for up to [`MAX_READ_PAUSE`].
+    fn shares(&self) -> Option<&Arc<Shares>> {
+        None
+    }
+
+    /// Up to `max` entries read earlier whose work was held back and may start now; read
+    /// before new ones.
     fn held_back(&self, _max: usize) -> Vec<RawEntry> {
         Vec::new()
-    }
-
-    /// Whether some work is held back, to start when other work ends: the reader then waits
-    /// for new entries only briefly, so that it starts it soon.
-    fn holds_back(&self) -> bool {
-        false
-    }
-
-    /// Whether as much work waits as the consumer keeps: what the reader read now would only
-    /// be deferred (and read again later), so it waits for [`Consumer::room`] instead, for up
-    /// to [`MAX_READ_PAUSE`] since it last read.
-    fn waits_full(&self) -> bool {
-        false
-    }
-
-    /// Resolves when some work ended (some held back may start).
-    fn room(&self) -> impl Future<Output = ()> + Send {
-        std::future::pending()
     }
 }
 
@@ -306,13 +297,17 @@ async fn next_entries(
     if !entries.is_empty() {
         return Ok(Batch { entries, ..Batch::default() });
     }
-    if consumer.waits_full() && reclaim.read_at.elapsed() < MAX_READ_PAUSE {
+    if let Some(shares) = consumer.shares()
+        && shares.waits_full()
+        && reclaim.read_at.elapsed() < MAX_READ_PAUSE
+    {
         let pause = Duration::from_millis(HOLDING_BACK_BLOCK_MS);
-        let _ = tokio::time::timeout(pause, consumer.room()).await;
+        let _ = tokio::time::timeout(pause, shares.ended()).await;
         return Ok(Batch::default());
     }
     reclaim.read_at = Instant::now();
-    let block = if consumer.holds_back() { HOLDING_BACK_BLOCK_MS } else { READ_BLOCK_MS };
+    let holds_back = consumer.shares().is_some_and(|shares| shares.holds_back());
+    let block = if holds_back { HOLDING_BACK_BLOCK_MS } else { READ_BLOCK_MS };
     let entries = queue::read_group(client, &stream.key, name, count, block).await?;
     Ok(Batch { entries, ..Batch::default() })
 }

@@ -238,6 +238,14 @@ impl Shares {
         ready
     }
 
+    /// [`Shares::ready`] as stream entries, what each carries in `field`.
+    pub fn ready_entries(&self, max: usize, field: &str) -> Vec<crate::queue::RawEntry> {
+        self.ready(max)
+            .into_iter()
+            .map(|(carried, id)| (id, HashMap::from([(field.to_owned(), carried)])))
+            .collect()
+    }
+
     /// Whether entries wait in the worker for their tenant's work to end.
     pub fn holds_back(&self) -> bool {
         self.waiting.load(Ordering::Relaxed) > 0

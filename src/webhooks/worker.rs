@@ -102,26 +102,12 @@ impl Consumer for Dispatch {
         relay::recover(self.worker.state.clone())
     }
 
+    fn shares(&self) -> Option<&Arc<Shares>> {
+        Some(&self.worker.shares)
+    }
+
     fn held_back(&self, max: usize) -> Vec<RawEntry> {
-        self.worker
-            .shares
-            .ready(max)
-            .into_iter()
-            .map(|(text, id)| (id, HashMap::from([(JOB_FIELD.to_owned(), text)])))
-            .collect()
-    }
-
-    fn holds_back(&self) -> bool {
-        self.worker.shares.holds_back()
-    }
-
-    fn waits_full(&self) -> bool {
-        self.worker.shares.waits_full()
-    }
-
-    fn room(&self) -> impl Future<Output = ()> + Send {
-        let shares = self.worker.shares.clone();
-        async move { shares.ended().await }
+        self.worker.shares.ready_entries(max, JOB_FIELD)
     }
 }
 
