@@ -4,7 +4,8 @@
 //! round trip, and only then are their slots freed. Per webhook that is a share of a handful
 //! of statements instead of a handful of its own; the guarantees are those of one job at a
 //! time: a job leaves the outbox only in the transaction that records its attempt, and its
-//! entry is acknowledged only after that.
+//! entry is acknowledged only after that. Jobs put back without an attempt (an endpoint backed
+//! off, over its share or its rate) and jobs with nothing left to deliver settle the same way.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -36,7 +37,8 @@ pub struct Done {
 pub enum Outcome {
     /// Nothing to deliver: its endpoint, event or message is gone, or the endpoint disabled.
     Dropped,
-    /// Not attempted (over its endpoint's rate): due again then (Unix ms), no attempt spent.
+    /// Not attempted (its endpoint backed off, over its share of the slots or over its rate):
+    /// due again then (Unix ms), no attempt spent.
     Later(i64),
     Attempted(Box<Attempted>),
 }
@@ -120,21 +122,15 @@ async fn write_together(
             batch.iter().map(|done| next_step(config, done, &disabled)).collect();
         let mut finished = Vec::new();
         let mut rescheduled = Vec::new();
-        for settle in &settles {
+        for (done, settle) in batch.iter().zip(&settles) {
             match settle {
+                // with its next try's count
                 Settle::Retry(job, due_ms) => {
                     if let Some(due) = DateTime::from_timestamp_millis(*due_ms) {
                         rescheduled.push((job, due));
                     }
                 }
-                Settle::Dead(job, _) => finished.push(job),
-                Settle::Done => {}
-            }
-        }
-        // a job done with is the one read (a retry carries its next try's count instead)
-        for (done, settle) in batch.iter().zip(&settles) {
-            if matches!(settle, Settle::Done) {
-                finished.push(&done.job);
+                Settle::Done | Settle::Dead(..) => finished.push(&done.job),
             }
         }
         queries::delete_jobs(conn, &finished).await?;

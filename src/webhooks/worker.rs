@@ -158,7 +158,7 @@ impl Worker {
 
     /// Starts the work of `batch`: its jobs, each with one of the `free` slots, are loaded and
     /// attempted in a task (off the reader's path: it reads on meanwhile); those of endpoints
-    /// backed off go back to the delayed set.
+    /// backed off go back to the delayed set, through the recorder.
     async fn dispatch(
         self: &Arc<Self>,
         batch: Batch,
@@ -170,7 +170,7 @@ impl Worker {
         let now_ms = Utc::now().timestamp_millis();
         // entries that are not jobs are acknowledged and dropped
         let mut dropped = Vec::new();
-        let mut deferred: Vec<(String, Job, i64)> = Vec::new();
+        let mut backed_off = Vec::new();
         let mut turns = Vec::new();
         // a job taken over is attempted again as it is: attempts are numbered in Postgres
         for (entry_id, mut fields) in batch.entries {
@@ -184,7 +184,8 @@ impl Worker {
             };
             if let Some(until_ms) = self.health.backed_off_until(&job.webhook_endpoint_id, now_ms) {
                 let spread = fastrand::u64(..BACKOFF_SPREAD_MS) as i64;
-                deferred.push((entry_id, job, until_ms + spread));
+                let outcome = Outcome::Later(until_ms + spread);
+                backed_off.push(Done { entry_id, job, outcome, slot: None });
                 continue;
             }
             // one slot per entry read, so there is always one left
@@ -194,8 +195,10 @@ impl Worker {
             // harmless: they are taken over later and dropped then
             tracing::warn!(%error, "cannot acknowledge webhook entries without a job");
         }
-        if !deferred.is_empty() {
-            tasks.spawn(self.clone().defer(deferred, stop.clone()));
+        // back to the delayed set through the recorder, like a job over its endpoint's rate
+        for later in backed_off {
+            // the recorder only stops once every sender is gone
+            let _ = done.send(later).await;
         }
         if !turns.is_empty() {
             tasks.spawn(self.clone().attempt_all(turns, done.clone(), stop.clone()));
@@ -234,12 +237,8 @@ impl Worker {
             let target = targets.of(&turn.job).filter(|(endpoint, _, _)| endpoint.is_active);
             let Some((endpoint, event, message)) = target else {
                 tracing::debug!(event = %turn.job.event_id, "webhook job dropped: its endpoint or event is gone, or the endpoint disabled");
-                let (entry_id, job, slot) = (turn.entry_id, turn.job, turn.slot);
-                let done = done.clone();
-                attempts.spawn(async move {
-                    let _ =
-                        done.send(Done { entry_id, job, outcome: Outcome::Dropped, slot }).await;
-                });
+                let Turn { entry_id, job, slot, .. } = turn;
+                let _ = done.send(Done { entry_id, job, outcome: Outcome::Dropped, slot }).await;
                 continue;
             };
             let target = opened.entry(endpoint.id.as_str()).or_insert_with(|| {
@@ -271,49 +270,16 @@ impl Worker {
                 let _ = done.send(Done { entry_id, job, outcome, slot }).await;
             });
         }
-        let deferred: Vec<(String, Job, i64)> = admission
-            .deferred
-            .into_iter()
-            .filter_map(|((_, entry_id), due_ms)| {
-                ready.remove(&entry_id).map(|(turn, _, _)| (entry_id, turn.job, due_ms))
-            })
-            .collect();
+        for ((_, entry_id), due_ms) in admission.deferred {
+            if let Some((turn, _, _)) = ready.remove(&entry_id) {
+                let later = Outcome::Later(due_ms);
+                let _ =
+                    done.send(Done { entry_id, job: turn.job, outcome: later, slot: None }).await;
+            }
+        }
         // what is left waits in the worker (`shares`), without its slot, and is read again
         drop(ready);
-        if !deferred.is_empty() {
-            self.clone().defer(deferred, stop).await;
-        }
         while attempts.join_next().await.is_some() {}
-    }
-
-    /// Puts jobs not attempted now back in the delayed set at their due time (Unix ms): in
-    /// Postgres first, like a settlement, then in Redis. At shutdown with Postgres or Redis
-    /// away, the entries stay pending and are taken over.
-    async fn defer(self: Arc<Self>, deferred: Vec<(String, Job, i64)>, stop: CancellationToken) {
-        let jobs: Vec<(&Job, DateTime<Utc>)> = deferred
-            .iter()
-            .filter_map(|(_, job, due_ms)| {
-                DateTime::from_timestamp_millis(*due_ms).map(|due| (job, due))
-            })
-            .collect();
-        let db = &self.state.db;
-        let recorded =
-            until_ok_or_stopped("deferring webhook jobs in the outbox", &stop, || async {
-                let mut conn = db.get().await?;
-                anyhow::Ok(queries::reschedule_jobs(&mut conn, &jobs).await?)
-            })
-            .await;
-        if recorded.is_none() {
-            return;
-        }
-        let settled: Vec<(String, Settle)> = deferred
-            .iter()
-            .map(|(id, job, due_ms)| (id.clone(), Settle::Retry(job.clone(), *due_ms)))
-            .collect();
-        until_ok_or_stopped("deferring webhook entries", &stop, || {
-            queue::settle(&self.state.redis, &settled)
-        })
-        .await;
     }
 
     /// Attempts a job once, its request counted in its endpoint's bound (`held`) until it ends;
