@@ -20,6 +20,7 @@ pub mod passkeys;
 pub mod projects;
 pub mod providers;
 pub mod send;
+pub mod suppressions;
 pub mod webhooks;
 
 use actix_web::body::MessageBody;
@@ -100,6 +101,10 @@ use openapi::{ErrorResponses, SecuritySchemes};
         webhooks::list_deliveries,
         webhooks::retry_delivery,
         webhooks::replay,
+        suppressions::create,
+        suppressions::list,
+        suppressions::get,
+        suppressions::delete,
         send::send,
         send::send_batch,
         providers::create,
@@ -260,6 +265,7 @@ fn v1_routes(cfg: &mut web::ServiceConfig) {
             .configure(api_keys::routes)
             .configure(providers::routes)
             .configure(webhooks::routes)
+            .configure(suppressions::routes)
             .configure(inbound::routes),
     );
 }

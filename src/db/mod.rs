@@ -32,6 +32,7 @@ pub mod providers;
 pub mod receipts;
 pub mod rotation;
 pub mod schema;
+pub mod suppressions;
 pub mod users;
 pub mod webhook_endpoints;
 pub mod webhooks;

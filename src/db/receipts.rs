@@ -24,6 +24,10 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
 use crate::db::messages::Event;
 use crate::db::schema::{held_receipts, message_events, messages};
+use crate::db::suppressions::{self, NewSuppression};
+use crate::domain::channel::Channel;
+use crate::domain::ids;
+use crate::domain::suppression::{Reason, address_key};
 
 /// What a receipt asks of the messages it names.
 pub struct Receipt<'a> {
@@ -39,6 +43,10 @@ pub struct Receipt<'a> {
     pub reason: Option<&'a str>,
     /// The event's details.
     pub details: serde_json::Value,
+    /// Adds the recipients to their project's suppression list, for this reason, when the
+    /// receipt moves their message: those `details.recipients` names (SES lists the bounced
+    /// or complaining ones), else the message's own.
+    pub suppress: Option<Reason>,
 }
 
 /// What became of a receipt.
@@ -82,6 +90,7 @@ pub async fn apply(conn: &mut AsyncPgConnection, receipt: Receipt<'_>) -> QueryR
                     held_receipts::reason.eq(receipt.reason),
                     held_receipts::details.eq(&receipt.details),
                     held_receipts::received_at.eq(now),
+                    held_receipts::suppress.eq(receipt.suppress.map(Reason::as_str)),
                 ))
                 .execute(conn)
                 .await?;
@@ -109,6 +118,10 @@ async fn move_messages(
         id: String,
         #[diesel(sql_type = Timestamptz)]
         updated_at: DateTime<Utc>,
+        #[diesel(sql_type = Text)]
+        project_id: String,
+        #[diesel(sql_type = Text)]
+        recipient: String,
     }
     // the UPDATE locks the rows, so their events are written in the transaction that locks
     // their message (the hot path migration's rule for message_events)
@@ -122,7 +135,7 @@ async fn move_messages(
          WHERE organization_id = $1 AND channel = $2 AND provider_message_id = $3
            AND status = ANY($4)
            AND ($8::text IS NULL OR provider_credential_id = $8)
-         RETURNING id, updated_at",
+         RETURNING id, updated_at, project_id, recipient",
     )
     .bind::<Text, _>(receipt.organization_id)
     .bind::<Text, _>(receipt.channel)
@@ -139,6 +152,31 @@ async fn move_messages(
         .map(|m| Event::new(&m.id, receipt.to, receipt.details.clone(), m.updated_at))
         .collect();
     diesel::insert_into(message_events::table).values(&events).execute(conn).await?;
+    if let (Some(reason), Some(channel)) = (receipt.suppress, Channel::parse(receipt.channel)) {
+        let named: Vec<&str> = receipt.details["recipients"]
+            .as_array()
+            .map(|all| all.iter().filter_map(|r| r.as_str()).collect())
+            .unwrap_or_default();
+        let mut entries = Vec::new();
+        for m in &moved {
+            let addresses =
+                if named.is_empty() { vec![m.recipient.as_str()] } else { named.clone() };
+            for address in addresses {
+                entries.push(NewSuppression {
+                    id: ids::new_id(ids::SUPPRESSION),
+                    organization_id: receipt.organization_id.to_owned(),
+                    project_id: m.project_id.clone(),
+                    channel: receipt.channel.to_owned(),
+                    address: address_key(channel, address),
+                    reason: reason.as_str().to_owned(),
+                    message_id: Some(m.id.clone()),
+                    note: None,
+                    created_at: now,
+                });
+            }
+        }
+        suppressions::insert_all(conn, &entries).await?;
+    }
     Ok(moved.into_iter().map(|m| m.id).collect())
 }
 
@@ -176,6 +214,8 @@ struct Held {
     reason: Option<String>,
     #[diesel(sql_type = Jsonb)]
     details: serde_json::Value,
+    #[diesel(sql_type = Nullable<Text>)]
+    suppress: Option<String>,
 }
 
 /// What a round of [`apply_held`] did.
@@ -239,7 +279,8 @@ async fn apply_matched(conn: &mut AsyncPgConnection, now: DateTime<Utc>) -> Quer
     conn.transaction(async |conn| {
         let held: Vec<Held> = diesel::sql_query(concat!(
             "SELECT h.id, h.organization_id, h.channel, h.provider_credential_id,
-                 h.provider_message_id, h.from_statuses, h.to_status, h.reason, h.details
+                 h.provider_message_id, h.from_statuses, h.to_status, h.reason, h.details,
+                 h.suppress
              FROM held_receipts h
              WHERE ",
             names_a_message!(),
@@ -260,6 +301,7 @@ async fn apply_matched(conn: &mut AsyncPgConnection, now: DateTime<Utc>) -> Quer
                 to: &h.to_status,
                 reason: h.reason.as_deref(),
                 details: h.details.clone(),
+                suppress: h.suppress.as_deref().and_then(Reason::parse),
             };
             round.moved += move_messages(conn, &receipt, now).await?.len();
         }

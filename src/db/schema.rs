@@ -48,6 +48,7 @@ diesel::table! {
         details -> Jsonb,
         received_at -> Timestamptz,
         provider_credential_id -> Nullable<Text>,
+        suppress -> Nullable<Text>,
     }
 }
 
@@ -213,6 +214,20 @@ diesel::table! {
 }
 
 diesel::table! {
+    suppressions (id) {
+        id -> Text,
+        organization_id -> Text,
+        project_id -> Text,
+        channel -> Text,
+        address -> Text,
+        reason -> Text,
+        message_id -> Nullable<Text>,
+        note -> Nullable<Text>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     users (id) {
         id -> Text,
         email -> Text,
@@ -316,6 +331,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     projects,
     provider_credentials,
     sessions,
+    suppressions,
     users,
     webhook_deliveries,
     webhook_endpoints,

@@ -18,10 +18,12 @@ use serde_json::{Value, json};
 use crate::config::DeliveryConfig;
 use crate::db::delivery::Outcome;
 use crate::db::messages::Message;
+use crate::db::suppressions::Suppression;
 use crate::delivery::backoff::retry_delay;
 use crate::delivery::limits::{Limited, RateLimiter};
 use crate::delivery::routing::Candidate;
 use crate::domain::status::{FAILED, RETRYING, SENT};
+use crate::domain::suppression::{self, Reason};
 use crate::providers::connector::{ProviderError, ProviderReceipt, Registry};
 use crate::runtime::Liveness;
 use crate::runtime::retry::after;
@@ -306,6 +308,42 @@ pub async fn attempt(
     }
     outcome.details = details;
     (outcome, aside)
+}
+
+/// `details.failure` of a message not sent because its recipient is suppressed: a decision,
+/// not a delivery problem, so it is not dead-lettered.
+pub const SUPPRESSED: &str = "suppressed";
+
+/// The outcome of a message whose recipient is on its project's suppression list: `failed`
+/// without an attempt spent or a provider called; its event names the entry.
+pub fn suppressed(message: &Message, entry: &Suppression) -> Outcome {
+    let reason = Reason::parse(&entry.reason).unwrap_or(Reason::Manual);
+    let text = suppression::status_reason(reason, &entry.id);
+    let details = json!({
+        "attempt": message.attempts + 1,
+        "tries": [],
+        "error": text,
+        "failure": SUPPRESSED,
+        "suppression": {
+            "id": entry.id,
+            "reason": entry.reason,
+            "address": entry.address,
+            "createdAt": entry.created_at,
+        },
+    });
+    Outcome {
+        message_id: message.id.clone(),
+        claimed_at: message.updated_at,
+        status: FAILED,
+        status_reason: Some(text),
+        attempts: message.attempts,
+        next_attempt_at: None,
+        provider_message_id: None,
+        provider_credential_id: None,
+        provider_type: None,
+        throttled_since: None,
+        details,
+    }
 }
 
 fn retry_at(

@@ -17,6 +17,8 @@ pub const WEBHOOK: &str = "whk";
 pub const MESSAGE: &str = "msg";
 pub const EVENT: &str = "evt";
 pub const WEBHOOK_DELIVERY: &str = "whd";
+pub const SUPPRESSION: &str = "sup";
+pub const TEMPLATE: &str = "tpl";
 
 pub fn new_id(prefix: &str) -> String {
     format!("{prefix}_{}", Uuid::now_v7().simple())

@@ -13,4 +13,5 @@ pub mod recipient;
 pub mod schema;
 pub mod slug;
 pub mod status;
+pub mod suppression;
 pub mod validate;

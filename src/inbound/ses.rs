@@ -1,6 +1,7 @@
 //! SES event notifications (delivered through SNS) and what each does to a message: `Delivery`
 //! makes a sent message `delivered`; a permanent `Bounce` or a `Complaint` makes a sent or
-//! delivered one `failed` (docs/architecture.md, message life cycle). Anything else changes nothing.
+//! delivered one `failed` (docs/architecture.md, message life cycle) and puts the recipients it
+//! names on the project's suppression list. Anything else changes nothing.
 //!
 //! Both of SES's forms are read: events of a configuration set (`eventType`) and the
 //! notifications of an identity (`notificationType`).
@@ -21,6 +22,7 @@ use crate::db::providers::find_for_callback;
 use crate::db::receipts::{self, Applied, Receipt};
 use crate::domain::provider_types::{ProviderType, SesConfig};
 use crate::domain::status::{DELIVERED, FAILED, SENT};
+use crate::domain::suppression::Reason;
 use crate::inbound::InboundError;
 use crate::inbound::sns::{
     Envelope, NOTIFICATION, SUBSCRIPTION_CONFIRMATION, SnsError, UNSUBSCRIBE_CONFIRMATION,
@@ -108,6 +110,7 @@ pub async fn receive(
                     to: change.to,
                     reason: change.reason.as_deref(),
                     details,
+                    suppress: change.suppress,
                 },
             )
             .await?;
@@ -206,6 +209,8 @@ pub struct Change {
     pub reason: Option<String>,
     /// The event's details.
     pub details: Value,
+    /// The suppression the event adds for its recipients (a permanent bounce, a complaint).
+    pub suppress: Option<Reason>,
 }
 
 /// What a notification means for its message: a change, or why it means none.
@@ -231,6 +236,7 @@ pub fn interpret(message: &str) -> Result<Change, String> {
                 to: DELIVERED,
                 reason: None,
                 details,
+                suppress: None,
             })
         }
         "Bounce" => {
@@ -261,6 +267,7 @@ pub fn interpret(message: &str) -> Result<Change, String> {
                 to: FAILED,
                 reason: Some(reason),
                 details,
+                suppress: Some(Reason::HardBounce),
             })
         }
         "Complaint" => {
@@ -286,6 +293,7 @@ pub fn interpret(message: &str) -> Result<Change, String> {
                 to: FAILED,
                 reason: Some(reason),
                 details,
+                suppress: Some(Reason::Complaint),
             })
         }
         other => Err(format!("SES event {other} does not change a message's status")),

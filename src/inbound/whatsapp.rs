@@ -23,6 +23,7 @@ use crate::db::providers::{ProviderCredential, find_for_callback};
 use crate::db::receipts::{self, Applied, Receipt};
 use crate::domain::provider_types::{ProviderType, WhatsappCredentials};
 use crate::domain::status::{DELIVERED, FAILED, SENT};
+use crate::domain::suppression::Reason;
 use crate::inbound::InboundError;
 use crate::providers::credentials;
 use crate::state::AppState;
@@ -138,6 +139,10 @@ struct Status {
     errors: Vec<StatusError>,
 }
 
+/// The Cloud API's error for a recipient who chose to stop receiving the business's marketing
+/// messages: an opt-out, kept as an `unsubscribe` suppression.
+const OPTED_OUT: i64 = 131050;
+
 #[derive(Deserialize)]
 struct StatusError {
     code: Option<i64>,
@@ -210,14 +215,15 @@ pub async fn statuses(
     let mut conn = state.db.get().await?;
     let (mut applied, mut held) = (0, 0);
     for status in &statuses {
-        let (to, reason) = match status.status.as_str() {
-            "delivered" | "read" => (DELIVERED, None),
+        let (to, reason, suppress) = match status.status.as_str() {
+            "delivered" | "read" => (DELIVERED, None, None),
             "failed" => {
                 let reason = match status.errors.first() {
                     Some(error) => error.text(),
                     None => "WhatsApp reported the message failed".to_owned(),
                 };
-                (FAILED, Some(reason))
+                let opted_out = status.errors.iter().any(|e| e.code == Some(OPTED_OUT));
+                (FAILED, Some(reason), opted_out.then_some(Reason::Unsubscribe))
             }
             // `sent` we knew already; others (`deleted`, `warning`) change nothing
             _ => continue,
@@ -246,6 +252,7 @@ pub async fn statuses(
                 to,
                 reason: reason.as_deref(),
                 details,
+                suppress,
             },
         )
         .await?

@@ -10,4 +10,5 @@ pub mod messages;
 pub mod projects;
 pub mod providers;
 pub mod sending;
+pub mod suppressions;
 pub mod webhook_endpoints;

@@ -410,20 +410,25 @@ fn confirmation(key: &SigningKey, stub: &Stub, topic: &str, token: &str) -> Valu
 }
 
 fn ses_event(kind: &str, ses_id: &str) -> Value {
+    ses_event_for(kind, ses_id, "a@example.com")
+}
+
+/// An SES event of `kind` whose recipient (delivered, bounced or complaining) is `to`.
+fn ses_event_for(kind: &str, ses_id: &str, to: &str) -> Value {
     let mut event = json!({"eventType": kind, "mail": {"messageId": ses_id}});
     match kind {
         "Delivery" => {
             event["delivery"] = json!({"timestamp": "2026-11-27T10:00:01.000Z",
-                "recipients": ["a@example.com"], "smtpResponse": "250 2.0.0 OK"})
+                "recipients": [to], "smtpResponse": "250 2.0.0 OK"})
         }
         "Bounce" => {
             event["bounce"] = json!({"bounceType": "Permanent", "bounceSubType": "General",
-                "bouncedRecipients": [{"emailAddress": "a@example.com",
+                "bouncedRecipients": [{"emailAddress": to,
                                        "diagnosticCode": "smtp; 550 5.1.1 user unknown"}]})
         }
         "Complaint" => {
             event["complaint"] = json!({"complaintFeedbackType": "abuse",
-                "complainedRecipients": [{"emailAddress": "a@example.com"}]})
+                "complainedRecipients": [{"emailAddress": to}]})
         }
         _ => {}
     }
@@ -736,5 +741,79 @@ async fn receipts_move_only_the_messages_their_credential_sent() {
     }
     let (_, message) = app.get_as(&key, &format!("/v1/messages/{second}")).await;
     assert_eq!(message["status"], "delivered");
+    stub.stop().await;
+}
+
+/// The number of emails moto has taken.
+async fn emails_taken(moto: &Moto) -> usize {
+    moto.data().await["ses"]["Message"].as_array().map_or(0, Vec::len)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bounces_and_complaints_suppress_the_next_send_until_the_entry_is_deleted() {
+    let key_pair = SigningKey::new();
+    let stub = sns_stub(key_pair.certificate()).await;
+    let moto = Moto::start().await;
+    let app = app_with_overrides(Some(stub.addr.to_string())).await;
+    let (owner, key) = app.sender("Sender").await;
+    moto.verify_identity("sender@example.com").await;
+    let credential =
+        app.create_provider(&owner.token, ses_provider(&moto.url, "sender@example.com")).await;
+    let cert_url = format!("http://{}/cert.pem", stub.addr);
+    let suppressions = format!("/v1/projects/{}/suppressions", owner.project_id);
+    let email =
+        |to: &str| json!({"channel": "email", "to": to, "content": {"subject": "Hi", "text": "x"}});
+
+    // a hard bounce and a complaint, each through the signed SNS path
+    for (kind, to) in [("Bounce", "bounced@example.com"), ("Complaint", "angry@example.com")] {
+        let id = app.send_message(&key, email(to)).await;
+        let message = app.wait_for_status(&key, &id, "sent").await;
+        let ses_id = message["providerMessageId"].as_str().unwrap();
+        let event =
+            signed(&key_pair, &cert_url, "2", notification(ses_event_for(kind, ses_id, to)));
+        let (status, answer) = post_sns(&app, &credential, &event).await;
+        assert_eq!((status, answer["result"].as_str()), (200, Some("applied")), "{answer}");
+    }
+    let (status, list) = app.get_as(&owner.token, &suppressions).await;
+    assert_eq!(status, 200, "{list}");
+    let entries = list["data"].as_array().unwrap();
+    let reasons: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|e| (e["address"].as_str().unwrap(), e["reason"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        reasons,
+        [("angry@example.com", "complaint"), ("bounced@example.com", "hard_bounce")]
+    );
+    assert!(entries.iter().all(|e| e["messageId"].as_str().is_some_and(|m| m.starts_with("msg_"))));
+    let bounced = entries[1]["id"].as_str().unwrap().to_owned();
+
+    // the next sends to those addresses (in another spelling) are not made
+    let taken = emails_taken(&moto).await;
+    for (to, why) in [
+        ("Bounced <Bounced@Example.com>", "because it hard-bounced"),
+        ("angry@example.com", "because its recipient complained"),
+    ] {
+        let id = app.send_message(&key, email(to)).await;
+        let message = app.wait_for_status(&key, &id, "failed").await;
+        let reason = message["statusReason"].as_str().unwrap();
+        assert!(reason.contains("suppression list") && reason.contains(why), "{reason}");
+        assert_eq!(message["attempts"], 0, "no attempt spent: {message}");
+        assert!(message["provider"].is_null(), "no provider called: {message}");
+        let last = message["events"].as_array().unwrap().last().unwrap().clone();
+        assert_eq!(last["details"]["failure"], "suppressed", "{last}");
+        assert_eq!(
+            last["details"]["suppression"]["reason"],
+            if why.contains("bounced") { "hard_bounce" } else { "complaint" }
+        );
+    }
+    assert_eq!(emails_taken(&moto).await, taken, "moto received nothing");
+
+    // deleting the entry lets the next message through
+    let (status, _) = app.delete_as(&owner.token, &format!("{suppressions}/{bounced}")).await;
+    assert_eq!(status, 204);
+    let id = app.send_message(&key, email("bounced@example.com")).await;
+    app.wait_for_status(&key, &id, "sent").await;
+    assert_eq!(emails_taken(&moto).await, taken + 1);
     stub.stop().await;
 }

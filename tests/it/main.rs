@@ -30,6 +30,7 @@ mod readiness;
 mod retention;
 mod send;
 mod smtp;
+mod suppressions;
 mod webhook_endpoints;
 mod webhooks;
 mod whatsapp;

@@ -25,6 +25,7 @@ const TABLES: &[&str] = &[
     "webhook_deliveries",
     "webhook_jobs",
     "held_receipts",
+    "suppressions",
 ];
 
 #[derive(QueryableByName)]

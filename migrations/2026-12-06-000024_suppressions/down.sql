@@ -1,0 +1,2 @@
+ALTER TABLE held_receipts DROP COLUMN suppress;
+DROP TABLE suppressions;
