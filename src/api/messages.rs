@@ -65,6 +65,15 @@ pub struct MessageView {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub send_at: Option<DateTime<Utc>>,
+    /// The template version its content was rendered from; null when sent with `content`.
+    pub template: Option<RenderedFrom>,
+}
+
+/// A message's template and version.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RenderedFrom {
+    pub id: String,
+    pub version: i32,
 }
 
 impl From<WithProvider> for MessageView {
@@ -89,6 +98,10 @@ impl From<WithProvider> for MessageView {
             created_at: m.created_at,
             updated_at: m.updated_at,
             send_at: m.send_at,
+            template: m
+                .template_id
+                .zip(m.template_version)
+                .map(|(id, version)| RenderedFrom { id, version }),
         }
     }
 }

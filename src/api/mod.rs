@@ -21,6 +21,7 @@ pub mod projects;
 pub mod providers;
 pub mod send;
 pub mod suppressions;
+pub mod templates;
 pub mod webhooks;
 
 use actix_web::body::MessageBody;
@@ -101,6 +102,15 @@ use openapi::{ErrorResponses, SecuritySchemes};
         webhooks::list_deliveries,
         webhooks::retry_delivery,
         webhooks::replay,
+        templates::create,
+        templates::list,
+        templates::get,
+        templates::update,
+        templates::delete,
+        templates::publish,
+        templates::list_versions,
+        templates::get_version,
+        templates::preview,
         suppressions::create,
         suppressions::list,
         suppressions::get,
@@ -266,6 +276,7 @@ fn v1_routes(cfg: &mut web::ServiceConfig) {
             .configure(providers::routes)
             .configure(webhooks::routes)
             .configure(suppressions::routes)
+            .configure(templates::routes)
             .configure(inbound::routes),
     );
 }

@@ -71,11 +71,39 @@ impl utoipa::PartialSchema for SendBody {
                 .item(text().format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime))))
                 .description(Some("RFC 3339, at most 30 days ahead; absent: now."))
         };
+        let template = || {
+            content::closed(
+                ObjectBuilder::new()
+                    .description(Some(
+                        "A template of the project to render the content from: its id or \
+                         slug, a published version (absent: the latest) and the values of \
+                         its variables.",
+                    ))
+                    .property("id", content::blank_refused(200))
+                    .required("id")
+                    .property(
+                        "version",
+                        OneOfBuilder::new()
+                            .item(ObjectBuilder::new().schema_type(Type::Null))
+                            .item(
+                                ObjectBuilder::new()
+                                    .schema_type(Type::Integer)
+                                    .minimum(Some(1))
+                                    .maximum(Some(i32::MAX)),
+                            ),
+                    )
+                    .property(
+                        "variables",
+                        OneOfBuilder::new()
+                            .item(ObjectBuilder::new().schema_type(Type::Null))
+                            .item(schema::object()),
+                    ),
+            )
+        };
         let mut alternatives = OneOfBuilder::new();
         for channel in Channel::ALL {
-            let object = content::closed(
+            let common = || {
                 ObjectBuilder::new()
-                    .title(Some(channel.as_str()))
                     .property("channel", schema::one_of(&[channel.as_str()]))
                     .required("channel")
                     .property("to", recipient_schema(channel))
@@ -87,12 +115,22 @@ impl utoipa::PartialSchema for SendBody {
                         "Slug of the provider credential to use (404 when there is no active one \
                          for the channel and project).",
                     )))
-                    .property("content", content::content_schema(channel))
-                    .required("content")
                     .property("metadata", metadata())
-                    .property("sendAt", send_at()),
-            );
-            alternatives = alternatives.item(object);
+                    .property("sendAt", send_at())
+            };
+            alternatives = alternatives
+                .item(content::closed(
+                    common()
+                        .title(Some(channel.as_str()))
+                        .property("content", content::content_schema(channel))
+                        .required("content"),
+                ))
+                .item(content::closed(
+                    common()
+                        .title(Some(format!("{} (template)", channel.as_str())))
+                        .property("template", template())
+                        .required("template"),
+                ));
         }
         for channel in Channel::ALL {
             alternatives = alternatives.item(legacy_schema(channel));

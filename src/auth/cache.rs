@@ -1,10 +1,11 @@
 //! An in-process cache of what `/v1/send` looks up on every request: the API key behind a
-//! token hash, and the project an organization-wide key names.
+//! token hash, the project an organization-wide key names, and the template version a
+//! message names.
 //!
 //! Without it every send costs a Postgres round trip or two before any work is done. With it,
 //! a revoked key or a deleted project must still stop working at once on every process, so:
 //! - every change that could make an entry wrong (key revoked, project renamed or deleted,
-//!   organization deleted) publishes on a Redis channel after its commit, and every process
+//!   organization deleted, template published, renamed or deleted) publishes on a Redis channel after its commit, and every process
 //!   drops its whole cache when the message arrives (and the writing process before it
 //!   answers, so its own next request already sees the change);
 //! - entries are only served while this process's subscription is connected: a subscriber
@@ -27,6 +28,7 @@ use fred::prelude::{ClientLike, EventInterface, PubsubInterface};
 use tokio_util::sync::CancellationToken;
 
 use crate::db::api_keys::ApiKey;
+use crate::db::templates::Published;
 use crate::queue::Redis;
 
 #[derive(Default)]
@@ -34,7 +36,11 @@ struct Entries {
     keys: HashMap<Vec<u8>, (ApiKey, Instant)>,
     /// (organization id, project id or slug) -> project id.
     projects: HashMap<(String, String), (String, Instant)>,
+    /// (project id, template id or slug, version asked for) -> the version to render.
+    templates: HashMap<TemplateName, (Arc<Published>, Instant)>,
 }
+
+type TemplateName = (String, String, Option<i32>);
 
 pub struct TenantCache {
     ttl: Duration,
@@ -111,6 +117,36 @@ impl TenantCache {
         });
     }
 
+    /// The published template version a send names, if cached.
+    pub fn template(
+        &self,
+        project_id: &str,
+        named: &str,
+        version: Option<i32>,
+    ) -> Option<Arc<Published>> {
+        if !self.serving() {
+            return None;
+        }
+        let entries = self.entries.read().ok()?;
+        let name = (project_id.to_owned(), named.to_owned(), version);
+        let (found, at) = entries.templates.get(&name)?;
+        self.fresh(*at).then(|| found.clone())
+    }
+
+    pub fn insert_template(
+        &self,
+        since: Generation,
+        project_id: &str,
+        named: &str,
+        version: Option<i32>,
+        published: Arc<Published>,
+    ) {
+        self.insert(since, |entries| {
+            let name = (project_id.to_owned(), named.to_owned(), version);
+            entries.templates.insert(name, (published, Instant::now()));
+        });
+    }
+
     fn insert(&self, since: Generation, add: impl FnOnce(&mut Entries)) {
         if !self.serving() {
             return;
@@ -121,7 +157,7 @@ impl TenantCache {
             return;
         }
         // a bound on memory: a flood of distinct keys starts the cache over
-        if entries.keys.len() + entries.projects.len() >= MAX_ENTRIES {
+        if entries.keys.len() + entries.projects.len() + entries.templates.len() >= MAX_ENTRIES {
             *entries = Entries::default();
         }
         add(&mut entries);

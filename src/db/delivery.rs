@@ -76,7 +76,8 @@ pub async fn claim(
              RETURNING id, organization_id, project_id, api_key_id, channel, recipient,
                  requested_provider, provider_credential_id, provider_type, status, status_reason,
                  attempts, content, metadata, provider_message_id, idempotency_key, send_at,
-                 next_attempt_at, created_at, updated_at, throttled_since
+                 next_attempt_at, created_at, updated_at, throttled_since, template_id,
+                 template_version
          ), e AS (
              -- tenants read event details: nothing about our hosts goes in
              INSERT INTO message_events (id, message_id, status, details, created_at)

@@ -38,6 +38,9 @@ pub struct Message {
     /// Since when its deliveries have been throttled without a break (they spend no attempt,
     /// so this is what bounds them: `delivery.max_throttled_for`).
     pub throttled_since: Option<DateTime<Utc>>,
+    /// The template and version its content was rendered from, if any.
+    pub template_id: Option<String>,
+    pub template_version: Option<i32>,
 }
 
 #[derive(Debug, Clone, Insertable)]
@@ -57,6 +60,8 @@ pub struct NewMessage {
     pub send_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub template_id: Option<String>,
+    pub template_version: Option<i32>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Identifiable, Insertable)]
@@ -99,7 +104,7 @@ where
     M: std::borrow::Borrow<NewMessage>,
     E: std::borrow::Borrow<Event>,
 {
-    use diesel::sql_types::{Array, Jsonb, Nullable, Text, Timestamptz};
+    use diesel::sql_types::{Array, Integer, Jsonb, Nullable, Text, Timestamptz};
     if new.is_empty() && events.is_empty() {
         return Ok(());
     }
@@ -112,12 +117,13 @@ where
         "WITH m AS (
              INSERT INTO messages (id, organization_id, project_id, api_key_id, channel, recipient,
                  requested_provider, status, content, metadata, idempotency_key, send_at,
-                 created_at, updated_at, due_at)
+                 created_at, updated_at, template_id, template_version, due_at)
              SELECT *, CASE WHEN status IN ('received', 'queued', 'processing', 'retrying')
                  THEN COALESCE(send_at, created_at) END
-             FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) AS n(id,
-                 organization_id, project_id, api_key_id, channel, recipient, requested_provider,
-                 status, content, metadata, idempotency_key, send_at, created_at, updated_at)
+             FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $20, $21)
+                 AS n(id, organization_id, project_id, api_key_id, channel, recipient,
+                 requested_provider, status, content, metadata, idempotency_key, send_at,
+                 created_at, updated_at, template_id, template_version)
          )
          INSERT INTO message_events (id, message_id, status, details, created_at)
          SELECT * FROM unnest($15, $16, $17, $18, $19)",
@@ -141,6 +147,8 @@ where
     .bind::<Array<Text>, _>(events.iter().map(|e| e.status.as_str()).collect::<Vec<_>>())
     .bind::<Array<Jsonb>, _>(events.iter().map(|e| &e.details).collect::<Vec<_>>())
     .bind::<Array<Timestamptz>, _>(events.iter().map(|e| e.created_at).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Text>>, _>(optional(|m| m.template_id.as_deref()))
+    .bind::<Array<Nullable<Integer>>, _>(new.iter().map(|m| m.template_version).collect::<Vec<_>>())
     .cached()
     .execute(conn)
     .await

@@ -33,6 +33,7 @@ pub mod receipts;
 pub mod rotation;
 pub mod schema;
 pub mod suppressions;
+pub mod templates;
 pub mod users;
 pub mod webhook_endpoints;
 pub mod webhooks;

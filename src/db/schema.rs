@@ -137,6 +137,8 @@ diesel::table! {
         due_at -> Nullable<Timestamptz>,
         final_status -> Nullable<Text>,
         claimed_by -> Nullable<Text>,
+        template_id -> Nullable<Text>,
+        template_version -> Nullable<Int4>,
     }
 }
 
@@ -228,6 +230,31 @@ diesel::table! {
 }
 
 diesel::table! {
+    template_versions (template_id, version) {
+        template_id -> Text,
+        version -> Int4,
+        content -> Jsonb,
+        published_by -> Nullable<Text>,
+        published_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    templates (id) {
+        id -> Text,
+        organization_id -> Text,
+        project_id -> Text,
+        slug -> Text,
+        name -> Text,
+        channel -> Text,
+        draft -> Jsonb,
+        latest_version -> Int4,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     users (id) {
         id -> Text,
         email -> Text,
@@ -310,6 +337,7 @@ diesel::joinable!(projects -> organizations (organization_id));
 diesel::joinable!(provider_credentials -> organizations (organization_id));
 diesel::joinable!(sessions -> organizations (active_organization_id));
 diesel::joinable!(sessions -> users (user_id));
+diesel::joinable!(template_versions -> templates (template_id));
 diesel::joinable!(webhook_deliveries -> message_events (event_id));
 diesel::joinable!(webhook_deliveries -> messages (message_id));
 diesel::joinable!(webhook_deliveries -> organizations (organization_id));
@@ -332,6 +360,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     provider_credentials,
     sessions,
     suppressions,
+    template_versions,
+    templates,
     users,
     webhook_deliveries,
     webhook_endpoints,

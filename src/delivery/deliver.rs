@@ -441,6 +441,8 @@ mod tests {
             created_at: now,
             updated_at: now,
             throttled_since: None,
+            template_id: None,
+            template_version: None,
         }
     }
 

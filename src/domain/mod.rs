@@ -14,4 +14,5 @@ pub mod schema;
 pub mod slug;
 pub mod status;
 pub mod suppression;
+pub mod template;
 pub mod validate;

@@ -11,4 +11,5 @@ pub mod projects;
 pub mod providers;
 pub mod sending;
 pub mod suppressions;
+pub mod templates;
 pub mod webhook_endpoints;

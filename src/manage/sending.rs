@@ -4,23 +4,27 @@
 //! person's test send from the dashboard goes the same way, only without a key.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::db::api_keys::ApiKey;
 use crate::db::messages::{Event, NewMessage};
+use crate::db::templates::Published;
 use crate::db::{PooledConnection, delivery, projects};
 use crate::domain::channel::Channel;
 use crate::domain::content;
 use crate::domain::ids;
 use crate::domain::recipient::check_recipient;
 use crate::domain::status;
+use crate::domain::template::Fields;
 use crate::domain::validate::parse_object;
 use crate::domain::validate::{FieldError, Validator};
 use crate::error::ApiError;
 use crate::ingest::{IngestError, Outcome, Submission};
+use crate::manage::templates;
 use crate::state::AppState;
 
 pub const MAX_METADATA_BYTES: usize = 4 * 1024;
@@ -39,13 +43,32 @@ pub struct SendRequest {
     /// Slug of the provider credential to use.
     pub provider: Option<String>,
     /// Per channel: email `{subject, text?, html?, from?, replyTo?, cc?, bcc?}`, sms `{text}`,
-    /// whatsapp `{text}` or `{template}`, discord `{text?, embeds?}`.
-    pub content: Value,
+    /// whatsapp `{text}` or `{template}`, discord `{text?, embeds?}`. Either this or
+    /// `template`.
+    pub content: Option<Value>,
+    /// A template of the project to render the content from, instead of `content`.
+    pub template: Option<TemplateRef>,
     /// Up to 4 KiB, echoed in webhooks.
     pub metadata: Option<Value>,
     /// RFC 3339, at most 30 days ahead.
     pub send_at: Option<String>,
 }
+
+/// `template` of a send body: which template, which version, with what.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateRef {
+    /// Its id or slug.
+    pub id: String,
+    /// A published version; absent: the latest.
+    pub version: Option<i32>,
+    /// The values its variables take.
+    pub variables: Option<Value>,
+}
+
+/// Where a send's template errors point.
+const TEMPLATE_FIELDS: Fields =
+    Fields { content: "template.content", variables: "template.variables" };
 
 /// The original RelayIt body.
 #[derive(Debug, Deserialize)]
@@ -163,12 +186,19 @@ pub async fn prepare(
                 channel,
                 &request.to,
             );
-            content = content::check_content(
-                &mut check,
-                if legacy { "payload" } else { "content" },
-                channel,
-                &request.content,
-            );
+            match (&request.content, &request.template) {
+                (Some(given), None) => {
+                    content = content::check_content(
+                        &mut check,
+                        if legacy { "payload" } else { "content" },
+                        channel,
+                        given,
+                    );
+                }
+                (None, Some(template)) => check_template_ref(&mut check, template),
+                (Some(_), Some(_)) => check.error("template", "give content or template, not both"),
+                (None, None) => check.error("content", "content or template is required"),
+            }
         }
     }
     let metadata = request.metadata.clone().unwrap_or_else(|| json!({}));
@@ -188,12 +218,23 @@ pub async fn prepare(
         },
     };
     check.finish()?;
-    let (Some(channel), Some(content)) = (channel, content) else {
-        return Err(ApiError::internal("validated content missing"));
+    let Some(channel) = channel else {
+        return Err(ApiError::internal("validated channel missing"));
     };
 
     let project_field = if legacy { "projectSlug" } else { "project" };
     let project_id = resolve_project(sender, request.project.as_deref(), project_field).await?;
+    let mut rendered_from = None;
+    let content = match (content, &request.template) {
+        (Some(content), _) => content,
+        (None, Some(template)) => {
+            let (content, published) =
+                render_template(sender, &project_id, channel, template).await?;
+            rendered_from = Some((published.template_id.clone(), published.version));
+            content
+        }
+        (None, None) => return Err(ApiError::internal("validated content missing")),
+    };
     let requested_provider = match (&request.provider, provider_type) {
         (Some(slug), _) => {
             check_provider(sender, &project_id, channel, slug).await?;
@@ -225,8 +266,60 @@ pub async fn prepare(
         send_at,
         created_at: now,
         updated_at: now,
+        template_id: rendered_from.as_ref().map(|(id, _)| id.clone()),
+        template_version: rendered_from.map(|(_, version)| version),
     };
     Ok(Prepared { message, events, queued: !scheduled })
+}
+
+/// Checks `template` of a send body: a name, a version from 1, variables in an object.
+fn check_template_ref(check: &mut Validator, template: &TemplateRef) {
+    if template.id.trim().is_empty() {
+        check.error("template.id", "must be a template's id or slug");
+    }
+    if template.version.is_some_and(|v| v < 1) {
+        check.error("template.version", "must be a published version, from 1");
+    }
+    if template.variables.as_ref().is_some_and(|v| !v.is_object() && !v.is_null()) {
+        check.error("template.variables", "must be a JSON object");
+    }
+}
+
+/// Renders the template a send names for `channel`: its content, and the version it came
+/// from.
+async fn render_template(
+    sender: &mut Sender<'_>,
+    project_id: &str,
+    channel: Channel,
+    template: &TemplateRef,
+) -> Result<(Value, Arc<Published>), ApiError> {
+    let (state, organization_id) = (sender.state, sender.organization_id);
+    let published = match state.tenants.template(project_id, &template.id, template.version) {
+        Some(found) => found,
+        None => {
+            let conn = sender.conn().await?;
+            templates::for_sending(
+                state,
+                conn,
+                organization_id,
+                project_id,
+                &template.id,
+                template.version,
+            )
+            .await?
+        }
+    };
+    if published.channel != channel.as_str() {
+        return Err(ApiError::invalid_field(
+            "template.id",
+            format!("this template is for {}, not {}", published.channel, channel.as_str()),
+        ));
+    }
+    let empty = Map::new();
+    let variables = template.variables.as_ref().and_then(Value::as_object).unwrap_or(&empty);
+    let content =
+        templates::render_checked(TEMPLATE_FIELDS, channel, &published.content, variables)?;
+    Ok((content, published))
 }
 
 fn from_legacy(legacy: LegacyRequest) -> Result<SendRequest, ApiError> {
@@ -247,7 +340,8 @@ fn from_legacy(legacy: LegacyRequest) -> Result<SendRequest, ApiError> {
         to: legacy.recipient,
         project: Some(legacy.project_slug),
         provider: None,
-        content,
+        content: Some(content),
+        template: None,
         metadata: None,
         send_at: None,
     })

@@ -86,6 +86,8 @@ fn draft(owner: &Account, draft: &Draft<'_>) -> (NewMessage, Vec<Event>) {
         send_at: draft.send_at,
         created_at: now,
         updated_at: now,
+        template_id: None,
+        template_version: None,
     };
     (message, events)
 }

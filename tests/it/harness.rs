@@ -609,6 +609,8 @@ pub fn message_for(
         throttled_since: None,
         created_at: now,
         updated_at: now,
+        template_id: None,
+        template_version: None,
     }
 }
 

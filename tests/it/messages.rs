@@ -137,6 +137,8 @@ async fn insert_on(
             created_at: seed.created_at,
             // recently touched, so that no recovery sweep takes these rows for stuck ones
             updated_at: now,
+            template_id: None,
+            template_version: None,
         });
         // inserted newest first: the API must order the history by time, not by insertion
         for (i, status) in life_cycle(seed.status).into_iter().enumerate().rev() {

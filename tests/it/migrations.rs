@@ -26,6 +26,8 @@ const TABLES: &[&str] = &[
     "webhook_jobs",
     "held_receipts",
     "suppressions",
+    "templates",
+    "template_versions",
 ];
 
 #[derive(QueryableByName)]
