@@ -2,7 +2,8 @@
 //!
 //! It starts the real `relayit serve --role=all` (the binary built beside this one) against a
 //! scratch database and Redis prefix, with a sandbox provider, then measures: `/v1/send`
-//! throughput and latency at several concurrencies, `/v1/send/batch` throughput, end-to-end
+//! throughput and latency at several concurrencies (and with a template instead of content),
+//! `/v1/send/batch` throughput, end-to-end
 //! throughput and send-to-`sent` latency, and the process's peak RSS. For scale it also
 //! measures the raw ceilings of the same Postgres and Redis (multi-row INSERT, pipelined XADD),
 //! so each RelayIt number can be read as a fraction of what the storage allows.
@@ -231,7 +232,36 @@ async fn sign_up(client: &reqwest::Client, base: &str, email: &str) -> anyhow::R
 /// Signs up, creates a sandbox credential for email, and returns a send key.
 async fn provision(client: &reqwest::Client, base: &str) -> anyhow::Result<String> {
     let tenant = sign_up(client, base, "bench@example.com").await?;
+    publish_template(client, base, &tenant).await?;
     send_key(client, base, &tenant).await
+}
+
+/// Creates and publishes `tenant`'s template `bench`: the same email as [`email`] writes, with
+/// the recipient's name and an order number as variables, in an HTML body (escaped) too.
+async fn publish_template(
+    client: &reqwest::Client,
+    base: &str,
+    tenant: &Tenant,
+) -> anyhow::Result<()> {
+    let templates = format!("{base}/v1/projects/{}/templates", tenant.project);
+    let created = client
+        .post(&templates)
+        .bearer_auth(&tenant.token)
+        .json(&json!({"name": "bench", "channel": "email", "content": {
+            "subject": "Benchmark {{ order }}",
+            "text": "Hello {{ name }}, from relayit-bench",
+            "html": "<p>Hello {{ name }}, from <b>relayit-bench</b></p>"}}))
+        .send()
+        .await?;
+    anyhow::ensure!(created.status() == 201, "creating the template: {}", created.text().await?);
+    let published =
+        client.post(format!("{templates}/bench/publish")).bearer_auth(&tenant.token).send().await?;
+    anyhow::ensure!(
+        published.status() == 201,
+        "publishing the template: {}",
+        published.text().await?
+    );
+    Ok(())
 }
 
 /// A new API key of `tenant`'s project with the scope `send`.
@@ -253,6 +283,13 @@ async fn send_key(client: &reqwest::Client, base: &str, tenant: &Tenant) -> anyh
 fn email(i: usize) -> String {
     format!(
         r#"{{"channel":"email","to":"user{i}@example.com","content":{{"subject":"Benchmark","text":"Hello from relayit-bench"}}}}"#
+    )
+}
+
+/// A send body naming the template of [`publish_template`] instead of its content.
+fn templated_email(i: usize) -> String {
+    format!(
+        r#"{{"channel":"email","to":"user{i}@example.com","template":{{"id":"bench","variables":{{"name":"User <{i}>","order":{i}}}}}}}"#
     )
 }
 
@@ -279,6 +316,7 @@ async fn load(
     seconds: u64,
     max: usize,
     batch: usize,
+    body: fn(usize) -> String,
 ) -> Load {
     let address = base.trim_start_matches("http://").to_owned();
     let path = if batch > 1 { "/v1/send/batch" } else { "/v1/send" };
@@ -301,10 +339,10 @@ async fn load(
                         break;
                     }
                     let body = if batch > 1 {
-                        let items: Vec<String> = (0..batch).map(|i| email(n * batch + i)).collect();
+                        let items: Vec<String> = (0..batch).map(|i| body(n * batch + i)).collect();
                         format!(r#"{{"messages":[{}]}}"#, items.join(","))
                     } else {
-                        email(n)
+                        body(n)
                     };
                     let request = format!("{head}Content-Length: {}\r\n\r\n{body}", body.len());
                     let sent = Instant::now();
@@ -631,11 +669,16 @@ async fn sending(seconds: u64, db_url: &str, prefix: &str) -> anyhow::Result<()>
     println!("{TABLE_HEAD}");
     for concurrency in [1, 16, 64] {
         let (result, readings) =
-            measured(&client, &api, load(&api.base, &key, concurrency, seconds, 500_000, 1)).await;
+            measured(&client, &api, load(&api.base, &key, concurrency, seconds, 500_000, 1, email))
+                .await;
         print_load(&format!("/v1/send, {concurrency} connections"), &result, 1, readings);
     }
+    let (result, readings) =
+        measured(&client, &api, load(&api.base, &key, 64, seconds, 500_000, 1, templated_email))
+            .await;
+    print_load("/v1/send with a template, 64 connections", &result, 1, readings);
     let (batch, readings) =
-        measured(&client, &api, load(&api.base, &key, 4, seconds, 1000, 1000)).await;
+        measured(&client, &api, load(&api.base, &key, 4, seconds, 1000, 1000, email)).await;
     print_load("/v1/send/batch x1000, 4 connections", &batch, 1000, readings);
     let api_rss = api.peak_rss_mib().unwrap_or(0.0);
     api.stop();
@@ -661,7 +704,7 @@ async fn sending(seconds: u64, db_url: &str, prefix: &str) -> anyhow::Result<()>
     let all = start_server(db_url, prefix, "all").await?;
     let since = chrono::Utc::now();
     let (sustained, readings) =
-        measured(&client, &all, load(&all.base, &key, 64, seconds * 2, 2_000_000, 1)).await;
+        measured(&client, &all, load(&all.base, &key, 64, seconds * 2, 2_000_000, 1, email)).await;
     println!("{TABLE_HEAD}");
     print_load("/v1/send, 64 connections, worker running", &sustained, 1, readings);
     let e2e = wait_for_delivery(db_url, since, Duration::from_secs(seconds * 40)).await?;
