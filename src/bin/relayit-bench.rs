@@ -3,8 +3,8 @@
 //! It starts the real `relayit serve --role=all` (the binary built beside this one) against a
 //! scratch database and Redis prefix, with a sandbox provider, then measures: `/v1/send`
 //! throughput and latency at several concurrencies (and with a template instead of content),
-//! `/v1/send/batch` throughput, end-to-end
-//! throughput and send-to-`sent` latency, and the process's peak RSS. For scale it also
+//! `/v1/send/batch` throughput, end-to-end throughput and send-to-`sent` latency, and the
+//! process's peak RSS. For scale it also
 //! measures the raw ceilings of the same Postgres and Redis (multi-row INSERT, pipelined XADD),
 //! so each RelayIt number can be read as a fraction of what the storage allows.
 //!
