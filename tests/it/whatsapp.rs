@@ -610,3 +610,58 @@ async fn the_verify_token_handshake_answers_only_the_right_token() {
     assert!(item["get"].is_object() && item["post"].is_object(), "{item}");
     stub.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_marketing_opt_out_suppresses_the_number_even_when_its_receipt_was_held() {
+    let stub = graph().await;
+    let app = app().await;
+    let (owner, key) = app.sender("Rita").await;
+    let credential_id = credential(&app, &owner, &stub, json!({})).await;
+    let to = |number: &str, text: &str| json!({"channel": "whatsapp", "to": number, "content": {"text": text}});
+    let first = app.send_message(&key, to("+16505551234", "one")).await;
+    let later = app.send_message(&key, to("+16505557777", "two")).await;
+    let wamid = app.wait_for_status(&key, &first, "sent").await["providerMessageId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.wait_for_status(&key, &later, "sent").await;
+    let failed = |wamid: &str, code: i64| {
+        let mut status = status_update(wamid, "failed");
+        status["errors"] = json!([{"code": code, "title": "Undeliverable"}]);
+        callback(vec![status])
+    };
+    let suppressions = format!("/v1/projects/{}/suppressions", owner.project_id);
+
+    // the opt-out error suppresses the number; another failure would not
+    let body = failed(&wamid, 131050);
+    let (code, result) =
+        post_callback(&app, &credential_id, &body, Some(&sign(APP_SECRET, &body))).await;
+    assert_eq!((code, result["applied"].as_i64()), (200, Some(1)), "{result}");
+    let (_, list) = app.get_as(&owner.token, &suppressions).await;
+    let entry = &list["data"][0];
+    assert_eq!(
+        (entry["channel"].as_str(), entry["address"].as_str(), entry["reason"].as_str()),
+        (Some("whatsapp"), Some("+16505551234"), Some("unsubscribe")),
+        "{list}"
+    );
+    assert_eq!(entry["messageId"], first.as_str());
+    let posts = stub.requests().len();
+    let next = app.send_message(&key, to("+16505551234", "again")).await;
+    let message = app.wait_for_status(&key, &next, "failed").await;
+    assert!(message["statusReason"].as_str().unwrap().contains("unsubscribed"), "{message}");
+    assert_eq!(stub.requests().len(), posts, "Graph was not called");
+
+    // an opt-out that arrives before its message is known is held, and suppresses once applied
+    let body = failed("wamid.early", 131050);
+    let (_, result) =
+        post_callback(&app, &credential_id, &body, Some(&sign(APP_SECRET, &body))).await;
+    assert_eq!(result["held"], 1, "{result}");
+    app.sql(&format!(
+        "UPDATE messages SET provider_message_id = 'wamid.early' WHERE id = '{later}'"
+    ))
+    .await;
+    assert_eq!(sweep_held(&app, -60).await.moved, 1);
+    let (_, list) = app.get_as(&owner.token, &format!("{suppressions}?search=7777")).await;
+    assert_eq!(list["data"][0]["reason"], "unsubscribe", "{list}");
+    stub.stop().await;
+}
