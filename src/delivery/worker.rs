@@ -215,14 +215,16 @@ impl Worker {
             })
             .collect();
         let mut conn = self.state.db.get().await?;
-        let entries = suppressions::matching(&mut conn, &recipients).await?;
+        let entries: HashMap<(String, String, String), Suppression> =
+            suppressions::matching(&mut conn, &recipients)
+                .await?
+                .into_iter()
+                .map(|s| ((s.project_id.clone(), s.channel.clone(), s.address.clone()), s))
+                .collect();
         let mut by_message = HashMap::new();
-        for ((message, _), address) in claimed.iter().zip(&addresses) {
-            if let Some(entry) = entries.iter().find(|s| {
-                s.project_id == message.project_id
-                    && s.channel == message.channel
-                    && &s.address == address
-            }) {
+        for ((message, _), address) in claimed.iter().zip(addresses) {
+            let key = (message.project_id.clone(), message.channel.clone(), address);
+            if let Some(entry) = entries.get(&key) {
                 by_message.insert(message.id.clone(), entry.clone());
             }
         }
