@@ -219,7 +219,7 @@ pub struct CallbackQuery {
 }
 
 /// Whether the client prefers an HTML page to JSON (a browser following the redirect).
-fn prefers_html(req: &HttpRequest) -> bool {
+pub fn prefers_html(req: &HttpRequest) -> bool {
     let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
     let html = accept.find("text/html");
     let json = accept.find("application/json");

@@ -6,7 +6,9 @@
 //! key) (`assets`). They work through the same rules as the API, never a
 //! second copy of them: the session and organization come from `Access`, signing up and in
 //! from `auth::accounts`, data from the queries of `crate::db`. Writes are HTML forms, taken
-//! only from our own origin (the `Origin` check of cookie-authenticated requests). Every page
+//! only from our own origin (the `Origin` check of cookie-authenticated requests); the one
+//! exception is the one-click unsubscribe link of emails (`unsubscribe`), whose signed token is
+//! its only credential and which mail providers post to from their servers. Every page
 //! carries a Content-Security-Policy that allows nothing from elsewhere and no inline script,
 //! and may not be framed.
 
@@ -21,6 +23,7 @@ pub mod overview;
 pub mod projects;
 pub mod providers;
 pub mod sign_in_methods;
+pub mod unsubscribe;
 pub mod webhooks;
 
 use actix_web::dev::ServiceResponse;
@@ -43,7 +46,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .configure(invitations::routes)
         .configure(providers::routes)
         .configure(sign_in_methods::routes)
-        .configure(webhooks::routes);
+        .configure(webhooks::routes)
+        .configure(unsubscribe::routes);
 }
 
 /// Nothing from elsewhere, no inline script or style, no framing.

@@ -31,6 +31,7 @@ mod retention;
 mod send;
 mod smtp;
 mod suppressions;
+mod unsubscribe;
 mod webhook_endpoints;
 mod webhooks;
 mod whatsapp;
