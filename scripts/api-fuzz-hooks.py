@@ -18,6 +18,8 @@ half made: a provider's callback with the `state` the server keeps (and the brow
 cookie), a passkey's answer signed by an authenticator over the server's challenge. No
 generated request can be one, so every one is refused (400, `oauth_failed` or the field named),
 and that refusal of a schema-valid request is dropped too, for these three operations only.
+Likewise a one-click unsubscribe link (`/u/{token}`) works only with a token the server signed:
+every generated one is refused (400 naming `token`).
 """
 
 import re
@@ -73,11 +75,14 @@ _KEY = re.compile(r"^[!-~]([\t !-~]{0,253}[!-~])?$")
 
 
 
-# the second halves of sign-in ceremonies, and the refusal each gives a made-up answer
+# the second halves of sign-in ceremonies and the unsubscribe link: the refusal each gives a
+# made-up answer
 _CEREMONY_ENDS = {
     ("GET", "/v1/auth/oauth/{providerId}/callback"): "oauth_failed",
     ("POST", "/v1/auth/passkeys/register/finish"): "validation_failed",
     ("POST", "/v1/auth/passkeys/sign-in/finish"): "validation_failed",
+    ("GET", "/u/{token}"): "validation_failed",
+    ("POST", "/u/{token}"): "validation_failed",
 }
 
 

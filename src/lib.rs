@@ -25,5 +25,6 @@ pub mod server;
 pub mod ssrf;
 pub mod state;
 pub mod telemetry;
+pub mod unsubscribe;
 pub mod web;
 pub mod webhooks;

@@ -126,6 +126,8 @@ use openapi::{ErrorResponses, SecuritySchemes};
         inbound::ses_events,
         inbound::whatsapp_handshake,
         inbound::whatsapp_statuses,
+        crate::web::unsubscribe::confirm_page,
+        crate::web::unsubscribe::one_click,
     ),
     components(schemas(ErrorBody, ErrorDetail, FieldError)),
     modifiers(&UniqueOperationIds, &SecuritySchemes, &ErrorResponses)

@@ -23,6 +23,7 @@ use crate::db::Cursor;
 use crate::db::linked_accounts::{self, LinkedAccount};
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
+use crate::web::prefers_html;
 
 /// The cookie binding a started sign-in to the browser that started it.
 const BINDING_COOKIE: &str = "relayit_oauth";
@@ -216,18 +217,6 @@ pub struct CallbackQuery {
     pub state: Option<String>,
     /// The provider's refusal (`access_denied` when the person declined).
     pub error: Option<String>,
-}
-
-/// Whether the client prefers an HTML page to JSON (a browser following the redirect).
-fn prefers_html(req: &HttpRequest) -> bool {
-    let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let html = accept.find("text/html");
-    let json = accept.find("application/json");
-    match (html, json) {
-        (Some(h), Some(j)) => h < j,
-        (Some(_), None) => true,
-        _ => false,
-    }
 }
 
 /// The provider's redirect back: on success, the session cookie and a 302 to `redirectTo`. A

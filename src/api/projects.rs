@@ -31,6 +31,12 @@ pub struct ProjectView {
     /// Days its messages are kept once final (sent, delivered, failed or canceled); `0` keeps
     /// them for ever; `null`: the server's `retention.messages`.
     pub message_retention_days: Option<i32>,
+    /// Its emails carry a one-click unsubscribe link (`List-Unsubscribe`, RFC 8058): a POST to
+    /// it adds the recipient to the project's suppression list.
+    pub one_click_unsubscribe: bool,
+    /// An address listed beside the link, for unsubscribing by email.
+    #[schema(value_type = Option<crate::domain::schema::EmailAddress>)]
+    pub unsubscribe_mailto: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -44,6 +50,8 @@ impl From<Project> for ProjectView {
             slug: p.slug,
             metadata: p.metadata,
             message_retention_days: p.message_retention_days,
+            one_click_unsubscribe: p.one_click_unsubscribe,
+            unsubscribe_mailto: p.unsubscribe_mailto,
             created_at: p.created_at,
             updated_at: p.updated_at,
         }
@@ -75,6 +83,12 @@ pub struct CreateProject {
     /// Absent or `null`: the server's `retention.messages` (30 days by default).
     #[schema(value_type = Option<RetentionDays>)]
     pub message_retention_days: Option<i32>,
+    /// Off when absent. Switching it on needs the server's `server.public_url` (400 naming this
+    /// field without it).
+    pub one_click_unsubscribe: Option<bool>,
+    /// A bare ASCII address (no display name), listed as `mailto:` beside the link.
+    #[schema(value_type = Option<crate::domain::schema::EmailAddress>)]
+    pub unsubscribe_mailto: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -91,6 +105,13 @@ pub struct UpdateProject {
     #[serde(default, deserialize_with = "crate::api::json::present")]
     #[schema(value_type = Option<RetentionDays>)]
     pub message_retention_days: Option<Option<i32>>,
+    /// As on create. Switched off, its emails go out without the link; links sent before
+    /// still work.
+    pub one_click_unsubscribe: Option<bool>,
+    /// As on create; `null` removes it.
+    #[serde(default, deserialize_with = "crate::api::json::present")]
+    #[schema(value_type = Option<crate::domain::schema::EmailAddress>)]
+    pub unsubscribe_mailto: Option<Option<String>>,
 }
 
 crate::json_schema! {
@@ -135,6 +156,8 @@ pub async fn create(
         slug: body.slug,
         metadata: body.metadata,
         message_retention_days: body.message_retention_days,
+        one_click_unsubscribe: body.one_click_unsubscribe,
+        unsubscribe_mailto: body.unsubscribe_mailto,
     };
     let project = manage::create(&state, &access, input).await?;
     Ok(HttpResponse::Created().json(ProjectView::from(project)))
@@ -177,8 +200,8 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(ProjectView::from(project)))
 }
 
-/// Renames a project, changes its slug, replaces its metadata or changes how long its messages
-/// are kept (owner or admin).
+/// Renames a project, changes its slug, replaces its metadata, changes how long its messages
+/// are kept, or switches one-click unsubscribe (owner or admin).
 #[utoipa::path(patch, path = "/v1/projects/{projectId}", tag = "projects", security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])),
     params(("projectId" = String, Path, description = "id or slug", example = "prj_01jf3q6zvqe3f7m1s9gkxw5h2c"), crate::api::openapi::OrganizationHeader), request_body = UpdateProject,
     responses((status = 200, body = ProjectView),
@@ -195,6 +218,8 @@ pub async fn update(
         slug: body.slug,
         metadata: body.metadata,
         message_retention_days: body.message_retention_days,
+        one_click_unsubscribe: body.one_click_unsubscribe,
+        unsubscribe_mailto: body.unsubscribe_mailto,
     };
     let updated = manage::update(&state, &access, &path, changes).await?;
     Ok(HttpResponse::Ok().json(ProjectView::from(updated)))

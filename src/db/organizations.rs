@@ -117,6 +117,8 @@ pub async fn create_with_owner(
             slug: "default",
             metadata: &serde_json::json!({}),
             message_retention_days: None,
+            one_click_unsubscribe: false,
+            unsubscribe_mailto: None,
         },
     )
     .await?;

@@ -19,6 +19,10 @@ pub struct Project {
     pub updated_at: DateTime<Utc>,
     /// Days its messages are kept once final, instead of `retention.messages`; 0 for ever.
     pub message_retention_days: Option<i32>,
+    /// Its emails carry a one-click unsubscribe link (`crate::unsubscribe`).
+    pub one_click_unsubscribe: bool,
+    /// An address that takes unsubscribe requests by email too, listed beside the link.
+    pub unsubscribe_mailto: Option<String>,
 }
 
 #[derive(Debug, Insertable)]
@@ -30,6 +34,8 @@ pub struct NewProject<'a> {
     pub slug: &'a str,
     pub metadata: &'a serde_json::Value,
     pub message_retention_days: Option<i32>,
+    pub one_click_unsubscribe: bool,
+    pub unsubscribe_mailto: Option<&'a str>,
 }
 
 #[derive(Debug, AsChangeset)]
@@ -40,6 +46,9 @@ pub struct ProjectChanges {
     pub metadata: Option<serde_json::Value>,
     /// `Some(None)` returns to the server's retention.
     pub message_retention_days: Option<Option<i32>>,
+    pub one_click_unsubscribe: Option<bool>,
+    /// `Some(None)` removes it.
+    pub unsubscribe_mailto: Option<Option<String>>,
     pub updated_at: DateTime<Utc>,
 }
 
@@ -145,6 +154,39 @@ pub async fn message_retention(
         .order(projects::id)
         .load(conn)
         .await
+}
+
+/// A project's one-click unsubscribe settings, as the delivery worker reads them: whether it
+/// is on, and the mailto address.
+pub type UnsubscribeSettings = (String, bool, Option<String>);
+
+/// The unsubscribe settings of the projects `ids` that exist, in one statement.
+pub async fn unsubscribe_settings(
+    conn: &mut AsyncPgConnection,
+    ids: &[String],
+) -> QueryResult<Vec<UnsubscribeSettings>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    projects::table
+        .filter(projects::id.eq_any(ids))
+        .select((projects::id, projects::one_click_unsubscribe, projects::unsubscribe_mailto))
+        .load(conn)
+        .await
+}
+
+/// A project by id alone, whatever its organization: for a signed unsubscribe link, which
+/// names its project and carries no credentials. The organization and whether it still exists.
+pub async fn organization_of(
+    conn: &mut AsyncPgConnection,
+    id: &str,
+) -> QueryResult<Option<String>> {
+    projects::table
+        .filter(projects::id.eq(id))
+        .select(projects::organization_id)
+        .first(conn)
+        .await
+        .optional()
 }
 
 /// What deleting a project deletes with it, counted for the confirmation that names it.

@@ -176,6 +176,8 @@ diesel::table! {
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
         message_retention_days -> Nullable<Int4>,
+        one_click_unsubscribe -> Bool,
+        unsubscribe_mailto -> Nullable<Text>,
     }
 }
 

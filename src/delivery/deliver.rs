@@ -24,7 +24,7 @@ use crate::delivery::limits::{Limited, RateLimiter};
 use crate::delivery::routing::Candidate;
 use crate::domain::status::{FAILED, RETRYING, SENT};
 use crate::domain::suppression::{self, Reason};
-use crate::providers::connector::{ProviderError, ProviderReceipt, Registry};
+use crate::providers::connector::{Extras, ProviderError, ProviderReceipt, Registry};
 use crate::runtime::Liveness;
 use crate::runtime::retry::after;
 
@@ -106,6 +106,7 @@ async fn call(
     registry: &Registry,
     config: &DeliveryConfig,
     message: &Message,
+    extras: &Extras,
     candidate: &Candidate,
     lease: Option<&Lease<'_>>,
 ) -> Result<ProviderReceipt, ProviderError> {
@@ -115,7 +116,7 @@ async fn call(
             return Err(ProviderError::Credential(reason.clone()));
         }
     };
-    let send = registry.connector(credential.provider_type).send(message, credential);
+    let send = registry.connector(credential.provider_type).send_with(message, credential, extras);
     let lost = async {
         match lease {
             Some(lease) => lease.liveness.lost(lease.term).await,
@@ -167,13 +168,14 @@ pub struct Aside {
 }
 
 /// Makes `message`'s attempt over `route` and returns its outcome, with what the worker learns
-/// aside. Without a `limiter`, no rate limit applies; without a
-/// `lease`, nothing fences the calls (a caller that claimed nothing).
+/// aside. `extras` goes to every connector called (`Extras`). Without a `limiter`, no rate
+/// limit applies; without a `lease`, nothing fences the calls (a caller that claimed nothing).
 pub async fn attempt(
     registry: &Registry,
     limiter: Option<&RateLimiter>,
     config: &DeliveryConfig,
     message: &Message,
+    extras: &Extras,
     route: &[Candidate],
     lease: Option<&Lease<'_>>,
 ) -> (Outcome, Aside) {
@@ -203,7 +205,7 @@ pub async fn attempt(
             break;
         }
         let (call_started, call_started_at) = (Instant::now(), Utc::now());
-        let result = call(registry, config, message, candidate, lease).await;
+        let result = call(registry, config, message, extras, candidate, lease).await;
         let took = call_started.elapsed();
         aside.calling = Some(aside.calling.unwrap_or_default() + took);
         tries.push(try_record(candidate, &result, call_started_at, took));
@@ -468,7 +470,8 @@ mod tests {
             sandbox("prv_b", json!({"failRate": 1})),
             sandbox("prv_c", json!({})),
         ];
-        let (outcome, aside) = attempt(&registry, None, &config(), &message(0), &route, None).await;
+        let (outcome, aside) =
+            attempt(&registry, None, &config(), &message(0), Extras::NONE, &route, None).await;
         assert_eq!(outcome.status, SENT);
         assert_eq!(outcome.attempts, 1);
         assert_eq!(outcome.provider_credential_id.as_deref(), Some("prv_c"));
@@ -477,22 +480,23 @@ mod tests {
 
         // a retryable error anywhere keeps the message alive; exhaustion fails it
         let (outcome, _) =
-            attempt(&registry, None, &config(), &message(0), &route[..2], None).await;
+            attempt(&registry, None, &config(), &message(0), Extras::NONE, &route[..2], None).await;
         assert_eq!((outcome.status, outcome.attempts), (RETRYING, 1));
         assert!(outcome.next_attempt_at.is_some());
         let (outcome, _) =
-            attempt(&registry, None, &config(), &message(2), &route[..2], None).await;
+            attempt(&registry, None, &config(), &message(2), Extras::NONE, &route[..2], None).await;
         assert_eq!((outcome.status, outcome.attempts), (FAILED, 3));
         assert!(outcome.status_reason.unwrap().contains("gave up after 3 attempts"));
 
         // only refusals: failed
         let (outcome, _) =
-            attempt(&registry, None, &config(), &message(0), &route[..1], None).await;
+            attempt(&registry, None, &config(), &message(0), Extras::NONE, &route[..1], None).await;
         assert_eq!(outcome.status, FAILED);
         assert_eq!(outcome.details["failure"], "credentials_refused");
 
         // nothing to try: failed, no attempt spent
-        let (outcome, _) = attempt(&registry, None, &config(), &message(1), &[], None).await;
+        let (outcome, _) =
+            attempt(&registry, None, &config(), &message(1), Extras::NONE, &[], None).await;
         assert_eq!((outcome.status, outcome.attempts), (FAILED, 1));
         assert_eq!(outcome.details["failure"], "no_route");
 
@@ -501,7 +505,8 @@ mod tests {
             sandbox("prv_t", json!({"failRate": 1, "failMode": "throttled", "retryAfterMs": 1500})),
             sandbox("prv_c", json!({})),
         ];
-        let (outcome, _) = attempt(&registry, None, &config(), &message(2), &throttled, None).await;
+        let (outcome, _) =
+            attempt(&registry, None, &config(), &message(2), Extras::NONE, &throttled, None).await;
         assert_eq!((outcome.status, outcome.attempts), (RETRYING, 2));
         assert_eq!(outcome.details["retryInMs"], 1500);
         let since = outcome.throttled_since.expect("throttled since this attempt");
@@ -512,10 +517,12 @@ mod tests {
         let mut waiting = message(2);
         let first = Utc::now() - chrono::Duration::minutes(50);
         waiting.throttled_since = Some(first);
-        let (outcome, _) = attempt(&registry, None, &capped, &waiting, &throttled, None).await;
+        let (outcome, _) =
+            attempt(&registry, None, &capped, &waiting, Extras::NONE, &throttled, None).await;
         assert_eq!((outcome.status, outcome.throttled_since), (RETRYING, Some(first)));
         waiting.throttled_since = Some(Utc::now() - chrono::Duration::minutes(61));
-        let (outcome, _) = attempt(&registry, None, &capped, &waiting, &throttled, None).await;
+        let (outcome, _) =
+            attempt(&registry, None, &capped, &waiting, Extras::NONE, &throttled, None).await;
         assert_eq!((outcome.status, outcome.attempts), (FAILED, 2), "no attempt spent");
         assert_eq!(outcome.details["failure"], "throttled_too_long");
         let reason = outcome.status_reason.unwrap();
@@ -523,7 +530,8 @@ mod tests {
         assert!(reason.contains("simulated throttling (429)"), "{reason}");
         assert_eq!(outcome.throttled_since, None);
         // any other outcome ends the streak
-        let (outcome, _) = attempt(&registry, None, &capped, &waiting, &route[2..], None).await;
+        let (outcome, _) =
+            attempt(&registry, None, &capped, &waiting, Extras::NONE, &route[2..], None).await;
         assert_eq!((outcome.status, outcome.throttled_since), (SENT, None));
 
         // permanent: no failover
@@ -531,7 +539,8 @@ mod tests {
             sandbox("prv_p", json!({"failRate": 1, "failMode": "permanent"})),
             sandbox("prv_c", json!({})),
         ];
-        let (outcome, _) = attempt(&registry, None, &config(), &message(0), &permanent, None).await;
+        let (outcome, _) =
+            attempt(&registry, None, &config(), &message(0), Extras::NONE, &permanent, None).await;
         assert_eq!((outcome.status, outcome.attempts), (FAILED, 1));
         assert_eq!(outcome.details["tries"].as_array().unwrap().len(), 1);
     }

@@ -9,6 +9,7 @@
 //!   `crate::runtime::shares`;
 //! - the connectors it calls are in `crate::providers`;
 //! - `queue`: the consuming side of the queue contract (`crate::queue::deliveries`);
+//! - `unsubscribe`: the one-click unsubscribe header fields of a project's emails;
 //! - `recovery`: the sweeper;
 //! - `retention`: the deletion of what has outlived its use (old messages, expired sessions...);
 //! - `backoff`: the delays between a message's attempts.
@@ -23,6 +24,7 @@ pub mod queue;
 pub mod recovery;
 pub mod retention;
 pub mod routing;
+pub mod unsubscribe;
 pub mod worker;
 
 use std::sync::Arc;

@@ -9,6 +9,8 @@
 //!   over it are not claimed, and wait in the worker or in the delayed set.
 //! - The recipients of the claimed messages are looked up in their projects' suppression lists
 //!   in one statement; a suppressed one fails at once, no provider called, no attempt spent.
+//!   The projects of the others' emails are looked up for one-click unsubscribe (`unsubscribe`:
+//!   cached, so at most one more statement).
 //! - Each claimed message is delivered in a task of its own, holding one slot. A claim is
 //!   fenced: the worker calls a provider only while no other worker can have claimed the
 //!   message since (its lease, `deliver::Lease`), and an outcome is written only while the
@@ -38,6 +40,7 @@ use crate::delivery::limits::RateLimiter;
 use crate::delivery::queue::{self, Settlement, entry};
 use crate::delivery::recovery;
 use crate::delivery::routing::Router;
+use crate::delivery::unsubscribe::{Settings, Unsubscribe};
 use crate::domain::channel::Channel;
 use crate::domain::status::{FAILED, RETRYING};
 use crate::domain::suppression::address_key;
@@ -54,6 +57,7 @@ const RECORD_BATCH: usize = 500;
 pub struct Worker {
     state: AppState,
     router: Router,
+    unsubscribe: Unsubscribe,
     limiter: RateLimiter,
     /// This worker's lease on its claims (`crate::runtime::liveness`).
     liveness: Arc<Liveness>,
@@ -79,10 +83,15 @@ impl Worker {
     pub fn start(state: AppState, liveness: Arc<Liveness>) -> (Dispatch, JoinSet<()>) {
         let config = &state.config.delivery;
         let router = Router::new(state.keys.clone(), config.credential_cache_ttl);
+        let unsubscribe = Unsubscribe::new(
+            &state.keys,
+            &state.config.server.public_url,
+            config.credential_cache_ttl,
+        );
         let limiter = RateLimiter::new(state.redis.clone(), config.rate_limits.clone());
         let (done, done_rx) = mpsc::channel(config.concurrency);
         let shares = Shares::new(config.organization_slots(), config.concurrency);
-        let worker = Arc::new(Self { state, router, limiter, liveness, shares });
+        let worker = Arc::new(Self { state, router, unsubscribe, limiter, liveness, shares });
         let mut tasks = JoinSet::new();
         tasks.spawn(worker.clone().record(done_rx));
         (Dispatch { worker, done }, tasks)
@@ -165,6 +174,12 @@ impl Worker {
         .await;
         // Shutting down: the claimed messages are taken over once this worker's liveness ends.
         let Some(mut suppressed) = suppressed else { return };
+        let unsubscribe = until_ok_or_stopped("looking up unsubscribe settings", stop, || {
+            let emails = claimed.iter().map(|(m, _)| m).filter(|m| !suppressed.contains_key(&m.id));
+            self.unsubscribe.settings(&self.state.db, emails)
+        })
+        .await;
+        let Some(unsubscribe) = unsubscribe else { return };
         for (message, entry_id) in claimed {
             // one slot per entry read, so there is always one left
             let slot = free.split(1);
@@ -178,8 +193,10 @@ impl Worker {
             }
             let mut held = self.shares.hold(&message.organization_id);
             let (worker, done) = (self.clone(), done.clone());
+            let unsubscribe = unsubscribe.get(&message.project_id).cloned();
             tasks.spawn(async move {
-                let (outcome, calling) = worker.deliver(&message, term).await;
+                let (outcome, calling) =
+                    worker.deliver(&message, term, unsubscribe.as_deref()).await;
                 if let Some(calling) = calling {
                     held.took(calling);
                 }
@@ -246,9 +263,15 @@ impl Worker {
 
     /// One claimed message's attempt, claimed under the liveness `term`. Routing waits for
     /// Postgres as long as it takes; at shutdown, the grace period bounds that wait (the message
-    /// is then taken over once this worker's liveness key is withdrawn). Returns its outcome and
-    /// how long its provider calls took, if it made any.
-    async fn deliver(&self, message: &Message, term: Option<u64>) -> (Outcome, Option<Duration>) {
+    /// is then taken over once this worker's liveness key is withdrawn). An email of a project
+    /// with one-click unsubscribe on (`unsubscribe`) gets its header fields. Returns its outcome
+    /// and how long its provider calls took, if it made any.
+    async fn deliver(
+        &self,
+        message: &Message,
+        term: Option<u64>,
+        unsubscribe: Option<&Settings>,
+    ) -> (Outcome, Option<Duration>) {
         let db = &self.state.db;
         let config = &self.state.config.delivery;
         let route = until_ok("routing a message", || self.router.route(db, message)).await;
@@ -263,11 +286,13 @@ impl Worker {
                 config.visibility_timeout - config.provider_timeout,
             ),
         };
+        let extras = unsubscribe.map(|s| self.unsubscribe.extras(message, s)).unwrap_or_default();
         let (outcome, aside) = attempt(
             &self.state.connectors,
             Some(&self.limiter),
             config,
             message,
+            &extras,
             &route,
             Some(&lease),
         )

@@ -1,5 +1,5 @@
-//! Projects: created (slug derived from the name when none is given), renamed, their metadata
-//! and message retention changed, deleted with everything in them.
+//! Projects: created (slug derived from the name when none is given), renamed, their metadata,
+//! message retention and one-click unsubscribe changed, deleted with everything in them.
 
 use chrono::Utc;
 use serde_json::Value;
@@ -21,12 +21,16 @@ pub const MAX_RETENTION_DAYS: i32 = 36_500;
 const SLUG_TAKEN: &str = "a project with this slug already exists";
 
 /// A new project.
+#[derive(Default)]
 pub struct NewProjectInput {
     pub name: String,
     /// Derived from the name when absent.
     pub slug: Option<String>,
     pub metadata: Option<Value>,
     pub message_retention_days: Option<i32>,
+    /// Off when absent.
+    pub one_click_unsubscribe: Option<bool>,
+    pub unsubscribe_mailto: Option<String>,
 }
 
 /// What changes on a project; `None` keeps it.
@@ -37,6 +41,9 @@ pub struct ProjectUpdate {
     pub metadata: Option<Value>,
     /// `Some(None)` returns to the server's `retention.messages`.
     pub message_retention_days: Option<Option<i32>>,
+    pub one_click_unsubscribe: Option<bool>,
+    /// `Some(None)` removes it.
+    pub unsubscribe_mailto: Option<Option<String>>,
 }
 
 fn check_retention(check: &mut Validator, days: Option<i32>) {
@@ -45,6 +52,26 @@ fn check_retention(check: &mut Validator, days: Option<i32>) {
             "messageRetentionDays",
             format!("must be between 0 (keep for ever) and {MAX_RETENTION_DAYS} days, or null"),
         );
+    }
+}
+
+/// One-click unsubscribe links point at this server (`crate::unsubscribe`): switching it on
+/// needs `server.public_url`. The mailto address must be one a header field can carry.
+fn check_unsubscribe(
+    check: &mut Validator,
+    state: &AppState,
+    switch_on: bool,
+    mailto: Option<&str>,
+) {
+    if switch_on && state.config.server.public_url.trim().is_empty() {
+        check.error(
+            "oneClickUnsubscribe",
+            "needs server.public_url: the unsubscribe links point at this server, and it does \
+             not know its public address (ask its operator to set server.public_url)",
+        );
+    }
+    if let Some(why) = mailto.and_then(crate::unsubscribe::mailto_refusal) {
+        check.error("unsubscribeMailto", why);
     }
 }
 
@@ -88,6 +115,9 @@ pub async fn create(
     let metadata = input.metadata.unwrap_or_else(|| serde_json::json!({}));
     check.object("metadata", &metadata, MAX_METADATA_BYTES);
     check_retention(&mut check, input.message_retention_days);
+    let mailto = input.unsubscribe_mailto.as_deref().map(str::trim);
+    let one_click = input.one_click_unsubscribe.unwrap_or(false);
+    check_unsubscribe(&mut check, state, one_click, mailto);
     check.finish()?;
 
     let mut conn = state.db.get().await?;
@@ -103,6 +133,8 @@ pub async fn create(
         slug: &slug,
         metadata: &metadata,
         message_retention_days: input.message_retention_days,
+        one_click_unsubscribe: one_click,
+        unsubscribe_mailto: mailto,
     };
     conflict_on_unique(projects::insert(&mut conn, new).await, SLUG_TAKEN)
 }
@@ -126,6 +158,9 @@ pub async fn update(
         check.object("metadata", metadata, MAX_METADATA_BYTES);
     }
     check_retention(&mut check, changes.message_retention_days.flatten());
+    let mailto = changes.unsubscribe_mailto.map(|m| m.map(|m| m.trim().to_owned()));
+    let switch_on = changes.one_click_unsubscribe == Some(true);
+    check_unsubscribe(&mut check, state, switch_on, mailto.clone().flatten().as_deref());
     check.finish()?;
     let mut conn = state.db.get().await?;
     let project = visible(&mut conn, access, id_or_slug).await?;
@@ -134,6 +169,8 @@ pub async fn update(
         slug: changes.slug,
         metadata: changes.metadata,
         message_retention_days: changes.message_retention_days,
+        one_click_unsubscribe: changes.one_click_unsubscribe,
+        unsubscribe_mailto: mailto,
         updated_at: Utc::now(),
     };
     let updated = conflict_on_unique(

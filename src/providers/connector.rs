@@ -146,12 +146,40 @@ pub type SendFuture<'a> =
 pub type VerifyFuture<'a> =
     Pin<Box<dyn Future<Output = Result<String, ProviderError>> + Send + 'a>>;
 
+/// What the worker adds to a message on its way out, which its sender did not write (and
+/// cannot: `/v1/send` takes no such field): the one-click unsubscribe header fields of a
+/// project that switched them on (`crate::unsubscribe`). Connectors that have no use for it
+/// ignore it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Extras {
+    /// Header fields an email carries besides those made from its content: name and value,
+    /// printable ASCII.
+    pub email_headers: Vec<(&'static str, String)>,
+}
+
+impl Extras {
+    /// Nothing added.
+    pub const NONE: &'static Extras = &Extras { email_headers: Vec::new() };
+}
+
 /// One provider's client. Object-safe (a boxed future) so the registry can hand out any of
 /// them; a connector that keeps per-credential clients caches them itself, by credential id.
 pub trait Connector: Send + Sync {
     /// Makes one attempt to deliver `message` with `credential`: at most one provider call.
     fn send<'a>(&'a self, message: &'a Message, credential: &'a OpenedCredential)
     -> SendFuture<'a>;
+
+    /// [`Connector::send`] with what the worker adds to the message (`extras`). Connectors that
+    /// put none of it on the wire keep this default.
+    fn send_with<'a>(
+        &'a self,
+        message: &'a Message,
+        credential: &'a OpenedCredential,
+        extras: &'a Extras,
+    ) -> SendFuture<'a> {
+        let _ = extras;
+        self.send(message, credential)
+    }
 
     /// Checks `credential` with one cheap authenticated call (`POST /v1/providers/{id}/verify`).
     fn verify<'a>(&'a self, credential: &'a OpenedCredential) -> VerifyFuture<'a>;

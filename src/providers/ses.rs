@@ -2,20 +2,28 @@
 //! html bodies, all UTF-8), from the message's `from` or the credential's `fromAddress`, with
 //! reply-to, cc, bcc and the credential's configuration set; `GetAccount` to verify.
 //!
+//! An email the worker adds header fields to (one-click unsubscribe, `Extras`) goes as raw
+//! content instead: the MIME message the SMTP connector builds, header fields included. Simple
+//! content takes header fields too, but caps each value at 870 characters (a link and a mailto
+//! address may be longer), and a raw message is what every SES-compatible service (and moto,
+//! which the tests read back) keeps whole.
+//!
 //! SES's MessageId becomes the message's provider message id, which delivery receipts
 //! (`crate::inbound`) look messages up by.
 
 use aws_sdk_sesv2::Client;
 use aws_sdk_sesv2::error::BuildError;
-use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent as SesContent};
+use aws_sdk_sesv2::primitives::Blob;
+use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent as SesContent, RawMessage};
 
 use crate::db::messages::Message;
 use crate::domain::content::EmailContent;
 use crate::domain::provider_types::SesConfig;
 use crate::providers::aws::{Clients, classify, receipt};
 use crate::providers::connector::{
-    Connector, OpenedCredential, ProviderError, SendFuture, VerifyFuture,
+    Connector, Extras, OpenedCredential, ProviderError, SendFuture, VerifyFuture,
 };
+use crate::providers::smtp::build_email;
 
 pub struct Ses {
     clients: Clients<Client>,
@@ -33,15 +41,28 @@ impl Connector for Ses {
         message: &'a Message,
         credential: &'a OpenedCredential,
     ) -> SendFuture<'a> {
+        self.send_with(message, credential, Extras::NONE)
+    }
+
+    fn send_with<'a>(
+        &'a self,
+        message: &'a Message,
+        credential: &'a OpenedCredential,
+        extras: &'a Extras,
+    ) -> SendFuture<'a> {
         Box::pin(async move {
             let (client, config): (_, SesConfig) = self.clients.get(credential, Client::new)?;
             // Stored content passed validation at ingestion; serde's text is left out since it
             // may quote the body.
             let email: EmailContent = serde_json::from_value(message.content.clone())
                 .map_err(|_| ProviderError::Permanent("the content is not an email".to_owned()))?;
-            let content = simple_content(&email).map_err(|e| {
-                ProviderError::Permanent(format!("SES: cannot build the message: {e}"))
-            })?;
+            let content = if extras.email_headers.is_empty() {
+                simple_content(&email)
+            } else {
+                let (mime, _) = build_email(message, &config.from_address, extras)?;
+                raw_content(mime.formatted())
+            }
+            .map_err(|e| ProviderError::Permanent(format!("SES: cannot build the message: {e}")))?;
             let from = email.from.as_deref().unwrap_or(&config.from_address);
             let listed = |list: &[String]| {
                 (!list.is_empty()).then(|| list.iter().map(|a| encode_address(a)).collect())
@@ -111,6 +132,13 @@ fn simple_content(email: &EmailContent) -> Result<SesContent, BuildError> {
         .body(body.build())
         .build();
     Ok(SesContent::builder().simple(message).build())
+}
+
+/// A whole MIME message. The envelope still comes from the destination and sender given beside
+/// it, so bcc recipients (whom the MIME does not name) get it too.
+fn raw_content(mime: Vec<u8>) -> Result<SesContent, BuildError> {
+    let raw = RawMessage::builder().data(Blob::new(mime)).build()?;
+    Ok(SesContent::builder().raw(raw).build())
 }
 
 /// SES takes addresses as ASCII: a display name with other characters must be a MIME

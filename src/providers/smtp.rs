@@ -7,12 +7,14 @@
 //!
 //! The message is proper MIME: a text part, an HTML part, or both as `multipart/alternative`;
 //! `From` (the content's, else the credential's `fromAddress`), `Reply-To`, `Cc`, `Bcc` (in the
-//! envelope only), a UTF-8 subject, and a `Message-ID` we generate, which is the provider
-//! message id. Replies: 535 (and the other authentication codes) refuse the credential, other
-//! 5xx refuse the message, 4xx and connection trouble are worth another try.
+//! envelope only), a UTF-8 subject, a `Message-ID` we generate, which is the provider message
+//! id, and the header fields the worker adds (one-click unsubscribe, `Extras`). Replies: 535
+//! (and the other authentication codes) refuse the credential, other 5xx refuse the message,
+//! 4xx and connection trouble are worth another try.
 
 use std::time::Duration;
 
+use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
@@ -23,7 +25,8 @@ use crate::domain::content::{Addresses, EmailContent};
 use crate::domain::provider_types::{SmtpConfig, SmtpCredentials, SmtpTls};
 use crate::providers::client_cache::ClientCache;
 use crate::providers::connector::{
-    Connector, OpenedCredential, ProviderError, ProviderReceipt, SendFuture, VerifyFuture, truncate,
+    Connector, Extras, OpenedCredential, ProviderError, ProviderReceipt, SendFuture, VerifyFuture,
+    truncate,
 };
 use crate::ssrf::{self, Unreachable};
 
@@ -98,9 +101,18 @@ impl Connector for Smtp {
         message: &'a Message,
         credential: &'a OpenedCredential,
     ) -> SendFuture<'a> {
+        self.send_with(message, credential, Extras::NONE)
+    }
+
+    fn send_with<'a>(
+        &'a self,
+        message: &'a Message,
+        credential: &'a OpenedCredential,
+        extras: &'a Extras,
+    ) -> SendFuture<'a> {
         Box::pin(async move {
             let config: SmtpConfig = credential.config_as()?;
-            let (email, message_id) = build_email(message, &config)?;
+            let (email, message_id) = build_email(message, &config.from_address, extras)?;
             let transport = self.transport(credential, &config).await?;
             transport.send(email).await.map_err(|e| classify(&config, &e))?;
             Ok(ProviderReceipt { provider_message_id: message_id })
@@ -128,10 +140,13 @@ impl Connector for Smtp {
 }
 
 /// The email for `message` and its Message-ID (`<message id@sender's domain>`: the same for
-/// every attempt, so a receiver can tell a repeated delivery).
+/// every attempt, so a receiver can tell a repeated delivery). `from_address` is the
+/// credential's, for content that names no sender; `extras` adds its header fields. The SES
+/// connector sends the same MIME when it has header fields to add.
 pub fn build_email(
     message: &Message,
-    config: &SmtpConfig,
+    from_address: &str,
+    extras: &Extras,
 ) -> Result<(lettre::Message, String), ProviderError> {
     let content: EmailContent = serde_json::from_value(message.content.clone())
         .map_err(|e| ProviderError::Permanent(format!("not email content: {e}")))?;
@@ -142,9 +157,9 @@ pub fn build_email(
     };
     let from = match &content.from {
         Some(from) => address(from, "from")?,
-        None => config.from_address.parse::<Mailbox>().map_err(|e| {
-            ProviderError::Credential(format!("fromAddress `{}`: {e}", config.from_address))
-        })?,
+        None => from_address
+            .parse::<Mailbox>()
+            .map_err(|e| ProviderError::Credential(format!("fromAddress `{from_address}`: {e}")))?,
     };
     let message_id = format!("<{}@{}>", message.id, from.email.domain());
     let mut builder = lettre::Message::builder()
@@ -160,6 +175,13 @@ pub fn build_email(
     }
     for bcc in &content.bcc {
         builder = builder.bcc(address(bcc, "bcc")?);
+    }
+    for (name, value) in &extras.email_headers {
+        let name = HeaderName::new_from_ascii((*name).to_owned()).map_err(|e| {
+            ProviderError::Permanent(format!("cannot add the header field {name}: {e}"))
+        })?;
+        // lettre folds a long value at its spaces
+        builder = builder.raw_header(HeaderValue::new(name, value.clone()));
     }
     let built = match (content.text, content.html) {
         (Some(text), Some(html)) => {

@@ -6,7 +6,9 @@
 //! key) (`assets`). They work through the same rules as the API, never a
 //! second copy of them: the session and organization come from `Access`, signing up and in
 //! from `auth::accounts`, data from the queries of `crate::db`. Writes are HTML forms, taken
-//! only from our own origin (the `Origin` check of cookie-authenticated requests). Every page
+//! only from our own origin (the `Origin` check of cookie-authenticated requests); the one
+//! exception is the one-click unsubscribe link of emails (`unsubscribe`), whose signed token is
+//! its only credential and which mail providers post to from their servers. Every page
 //! carries a Content-Security-Policy that allows nothing from elsewhere and no inline script,
 //! and may not be framed.
 
@@ -21,6 +23,7 @@ pub mod overview;
 pub mod projects;
 pub mod providers;
 pub mod sign_in_methods;
+pub mod unsubscribe;
 pub mod webhooks;
 
 use actix_web::dev::ServiceResponse;
@@ -43,13 +46,27 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .configure(invitations::routes)
         .configure(providers::routes)
         .configure(sign_in_methods::routes)
-        .configure(webhooks::routes);
+        .configure(webhooks::routes)
+        .configure(unsubscribe::routes);
 }
 
 /// Nothing from elsewhere, no inline script or style, no framing.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
     style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; \
     frame-ancestors 'none'; base-uri 'none'";
+
+/// Whether the client prefers an HTML page to JSON: a browser (following a redirect, or
+/// posting a form), not a program.
+pub fn prefers_html(req: &actix_web::HttpRequest) -> bool {
+    let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let html = accept.find("text/html");
+    let json = accept.find("application/json");
+    match (html, json) {
+        (Some(h), Some(j)) => h < j,
+        (Some(_), None) => true,
+        _ => false,
+    }
+}
 
 /// A page answer, with the headers every page carries.
 pub fn page(status: StatusCode, markup: Markup) -> HttpResponse {

@@ -89,6 +89,7 @@ async fn create(
             slug: form.slug(),
             metadata: form.metadata()?,
             message_retention_days: form.retention()?,
+            ..Default::default()
         };
         manage::create(&state, &access, input).await
     };
@@ -126,6 +127,7 @@ async fn update(
             slug: Some(form.slug.trim().to_owned()),
             metadata: Some(form.metadata()?.unwrap_or_else(|| serde_json::json!({}))),
             message_retention_days: Some(form.retention()?),
+            ..Default::default()
         };
         manage::update(&state, &access, &project.id, changes).await
     };

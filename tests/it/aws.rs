@@ -62,6 +62,15 @@ impl Moto {
             .unwrap_or_else(|| panic!("moto has no email {id}: {}", data["ses"]))
     }
 
+    /// The raw (MIME) email moto recorded with SES message id `id`.
+    async fn raw_email(&self, id: &str) -> Value {
+        let data = self.data().await;
+        data["ses"]["RawMessage"]
+            .as_array()
+            .and_then(|all| all.iter().find(|m| m["id"] == id).cloned())
+            .unwrap_or_else(|| panic!("moto has no raw email {id}: {}", data["ses"]))
+    }
+
     /// An SES client as a user of the account would have, to set moto up.
     fn ses(&self) -> aws_sdk_sesv2::Client {
         use aws_sdk_sesv2::config::{BehaviorVersion, Credentials, Region};
@@ -816,4 +825,82 @@ async fn bounces_and_complaints_suppress_the_next_send_until_the_entry_is_delete
     app.wait_for_status(&key, &id, "sent").await;
     assert_eq!(emails_taken(&moto).await, taken + 1);
     stub.stop().await;
+}
+
+/// A project with one-click unsubscribe on: SES gets the whole MIME message (moto keeps no
+/// header fields of simple content), with `List-Unsubscribe` and `List-Unsubscribe-Post`, and
+/// still sends to every recipient; a project without it sends simple content as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ses_sends_the_unsubscribe_header_fields_when_the_project_has_them_on() {
+    let moto = Moto::start().await;
+    let app = TestApp::spawn_with(|c| {
+        c.providers.allow_endpoint_overrides = true;
+        c.server.public_url = "https://relay.example.com/".to_owned();
+        // the project is switched on between two sends: read at every batch
+        c.delivery.credential_cache_ttl = Duration::ZERO;
+    })
+    .await;
+    let (owner, key) = app.sender("Sender").await;
+    moto.verify_identity("sender@example.com").await;
+    app.create_provider(&owner.token, ses_provider(&moto.url, "sender@example.com")).await;
+    let email = json!({"channel": "email", "to": "Zoë <zoe@example.com>",
+        "content": {"subject": "Grüße", "text": "Hallo", "html": "<p>Hallo</p>",
+                    "replyTo": "help@example.com"}});
+
+    // off: simple content, as before
+    let id = app.send_message(&key, email.clone()).await;
+    let message = app.wait_for_status(&key, &id, "sent").await;
+    let simple = moto.email(message["providerMessageId"].as_str().unwrap()).await;
+    assert_eq!(simple["subject"], "Grüße");
+
+    let project = format!("/v1/projects/{}", owner.project_id);
+    let (status, view) = app
+        .patch_as(
+            &owner.token,
+            &project,
+            json!({"oneClickUnsubscribe": true, "unsubscribeMailto": "unsubscribe@example.com"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{view}");
+    let id = app.send_message(&key, email).await;
+    let message = app.wait_for_status(&key, &id, "sent").await;
+    let raw = moto.raw_email(message["providerMessageId"].as_str().unwrap()).await;
+    assert_eq!(raw["source"], "sender@example.com");
+    let destinations: Vec<&str> =
+        raw["destinations"].as_array().unwrap().iter().map(|d| d.as_str().unwrap()).collect();
+    // moto lists the envelope's recipients and those of the To header
+    assert!(
+        !destinations.is_empty() && destinations.iter().all(|d| d.ends_with("<zoe@example.com>")),
+        "{destinations:?}"
+    );
+    let mime = crate::harness::smtp_sink::Received {
+        mail_from: String::new(),
+        rcpt_to: vec![],
+        data: raw["raw_data"].as_str().unwrap().to_owned(),
+        user: None,
+    };
+    let list = mime.header("List-Unsubscribe").expect("List-Unsubscribe");
+    let token = list
+        .strip_prefix("<https://relay.example.com/u/")
+        .and_then(|rest| {
+            rest.strip_suffix(">, <mailto:unsubscribe@example.com?subject=unsubscribe>")
+        })
+        .unwrap_or_else(|| panic!("{list}"));
+    assert_eq!(mime.header("List-Unsubscribe-Post").as_deref(), Some("List-Unsubscribe=One-Click"));
+    assert_eq!(mime.header("Reply-To").as_deref(), Some("help@example.com"));
+    assert!(mime.header("Subject").unwrap().starts_with("=?utf-8?b?"), "encoded subject");
+    assert!(mime.header("Content-Type").unwrap().starts_with("multipart/alternative"));
+
+    // the link is the message's, and works
+    let answer = reqwest::Client::new()
+        .post(app.url(&format!("/u/{token}")))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let (_, list) = app.get_as(&owner.token, &format!("{project}/suppressions")).await;
+    assert_eq!(list["data"][0]["address"], "zoe@example.com", "{list}");
+    assert_eq!(list["data"][0]["messageId"], id.as_str());
 }

@@ -32,6 +32,7 @@ mod send;
 mod smtp;
 mod suppressions;
 mod templates;
+mod unsubscribe;
 mod webhook_endpoints;
 mod webhooks;
 mod whatsapp;
