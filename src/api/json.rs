@@ -93,8 +93,7 @@ pub fn parse_value(body: &[u8]) -> Result<serde_json::Value, ApiError> {
     Ok(value)
 }
 
-/// What a request's text may not hold: PostgreSQL stores no U+0000 in text or jsonb.
-pub const NUL_REFUSED: &str = "must not contain the character U+0000";
+pub use crate::domain::validate::NUL_REFUSED;
 
 /// Turns integral floats that an `i64` or `u64` holds exactly into integers, and finds the
 /// first string or key holding U+0000: returns its path, innermost segment first.

@@ -12,6 +12,9 @@ use crate::domain::{recipient, slug};
 
 pub const MAX_NAME_CHARS: usize = 100;
 
+/// What a request's text may not hold: PostgreSQL stores no U+0000 in text or jsonb.
+pub const NUL_REFUSED: &str = "must not contain the character U+0000";
+
 /// One problem with one field of the request, as `{field, message}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct FieldError {

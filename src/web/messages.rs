@@ -2,8 +2,9 @@
 //! (a message or provider id, part of the recipient or subject) and days, pages with a cursor
 //! (newest first), and while messages on it are still on their way the page's script reloads
 //! its rows every few seconds. A message's page shows its content, routing, attempts, status
-//! reason and every status change with its details. Both read through the queries the API
-//! reads through (`db::messages::list_log`, `find_with_provider`, `events`).
+//! reason, the template it was rendered from, and every status change with its details. Both
+//! read through the queries the API reads through (`db::messages::list_log`,
+//! `find_with_provider`, `events`, `db::templates::find`).
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError, web};
@@ -15,6 +16,7 @@ use serde_json::json;
 use crate::auth::{Access, Action};
 use crate::db::Cursor;
 use crate::db::messages::{self, LogFilter, MAX_SEARCH_CHARS, WithProvider};
+use crate::db::templates::{self, Template};
 use crate::domain::channel::Channel;
 use crate::domain::status::{self, FINAL, STATUSES};
 use crate::error::ApiError;
@@ -332,6 +334,13 @@ async fn message(
     let mut conn = state.db.get().await.map_err(ApiError::from)?;
     let (message, provider) = manage::visible(&mut conn, &access, &path).await?;
     let events = messages::events(&mut conn, &message.id).await.map_err(ApiError::from)?;
+    // the template it was rendered from, by name while it still exists
+    let template = match &message.template_id {
+        Some(id) => templates::find(&mut conn, &access.org.id, &message.project_id, id)
+            .await
+            .map_err(ApiError::from)?,
+        None => None,
+    };
     drop(conn);
     let may_write = access.require(Action::Write).is_ok();
     let pretty =
@@ -363,6 +372,9 @@ async fn message(
                 @if let Some(id) = &message.provider_message_id { dt { "Provider's id" } dd { code { (id) } } }
                 @if let Some(at) = message.send_at { dt { "Scheduled for" } dd { (at.format("%Y-%m-%d %H:%M:%S UTC")) } }
                 @if let Some(at) = message.next_attempt_at { dt { "Next attempt" } dd { (at.format("%Y-%m-%d %H:%M:%S UTC")) } }
+                @if let Some(id) = &message.template_id {
+                    dt { "Template" } dd #template { (template_link(&message.project_id, id, template.as_ref(), message.template_version)) }
+                }
                 dt { "Accepted" } dd { (message.created_at.format("%Y-%m-%d %H:%M:%S UTC")) }
             }
             h2 { "Content" }
@@ -386,4 +398,30 @@ async fn message(
         }
     };
     Ok(page(StatusCode::OK, layout("Message", Some(&viewer), body)))
+}
+
+/// The template a message was rendered from and its version, linked while the template
+/// exists (a deleted one leaves its id on the message).
+fn template_link(
+    project_id: &str,
+    id: &str,
+    template: Option<&Template>,
+    version: Option<i32>,
+) -> Markup {
+    let base = format!("/projects/{project_id}/templates/{id}");
+    html! {
+        @match template {
+            Some(template) => {
+                a href=(base) { (template.name) } " (" code { (template.slug) } ")"
+                @if let Some(version) = version {
+                    ", " a href=(format!("{base}/versions/{version}")) { "version " (version) }
+                }
+            },
+            None => {
+                code { (id) }
+                @if let Some(version) = version { ", version " (version) }
+                " " span.muted { "(deleted since)" }
+            },
+        }
+    }
 }

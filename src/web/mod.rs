@@ -23,6 +23,8 @@ pub mod overview;
 pub mod projects;
 pub mod providers;
 pub mod sign_in_methods;
+pub mod suppressions;
+pub mod templates;
 pub mod unsubscribe;
 pub mod webhooks;
 
@@ -47,6 +49,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .configure(providers::routes)
         .configure(sign_in_methods::routes)
         .configure(webhooks::routes)
+        .configure(templates::routes)
+        .configure(suppressions::routes)
         .configure(unsubscribe::routes);
 }
 
@@ -83,6 +87,17 @@ pub fn page(status: StatusCode, markup: Markup) -> HttpResponse {
 /// A 303 to `location`: after a form is taken, the browser loads the next page with a GET.
 pub fn see_other(location: &str) -> HttpResponse {
     HttpResponse::SeeOther().insert_header((header::LOCATION, location)).finish()
+}
+
+/// Refuses the first of a form's or query's `fields` (name, value) that holds U+0000, by its
+/// name, as the JSON API refuses such text: PostgreSQL stores none, and would fail the request.
+pub fn refuse_nul<'a>(
+    fields: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<(), ApiError> {
+    match fields.into_iter().find(|(_, value)| value.contains('\0')) {
+        Some((name, _)) => Err(ApiError::invalid_field(name, crate::domain::validate::NUL_REFUSED)),
+        None => Ok(()),
+    }
 }
 
 /// Who is looking, for the page's header.

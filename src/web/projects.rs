@@ -1,7 +1,8 @@
-//! The organization's projects: listed with links to their messages and webhook endpoints,
-//! created (the slug, when left empty, derived from the name; the page's script shows the
-//! suggestion as the name is typed), and on a project's page renamed, its slug, metadata and
-//! message retention changed, or deleted after a confirmation that names what goes with it.
+//! The organization's projects: listed with links to their messages, webhook endpoints,
+//! templates and suppression list, created (the slug, when left empty, derived from the name;
+//! the page's script shows the suggestion as the name is typed), and on a project's page
+//! renamed, its slug, metadata and message retention changed, or deleted after a confirmation
+//! that names what goes with it.
 //! Every write goes through `manage::projects`, as `/v1/projects` does.
 
 use actix_web::http::StatusCode;
@@ -198,7 +199,9 @@ async fn list_page(
                                 td { (project.created_at.format("%Y-%m-%d")) }
                                 td {
                                     a href=(format!("/projects/{}/messages", project.id)) { "Messages" } " · "
-                                    a href=(format!("/projects/{}/webhooks", project.id)) { "Webhooks" }
+                                    a href=(format!("/projects/{}/webhooks", project.id)) { "Webhooks" } " · "
+                                    a href=(format!("/projects/{}/templates", project.id)) { "Templates" } " · "
+                                    a href=(format!("/projects/{}/suppressions", project.id)) { "Suppressions" }
                                 }
                             }
                         }
@@ -258,7 +261,9 @@ async fn settings_page(
             h1 { (project.name) }
             p {
                 a href=(format!("/projects/{}/messages", project.id)) { "Messages" } " · "
-                a href=(format!("/projects/{}/webhooks", project.id)) { "Webhook endpoints" }
+                a href=(format!("/projects/{}/webhooks", project.id)) { "Webhook endpoints" } " · "
+                a href=(format!("/projects/{}/templates", project.id)) { "Templates" } " · "
+                a href=(format!("/projects/{}/suppressions", project.id)) { "Suppression list" }
             }
             @if let Some(error) = error { (form_error(error)) }
             @if may_write {

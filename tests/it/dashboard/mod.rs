@@ -7,6 +7,8 @@ mod members;
 mod projects;
 mod providers;
 mod sign_in_methods;
+mod suppressions;
+mod templates;
 mod webhooks;
 
 use crate::harness::TestApp;
