@@ -254,6 +254,11 @@ impl From<diesel::result::Error> for ApiError {
             Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => {
                 Self::conflict("a concurrent change conflicted with this request; retry it")
             }
+            // a U+0000 that no check before the query caught (they name the field): still the
+            // request's fault, not the server's
+            Error::DatabaseError(_, info) if info.message().contains("0x00") => {
+                Self::invalid_field("body", crate::domain::validate::NUL_REFUSED)
+            }
             other => Self::internal(other),
         }
     }

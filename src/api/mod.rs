@@ -242,14 +242,12 @@ pub fn app(
 }
 
 /// A path or query string that carries U+0000 (`%00`) is refused (400, naming which), before it
-/// reaches a handler: PostgreSQL stores no U+0000, and no id or parameter value holds one.
+/// reaches a handler: PostgreSQL stores no U+0000, and no id or parameter value holds one (the
+/// dashboard's and the unsubscribe links' as little as the API's).
 fn nul_in_uri(req: &ServiceRequest) -> Option<ServiceResponse> {
     let holds_nul = |text: &str| text.as_bytes().windows(3).any(|w| w.eq_ignore_ascii_case(b"%00"));
     let uri = req.uri();
-    // only the routes that take ids and parameters to the database
-    let field = if !uri.path().starts_with("/v1/") {
-        return None;
-    } else if holds_nul(uri.path()) {
+    let field = if holds_nul(uri.path()) {
         "path"
     } else if uri.query().is_some_and(holds_nul) {
         "query"
@@ -257,7 +255,12 @@ fn nul_in_uri(req: &ServiceRequest) -> Option<ServiceResponse> {
         return None;
     };
     let error = ApiError::invalid_field(field, json::NUL_REFUSED);
-    Some(ServiceResponse::new(req.request().clone(), error.error_response()))
+    let response = if crate::web::prefers_html(req.request()) {
+        crate::web::WebError::from(error).error_response()
+    } else {
+        error.error_response()
+    };
+    Some(ServiceResponse::new(req.request().clone(), response))
 }
 
 /// The `/v1` routes of the contract, one module per resource.

@@ -197,6 +197,8 @@ pub struct Contents {
     pub provider_credentials: i64,
     /// Live keys bound to the project (revoked ones go too, unnoticed).
     pub api_keys: i64,
+    pub templates: i64,
+    pub suppressions: i64,
 }
 
 pub async fn contents(
@@ -204,7 +206,9 @@ pub async fn contents(
     organization_id: &str,
     id: &str,
 ) -> QueryResult<Contents> {
-    use crate::db::schema::{api_keys, messages, provider_credentials, webhook_endpoints};
+    use crate::db::schema::{
+        api_keys, messages, provider_credentials, suppressions, templates, webhook_endpoints,
+    };
     let messages = messages::table
         .filter(messages::organization_id.eq(organization_id))
         .filter(messages::project_id.eq(id))
@@ -230,5 +234,24 @@ pub async fn contents(
         .count()
         .get_result(conn)
         .await?;
-    Ok(Contents { messages, webhook_endpoints, provider_credentials, api_keys })
+    let templates = templates::table
+        .filter(templates::organization_id.eq(organization_id))
+        .filter(templates::project_id.eq(id))
+        .count()
+        .get_result(conn)
+        .await?;
+    let suppressions = suppressions::table
+        .filter(suppressions::organization_id.eq(organization_id))
+        .filter(suppressions::project_id.eq(id))
+        .count()
+        .get_result(conn)
+        .await?;
+    Ok(Contents {
+        messages,
+        webhook_endpoints,
+        provider_credentials,
+        api_keys,
+        templates,
+        suppressions,
+    })
 }

@@ -7,9 +7,9 @@ use diesel::prelude::*;
 use diesel::sql_types::{Array, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
-use crate::db::Cursor;
 use crate::db::messages::contains_pattern;
 use crate::db::schema::suppressions;
+use crate::db::{CacheStatement, Cursor};
 
 #[derive(Debug, Clone, PartialEq, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = suppressions, check_for_backend(diesel::pg::Pg))]
@@ -177,6 +177,7 @@ pub async fn matching(
     let projects: Vec<&str> = recipients.iter().map(|r| r.project_id).collect();
     let channels: Vec<&str> = recipients.iter().map(|r| r.channel).collect();
     let addresses: Vec<&str> = recipients.iter().map(|r| r.address).collect();
+    // prepared once per connection: the worker runs it for every claimed batch
     diesel::sql_query(
         "SELECT s.* FROM suppressions s
          JOIN unnest($1::text[], $2::text[], $3::text[]) AS r (project_id, channel, address)
@@ -185,6 +186,7 @@ pub async fn matching(
     .bind::<Array<Text>, _>(projects)
     .bind::<Array<Text>, _>(channels)
     .bind::<Array<Text>, _>(addresses)
+    .cached()
     .load(conn)
     .await
 }

@@ -7,6 +7,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
 use crate::db::Cursor;
 use crate::db::schema::{template_versions, templates};
+use crate::domain::template::Compiled;
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = templates, check_for_backend(diesel::pg::Pg))]
@@ -58,13 +59,13 @@ pub struct Version {
     pub published_at: DateTime<Utc>,
 }
 
-/// A published version as a send renders it (what the tenant cache keeps).
+/// A published version as a send renders it, compiled once (what the tenant cache keeps).
 #[derive(Debug)]
 pub struct Published {
     pub template_id: String,
     pub channel: String,
     pub version: i32,
-    pub content: serde_json::Value,
+    pub template: Compiled,
 }
 
 macro_rules! named {

@@ -11,8 +11,6 @@
 //! that does not compile or fails to render, `variables.name` for a variable the template uses
 //! but the message did not give, `template` when a render runs out of fuel.
 
-use std::sync::LazyLock;
-
 use minijinja::{AutoEscape, Environment, ErrorKind, UndefinedBehavior};
 use serde_json::{Map, Value};
 
@@ -22,20 +20,17 @@ use crate::domain::validate::FieldError;
 /// loop over a thousand items a few thousand. A tenant's endless loop stops here.
 pub const FUEL: u64 = 50_000;
 
-/// Template names: what makes MiniJinja escape HTML in `html` bodies and nowhere else.
-const HTML: &str = "html.html";
-const TEXT: &str = "text";
-
-static ENGINE: LazyLock<Environment<'static>> =
-    LazyLock::new(|| {
-        let mut env = Environment::new();
-        env.set_undefined_behavior(UndefinedBehavior::Strict);
-        env.set_fuel(Some(FUEL));
-        env.set_auto_escape_callback(|name| {
-            if name == HTML { AutoEscape::Html } else { AutoEscape::None }
-        });
-        env
-    });
+/// An environment as every template is rendered in: strict, fuelled, escaping `html` only.
+fn engine() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_fuel(Some(FUEL));
+    // each string is a template named by its field path: only the `html` body is escaped
+    env.set_auto_escape_callback(
+        |name| if name == "html" { AutoEscape::Html } else { AutoEscape::None },
+    );
+    env
+}
 
 /// The strings of `content` with their field paths (`subject`, `embeds.0.title`), in order.
 fn strings<'a>(path: String, value: &'a Value, out: &mut Vec<(String, &'a str)>) {
@@ -56,23 +51,95 @@ fn strings<'a>(path: String, value: &'a Value, out: &mut Vec<(String, &'a str)>)
     }
 }
 
-fn name_of(path: &str) -> &'static str {
-    if path == "html" { HTML } else { TEXT }
+/// A template's content compiled once, to be rendered by many messages: each string of the
+/// content is a template of its own environment, named by its field path.
+#[derive(Debug)]
+pub struct Compiled {
+    env: Environment<'static>,
+    content: Value,
 }
 
-/// Checks that every string of `content` compiles; errors under `field` (`content`).
-pub fn check_sources(field: &str, content: &Value) -> Vec<FieldError> {
-    let mut sources = Vec::new();
-    strings(String::new(), content, &mut sources);
-    sources
-        .into_iter()
-        .filter_map(|(path, source)| {
-            ENGINE
-                .template_from_named_str(name_of(&path), source)
-                .err()
-                .map(|e| FieldError::new(format!("{field}.{path}"), describe(&e)))
-        })
-        .collect()
+impl Compiled {
+    /// Compiles every string of `content`; the errors name the strings that do not compile,
+    /// under `field` (`content`).
+    pub fn new(field: &str, content: &Value) -> Result<Compiled, Vec<FieldError>> {
+        let mut env = engine();
+        let mut sources = Vec::new();
+        strings(String::new(), content, &mut sources);
+        let mut errors = Vec::new();
+        for (path, source) in sources {
+            if let Err(e) = env.add_template_owned(path.clone(), source.to_owned()) {
+                errors.push(FieldError::new(format!("{field}.{path}"), describe(&e)));
+            }
+        }
+        if errors.is_empty() { Ok(Compiled { env, content: content.clone() }) } else { Err(errors) }
+    }
+
+    /// The content with each string rendered with `variables` (a JSON object).
+    pub fn render(
+        &self,
+        fields: Fields<'_>,
+        variables: &Map<String, Value>,
+    ) -> Result<Value, Vec<FieldError>> {
+        let context = minijinja::Value::from_serialize(variables);
+        let mut errors = Vec::new();
+        let rendered = self.render_value(
+            String::new(),
+            &self.content,
+            &context,
+            variables,
+            fields,
+            &mut errors,
+        );
+        if errors.is_empty() { Ok(rendered) } else { Err(errors) }
+    }
+
+    fn render_value(
+        &self,
+        path: String,
+        value: &Value,
+        context: &minijinja::Value,
+        variables: &Map<String, Value>,
+        fields: Fields<'_>,
+        errors: &mut Vec<FieldError>,
+    ) -> Value {
+        let join =
+            |key: &str| if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") };
+        match value {
+            Value::String(source) => {
+                let rendered = self.env.get_template(&path).and_then(|t| t.render(context));
+                match rendered {
+                    Ok(text) => Value::String(text),
+                    Err(e) => {
+                        let at = format!("{}.{path}", fields.content);
+                        errors.extend(render_error(&at, fields.variables, source, variables, &e));
+                        Value::Null
+                    }
+                }
+            }
+            Value::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| {
+                        let at = join(&i.to_string());
+                        self.render_value(at, item, context, variables, fields, errors)
+                    })
+                    .collect(),
+            ),
+            Value::Object(members) => Value::Object(
+                members
+                    .iter()
+                    .map(|(key, item)| {
+                        let rendered =
+                            self.render_value(join(key), item, context, variables, fields, errors);
+                        (key.clone(), rendered)
+                    })
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
 }
 
 /// Where errors point: the template's content and the variables, as the request names them
@@ -84,55 +151,18 @@ pub struct Fields<'a> {
     pub variables: &'a str,
 }
 
-/// `content` with each string rendered with `variables` (a JSON object).
+/// Checks that every string of `content` compiles; errors under `field` (`content`).
+pub fn check_sources(field: &str, content: &Value) -> Vec<FieldError> {
+    Compiled::new(field, content).err().unwrap_or_default()
+}
+
+/// `content` compiled and rendered with `variables`, once (a preview of a draft).
 pub fn render(
     fields: Fields<'_>,
     content: &Value,
     variables: &Map<String, Value>,
 ) -> Result<Value, Vec<FieldError>> {
-    let context = minijinja::Value::from_serialize(variables);
-    let mut errors = Vec::new();
-    let rendered = render_value(String::new(), content, &context, variables, fields, &mut errors);
-    if errors.is_empty() { Ok(rendered) } else { Err(errors) }
-}
-
-fn render_value(
-    path: String,
-    value: &Value,
-    context: &minijinja::Value,
-    variables: &Map<String, Value>,
-    fields: Fields<'_>,
-    errors: &mut Vec<FieldError>,
-) -> Value {
-    let join = |key: &str| if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") };
-    match value {
-        Value::String(source) => match ENGINE.render_named_str(name_of(&path), source, context) {
-            Ok(text) => Value::String(text),
-            Err(e) => {
-                let at = format!("{}.{path}", fields.content);
-                errors.extend(render_error(&at, fields.variables, source, variables, &e));
-                Value::Null
-            }
-        },
-        Value::Array(items) => Value::Array(
-            items
-                .iter()
-                .enumerate()
-                .map(|(i, item)| {
-                    render_value(join(&i.to_string()), item, context, variables, fields, errors)
-                })
-                .collect(),
-        ),
-        Value::Object(members) => Value::Object(
-            members
-                .iter()
-                .map(|(key, item)| {
-                    (key.clone(), render_value(join(key), item, context, variables, fields, errors))
-                })
-                .collect(),
-        ),
-        other => other.clone(),
-    }
+    Compiled::new(fields.content, content)?.render(fields, variables)
 }
 
 /// What a failed render of `source` (the template at `at`) tells the caller: the variables
@@ -150,13 +180,14 @@ fn render_error(
             format!("rendering {at} took more than {FUEL} steps (a loop too long?)"),
         )],
         ErrorKind::UndefinedError => {
-            let mut missing: Vec<String> = ENGINE
+            let env = engine();
+            let mut missing: Vec<String> = env
                 .template_from_str(source)
                 .map(|t| t.undeclared_variables(false))
                 .unwrap_or_default()
                 .into_iter()
                 .filter(|name| {
-                    !variables.contains_key(name) && ENGINE.globals().all(|(g, _)| g != name)
+                    !variables.contains_key(name) && env.globals().all(|(g, _)| g != name)
                 })
                 .collect();
             missing.sort();

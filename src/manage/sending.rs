@@ -317,8 +317,8 @@ async fn render_template(
     }
     let empty = Map::new();
     let variables = template.variables.as_ref().and_then(Value::as_object).unwrap_or(&empty);
-    let content =
-        templates::render_checked(TEMPLATE_FIELDS, channel, &published.content, variables)?;
+    let rendered = published.template.render(TEMPLATE_FIELDS, variables);
+    let content = templates::checked(TEMPLATE_FIELDS, channel, rendered)?;
     Ok((content, published))
 }
 

@@ -19,7 +19,7 @@ use crate::domain::channel::Channel;
 use crate::domain::content::check_content;
 use crate::domain::ids;
 use crate::domain::slug;
-use crate::domain::template::{Fields, check_sources, render};
+use crate::domain::template::{Compiled, Fields, check_sources, render};
 use crate::domain::validate::{FieldError, Validator};
 use crate::error::{ApiError, conflict_on_unique};
 use crate::manage::projects::visible;
@@ -224,23 +224,17 @@ pub async fn preview(
         }
     };
     let channel = Channel::parse(&found.channel).ok_or_else(|| ApiError::internal("channel"))?;
-    render_checked(
-        Fields { content: "content", variables: "variables" },
-        channel,
-        &source,
-        variables,
-    )
+    let fields = Fields { content: "content", variables: "variables" };
+    checked(fields, channel, render(fields, &source, variables))
 }
 
-/// Renders `source` and checks the result as a message's `content` (errors under
-/// `fields.content`).
-pub fn render_checked(
+/// Checks what a template rendered as a message's `content` (errors under `fields.content`).
+pub fn checked(
     fields: Fields<'_>,
     channel: Channel,
-    source: &Value,
-    variables: &Map<String, Value>,
+    rendered: Result<Value, Vec<FieldError>>,
 ) -> Result<Value, ApiError> {
-    let rendered = render(fields, source, variables).map_err(ApiError::validation)?;
+    let rendered = rendered.map_err(ApiError::validation)?;
     let mut check = Validator::new();
     let content = check_content(&mut check, fields.content, channel, &rendered);
     check.finish()?;
@@ -286,11 +280,16 @@ pub async fn for_sending(
             ),
         });
     };
+    // a version was checked when its draft was saved: one that no longer compiles (an engine
+    // upgrade stricter than the last) is the server's to sort out
+    let compiled = Compiled::new("template.content", &found.content).map_err(|errors| {
+        ApiError::internal(format!("{} does not compile: {errors:?}", template.id))
+    })?;
     let published = Arc::new(Published {
         template_id: template.id,
         channel: template.channel,
         version: found.version,
-        content: found.content,
+        template: compiled,
     });
     cache.insert_template(since, project_id, name, version, published.clone());
     Ok(published)

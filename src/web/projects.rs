@@ -285,6 +285,8 @@ async fn settings_page(
                             "Deleting " strong { (project.name) } " deletes with it "
                             (contents.messages) " messages, "
                             (contents.webhook_endpoints) " webhook endpoints, "
+                            (contents.templates) " templates, "
+                            (contents.suppressions) " suppressed addresses, "
                             (contents.provider_credentials) " provider credentials of its own and "
                             (contents.api_keys) " API keys bound to it. This cannot be undone."
                         }

@@ -245,7 +245,11 @@ async fn forged_altered_and_orphaned_links_are_refused() {
         previous: vec![],
     })
     .sign(&link(&owner.project_id));
-    for bad in [altered.as_str(), &token[..token.len() / 2], foreign.as_str(), "nope", "%00"] {
+    // U+0000 is refused before any route, naming the path, as everywhere
+    let answer = one_click(&app, "%00").await;
+    let status = answer.status().as_u16();
+    assert_eq!(validation_fields(status, &crate::harness::error_body(answer).await), ["path"]);
+    for bad in [altered.as_str(), &token[..token.len() / 2], foreign.as_str(), "nope"] {
         let answer = one_click(&app, bad).await;
         let status = answer.status().as_u16();
         let body = crate::harness::error_body(answer).await;

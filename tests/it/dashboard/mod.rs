@@ -545,3 +545,25 @@ async fn the_overview_says_what_to_do_next_until_a_provider_and_a_key_exist() {
     let html = overview_html(&app, &owner.token).await;
     assert!(!html.contains("next-steps"), "{html}");
 }
+
+/// PostgreSQL stores no U+0000: a page's form or address carrying one is a 400, never a 500,
+/// on the pages that check their fields by name and on those that leave it to the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_holding_nul_is_refused_on_every_page() {
+    let app = TestApp::spawn().await;
+    let client = browser_like();
+    sign_up(&client, &app, "Ada", "ada-nul@example.com").await;
+    let created =
+        post_form(&client, &app, "/projects", &[("name", "a\0b")], Some(&origin(&app))).await;
+    assert_eq!(created.status(), 400, "{}", created.text().await.unwrap_or_default());
+    let page = client
+        .get(app.url("/projects/default/messages?search=a%00"))
+        .header(header::ACCEPT, "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 400);
+    assert_page_headers(&page);
+    assert!(page.text().await.unwrap().contains("query: must not contain the character U+0000"));
+    assert_eq!(app.count("projects").await, 1, "only the default project");
+}
