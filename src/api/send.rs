@@ -155,7 +155,7 @@ impl ToSchema for SendBody {
 }
 
 /// `to` (`recipient` in the original body) as [`check_recipient`] takes it for `channel`.
-fn recipient_schema(channel: Channel) -> RefOr<Schema> {
+pub(crate) fn recipient_schema(channel: Channel) -> RefOr<Schema> {
     match channel {
         Channel::Email => RefOr::Ref(Ref::from_schema_name(schema::EmailAddress::name())),
         Channel::Sms | Channel::Whatsapp => {

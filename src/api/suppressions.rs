@@ -4,15 +4,19 @@
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::api::json::Json;
 use crate::api::pagination::{Page, PageCursor, PageLimit, PageRequest};
+use crate::api::send::recipient_schema;
 use crate::auth::{Access, Action};
 use crate::db::Cursor;
 use crate::db::suppressions::{self, Suppression};
 use crate::domain::channel::Channel;
 use crate::domain::suppression::Reason;
+use crate::domain::{content, schema};
 use crate::error::ApiError;
 use crate::manage::projects::visible;
 use crate::manage::suppressions::{self as manage, MAX_SEARCH_CHARS, NewEntry};
@@ -70,13 +74,45 @@ impl From<Suppression> for SuppressionView {
     }
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+/// The body of `POST .../suppressions`, as the document states it: one alternative per channel,
+/// with that channel's address (as `to` of a send).
+pub struct SuppressionBody;
+
+impl utoipa::PartialSchema for SuppressionBody {
+    fn schema() -> RefOr<Schema> {
+        let mut alternatives = OneOfBuilder::new();
+        for channel in Channel::ALL {
+            alternatives = alternatives.item(content::closed(
+                ObjectBuilder::new()
+                    .title(Some(channel.as_str()))
+                    .property("channel", schema::one_of(&[channel.as_str()]))
+                    .required("channel")
+                    .property("address", recipient_schema(channel))
+                    .required("address")
+                    .property(
+                        "note",
+                        OneOfBuilder::new()
+                            .item(ObjectBuilder::new().schema_type(Type::Null))
+                            .item(SuppressionNote::schema()),
+                    ),
+            ));
+        }
+        alternatives.into()
+    }
+}
+
+impl ToSchema for SuppressionBody {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "CreateSuppression".into()
+    }
+}
+
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreateSuppression {
     pub channel: Channel,
     /// An email address, E.164 phone number or Discord target, as `to` of a send.
     pub address: String,
-    #[schema(value_type = Option<SuppressionNote>)]
     pub note: Option<String>,
 }
 
@@ -100,7 +136,7 @@ pub struct SuppressionQuery {
 /// Suppresses an address by hand (`reason: manual`; owner or admin).
 #[utoipa::path(post, path = "/v1/projects/{projectId}/suppressions", tag = "suppressions", security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])),
     params(("projectId" = String, Path, description = "id or slug", example = "prj_01jf3q6zvqe3f7m1s9gkxw5h2c"), crate::api::openapi::OrganizationHeader),
-    request_body = CreateSuppression,
+    request_body = SuppressionBody,
     responses((status = 201, body = SuppressionView),
         (status = 409, description = "`conflict`: the address is suppressed already", body = crate::error::ErrorBody)))]
 pub async fn create(

@@ -6,6 +6,8 @@ use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::api::json::Json;
@@ -14,6 +16,7 @@ use crate::auth::{Access, Action};
 use crate::db::Cursor;
 use crate::db::templates::{self, Template, Version};
 use crate::domain::channel::Channel;
+use crate::domain::{content, schema};
 use crate::error::ApiError;
 use crate::manage::projects::visible;
 use crate::manage::templates::{self as manage, DraftChanges, NewDraft};
@@ -100,17 +103,55 @@ impl From<Version> for VersionView {
     }
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+/// The body of `POST .../templates`, as the document states it: one alternative per channel,
+/// whose `content` has that channel's shape (as `content` of a send; its strings are
+/// templates, which must compile).
+pub struct TemplateBody;
+
+impl utoipa::PartialSchema for TemplateBody {
+    fn schema() -> RefOr<Schema> {
+        let mut alternatives = OneOfBuilder::new();
+        for channel in Channel::ALL {
+            alternatives = alternatives.item(content::closed(
+                ObjectBuilder::new()
+                    .title(Some(channel.as_str()))
+                    .property("name", crate::domain::schema::DisplayName::schema())
+                    .required("name")
+                    .property(
+                        "slug",
+                        OneOfBuilder::new()
+                            .item(ObjectBuilder::new().schema_type(Type::Null))
+                            .item(schema::Slug::schema()),
+                    )
+                    .property("channel", schema::one_of(&[channel.as_str()]))
+                    .required("channel")
+                    .property("content", content::content_schema(channel))
+                    .required("content"),
+            ));
+        }
+        alternatives.into()
+    }
+}
+
+impl ToSchema for TemplateBody {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "CreateTemplate".into()
+    }
+}
+
+crate::json_schema! {
+    /// `?cursor=` of a template's versions: the `nextCursor` of the previous page.
+    VersionCursor => ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some("^([1-9][0-9]{0,8})?$"))
+}
+
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreateTemplate {
-    #[schema(value_type = crate::domain::schema::DisplayName)]
     pub name: String,
-    /// Made from the name when absent; unique in the project.
     pub slug: Option<String>,
     pub channel: Channel,
-    /// The draft: the channel's `content` (as `POST /v1/send` takes it), each string a
-    /// MiniJinja template (`Hello {{ name }}`).
-    #[schema(value_type = Object)]
     pub content: Value,
 }
 
@@ -119,6 +160,7 @@ pub struct CreateTemplate {
 pub struct UpdateTemplate {
     #[schema(value_type = Option<crate::domain::schema::DisplayName>)]
     pub name: Option<String>,
+    #[schema(value_type = Option<crate::domain::schema::Slug>)]
     pub slug: Option<String>,
     /// A new draft; published versions do not change.
     #[schema(value_type = Option<Object>)]
@@ -149,7 +191,7 @@ pub struct PreviewView {
 pub struct VersionQuery {
     #[param(value_type = Option<PageLimit>, inline)]
     pub limit: Option<i64>,
-    /// The `nextCursor` of the previous page.
+    #[param(value_type = Option<VersionCursor>, inline)]
     pub cursor: Option<String>,
 }
 
@@ -164,7 +206,7 @@ pub struct VersionPage {
 /// Creates a template with its draft (owner or admin).
 #[utoipa::path(post, path = "/v1/projects/{projectId}/templates", tag = "templates", security(("session" = []), ("sessionCookie" = []), ("apiKey" = []), ("apiKeyHeader" = [])),
     params(("projectId" = String, Path, description = "id or slug", example = "prj_01jf3q6zvqe3f7m1s9gkxw5h2c"), crate::api::openapi::OrganizationHeader),
-    request_body = CreateTemplate,
+    request_body = TemplateBody,
     responses((status = 201, body = TemplateView),
         (status = 409, description = "`conflict`: another template of the project has this slug", body = crate::error::ErrorBody)))]
 pub async fn create(

@@ -77,6 +77,20 @@ macro_rules! named {
     };
 }
 
+/// The project's slugs that are `base` or `base-...`, for a free one.
+pub async fn slugs_like(
+    conn: &mut AsyncPgConnection,
+    project_id: &str,
+    base: &str,
+) -> QueryResult<Vec<String>> {
+    templates::table
+        .filter(templates::project_id.eq(project_id))
+        .filter(templates::slug.eq(base).or(templates::slug.like(format!("{base}-%"))))
+        .select(templates::slug)
+        .load(conn)
+        .await
+}
+
 pub async fn insert(conn: &mut AsyncPgConnection, new: NewTemplate<'_>) -> QueryResult<Template> {
     diesel::insert_into(templates::table)
         .values(new)

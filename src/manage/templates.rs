@@ -29,7 +29,7 @@ use crate::state::AppState;
 #[derive(Debug, Default)]
 pub struct NewDraft {
     pub name: String,
-    /// Made from the name when absent.
+    /// Made from the name when absent (the first of `name`, `name-2`... that is free).
     pub slug: Option<String>,
     pub channel: String,
     pub content: Value,
@@ -77,8 +77,9 @@ pub async fn create(
     access.require(Action::Write)?;
     let mut check = Validator::new();
     check.name("name", &new.name);
-    let slug = new.slug.unwrap_or_else(|| slug::slugify(&new.name, "template"));
-    check.slug("slug", &slug);
+    if let Some(slug) = &new.slug {
+        check.slug("slug", slug);
+    }
     match Channel::parse(&new.channel) {
         None => check.error("channel", "must be email, sms, whatsapp or discord"),
         Some(channel) => check_draft(&mut check, channel, &new.content),
@@ -86,6 +87,14 @@ pub async fn create(
     check.finish()?;
     let mut conn = state.db.get().await?;
     let project = visible(&mut conn, access, project).await?;
+    // a name given twice gets `welcome`, then `welcome-2`; a slug asked for is kept or refused
+    let slug = match new.slug {
+        Some(slug) => slug,
+        None => {
+            let base = slug::slugify(&new.name, "template");
+            slug::first_free(&base, &templates::slugs_like(&mut conn, &project.id, &base).await?)
+        }
+    };
     let now = Utc::now();
     let id = ids::new_id(ids::TEMPLATE);
     let row = NewTemplate {

@@ -242,11 +242,16 @@ async fn drafts_are_checked_when_saved() {
         json!({"name": "Code", "channel": "sms", "content": {"text": "{{ code }}"}}),
     )
     .await;
+    // the same name again: the next free slug; a slug asked for that is taken: 409
+    let again =
+        create(&app, &owner, json!({"name": "Code", "channel": "sms", "content": {"text": "x"}}))
+            .await;
+    assert_eq!(again["slug"], "code-2");
     let (status, answer) = app
         .post_as(
             &owner.token,
             &path,
-            json!({"name": "Code", "channel": "sms", "content": {"text": "x"}}),
+            json!({"name": "Other", "slug": "code", "channel": "sms", "content": {"text": "x"}}),
         )
         .await;
     assert_eq!(
@@ -264,7 +269,7 @@ async fn drafts_are_checked_when_saved() {
     let (status, by_slug) = app.get_as(&owner.token, &format!("{path}/otp")).await;
     assert_eq!((status, by_slug["name"].as_str()), (200, Some("One-time code")));
     let (_, list) = app.get_as(&owner.token, &path).await;
-    assert_eq!(list["data"].as_array().unwrap().len(), 1);
+    assert_eq!(list["data"].as_array().unwrap().len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
