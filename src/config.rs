@@ -863,12 +863,25 @@ impl Config {
                 "must be a postgres:// URL, e.g. postgres://user:password@host:5432/relayit",
             ));
         }
-        let redis_ok = url::Url::parse(&self.redis.url)
-            .is_ok_and(|u| matches!(u.scheme(), "redis" | "rediss" | "redis-sentinel"));
+        // fred's forms: one server, a cluster (seed nodes as `?node=host:port`) or Sentinel,
+        // each with TLS (`rediss`)
+        let redis_ok = url::Url::parse(&self.redis.url).is_ok_and(|u| {
+            matches!(
+                u.scheme(),
+                "redis"
+                    | "rediss"
+                    | "redis-cluster"
+                    | "rediss-cluster"
+                    | "redis-sentinel"
+                    | "rediss-sentinel"
+            )
+        });
         if !redis_ok {
             return Err(ConfigError::invalid(
                 "redis.url",
-                "must be a redis:// or rediss:// URL, e.g. redis://127.0.0.1:6379",
+                "must be a redis:// or rediss:// URL (redis://127.0.0.1:6379), a cluster's \
+                 (redis-cluster://host:port?node=host2:port2) or Sentinel's \
+                 (redis-sentinel://host:port/0?sentinelServiceName=mymaster)",
             ));
         }
         if self.redis.key_prefix.contains(['{', '}']) {
@@ -1227,6 +1240,30 @@ mod tests {
     fn explicit_file_must_exist() {
         let err = Config::load(Some(Path::new("/nonexistent/relayit.toml"))).unwrap_err();
         assert!(err.to_string().contains("--config"), "{err}");
+    }
+
+    #[test]
+    fn redis_urls_take_freds_forms() {
+        let with = |url: &str| {
+            let mut config = Config::default();
+            config.redis.url = url.to_owned();
+            config.validate()
+        };
+        for fine in [
+            "redis://127.0.0.1:6379",
+            "rediss://user:secret@cache.example.com:6380/1",
+            "redis-cluster://127.0.0.1:7001?node=127.0.0.1:7002&node=127.0.0.1:7003",
+            "rediss-cluster://user:secret@cluster.example.com:6379",
+            "redis-sentinel://127.0.0.1:26379/0?sentinelServiceName=mymaster",
+            "rediss-sentinel://127.0.0.1:26379/0?sentinelServiceName=mymaster",
+        ] {
+            assert!(with(fine).is_ok(), "{fine}: {:?}", with(fine));
+        }
+        for refused in ["http://127.0.0.1:6379", "127.0.0.1:6379", "redis-clusterx://a:1"] {
+            let err = with(refused).unwrap_err();
+            assert_eq!(err.key(), Some("redis.url"), "{refused}: {err}");
+            assert!(err.to_string().contains("redis-cluster://"), "{err}");
+        }
     }
 
     #[test]

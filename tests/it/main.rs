@@ -9,6 +9,7 @@ mod auth;
 mod aws;
 mod browser;
 mod cli;
+mod cluster;
 mod connector_logs;
 mod dashboard;
 mod delivery;
