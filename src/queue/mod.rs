@@ -2,8 +2,11 @@
 //! layout of the design (`{relayit}:deliveries`, its delayed set and dead-letter stream, the
 //! webhook streams, rate-limit state).
 //!
-//! Every key carries the `{relayit}` hash tag after the configured prefix, so all of RelayIt's
-//! keys live in one Redis Cluster slot and multi-key scripts stay legal.
+//! Every key carries the `{relayit}` hash tag after the configured prefix, so on a Redis Cluster
+//! they live in one slot and multi-key scripts and pipelines stay legal; except the rate-limit
+//! counters, which one single-key script reads and writes: each has a tag of its own
+//! (`{relayit:rl:<subject>}`), so the counters of many keys and credentials, touched on every
+//! send and delivery, spread over the cluster's masters.
 
 use std::time::Duration;
 
@@ -29,15 +32,17 @@ pub enum QueueError {
     Redis(#[from] fred::error::Error),
 }
 
-/// Key names, all under the configured prefix and the `{relayit}` hash tag.
+/// Key names, all under the configured prefix and the `{relayit}` hash tag (rate limits: a
+/// tag of their own, starting `{relayit:`).
 #[derive(Debug, Clone)]
 pub struct Keys {
+    prefix: String,
     base: String,
 }
 
 impl Keys {
     pub fn new(prefix: &str) -> Self {
-        Self { base: format!("{prefix}{{relayit}}") }
+        Self { prefix: prefix.to_owned(), base: format!("{prefix}{{relayit}}") }
     }
 
     fn key(&self, name: &str) -> String {
@@ -62,8 +67,9 @@ impl Keys {
     pub fn webhooks_dead(&self) -> String {
         self.key("webhooks:dead")
     }
+    /// A rate limit's counter, in a slot of its own (see the module's doc).
     pub fn rate_limit(&self, subject: &str) -> String {
-        self.key(&format!("rl:{subject}"))
+        format!("{}{{relayit:rl:{subject}}}", self.prefix)
     }
     /// Sign-in guess counter: `pair` for an email digest and client address, `ip` for a
     /// client address, `email` for an email digest (failures from any address).
@@ -93,7 +99,8 @@ impl Keys {
     }
     /// A pattern matching every key of this install (cleanup in tests and tools).
     pub fn pattern(&self) -> String {
-        format!("{}*", self.base.replace('{', "\\{").replace('}', "\\}"))
+        let escape = |text: &str| text.replace('{', "\\{").replace('}', "\\}");
+        format!("{}\\{{relayit[:}}]*", escape(&self.prefix))
     }
 }
 
@@ -478,8 +485,8 @@ mod tests {
         assert_eq!(keys.deliveries(), "t1:{relayit}:deliveries");
         assert_eq!(keys.deliveries_delayed(), "t1:{relayit}:deliveries:delayed");
         assert_eq!(keys.webhooks_dead(), "t1:{relayit}:webhooks:dead");
-        assert_eq!(keys.rate_limit("prv_1"), "t1:{relayit}:rl:prv_1");
+        assert_eq!(keys.rate_limit("prv_1"), "t1:{relayit:rl:prv_1}");
         assert_eq!(Keys::new("").deliveries(), "{relayit}:deliveries");
-        assert_eq!(keys.pattern(), "t1:\\{relayit\\}*");
+        assert_eq!(keys.pattern(), "t1:\\{relayit[:}]*");
     }
 }

@@ -1,9 +1,11 @@
 //! RelayIt on a Redis Cluster and behind Sentinel: a real three-master cluster of Debian's
 //! `redis-server`, started on free ports by the test and formed with `redis-cli --cluster
 //! create`, named to RelayIt in fred's form (`redis-cluster://host:port?node=host:port&...`);
-//! and a master found through a Sentinel (`redis-sentinel://host:port/0?sentinelServiceName=`). Every key carries the
-//! `{relayit}` hash tag, so the streams, the delayed sets, the Lua scripts and the pipelines
-//! all stay within one slot; what this checks is that nothing RelayIt does needs a single
+//! and a master found through a Sentinel (`redis-sentinel://host:port/0?sentinelServiceName=`).
+//!
+//! Every key but the rate limits' counters carries the `{relayit}` hash tag, so the streams,
+//! the delayed sets, the Lua scripts and the pipelines all stay within one slot (each counter
+//! has a slot of its own). What this checks is that nothing RelayIt does needs a single
 //! server: sending and delivering, rate limits (scripts), the tenant cache's invalidations
 //! (pub/sub), webhooks, and readiness.
 
@@ -123,8 +125,6 @@ async fn relayit_sends_delivers_and_signs_webhooks_on_a_redis_cluster() {
     let app = TestApp::spawn_with(|c| {
         c.redis.url = cluster.url();
         c.webhooks.allow_private_targets = true;
-        // every send goes through the rate limit's script
-        c.api.send_rate_limit = 10_000;
     })
     .await;
 
@@ -186,9 +186,27 @@ async fn relayit_sends_delivers_and_signs_webhooks_on_a_redis_cluster() {
         .expect("redis-cli");
     assert!(String::from_utf8_lossy(&keys.stdout).contains("{relayit}:deliveries"), "{keys:?}");
 
+    // a key's rate limit holds: its script ran against its counter, in a slot of its own
+    let (status, limited) = app
+        .post_as(
+            &owner.token,
+            "/v1/api-keys",
+            json!({"name": "slow", "scopes": ["send"], "projectId": owner.project_id, "rateLimit": 1}),
+        )
+        .await;
+    assert_eq!(status, 201, "{limited}");
+    let slow = limited["key"].as_str().unwrap().to_owned();
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        let body = json!({"channel": "sms", "to": "+14155550197", "content": {"text": "x"}});
+        answers.push(app.post_as(&slow, "/v1/send", body).await.0);
+    }
+    assert_eq!(answers[0], 202);
+    assert!(answers.contains(&429), "{answers:?}");
+
     // a revoked key stops at once: the invalidation went over the cluster's pub/sub
     let (_, listed) = app.get_as(&owner.token, "/v1/api-keys").await;
-    let key_id = listed["data"][0]["id"].as_str().unwrap().to_owned();
+    let key_id = listed["data"][1]["id"].as_str().unwrap().to_owned();
     let (status, _) = app.delete_as(&owner.token, &format!("/v1/api-keys/{key_id}")).await;
     assert_eq!(status, 204);
     let (status, _) = app
