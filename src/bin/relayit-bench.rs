@@ -634,6 +634,39 @@ async fn ceilings(db_url: &str, prefix: &str) -> anyhow::Result<(f64, f64)> {
     Ok((insert_rate, xadd_rate))
 }
 
+#[derive(QueryableByName)]
+struct Lsn {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    lsn: String,
+}
+
+#[derive(QueryableByName)]
+struct Bytes {
+    #[diesel(sql_type = diesel::sql_types::Double)]
+    bytes: f64,
+}
+
+/// The server's current WAL position: with [`wal_since`], what a phase made PostgreSQL write
+/// (for the capacity model: disk and replication bandwidth per message).
+async fn wal_position(db_url: &str) -> anyhow::Result<String> {
+    let mut conn = AsyncPgConnection::establish(db_url).await?;
+    let row: Lsn =
+        diesel::sql_query("SELECT pg_current_wal_lsn()::text AS lsn").get_result(&mut conn).await?;
+    Ok(row.lsn)
+}
+
+/// WAL bytes written since `position`.
+async fn wal_since(db_url: &str, position: &str) -> anyhow::Result<f64> {
+    let mut conn = AsyncPgConnection::establish(db_url).await?;
+    let row: Bytes = diesel::sql_query(
+        "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)::float8 AS bytes",
+    )
+    .bind::<diesel::sql_types::Text, _>(position)
+    .get_result(&mut conn)
+    .await?;
+    Ok(row.bytes)
+}
+
 /// The sending part, the message log, then webhooks, on one database.
 async fn run(options: &Options, db_name: &str, prefix: &str) -> anyhow::Result<()> {
     let db_url = database_url(db_name)?;
@@ -705,11 +738,13 @@ async fn sending(seconds: u64, db_url: &str, prefix: &str) -> anyhow::Result<()>
     println!("\n## Everything in one process (`serve --role=all`), 64 connections sending\n");
     let all = start_server(db_url, prefix, "all").await?;
     let since = chrono::Utc::now();
+    let wal_before = wal_position(db_url).await?;
     let (sustained, readings) =
         measured(&client, &all, load(&all.base, &key, 64, seconds * 2, 2_000_000, 1, email)).await;
     println!("{TABLE_HEAD}");
     print_load("/v1/send, 64 connections, worker running", &sustained, 1, readings);
     let e2e = wait_for_delivery(db_url, since, Duration::from_secs(seconds * 40)).await?;
+    let wal_bytes = wal_since(db_url, &wal_before).await?;
     println!(
         "\nEnd to end (sandbox): {} of {} accepted messages `sent`, {:.0} messages/s from the first send to the last `sent`; send-to-sent p50 {:.0} ms, p99 {:.0} ms",
         e2e.sent,
@@ -717,6 +752,12 @@ async fn sending(seconds: u64, db_url: &str, prefix: &str) -> anyhow::Result<()>
         e2e.sent as f64 / e2e.created_to_last_sent_s.unwrap_or(f64::INFINITY),
         e2e.p50_ms.unwrap_or(0.0),
         e2e.p99_ms.unwrap_or(0.0)
+    );
+    println!(
+        "WAL written while they were accepted and delivered: {:.1} MiB, {:.0} bytes per message \
+         (the whole server's; nothing else should write meanwhile)",
+        wal_bytes / (1024.0 * 1024.0),
+        wal_bytes / (e2e.sent as f64).max(1.0)
     );
     let all_rss = all.peak_rss_mib().unwrap_or(0.0);
     all.stop();
