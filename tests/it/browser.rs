@@ -56,7 +56,12 @@ async fn a_team_sets_relayit_up_and_sends_a_first_message_entirely_in_the_browse
     let key = browser.text("#new-key").await;
     assert!(key.len() > 20, "{key}");
     browser.click("button[data-copy]").await;
-    assert_ne!(browser.text("button[data-copy]").await, "Copy", "the copy button did nothing");
+    // the copy is asynchronous (the clipboard's promise): its label changes once it settles
+    let clicked = Instant::now();
+    while browser.text("button[data-copy]").await == "Copy" {
+        assert!(clicked.elapsed() < Duration::from_secs(20), "the copy button did nothing");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let listed = browser.text("#keys").await;
     assert!(listed.contains("Production") && listed.contains("send, read"), "{listed}");
     assert!(listed.contains("Web Shop"), "bound to the project: {listed}");
