@@ -5,7 +5,7 @@ use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::RefOr;
-use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::openapi::schema::{ObjectBuilder, Schema};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::api::json::Json;
@@ -15,8 +15,8 @@ use crate::auth::{Access, Action};
 use crate::db::Cursor;
 use crate::db::suppressions::{self, Suppression};
 use crate::domain::channel::Channel;
+use crate::domain::content;
 use crate::domain::suppression::Reason;
-use crate::domain::{content, schema};
 use crate::error::ApiError;
 use crate::manage::projects::visible;
 use crate::manage::suppressions::{self as manage, MAX_SEARCH_CHARS, NewEntry};
@@ -80,24 +80,12 @@ pub struct SuppressionBody;
 
 impl utoipa::PartialSchema for SuppressionBody {
     fn schema() -> RefOr<Schema> {
-        let mut alternatives = OneOfBuilder::new();
-        for channel in Channel::ALL {
-            alternatives = alternatives.item(content::closed(
-                ObjectBuilder::new()
-                    .title(Some(channel.as_str()))
-                    .property("channel", schema::one_of(&[channel.as_str()]))
-                    .required("channel")
-                    .property("address", recipient_schema(channel))
-                    .required("address")
-                    .property(
-                        "note",
-                        OneOfBuilder::new()
-                            .item(ObjectBuilder::new().schema_type(Type::Null))
-                            .item(SuppressionNote::schema()),
-                    ),
-            ));
-        }
-        alternatives.into()
+        content::per_channel(|channel| {
+            ObjectBuilder::new()
+                .property("address", recipient_schema(channel))
+                .required("address")
+                .property("note", content::or_null(SuppressionNote::schema()))
+        })
     }
 }
 

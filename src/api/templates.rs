@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::openapi::RefOr;
-use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::api::json::Json;
@@ -110,26 +110,14 @@ pub struct TemplateBody;
 
 impl utoipa::PartialSchema for TemplateBody {
     fn schema() -> RefOr<Schema> {
-        let mut alternatives = OneOfBuilder::new();
-        for channel in Channel::ALL {
-            alternatives = alternatives.item(content::closed(
-                ObjectBuilder::new()
-                    .title(Some(channel.as_str()))
-                    .property("name", crate::domain::schema::DisplayName::schema())
-                    .required("name")
-                    .property(
-                        "slug",
-                        OneOfBuilder::new()
-                            .item(ObjectBuilder::new().schema_type(Type::Null))
-                            .item(schema::Slug::schema()),
-                    )
-                    .property("channel", schema::one_of(&[channel.as_str()]))
-                    .required("channel")
-                    .property("content", content::content_schema(channel))
-                    .required("content"),
-            ));
-        }
-        alternatives.into()
+        content::per_channel(|channel| {
+            ObjectBuilder::new()
+                .property("name", schema::DisplayName::schema())
+                .required("name")
+                .property("slug", content::or_null(schema::Slug::schema()))
+                .property("content", content::content_schema(channel))
+                .required("content")
+        })
     }
 }
 

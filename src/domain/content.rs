@@ -157,7 +157,7 @@ pub fn content_schema(channel: Channel) -> RefOr<Schema> {
                 .required("language")
                 .property(
                     "components",
-                    nullable_array(
+                    or_null(
                         ArrayBuilder::new()
                             .items(ObjectBuilder::new().schema_type(SchemaType::AnyValue)),
                     ),
@@ -207,8 +207,24 @@ fn nullable(string: ObjectBuilder) -> ObjectBuilder {
     string.schema_type(SchemaType::from_iter([Type::String, Type::Null]))
 }
 
-fn nullable_array(array: ArrayBuilder) -> OneOfBuilder {
-    OneOfBuilder::new().item(null()).item(array)
+/// A body with one alternative per channel: `channel` naming it, and the `fields` that
+/// channel takes (an address or content of its kind), closed.
+pub fn per_channel(fields: impl Fn(Channel) -> ObjectBuilder) -> RefOr<Schema> {
+    let mut alternatives = OneOfBuilder::new();
+    for channel in Channel::ALL {
+        alternatives = alternatives.item(closed(
+            fields(channel)
+                .title(Some(channel.as_str()))
+                .property("channel", schema::one_of(&[channel.as_str()]))
+                .required("channel"),
+        ));
+    }
+    alternatives.into()
+}
+
+/// `schema`, or null.
+pub fn or_null(schema: impl Into<RefOr<Schema>>) -> OneOfBuilder {
+    OneOfBuilder::new().item(null()).item(schema)
 }
 
 /// An object without other fields.

@@ -294,6 +294,7 @@ async fn render_template(
     template: &TemplateRef,
 ) -> Result<(Value, Arc<Published>), ApiError> {
     let (state, organization_id) = (sender.state, sender.organization_id);
+    // from the cache without a connection: a project-bound key's send then takes none at all
     let published = match state.tenants.template(project_id, &template.id, template.version) {
         Some(found) => found,
         None => {

@@ -258,8 +258,9 @@ fn version_not_found(number: i32) -> ApiError {
 }
 
 /// The version a send names (`None`: the latest published) of the template `name` (id or
-/// slug) of a project, through the tenant cache: 404 naming `template.id` or
-/// `template.version` when there is no such template or version, 400 when none is published.
+/// slug) of a project, read and put in the tenant cache (the caller looks there first, before
+/// it takes a connection): 404 naming `template.id` or `template.version` when there is no
+/// such template or version, 400 when none is published.
 pub async fn for_sending(
     state: &AppState,
     conn: &mut PooledConnection,
@@ -269,9 +270,6 @@ pub async fn for_sending(
     version: Option<i32>,
 ) -> Result<Arc<Published>, ApiError> {
     let cache = &state.tenants;
-    if let Some(found) = cache.template(project_id, name, version) {
-        return Ok(found);
-    }
     let since = cache.generation();
     let found = templates::for_sending(conn, organization_id, project_id, name, version).await?;
     let Some((template, found)) = found else {

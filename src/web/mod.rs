@@ -100,6 +100,36 @@ pub fn refuse_nul<'a>(
     }
 }
 
+/// What a confirmation page asks before a change that cannot be undone.
+pub struct Confirm<'a> {
+    /// The page's title, and the question its heading asks.
+    pub title: &'a str,
+    pub question: &'a str,
+    /// What the change does, naming what it changes.
+    pub consequence: Markup,
+    /// Where the button posts, and what it says.
+    pub action: String,
+    pub button: String,
+    /// Where "Keep it" leads.
+    pub back: &'a str,
+}
+
+/// The page asking to confirm a deletion or removal: its consequence, a button that posts
+/// the change, and a way back without it.
+pub fn confirm(viewer: &Viewer<'_>, ask: Confirm<'_>) -> HttpResponse {
+    let body = html! {
+        main.narrow {
+            h1 { (ask.question) }
+            p { (ask.consequence) }
+            form method="post" action=(ask.action) {
+                button.danger type="submit" { (ask.button) }
+            }
+            p { a href=(ask.back) { "Keep it" } }
+        }
+    };
+    page(StatusCode::OK, layout(ask.title, Some(viewer), body))
+}
+
 /// Who is looking, for the page's header.
 pub struct Viewer<'a> {
     pub name: &'a str,

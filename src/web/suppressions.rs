@@ -22,7 +22,9 @@ use crate::error::ApiError;
 use crate::manage::projects::visible as visible_project;
 use crate::manage::suppressions::{self as manage, MAX_SEARCH_CHARS, NewEntry};
 use crate::state::AppState;
-use crate::web::{WebError, form_error, layout, page, reader, refuse_nul, see_other};
+use crate::web::{
+    Confirm, WebError, confirm, form_error, layout, page, reader, refuse_nul, see_other,
+};
 
 /// Entries a page of the list shows.
 const PAGE: i64 = 50;
@@ -166,21 +168,22 @@ async fn confirm_remove(
     let (project, entry) = manage::entry(&mut conn, &access, &project_id, &id).await?;
     drop(conn);
     let back = list_path(&project.id);
-    let body = html! {
-        main.narrow {
-            h1 { "Remove this address?" }
-            p {
-                "Messages of " strong { (project.name) } " go to " code { (entry.address) }
-                " (" (entry.channel) ") again as soon as it is removed. It was listed because "
-                (listed_because(&entry.reason)) ", on " (entry.created_at.format(TIME)) "."
-            }
-            form method="post" action=(format!("{back}/{}/remove", entry.id)) {
-                button.danger type="submit" { "Remove " (entry.address) }
-            }
-            p { a href=(back) { "Keep it" } }
-        }
+    let consequence = html! {
+        "Messages of " strong { (project.name) } " go to " code { (entry.address) }
+        " (" (entry.channel) ") again as soon as it is removed. It was listed because "
+        (listed_because(&entry.reason)) ", on " (entry.created_at.format(TIME)) "."
     };
-    Ok(page(StatusCode::OK, layout("Remove a suppression", Some(&viewer), body)))
+    Ok(confirm(
+        &viewer,
+        Confirm {
+            title: "Remove a suppression",
+            question: "Remove this address?",
+            consequence,
+            action: format!("{back}/{}/remove", entry.id),
+            button: format!("Remove {}", entry.address),
+            back: &back,
+        },
+    ))
 }
 
 async fn remove(

@@ -34,7 +34,9 @@ use crate::error::ApiError;
 use crate::manage::projects::visible as visible_project;
 use crate::manage::templates::{self as manage, DraftChanges, NewDraft};
 use crate::state::AppState;
-use crate::web::{WebError, form_error, layout, page, reader, refuse_nul, see_other};
+use crate::web::{
+    Confirm, WebError, confirm, form_error, layout, page, reader, refuse_nul, see_other,
+};
 
 /// Templates a page of the list shows.
 const PAGE: i64 = 50;
@@ -399,21 +401,22 @@ async fn confirm_delete(
     let template = manage::find(&mut conn, &access, &project_id, &template_id).await?;
     drop(conn);
     let back = template_path(&template);
-    let body = html! {
-        main.narrow {
-            h1 { "Delete this template?" }
-            p {
-                strong { (template.name) } " (" code { (template.slug) } ") and its "
-                (template.latest_version) " published versions are deleted: sends that name it are refused "
-                "from then on. Messages already rendered from it keep their content. This cannot be undone."
-            }
-            form method="post" action=(format!("{back}/delete")) {
-                button.danger type="submit" { "Delete " (template.name) }
-            }
-            p { a href=(back) { "Keep it" } }
-        }
+    let consequence = html! {
+        strong { (template.name) } " (" code { (template.slug) } ") and its "
+        (template.latest_version) " published versions are deleted: sends that name it are refused "
+        "from then on. Messages already rendered from it keep their content. This cannot be undone."
     };
-    Ok(page(StatusCode::OK, layout("Delete a template", Some(&viewer), body)))
+    Ok(confirm(
+        &viewer,
+        Confirm {
+            title: "Delete a template",
+            question: "Delete this template?",
+            consequence,
+            action: format!("{back}/delete"),
+            button: format!("Delete {}", template.name),
+            back: &back,
+        },
+    ))
 }
 
 async fn delete(

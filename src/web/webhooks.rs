@@ -28,7 +28,7 @@ use crate::manage::webhook_endpoints::{
     self as manage, EndpointChanges, MAX_RATE_LIMIT, NewEndpoint, ReplayRange,
 };
 use crate::state::AppState;
-use crate::web::{WebError, form_error, layout, page, reader, see_other};
+use crate::web::{Confirm, WebError, confirm, form_error, layout, page, reader, see_other};
 use crate::webhooks::EVENT_TYPES;
 
 /// Endpoints listed at most, the newest first.
@@ -281,17 +281,21 @@ async fn confirm_delete(
     let endpoint = manage::endpoint(&mut conn, &access, &project_id, &webhook_id).await?;
     drop(conn);
     let back = endpoint_path(&endpoint.project_id, &endpoint.id);
-    let body = html! {
-        main.narrow {
-            h1 { "Delete this endpoint?" }
-            p { "Events stop going to " code { (endpoint.url) } " at once, and its delivery log is deleted with it. This cannot be undone." }
-            form method="post" action=(format!("{back}/delete")) {
-                button.danger type="submit" { "Delete " (endpoint.url) }
-            }
-            p { a href=(back) { "Keep it" } }
-        }
+    let consequence = html! {
+        "Events stop going to " code { (endpoint.url) }
+        " at once, and its delivery log is deleted with it. This cannot be undone."
     };
-    Ok(page(StatusCode::OK, layout("Delete a webhook endpoint", Some(&viewer), body)))
+    Ok(confirm(
+        &viewer,
+        Confirm {
+            title: "Delete a webhook endpoint",
+            question: "Delete this endpoint?",
+            consequence,
+            action: format!("{back}/delete"),
+            button: format!("Delete {}", endpoint.url),
+            back: &back,
+        },
+    ))
 }
 
 async fn delete(
