@@ -133,6 +133,10 @@ pub struct RedisConfig {
     pub pool_size: usize,
     #[serde(with = "humantime_serde")]
     pub command_timeout: Duration,
+    /// Partitions of the delivery and webhook streams, each under a hash tag of its own, so
+    /// that on a Redis Cluster the queues spread over the masters; every worker reads them all.
+    /// 1 keeps one stream of each (all an install on one Redis needs).
+    pub stream_partitions: u16,
 }
 
 #[derive(Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -671,6 +675,7 @@ impl Default for RedisConfig {
             key_prefix: String::new(),
             pool_size: 4,
             command_timeout: Duration::from_secs(5),
+            stream_partitions: 1,
         }
     }
 }
@@ -898,6 +903,25 @@ impl Config {
         }
         positive("database.max_connections", self.database.max_connections)?;
         positive("redis.pool_size", self.redis.pool_size)?;
+        let partitions = usize::from(self.redis.stream_partitions);
+        if !(1..=MAX_STREAM_PARTITIONS).contains(&partitions) {
+            return Err(ConfigError::invalid(
+                "redis.stream_partitions",
+                format!("must be between 1 and {MAX_STREAM_PARTITIONS}"),
+            ));
+        }
+        // a worker waiting on every partition holds a slot for each
+        for (key, concurrency) in [
+            ("delivery.concurrency", self.delivery.concurrency),
+            ("webhooks.concurrency", self.webhooks.concurrency),
+        ] {
+            if concurrency < partitions {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("must be at least redis.stream_partitions ({partitions})"),
+                ));
+            }
+        }
         positive("api.ingest_max_batch", self.api.ingest_max_batch)?;
         positive("api.ingest_commits", self.api.ingest_commits)?;
         nonzero_duration("api.search_merge_interval", self.api.search_merge_interval)?;
@@ -1066,6 +1090,9 @@ pub fn redact_url(raw: &str) -> String {
         Err(_) => REDACTED.to_owned(),
     }
 }
+
+/// A worker holds a dedicated connection per partition: past a few per master, more only cost.
+const MAX_STREAM_PARTITIONS: usize = 64;
 
 fn positive(key: &str, value: usize) -> Result<(), ConfigError> {
     if value == 0 {

@@ -13,7 +13,7 @@ use prometheus::{
     TextEncoder,
 };
 
-use crate::queue::{CONSUMER_GROUP, Redis};
+use crate::queue::{CONSUMER_GROUP, KeyOf, Keys, Redis};
 
 pub struct Metrics {
     registry: Registry,
@@ -161,29 +161,42 @@ impl Metrics {
     /// Reads the queues' state from Redis and renders every metric in the text format.
     pub async fn render(&self, redis: &Redis) -> String {
         let keys = redis.keys();
-        for (name, stream) in [
-            ("deliveries", keys.deliveries()),
-            ("deliveries_dead", keys.deliveries_dead()),
-            ("webhooks", keys.webhooks()),
-            ("webhooks_dead", keys.webhooks_dead()),
-        ] {
-            let client = redis.pool().next();
+        let client = redis.pool().next();
+        let dead =
+            [("deliveries_dead", keys.deliveries_dead()), ("webhooks_dead", keys.webhooks_dead())];
+        for (name, stream) in dead {
             if let Ok(length) = client.xlen::<i64, _>(&stream).await {
                 self.stream_length.with_label_values(&[name]).set(length);
             }
-            if !name.ends_with("dead") {
-                let summary: Result<RedisValue, _> =
-                    client.xpending(&stream, CONSUMER_GROUP, ()).await;
-                let (count, oldest) = pending_summary(summary.ok());
-                self.pending.with_label_values(&[name]).set(count);
-                self.oldest_pending_age.with_label_values(&[name]).set(oldest.as_secs_f64());
-            }
         }
-        for (name, set) in
-            [("deliveries", keys.deliveries_delayed()), ("webhooks", keys.webhooks_delayed())]
-        {
-            if let Ok(size) = redis.pool().next().zcard::<i64, _>(&set).await {
-                self.delayed.with_label_values(&[name]).set(size);
+        // the partitions' streams and delayed sets, summed (the oldest pending: the oldest of all)
+        let queues: [(&str, KeyOf, KeyOf); 2] = [
+            ("deliveries", Keys::deliveries, Keys::deliveries_delayed),
+            ("webhooks", Keys::webhooks, Keys::webhooks_delayed),
+        ];
+        for (name, stream_of, delayed_of) in queues {
+            let totals = async {
+                let (mut length, mut pending, mut oldest, mut delayed) = (0, 0, Duration::ZERO, 0);
+                for p in 0..keys.partitions() {
+                    let partition = keys.partition(p);
+                    let stream = stream_of(&partition);
+                    length += client.xlen::<i64, _>(&stream).await?;
+                    // no group yet (no worker ever ran): nothing pending
+                    let summary: Result<RedisValue, _> =
+                        client.xpending(&stream, CONSUMER_GROUP, ()).await;
+                    let (count, age) = pending_summary(summary.ok());
+                    pending += count;
+                    oldest = oldest.max(age);
+                    delayed += client.zcard::<i64, _>(delayed_of(&partition)).await?;
+                }
+                Ok::<_, fred::error::Error>((length, pending, oldest, delayed))
+            };
+            // unreadable (Redis away): the last values stand
+            if let Ok((length, pending, oldest, delayed)) = totals.await {
+                self.stream_length.with_label_values(&[name]).set(length);
+                self.pending.with_label_values(&[name]).set(pending);
+                self.oldest_pending_age.with_label_values(&[name]).set(oldest.as_secs_f64());
+                self.delayed.with_label_values(&[name]).set(delayed);
             }
         }
         let mut out = Vec::new();

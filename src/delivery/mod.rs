@@ -32,24 +32,24 @@ use std::sync::Arc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::queue::Keys;
 use crate::queue::deliveries::MESSAGE_FIELD;
 use crate::runtime::{self, Liveness, Stream, duties};
 use crate::state::AppState;
 
 pub async fn run(state: AppState, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let keys = state.redis.keys().clone();
     let config = &state.config.delivery;
     let stream = Stream {
         role: "delivery",
-        key: keys.deliveries(),
+        key: Keys::deliveries,
         concurrency: config.concurrency,
         visibility_timeout: config.visibility_timeout,
     };
     let mut duties = JoinSet::new();
     duties.spawn(duties::move_due(
         state.redis.clone(),
-        keys.deliveries_delayed(),
-        keys.deliveries(),
+        Keys::deliveries_delayed,
+        Keys::deliveries,
         MESSAGE_FIELD,
         recovery::MOVE_EVERY,
         shutdown.clone(),

@@ -8,7 +8,7 @@ use fred::types::Value;
 use fred::types::streams::XCap;
 
 use crate::queue::deliveries::MESSAGE_FIELD;
-use crate::queue::{CONSUMER_GROUP, QueueError, RawEntry, Redis};
+use crate::queue::{self, CONSUMER_GROUP, QueueError, RawEntry, Redis};
 
 /// One stream entry: its id, and the message it names (`None` for an entry without one, which
 /// is acknowledged and dropped).
@@ -37,26 +37,29 @@ pub struct Settlement {
 /// anyway, and a stream nobody trims would grow for as long as the service runs.
 const DEAD_LETTER_MAX_LEN: i64 = 100_000;
 
-/// Applies a settlement in one round trip. Every part is safe to repeat after an error.
+/// Applies a settlement in one round trip (a pipeline: on a Redis Cluster, one per master
+/// concerned). Every part is safe to repeat after an error. Retries go to the delayed set of
+/// their message's partition; entries are acknowledged on the partition they were read from.
 pub async fn settle(redis: &Redis, settlement: &Settlement) -> Result<(), QueueError> {
     let keys = redis.keys();
     let pipeline = redis.pool().next().pipeline();
-    if !settlement.retries.is_empty() {
+    let retries = queue::route(keys, &settlement.retries, |(id, _)| id.as_str());
+    for (p, retries) in retries {
         let members: Vec<(f64, &str)> =
-            settlement.retries.iter().map(|(id, due_ms)| (*due_ms as f64, id.as_str())).collect();
-        let () =
-            pipeline.zadd(keys.deliveries_delayed(), None, None, false, false, members).await?;
+            retries.iter().map(|(id, due_ms)| (*due_ms as f64, id.as_str())).collect();
+        let delayed = keys.partition(p).deliveries_delayed();
+        let () = pipeline.zadd(delayed, None, None, false, false, members).await?;
     }
     for (message_id, reason) in &settlement.dead {
         let cap = XCap::try_from(("MAXLEN", "~", DEAD_LETTER_MAX_LEN, None))?;
         let fields = vec![(MESSAGE_FIELD, message_id.as_str()), ("reason", reason.as_str())];
         let () = pipeline.xadd(keys.deliveries_dead(), false, cap, "*", fields).await?;
     }
-    if !settlement.done.is_empty() {
-        let ids: Vec<&str> = settlement.done.iter().map(String::as_str).collect();
-        let () = pipeline.xack(keys.deliveries(), CONSUMER_GROUP, ids.clone()).await?;
+    for (p, ids) in queue::by_partition(settlement.done.iter().map(String::as_str)) {
+        let stream = keys.partition(p).deliveries();
+        let () = pipeline.xack(&stream, CONSUMER_GROUP, ids.clone()).await?;
         // deleted too, so the stream holds only work still to do
-        let () = pipeline.xdel(keys.deliveries(), ids).await?;
+        let () = pipeline.xdel(&stream, ids).await?;
     }
     let _: Vec<Value> = pipeline.all().await?;
     Ok(())

@@ -8,13 +8,27 @@
 //!   milliseconds (retries, scheduled sends); a mover puts due ids back on the stream.
 //! - `{relayit}:deliveries:dead` is a stream of `m` (message id) and `reason` for messages
 //!   that failed for good.
+//!
+//! With `redis.stream_partitions` above one, each partition `p` past the first has its own
+//! stream and delayed set under `{relayit:p}`; a message's entries (and its retries) go to the
+//! partition its id hashes to. The dead-letter stream stays one.
 
 use crate::queue::{self, QueueError, Redis};
 
 /// The stream field holding the message id.
 pub const MESSAGE_FIELD: &str = "m";
 
-/// Appends one entry per message id to the delivery stream, in one round trip.
+/// Appends one entry per message id to the delivery stream of its partition, in one round trip
+/// per partition.
 pub async fn enqueue(redis: &Redis, message_ids: &[String]) -> Result<(), QueueError> {
-    queue::append_all(redis, &redis.keys().deliveries(), MESSAGE_FIELD, message_ids).await
+    let keys = redis.keys();
+    if keys.partitions() == 1 {
+        return queue::append_all(redis, &keys.deliveries(), MESSAGE_FIELD, message_ids).await;
+    }
+    let routed = queue::route(keys, message_ids, |id| id.as_str());
+    let appends = routed.into_iter().map(|(p, ids)| async move {
+        queue::append_all(redis, &keys.partition(p).deliveries(), MESSAGE_FIELD, &ids).await
+    });
+    futures::future::try_join_all(appends).await?;
+    Ok(())
 }

@@ -3,10 +3,18 @@
 //! webhook streams, rate-limit state).
 //!
 //! Every key carries the `{relayit}` hash tag after the configured prefix, so on a Redis Cluster
-//! they live in one slot and multi-key scripts and pipelines stay legal; except the rate-limit
-//! counters, which one single-key script reads and writes: each has a tag of its own
-//! (`{relayit:rl:<subject>}`), so the counters of many keys and credentials, touched on every
-//! send and delivery, spread over the cluster's masters.
+//! they live in one slot and multi-key scripts and pipelines stay legal; except two kinds:
+//!
+//! - the rate-limit counters, which one single-key script reads and writes: each has a tag of
+//!   its own (`{relayit:rl:<subject>}`), so the counters of many keys and credentials, touched
+//!   on every send and delivery, spread over the cluster's masters;
+//! - the stream partitions past the first (`redis.stream_partitions`): partition `p` keeps its
+//!   delivery and webhook streams, their delayed sets and the workers' liveness keys under
+//!   `{relayit:p}`, so that the queues, the busiest keys there are, spread over the masters
+//!   too, while each partition's scripts (moving due entries, taking over a dead worker's)
+//!   stay within its one slot. A message goes to the partition its id hashes to
+//!   ([`Keys::partition_of`]); so do its retries and its webhook jobs. Partition 0 is the
+//!   `{relayit}` of an install with one.
 
 use std::time::Duration;
 
@@ -32,17 +40,50 @@ pub enum QueueError {
     Redis(#[from] fred::error::Error),
 }
 
-/// Key names, all under the configured prefix and the `{relayit}` hash tag (rate limits: a
-/// tag of their own, starting `{relayit:`).
+/// Key names, all under the configured prefix and the `{relayit}` hash tag (rate limits and
+/// partitions past the first: a tag of their own, starting `{relayit:`).
 #[derive(Debug, Clone)]
 pub struct Keys {
     prefix: String,
     base: String,
+    partitions: u16,
 }
 
 impl Keys {
+    /// The keys of an install with one stream partition.
     pub fn new(prefix: &str) -> Self {
-        Self { prefix: prefix.to_owned(), base: format!("{prefix}{{relayit}}") }
+        Self { prefix: prefix.to_owned(), base: format!("{prefix}{{relayit}}"), partitions: 1 }
+    }
+
+    /// The keys of an install whose streams have `partitions` partitions (at least one).
+    pub fn with_partitions(self, partitions: u16) -> Self {
+        Self { partitions: partitions.max(1), ..self }
+    }
+
+    pub fn partitions(&self) -> u16 {
+        self.partitions
+    }
+
+    /// The keys of stream partition `p`: its streams, delayed sets and liveness keys are those
+    /// of the returned `Keys` (the first partition's are this install's own).
+    pub fn partition(&self, p: u16) -> Keys {
+        let base = match p {
+            0 => format!("{}{{relayit}}", self.prefix),
+            p => format!("{}{{relayit:{p}}}", self.prefix),
+        };
+        Keys { base, ..self.clone() }
+    }
+
+    /// The partition of a message (and of its webhook jobs), by its id: FNV-1a, so every
+    /// process and version agrees.
+    pub fn partition_of(&self, message_id: &str) -> u16 {
+        if self.partitions == 1 {
+            return 0;
+        }
+        let hash = message_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        });
+        (hash % u64::from(self.partitions)) as u16
     }
 
     fn key(&self, name: &str) -> String {
@@ -81,7 +122,8 @@ impl Keys {
     pub fn passkey_challenge(&self, scope: &str) -> String {
         self.key(&format!("passkey:{scope}"))
     }
-    /// The liveness key of a stream consumer (a worker of one role in one process).
+    /// The liveness key of a stream consumer (a worker of one role in one process); one per
+    /// partition, beside the streams, since the take-over script reads it.
     pub fn alive(&self, consumer: &str) -> String {
         self.key(&format!("alive:{consumer}"))
     }
@@ -104,6 +146,9 @@ impl Keys {
     }
 }
 
+/// One of a partition's keys, picked out of its [`Keys`] (`Keys::deliveries`, ...).
+pub type KeyOf = fn(&Keys) -> String;
+
 /// The process's Redis handles: a pool for ordinary commands, and the means to open a dedicated
 /// connection for each blocking reader (a blocked XREADGROUP would stall a shared connection).
 #[derive(Clone)]
@@ -124,7 +169,7 @@ impl Redis {
         Ok(Self {
             pool,
             builder,
-            keys: Keys::new(&config.key_prefix),
+            keys: Keys::new(&config.key_prefix).with_partitions(config.stream_partitions),
             command_timeout: config.command_timeout,
         })
     }
@@ -196,16 +241,25 @@ pub async fn ensure_group(client: &Client, stream: &str) -> Result<bool, QueueEr
 
 /// Says that `consumer` is alive for the next `ttl`: its liveness key, which other workers
 /// look for before taking its pending entries over.
+/// In every partition, in one round trip.
 pub async fn prove_alive(redis: &Redis, consumer: &str, ttl: Duration) -> Result<(), QueueError> {
     let expire = fred::types::Expiration::PX(ttl.as_millis() as i64);
-    let () =
-        redis.pool.next().set(redis.keys.alive(consumer), 1, Some(expire), None, false).await?;
+    let pipeline = redis.pool.next().pipeline();
+    for p in 0..redis.keys.partitions {
+        let key = redis.keys.partition(p).alive(consumer);
+        let () = pipeline.set(key, 1, Some(expire.clone()), None, false).await?;
+    }
+    let _: Vec<Value> = pipeline.all().await?;
     Ok(())
 }
 
-/// Withdraws `consumer`'s liveness key, so what it left pending is taken over at once.
+/// Withdraws `consumer`'s liveness keys, so what it left pending is taken over at once.
 pub async fn withdraw(redis: &Redis, consumer: &str) -> Result<(), QueueError> {
-    let _: i64 = redis.pool.next().del(redis.keys.alive(consumer)).await?;
+    let pipeline = redis.pool.next().pipeline();
+    for p in 0..redis.keys.partitions {
+        let () = pipeline.del(redis.keys.partition(p).alive(consumer)).await?;
+    }
+    let _: Vec<Value> = pipeline.all().await?;
     Ok(())
 }
 
@@ -251,15 +305,17 @@ pub struct TakenOver {
     pub entries: Vec<RawEntry>,
 }
 
-/// Takes over up to `count` entries that consumers of `stream` without a liveness key left
-/// pending (they died, or lost Redis for longer than their liveness timeout), for `consumer`.
+/// Takes over up to `count` entries that consumers of `stream` (of partition `partition`)
+/// without a liveness key left pending (they died, or lost Redis for longer than their
+/// liveness timeout), for `consumer`.
 pub async fn take_over(
     redis: &Redis,
+    partition: u16,
     stream: &str,
     consumer: &str,
     count: u64,
 ) -> Result<TakenOver, QueueError> {
-    let alive_prefix = redis.keys.alive("");
+    let alive_prefix = redis.keys.partition(partition).alive("");
     let args = vec![CONSUMER_GROUP, consumer, alive_prefix.as_str(), &count.to_string()]
         .into_iter()
         .map(str::to_owned)
@@ -328,6 +384,50 @@ pub async fn append_all<V: AsRef<str>>(
 
 /// A stream entry as read: its id and its fields.
 pub type RawEntry = XReadValue<String, String, String>;
+
+/// The id a worker holds for an entry of stream partition `partition`: the stream's own id on
+/// the first partition, `<id>@<partition>` past it. The partition an entry was read from is
+/// where it is acknowledged, whatever the partition its message hashes to now (the number of
+/// partitions may have changed since it was added).
+pub fn qualify(partition: u16, id: String) -> String {
+    match partition {
+        0 => id,
+        p => format!("{id}@{p}"),
+    }
+}
+
+/// The partition of an entry id that [`qualify`] gave, and the stream's own id.
+pub fn unqualify(id: &str) -> (u16, &str) {
+    match id.rsplit_once('@') {
+        Some((id, p)) => (p.parse().unwrap_or(0), id),
+        None => (0, id),
+    }
+}
+
+/// Entry ids (as [`qualify`] gave them) by partition, each with the stream's own ids.
+pub fn by_partition<'a>(
+    ids: impl IntoIterator<Item = &'a str>,
+) -> std::collections::BTreeMap<u16, Vec<&'a str>> {
+    let mut grouped = std::collections::BTreeMap::<u16, Vec<&str>>::new();
+    for id in ids {
+        let (p, id) = unqualify(id);
+        grouped.entry(p).or_default().push(id);
+    }
+    grouped
+}
+
+/// Values by the partition their message id (`message_of`) hashes to.
+pub fn route<T>(
+    keys: &Keys,
+    values: impl IntoIterator<Item = T>,
+    message_of: impl Fn(&T) -> &str,
+) -> std::collections::BTreeMap<u16, Vec<T>> {
+    let mut grouped = std::collections::BTreeMap::<u16, Vec<T>>::new();
+    for value in values {
+        grouped.entry(keys.partition_of(message_of(&value))).or_default().push(value);
+    }
+    grouped
+}
 
 /// Reads up to `count` new entries of `stream` as `consumer` of the group, waiting up to
 /// `block_ms` for the first.
@@ -483,10 +583,44 @@ mod tests {
     fn keys_share_one_hash_tag_after_the_prefix() {
         let keys = Keys::new("t1:");
         assert_eq!(keys.deliveries(), "t1:{relayit}:deliveries");
+        assert_eq!(keys.partition(0).deliveries(), "t1:{relayit}:deliveries");
+        assert_eq!(keys.partition(3).webhooks_delayed(), "t1:{relayit:3}:webhooks:delayed");
+        assert_eq!(keys.partition(3).alive("w"), "t1:{relayit:3}:alive:w");
         assert_eq!(keys.deliveries_delayed(), "t1:{relayit}:deliveries:delayed");
         assert_eq!(keys.webhooks_dead(), "t1:{relayit}:webhooks:dead");
         assert_eq!(keys.rate_limit("prv_1"), "t1:{relayit:rl:prv_1}");
         assert_eq!(Keys::new("").deliveries(), "{relayit}:deliveries");
         assert_eq!(keys.pattern(), "t1:\\{relayit[:}]*");
+    }
+
+    #[test]
+    fn messages_spread_over_partitions_the_same_way_everywhere() {
+        let one = Keys::new("");
+        assert_eq!(one.partition_of("msg_anything"), 0);
+        let keys = Keys::new("").with_partitions(4);
+        let ids: Vec<String> = (0..4000).map(|i| format!("msg_{i:026}")).collect();
+        let routed = route(&keys, ids.iter(), |id| id.as_str());
+        assert_eq!(routed.len(), 4, "every partition gets messages");
+        for (p, ids) in &routed {
+            assert!((800..1200).contains(&ids.len()), "partition {p}: {}", ids.len());
+        }
+        // stable: fixed inputs, fixed partitions (FNV-1a 64, worked out by hand), so a process of
+        // another version agrees
+        assert_eq!(keys.partition_of("msg_01JA0000000000000000000000"), 1);
+        assert_eq!(
+            Keys::new("").with_partitions(7).partition_of("msg_01JA0000000000000000000000"),
+            3
+        );
+    }
+
+    #[test]
+    fn entry_ids_carry_their_partition() {
+        assert_eq!(qualify(0, "1-0".into()), "1-0");
+        assert_eq!(qualify(2, "1-0".into()), "1-0@2");
+        assert_eq!(unqualify("1-0@2"), (2, "1-0"));
+        assert_eq!(unqualify("1-0"), (0, "1-0"));
+        let grouped = by_partition(["1-0", "2-0@1", "3-0", "4-0@1"]);
+        assert_eq!(grouped[&0], ["1-0", "3-0"]);
+        assert_eq!(grouped[&1], ["2-0", "4-0"]);
     }
 }

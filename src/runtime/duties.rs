@@ -8,7 +8,7 @@ use chrono::Utc;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use crate::queue::{self, Redis};
+use crate::queue::{self, KeyOf, Redis};
 
 /// Members moved from a delayed set per script call.
 const MOVE_BATCH: u32 = 500;
@@ -34,27 +34,33 @@ where
     }
 }
 
-/// Every `interval` (the precision of retry times), moves the members of `delayed` whose due
-/// time has come onto `stream` as entries `{field: member}`; each member moves once, whichever
-/// process moves it.
+/// Every `interval` (the precision of retry times), moves the members of each partition's
+/// `delayed` set whose due time has come onto its `stream` as entries `{field: member}`; each
+/// member moves once, whichever process moves it.
 pub async fn move_due(
     redis: Redis,
-    delayed: String,
-    stream: String,
+    delayed: KeyOf,
+    stream: KeyOf,
     field: &'static str,
     interval: Duration,
     stop: CancellationToken,
 ) {
+    let partitions: Vec<(String, String)> = (0..redis.keys().partitions())
+        .map(|p| redis.keys().partition(p))
+        .map(|keys| (delayed(&keys), stream(&keys)))
+        .collect();
     every(interval, stop, || async {
-        loop {
-            let now = Utc::now().timestamp_millis();
-            match queue::move_due(&redis, &delayed, &stream, field, now, MOVE_BATCH).await {
-                // a full batch: more may be due
-                Ok(moved) if moved == MOVE_BATCH => continue,
-                Ok(_) => break,
-                Err(error) => {
-                    tracing::warn!(%error, %stream, "cannot move due retries to the stream");
-                    break;
+        for (delayed, stream) in &partitions {
+            loop {
+                let now = Utc::now().timestamp_millis();
+                match queue::move_due(&redis, delayed, stream, field, now, MOVE_BATCH).await {
+                    // a full batch: more may be due
+                    Ok(moved) if moved == MOVE_BATCH => continue,
+                    Ok(_) => break,
+                    Err(error) => {
+                        tracing::warn!(%error, %stream, "cannot move due retries to the stream");
+                        break;
+                    }
                 }
             }
         }

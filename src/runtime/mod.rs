@@ -3,8 +3,10 @@
 //! (a [`Consumer`]) and their periodic duties; everything about being a member of a Redis
 //! Streams consumer group is here, once:
 //!
-//! - a dedicated connection, the group created if missing, a consumer name unique per process,
-//!   and its liveness key (`liveness`), refreshed every second;
+//! - a dedicated connection per stream partition (`redis.stream_partitions`, `crate::queue`),
+//!   the groups created if missing, a consumer name unique per process, and its liveness key
+//!   (`liveness`), refreshed every second;
+//! - a reader per partition, all at once, sharing the consumer's slots evenly (`consume`);
 //! - the read loop, bounded by slots: it reads as many entries as there are free slots, and
 //!   first takes over those that dead consumers left pending: every second those of consumers
 //!   whose liveness key expired (a crash is repaired within seconds), and every so often those
@@ -25,7 +27,7 @@ pub mod retry;
 pub mod shares;
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -34,7 +36,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::queue::{self, QueueError, RawEntry, Redis};
+use crate::queue::{self, KeyOf, QueueError, RawEntry, Redis};
 use crate::state::AppState;
 
 pub use liveness::Liveness;
@@ -86,19 +88,24 @@ pub trait Consumer: Send + Sync + 'static {
 
 /// Entries read, and whether they were taken over from another consumer (that stopped, or
 /// got stuck), and from which ones whose liveness keys expired: what those claimed is no
-/// longer theirs.
+/// longer theirs. Their ids are qualified with their partition (`queue::qualify`), which is
+/// where they are acknowledged.
 #[derive(Debug, Default)]
 pub struct Batch {
     pub entries: Vec<RawEntry>,
     pub taken_over: bool,
     pub taken_from: Vec<String>,
+    /// Entries the consumer held back earlier ([`Consumer::held_back`]), of any partition,
+    /// their ids qualified already.
+    pub held_back: bool,
 }
 
 /// The stream a worker consumes, and how.
 pub struct Stream {
     /// The worker, for logs: `delivery`, `webhook`.
     pub role: &'static str,
-    pub key: String,
+    /// The stream's key among a partition's keys.
+    pub key: KeyOf,
     /// Entries worked on at once.
     pub concurrency: usize,
     /// How long an entry may stay pending before another consumer takes it over.
@@ -106,10 +113,10 @@ pub struct Stream {
 }
 
 /// Runs a worker role until `shutdown`: proves `liveness` alive and keeps it so, joins the
-/// group of `stream` as its consumer, starts `duties`, feeds `consumer` until shutdown, then
-/// drains the work in flight (and `tasks`, the consumer's own background work, which must end
-/// once its senders are gone) within the grace period, leaves the group if nothing stays
-/// pending, and withdraws the liveness key.
+/// group of every partition of `stream` as its consumer, starts `duties`, feeds `consumer`
+/// until shutdown, then drains the work in flight (and `tasks`, the consumer's own background
+/// work, which must end once its senders are gone) within the grace period, leaves the groups
+/// where nothing stays pending, and withdraws the liveness key.
 pub async fn run<C: Consumer>(
     state: &AppState,
     stream: Stream,
@@ -120,7 +127,13 @@ pub async fn run<C: Consumer>(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let redis = &state.redis;
-    let client = redis.dedicated().await.context("worker connection")?;
+    let name = liveness.consumer();
+    let mut members = Vec::new();
+    for partition in 0..redis.keys().partitions() {
+        let client = redis.dedicated().await.context("worker connection")?;
+        let key = (stream.key)(&redis.keys().partition(partition));
+        members.push(Member { client, redis, stream: &stream, name, partition, key });
+    }
     // alive before joining: a member without its key is taken for dead
     if !liveness.prove(redis).await {
         anyhow::bail!("cannot write the {} worker's liveness key", stream.role);
@@ -131,44 +144,49 @@ pub async fn run<C: Consumer>(
         let (liveness, redis, keeping) = (liveness.clone(), redis.clone(), keeping.clone());
         async move { liveness.keep(&redis, keeping).await }
     });
-    let name = liveness.consumer();
     // Not a loss at start: a new install, or a stream the API created by appending to it
     // (putting its backlog back again would read every message twice). A Redis that lost its
     // data while no worker ran is repaired by the periodic sweeps.
-    queue::ensure_group(&client, &stream.key).await?;
-    let mut recoveries = JoinSet::new();
-    tracing::info!(consumer = %name, "{} worker ready", stream.role);
+    for member in &members {
+        queue::ensure_group(&member.client, &member.key).await?;
+    }
+    let recoveries = Mutex::new(JoinSet::new());
+    tracing::info!(consumer = %name, partitions = members.len(), "{} worker ready", stream.role);
 
     let grace = state.config.server.shutdown_grace;
-    let member = Member { client: &client, redis, stream: &stream, name };
-    consume(member, consumer, tasks, &mut recoveries, grace, &shutdown).await;
-    recoveries.abort_all();
+    consume(&members, consumer, tasks, &recoveries, grace, &shutdown).await;
+    lock(&recoveries).abort_all();
     while duties.join_next().await.is_some() {}
     keeping.cancel();
     let _ = keeper.await;
 
     // A consumer that left nothing pending is removed, so restarts do not pile up names in
     // the group; one with entries left stays until another worker takes them over.
-    match queue::leave_group(&client, &stream.key, name).await {
-        Ok(true) => {}
-        Ok(false) => {
-            tracing::info!(consumer = %name, "leaving {} entries pending for another worker", stream.role)
+    for member in members {
+        match queue::leave_group(&member.client, &member.key, name).await {
+            Ok(true) => {}
+            Ok(false) => tracing::info!(
+                consumer = %name, stream = %member.key,
+                "leaving {} entries pending for another worker", stream.role
+            ),
+            Err(error) => tracing::warn!(%error, "cannot leave the consumer group"),
         }
-        Err(error) => tracing::warn!(%error, "cannot leave the consumer group"),
+        queue::close(member.client).await;
     }
     liveness.withdraw(redis).await;
-    queue::close(client).await;
     Ok(())
 }
 
-/// A consumer's place in its group.
-#[derive(Clone, Copy)]
+/// A consumer's place in the group of one partition.
 struct Member<'a> {
     /// The dedicated connection of its blocking reads.
-    client: &'a Client,
+    client: Client,
     redis: &'a Redis,
     stream: &'a Stream,
     name: &'a str,
+    partition: u16,
+    /// The partition's stream.
+    key: String,
 }
 
 /// Where the scans of entries to take over stand.
@@ -183,16 +201,62 @@ struct Reclaim {
     read_at: Instant,
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Reads every partition at once, each on its own connection, the work of all sharing the
+/// consumer's slots; then, at shutdown, drains the work in flight within `grace`.
+///
+/// With one partition the reader takes every free slot for each read. With several, each
+/// read takes at most an even share of the slots (the semaphore serves waiting readers in
+/// turn, so busy partitions share the slots evenly), and a reader whose last read found its
+/// partition empty waits for entries holding a single slot: idle partitions keep almost
+/// nothing from the busy ones.
 async fn consume<C: Consumer>(
-    member: Member<'_>,
+    members: &[Member<'_>],
     consumer: C,
     mut tasks: JoinSet<()>,
-    recoveries: &mut JoinSet<()>,
+    recoveries: &Mutex<JoinSet<()>>,
     grace: Duration,
     stop: &CancellationToken,
 ) {
-    let Member { client, stream, .. } = member;
-    let slots = Arc::new(Semaphore::new(stream.concurrency));
+    let Some(first) = members.first() else { return };
+    let concurrency = first.stream.concurrency;
+    let slots = Arc::new(Semaphore::new(concurrency));
+    let share = concurrency.div_ceil(members.len()).max(1);
+    let readers = members
+        .iter()
+        .map(|member| read(member, &consumer, &slots, share, members.len() > 1, recoveries, stop));
+    let work = futures::future::join_all(readers).await;
+    // what the consumer holds (a sender its background work waits on) goes first
+    drop(consumer);
+    let drained = tokio::time::timeout(grace, async {
+        for mut work in work {
+            while work.join_next().await.is_some() {}
+        }
+        while tasks.join_next().await.is_some() {}
+    });
+    if drained.await.is_err() {
+        tracing::warn!(
+            "{} work cut off at shutdown; its entries stay pending for another worker",
+            first.stream.role
+        );
+    }
+}
+
+/// One partition's read loop, until `stop`; returns the work it started, still running.
+async fn read<C: Consumer>(
+    member: &Member<'_>,
+    consumer: &C,
+    slots: &Arc<Semaphore>,
+    share: usize,
+    shared: bool,
+    recoveries: &Mutex<JoinSet<()>>,
+    stop: &CancellationToken,
+) -> JoinSet<()> {
+    let stream = member.stream;
+    let mut tasks = JoinSet::new();
     let mut reclaim = Reclaim {
         dead_due: Instant::now(),
         cursor: "0-0".to_owned(),
@@ -202,33 +266,39 @@ async fn consume<C: Consumer>(
             .clamp(Duration::from_millis(100), Duration::from_secs(30)),
         read_at: Instant::now(),
     };
+    let mut idle = false;
     loop {
         while tasks.try_join_next().is_some() {}
+        let most = if idle && shared { 1 } else { share };
         let free = tokio::select! {
-            free = take_free_slots(&slots) => free,
+            free = take_free_slots(slots, most) => free,
             () = stop.cancelled() => break,
         };
         let Some(free) = free else { break };
         let count = free.num_permits() as u64;
-        while recoveries.try_join_next().is_some() {}
-        match next_entries(&member, &consumer, &mut reclaim, count).await {
-            Ok(batch) if batch.entries.is_empty() => {}
-            Ok(batch) => consumer.dispatch(batch, free, &mut tasks, stop).await,
+        while lock(recoveries).try_join_next().is_some() {}
+        match next_entries(member, consumer, &mut reclaim, count).await {
+            Ok(batch) if batch.entries.is_empty() => idle = true,
+            Ok(batch) => {
+                idle = false;
+                consumer.dispatch(batch, free, &mut tasks, stop).await
+            }
             Err(error) => {
-                tracing::warn!(%error, "cannot read the {} stream", stream.role);
+                tracing::warn!(%error, stream = %member.key, "cannot read the {} stream", stream.role);
                 // A Redis that lost its data (restarted without persistence, or the key
                 // deleted) lost the consumer group too: recreate it, and whoever does puts
                 // back the work whose entries went with it.
                 let text = error.to_string();
                 let lost = ["NOGROUP", "no longer exists", "no such key"];
                 if lost.iter().any(|sign| text.contains(sign)) {
-                    match queue::ensure_group(client, &stream.key).await {
+                    match queue::ensure_group(&member.client, &member.key).await {
                         Ok(true) => {
                             tracing::warn!(
+                                stream = %member.key,
                                 "the {} stream was lost; putting its work back",
                                 stream.role
                             );
-                            recoveries.spawn(consumer.recover());
+                            lock(recoveries).spawn(consumer.recover());
                         }
                         Ok(false) => {}
                         Err(e) => tracing::warn!(error = %e, "cannot recreate the consumer group"),
@@ -244,30 +314,37 @@ async fn consume<C: Consumer>(
             break;
         }
     }
-    // what the consumer holds (a sender its background work waits on) goes first
-    drop(consumer);
-    let drained = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} });
-    if drained.await.is_err() {
-        tracing::warn!(
-            in_flight = tasks.len(),
-            "{} work cut off at shutdown; its entries stay pending for another worker",
-            stream.role
-        );
-    }
+    tasks
 }
 
 /// Entries taken over from dead consumers when a scan is due and finds some, else those the
-/// consumer held back that may start now, else new ones.
+/// consumer held back that may start now, else new ones; their ids qualified with the
+/// partition (`queue::qualify`).
 async fn next_entries(
     member: &Member<'_>,
     consumer: &impl Consumer,
     reclaim: &mut Reclaim,
     count: u64,
 ) -> Result<Batch, QueueError> {
-    let Member { client, redis, stream, name } = *member;
+    let mut batch = partition_entries(member, consumer, reclaim, count).await?;
+    if member.partition > 0 && !batch.held_back {
+        for (id, _) in &mut batch.entries {
+            *id = queue::qualify(member.partition, std::mem::take(id));
+        }
+    }
+    Ok(batch)
+}
+
+async fn partition_entries(
+    member: &Member<'_>,
+    consumer: &impl Consumer,
+    reclaim: &mut Reclaim,
+    count: u64,
+) -> Result<Batch, QueueError> {
+    let Member { ref client, redis, stream, name, partition, ref key } = *member;
     if Instant::now() >= reclaim.dead_due {
         reclaim.dead_due = Instant::now() + liveness::REFRESH;
-        let taken = queue::take_over(redis, &stream.key, name, count).await?;
+        let taken = queue::take_over(redis, partition, key, name, count).await?;
         if !taken.entries.is_empty() {
             tracing::info!(
                 count = taken.entries.len(),
@@ -277,25 +354,30 @@ async fn next_entries(
             );
             // more may be left: look again at once
             reclaim.dead_due = Instant::now();
-            return Ok(Batch { entries: taken.entries, taken_over: true, taken_from: taken.dead });
+            return Ok(Batch {
+                entries: taken.entries,
+                taken_over: true,
+                taken_from: taken.dead,
+                ..Batch::default()
+            });
         }
     }
     if Instant::now() >= reclaim.due {
         let idle_ms = stream.visibility_timeout.as_millis() as u64;
         let (cursor, entries) =
-            queue::reclaim(client, &stream.key, name, idle_ms, &reclaim.cursor, count).await?;
+            queue::reclaim(client, key, name, idle_ms, &reclaim.cursor, count).await?;
         if cursor == "0-0" {
             reclaim.due = Instant::now() + reclaim.every;
         }
         reclaim.cursor = cursor;
         if !entries.is_empty() {
             tracing::info!(count = entries.len(), "took over {} entries left pending", stream.role);
-            return Ok(Batch { entries, taken_over: true, taken_from: Vec::new() });
+            return Ok(Batch { entries, taken_over: true, ..Batch::default() });
         }
     }
     let entries = consumer.held_back(count as usize);
     if !entries.is_empty() {
-        return Ok(Batch { entries, ..Batch::default() });
+        return Ok(Batch { entries, held_back: true, ..Batch::default() });
     }
     if let Some(shares) = consumer.shares()
         && shares.waits_full()
@@ -308,15 +390,15 @@ async fn next_entries(
     reclaim.read_at = Instant::now();
     let holds_back = consumer.shares().is_some_and(|shares| shares.holds_back());
     let block = if holds_back { HOLDING_BACK_BLOCK_MS } else { READ_BLOCK_MS };
-    let entries = queue::read_group(client, &stream.key, name, count, block).await?;
+    let entries = queue::read_group(client, key, name, count, block).await?;
     Ok(Batch { entries, ..Batch::default() })
 }
 
-/// Waits for at least one free slot and takes every free one; `None` once the semaphore is
-/// closed (never, in practice).
-async fn take_free_slots(slots: &Arc<Semaphore>) -> Option<OwnedSemaphorePermit> {
+/// Waits for at least one free slot and takes every free one, up to `most`; `None` once the
+/// semaphore is closed (never, in practice).
+async fn take_free_slots(slots: &Arc<Semaphore>, most: usize) -> Option<OwnedSemaphorePermit> {
     let mut free = slots.clone().acquire_owned().await.ok()?;
-    let more = slots.available_permits();
+    let more = slots.available_permits().min(most.saturating_sub(1));
     if more > 0
         && let Ok(extra) = slots.clone().try_acquire_many_owned(more as u32)
     {

@@ -31,6 +31,7 @@ use anyhow::Context;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::queue::Keys;
 use crate::runtime::{self, Liveness, Stream, duties};
 use crate::state::AppState;
 
@@ -51,11 +52,10 @@ crate::json_schema! {
 }
 
 pub async fn run(state: AppState, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let keys = state.redis.keys().clone();
     let config = &state.config.webhooks;
     let stream = Stream {
         role: "webhook",
-        key: keys.webhooks(),
+        key: Keys::webhooks,
         concurrency: config.concurrency,
         visibility_timeout: config.visibility_timeout,
     };
@@ -64,8 +64,8 @@ pub async fn run(state: AppState, shutdown: CancellationToken) -> anyhow::Result
     duties.spawn(relay::relay(state.clone(), shutdown.clone()));
     duties.spawn(duties::move_due(
         state.redis.clone(),
-        keys.webhooks_delayed(),
-        keys.webhooks(),
+        Keys::webhooks_delayed,
+        Keys::webhooks,
         queue::JOB_FIELD,
         relay::MOVE_EVERY,
         shutdown.clone(),

@@ -9,6 +9,10 @@
 //!   attempt in Unix milliseconds; a mover puts due ones on the stream.
 //! - `{relayit}:webhooks:dead` is a stream of `job` and `reason` for jobs whose attempts are
 //!   exhausted (or whose endpoint was disabled meanwhile).
+//!
+//! With `redis.stream_partitions` above one, a job goes to the stream and delayed set of its
+//! message's partition (`crate::queue`), where that message's deliveries go; the dead-letter
+//! stream stays one.
 
 use fred::prelude::{SortedSetsInterface, StreamsInterface};
 use fred::types::Value;
@@ -38,16 +42,23 @@ pub async fn push(redis: &Redis, now: &[Job], later: &[(Job, i64)]) -> Result<()
         return Ok(());
     }
     let keys = redis.keys();
-    let encoded: Vec<String> = now.iter().map(encode).collect();
-    queue::append_all(redis, &keys.webhooks(), JOB_FIELD, &encoded).await?;
+    let appends =
+        queue::route(keys, now, |job| &job.message_id).into_iter().map(|(p, jobs)| {
+            let encoded: Vec<String> = jobs.into_iter().map(encode).collect();
+            async move {
+                queue::append_all(redis, &keys.partition(p).webhooks(), JOB_FIELD, &encoded).await
+            }
+        });
+    futures::future::try_join_all(appends).await?;
     if !later.is_empty() {
-        let members: Vec<(f64, String)> =
-            later.iter().map(|(job, due_ms)| (*due_ms as f64, encode(job))).collect();
-        let _: Value = redis
-            .pool()
-            .next()
-            .zadd(keys.webhooks_delayed(), None, None, false, false, members)
-            .await?;
+        let pipeline = redis.pool().next().pipeline();
+        for (p, later) in queue::route(keys, later, |(job, _)| &job.message_id) {
+            let members: Vec<(f64, String)> =
+                later.iter().map(|(job, due_ms)| (*due_ms as f64, encode(job))).collect();
+            let delayed = keys.partition(p).webhooks_delayed();
+            let () = pipeline.zadd(delayed, None, None, false, false, members).await?;
+        }
+        let _: Vec<Value> = pipeline.all().await?;
     }
     Ok(())
 }
@@ -77,7 +88,7 @@ pub async fn settle(redis: &Redis, settled: &[(String, Settle)]) -> Result<(), Q
     for (_, settle) in settled {
         match settle {
             Settle::Done => {}
-            Settle::Retry(job, due_ms) => later.push((*due_ms as f64, encode(job))),
+            Settle::Retry(job, due_ms) => later.push((job, *due_ms)),
             Settle::Dead(job, reason) => {
                 let cap = XCap::try_from(("MAXLEN", "~", DEAD_LETTER_MAX_LEN, None))?;
                 let fields = vec![(JOB_FIELD, encode(job)), ("reason", reason.clone())];
@@ -85,12 +96,17 @@ pub async fn settle(redis: &Redis, settled: &[(String, Settle)]) -> Result<(), Q
             }
         }
     }
-    if !later.is_empty() {
-        let () = pipeline.zadd(keys.webhooks_delayed(), None, None, false, false, later).await?;
+    for (p, later) in queue::route(keys, later, |(job, _)| &job.message_id) {
+        let members: Vec<(f64, String)> =
+            later.into_iter().map(|(job, due_ms)| (due_ms as f64, encode(job))).collect();
+        let delayed = keys.partition(p).webhooks_delayed();
+        let () = pipeline.zadd(delayed, None, None, false, false, members).await?;
     }
-    let ids: Vec<&str> = settled.iter().map(|(id, _)| id.as_str()).collect();
-    let () = pipeline.xack(keys.webhooks(), CONSUMER_GROUP, ids.clone()).await?;
-    let () = pipeline.xdel(keys.webhooks(), ids).await?;
+    for (p, ids) in queue::by_partition(settled.iter().map(|(id, _)| id.as_str())) {
+        let stream = keys.partition(p).webhooks();
+        let () = pipeline.xack(&stream, CONSUMER_GROUP, ids.clone()).await?;
+        let () = pipeline.xdel(&stream, ids).await?;
+    }
     let _: Vec<Value> = pipeline.all().await?;
     Ok(())
 }

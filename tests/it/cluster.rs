@@ -3,11 +3,13 @@
 //! create`, named to RelayIt in fred's form (`redis-cluster://host:port?node=host:port&...`);
 //! and a master found through a Sentinel (`redis-sentinel://host:port/0?sentinelServiceName=`).
 //!
-//! Every key but the rate limits' counters carries the `{relayit}` hash tag, so the streams,
-//! the delayed sets, the Lua scripts and the pipelines all stay within one slot (each counter
-//! has a slot of its own). What this checks is that nothing RelayIt does needs a single
-//! server: sending and delivering, rate limits (scripts), the tenant cache's invalidations
-//! (pub/sub), webhooks, and readiness.
+//! Every key but the rate limits' counters and the stream partitions past the first carries the
+//! `{relayit}` hash tag, so each partition's streams, delayed sets and scripts stay within one
+//! slot (each counter has a slot of its own). What this checks is that nothing RelayIt does
+//! needs a single server: sending and delivering over partitions spread across the masters,
+//! rate limits (scripts), the tenant cache's invalidations (pub/sub), webhooks, and readiness;
+//! and that a master lost mid-burst, its replica promoted, loses no accepted message and sends
+//! none twice.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,7 +18,7 @@ use crate::harness::stub::{Reply, Stub};
 use crate::harness::{TestApp, free_port, sandbox_provider};
 use serde_json::json;
 
-/// A Redis Cluster of three masters, killed when dropped.
+/// A Redis Cluster of three masters, each with `replicas` replicas, killed when dropped.
 struct RedisCluster {
     ports: Vec<u16>,
     nodes: Vec<Child>,
@@ -24,9 +26,9 @@ struct RedisCluster {
 }
 
 impl RedisCluster {
-    fn start() -> RedisCluster {
+    fn start(replicas: usize) -> RedisCluster {
         let dir = tempfile::tempdir().expect("a directory for the cluster's node files");
-        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let ports: Vec<u16> = (0..3 * (1 + replicas)).map(|_| free_port()).collect();
         let nodes = ports
             .iter()
             .map(|port| {
@@ -55,7 +57,7 @@ impl RedisCluster {
             .arg("--cluster")
             .arg("create")
             .args(&addresses)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .output()
             .expect("redis-cli must be installed for this test");
         assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stdout));
@@ -65,7 +67,8 @@ impl RedisCluster {
                 .args(["-p", &cluster.ports[0].to_string(), "cluster", "info"])
                 .output()
                 .expect("redis-cli");
-            if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+            let info = String::from_utf8_lossy(&info.stdout).into_owned();
+            if info.contains("cluster_state:ok") && cluster.replicas_synced(replicas) {
                 return cluster;
             }
             assert!(Instant::now() < deadline, "the cluster never reached cluster_state:ok");
@@ -80,32 +83,78 @@ impl RedisCluster {
         format!("redis-cluster://127.0.0.1:{}?{}", self.ports[0], seeds.join("&"))
     }
 
-    /// The port of the master that holds RelayIt's slot.
-    fn master_of_relayit(&self) -> u16 {
-        let slot = Command::new("redis-cli")
-            .args(["-p", &self.ports[0].to_string(), "cluster", "keyslot", "{relayit}"])
+    fn cli(&self, port: u16, args: &[&str]) -> String {
+        let output = Command::new("redis-cli")
+            .args(["-p", &port.to_string()])
+            .args(args)
             .output()
-            .expect("redis-cli");
-        let slot: u16 = String::from_utf8_lossy(&slot.stdout).trim().parse().expect("a slot");
-        let nodes = Command::new("redis-cli")
-            .args(["-p", &self.ports[0].to_string(), "cluster", "nodes"])
-            .output()
-            .expect("redis-cli");
-        for line in String::from_utf8_lossy(&nodes.stdout).lines() {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let serves = fields.iter().skip(8).any(|range| match range.split_once('-') {
+            .expect("redis-cli must be installed for this test");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// A node that answers.
+    fn alive(&self) -> u16 {
+        let alive = self.ports.iter().find(|p| self.cli(**p, &["ping"]).contains("PONG"));
+        *alive.expect("a node that answers")
+    }
+
+    /// The cluster's nodes as `CLUSTER NODES` lists them: (port, flags, slot ranges).
+    fn nodes(&self) -> Vec<(u16, String, Vec<String>)> {
+        let listing = self.cli(self.alive(), &["cluster", "nodes"]);
+        listing
+            .lines()
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let port = fields.get(1)?.split(['@', ':']).nth(1)?.parse().ok()?;
+                let slots = fields.iter().skip(8).map(|s| s.to_string()).collect();
+                Some((port, fields.get(2)?.to_string(), slots))
+            })
+            .collect()
+    }
+
+    /// Whether every master has its replicas, in sync.
+    fn replicas_synced(&self, replicas: usize) -> bool {
+        replicas == 0
+            || self.ports.iter().all(|port| {
+                let info = self.cli(*port, &["info", "replication"]);
+                !info.contains("role:slave") || info.contains("master_link_status:up")
+            }) && self.nodes().iter().filter(|(_, flags, _)| flags.contains("slave")).count()
+                == 3 * replicas
+    }
+
+    /// The port of the master that serves the slot of `key` (its hash tag).
+    fn master_of(&self, key: &str) -> u16 {
+        let slot: u16 =
+            self.cli(self.alive(), &["cluster", "keyslot", key]).trim().parse().expect("a slot");
+        for (port, flags, slots) in self.nodes() {
+            let serves = slots.iter().any(|range| match range.split_once('-') {
                 Some((a, b)) => {
                     a.parse::<u16>().is_ok_and(|a| a <= slot)
                         && b.parse::<u16>().is_ok_and(|b| slot <= b)
                 }
                 None => range.parse::<u16>().is_ok_and(|s| s == slot),
             });
-            if serves {
-                let port = fields[1].split(['@', ':']).nth(1).expect("host:port@bus");
-                return port.parse().expect("a port");
+            if serves && flags.contains("master") && !flags.contains("fail") {
+                return port;
             }
         }
         panic!("no master serves slot {slot}");
+    }
+
+    /// Kills the node on `port` (as a crash would: no shutdown, nothing saved).
+    fn kill(&mut self, port: u16) {
+        let index = self.ports.iter().position(|p| *p == port).expect("a node of the cluster");
+        let _ = self.nodes[index].kill();
+        let _ = self.nodes[index].wait();
+    }
+
+    /// The entries the group `workers` read from `stream` so far (XINFO GROUPS'
+    /// `entries-read`), on its master.
+    fn entries_read(&self, stream: &str) -> u64 {
+        let info = self.cli(self.master_of(stream), &["xinfo", "groups", stream]);
+        let lines: Vec<&str> = info.lines().collect();
+        let at = lines.iter().position(|l| *l == "entries-read").expect("a group on the stream");
+        lines[at + 1].trim().parse().expect("a count")
     }
 }
 
@@ -118,12 +167,18 @@ impl Drop for RedisCluster {
     }
 }
 
+/// Partitions whose tags' slots (`{relayit}` 3122, `{relayit:1}` 1224, `{relayit:2}` 13483,
+/// `{relayit:3}` 9354) fall on each of the three masters `redis-cli --cluster create` makes
+/// (slots 0-5460, 5461-10922, 10923-16383).
+const PARTITIONS: u16 = 4;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relayit_sends_delivers_and_signs_webhooks_on_a_redis_cluster() {
-    let cluster = RedisCluster::start();
+    let cluster = RedisCluster::start(0);
     let receiver = Stub::start(|_| Reply::text(204, "")).await;
     let app = TestApp::spawn_with(|c| {
         c.redis.url = cluster.url();
+        c.redis.stream_partitions = PARTITIONS;
         c.webhooks.allow_private_targets = true;
     })
     .await;
@@ -178,13 +233,17 @@ async fn relayit_sends_delivers_and_signs_webhooks_on_a_redis_cluster() {
     }
     assert!(receiver.requests().iter().all(|r| r.header("webhook-signature").is_some()));
 
-    // the keys live on the master of the {relayit} slot
-    let master = cluster.master_of_relayit();
-    let keys = Command::new("redis-cli")
-        .args(["-p", &master.to_string(), "--scan", "--pattern", &format!("{}*", app.redis_prefix)])
-        .output()
-        .expect("redis-cli");
-    assert!(String::from_utf8_lossy(&keys.stdout).contains("{relayit}:deliveries"), "{keys:?}");
+    // every partition's deliveries and webhooks were read, from streams on several masters
+    let keys = app.running().state().redis.keys().clone();
+    let mut masters = std::collections::HashSet::new();
+    for p in 0..PARTITIONS {
+        let partition = keys.partition(p);
+        for stream in [partition.deliveries(), partition.webhooks()] {
+            assert!(cluster.entries_read(&stream) > 0, "nothing was read from {stream}");
+            masters.insert(cluster.master_of(&stream));
+        }
+    }
+    assert_eq!(masters.len(), 3, "the partitions do not spread over the masters: {masters:?}");
 
     // a key's rate limit holds: its script ran against its counter, in a slot of its own
     let (status, limited) = app
@@ -296,4 +355,117 @@ async fn relayit_finds_its_master_through_sentinel() {
         .output()
         .expect("redis-cli");
     assert!(String::from_utf8_lossy(&keys.stdout).contains("{relayit}:deliveries"), "{keys:?}");
+}
+
+/// A master lost mid-burst, its replica promoted by the cluster: the sends go on through the
+/// failover (those answered 202 count as accepted), and once the cluster is whole again every
+/// accepted message is `sent` exactly once (one `sent` event, one provider call) with its
+/// `message.sent` webhook delivered. What the replica had not received before the promotion
+/// (stream entries, acknowledgements) is made good by the recovery paths: entries lost are put
+/// back from Postgres by the sweeps, an entry acknowledged on the old master but pending again
+/// on the new one is claimed in vain (its message is no longer claimable) and dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_lost_mid_burst_loses_no_message_and_sends_none_twice() {
+    use crate::faults::{WAIT, assert_each_sent_once, count_status, email, setup, wait_for_sent};
+
+    let mut cluster = RedisCluster::start(1);
+    let receiver = Stub::start(|_| Reply::text(204, "")).await;
+    let app = TestApp::spawn_with(|c| {
+        crate::faults::tolerant(c);
+        c.redis.url = cluster.url();
+        c.redis.stream_partitions = PARTITIONS;
+        c.webhooks.allow_private_targets = true;
+        c.webhooks.timeout = Duration::from_secs(2);
+        c.webhooks.visibility_timeout = Duration::from_secs(4);
+        c.webhooks.requeue_after = Duration::from_secs(5);
+    })
+    .await;
+    let (owner, key) = setup(&app, json!({})).await;
+    let (status, endpoint) = app
+        .post_as(
+            &owner.token,
+            &format!("/v1/projects/{}/webhooks", owner.project_id),
+            json!({"url": receiver.url(), "eventTypes": ["message.sent"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{endpoint}");
+
+    let send = |from: usize, count: usize| {
+        let messages: Vec<_> = (from..from + count).map(email).collect();
+        app.post_as(&key, "/v1/send/batch", json!({"messages": messages}))
+    };
+    let accepted_of = |body: &serde_json::Value| -> Vec<String> {
+        body["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["id"].as_str())
+            .map(str::to_owned)
+            .collect()
+    };
+    let mut accepted = Vec::new();
+    for batch in 0..3 {
+        let (status, body) = send(batch * 100, 100).await;
+        assert_eq!(status, 202, "{body}");
+        accepted.extend(accepted_of(&body));
+    }
+    let mut conn = app.connect().await;
+    wait_for_sent(&mut conn, 50).await;
+
+    // the master of the first partition (and of the install's other keys) dies
+    let doomed = cluster.master_of("{relayit}");
+    cluster.kill(doomed);
+    let killed = Instant::now();
+    assert!(count_status(&mut conn, "sent").await < 300, "the burst was over before the kill");
+
+    // sends go on while the cluster fails over: some may be refused, none may be lost
+    let mut next = 300;
+    let promoted = loop {
+        let (status, body) = send(next, 20).await;
+        next += 20;
+        if status == 202 {
+            accepted.extend(accepted_of(&body));
+        }
+        let now_master = cluster.master_of("{relayit}");
+        if now_master != doomed {
+            break now_master;
+        }
+        assert!(killed.elapsed() < WAIT, "no replica was promoted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    eprintln!("{promoted} promoted {:?} after the kill", killed.elapsed());
+    // and after it, the service takes sends again
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (status, body) = send(next, 20).await;
+        next += 20;
+        if status == 202 {
+            accepted.extend(accepted_of(&body));
+            break;
+        }
+        assert!(Instant::now() < deadline, "sends are refused after the failover: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    assert_each_sent_once(&app, &accepted).await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let notified: std::collections::HashSet<String> = receiver
+            .requests()
+            .iter()
+            .filter_map(|r| r.json()["data"]["id"].as_str().map(str::to_owned))
+            .collect();
+        let missing: Vec<&String> = accepted.iter().filter(|id| !notified.contains(*id)).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} webhooks missing, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(3)]
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    receiver.stop().await;
 }

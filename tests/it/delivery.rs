@@ -591,6 +591,69 @@ async fn a_burst_survives_a_crash_and_each_message_is_sent_once() {
     wait_stream_empty(&app).await;
 }
 
+/// With the stream in partitions, a worker serves them all at once, sharing its slots: the
+/// few messages of one partition go out while another's long backlog is still being worked
+/// through, not after it; and every entry is acknowledged on its own partition.
+#[tokio::test]
+async fn partitions_share_a_workers_slots_fairly() {
+    let app = TestApp::spawn_with(|c| {
+        fast(c);
+        c.redis.stream_partitions = 2;
+        c.delivery.concurrency = 4;
+        c.delivery.organization_share = 1.0;
+    })
+    .await;
+    let owner = app.sign_up("Owner").await;
+    sandbox(&app, &owner, "email", json!({"latencyMs": 50}), json!({})).await;
+    // rows first, then the entries: a backlog on partition 0, then a few on partition 1
+    let ids = submit_many(&app, &owner, &EMAIL, 300, true).await;
+    let state = app.running().state();
+    let keys = state.redis.keys();
+    let (backlog, few): (Vec<String>, Vec<String>) =
+        ids.into_iter().partition(|id| keys.partition_of(id) == 0);
+    let few = &few[..10];
+    relayit::queue::deliveries::enqueue(&state.redis, &backlog).await.unwrap();
+    relayit::queue::deliveries::enqueue(&state.redis, few).await.unwrap();
+
+    let mut conn = app.connect().await;
+    let sent_of = async |conn: &mut AsyncPgConnection, ids: &[String]| -> usize {
+        let sent: i64 = m::table
+            .filter(m::id.eq_any(ids))
+            .filter(m::status.eq("sent"))
+            .count()
+            .get_result(conn)
+            .await
+            .unwrap();
+        sent as usize
+    };
+    let start = Instant::now();
+    while sent_of(&mut conn, few).await < few.len() {
+        assert!(start.elapsed() < WAIT, "partition 1's messages are not sent");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let backlog_sent = sent_of(&mut conn, &backlog).await;
+    assert!(
+        backlog_sent < backlog.len() / 2,
+        "partition 1 waited behind partition 0: {backlog_sent} of {} sent first",
+        backlog.len()
+    );
+    let start = Instant::now();
+    while sent_of(&mut conn, &backlog).await < backlog.len() {
+        assert!(start.elapsed() < WAIT, "the backlog is not sent");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // acknowledged and deleted where they were read
+    let (client, _) = redis(&app).await;
+    for p in 0..2 {
+        let stream = keys.partition(p).deliveries();
+        let start = Instant::now();
+        while client.xlen::<u64, _>(&stream).await.unwrap() > 0 {
+            assert!(start.elapsed() < WAIT, "entries left on {stream}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_scheduled_message_is_sent_once_due() {
     let app = TestApp::spawn_with(fast).await;

@@ -28,14 +28,14 @@ const BURST: usize = 300;
 const LATENCY_MS: u64 = 40;
 const CONCURRENCY: usize = 16;
 /// Generous: the machine running the tests may be busy with other work.
-const WAIT: Duration = Duration::from_secs(120);
+pub(crate) const WAIT: Duration = Duration::from_secs(120);
 /// How soon after a crash, or after Redis came back empty, every message must be sent: the
 /// delivery timeouts (minutes) must not be what recovery waits for.
 const RECOVERY: Duration = Duration::from_secs(15);
 
 /// Short sweeps and retries, so recovery happens within the test; a visibility timeout well
 /// beyond the outages, so no delivery whose outcome is waiting to be written is taken over.
-fn tolerant(config: &mut Config) {
+pub(crate) fn tolerant(config: &mut Config) {
     config.delivery.concurrency = CONCURRENCY;
     config.delivery.retry_base_delay = Duration::from_millis(200);
     config.delivery.retry_max_delay = Duration::from_secs(2);
@@ -172,7 +172,7 @@ async fn postgres_addr() -> SocketAddr {
 }
 
 /// A sandbox credential that takes LATENCY_MS per call, and a key to send with.
-async fn setup(app: &TestApp, extra_config: Value) -> (Account, String) {
+pub(crate) async fn setup(app: &TestApp, extra_config: Value) -> (Account, String) {
     let owner = app.sign_up("Owner").await;
     let mut config = json!({"latencyMs": LATENCY_MS});
     for (key, value) in extra_config.as_object().unwrap() {
@@ -191,7 +191,7 @@ async fn setup(app: &TestApp, extra_config: Value) -> (Account, String) {
     (owner, key)
 }
 
-fn email(n: usize) -> Value {
+pub(crate) fn email(n: usize) -> Value {
     json!({"channel": "email", "to": format!("user{n}@example.com"),
            "content": {"subject": "Hello", "text": "Hi there"}})
 }
@@ -211,7 +211,7 @@ async fn send_batch(app: &TestApp, key: &str, count: usize) -> Vec<String> {
     ids
 }
 
-async fn count_status(conn: &mut AsyncPgConnection, status: &str) -> i64 {
+pub(crate) async fn count_status(conn: &mut AsyncPgConnection, status: &str) -> i64 {
     m::table.filter(m::status.eq(status)).count().get_result(conn).await.unwrap()
 }
 
@@ -220,7 +220,7 @@ fn sent_calls(app: &TestApp) -> u64 {
     app.running().state().metrics.deliveries.with_label_values(&["email", "sandbox", "sent"]).get()
 }
 
-async fn wait_for_sent(conn: &mut AsyncPgConnection, at_least: i64) {
+pub(crate) async fn wait_for_sent(conn: &mut AsyncPgConnection, at_least: i64) {
     let start = Instant::now();
     while count_status(conn, "sent").await < at_least {
         assert!(start.elapsed() < WAIT, "the burst does not move");
@@ -246,7 +246,7 @@ async fn wait_ready(app: &TestApp) {
 /// count), one attempt. Messages the service committed without answering 202 (a request cut
 /// off after its commit) would be there too, and are held to the same. A failure names the
 /// messages at fault and shows their histories, so that one seen once (in CI) can be told.
-async fn assert_each_sent_once(app: &TestApp, accepted: &[String]) {
+pub(crate) async fn assert_each_sent_once(app: &TestApp, accepted: &[String]) {
     wait_all_sent(app, Instant::now() + WAIT).await;
     let mut conn = app.connect().await;
     let rows: Vec<(String, i32)> =
