@@ -469,3 +469,161 @@ async fn a_master_lost_mid_burst_loses_no_message_and_sends_none_twice() {
     }
     receiver.stop().await;
 }
+
+/// Two processes of each role (`api`, `worker`, `webhook`) against the cluster and Postgres;
+/// sends go through both APIs, and one process of each role is killed mid-burst. Every
+/// message accepted by either API ends `sent` with exactly one `sent` event (what the killed
+/// worker had sent without recording it is sent again, and its history says so: the provider
+/// call's outcome was unknown), and its `message.sent` webhook is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_of_each_role_lose_nothing_when_one_of_each_is_killed() {
+    use crate::faults::{
+        WAIT, count_status, email, histories, setup, wait_all_sent, wait_for_sent,
+    };
+    use relayit::server::Roles;
+
+    let cluster = RedisCluster::start(0);
+    let receiver = Stub::start(|_| Reply::text(204, "")).await;
+    // the in-process API only sets the tenant up; the burst goes through the processes
+    let app = TestApp::spawn_roles(Roles { api: true, worker: false, webhook: false }, |c| {
+        c.redis.url = cluster.url();
+        c.redis.stream_partitions = PARTITIONS;
+        c.webhooks.allow_private_targets = true;
+    })
+    .await;
+    let (owner, key) = setup(&app, json!({"latencyMs": 20})).await;
+    let (status, endpoint) = app
+        .post_as(
+            &owner.token,
+            &format!("/v1/projects/{}/webhooks", owner.project_id),
+            json!({"url": receiver.url(), "eventTypes": ["message.sent"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{endpoint}");
+
+    let partitions = PARTITIONS.to_string();
+    let shared = [
+        ("RELAYIT_REDIS__STREAM_PARTITIONS", partitions.as_str()),
+        ("RELAYIT_DELIVERY__CONCURRENCY", "16"),
+        ("RELAYIT_DELIVERY__SWEEP_INTERVAL", "200ms"),
+        ("RELAYIT_DELIVERY__REQUEUE_AFTER", "4s"),
+        ("RELAYIT_WEBHOOKS__ALLOW_PRIVATE_TARGETS", "true"),
+        ("RELAYIT_WEBHOOKS__TIMEOUT", "2s"),
+        ("RELAYIT_WEBHOOKS__VISIBILITY_TIMEOUT", "4s"),
+        ("RELAYIT_WEBHOOKS__REQUEUE_AFTER", "5s"),
+    ];
+    let api = |port: u16| {
+        let bind = format!("127.0.0.1:{port}");
+        let mut env = shared.to_vec();
+        env.push(("RELAYIT_SERVER__BIND", &bind));
+        (app.spawn_process("api", &env), format!("http://{bind}"))
+    };
+    let (mut doomed_api, doomed_url) = api(free_port());
+    let (_api, url) = api(free_port());
+    let mut doomed_worker = app.spawn_process("worker", &shared);
+    let _worker = app.spawn_process("worker", &shared);
+    let mut doomed_webhook = app.spawn_process("webhook", &shared);
+    let _webhook = app.spawn_process("webhook", &shared);
+    for base in [&doomed_url, &url] {
+        let deadline = Instant::now() + WAIT;
+        while !app
+            .client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            assert!(Instant::now() < deadline, "{base} never became ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    // batches through both APIs, until told to stop; what each accepted is kept
+    let stop = tokio_util::sync::CancellationToken::new();
+    let sender = tokio::spawn({
+        let (client, key, stop) = (app.client.clone(), key.clone(), stop.clone());
+        let bases = [doomed_url.clone(), url.clone()];
+        async move {
+            let (mut accepted, mut by_api) = (Vec::new(), [0; 2]);
+            let mut n = 0;
+            while !stop.is_cancelled() {
+                let messages: Vec<_> = (n..n + 25).map(email).collect();
+                let which = (n / 25) % 2;
+                let base = &bases[which];
+                n += 25;
+                let answer = client
+                    .post(format!("{base}/v1/send/batch"))
+                    .bearer_auth(&key)
+                    .json(&json!({"messages": messages}))
+                    .send()
+                    .await;
+                let Ok(answer) = answer else { continue };
+                if answer.status() != 202 {
+                    continue;
+                }
+                let body: serde_json::Value = answer.json().await.unwrap_or_default();
+                by_api[which] += 1;
+                accepted.extend(
+                    body["data"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|m| m["id"].as_str())
+                        .map(str::to_owned),
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (accepted, by_api)
+        }
+    });
+    let mut conn = app.connect().await;
+    wait_for_sent(&mut conn, 200).await;
+    doomed_api.kill();
+    doomed_worker.kill();
+    doomed_webhook.kill();
+    let killed = count_status(&mut conn, "sent").await;
+    // the survivors go on taking sends
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.cancel();
+    let (accepted, by_api) = sender.await.expect("the sender");
+    assert!(by_api.iter().all(|n| *n > 0), "batches accepted by each API: {by_api:?}");
+    let total: i64 = {
+        use diesel::prelude::*;
+        use diesel_async::RunQueryDsl;
+        relayit::db::schema::messages::table.count().get_result(&mut conn).await.unwrap()
+    };
+    assert!(killed < total, "the burst was over before the kills");
+    eprintln!(
+        "{} accepted ({by_api:?} batches), {killed} of {total} sent at the kills",
+        accepted.len()
+    );
+
+    wait_all_sent(&app, Instant::now() + WAIT).await;
+    let (sent_events, _) = histories(&mut conn).await;
+    let faults: Vec<_> = accepted
+        .iter()
+        .filter(|id| sent_events.get(id.as_str()) != Some(&1))
+        .map(|id| (id, sent_events.get(id.as_str())))
+        .collect();
+    assert!(faults.is_empty(), "not sent exactly once: {faults:?}");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let notified: std::collections::HashSet<String> = receiver
+            .requests()
+            .iter()
+            .filter_map(|r| r.json()["data"]["id"].as_str().map(str::to_owned))
+            .collect();
+        let missing: Vec<&String> = accepted.iter().filter(|id| !notified.contains(*id)).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} webhooks missing, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(3)]
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    receiver.stop().await;
+}

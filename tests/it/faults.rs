@@ -279,7 +279,7 @@ pub(crate) async fn assert_each_sent_once(app: &TestApp, accepted: &[String]) {
 }
 
 /// Per message: its `sent` events, and the provider calls its history lists.
-async fn histories(
+pub(crate) async fn histories(
     conn: &mut AsyncPgConnection,
 ) -> (HashMap<String, usize>, HashMap<String, usize>) {
     let events: Vec<Event> = e::table.select(Event::as_select()).load(conn).await.unwrap();
@@ -311,7 +311,7 @@ async fn history(
 
 /// Waits until every message of the database is `sent`; fails, showing what is left and its
 /// history, if they are not by `deadline`.
-async fn wait_all_sent(app: &TestApp, deadline: Instant) {
+pub(crate) async fn wait_all_sent(app: &TestApp, deadline: Instant) {
     let mut conn = app.connect().await;
     let total: i64 = m::table.count().get_result(&mut conn).await.unwrap();
     loop {
