@@ -15,8 +15,12 @@
 //! Then outbound webhooks: a receiver inside the bench (a keep-alive HTTP/1.1 server on
 //! 127.0.0.1 answering 204) takes every event POSTed to one or ten endpoints while messages are
 //! sent, checks the Standard Webhooks signature of a sample, and the report gives deliveries
-//! per second, send-to-webhook latency and the CPU each webhook cost. `--only send`, `--only
-//! log` or `--only webhooks` runs one of the three parts.
+//! per second, send-to-webhook latency and the CPU each webhook cost.
+//!
+//! Last, scale: one, then two, processes of each sending role (`api`, `worker`), the sends
+//! spread over the APIs, for how an install grows by adding processes. `--only send`, `--only
+//! log`, `--only webhooks` or `--only scale` runs one of the four parts. `TEST_REDIS_URL` may
+//! name a Redis Cluster (`redis-cluster://...`, with `--stream-partitions`).
 //!
 //! Every phase is bounded in count and time; all traffic goes to 127.0.0.1.
 //!
@@ -57,10 +61,14 @@ struct Options {
     /// Messages sent in each scenario of the webhook phase (0 skips it; at most a million)
     #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     webhook_messages: u64,
-    /// Runs only one part: `send` (sending and delivery), `log` (the message log) or
-    /// `webhooks` (outbound webhooks)
+    /// Runs only one part: `send` (sending and delivery), `log` (the message log),
+    /// `webhooks` (outbound webhooks) or `scale` (one, then two, processes per role)
     #[arg(long, value_enum)]
     only: Option<Part>,
+    /// Partitions of the servers' streams (`redis.stream_partitions`): with TEST_REDIS_URL
+    /// naming a Redis Cluster (redis-cluster://...), as many as it has masters
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    stream_partitions: u16,
 }
 
 /// The parts of a run, in the order a whole run takes them.
@@ -69,7 +77,11 @@ enum Part {
     Send,
     Log,
     Webhooks,
+    Scale,
 }
+
+/// Configuration every server of the run is given (from the options).
+static SERVER_ENV: std::sync::OnceLock<Vec<(&'static str, String)>> = std::sync::OnceLock::new();
 
 fn admin_url() -> String {
     std::env::var("TEST_DATABASE_URL")
@@ -89,6 +101,8 @@ fn database_url(name: &str) -> anyhow::Result<String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let options = <Options as clap::Parser>::parse();
+    let partitions = options.stream_partitions.to_string();
+    let _ = SERVER_ENV.set(vec![("RELAYIT_REDIS__STREAM_PARTITIONS", partitions)]);
     let stamp = chrono::Utc::now().format("%Y%m%d%H%M%S").to_string();
     let db_name = format!("relayit_bench_{stamp}");
     let prefix = format!("bench:{stamp}:");
@@ -164,6 +178,7 @@ async fn start_server_with(
         .env("RELAYIT_SECURITY__ENCRYPTION_KEY", master_key())
         .env("RELAYIT_LOG__LEVEL", "warn")
         .env("RELAYIT_DATABASE__MAX_CONNECTIONS", "32")
+        .envs(SERVER_ENV.get().into_iter().flatten().map(|(k, v)| (k, v)))
         .envs(config.iter().copied())
         // RELAYIT_BENCH_SERVER_LOG=<level> shows the servers' logs, at that level
         .envs(std::env::var("RELAYIT_BENCH_SERVER_LOG").map(|level| ("RELAYIT_LOG__LEVEL", level)))
@@ -686,6 +701,9 @@ async fn run(options: &Options, db_name: &str, prefix: &str) -> anyhow::Result<(
     if runs(Part::Webhooks) && options.webhook_messages > 0 {
         webhooks(options.webhook_messages, &db_url, prefix).await?;
     }
+    if runs(Part::Scale) {
+        scaling(options.seconds, &db_url, prefix).await?;
+    }
     println!("\nTotal time {:.0} s", started.elapsed().as_secs_f64());
     Ok(relayit::queue::clear_prefix(&redis_url(), prefix).await?)
 }
@@ -769,6 +787,64 @@ async fn sending(seconds: u64, db_url: &str, prefix: &str) -> anyhow::Result<()>
     println!(
         "\nRaw ceilings on this machine: multi-row INSERT {insert_rate:.0} rows/s; pipelined XADD {xadd_rate:.0} entries/s"
     );
+    Ok(())
+}
+
+/// One, then two, processes of each sending role (`api`, `worker`) on one database and Redis:
+/// 64 connections send for `seconds * 2`, spread over the API processes, while the workers
+/// deliver; then the backlog drains. Reports the accepted and sent rates and the CPU per
+/// message of relayit (all its processes), Postgres and Redis: how the install grows by adding
+/// processes on this machine, for the capacity model (docs/scaling.md).
+async fn scaling(seconds: u64, db_url: &str, prefix: &str) -> anyhow::Result<()> {
+    println!("\n## Processes per role (`serve --role=api` and `--role=worker`, N of each)\n");
+    println!(
+        "| processes per role | accepted messages/s | sent messages/s | send-to-sent p50 ms | p99 ms | errors | CPU µs per message: relayit / Postgres / Redis |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
+    let client = reqwest::Client::new();
+    let mut key = None;
+    for processes in [1, 2] {
+        let mut apis = Vec::new();
+        let mut workers = Vec::new();
+        for _ in 0..processes {
+            apis.push(start_server(db_url, prefix, "api").await?);
+            workers.push(start_server(db_url, prefix, "worker").await?);
+        }
+        let key = match &key {
+            Some(key) => key,
+            None => key.insert(provision(&client, &apis[0].base).await?),
+        };
+        let relayit_cpu = |servers: [&Vec<Server>; 2]| -> f64 {
+            servers.iter().flat_map(|s| s.iter()).map(|s| cpu_seconds(s.child.id())).sum()
+        };
+        let before = (
+            relayit_cpu([&apis, &workers]),
+            cpu_seconds_of("postgres"),
+            cpu_seconds_of("redis-server"),
+        );
+        let since = chrono::Utc::now();
+        let loads = apis.iter().map(|api| {
+            load(&api.base, key, 64 / processes, seconds * 2, 2_000_000, 1, email)
+        });
+        let loads = futures::future::join_all(loads).await;
+        let accepted: usize = loads.iter().map(|l| l.requests).sum();
+        let errors: usize = loads.iter().map(|l| l.errors).sum();
+        let elapsed = loads.iter().map(|l| l.elapsed).max().unwrap_or_default();
+        let stats = wait_for_delivery(db_url, since, Duration::from_secs(seconds * 40)).await?;
+        let micros = |cpu: f64| cpu / (stats.sent as f64).max(1.0) * 1e6;
+        println!(
+            "| {processes} | {:.0} | {:.0} | {:.0} | {:.0} | {errors} | {:.0} / {:.0} / {:.0} |",
+            accepted as f64 / elapsed.as_secs_f64(),
+            stats.sent as f64 / stats.created_to_last_sent_s.unwrap_or(f64::INFINITY),
+            stats.p50_ms.unwrap_or(0.0),
+            stats.p99_ms.unwrap_or(0.0),
+            micros(relayit_cpu([&apis, &workers]) - before.0),
+            micros(cpu_seconds_of("postgres") - before.1),
+            micros(cpu_seconds_of("redis-server") - before.2),
+        );
+        for server in apis.into_iter().chain(workers) {
+            server.stop();
+        }
+    }
     Ok(())
 }
 
