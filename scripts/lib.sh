@@ -438,9 +438,16 @@ ensure_redis() {
 
 # --- the tests' other tools ---------------------------------------------------------------
 # moto_server (tests/aws.rs starts its own, as SES and SNS), the openssl CLI (certificates
-# for signed SNS notifications), and Debian's Chromium with its chromedriver (the dashboard's
-# browser tests; nothing downloads a browser of its own).
+# for signed SNS notifications), Debian's Chromium with its chromedriver (the dashboard's
+# browser tests; nothing downloads a browser of its own), pgbouncer and PostgreSQL's server
+# binaries with psql (tests/postgres_scaling.rs starts its own PgBouncer, and a primary with a
+# streaming replica, whatever TEST_DATABASE_URL points at). Debian's pgbouncer package starts
+# a service of its own on port 6432; the tests do not use it.
 test_tool_packages() {
+  command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || echo pgbouncer
+  local bindir
+  if ! bindir=$(pg_bindir) || [ ! -x "$bindir/pg_basebackup" ]; then echo postgresql; fi
+  command -v psql >/dev/null || echo postgresql-client
   if ! command -v moto_server >/dev/null || ! python3 -c 'import moto' 2>/dev/null; then
     command -v python3 >/dev/null || echo python3
     python3 -m pip --version >/dev/null 2>&1 || echo python3-pip
@@ -614,5 +621,5 @@ ensure_test_services() {
   ensure_redis "$redis"
   export TEST_REDIS_URL=$redis
   ensure_moto
-  log "moto_server, openssl, chromium and chromedriver are installed"
+  log "moto_server, openssl, chromium, chromedriver, pgbouncer and PostgreSQL's server binaries are installed"
 }

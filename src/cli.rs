@@ -145,9 +145,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::load(cli.config.as_deref())?;
             telemetry::init(&config.log);
             runtime()?.block_on(async {
-                let applied = db::migrate(&config.database.url)
-                    .await
-                    .map_err(|e| e.at(&config.database.url))?;
+                let url = config.database.migrate_url();
+                let applied = db::migrate(url).await.map_err(|e| e.at(url))?;
                 println!("applied {} migration(s)", applied.len());
                 anyhow::Ok(())
             })

@@ -114,6 +114,20 @@ pub struct LogConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseConfig {
     pub url: String,
+    /// A replica (or a pooler in front of replicas) for the reads that tolerate lag: message
+    /// lists and search, a message's events and delivery log, the dashboard's overviews. Unset,
+    /// they read from `url`.
+    pub read_url: Option<String>,
+    /// Where migrations run (`relayit migrate`, `migrate_on_start`); unset, `url`. They hold a
+    /// session-level advisory lock, so this must be a session: the primary itself, or a
+    /// pooler in session mode, never one in transaction mode.
+    pub migrate_url: Option<String>,
+    /// Server-side prepared statements: each connection prepares its statements once, by
+    /// name, and reuses them. `false` runs every statement unnamed in one round trip and sets
+    /// nothing per session (`statement_timeout` included), for a pooler in transaction mode
+    /// (PgBouncer's `pool_mode = transaction`).
+    pub prepared_statements: bool,
+    /// Connections per pool (the replica's pool, with `read_url`, has as many again).
     pub max_connections: usize,
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
@@ -657,10 +671,20 @@ impl Default for LogConfig {
     }
 }
 
+impl DatabaseConfig {
+    /// Where migrations run: `migrate_url`, else `url`.
+    pub fn migrate_url(&self) -> &str {
+        self.migrate_url.as_deref().unwrap_or(&self.url)
+    }
+}
+
 impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
             url: "postgres://postgres@127.0.0.1:5432/relayit".into(),
+            read_url: None,
+            migrate_url: None,
+            prepared_statements: true,
             max_connections: 16,
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(30),
@@ -843,6 +867,11 @@ impl Config {
         if config.security.encryption_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
             config.security.encryption_key = None;
         }
+        for url in [&mut config.database.read_url, &mut config.database.migrate_url] {
+            if url.as_deref().is_some_and(|u| u.trim().is_empty()) {
+                *url = None;
+            }
+        }
         config.validate()?;
         Ok(config)
     }
@@ -860,13 +889,12 @@ impl Config {
                 ));
             }
         }
-        let db_ok = url::Url::parse(&self.database.url)
-            .is_ok_and(|u| matches!(u.scheme(), "postgres" | "postgresql"));
-        if !db_ok {
-            return Err(ConfigError::invalid(
-                "database.url",
-                "must be a postgres:// URL, e.g. postgres://user:password@host:5432/relayit",
-            ));
+        postgres_url("database.url", &self.database.url)?;
+        if let Some(url) = &self.database.read_url {
+            postgres_url("database.read_url", url)?;
+        }
+        if let Some(url) = &self.database.migrate_url {
+            postgres_url("database.migrate_url", url)?;
         }
         // fred's forms: one server, a cluster (seed nodes as `?node=host:port`) or Sentinel,
         // each with TLS (`rediss`)
@@ -1073,6 +1101,8 @@ impl Config {
             }
         }
         shown.database.url = redact_url(&shown.database.url);
+        shown.database.read_url = shown.database.read_url.as_deref().map(redact_url);
+        shown.database.migrate_url = shown.database.migrate_url.as_deref().map(redact_url);
         shown.redis.url = redact_url(&shown.redis.url);
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
@@ -1093,6 +1123,17 @@ pub fn redact_url(raw: &str) -> String {
 
 /// A worker holds a dedicated connection per partition: past a few per master, more only cost.
 const MAX_STREAM_PARTITIONS: usize = 64;
+
+fn postgres_url(key: &str, url: &str) -> Result<(), ConfigError> {
+    let ok = url::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "postgres" | "postgresql"));
+    if !ok {
+        return Err(ConfigError::invalid(
+            key,
+            "must be a postgres:// URL, e.g. postgres://user:password@host:5432/relayit",
+        ));
+    }
+    Ok(())
+}
 
 fn positive(key: &str, value: usize) -> Result<(), ConfigError> {
     if value == 0 {
@@ -1227,6 +1268,16 @@ mod tests {
             assert!(!config.migrate_on_start);
             assert!(config.webhooks.allow_private_targets);
 
+            jail.set_env("RELAYIT_DATABASE__READ_URL", "postgres://r@replica:5432/relayit");
+            jail.set_env("RELAYIT_DATABASE__MIGRATE_URL", "");
+            jail.set_env("RELAYIT_DATABASE__PREPARED_STATEMENTS", "false");
+            let database = load_in_jail(jail).unwrap().database;
+            assert_eq!(database.read_url.as_deref(), Some("postgres://r@replica:5432/relayit"));
+            // empty is unset (compose passes `${VAR:-}` through as "")
+            assert_eq!(database.migrate_url, None);
+            assert_eq!(database.migrate_url(), database.url);
+            assert!(!database.prepared_statements);
+
             jail.set_env("RELAYIT_WEBHOOKS__RETRY_SCHEDULE", r#"["0s","200ms","1m"]"#);
             let schedule = load_in_jail(jail).unwrap().webhooks.retry_schedule;
             let expected = [0, 200, 60_000].map(Duration::from_millis);
@@ -1305,6 +1356,14 @@ mod tests {
             ("RELAYIT_DATABASE__MAX_CONNECTIONS", "0", "database.max_connections", "at least 1"),
             ("RELAYIT_SERVER__BIND", "nowhere", "server.bind", "0.0.0.0:8080"),
             ("DATABASE_URL", "mysql://x", "database.url", "postgres://"),
+            ("RELAYIT_DATABASE__READ_URL", "mysql://x", "database.read_url", "postgres://"),
+            ("RELAYIT_DATABASE__MIGRATE_URL", "db:5432", "database.migrate_url", "postgres://"),
+            (
+                "RELAYIT_DATABASE__PREPARED_STATEMENTS",
+                "sometimes",
+                "database.prepared_statements",
+                "RELAYIT_DATABASE__PREPARED_STATEMENTS",
+            ),
             ("RELAYIT_REDIS__URL", "http://x", "redis.url", "redis://"),
             ("RELAYIT_REDIS__KEY_PREFIX", "a{b}", "redis.key_prefix", "hash tag"),
             (
@@ -1502,12 +1561,16 @@ scopes = ["openid", "email"]
         config.security.encryption_key = Some(crate::crypto::generate_key_base64());
         config.security.previous_keys = vec![crate::crypto::generate_key_base64()];
         config.database.url = "postgres://relayit:hunter22@db:5432/relayit".into();
+        config.database.read_url = Some("postgres://relayit:replica77@r:5432/relayit".into());
+        config.database.migrate_url = Some("postgres://owner:direct55@db:5432/relayit".into());
         config.redis.url = "redis://:sesame99@cache:6379".into();
         let shown = config.to_redacted_toml();
         for secret in [
             config.security.encryption_key.as_deref().unwrap(),
             &config.security.previous_keys[0],
             "hunter22",
+            "replica77",
+            "direct55",
             "sesame99",
         ] {
             assert!(!shown.contains(secret), "{secret} leaked:\n{shown}");

@@ -84,13 +84,22 @@ pub async fn start(config: Config, roles: Roles) -> anyhow::Result<Running> {
     }
 
     if config.migrate_on_start {
-        let applied =
-            db::migrate(&config.database.url).await.map_err(|e| e.at(&config.database.url))?;
+        let applied = db::migrate(config.database.migrate_url())
+            .await
+            .map_err(|e| e.at(config.database.migrate_url()))?;
         if !applied.is_empty() {
             tracing::info!(?applied, "applied migrations");
         }
     }
     let pool = db::pool(&config.database)?;
+    let replica = db::read_pool(&config.database)?;
+    if !config.database.prepared_statements && !config.database.statement_timeout.is_zero() {
+        tracing::info!(
+            "database.prepared_statements = false: database.statement_timeout is not set per \
+             session (it would outlive the transaction on a pooler's server connection); set \
+             it on the role instead (ALTER ROLE ... SET statement_timeout)"
+        );
+    }
     let redis = Redis::connect(&config.redis).await.with_context(|| {
         format!(
             "cannot reach Redis at {}: start it, or point RelayIt at yours with REDIS_URL (or \
@@ -109,6 +118,7 @@ pub async fn start(config: Config, roles: Roles) -> anyhow::Result<Running> {
     let state = AppState {
         config: Arc::new(config),
         db: pool,
+        db_replica: replica,
         redis,
         keys: Arc::new(keys),
         key_usage: Default::default(),

@@ -1,4 +1,4 @@
-//! The state every role shares within one process: configuration, the Postgres pool, the
+//! The state every role shares within one process: configuration, the Postgres pools, the
 //! Redis handles, the master keys and the provider connectors. Built once at start-up; cheap to
 //! clone.
 
@@ -21,7 +21,10 @@ use crate::queue::Redis;
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
+    /// The primary: every write, and every read that decides something.
     pub db: db::Pool,
+    /// The replica's pool (`database.read_url`), when there is one: see [`AppState::db_read`].
+    pub db_replica: Option<db::Pool>,
     pub redis: Redis,
     pub keys: Arc<MasterKeys>,
     pub key_usage: Arc<KeyUsage>,
@@ -40,4 +43,15 @@ pub struct AppState {
     pub passkeys: Option<Arc<Passkeys>>,
     /// Signs in with OAuth / OpenID Connect providers, caching what discovery found.
     pub oauth: Arc<OAuth>,
+}
+
+impl AppState {
+    /// The pool for reads that tolerate lag (message lists and search, a message's events and
+    /// delivery log, the dashboard's overviews): the replica's when `database.read_url` is set,
+    /// else the primary's. A replica may be behind the primary by what it has yet to replay,
+    /// so nothing that decides (claims, idempotency, authentication, a read before a write)
+    /// reads through it.
+    pub fn db_read(&self) -> &db::Pool {
+        self.db_replica.as_ref().unwrap_or(&self.db)
+    }
 }

@@ -264,7 +264,8 @@ pub async fn get(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     access.require(Action::Read)?;
-    let mut conn = state.db.get().await?;
+    // may lag: a message just sent can be 404 until the replica has it
+    let mut conn = state.db_read().get().await?;
     Ok(HttpResponse::Ok().json(detail(&mut conn, &access, &path).await?))
 }
 
@@ -279,7 +280,7 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     access.require(Action::Read)?;
     let (filter, page) = query.check()?;
-    let mut conn = state.db.get().await?;
+    let mut conn = state.db_read().get().await?;
     let project = visible(&mut conn, &access, &path).await?;
     let rows = messages::list_log(
         &mut conn,

@@ -367,7 +367,7 @@ pub async fn list_deliveries(
     access.require(Action::Read)?;
     let (project_id, webhook_id) = path.into_inner();
     let page = query.page()?;
-    let mut conn = state.db.get().await?;
+    let mut conn = state.db_read().get().await?;
     let endpoint = manage::endpoint(&mut conn, &access, &project_id, &webhook_id).await?;
     let rows = deliveries::list_deliveries(
         &mut conn,

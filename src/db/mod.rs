@@ -1,4 +1,16 @@
-//! PostgreSQL: the connection pool every role shares, and the schema migrations.
+//! PostgreSQL: the connection pool every role shares, the optional replica pool for reads
+//! that tolerate lag, and the schema migrations.
+//!
+//! Everything that decides (claims, idempotency, authentication, sessions, whatever reads in
+//! order to write) uses the primary's pool. The replica's (`database.read_url`) serves only
+//! reads whose answer may be a little behind: message lists and search, a message's events
+//! and delivery log, the dashboard's overviews. A replica replays asynchronously, so a client
+//! that sends a message and lists at once may not see it yet; it appears once replayed.
+//!
+//! With `database.prepared_statements = false` the pools suit a pooler in transaction mode:
+//! statements run unnamed (see vendor/diesel-async/RELAYIT-PATCH.md) and nothing is set per
+//! session, since a `SET` would stay on whichever server connection it ran on, for whichever
+//! client gets it next.
 //!
 //! Migrations are embedded in the binary and run under a session-level advisory lock, so any
 //! number of processes may start at once: one applies them, the others wait and find nothing
@@ -42,6 +54,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use diesel::connection::CacheSize;
 use diesel::pg::Pg;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::{Connection, QueryResult, RunQueryDsl};
@@ -135,10 +148,20 @@ fn server_says(error: &diesel::result::Error, message: &str) -> bool {
     matches!(error, diesel::result::Error::DatabaseError(_, info) if info.message() == message)
 }
 
-/// Builds the pool, from within the process's main Tokio runtime. Connections open lazily, so
-/// this succeeds while Postgres is down; `/readyz` reports it and requests fail with 503 until
-/// it returns.
+/// Builds the primary's pool (`database.url`), from within the process's main Tokio runtime.
+/// Connections open lazily, so this succeeds while Postgres is down; `/readyz` reports it and
+/// requests fail with 503 until it returns.
 pub fn pool(config: &DatabaseConfig) -> Result<Pool, DbError> {
+    pool_at(config, &config.url)
+}
+
+/// The replica's pool (`database.read_url`), sized and set up like the primary's; `None`
+/// without one, when lag-tolerant reads use the primary's pool.
+pub fn read_pool(config: &DatabaseConfig) -> Result<Option<Pool>, DbError> {
+    config.read_url.as_deref().map(|url| pool_at(config, url)).transpose()
+}
+
+fn pool_at(config: &DatabaseConfig, url: &str) -> Result<Pool, DbError> {
     // A checkout runs no `SELECT 1`: that round trip cost every request and every ingestion
     // batch more than their own statements. A connection whose socket closed is still
     // discarded (deadpool checks `is_broken`), and a query on one that died unnoticed fails
@@ -152,17 +175,24 @@ pub fn pool(config: &DatabaseConfig) -> Result<Pool, DbError> {
     let main = tokio::runtime::Handle::try_current()
         .map_err(|e| DbError::Pool(format!("the pool needs the main Tokio runtime: {e}")))?;
     // set per session rather than in the URL, which may be a key=value string or carry
-    // `options` of its own
+    // `options` of its own (and PgBouncer refuses an `options` startup parameter); not at all
+    // without prepared statements, which means a pooler in transaction mode (see the module)
+    let prepared = config.prepared_statements;
     let session = match config.statement_timeout.as_millis() {
         0 => None,
+        _ if !prepared => None,
         ms => Some(format!("SET statement_timeout = {ms}")),
     };
     setup.custom_setup = Box::new(move |url| {
         let (url, session) = (url.to_owned(), session.clone());
         let opening = main.spawn(async move {
+            use diesel_async::AsyncConnection;
             use diesel_async::SimpleAsyncConnection;
-            let mut conn =
-                <AsyncPgConnection as diesel_async::AsyncConnection>::establish(&url).await?;
+            let mut conn = AsyncPgConnection::establish(&url).await?;
+            if !prepared {
+                // with no statement cache, the patched diesel-async names no statement
+                conn.set_prepared_statement_cache_size(CacheSize::Disabled);
+            }
             if let Some(set) = session {
                 conn.batch_execute(&set)
                     .await
@@ -177,7 +207,7 @@ pub fn pool(config: &DatabaseConfig) -> Result<Pool, DbError> {
         })
     });
     let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
-        with_dead_peer_detection(&config.url),
+        with_dead_peer_detection(url),
         setup,
     );
     DeadPool::builder(manager)

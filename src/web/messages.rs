@@ -211,7 +211,7 @@ async fn log_page(
     refused: Option<(&TestForm, &ApiError)>,
 ) -> Result<Markup, ApiError> {
     let viewer = reader(access)?;
-    let mut conn = state.db.get().await?;
+    let mut conn = state.db_read().get().await?;
     let project = visible_project(&mut conn, access, project).await?;
     let (filter, cursor) = form.filter()?;
     let mut rows = messages::list_log(
@@ -331,7 +331,7 @@ async fn message(
 ) -> Result<HttpResponse, WebError> {
     let access = access?;
     let viewer = reader(&access)?;
-    let mut conn = state.db.get().await.map_err(ApiError::from)?;
+    let mut conn = state.db_read().get().await.map_err(ApiError::from)?;
     let (message, provider) = manage::visible(&mut conn, &access, &path).await?;
     let events = messages::events(&mut conn, &message.id).await.map_err(ApiError::from)?;
     // the template it was rendered from, by name while it still exists

@@ -62,7 +62,7 @@ async fn overview(
     let org = &access.org.id;
     let now = Utc::now();
     let first_hour = hour_of(now) - TimeDelta::hours(HOURS - 1);
-    let mut conn = state.db.get().await.map_err(ApiError::from)?;
+    let mut conn = state.db_read().get().await.map_err(ApiError::from)?;
     let counts =
         messages::counts_by_hour(&mut conn, org, first_hour).await.map_err(ApiError::from)?;
     let waiting = messages::waiting(&mut conn, org).await.map_err(ApiError::from)?;

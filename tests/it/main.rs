@@ -25,6 +25,7 @@ mod migrations;
 mod oauth;
 mod organizations;
 mod passkeys;
+mod postgres_scaling;
 mod projects;
 mod providers;
 mod readiness;
