@@ -69,6 +69,11 @@ struct Options {
     /// naming a Redis Cluster (redis-cluster://...), as many as it has masters
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     stream_partitions: u16,
+    /// The servers reach PostgreSQL through a pooler in transaction mode at this address
+    /// (`host:port`, e.g. PgBouncer with a `* = host=... port=...` fallback, so the run's
+    /// database is found): `database.prepared_statements = false`, migrations direct
+    #[arg(long, value_name = "HOST:PORT")]
+    pooler: Option<String>,
 }
 
 /// The parts of a run, in the order a whole run takes them.
@@ -82,6 +87,8 @@ enum Part {
 
 /// Configuration every server of the run is given (from the options).
 static SERVER_ENV: std::sync::OnceLock<Vec<(&'static str, String)>> = std::sync::OnceLock::new();
+/// `--pooler`: the address the servers reach PostgreSQL at.
+static POOLER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 fn admin_url() -> String {
     std::env::var("TEST_DATABASE_URL")
@@ -102,7 +109,12 @@ fn database_url(name: &str) -> anyhow::Result<String> {
 async fn main() -> anyhow::Result<()> {
     let options = <Options as clap::Parser>::parse();
     let partitions = options.stream_partitions.to_string();
-    let _ = SERVER_ENV.set(vec![("RELAYIT_REDIS__STREAM_PARTITIONS", partitions)]);
+    let mut env = vec![("RELAYIT_REDIS__STREAM_PARTITIONS", partitions)];
+    if let Some(pooler) = &options.pooler {
+        let _ = POOLER.set(pooler.clone());
+        env.push(("RELAYIT_DATABASE__PREPARED_STATEMENTS", "false".to_owned()));
+    }
+    let _ = SERVER_ENV.set(env);
     let stamp = chrono::Utc::now().format("%Y%m%d%H%M%S").to_string();
     let db_name = format!("relayit_bench_{stamp}");
     let prefix = format!("bench:{stamp}:");
@@ -168,9 +180,21 @@ async fn start_server_with(
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let data = std::env::temp_dir().join(format!("relayit-bench-{port}"));
     std::fs::create_dir_all(&data)?;
+    // through the pooler, but migrations (a session lock) straight to the database
+    let pooled = match POOLER.get() {
+        Some(pooler) => {
+            let mut url = url::Url::parse(db_url)?;
+            let (host, port) = pooler.rsplit_once(':').context("--pooler is HOST:PORT")?;
+            url.set_host(Some(host))?;
+            url.set_port(Some(port.parse()?)).map_err(|()| anyhow::anyhow!("--pooler's port"))?;
+            url.to_string()
+        }
+        None => db_url.to_owned(),
+    };
     let child = Command::new(&exe)
         .args(["serve", &format!("--role={role}")])
-        .env("DATABASE_URL", db_url)
+        .env("DATABASE_URL", pooled)
+        .env("RELAYIT_DATABASE__MIGRATE_URL", db_url)
         .env("REDIS_URL", redis_url())
         .env("RELAYIT_REDIS__KEY_PREFIX", prefix)
         .env("RELAYIT_SERVER__BIND", format!("127.0.0.1:{port}"))
@@ -670,6 +694,16 @@ async fn wal_position(db_url: &str) -> anyhow::Result<String> {
     Ok(row.lsn)
 }
 
+/// The database's size on disk, in bytes (tables, indexes, TOAST).
+async fn database_size(db_url: &str) -> anyhow::Result<f64> {
+    let mut conn = AsyncPgConnection::establish(db_url).await?;
+    let row: Bytes =
+        diesel::sql_query("SELECT pg_database_size(current_database())::float8 AS bytes")
+            .get_result(&mut conn)
+            .await?;
+    Ok(row.bytes)
+}
+
 /// WAL bytes written since `position`.
 async fn wal_since(db_url: &str, position: &str) -> anyhow::Result<f64> {
     let mut conn = AsyncPgConnection::establish(db_url).await?;
@@ -798,7 +832,7 @@ async fn sending(seconds: u64, db_url: &str, prefix: &str) -> anyhow::Result<()>
 async fn scaling(seconds: u64, db_url: &str, prefix: &str) -> anyhow::Result<()> {
     println!("\n## Processes per role (`serve --role=api` and `--role=worker`, N of each)\n");
     println!(
-        "| processes per role | accepted messages/s | sent messages/s | send-to-sent p50 ms | p99 ms | errors | CPU µs per message: relayit / Postgres / Redis |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| processes per role | accepted messages/s | sent messages/s | send-to-sent p50 ms | p99 ms | errors | CPU µs per message: relayit / Postgres (and PgBouncer) / Redis | WAL bytes per message | database growth, bytes per message |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     let client = reqwest::Client::new();
     let mut key = None;
@@ -816,29 +850,32 @@ async fn scaling(seconds: u64, db_url: &str, prefix: &str) -> anyhow::Result<()>
         let relayit_cpu = |servers: [&Vec<Server>; 2]| -> f64 {
             servers.iter().flat_map(|s| s.iter()).map(|s| cpu_seconds(s.child.id())).sum()
         };
-        let before = (
-            relayit_cpu([&apis, &workers]),
-            cpu_seconds_of("postgres"),
-            cpu_seconds_of("redis-server"),
-        );
+        // a pooler's CPU counts with PostgreSQL's
+        let postgres_cpu = || cpu_seconds_of("postgres") + cpu_seconds_of("pgbouncer");
+        let before =
+            (relayit_cpu([&apis, &workers]), postgres_cpu(), cpu_seconds_of("redis-server"));
         let since = chrono::Utc::now();
-        let loads = apis.iter().map(|api| {
-            load(&api.base, key, 64 / processes, seconds * 2, 2_000_000, 1, email)
-        });
+        let (wal_before, size_before) = (wal_position(db_url).await?, database_size(db_url).await?);
+        let loads = apis
+            .iter()
+            .map(|api| load(&api.base, key, 64 / processes, seconds * 2, 2_000_000, 1, email));
         let loads = futures::future::join_all(loads).await;
         let accepted: usize = loads.iter().map(|l| l.requests).sum();
         let errors: usize = loads.iter().map(|l| l.errors).sum();
         let elapsed = loads.iter().map(|l| l.elapsed).max().unwrap_or_default();
         let stats = wait_for_delivery(db_url, since, Duration::from_secs(seconds * 40)).await?;
-        let micros = |cpu: f64| cpu / (stats.sent as f64).max(1.0) * 1e6;
+        let per_message = |total: f64| total / (stats.sent as f64).max(1.0);
+        let micros = |cpu: f64| per_message(cpu) * 1e6;
+        let wal = per_message(wal_since(db_url, &wal_before).await?);
+        let disk = per_message(database_size(db_url).await? - size_before);
         println!(
-            "| {processes} | {:.0} | {:.0} | {:.0} | {:.0} | {errors} | {:.0} / {:.0} / {:.0} |",
+            "| {processes} | {:.0} | {:.0} | {:.0} | {:.0} | {errors} | {:.0} / {:.0} / {:.0} | {wal:.0} | {disk:.0} |",
             accepted as f64 / elapsed.as_secs_f64(),
             stats.sent as f64 / stats.created_to_last_sent_s.unwrap_or(f64::INFINITY),
             stats.p50_ms.unwrap_or(0.0),
             stats.p99_ms.unwrap_or(0.0),
             micros(relayit_cpu([&apis, &workers]) - before.0),
-            micros(cpu_seconds_of("postgres") - before.1),
+            micros(postgres_cpu() - before.1),
             micros(cpu_seconds_of("redis-server") - before.2),
         );
         for server in apis.into_iter().chain(workers) {
