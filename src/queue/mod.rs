@@ -8,6 +8,8 @@
 //! - the rate-limit counters, which one single-key script reads and writes: each has a tag of
 //!   its own (`{relayit:rl:<subject>}`), so the counters of many keys and credentials, touched
 //!   on every send and delivery, spread over the cluster's masters;
+//! - sign-in and sign-up state (`{relayit:auth}`: throttles, passkey and OAuth ceremonies),
+//!   off the queue's master;
 //! - the stream partitions past the first (`redis.stream_partitions`): partition `p` keeps its
 //!   delivery and webhook streams, their delayed sets and the workers' liveness keys under
 //!   `{relayit:p}`, so that the queues, the busiest keys there are, spread over the masters
@@ -90,6 +92,13 @@ impl Keys {
         format!("{}:{name}", self.base)
     }
 
+    /// Sign-in and sign-up state (throttles, ceremonies between two requests) under a tag of
+    /// its own, `{relayit:auth}`: a flood of sign-in attempts lands on another master than the
+    /// first partition's queue, while each throttle script's keys share one slot.
+    fn auth(&self, name: &str) -> String {
+        format!("{}{{relayit:auth}}:{name}", self.prefix)
+    }
+
     pub fn deliveries(&self) -> String {
         self.key("deliveries")
     }
@@ -115,12 +124,12 @@ impl Keys {
     /// Sign-in guess counter: `pair` for an email digest and client address, `ip` for a
     /// client address, `email` for an email digest (failures from any address).
     pub fn sign_in(&self, kind: &str, subject: &str) -> String {
-        self.key(&format!("signin:{kind}:{subject}"))
+        self.auth(&format!("signin:{kind}:{subject}"))
     }
     /// A passkey ceremony between its two requests: `reg:<user id>:<challenge id>` for a
     /// registration (only its user can find it), `auth:<challenge id>` for a sign-in.
     pub fn passkey_challenge(&self, scope: &str) -> String {
-        self.key(&format!("passkey:{scope}"))
+        self.auth(&format!("passkey:{scope}"))
     }
     /// The liveness key of a stream consumer (a worker of one role in one process); one per
     /// partition, beside the streams, since the take-over script reads it.
@@ -129,11 +138,11 @@ impl Keys {
     }
     /// Sign-up counter for a client address.
     pub fn sign_up(&self, ip: &str) -> String {
-        self.key(&format!("signup:ip:{ip}"))
+        self.auth(&format!("signup:ip:{ip}"))
     }
     /// A started OAuth / OpenID Connect sign-in, by a digest of its `state`.
     pub fn oauth_state(&self, digest: &str) -> String {
-        self.key(&format!("oauth:{digest}"))
+        self.auth(&format!("oauth:{digest}"))
     }
     /// The pub/sub channel on which processes tell each other to drop cached tenant data.
     pub fn invalidations(&self) -> String {
@@ -589,6 +598,7 @@ mod tests {
         assert_eq!(keys.deliveries_delayed(), "t1:{relayit}:deliveries:delayed");
         assert_eq!(keys.webhooks_dead(), "t1:{relayit}:webhooks:dead");
         assert_eq!(keys.rate_limit("prv_1"), "t1:{relayit:rl:prv_1}");
+        assert_eq!(keys.sign_up("::1"), "t1:{relayit:auth}:signup:ip:::1");
         assert_eq!(Keys::new("").deliveries(), "{relayit}:deliveries");
         assert_eq!(keys.pattern(), "t1:\\{relayit[:}]*");
     }
