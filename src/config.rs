@@ -1345,6 +1345,17 @@ mod tests {
     }
 
     #[test]
+    fn each_worker_has_a_slot_for_every_partition() {
+        let mut config = Config::default();
+        config.redis.stream_partitions = 8;
+        assert!(config.validate().is_ok());
+        config.webhooks.concurrency = 7;
+        let err = config.validate().unwrap_err();
+        assert_eq!(err.key(), Some("webhooks.concurrency"), "{err}");
+        assert!(err.to_string().contains("redis.stream_partitions (8)"), "{err}");
+    }
+
+    #[test]
     fn errors_name_the_key_and_the_fix() {
         let cases: &[(&str, &str, &str, &str)] = &[
             (
@@ -1366,6 +1377,18 @@ mod tests {
             ),
             ("RELAYIT_REDIS__URL", "http://x", "redis.url", "redis://"),
             ("RELAYIT_REDIS__KEY_PREFIX", "a{b}", "redis.key_prefix", "hash tag"),
+            (
+                "RELAYIT_REDIS__STREAM_PARTITIONS",
+                "65",
+                "redis.stream_partitions",
+                "between 1 and 64",
+            ),
+            (
+                "RELAYIT_REDIS__STREAM_PARTITIONS",
+                "0",
+                "redis.stream_partitions",
+                "between 1 and 64",
+            ),
             (
                 "RELAYIT_SECURITY__ENCRYPTION_KEY",
                 "c2hvcnQ=",

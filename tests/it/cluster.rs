@@ -167,6 +167,41 @@ impl Drop for RedisCluster {
     }
 }
 
+/// Subscribes `receiver` to the `message.sent` events of `owner`'s project.
+async fn subscribe(app: &TestApp, owner: &crate::harness::Account, receiver: &Stub) {
+    let (status, endpoint) = app
+        .post_as(
+            &owner.token,
+            &format!("/v1/projects/{}/webhooks", owner.project_id),
+            json!({"url": receiver.url(), "eventTypes": ["message.sent"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{endpoint}");
+}
+
+/// Waits until `receiver` got a `message.sent` webhook for each of `accepted`.
+async fn wait_for_webhooks(receiver: &Stub, accepted: &[String]) {
+    let deadline = Instant::now() + crate::faults::WAIT;
+    loop {
+        let notified: std::collections::HashSet<String> = receiver
+            .requests()
+            .iter()
+            .filter_map(|r| r.json()["data"]["id"].as_str().map(str::to_owned))
+            .collect();
+        let missing: Vec<&String> = accepted.iter().filter(|id| !notified.contains(*id)).collect();
+        if missing.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} webhooks missing, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(3)]
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Partitions whose tags' slots (`{relayit}` 3122, `{relayit:1}` 1224, `{relayit:2}` 13483,
 /// `{relayit:3}` 9354) fall on each of the three masters `redis-cli --cluster create` makes
 /// (slots 0-5460, 5461-10922, 10923-16383).
@@ -188,14 +223,7 @@ async fn relayit_sends_delivers_and_signs_webhooks_on_a_redis_cluster() {
 
     let (owner, key) = app.sender("Cluster").await;
     app.create_provider(&owner.token, sandbox_provider("Sandbox", "sms")).await;
-    let (status, endpoint) = app
-        .post_as(
-            &owner.token,
-            &format!("/v1/projects/{}/webhooks", owner.project_id),
-            json!({"url": receiver.url(), "eventTypes": ["message.sent"]}),
-        )
-        .await;
-    assert_eq!(status, 201, "{endpoint}");
+    subscribe(&app, &owner, &receiver).await;
 
     // a batch and single sends, delivered by the worker reading the cluster's stream
     let messages: Vec<_> = (0..20)
@@ -381,14 +409,7 @@ async fn a_master_lost_mid_burst_loses_no_message_and_sends_none_twice() {
     })
     .await;
     let (owner, key) = setup(&app, json!({})).await;
-    let (status, endpoint) = app
-        .post_as(
-            &owner.token,
-            &format!("/v1/projects/{}/webhooks", owner.project_id),
-            json!({"url": receiver.url(), "eventTypes": ["message.sent"]}),
-        )
-        .await;
-    assert_eq!(status, 201, "{endpoint}");
+    subscribe(&app, &owner, &receiver).await;
 
     let send = |from: usize, count: usize| {
         let messages: Vec<_> = (from..from + count).map(email).collect();
@@ -448,25 +469,7 @@ async fn a_master_lost_mid_burst_loses_no_message_and_sends_none_twice() {
     }
 
     assert_each_sent_once(&app, &accepted).await;
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let notified: std::collections::HashSet<String> = receiver
-            .requests()
-            .iter()
-            .filter_map(|r| r.json()["data"]["id"].as_str().map(str::to_owned))
-            .collect();
-        let missing: Vec<&String> = accepted.iter().filter(|id| !notified.contains(*id)).collect();
-        if missing.is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} webhooks missing, e.g. {:?}",
-            missing.len(),
-            &missing[..missing.len().min(3)]
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_webhooks(&receiver, &accepted).await;
     receiver.stop().await;
 }
 
@@ -492,14 +495,7 @@ async fn two_processes_of_each_role_lose_nothing_when_one_of_each_is_killed() {
     })
     .await;
     let (owner, key) = setup(&app, json!({"latencyMs": 20})).await;
-    let (status, endpoint) = app
-        .post_as(
-            &owner.token,
-            &format!("/v1/projects/{}/webhooks", owner.project_id),
-            json!({"url": receiver.url(), "eventTypes": ["message.sent"]}),
-        )
-        .await;
-    assert_eq!(status, 201, "{endpoint}");
+    subscribe(&app, &owner, &receiver).await;
 
     let partitions = PARTITIONS.to_string();
     let shared = [
@@ -606,24 +602,6 @@ async fn two_processes_of_each_role_lose_nothing_when_one_of_each_is_killed() {
         .map(|id| (id, sent_events.get(id.as_str())))
         .collect();
     assert!(faults.is_empty(), "not sent exactly once: {faults:?}");
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let notified: std::collections::HashSet<String> = receiver
-            .requests()
-            .iter()
-            .filter_map(|r| r.json()["data"]["id"].as_str().map(str::to_owned))
-            .collect();
-        let missing: Vec<&String> = accepted.iter().filter(|id| !notified.contains(*id)).collect();
-        if missing.is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} webhooks missing, e.g. {:?}",
-            missing.len(),
-            &missing[..missing.len().min(3)]
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_webhooks(&receiver, &accepted).await;
     receiver.stop().await;
 }

@@ -500,17 +500,17 @@ async fn lists_read_from_the_replica_and_decisions_from_the_primary() {
 
     // the replica stops replaying: what the primary commits from now on, it does not show
     cluster.on_replica("SELECT pg_wal_replay_pause()").await;
-    let (status, answer) = app
-        .client
-        .post(app.url("/v1/send"))
-        .bearer_auth(&key)
-        .header("Idempotency-Key", "paused-1")
-        .json(&text("+14155550102"))
-        .send()
-        .await
-        .map(|r| (r.status().as_u16(), r))
-        .expect("send");
-    assert_eq!(status, 202);
+    // the same request twice, under one idempotency key
+    let send_paused = || {
+        app.client
+            .post(app.url("/v1/send"))
+            .bearer_auth(&key)
+            .header("Idempotency-Key", "paused-1")
+            .json(&text("+14155550102"))
+            .send()
+    };
+    let answer = send_paused().await.expect("send");
+    assert_eq!(answer.status(), 202);
     let second = answer.json::<serde_json::Value>().await.expect("JSON")["id"]
         .as_str()
         .expect("id")
@@ -525,17 +525,8 @@ async fn lists_read_from_the_replica_and_decisions_from_the_primary() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // the same idempotency key is recognised (on the primary): the same message, not another
-    let (status, again) = app
-        .client
-        .post(app.url("/v1/send"))
-        .bearer_auth(&key)
-        .header("Idempotency-Key", "paused-1")
-        .json(&text("+14155550102"))
-        .send()
-        .await
-        .map(|r| (r.status().as_u16(), r))
-        .expect("send again");
-    assert_eq!(status, 202);
+    let again = send_paused().await.expect("send again");
+    assert_eq!(again.status(), 202);
     assert_eq!(again.headers()["idempotency-replayed"], "true");
     let again = again.json::<serde_json::Value>().await.expect("JSON");
     assert_eq!(again["id"], second.as_str(), "{again}");
