@@ -5,7 +5,8 @@
 //! Both actions are conditional UPDATEs on the current status, so they are safe against a
 //! worker (or another operator) changing the message at the same moment: the loser gets 409.
 
-use actix_web::{HttpResponse, web};
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -264,9 +265,16 @@ pub async fn get(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     access.require(Action::Read)?;
-    // may lag: a message just sent can be 404 until the replica has it
-    let mut conn = state.db_read().get().await?;
-    Ok(HttpResponse::Ok().json(detail(&mut conn, &access, &path).await?))
+    let found = detail(&mut state.db_read().get().await?, &access, &path).await;
+    // A replica that has not replayed it yet does not know a message just sent: its sender,
+    // polling it, gets it from the primary (as of now) rather than a 404.
+    let found = match found {
+        Err(e) if state.db_replica.is_some() && e.status_code() == StatusCode::NOT_FOUND => {
+            detail(&mut state.db.get().await?, &access, &path).await
+        }
+        found => found,
+    };
+    Ok(HttpResponse::Ok().json(found?))
 }
 
 /// The project's messages, newest first, filtered and searched.

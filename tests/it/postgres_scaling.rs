@@ -534,11 +534,17 @@ async fn lists_read_from_the_replica_and_decisions_from_the_primary() {
     // a key created now authenticates at once (keys are looked up on the primary)
     let fresh = app.create_api_key(&owner, &["send", "read"], Some(&owner.project_id)).await;
     app.send_message(&fresh, text("+14155550103")).await;
-    // ... but the lists and the message's page read the paused replica
+    // ... but the lists read the paused replica
     let ids = listed(&app, &key, &owner.project_id).await;
     assert!(ids.contains(&first) && !ids.contains(&second), "{ids:?}");
-    let (status, _) = app.get_as(&key, &format!("/v1/messages/{second}")).await;
-    assert_eq!(status, 404, "the message's page read the primary");
+    // a message the replica does not have yet is read from the primary: its sender, polling
+    // it, finds it
+    let (status, found) = app.get_as(&key, &format!("/v1/messages/{second}")).await;
+    assert_eq!((status, &found["status"]), (200, &json!("sent")), "{found}");
+    // another tenant's message is still not found, on either
+    let (stranger, _) = app.sender("Stranger").await;
+    let (status, _) = app.get_as(&stranger.token, &format!("/v1/messages/{second}")).await;
+    assert_eq!(status, 404);
 
     cluster.on_replica("SELECT pg_wal_replay_resume()").await;
     wait_listed(&app, &key, &owner.project_id, &second).await;
