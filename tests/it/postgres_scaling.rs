@@ -1,5 +1,6 @@
-//! RelayIt behind PgBouncer in transaction mode, and with its lag-tolerant reads on a streaming
-//! replica: real engines from Debian's binaries, started by the tests on free ports.
+//! RelayIt behind PgBouncer (in session mode as is, in transaction mode without prepared
+//! statements), and with its lag-tolerant reads on a streaming replica: real engines from
+//! Debian's binaries, started by the tests on free ports.
 //!
 //! - PgBouncer (`pgbouncer`, 1.18 on Debian 12, which keeps no track of prepared statements) in
 //!   `pool_mode = transaction`, in front of the tests' PostgreSQL: with
@@ -100,7 +101,7 @@ struct PgBouncer {
 }
 
 impl PgBouncer {
-    fn start(pool_size: usize) -> PgBouncer {
+    fn start(mode: &str, pool_size: usize) -> PgBouncer {
         let admin = url::Url::parse(&admin_url()).expect("TEST_DATABASE_URL is a URL");
         let user = admin_user();
         let password = admin.password().map(|p| format!(" password={p}")).unwrap_or_default();
@@ -117,7 +118,7 @@ impl PgBouncer {
              auth_type = trust\n\
              auth_file = {auth}\n\
              admin_users = {user}\n\
-             pool_mode = transaction\n\
+             pool_mode = {mode}\n\
              default_pool_size = {pool_size}\n\
              max_client_conn = 200\n\
              logfile = {log}\n\
@@ -202,7 +203,7 @@ impl Drop for PgBouncer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transaction_pooling_needs_prepared_statements_off() {
     let db = TestDb::empty().await;
-    let bouncer = PgBouncer::start(2);
+    let bouncer = PgBouncer::start("transaction", 2);
     for prepared in [true, false] {
         let config = relayit::config::DatabaseConfig {
             url: bouncer.url(&db.url),
@@ -245,7 +246,7 @@ async fn transaction_pooling_needs_prepared_statements_off() {
 /// delivery (the worker's claims), the log; with fewer server connections than RelayIt opens.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relayit_runs_through_pgbouncer_in_transaction_mode() {
-    let bouncer = PgBouncer::start(2);
+    let bouncer = PgBouncer::start("transaction", 2);
     let app = TestApp::spawn_with(|c| {
         c.database.url = bouncer.url(&c.database.url);
         c.database.prepared_statements = false;
@@ -314,6 +315,26 @@ async fn relayit_runs_through_pgbouncer_in_transaction_mode() {
     assert!(transactions > 50, "{stats:?}");
     let log = bouncer.log();
     assert!(!log.contains("prepared statement"), "{log}");
+}
+
+/// PgBouncer in session mode needs no setting: each of RelayIt's connections keeps one server
+/// connection, prepared statements and all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relayit_runs_through_pgbouncer_in_session_mode_as_is() {
+    let bouncer = PgBouncer::start("session", 8);
+    let app = TestApp::spawn_with(|c| c.database.url = bouncer.url(&c.database.url)).await;
+    let (owner, key) = app.sender("Session").await;
+    app.create_provider(&owner.token, sandbox_provider("Sandbox", "sms")).await;
+    let one = json!({"channel": "sms", "to": "+14155550199", "content": {"text": "one"}});
+    let id = app.send_message(&key, one).await;
+    app.wait_for_status(&key, &id, "sent").await;
+    let (status, log) =
+        app.get_as(&key, &format!("/v1/projects/{}/messages", owner.project_id)).await;
+    assert_eq!((status, log["data"][0]["id"].as_str()), (200, Some(id.as_str())), "{log}");
+    let pools = bouncer.show_for("POOLS", &app.db.name);
+    assert_eq!(pools["pool_mode"], "session", "{pools:?}");
+    let stats = bouncer.show_for("STATS", &app.db.name);
+    assert!(stats["total_xact_count"].parse::<u64>().expect("a count") > 10, "{stats:?}");
 }
 
 // --- a primary and its streaming replica ----------------------------------------------------
