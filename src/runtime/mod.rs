@@ -298,7 +298,13 @@ async fn read<C: Consumer>(
                                 "the {} stream was lost; putting its work back",
                                 stream.role
                             );
-                            lock(recoveries).spawn(consumer.recover());
+                            // A recovery puts back the work of every partition: the readers of
+                            // the others, finding their streams lost too, need not start more.
+                            let mut running = lock(recoveries);
+                            while running.try_join_next().is_some() {}
+                            if running.is_empty() {
+                                running.spawn(consumer.recover());
+                            }
                         }
                         Ok(false) => {}
                         Err(e) => tracing::warn!(error = %e, "cannot recreate the consumer group"),

@@ -378,10 +378,22 @@ async fn a_postgres_outage_mid_burst_loses_nothing_and_sends_each_message_once()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_outage_mid_burst_loses_nothing_and_sends_each_message_once() {
+    redis_outage(1).await;
+}
+
+/// The same with the streams in partitions: each partition's reader finds its group lost, and
+/// what every partition held is put back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_with_partitioned_streams_loses_nothing_either() {
+    redis_outage(3).await;
+}
+
+async fn redis_outage(partitions: u16) {
     let mut redis = PrivateRedis::start(free_port());
     let port = redis.port;
     let app = TestApp::spawn_with(|c| {
         tolerant(c);
+        c.redis.stream_partitions = partitions;
         // what Redis lost is put back when it returns, not after the sweep's requeue_after
         c.delivery.requeue_after = Config::default().delivery.requeue_after;
         c.delivery.visibility_timeout = Config::default().delivery.visibility_timeout;
