@@ -592,3 +592,36 @@ pub async fn recent_failures(
         .load(conn)
         .await
 }
+
+#[cfg(test)]
+impl Message {
+    /// An email message in `processing`, for unit tests.
+    pub fn sample() -> Message {
+        let now = chrono::Utc::now();
+        Message {
+            id: "msg_1".into(),
+            organization_id: "org_1".into(),
+            project_id: "prj_1".into(),
+            api_key_id: None,
+            channel: "email".into(),
+            recipient: "a@example.com".into(),
+            requested_provider: None,
+            provider_credential_id: None,
+            provider_type: None,
+            status: "processing".into(),
+            status_reason: None,
+            attempts: 0,
+            content: serde_json::json!({}),
+            metadata: serde_json::json!({}),
+            provider_message_id: None,
+            idempotency_key: None,
+            send_at: None,
+            next_attempt_at: None,
+            created_at: now,
+            updated_at: now,
+            throttled_since: None,
+            template_id: None,
+            template_version: None,
+        }
+    }
+}

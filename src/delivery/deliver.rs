@@ -420,32 +420,7 @@ mod tests {
     use crate::providers::connector::OpenedCredential;
 
     fn message(attempts: i32) -> Message {
-        let now = Utc::now();
-        Message {
-            id: "msg_1".into(),
-            organization_id: "org_1".into(),
-            project_id: "prj_1".into(),
-            api_key_id: None,
-            channel: "email".into(),
-            recipient: "a@example.com".into(),
-            requested_provider: None,
-            provider_credential_id: None,
-            provider_type: None,
-            status: "processing".into(),
-            status_reason: None,
-            attempts,
-            content: json!({}),
-            metadata: json!({}),
-            provider_message_id: None,
-            idempotency_key: None,
-            send_at: None,
-            next_attempt_at: None,
-            created_at: now,
-            updated_at: now,
-            throttled_since: None,
-            template_id: None,
-            template_version: None,
-        }
+        Message { attempts, ..Message::sample() }
     }
 
     fn sandbox(id: &str, config: Value) -> Candidate {

@@ -150,32 +150,8 @@ mod tests {
         let keys = MasterKeys { current: MasterKey::from_bytes([5; 32]), previous: vec![] };
         let unsubscribe =
             Unsubscribe::new(&keys, "https://relay.example.com/", Duration::from_secs(30));
-        let now = chrono::Utc::now();
-        let message = Message {
-            id: "msg_1".into(),
-            organization_id: "org_1".into(),
-            project_id: "prj_1".into(),
-            api_key_id: None,
-            channel: "email".into(),
-            recipient: "Alice <Alice@Example.com>".into(),
-            requested_provider: None,
-            provider_credential_id: None,
-            provider_type: None,
-            status: "processing".into(),
-            status_reason: None,
-            attempts: 0,
-            content: serde_json::json!({}),
-            metadata: serde_json::json!({}),
-            provider_message_id: None,
-            idempotency_key: None,
-            send_at: None,
-            next_attempt_at: None,
-            created_at: now,
-            updated_at: now,
-            throttled_since: None,
-            template_id: None,
-            template_version: None,
-        };
+        let message =
+            Message { recipient: "Alice <Alice@Example.com>".into(), ..Message::sample() };
         let settings = Settings { mailto: Some("stop@example.com".into()) };
         let extras = unsubscribe.extras(&message, &settings);
         let [(list_name, list), (post_name, post)] = extras.email_headers.as_slice() else {

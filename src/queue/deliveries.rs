@@ -22,9 +22,6 @@ pub const MESSAGE_FIELD: &str = "m";
 /// per partition.
 pub async fn enqueue(redis: &Redis, message_ids: &[String]) -> Result<(), QueueError> {
     let keys = redis.keys();
-    if keys.partitions() == 1 {
-        return queue::append_all(redis, &keys.deliveries(), MESSAGE_FIELD, message_ids).await;
-    }
     let routed = queue::route(keys, message_ids, |id| id.as_str());
     let appends = routed.into_iter().map(|(p, ids)| async move {
         queue::append_all(redis, &keys.partition(p).deliveries(), MESSAGE_FIELD, &ids).await
