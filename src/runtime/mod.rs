@@ -73,8 +73,9 @@ pub trait Consumer: Send + Sync + 'static {
     /// The tenants' shares of the consumer's slots, if it keeps them (`shares`: the delivery
     /// worker's organizations, the webhook worker's endpoints). Work over a tenant's share is
     /// held back, to start when the tenant's work ends; while some is, the reader waits for
-    /// new entries only briefly, and while as much waits as the consumer keeps, it reads none
-    /// (what it read would only be deferred) until work ends, for up to [`MAX_READ_PAUSE`].
+    /// new entries only briefly and reads no more than may still wait, and while as much
+    /// waits as the consumer keeps, it reads none (what it read would only be deferred) until
+    /// work ends, for up to [`MAX_READ_PAUSE`].
     fn shares(&self) -> Option<&Arc<Shares>> {
         None
     }
@@ -385,8 +386,11 @@ async fn partition_entries(
     if !entries.is_empty() {
         return Ok(Batch { entries, held_back: true, ..Batch::default() });
     }
+    // No more than may yet wait, lest the surplus go round the delayed set, behind everything
+    // read since.
+    let room = consumer.shares().map(|shares| shares.room() as u64);
     if let Some(shares) = consumer.shares()
-        && shares.waits_full()
+        && room == Some(0)
         && reclaim.read_at.elapsed() < MAX_READ_PAUSE
     {
         let pause = Duration::from_millis(HOLDING_BACK_BLOCK_MS);
@@ -394,8 +398,11 @@ async fn partition_entries(
         return Ok(Batch::default());
     }
     reclaim.read_at = Instant::now();
+    // Entries being admitted may come to wait: then the reader must be back soon for them.
     let holds_back = consumer.shares().is_some_and(|shares| shares.holds_back());
     let block = if holds_back { HOLDING_BACK_BLOCK_MS } else { READ_BLOCK_MS };
+    // once the pause is over, all the slots: what waits is not draining
+    let count = room.filter(|room| *room > 0).map_or(count, |room| count.min(room));
     let entries = queue::read_group(client, key, name, count, block).await?;
     Ok(Batch { entries, ..Batch::default() })
 }

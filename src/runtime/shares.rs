@@ -22,9 +22,10 @@
 //!   tenant's backlog slowly long after the outage ended.
 //!
 //! Waiting in the worker is bounded: a tenant waits there only while it has its share in
-//! flight, and no more entries than twice the worker's slots wait in all. While that many wait,
-//! reading more would only defer them: the reader pauses ([`Shares::waits_full`],
-//! `crate::runtime::MAX_READ_PAUSE`) until some work ends.
+//! flight, and no more entries than twice the worker's slots wait in all. Reading more than
+//! may still wait would only defer the surplus: the reader reads no more than
+//! [`Shares::room`] (less the work it has read and not yet admitted), and while there is none
+//! it pauses until some work ends (for up to `crate::runtime::MAX_READ_PAUSE`).
 //!
 //! A worker that learns an entry's tenant only once it has started on it (the webhook worker,
 //! reading what a batch delivers) admits with [`Shares::admit_held`], which counts what it
@@ -65,6 +66,9 @@ pub struct Shares {
     /// Messages waiting in the worker, over all organizations (changed under the lock): the
     /// reader asks on every read, and mostly nothing waits.
     waiting: AtomicUsize,
+    /// Entries read and not admitted yet, by a worker that admits them once it has loaded them
+    /// ([`Shares::admitting`]): some may come to wait.
+    admitting: AtomicUsize,
     /// Told each time a piece of work ends.
     ended: Notify,
 }
@@ -115,9 +119,14 @@ impl Org {
     }
 
     /// How many of its messages may wait in the worker: those its pace starts within
-    /// [`WAIT_HORIZON`], and twice its share at least.
-    fn may_wait(&self, slots: usize) -> usize {
-        let paced = self.average.map_or(0, |length| {
+    /// [`WAIT_HORIZON`], and twice its share at least. Before any of its calls has ended, the
+    /// time the first have been running is the guess of their length, as for the spacing: a
+    /// tenant whose first calls are quick does not see its backlog sent round the delayed set
+    /// (behind everything read since) for want of a measure, and one whose first calls hang
+    /// soon has no more than twice its share waiting.
+    fn may_wait(&self, slots: usize, now: Instant) -> usize {
+        let length = self.average.or_else(|| self.busy_since.map(|since| now - since));
+        let paced = length.map_or(0, |length| {
             (WAIT_HORIZON.as_secs_f64() / length.as_secs_f64().max(1e-6) * slots as f64) as usize
         });
         paced.max(WAITING * slots)
@@ -132,6 +141,7 @@ impl Shares {
             max_waiting: WAITING * worker_slots.max(slots).max(1),
             orgs: Mutex::new(HashMap::new()),
             waiting: AtomicUsize::new(0),
+            admitting: AtomicUsize::new(0),
             ended: Notify::new(),
         })
     }
@@ -205,7 +215,7 @@ impl Shares {
                     *taken += 1;
                 }
                 admission.admitted.push(message);
-            } else if org.waiting.len() < org.may_wait(self.slots)
+            } else if org.waiting.len() < org.may_wait(self.slots, now)
                 && self.waiting.load(Ordering::Relaxed) < self.max_waiting
             {
                 org.waiting.push_back(message);
@@ -246,14 +256,24 @@ impl Shares {
             .collect()
     }
 
-    /// Whether entries wait in the worker for their tenant's work to end.
+    /// Whether entries wait in the worker for their tenant's work to end, or may soon (some
+    /// are being admitted).
     pub fn holds_back(&self) -> bool {
-        self.waiting.load(Ordering::Relaxed) > 0
+        self.waiting.load(Ordering::Relaxed) > 0 || self.admitting.load(Ordering::Relaxed) > 0
     }
 
-    /// Whether as many entries wait in the worker as may: more read now would be deferred.
-    pub fn waits_full(&self) -> bool {
-        self.waiting.load(Ordering::Relaxed) >= self.max_waiting
+    /// Counts `entries` read as being admitted until the returned guard is dropped, which is
+    /// to be once they are admitted, waiting or deferred.
+    pub fn admitting(self: &Arc<Self>, entries: usize) -> Admitting {
+        self.admitting.fetch_add(entries, Ordering::Relaxed);
+        Admitting { shares: self.clone(), entries }
+    }
+
+    /// How many more entries may wait in the worker: reading more than this at once would
+    /// defer the surplus of a tenant at its share, to the back of the stream.
+    pub fn room(&self) -> usize {
+        let taken = self.waiting.load(Ordering::Relaxed) + self.admitting.load(Ordering::Relaxed);
+        self.max_waiting.saturating_sub(taken)
     }
 
     /// Resolves once a piece of work has ended since the last call.
@@ -278,6 +298,18 @@ impl Shares {
         }
         entry.in_flight += 1;
         Held { shares: self.clone(), org: org.to_owned(), took: None }
+    }
+}
+
+/// Entries being admitted ([`Shares::admitting`]).
+pub struct Admitting {
+    shares: Arc<Shares>,
+    entries: usize,
+}
+
+impl Drop for Admitting {
+    fn drop(&mut self) {
+        self.shares.admitting.fetch_sub(self.entries, Ordering::Relaxed);
     }
 }
 
@@ -430,6 +462,48 @@ mod tests {
         assert_eq!(admission.deferred.len(), 40 - 2 - 16);
         let last = admission.deferred.last().map_or(0, |(_, due)| due - now_ms);
         assert!((10..=12).contains(&last), "{last}");
+    }
+
+    #[test]
+    fn a_tenant_whose_first_calls_just_started_has_its_backlog_wait_in_the_worker() {
+        let shares = Shares::new(2, 8);
+        let orgs = owners(&[("a", 20)]);
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        // no call of its own has ended: no measure of its pace yet, and none needed to wait
+        let admission = shares.admit_held(read(ids(20, "a")), &orgs, now_ms);
+        assert_eq!(admission.admitted.len(), 2);
+        // all the worker lets wait (twice its 8 slots), not twice the tenant's share
+        assert_eq!(admission.deferred.len(), 20 - 2 - 16);
+        assert_eq!(shares.room(), 0);
+
+        // first calls that hang: soon no more than twice its share may wait
+        let shares = Shares::new(2, 8);
+        let _busy = [shares.hold("org_a"), shares.hold("org_a")];
+        if let Some(org) = shares.orgs().get_mut("org_a") {
+            org.busy_since = Instant::now().checked_sub(Duration::from_secs(2));
+        }
+        let admission = shares.admit_held(read(ids(20, "a")), &orgs, now_ms);
+        assert!(admission.admitted.is_empty());
+        assert_eq!(admission.deferred.len(), 20 - 4);
+    }
+
+    #[test]
+    fn entries_being_admitted_take_room_and_call_the_reader_back() {
+        let shares = Shares::new(2, 8);
+        assert_eq!(shares.room(), 16);
+        assert!(!shares.holds_back());
+        let admitting = shares.admitting(10);
+        // some of them may come to wait
+        assert_eq!(shares.room(), 6);
+        assert!(shares.holds_back());
+        let orgs = owners(&[("a", 10)]);
+        let admission = shares.admit_held(read(ids(10, "a")), &orgs, 1_000);
+        drop(admitting);
+        assert_eq!(admission.admitted.len(), 2);
+        assert_eq!(shares.room(), 16 - 8, "eight wait");
+        assert!(shares.holds_back());
+        drop(admission);
+        assert_eq!(names(&shares.ready(10)), ["a2", "a3"]);
     }
 
     #[test]

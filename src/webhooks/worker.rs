@@ -6,6 +6,9 @@
 //!   endpoints, the events and their messages), opens each endpoint's signing secrets and
 //!   builds each event's body once, however many endpoints it goes to.
 //! - Each job is attempted in a task of its own, holding one slot: the signed POST.
+//! - A job read while its endpoint has its bound of requests in flight waits in the worker
+//!   (`shares`) with what it delivers, so that it starts without being read again when room
+//!   comes (within [`PREPARED_FOR`] of the reading; past that it is read afresh).
 //! - The recorder (`record`) writes the attempts in batches (one transaction for many jobs: the
 //!   delivery log, the endpoints' failure streaks, the outbox rows settled), then settles
 //!   their entries in Redis in one round trip (retry in the delayed set, or the dead-letter
@@ -28,7 +31,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -43,7 +46,7 @@ use crate::db::webhooks::{self as queries, EndpointEffect, Job, NewDelivery};
 use crate::domain::ids;
 use crate::queue::{RawEntry, rate_limit};
 use crate::runtime::retry::{after, before, until_ok_or_stopped};
-use crate::runtime::shares::{Held, Shares};
+use crate::runtime::shares::{Admitting, Held, Shares};
 use crate::runtime::{Batch, Consumer};
 use crate::state::AppState;
 use crate::webhooks::health::Health;
@@ -58,11 +61,19 @@ const RESPONSE_BODY_MAX: usize = 1024;
 /// not come back in the same millisecond.
 const BACKOFF_SPREAD_MS: u64 = 1000;
 
+/// How long what a job delivers, read for it, is used while the job waits in the worker for
+/// room at its endpoint: a job that waited longer is read again, so that its body shows the
+/// message nearly as it is when it is sent. Jobs rarely wait this long: as many wait as their
+/// endpoint's pace starts within a second (`crate::runtime::shares`).
+const PREPARED_FOR: Duration = Duration::from_secs(1);
+
 pub struct Worker {
     pub(super) state: AppState,
     http: reqwest::Client,
     /// Each endpoint's requests in flight, bounded, and the jobs waiting for room.
     shares: Arc<Shares>,
+    /// What the jobs waiting in `shares` deliver, by entry id.
+    prepared: Prepared<Ready>,
     health: Health,
 }
 
@@ -85,6 +96,46 @@ struct Target {
     endpoint: WebhookEndpoint,
     /// Its signing secrets, or why they cannot be opened.
     secrets: Result<Vec<String>, String>,
+}
+
+/// What a job delivers, ready to send: its endpoint and its body.
+#[derive(Clone)]
+struct Ready {
+    target: Arc<Target>,
+    body: Arc<Vec<u8>>,
+}
+
+/// What the jobs waiting in the worker deliver (a [`Ready`]), by entry id, with when it was
+/// read. Every waiting entry is dispatched again (`Shares::ready`), which takes its own out:
+/// the store holds no more than the worker lets wait.
+struct Prepared<T>(Mutex<HashMap<String, (Instant, T)>>);
+
+impl<T> Prepared<T> {
+    fn new() -> Self {
+        Self(Mutex::new(HashMap::new()))
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, T)>> {
+        // the map stays consistent whatever panicked while it was held
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn keep(&self, prepared: impl Iterator<Item = (String, (Instant, T))>) {
+        self.entries().extend(prepared);
+    }
+
+    fn forget<'a>(&self, entry_ids: impl Iterator<Item = &'a String>) {
+        let mut entries = self.entries();
+        for entry_id in entry_ids {
+            entries.remove(entry_id);
+        }
+    }
+
+    /// Takes out what `entry_id` delivers, with when it was read, if that was less than
+    /// `fresh_for` ago.
+    fn take(&self, entry_id: &str, fresh_for: Duration) -> Option<(Instant, T)> {
+        self.entries().remove(entry_id).filter(|(read_at, _)| read_at.elapsed() < fresh_for)
+    }
 }
 
 impl Consumer for Dispatch {
@@ -150,7 +201,8 @@ impl Worker {
         let health =
             Health::new(config.backoff_after_failures, config.backoff_initial, config.backoff_max);
         let (done, done_rx) = mpsc::channel(config.concurrency);
-        let worker = Arc::new(Self { state, http, shares, health });
+        let prepared = Prepared::new();
+        let worker = Arc::new(Self { state, http, shares, prepared, health });
         let mut tasks = JoinSet::new();
         tasks.spawn(record::record(worker.state.clone(), done_rx));
         Ok((Dispatch { worker, done }, tasks))
@@ -201,83 +253,105 @@ impl Worker {
             let _ = done.send(later).await;
         }
         if !turns.is_empty() {
-            tasks.spawn(self.clone().attempt_all(turns, done.clone(), stop.clone()));
+            let admitting = self.shares.admitting(turns.len());
+            tasks.spawn(self.clone().attempt_all(turns, admitting, done.clone(), stop.clone()));
         }
     }
 
-    /// Reads what a batch of jobs delivers, then attempts each whose endpoint has room for
-    /// another request (`shares`: the others wait in the worker without their slot, or go back
-    /// to the delayed set), each in a task of its own that reports to the recorder when it
-    /// ends. Admission comes after the reading, so that an endpoint's bound counts its
-    /// requests, not the time Postgres takes to answer.
+    /// Reads what a batch of jobs delivers (but for those that waited in the worker with it),
+    /// then attempts each whose endpoint has room for another request (`shares`: the others
+    /// wait in the worker without their slot, or go back to the delayed set), each in a task of
+    /// its own that reports to the recorder when it ends. Admission comes after the reading, so
+    /// that an endpoint's bound counts its requests, not the time Postgres takes to answer.
     async fn attempt_all(
         self: Arc<Self>,
         turns: Vec<Turn>,
+        admitting: Admitting,
         done: mpsc::Sender<Done>,
         stop: CancellationToken,
     ) {
-        let db = &self.state.db;
-        let wanted: Vec<&Job> = turns.iter().map(|turn| &turn.job).collect();
-        let targets = until_ok_or_stopped("loading webhook jobs", &stop, || async {
-            let mut conn = db.get().await?;
-            anyhow::Ok(queries::load_targets(&mut conn, &wanted).await?)
-        })
-        .await;
-        // Shutting down while Postgres is unreachable: the entries stay pending.
-        let Some(targets) = targets else { return };
-
-        let now = Utc::now();
-        let mut opened: HashMap<&str, Arc<Target>> = HashMap::new();
-        let mut bodies: HashMap<&str, Arc<Vec<u8>>> = HashMap::new();
-        let mut attempts = JoinSet::new();
         let mut ready = HashMap::new();
         let mut read = Vec::new();
         let mut endpoints = HashMap::new();
-        for turn in turns {
-            let target = targets.of(&turn.job).filter(|(endpoint, _, _)| endpoint.is_active);
-            let Some((endpoint, event, message)) = target else {
-                tracing::debug!(event = %turn.job.event_id, "webhook job dropped: its endpoint or event is gone, or the endpoint disabled");
-                let Turn { entry_id, job, slot, .. } = turn;
-                let _ = done.send(Done { entry_id, job, outcome: Outcome::Dropped, slot }).await;
-                continue;
-            };
-            let target = opened.entry(endpoint.id.as_str()).or_insert_with(|| {
-                let secrets = secret::signing_secrets(&self.state.keys, endpoint, now)
-                    .map_err(|error| {
-                        tracing::warn!(%error, endpoint = %endpoint.id, "cannot open a webhook secret");
-                        format!("the endpoint's secret cannot be opened: {error}")
-                    });
-                Arc::new(Target { endpoint: endpoint.clone(), secrets })
-            });
-            let body = bodies
-                .entry(event.id.as_str())
-                .or_insert_with(|| Arc::new(payload(&turn.job, event, message)));
-            endpoints.insert(turn.text.clone(), endpoint.id.clone());
+        let mut take = |turn: Turn, prepared: (Instant, Ready)| {
+            endpoints.insert(turn.text.clone(), prepared.1.target.endpoint.id.clone());
             read.push((turn.text.clone(), turn.entry_id.clone()));
-            ready.insert(turn.entry_id.clone(), (turn, target.clone(), body.clone()));
+            ready.insert(turn.entry_id.clone(), (turn, prepared));
+        };
+        let mut unread = Vec::new();
+        for turn in turns {
+            match self.prepared.take(&turn.entry_id, PREPARED_FOR) {
+                Some(prepared) => take(turn, prepared),
+                None => unread.push(turn),
+            }
+        }
+        if !unread.is_empty() {
+            let db = &self.state.db;
+            let wanted: Vec<&Job> = unread.iter().map(|turn| &turn.job).collect();
+            let targets = until_ok_or_stopped("loading webhook jobs", &stop, || async {
+                let mut conn = db.get().await?;
+                anyhow::Ok(queries::load_targets(&mut conn, &wanted).await?)
+            })
+            .await;
+            // Shutting down while Postgres is unreachable: the entries stay pending.
+            let Some(targets) = targets else { return };
+            let (now, read_at) = (Utc::now(), Instant::now());
+            let mut opened: HashMap<&str, Arc<Target>> = HashMap::new();
+            let mut bodies: HashMap<&str, Arc<Vec<u8>>> = HashMap::new();
+            for turn in unread {
+                let target = targets.of(&turn.job).filter(|(endpoint, _, _)| endpoint.is_active);
+                let Some((endpoint, event, message)) = target else {
+                    tracing::debug!(event = %turn.job.event_id, "webhook job dropped: its endpoint or event is gone, or the endpoint disabled");
+                    let Turn { entry_id, job, slot, .. } = turn;
+                    let _ =
+                        done.send(Done { entry_id, job, outcome: Outcome::Dropped, slot }).await;
+                    continue;
+                };
+                let target = opened.entry(endpoint.id.as_str()).or_insert_with(|| {
+                    let secrets = secret::signing_secrets(&self.state.keys, endpoint, now)
+                        .map_err(|error| {
+                            tracing::warn!(%error, endpoint = %endpoint.id, "cannot open a webhook secret");
+                            format!("the endpoint's secret cannot be opened: {error}")
+                        });
+                    Arc::new(Target { endpoint: endpoint.clone(), secrets })
+                });
+                let body = bodies
+                    .entry(event.id.as_str())
+                    .or_insert_with(|| Arc::new(payload(&turn.job, event, message)));
+                take(turn, (read_at, Ready { target: target.clone(), body: body.clone() }));
+            }
         }
 
+        // Kept before admission: an entry left waiting may be dispatched again at once, from
+        // another task. Those admitted or deferred are taken out again.
+        self.prepared.keep(ready.iter().map(|(id, (_, prepared))| (id.clone(), prepared.clone())));
+        let mut attempts = JoinSet::new();
         let admission = self.shares.admit_held(read, &endpoints, Utc::now().timestamp_millis());
+        drop(admitting);
+        self.prepared.forget(admission.admitted.iter().map(|((_, id), _)| id));
+        self.prepared.forget(admission.deferred.iter().map(|((_, id), _)| id));
         for ((_, entry_id), held) in admission.admitted {
-            let (Some((turn, target, body)), Some(held)) = (ready.remove(&entry_id), held) else {
+            let (Some((turn, prepared)), Some(held)) = (ready.remove(&entry_id), held) else {
                 continue;
             };
             let (worker, done) = (self.clone(), done.clone());
             attempts.spawn(async move {
                 let Turn { entry_id, job, slot, .. } = turn;
+                let Ready { target, body } = prepared.1;
                 let outcome = worker.attempt(&job, &target, &body, held).await;
                 // the recorder only stops once every sender is gone
                 let _ = done.send(Done { entry_id, job, outcome, slot }).await;
             });
         }
         for ((_, entry_id), due_ms) in admission.deferred {
-            if let Some((turn, _, _)) = ready.remove(&entry_id) {
+            if let Some((turn, _)) = ready.remove(&entry_id) {
                 let later = Outcome::Later(due_ms);
                 let _ =
                     done.send(Done { entry_id, job: turn.job, outcome: later, slot: None }).await;
             }
         }
-        // what is left waits in the worker (`shares`), without its slot, and is read again
+        // what is left waits in the worker (`shares`), without its slot, and is dispatched
+        // again, with what it delivers (`prepared`)
         drop(ready);
         while attempts.join_next().await.is_some() {}
     }
@@ -473,4 +547,26 @@ fn payload(job: &Job, event: &Event, message: &Message) -> Vec<u8> {
         }
     });
     body.to_string().into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_waiting_job_is_taken_once_and_only_while_fresh() {
+        let prepared = Prepared::new();
+        let now = Instant::now();
+        let long_ago = now.checked_sub(Duration::from_secs(5)).unwrap_or(now);
+        prepared.keep(
+            [("1-0".to_owned(), (now, "a")), ("2-0".to_owned(), (long_ago, "b"))].into_iter(),
+        );
+        prepared.keep([("3-0".to_owned(), (now, "c"))].into_iter());
+        assert_eq!(prepared.take("1-0", Duration::from_secs(1)).map(|(_, v)| v), Some("a"));
+        assert_eq!(prepared.take("1-0", Duration::from_secs(1)), None, "taken out");
+        assert_eq!(prepared.take("2-0", Duration::from_secs(1)), None, "read too long ago");
+        assert!(prepared.entries().get("2-0").is_none(), "a stale one is dropped too");
+        prepared.forget([&"3-0".to_owned()].into_iter());
+        assert!(prepared.entries().is_empty());
+    }
 }
