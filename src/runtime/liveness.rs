@@ -53,7 +53,7 @@ impl Liveness {
     }
 
     fn lease(&self) -> MutexGuard<'_, Lease> {
-        self.lease.lock().unwrap_or_else(|e| e.into_inner())
+        super::lock(&self.lease)
     }
 
     /// Until when the lease holds, if it was ever confirmed.

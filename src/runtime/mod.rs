@@ -202,7 +202,9 @@ struct Reclaim {
     read_at: Instant,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// Locks `mutex` whatever panicked while it was held: what the workers keep under a lock is
+/// changed in single steps, so it stays consistent.
+pub fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -388,8 +390,9 @@ async fn partition_entries(
     }
     // No more than may yet wait, lest the surplus go round the delayed set, behind everything
     // read since.
-    let room = consumer.shares().map(|shares| shares.room() as u64);
-    if let Some(shares) = consumer.shares()
+    let shares = consumer.shares();
+    let room = shares.map(|shares| shares.room() as u64);
+    if let Some(shares) = shares
         && room == Some(0)
         && reclaim.read_at.elapsed() < MAX_READ_PAUSE
     {
@@ -399,7 +402,7 @@ async fn partition_entries(
     }
     reclaim.read_at = Instant::now();
     // Entries being admitted may come to wait: then the reader must be back soon for them.
-    let holds_back = consumer.shares().is_some_and(|shares| shares.holds_back());
+    let holds_back = shares.is_some_and(|shares| shares.holds_back());
     let block = if holds_back { HOLDING_BACK_BLOCK_MS } else { READ_BLOCK_MS };
     // once the pause is over, all the slots: what waits is not draining
     let count = room.filter(|room| *room > 0).map_or(count, |room| count.min(room));

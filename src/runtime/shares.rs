@@ -147,8 +147,7 @@ impl Shares {
     }
 
     fn orgs(&self) -> MutexGuard<'_, HashMap<String, Org>> {
-        // the map stays consistent whatever panicked while it was held
-        self.orgs.lock().unwrap_or_else(|e| e.into_inner())
+        super::lock(&self.orgs)
     }
 
     /// Whether `more` deliveries could take some organization past its share.

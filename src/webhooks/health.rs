@@ -44,8 +44,7 @@ impl Health {
     }
 
     fn endpoints(&self) -> MutexGuard<'_, HashMap<String, Streak>> {
-        // the map stays consistent whatever panicked while it was held
-        self.endpoints.lock().unwrap_or_else(|e| e.into_inner())
+        crate::runtime::lock(&self.endpoints)
     }
 
     /// When `endpoint`'s backoff ends (Unix ms), if it is backed off at `now_ms`.

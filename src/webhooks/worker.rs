@@ -47,7 +47,7 @@ use crate::domain::ids;
 use crate::queue::{RawEntry, rate_limit};
 use crate::runtime::retry::{after, before, until_ok_or_stopped};
 use crate::runtime::shares::{Admitting, Held, Shares};
-use crate::runtime::{Batch, Consumer};
+use crate::runtime::{Batch, Consumer, lock};
 use crate::state::AppState;
 use crate::webhooks::health::Health;
 use crate::webhooks::queue::{self, JOB_FIELD, Settle};
@@ -115,17 +115,12 @@ impl<T> Prepared<T> {
         Self(Mutex::new(HashMap::new()))
     }
 
-    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, T)>> {
-        // the map stays consistent whatever panicked while it was held
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     fn keep(&self, prepared: impl Iterator<Item = (String, (Instant, T))>) {
-        self.entries().extend(prepared);
+        lock(&self.0).extend(prepared);
     }
 
     fn forget<'a>(&self, entry_ids: impl Iterator<Item = &'a String>) {
-        let mut entries = self.entries();
+        let mut entries = lock(&self.0);
         for entry_id in entry_ids {
             entries.remove(entry_id);
         }
@@ -134,7 +129,7 @@ impl<T> Prepared<T> {
     /// Takes out what `entry_id` delivers, with when it was read, if that was less than
     /// `fresh_for` ago.
     fn take(&self, entry_id: &str, fresh_for: Duration) -> Option<(Instant, T)> {
-        self.entries().remove(entry_id).filter(|(read_at, _)| read_at.elapsed() < fresh_for)
+        lock(&self.0).remove(entry_id).filter(|(read_at, _)| read_at.elapsed() < fresh_for)
     }
 }
 
@@ -565,8 +560,8 @@ mod tests {
         assert_eq!(prepared.take("1-0", Duration::from_secs(1)).map(|(_, v)| v), Some("a"));
         assert_eq!(prepared.take("1-0", Duration::from_secs(1)), None, "taken out");
         assert_eq!(prepared.take("2-0", Duration::from_secs(1)), None, "read too long ago");
-        assert!(prepared.entries().get("2-0").is_none(), "a stale one is dropped too");
+        assert!(lock(&prepared.0).get("2-0").is_none(), "a stale one is dropped too");
         prepared.forget([&"3-0".to_owned()].into_iter());
-        assert!(prepared.entries().is_empty());
+        assert!(lock(&prepared.0).is_empty());
     }
 }
